@@ -1,0 +1,46 @@
+# The front door. `make run` starts the server, `make test` runs every test;
+# both install what is missing first (see scripts/deps.sh).
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CONF       ?= conf/depth-realtime.conf
+# Development secret for `make run` only; production reads JWT_SECRET from the environment.
+export JWT_SECRET ?= dev-secret-change-me
+
+.PHONY: all build asan deps run test unit integration bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+.deps-ok:
+	@scripts/deps.sh check || scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: .deps-ok $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDR_SANITIZE=ON
+
+asan: .deps-ok $(ASAN_BUILD)/CMakeCache.txt
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/depth-realtime -c $(CONF) -M $(BUILD)/modules
+
+# Unit and integration tests on the normal build, then again under ASan+UBSan.
+test: build asan
+	cmake -S . -B $(BUILD) >/dev/null
+	cmake -S . -B $(ASAN_BUILD) >/dev/null
+	cd $(BUILD) && ctest --output-on-failure
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure
+
+bench: build
+	tests/bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

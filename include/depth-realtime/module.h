@@ -1,0 +1,329 @@
+// depth-realtime module API.
+//
+// This header (with json.h beside it) is all a module may include. A module is a
+// plain descriptor (dr::Module) holding its name, its directive table and its
+// lifecycle hooks; in init_worker it registers what it takes part in: CONNECT
+// hooks (auth), per-event middleware (validation, rate limits), event handlers
+// per namespace, disconnect handlers and HTTP routes.
+//
+// Everything runs on the worker's single libuv loop: no locking, and a handler
+// must never block. Work that waits (Redis, timers) keeps a weak reference to
+// the socket and answers later.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "depth-realtime/json.h"
+
+namespace dr {
+
+// Bumped whenever a type below changes layout. A module built against another
+// ABI (or another C++ standard library) is refused at load time.
+inline constexpr uint32_t kModuleAbi = 1;
+#if defined(_GLIBCXX_RELEASE)
+#define DR_MODULE_SIGNATURE "dr-abi-1/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
+#else
+#define DR_MODULE_SIGNATURE "dr-abi-1/other"
+#endif
+#define DR_STR1(x) #x
+#define DR_STR2(x) DR_STR1(x)
+
+// ---------------------------------------------------------------- logging
+
+enum class LogLevel { Debug = 0, Info, Notice, Warn, Error, Crit };
+
+// Writes to the error log of the current process ("[level] pid#slot: text").
+void log(LogLevel level, std::string_view text);
+void logf(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// --------------------------------------------------------------- payloads
+
+// Arguments of an event or an ack: a JSON array. Binary values appear in it
+// as {"_placeholder":true,"num":N} standing for attachments[N], exactly as on
+// the Socket.IO wire, so binary passes through a module untouched.
+struct Payload {
+  Json args;                             // a JSON array, never null
+  std::vector<std::string> attachments;  // binary values, in placeholder order
+
+  Payload() : args(json_array()) {}
+  explicit Payload(Json array, std::vector<std::string> bin = {})
+      : args(std::move(array)), attachments(std::move(bin)) {}
+  // One argument (the common case: `{data: ...}` acks, object events).
+  static Payload of(Json value) {
+    Payload p;
+    json_array_append_new(p.args.get(), value.release());
+    return p;
+  }
+  Payload copy() const { return Payload(Json(json_deep_copy(args.get())), attachments); }
+};
+
+// --------------------------------------------------------- configuration
+
+// Where a directive may appear.
+enum ConfContext : unsigned {
+  kConfMain = 1,       // top level
+  kConfServer = 2,     // inside `server { }`
+  kConfNamespace = 4,  // inside `namespace /name { }`
+};
+
+struct ModuleConf;
+
+// Parses `args` (already split, variables substituted) into the module's conf.
+// Returns false and sets `err` ("expected ..."); the caller adds file:line.
+using DirectiveSetter = bool (*)(ModuleConf* conf, const std::vector<std::string>& args,
+                                 std::string& err);
+
+struct Directive {
+  const char* name;         // nullptr ends a table
+  unsigned contexts;        // ConfContext bits
+  int min_args, max_args;   // argument count, max -1 = unbounded
+  DirectiveSetter set;      // a generic setter below, or the module's own
+  const char* default_text; // for the directive reference
+  bool reload_in_place;     // a SIGHUP applies it without new workers
+  const char* help;         // one line for the directive reference
+};
+
+// A module's configuration. One instance holds the main and server level
+// directives; every `namespace` block gets a clone() of it that its own
+// directives then override (explicit scoping: no hidden inheritance).
+struct ModuleConf {
+  virtual ~ModuleConf() = default;
+  virtual std::unique_ptr<ModuleConf> clone() const = 0;
+};
+template <class T>
+struct ModuleConfBase : ModuleConf {
+  std::unique_ptr<ModuleConf> clone() const override {
+    return std::make_unique<T>(static_cast<const T&>(*this));
+  }
+};
+
+// Value parsers shared by every directive (exported by the daemon).
+bool conf_parse_flag(const std::vector<std::string>& args, bool& out, std::string& err);          // on | off
+bool conf_parse_size(const std::vector<std::string>& args, uint64_t& out, std::string& err);      // 512, 64k, 1m, 1g
+bool conf_parse_msec(const std::vector<std::string>& args, uint64_t& out, std::string& err);      // 500ms, 25s, 2m, 1h; plain = ms
+bool conf_parse_uint(const std::vector<std::string>& args, uint64_t& out, std::string& err);
+
+namespace detail {
+template <class T> struct MemberOf;
+template <class C, class V> struct MemberOf<V C::*> { using Class = C; using Value = V; };
+}  // namespace detail
+
+// Generic setters, nginx style, writing into one field of the conf struct:
+//   {"auth_jwt", kConfServer | kConfNamespace, 1, 1, dr::set_flag<&AuthConf::enabled>, ...}
+template <auto Field>
+bool set_flag(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  return conf_parse_flag(a, static_cast<C*>(c)->*Field, err);
+}
+template <auto Field>
+bool set_size(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  return conf_parse_size(a, static_cast<C*>(c)->*Field, err);
+}
+template <auto Field>
+bool set_msec(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  return conf_parse_msec(a, static_cast<C*>(c)->*Field, err);
+}
+template <auto Field>
+bool set_uint(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  return conf_parse_uint(a, static_cast<C*>(c)->*Field, err);
+}
+// std::string: the single argument.
+template <auto Field>
+bool set_str(ModuleConf* c, const std::vector<std::string>& a, std::string&) {
+  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  static_cast<C*>(c)->*Field = a.at(0);
+  return true;
+}
+// std::vector<std::string>: every argument; a repeated directive replaces the list.
+template <auto Field>
+bool set_str_list(ModuleConf* c, const std::vector<std::string>& a, std::string&) {
+  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  static_cast<C*>(c)->*Field = a;
+  return true;
+}
+
+// ------------------------------------------------------------- handshake
+
+struct Handshake {
+  std::string address;  // peer IP
+  std::string url;      // request URL of the Engine.IO handshake
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
+  std::vector<std::pair<std::string, std::string>> query;
+  bool secure = false;
+  int64_t issued_ms = 0;  // ms since the epoch
+
+  const std::string* header(std::string_view name) const;  // name lower-case
+  const std::string* query_param(std::string_view name) const;
+};
+
+// ----------------------------------------------------------------- sockets
+
+// Result of an acknowledgement requested by the server: `timed_out` true and
+// an empty payload when the client did not answer in time or went away.
+using AckCallback = std::function<void(bool timed_out, Payload reply)>;
+
+// One namespace connection of a client (a Socket.IO "socket").
+class Socket {
+ public:
+  virtual ~Socket() = default;
+
+  virtual const std::string& id() const = 0;    // public socket id
+  virtual const std::string& nsp() const = 0;   // "/chat"
+  virtual const Handshake& handshake() const = 0;
+  virtual const json_t* auth() const = 0;       // CONNECT data, an object
+  virtual bool connected() const = 0;
+
+  // Per-socket data that hooks set and handlers read (e.g. "userId", "role").
+  virtual void set(std::string_view key, std::string value) = 0;
+  virtual const std::string* get(std::string_view key) const = 0;
+
+  // Server -> this client. `is_volatile`: dropped if it cannot leave now.
+  virtual void emit(std::string_view event, Payload args, bool is_volatile = false) = 0;
+  virtual void emit_with_ack(std::string_view event, Payload args, uint64_t timeout_ms,
+                             AckCallback cb) = 0;
+  // Answers the client's ack request `ack_id` (at most once per id).
+  virtual void ack(uint64_t ack_id, Payload reply) = 0;
+
+  virtual void join(std::string_view room) = 0;
+  virtual void leave(std::string_view room) = 0;
+  virtual bool in_room(std::string_view room) const = 0;
+  virtual std::vector<std::string> rooms() const = 0;
+
+  // Server-side DISCONNECT for this namespace ("io server disconnect" on the
+  // client); with close_connection, every namespace and the transport.
+  virtual void disconnect(bool close_connection = false) = 0;
+
+  // Handlers that answer later hold this, not a reference.
+  virtual std::weak_ptr<Socket> weak() = 0;
+};
+
+// An incoming event, after the Socket.IO layer has decoded it.
+struct Event {
+  std::string name;
+  Payload args;                   // without the event name
+  std::optional<uint64_t> ack_id; // set when the client waits for an ack
+};
+
+// ------------------------------------------------------------------- hooks
+
+struct ConnectError {
+  std::string message;
+  Json data;  // may be null: then CONNECT_ERROR carries no "data"
+};
+// Continue (nullopt) or refuse the CONNECT. Safe to call late, or after the
+// client went away (then it does nothing); only the first call counts.
+using ConnectNext = std::function<void(std::optional<ConnectError>)>;
+using ConnectHook = std::function<void(Socket& socket, ConnectNext next)>;
+
+// Runs before handlers, in registration order. Return false to drop the event
+// (the middleware has told the client why, if it should know).
+using EventMiddleware = std::function<bool(Socket& socket, Event& event)>;
+using EventHandler = std::function<void(Socket& socket, Event& event)>;
+using ConnectionHandler = std::function<void(Socket& socket)>;
+using DisconnectHandler = std::function<void(Socket& socket, std::string_view reason)>;
+
+// ---------------------------------------------------------------- broadcast
+
+struct BroadcastOptions {
+  std::string nsp = "/";
+  std::vector<std::string> rooms;   // empty: the whole namespace
+  std::vector<std::string> except;  // minus the members of these rooms
+  bool is_volatile = false;
+  bool local = false;               // this worker only
+};
+
+// -------------------------------------------------------------------- HTTP
+
+struct HttpRequest {
+  std::string method;  // "GET"
+  std::string path;    // without the query
+  std::vector<std::pair<std::string, std::string>> query;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
+  std::string body;
+  std::string address;
+
+  const std::string* header(std::string_view name) const;
+  const std::string* query_param(std::string_view name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+using HttpRespond = std::function<void(HttpResponse)>;
+using HttpHandler = std::function<void(const HttpRequest& req, HttpRespond respond)>;
+
+// Which listener a route is served on.
+enum class Listener { Main, Metrics };
+
+// ------------------------------------------------------------------ worker
+
+struct Module;
+
+// What a worker offers its modules. One per worker process.
+class Worker {
+ public:
+  virtual ~Worker() = default;
+
+  virtual uv_loop_t* loop() = 0;
+  virtual int slot() const = 0;  // worker number, 0..worker_processes-1
+
+  // The module's configuration: server level, or as merged for namespace `nsp`.
+  virtual const ModuleConf* conf(const Module& m, std::string_view nsp = {}) const = 0;
+  // Namespaces the configuration declares ("/", "/chat", ...).
+  virtual std::vector<std::string> namespaces() const = 0;
+
+  // `nsp` empty = every namespace.
+  virtual void use_connect(std::string_view nsp, ConnectHook hook) = 0;
+  virtual void use_event(std::string_view nsp, EventMiddleware mw) = 0;
+  virtual void on_connection(std::string_view nsp, ConnectionHandler h) = 0;
+  virtual void on(std::string_view nsp, std::string_view event, EventHandler h) = 0;
+  virtual void on_disconnect(std::string_view nsp, DisconnectHandler h) = 0;
+
+  // Through the adapter: reaches every worker (and, with Redis, every node).
+  virtual void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) = 0;
+  // Sockets of this worker in a namespace, optionally only those in `room`.
+  virtual std::vector<std::weak_ptr<Socket>> local_sockets(std::string_view nsp,
+                                                           std::string_view room = {}) = 0;
+
+  virtual void route(Listener where, std::string_view method, std::string_view path,
+                     HttpHandler h) = 0;
+};
+
+// --------------------------------------------------------------- the module
+
+struct Module {
+  uint32_t abi;               // kModuleAbi
+  const char* signature;      // DR_MODULE_SIGNATURE
+  const char* name;
+  const Directive* directives;  // ends with {nullptr}, may be nullptr
+  // The conf struct the directives write into, with its defaults set.
+  std::unique_ptr<ModuleConf> (*create_conf)();
+  // Checks a parsed conf in the master (`-t` runs it too): false + err fails the load.
+  bool (*check_conf)(ModuleConf* conf, std::string& err);
+  // In each worker, after its loop exists: register hooks. false stops the worker.
+  bool (*init_worker)(Worker& w, const Module& self);
+  void (*exit_worker)(Worker& w, const Module& self);
+};
+
+}  // namespace dr
+
+// A module compiled as a shared object exports its descriptor with this.
+#define DR_MODULE_EXPORT(module_var) \
+  extern "C" __attribute__((visibility("default"))) const dr::Module* dr_module_entry() { return &(module_var); }

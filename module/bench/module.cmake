@@ -1,0 +1,1 @@
+dr_module(bench ${CMAKE_CURRENT_LIST_DIR}/bench.cc)

@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# `make bench`: tests/bench/run.sh BUILD_DIR
+#
+# Measures depth-realtime (bench.conf, 2 workers) and the Node reference
+# (node-reference.mjs, socket.io 4.8) with the same load generator, on loopback:
+#   idle      BENCH_CONNECTIONS (10000) connections on / and /chat: RSS and CPU per connection
+#   echo      BENCH_ECHO_CONNECTIONS x BENCH_ECHO_RATE acked events/s: latency at a fixed load
+#   echo_max  closed loop (BENCH_MAX_WINDOW acks in flight per connection): throughput
+# Writes bench-results/bench-<timestamp>.json and bench-results/latest.json.
+#
+# A daemon that is missing or does not start is recorded, and Node is still
+# measured (BENCH_STRICT=1 makes that an error). Exit status is non-zero only
+# when a scenario could not run at all.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 1
+BUILD=${1:-build}
+case $BUILD in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
+
+BENCH_SERVERS=${BENCH_SERVERS:-"depth-realtime node"}
+BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-10000}
+BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-200}
+BENCH_SETTLE=${BENCH_SETTLE:-5}
+BENCH_ECHO_CONNECTIONS=${BENCH_ECHO_CONNECTIONS:-200}
+BENCH_ECHO_RATE=${BENCH_ECHO_RATE:-50}
+BENCH_ECHO_DURATION=${BENCH_ECHO_DURATION:-10}
+BENCH_MAX_CONNECTIONS=${BENCH_MAX_CONNECTIONS:-200}
+BENCH_MAX_WINDOW=${BENCH_MAX_WINDOW:-4}
+BENCH_WORKERS=${BENCH_WORKERS:-2}
+BENCH_PAUSE=${BENCH_PAUSE:-2}   # lets a server finish closing the previous scenario's sockets
+BENCH_STRICT=${BENCH_STRICT:-0}
+export JWT_SECRET=${JWT_SECRET:-bench-secret-not-for-production}
+
+log() { echo "bench: $*" >&2; }
+
+# ------------------------------------------------------------ prerequisites
+
+LOADGEN="$BUILD/tests/bench/dr_loadgen"
+build_loadgen() {
+  if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || return 1
+  fi
+  cmake --build "$BUILD" --target dr_loadgen
+}
+if ! build_loadgen; then
+  # The loadgen has no dependency on the daemon's sources: when the tree does
+  # not build yet, compile it alone so Node can still be measured.
+  log "cmake could not build dr_loadgen; compiling it directly"
+  mkdir -p "$(dirname "$LOADGEN")"
+  ${CXX:-c++} -std=c++20 -O2 -Wall -Wextra tests/bench/loadgen.cc -luv -lcrypto -o "$LOADGEN" || {
+    log "cannot build the load generator"
+    exit 1
+  }
+fi
+
+command -v node >/dev/null || { log "node is required (scripts/deps.sh installs it)"; exit 1; }
+if [ ! -f tests/node_modules/socket.io/package.json ]; then
+  scripts/deps.sh || { log "scripts/deps.sh failed"; exit 1; }
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/dr-bench.XXXXXX")
+SERVER_PID=""
+cleanup() {
+  stop_server
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------ server control
+
+free_port() {
+  node -e 'const s = require("net").createServer();
+           s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
+}
+
+# Every descendant of $1 (the daemon's workers), deepest last.
+descendants() {
+  local kids k
+  kids=$(pgrep -P "$1" 2>/dev/null) || return 0
+  for k in $kids; do
+    echo "$k"
+    descendants "$k"
+  done
+}
+
+# Waits until the server answers an Engine.IO handshake, or gives up.
+wait_ready() {
+  local port=$1 pid=$2 i code
+  for i in $(seq 1 100); do
+    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$port/socket.io/?EIO=4&transport=polling" || true)
+    [ "$code" = 200 ] && return 0
+    # The master may have exited after daemonizing: then the pid file tells.
+    if ! kill -0 "$pid" 2>/dev/null && [ ! -s "$TMP/dr.pid" ]; then return 1; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+# start_server NAME PORT: sets SERVER_PID, or writes why not to $TMP/NAME.status.
+start_server() {
+  local name=$1 port=$2 logf="$TMP/$1.log"
+  case $name in
+    depth-realtime)
+      if [ ! -x "$BUILD/depth-realtime" ]; then
+        echo "binary missing: $BUILD/depth-realtime" >"$TMP/$name.status"
+        return 1
+      fi
+      echo "$BUILD/depth-realtime -c tests/bench/bench.conf -M $BUILD/modules (workers: $BENCH_WORKERS)" >"$TMP/$name.command"
+      PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr.pid" \
+        "$BUILD/depth-realtime" -c tests/bench/bench.conf -M "$BUILD/modules" >"$logf" 2>&1 &
+      ;;
+    node)
+      echo "node tests/bench/node-reference.mjs ($(node --version))" >"$TMP/$name.command"
+      PORT=$port node tests/bench/node-reference.mjs >"$logf" 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  if ! wait_ready "$port" "$SERVER_PID"; then
+    echo "failed to start (no answer on 127.0.0.1:$port)" >"$TMP/$name.status"
+    stop_server
+    return 1
+  fi
+  if ! kill -0 "$SERVER_PID" 2>/dev/null && [ -s "$TMP/dr.pid" ]; then
+    SERVER_PID=$(cat "$TMP/dr.pid")
+  fi
+  echo ok >"$TMP/$name.status"
+  return 0
+}
+
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  local pid=$SERVER_PID kids i
+  SERVER_PID=""
+  kids=$(descendants "$pid")
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null
+  # Workers that outlived their master are ours too.
+  for k in $kids; do kill -KILL "$k" 2>/dev/null; done
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+# ------------------------------------------------------------ scenarios
+
+FAILED=0
+
+# run_scenario SERVER NAME LOADGEN_ARGS...: $TMP/SERVER.NAME.json holds the result.
+run_scenario() {
+  local server=$1 name=$2 out="$TMP/$1.$2.json" err="$TMP/$1.$2.err" rc
+  shift 2
+  log "$server: $name"
+  "$LOADGEN" "$@" --port "$PORT" --secret "$JWT_SECRET" --server-pid-tree "$SERVER_PID" >"$out" 2>"$err"
+  rc=$?
+  if [ $rc -ne 0 ] || ! node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$out" 2>/dev/null; then
+    log "$server: $name could not run (loadgen exit $rc): $(tail -n 3 "$err" | tr '\n' ' ')"
+    [ -s "$out" ] || echo "{\"error\":\"loadgen exit $rc\"}" >"$out"
+    FAILED=1
+  fi
+  sleep "$BENCH_PAUSE"
+}
+
+for server in $BENCH_SERVERS; do
+  PORT=$(free_port)
+  log "starting $server on 127.0.0.1:$PORT"
+  if ! start_server "$server" "$PORT"; then
+    log "$server: $(cat "$TMP/$server.status")"
+    [ "$server" = node ] || [ "$BENCH_STRICT" = 1 ] && FAILED=1
+    continue
+  fi
+  run_scenario "$server" idle idle --connections "$BENCH_CONNECTIONS" --concurrency "$BENCH_CONCURRENCY" \
+    --namespaces /,/chat --settle "$BENCH_SETTLE" --max-seconds 300
+  run_scenario "$server" echo echo --connections "$BENCH_ECHO_CONNECTIONS" --rate "$BENCH_ECHO_RATE" \
+    --duration "$BENCH_ECHO_DURATION" --max-seconds 120
+  run_scenario "$server" echo_max echo --connections "$BENCH_MAX_CONNECTIONS" --rate 0 \
+    --window "$BENCH_MAX_WINDOW" --duration "$BENCH_ECHO_DURATION" --max-seconds 120
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "exited during the benchmark" >"$TMP/$server.status"
+    log "$server exited during the benchmark"
+  fi
+  stop_server
+done
+
+# ------------------------------------------------------------ results
+
+mkdir -p bench-results
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULT="bench-results/bench-$STAMP.json"
+
+BENCH_SETTINGS=$(printf '{"connections":%s,"concurrency":%s,"settle_s":%s,"echo_connections":%s,"echo_rate":%s,"echo_duration_s":%s,"max_connections":%s,"max_window":%s,"workers":%s}' \
+  "$BENCH_CONNECTIONS" "$BENCH_CONCURRENCY" "$BENCH_SETTLE" "$BENCH_ECHO_CONNECTIONS" "$BENCH_ECHO_RATE" \
+  "$BENCH_ECHO_DURATION" "$BENCH_MAX_CONNECTIONS" "$BENCH_MAX_WINDOW" "$BENCH_WORKERS")
+
+BENCH_TMP="$TMP" BENCH_STAMP="$STAMP" BENCH_SETTINGS="$BENCH_SETTINGS" BENCH_SERVERS="$BENCH_SERVERS" \
+node --input-type=module - "$RESULT" <<'EOF'
+import fs from "node:fs";
+import os from "node:os";
+
+const tmp = process.env.BENCH_TMP;
+const read = (f) => (fs.existsSync(`${tmp}/${f}`) ? fs.readFileSync(`${tmp}/${f}`, "utf8").trim() : null);
+const readJson = (f) => {
+  const t = read(f);
+  try { return t ? JSON.parse(t) : null; } catch { return { error: "unparsable loadgen output" }; }
+};
+
+const servers = {};
+for (const name of ["depth-realtime", "node"]) {
+  if (!process.env.BENCH_SERVERS.split(/\s+/).includes(name)) continue;
+  const s = { status: read(`${name}.status`) ?? "not run", command: read(`${name}.command`) };
+  for (const sc of ["idle", "echo", "echo_max"]) {
+    const r = readJson(`${name}.${sc}.json`);
+    if (r) s[sc] = r;
+  }
+  const logText = read(`${name}.log`);
+  if (s.status !== "ok" && logText) s.log_tail = logText.split("\n").slice(-20).join("\n");
+  servers[name] = s;
+}
+
+const ours = servers["depth-realtime"] ?? {}, node = servers.node ?? {};
+const ratio = (a, b) => (typeof a === "number" && typeof b === "number" && b > 0 ? +(a / b).toFixed(2) : null);
+const ratios = {
+  // > 1 means depth-realtime is better
+  rss_per_conn_node_over_ours: ratio(node.idle?.rss_per_conn_bytes, ours.idle?.rss_per_conn_bytes),
+  cpu_per_conn_node_over_ours: ratio(node.idle?.cpu_per_conn_us, ours.idle?.cpu_per_conn_us),
+  echo_throughput_ours_over_node: ratio(ours.echo_max?.acks_per_sec, node.echo_max?.acks_per_sec),
+  echo_cpu_per_ack_node_over_ours: ratio(node.echo?.cpu_per_ack_us, ours.echo?.cpu_per_ack_us),
+  echo_p99_node_over_ours: ratio(node.echo?.latency_p99_ms, ours.echo?.latency_p99_ms),
+};
+
+const result = {
+  timestamp: process.env.BENCH_STAMP,
+  machine: { cpus: os.cpus().length, memory_mb: Math.round(os.totalmem() / 2 ** 20), kernel: os.release(), node: process.version },
+  settings: JSON.parse(process.env.BENCH_SETTINGS),
+  servers,
+  ratios,
+};
+const text = JSON.stringify(result, null, 2) + "\n";
+fs.writeFileSync(process.argv[2], text);
+fs.writeFileSync("bench-results/latest.json", text);
+
+// Short human summary.
+const f = (v, d = 1) => (typeof v === "number" ? v.toFixed(d) : "-");
+const kb = (v) => (typeof v === "number" ? (v / 1024).toFixed(1) + " KB" : "-");
+const rows = [
+  ["idle: connections established", (s) => s.idle ? `${s.idle.established}/${s.idle.connections}` : "-", null],
+  ["idle: connect time (s)", (s) => f(s.idle?.connect_seconds, 2), null],
+  ["idle: RSS per connection", (s) => kb(s.idle?.rss_per_conn_bytes), ratios.rss_per_conn_node_over_ours],
+  ["idle: CPU per connection (us)", (s) => f(s.idle?.cpu_per_conn_us), ratios.cpu_per_conn_node_over_ours],
+  ["echo: acks/s at fixed rate", (s) => f(s.echo?.acks_per_sec, 0), null],
+  ["echo: latency p50 / p99 (ms)", (s) => `${f(s.echo?.latency_p50_ms, 2)} / ${f(s.echo?.latency_p99_ms, 2)}`, ratios.echo_p99_node_over_ours],
+  ["echo: server CPU per ack (us)", (s) => f(s.echo?.cpu_per_ack_us), ratios.echo_cpu_per_ack_node_over_ours],
+  ["echo_max: acks/s (closed loop)", (s) => f(s.echo_max?.acks_per_sec, 0), ratios.echo_throughput_ours_over_node],
+];
+const pad = (t, n) => String(t).padEnd(n);
+console.log(`\n${pad("", 32)}${pad("depth-realtime", 18)}${pad("node", 18)}ratio (>1: ours better)`);
+for (const [label, get, r] of rows) {
+  console.log(`${pad(label, 32)}${pad(get(ours), 18)}${pad(get(node), 18)}${r ?? ""}`);
+}
+for (const [name, s] of Object.entries(servers)) if (s.status !== "ok") console.log(`${name}: ${s.status}`);
+console.log(`\nresults: ${process.argv[2]} (and bench-results/latest.json)`);
+EOF
+[ $? -eq 0 ] || { log "could not write the results"; exit 1; }
+
+exit $FAILED

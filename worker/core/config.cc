@@ -1,0 +1,440 @@
+#include "core/config.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/log.h"
+
+namespace dr {
+
+// ----------------------------------------------------------- value parsers
+
+bool conf_parse_flag(const std::vector<std::string>& a, bool& out, std::string& err) {
+  if (a.at(0) == "on") out = true;
+  else if (a.at(0) == "off") out = false;
+  else {
+    err = "invalid value \"" + a[0] + "\", expected \"on\" or \"off\"";
+    return false;
+  }
+  return true;
+}
+
+bool conf_parse_size(const std::vector<std::string>& a, uint64_t& out, std::string& err) {
+  auto v = conf::parse_size(a.at(0));
+  if (!v) {
+    err = "invalid size \"" + a[0] + "\", expected a number with an optional k, m or g suffix";
+    return false;
+  }
+  out = *v;
+  return true;
+}
+
+bool conf_parse_msec(const std::vector<std::string>& a, uint64_t& out, std::string& err) {
+  auto v = conf::parse_msec(a.at(0));
+  if (!v) {
+    err = "invalid time \"" + a[0] + "\", expected e.g. 500ms, 25s, 2m, 1h";
+    return false;
+  }
+  out = *v;
+  return true;
+}
+
+bool conf_parse_uint(const std::vector<std::string>& a, uint64_t& out, std::string& err) {
+  const std::string& s = a.at(0);
+  uint64_t v = 0;
+  bool ok = !s.empty() && s.size() <= 19;
+  for (char c : s) {
+    if (c < '0' || c > '9') ok = false;
+    else v = v * 10 + (c - '0');
+  }
+  if (!ok) {
+    err = "invalid number \"" + s + "\", expected a non-negative integer";
+    return false;
+  }
+  out = v;
+  return true;
+}
+
+std::string ListenAddress::text() const {
+  return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                             : host + ":" + std::to_string(port);
+}
+
+int CoreConf::workers() const {
+  if (worker_processes > 0) return worker_processes;
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? int(n) : 1;
+}
+
+void ModuleHandleDeleter::operator()(void* h) const {
+  if (h) dlclose(h);
+}
+
+// ------------------------------------------------------- core directives
+
+namespace {
+
+bool set_worker_processes(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto* core = static_cast<CoreConf*>(c);
+  if (a[0] == "auto") {
+    core->worker_processes = 0;
+    return true;
+  }
+  uint64_t n;
+  if (!conf_parse_uint(a, n, err) || n < 1 || n > 256) {
+    err = "invalid value \"" + a[0] + "\", expected \"auto\" or a number from 1 to 256";
+    return false;
+  }
+  core->worker_processes = int(n);
+  return true;
+}
+
+bool set_error_log(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto* core = static_cast<CoreConf*>(c);
+  core->error_log = a[0];
+  if (a.size() > 1 && !logging::parse_level(a[1], core->log_level)) {
+    err = "invalid log level \"" + a[1] + "\", expected debug, info, notice, warn, error or crit";
+    return false;
+  }
+  return true;
+}
+
+bool parse_listen(const std::string& s, ListenAddress& out, std::string& err) {
+  std::string host = "0.0.0.0", port = s;
+  if (!s.empty() && s[0] == '[') {  // [::1]:3000
+    auto close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      err = "invalid listen address \"" + s + "\", expected [IPv6]:PORT";
+      return false;
+    }
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else if (auto colon = s.rfind(':'); colon != std::string::npos) {
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+    if (host == "*" || host.empty()) host = "0.0.0.0";
+    if (host == "localhost") host = "127.0.0.1";
+  }
+  uint64_t p = 0;
+  std::string e;
+  if (!conf_parse_uint({port}, p, e) || p < 1 || p > 65535) {
+    err = "invalid port in \"" + s + "\", expected [ADDRESS:]PORT with a port from 1 to 65535";
+    return false;
+  }
+  out.host = host;
+  out.port = int(p);
+  return true;
+}
+
+bool set_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  ListenAddress addr;
+  if (!parse_listen(a[0], addr, err)) return false;
+  static_cast<CoreConf*>(c)->listen.push_back(addr);
+  return true;
+}
+
+bool set_path(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  std::string p = a[0];
+  if (p.empty() || p[0] != '/') {
+    err = "invalid path \"" + p + "\", expected it to start with \"/\"";
+    return false;
+  }
+  if (p.back() != '/') p.push_back('/');  // as Socket.IO does with its `path` option
+  static_cast<CoreConf*>(c)->path = p;
+  return true;
+}
+
+bool set_transports(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto* core = static_cast<CoreConf*>(c);
+  core->allow_polling = core->allow_websocket = false;
+  for (auto& t : a) {
+    if (t == "polling") core->allow_polling = true;
+    else if (t == "websocket") core->allow_websocket = true;
+    else {
+      err = "unknown transport \"" + t + "\", expected \"polling\" and/or \"websocket\"";
+      return false;
+    }
+  }
+  return true;
+}
+
+// Origins may be given as several arguments and/or comma-separated (CLIENT_URL).
+bool set_cors_origins(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto* core = static_cast<CoreConf*>(c);
+  core->cors_origins.clear();
+  for (auto& arg : a) {
+    size_t start = 0;
+    while (start <= arg.size()) {
+      size_t comma = arg.find(',', start);
+      std::string o = arg.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      while (!o.empty() && o.back() == ' ') o.pop_back();
+      while (!o.empty() && o.front() == ' ') o.erase(0, 1);
+      while (!o.empty() && o.back() == '/') o.pop_back();  // "http://x/" and "http://x" are one origin
+      if (!o.empty()) {
+        if (o != "*" && o.find("://") == std::string::npos) {
+          err = "invalid origin \"" + o + "\", expected scheme://host[:port]";
+          return false;
+        }
+        core->cors_origins.push_back(o);
+      }
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  return true;
+}
+
+constexpr unsigned M = kConfMain, S = kConfServer;
+
+const Directive core_directives[] = {
+    {"worker_processes", M, 1, 1, set_worker_processes, "auto", false,
+     "number of worker processes; auto = one per CPU core"},
+    {"error_log", M, 1, 2, set_error_log, "stderr info", true,
+     "where the error log goes (stderr or a file) and its minimum level"},
+    {"pid", M, 1, 1, set_str<&CoreConf::pid_file>, "(none)", false, "file the master writes its pid to"},
+    {"worker_shutdown_timeout", M, 1, 1, set_msec<&CoreConf::worker_shutdown_timeout>, "10s", true,
+     "how long a gracefully stopping worker waits for its clients before it exits"},
+    {"listen", S, 1, 1, set_listen, "0.0.0.0:3000", false, "[ADDRESS:]PORT to accept clients on; repeatable"},
+    {"path", S, 1, 1, set_path, "/socket.io/", false, "URL path of the Engine.IO endpoint"},
+    {"ping_interval", S, 1, 1, set_msec<&CoreConf::ping_interval>, "25s", true,
+     "interval between server pings (Engine.IO pingInterval)"},
+    {"ping_timeout", S, 1, 1, set_msec<&CoreConf::ping_timeout>, "60s", true,
+     "how long to wait for the pong before closing (pingTimeout)"},
+    {"upgrade_timeout", S, 1, 1, set_msec<&CoreConf::upgrade_timeout>, "10s", true,
+     "time allowed for the polling to WebSocket upgrade"},
+    {"connect_timeout", S, 1, 1, set_msec<&CoreConf::connect_timeout>, "45s", true,
+     "a session that joins no namespace within this time is closed"},
+    {"max_payload", S, 1, 1, set_size<&CoreConf::max_payload>, "1000000", true,
+     "largest message or polling body accepted (maxHttpBufferSize)"},
+    {"transports", S, 1, 2, set_transports, "polling websocket", true, "allowed transports"},
+    {"cors_origins", S, 1, -1, set_cors_origins, "(none)", true,
+     "allowed CORS origins (space or comma separated); the exact origin is echoed"},
+    {"cors_credentials", S, 1, 1, set_flag<&CoreConf::cors_credentials>, "on", true,
+     "send Access-Control-Allow-Credentials: true to allowed origins"},
+    {"client_header_timeout", S, 1, 1, set_msec<&CoreConf::client_header_timeout>, "10s", true,
+     "time allowed to send the request headers"},
+    {"client_body_timeout", S, 1, 1, set_msec<&CoreConf::client_body_timeout>, "10s", true,
+     "time allowed to send the request body"},
+    {"keepalive_timeout", S, 1, 1, set_msec<&CoreConf::keepalive_timeout>, "75s", true,
+     "idle keep-alive HTTP connections are closed after this"},
+    {"client_max_header_size", S, 1, 1, set_size<&CoreConf::client_max_header_size>, "16k", true,
+     "largest request line plus headers (431 beyond)"},
+    {"max_output_buffer", S, 1, 1, set_size<&CoreConf::max_output_buffer>, "4m", true,
+     "a client whose unsent output grows past this is disconnected"},
+    {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
+};
+
+// ------------------------------------------------------------ applying
+
+struct Applier {
+  Config& cfg;
+  const LoadOptions& opts;
+  std::string& err;
+
+  bool fail(const conf::Node& n, const std::string& msg) {
+    err = n.where() + ": " + msg;
+    return false;
+  }
+
+  // Finds `name` in the core table or a module's; `owner` -1 = core.
+  const Directive* find(const std::string& name, int& owner) {
+    for (const Directive* d = core_directives; d->name; d++)
+      if (name == d->name) {
+        owner = -1;
+        return d;
+      }
+    for (size_t i = 0; i < cfg.modules.size(); i++)
+      for (const Directive* d = cfg.modules[i].module->directives; d && d->name; d++)
+        if (name == d->name) {
+          owner = int(i);
+          return d;
+        }
+    return nullptr;
+  }
+
+  bool load_module(const conf::Node& n) {
+    if (n.args.size() != 1) return fail(n, "\"load_module\" takes one argument: the module file");
+    std::string path = n.args[0];
+    if (path.empty() || path[0] != '/') path = opts.module_dir + "/" + path;
+    dlerror();
+    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) return fail(n, std::string("cannot load module: ") + dlerror());
+    LoadedModule lm;
+    lm.handle.reset(h);
+    lm.path = path;
+    auto entry = reinterpret_cast<const Module* (*)()>(dlsym(h, "dr_module_entry"));
+    if (!entry) return fail(n, "\"" + path + "\" is not a depth-realtime module (no dr_module_entry)");
+    lm.module = entry();
+    if (!lm.module || lm.module->abi != kModuleAbi ||
+        strcmp(lm.module->signature ? lm.module->signature : "", DR_MODULE_SIGNATURE) != 0)
+      return fail(n, "module \"" + path + "\" was built for another version (signature \"" +
+                         std::string(lm.module && lm.module->signature ? lm.module->signature : "?") +
+                         "\", expected \"" DR_MODULE_SIGNATURE "\")");
+    for (auto& other : cfg.modules)
+      if (strcmp(other.module->name, lm.module->name) == 0)
+        return fail(n, std::string("module \"") + lm.module->name + "\" is already loaded");
+    if (lm.module->create_conf) lm.conf = lm.module->create_conf();
+    cfg.modules.push_back(std::move(lm));
+    return true;
+  }
+
+  ModuleConf* conf_of(int owner, NamespaceConf* ns) {
+    if (owner < 0) return &cfg.core;
+    if (ns) return ns->module_confs[owner].get();
+    return cfg.modules[owner].conf.get();
+  }
+
+  bool apply(const conf::Node& n, unsigned ctx, NamespaceConf* ns) {
+    if (n.name == "load_module") {
+      if (ctx != kConfMain) return fail(n, "\"load_module\" is only allowed at the top level");
+      return true;  // done in the first pass
+    }
+    if (n.name == "server") {
+      if (ctx != kConfMain || !n.is_block) return fail(n, "\"server\" is a block at the top level: server { ... }");
+      if (server_seen) return fail(n, "only one \"server\" block is supported");
+      server_seen = true;
+      if (!n.args.empty()) return fail(n, "\"server\" takes no arguments");
+      for (auto& c : n.children)
+        if (c.name != "namespace" && !apply(c, kConfServer, nullptr)) return false;
+      // Namespaces after the server level, so they start from its final values.
+      for (auto& c : n.children)
+        if (c.name == "namespace" && !apply_namespace(c)) return false;
+      return true;
+    }
+    if (n.name == "namespace") return fail(n, "\"namespace\" is only allowed inside \"server\"");
+    if (n.is_block) return fail(n, "\"" + n.name + "\" is not a block");
+    int owner;
+    const Directive* d = find(n.name, owner);
+    if (!d) return fail(n, "unknown directive \"" + n.name + "\"");
+    if (!(d->contexts & ctx)) {
+      std::string where;
+      if (d->contexts & kConfMain) where += " the top level";
+      if (d->contexts & kConfServer) where += std::string(where.empty() ? "" : " or") + " \"server\"";
+      if (d->contexts & kConfNamespace) where += std::string(where.empty() ? "" : " or") + " \"namespace\"";
+      return fail(n, "\"" + n.name + "\" is not allowed here, only in" + where);
+    }
+    int argc = int(n.args.size());
+    if (argc < d->min_args || (d->max_args >= 0 && argc > d->max_args)) {
+      std::string want = d->min_args == d->max_args ? std::to_string(d->min_args)
+                         : d->max_args < 0 ? "at least " + std::to_string(d->min_args)
+                                           : std::to_string(d->min_args) + " to " + std::to_string(d->max_args);
+      return fail(n, "invalid number of arguments in \"" + n.name + "\": expected " + want + ", got " +
+                         std::to_string(argc));
+    }
+    ModuleConf* target = conf_of(owner, ns);
+    if (!target) return fail(n, "module of \"" + n.name + "\" has no configuration");
+    std::string e;
+    if (!d->set(target, n.args, e)) return fail(n, e);
+    return true;
+  }
+
+  bool apply_namespace(const conf::Node& n) {
+    if (n.args.size() != 1 || n.args[0].empty() || n.args[0][0] != '/' ||
+        n.args[0].find(',') != std::string::npos)
+      return fail(n, "\"namespace\" takes one name starting with \"/\" (and without commas)");
+    if (cfg.find_namespace(n.args[0])) return fail(n, "namespace \"" + n.args[0] + "\" is declared twice");
+    NamespaceConf ns;
+    ns.name = n.args[0];
+    for (auto& m : cfg.modules) ns.module_confs.push_back(m.conf ? m.conf->clone() : nullptr);
+    cfg.namespaces.push_back(std::move(ns));
+    for (auto& c : n.children) {
+      if (c.name == "namespace") return fail(c, "namespaces do not nest");
+      if (!apply(c, kConfNamespace, &cfg.namespaces.back())) return false;
+    }
+    return true;
+  }
+
+  bool server_seen = false;
+};
+
+}  // namespace
+
+const NamespaceConf* Config::find_namespace(std::string_view name) const {
+  for (auto& ns : namespaces)
+    if (ns.name == name) return &ns;
+  return nullptr;
+}
+
+const ModuleConf* Config::module_conf(const Module& m, std::string_view nsp) const {
+  for (size_t i = 0; i < modules.size(); i++) {
+    if (modules[i].module != &m) continue;
+    if (!nsp.empty())
+      if (auto* ns = find_namespace(nsp)) return ns->module_confs[i].get();
+    return modules[i].conf.get();
+  }
+  return nullptr;
+}
+
+std::unique_ptr<Config> load_config(const std::string& path, const LoadOptions& opts, std::string& err) {
+  std::vector<conf::Node> nodes;
+  if (!conf::parse_file(path, nodes, err)) return nullptr;
+  auto cfg = std::make_unique<Config>();
+  cfg->file = path;
+  Applier ap{*cfg, opts, err};
+  // Modules first: their directives may appear anywhere after.
+  for (auto& n : nodes)
+    if (n.name == "load_module" && !ap.load_module(n)) return nullptr;
+  for (auto& n : nodes)
+    if (!ap.apply(n, kConfMain, nullptr)) return nullptr;
+  if (!ap.server_seen) {
+    err = path + ": no \"server\" block: nothing to serve";
+    return nullptr;
+  }
+  if (cfg->core.listen.empty()) cfg->core.listen.push_back({"0.0.0.0", 3000});
+  if (cfg->namespaces.empty()) {  // Socket.IO always has "/"
+    NamespaceConf ns;
+    ns.name = "/";
+    for (auto& m : cfg->modules) ns.module_confs.push_back(m.conf ? m.conf->clone() : nullptr);
+    cfg->namespaces.push_back(std::move(ns));
+  }
+  if (cfg->core.ping_interval == 0 || cfg->core.ping_timeout == 0) {
+    err = path + ": ping_interval and ping_timeout must be greater than 0";
+    return nullptr;
+  }
+  if (!cfg->core.allow_polling && !cfg->core.allow_websocket) {
+    err = path + ": no transport is allowed";
+    return nullptr;
+  }
+  for (auto& m : cfg->modules) {
+    if (!m.module->check_conf) continue;
+    std::string e;
+    if (!m.module->check_conf(m.conf.get(), e)) {
+      err = path + ": module \"" + m.module->name + "\": " + e;
+      return nullptr;
+    }
+    for (size_t i = 0; i < cfg->modules.size(); i++)
+      if (&cfg->modules[i] == &m)
+        for (auto& ns : cfg->namespaces)
+          if (ns.module_confs[i] && !m.module->check_conf(ns.module_confs[i].get(), e)) {
+            err = path + ": module \"" + m.module->name + "\" in namespace \"" + ns.name + "\": " + e;
+            return nullptr;
+          }
+  }
+  return cfg;
+}
+
+std::string directive_reference(const Config& cfg) {
+  auto ctx_text = [](unsigned c) {
+    std::string s;
+    if (c & kConfMain) s += "main ";
+    if (c & kConfServer) s += "server ";
+    if (c & kConfNamespace) s += "namespace ";
+    if (!s.empty()) s.pop_back();
+    return s;
+  };
+  auto table = [&](const char* owner, const Directive* d, std::string& out) {
+    for (; d && d->name; d++)
+      out += std::string(d->name) + "\t" + owner + "\t" + ctx_text(d->contexts) + "\t" +
+             (d->default_text ? d->default_text : "") + "\t" + (d->reload_in_place ? "reload" : "restart") +
+             "\t" + (d->help ? d->help : "") + "\n";
+  };
+  std::string out = "directive\tmodule\tcontext\tdefault\tapplied by\tdescription\n";
+  table("core", core_directives, out);
+  for (auto& m : cfg.modules) table(m.module->name, m.module->directives, out);
+  return out;
+}
+
+}  // namespace dr

@@ -1,0 +1,88 @@
+// The whole configuration of one cycle: core settings, the loaded modules with
+// their confs, and the namespaces. Built completely (and checked) before it is
+// used, so a reload that fails leaves the running cycle untouched.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/conf_parser.h"
+#include "depth-realtime/module.h"
+
+namespace dr {
+
+struct ListenAddress {
+  std::string host;  // "0.0.0.0", "127.0.0.1", "::"
+  int port = 0;
+  std::string text() const;
+};
+
+// Settings of the core ("core" is itself a module, as in nginx).
+struct CoreConf : ModuleConfBase<CoreConf> {
+  // main
+  int worker_processes = 0;  // 0 = auto (one per core)
+  std::string error_log = "stderr";
+  LogLevel log_level = LogLevel::Info;
+  std::string pid_file;
+  uint64_t worker_shutdown_timeout = 10000;
+
+  // server
+  std::vector<ListenAddress> listen;
+  std::string path = "/socket.io/";
+  uint64_t ping_interval = 25000;
+  uint64_t ping_timeout = 60000;
+  uint64_t upgrade_timeout = 10000;
+  uint64_t connect_timeout = 45000;
+  uint64_t max_payload = 1000000;
+  bool allow_polling = true;
+  bool allow_websocket = true;
+  std::vector<std::string> cors_origins;  // empty: no CORS headers
+  bool cors_credentials = true;
+  uint64_t client_header_timeout = 10000;
+  uint64_t client_body_timeout = 10000;
+  uint64_t keepalive_timeout = 75000;
+  uint64_t client_max_header_size = 16 * 1024;
+  uint64_t max_output_buffer = 4 * 1024 * 1024;  // a slower client is dropped
+
+  int workers() const;  // resolves auto
+};
+
+struct ModuleHandleDeleter {
+  void operator()(void* h) const;
+};
+
+struct LoadedModule {
+  const Module* module = nullptr;
+  std::string path;
+  std::unique_ptr<void, ModuleHandleDeleter> handle;  // dlopen handle
+  std::unique_ptr<ModuleConf> conf;                   // main + server level
+};
+
+struct NamespaceConf {
+  std::string name;
+  std::vector<std::unique_ptr<ModuleConf>> module_confs;  // index = module index
+};
+
+struct Config {
+  std::string file;
+  CoreConf core;
+  std::vector<LoadedModule> modules;
+  std::vector<NamespaceConf> namespaces;
+
+  const NamespaceConf* find_namespace(std::string_view name) const;
+  const ModuleConf* module_conf(const Module& m, std::string_view nsp) const;
+};
+
+struct LoadOptions {
+  std::string module_dir;  // where relative load_module paths resolve
+};
+
+// Parses, loads modules, applies directives, runs the modules' check_conf.
+// On failure returns null and `err` reads "file:line: message".
+std::unique_ptr<Config> load_config(const std::string& path, const LoadOptions& opts, std::string& err);
+
+// Every directive of the core and of the loaded modules, for `-T`/docs.
+std::string directive_reference(const Config& cfg);
+
+}  // namespace dr

@@ -1,0 +1,475 @@
+#include "eio/session.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/uv_util.h"
+#include "depth-realtime/json.h"
+
+namespace dr::eio {
+
+// ------------------------------------------------------------ out packets
+
+http::Bytes OutPacket::ws_frame() const {
+  if (!ws_frame_) ws_frame_ = std::make_shared<const std::string>(ws::frame(binary ? ws::Opcode::Binary : ws::Opcode::Text, data));
+  return ws_frame_;
+}
+
+void OutPacket::polling_record(std::string& out) const {
+  if (!binary) {
+    out.append(data);
+  } else {
+    out.push_back('b');
+    out.append(base64_encode(data));
+  }
+}
+
+OutRef make_text(PacketType type, std::string_view data) {
+  auto p = std::make_shared<OutPacket>();
+  p->data.reserve(1 + data.size());
+  p->data.push_back(char('0' + int(type)));
+  p->data.append(data);
+  return p;
+}
+
+OutRef make_binary(std::string bytes) {
+  auto p = std::make_shared<OutPacket>();
+  p->binary = true;
+  p->data = std::move(bytes);
+  return p;
+}
+
+namespace {
+
+// Session ids: 15 bytes as 20 URL-safe base64 characters. The first byte is the
+// owning worker's slot, so any worker can pass a request to the right one.
+const char kUrlAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string base64url(const uint8_t* b, size_t n) {
+  std::string out;
+  for (size_t i = 0; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t(b[i]) << 16) | (uint32_t(b[i + 1]) << 8) | b[i + 2];
+    for (int k = 3; k >= 0; k--) out.push_back(kUrlAlphabet[(v >> (6 * k)) & 63]);
+  }
+  return out;
+}
+
+int url_digit(char c) {
+  const char* p = strchr(kUrlAlphabet, c);
+  return c && p ? int(p - kUrlAlphabet) : -1;
+}
+
+const std::vector<std::pair<std::string, std::string>> kNoStore = {{"Cache-Control", "no-store"}};
+
+}  // namespace
+
+// ----------------------------------------------------------------- session
+
+Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<const Handshake> hs)
+    : server_(server), sid_(std::move(sid)), transport_(t), handshake_(std::move(hs)) {
+  int64_t now = now_ms();
+  next_ping_ = now + int64_t(server_.conf_.ping_interval);
+  connect_deadline = now + int64_t(server_.conf_.connect_timeout);
+}
+
+Session::~Session() = default;
+
+bool Session::send(const OutRef& p, bool is_volatile) {
+  if (closed_) return false;
+  if (transport_ == Transport::WebSocket && ws_) {
+    if (is_volatile && !ws_->writable()) return false;
+    ws_->send(p->ws_frame());
+    return true;
+  }
+  if (is_volatile && !held_get_) return false;
+  queue_.push_back(p);
+  if (held_get_ && !poll_pending_) {
+    poll_pending_ = true;
+    server_.poll_flush_.push_back(this);
+  }
+  return true;
+}
+
+void Session::answer_get() {
+  poll_pending_ = false;
+  if (!held_get_ || queue_.empty()) return;
+  std::string body;
+  size_t total = 0;
+  for (auto& p : queue_) total += p->data.size() + 1;
+  body.reserve(total + total / 3);
+  for (size_t i = 0; i < queue_.size(); i++) {
+    if (i) body.push_back(kRecordSeparator);
+    queue_[i]->polling_record(body);
+  }
+  queue_.clear();
+  http::Connection* c = held_get_;
+  held_get_ = nullptr;
+  c->owner = nullptr;
+  auto headers = get_headers_;
+  headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
+  c->respond(200, "text/plain; charset=UTF-8", body, headers);
+}
+
+void Session::close(std::string_view reason) {
+  if (closed_) return;
+  closed_ = true;
+  if (handler) handler->on_close(reason);  // may still queue DISCONNECT packets
+  if (probe_) {
+    probe_->owner = nullptr;
+    probe_->close();
+    probe_ = nullptr;
+  }
+  if (transport_ == Transport::WebSocket && ws_) {
+    // Node closes the WebSocket without a close packet; send what is queued first.
+    ws_->owner = nullptr;
+    ws_->close_after_flush();
+    ws_ = nullptr;
+    server_.remove(*this);
+    return;
+  }
+  // Polling: the close packet goes out with the next GET (now, if one waits).
+  queue_.push_back(make_text(PacketType::Close, ""));
+  if (held_get_) {
+    answer_get();
+    server_.remove(*this);
+  } else {
+    close_deadline_ = now_ms() + 5000;  // wait a little for the client's next GET
+  }
+}
+
+void Session::detach(http::Connection& c) {
+  if (&c == probe_) {
+    probe_ = nullptr;
+    probed_ = false;
+    upgrade_deadline_ = 0;
+  }
+  if (&c == held_get_) {
+    held_get_ = nullptr;
+    if (!closed_) close("transport close");  // poll connection closed prematurely
+    else server_.remove(*this);
+  }
+  if (&c == ws_) {
+    ws_ = nullptr;
+    close("transport close");
+  }
+}
+
+void Session::on_packet(const Packet& p) {
+  if (closed_) return;
+  switch (p.type) {
+    case PacketType::Pong:
+      pong_deadline_ = 0;
+      next_ping_ = now_ms() + int64_t(server_.conf_.ping_interval);
+      return;
+    case PacketType::Message:
+      if (handler) handler->on_message(p.binary, p.data);
+      return;
+    case PacketType::Close:
+      close("transport close");
+      return;
+    default:
+      // v4 clients never send pings, opens or noops on an established transport.
+      close("parse error");
+      return;
+  }
+}
+
+// ------------------------------------------------------------------ server
+
+Server::Server(const CoreConf& conf, int slot, int workers, HandlerFactory factory)
+    : conf_(conf), slot_(slot), workers_(workers), factory_(std::move(factory)) {}
+
+Server::~Server() = default;
+
+bool Server::matches(std::string_view path) const {
+  std::string_view base = conf_.path;
+  if (path.substr(0, base.size()) == base) return true;
+  // "/socket.io" without the slash is the same endpoint.
+  return path.size() + 1 == base.size() && base.substr(0, path.size()) == path;
+}
+
+int Server::owner_slot(std::string_view url) const {
+  if (workers_ < 2) return -1;
+  auto q = url.find('?');
+  if (q == std::string_view::npos || !matches(url.substr(0, q))) return -1;
+  std::string_view qs = url.substr(q);
+  size_t pos = 0;
+  while ((pos = qs.find("sid=", pos)) != std::string_view::npos) {
+    if (qs[pos - 1] == '?' || qs[pos - 1] == '&') break;
+    pos += 4;
+  }
+  if (pos == std::string_view::npos || qs.size() < pos + 4 + 2) return -1;
+  int a = url_digit(qs[pos + 4]), b = url_digit(qs[pos + 5]);
+  if (a < 0 || b < 0) return -1;
+  int slot = (a << 2) | (b >> 4);
+  return slot != slot_ && slot < workers_ ? slot : -1;
+}
+
+std::string Server::new_sid() {
+  uint8_t b[15];
+  b[0] = uint8_t(slot_);
+  RAND_bytes(b + 1, 10);
+  uint32_t n = counter_++;
+  memcpy(b + 11, &n, 4);
+  return base64url(b, sizeof b);
+}
+
+std::string Server::open_packet(Transport t, const std::string& sid) const {
+  std::string s = "{\"sid\":\"" + sid + "\",\"upgrades\":[";
+  if (t == Transport::Polling && conf_.allow_websocket) s += "\"websocket\"";
+  s += "],\"pingInterval\":" + std::to_string(conf_.ping_interval) +
+       ",\"pingTimeout\":" + std::to_string(conf_.ping_timeout) +
+       ",\"maxPayload\":" + std::to_string(conf_.max_payload) + "}";
+  return s;
+}
+
+std::vector<std::pair<std::string, std::string>> Server::cors_headers(const http::Request& req) const {
+  std::vector<std::pair<std::string, std::string>> h;
+  const std::string* origin = req.header("origin");
+  if (!origin || conf_.cors_origins.empty()) return h;
+  bool allowed = false;
+  for (auto& o : conf_.cors_origins)
+    if (o == "*" || o == *origin) allowed = true;
+  if (!allowed) return h;
+  h.emplace_back("Access-Control-Allow-Origin", *origin);
+  h.emplace_back("Vary", "Origin");
+  if (conf_.cors_credentials) h.emplace_back("Access-Control-Allow-Credentials", "true");
+  return h;
+}
+
+void Server::error(http::Connection& c, const http::Request& req, int code) {
+  static const char* messages[] = {"Transport unknown", "Session ID unknown", "Bad handshake method",
+                                   "Bad request", "Forbidden", "Unsupported protocol version"};
+  if (req.upgrade) {
+    // A refused WebSocket upgrade gets a raw answer and the socket is closed.
+    std::string msg = messages[code];
+    c.send("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-type: text/html\r\nContent-Length: " +
+           std::to_string(msg.size()) + "\r\n\r\n" + msg);
+    c.close_after_flush();
+    return;
+  }
+  std::string body = "{\"code\":" + std::to_string(code) + ",\"message\":\"" + messages[code] + "\"}";
+  c.respond(code == 4 ? 403 : 400, "application/json", body, cors_headers(req));
+}
+
+void Server::handle_request(http::Connection& c, http::Request& req) {
+  auto cors = cors_headers(req);
+
+  // CORS preflight.
+  if (req.method == "OPTIONS" && !cors.empty() && req.header("access-control-request-method")) {
+    cors[1].second = "Origin, Access-Control-Request-Headers";
+    cors.emplace_back("Access-Control-Allow-Methods", "GET,HEAD,PUT,PATCH,POST,DELETE");
+    if (auto* h = req.header("access-control-request-headers")) cors.emplace_back("Access-Control-Allow-Headers", *h);
+    c.respond(204, "", "", cors);
+    return;
+  }
+
+  const std::string* transport = req.query_param("transport");
+  Transport t;
+  if (transport && *transport == "polling" && conf_.allow_polling) t = Transport::Polling;
+  else if (transport && *transport == "websocket" && conf_.allow_websocket) t = Transport::WebSocket;
+  else return error(c, req, 0);
+  const std::string* eio = req.query_param("EIO");
+  if (!eio || *eio != "4") return error(c, req, 5);
+
+  const std::string* sid = req.query_param("sid");
+  if (!sid) {
+    if (req.method != "GET") return error(c, req, 2);
+    if (t == Transport::WebSocket && !req.upgrade) return error(c, req, 3);
+    return handshake(c, req, t);
+  }
+
+  auto it = sessions_.find(*sid);
+  if (it == sessions_.end() || (it->second->closed_ && it->second->queue_.empty())) return error(c, req, 1);
+  Session& s = *it->second;
+
+  if (req.upgrade) {
+    // polling -> WebSocket
+    if (t != Transport::WebSocket || s.transport_ != Transport::Polling || s.probe_ || s.closed_) {
+      c.close();
+      return;
+    }
+    c.accept_websocket(req, cors);
+    c.owner = &s;
+    s.probe_ = &c;
+    s.upgrade_deadline_ = now_ms() + int64_t(conf_.upgrade_timeout);
+    return;
+  }
+  if (t != s.transport_) return error(c, req, 3);
+
+  if (req.method == "GET") {
+    if (s.held_get_) {
+      // Overlapping GETs: refuse this one and end the session.
+      c.respond(400, "", "", cors);
+      s.close("transport error");
+      return;
+    }
+    s.held_get_ = &c;
+    s.get_headers_ = cors;
+    c.owner = &s;
+    if (!s.queue_.empty()) {
+      s.answer_get();
+      if (s.closed_) remove(s);
+    }
+    return;
+  }
+  if (req.method == "POST") {
+    const std::string* ct = req.header("content-type");
+    if (ct && ct->rfind("application/octet-stream", 0) == 0) {
+      c.respond(400, "", "", cors);
+      s.close("transport error");
+      return;
+    }
+    std::vector<Packet> packets;
+    bool ok = decode_payload(req.body, packets);
+    auto headers = cors;
+    headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
+    c.respond(200, "text/html", "ok", headers);
+    for (auto& p : packets) {
+      if (s.closed_) break;
+      s.on_packet(p);
+    }
+    if (!ok && !s.closed_) s.close("parse error");
+    return;
+  }
+  c.respond(500, "", "", cors);
+}
+
+void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
+  auto hs = std::make_shared<Handshake>();
+  hs->address = c.address();
+  hs->url = req.url;
+  hs->headers = req.headers;
+  hs->query = req.query;
+  hs->issued_ms = now_ms();
+  std::string sid = new_sid();
+  auto session = std::make_unique<Session>(*this, sid, t, std::move(hs));
+  Session& s = *session;
+  sessions_.emplace(sid, std::move(session));
+  s.handler = factory_(s);
+  std::string open = open_packet(t, sid);
+  if (t == Transport::Polling) {
+    auto headers = cors_headers(req);
+    headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
+    c.respond(200, "text/plain; charset=UTF-8", "0" + open, headers);
+  } else {
+    c.accept_websocket(req, cors_headers(req));
+    c.owner = &s;
+    s.ws_ = &c;
+    c.send(ws::frame(ws::Opcode::Text, "0" + open));
+  }
+}
+
+void Server::on_ws_message(http::Connection& c, bool binary, std::string_view data) {
+  auto* s = static_cast<Session*>(c.owner);
+  if (!s || s->closed_) return;
+  Packet p;
+  if (binary) {
+    p.type = PacketType::Message;
+    p.binary = true;
+    p.data.assign(data);
+  } else if (!decode_text(data, p)) {
+    if (&c == s->probe_) c.close();
+    else s->close("parse error");
+    return;
+  }
+  if (&c == s->probe_) {
+    // The upgrade: "2probe" -> "3probe", then "5" switches.
+    if (p.type == PacketType::Ping && p.data == "probe" && !s->probed_) {
+      s->probed_ = true;
+      c.send(ws::frame(ws::Opcode::Text, "3probe"));
+      s->send(make_text(PacketType::Noop, ""));  // ends the client's current poll
+      s->next_noop_ = now_ms() + 100;
+    } else if (p.type == PacketType::Upgrade && s->probed_) {
+      s->probe_ = nullptr;
+      s->ws_ = &c;
+      s->transport_ = Transport::WebSocket;
+      s->upgrade_deadline_ = 0;
+      if (s->held_get_) {  // a GET still held gets a noop so the client lets it go
+        std::vector<OutRef> rest;
+        rest.swap(s->queue_);
+        s->queue_.push_back(make_text(PacketType::Noop, ""));
+        s->answer_get();
+        s->queue_ = std::move(rest);
+      }
+      for (auto& q : s->queue_) c.send(q->ws_frame());
+      s->queue_.clear();
+    } else {
+      s->probe_ = nullptr;
+      c.owner = nullptr;
+      c.close();
+    }
+    return;
+  }
+  s->on_packet(p);
+}
+
+void Server::on_connection_closed(http::Connection& c) {
+  auto* s = static_cast<Session*>(c.owner);
+  c.owner = nullptr;
+  if (s) s->detach(c);
+}
+
+void Server::remove(Session& s) {
+  auto it = sessions_.find(s.sid_);
+  if (it == sessions_.end() || it->second.get() != &s) return;
+  if (s.held_get_) s.held_get_->owner = nullptr;
+  if (s.probe_) s.probe_->owner = nullptr;
+  if (s.ws_) s.ws_->owner = nullptr;
+  graveyard_.push_back(std::move(it->second));
+  sessions_.erase(it);
+}
+
+void Server::tick(int64_t now) {
+  std::vector<Session*> expired;
+  for (auto& [sid, sp] : sessions_) {
+    Session& s = *sp;
+    if (s.closed_) {
+      if (s.close_deadline_ && now >= s.close_deadline_) expired.push_back(&s);
+      continue;
+    }
+    if (s.pong_deadline_ && now >= s.pong_deadline_) {
+      expired.push_back(&s);
+      continue;
+    }
+    if (s.connect_deadline && now >= s.connect_deadline) {
+      expired.push_back(&s);
+      continue;
+    }
+    if (!s.pong_deadline_ && now >= s.next_ping_) {
+      s.send(make_text(PacketType::Ping, ""));
+      s.pong_deadline_ = now + int64_t(conf_.ping_timeout);
+    }
+    if (s.probe_ && s.upgrade_deadline_ && now >= s.upgrade_deadline_) {
+      http::Connection* probe = s.probe_;
+      s.probe_ = nullptr;
+      probe->owner = nullptr;
+      probe->close();
+    } else if (s.probe_ && s.probed_ && s.held_get_ && now >= s.next_noop_) {
+      s.send(make_text(PacketType::Noop, ""));
+      s.next_noop_ = now + 100;
+    }
+  }
+  for (Session* s : expired) {
+    if (s->closed_) remove(*s);
+    else s->close(s->pong_deadline_ && now >= s->pong_deadline_ ? "ping timeout" : "transport close");
+  }
+}
+
+void Server::flush() {
+  // A session may close (and be buried) while answering; the list only holds live ones.
+  std::vector<Session*> todo;
+  todo.swap(poll_flush_);
+  for (Session* s : todo) s->answer_get();
+  graveyard_.clear();
+}
+
+void Server::close_all(std::string_view reason) {
+  std::vector<Session*> all;
+  for (auto& [sid, s] : sessions_) all.push_back(s.get());
+  for (Session* s : all) s->close(reason);
+}
+
+}  // namespace dr::eio

@@ -1,0 +1,133 @@
+// Engine.IO v4 sessions over long-polling and WebSocket, with the upgrade,
+// heartbeats, and the exact HTTP answers the official clients expect.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config.h"
+#include "eio/eio_packet.h"
+#include "http/connection.h"
+
+namespace dr::eio {
+
+// One Engine.IO packet, encoded once and shared by every recipient.
+struct OutPacket {
+  bool binary = false;
+  std::string data;  // text: the whole packet ("42[...]"); binary: the raw bytes
+  http::Bytes ws_frame() const;         // the WebSocket frame, built on first use
+  void polling_record(std::string& out) const;
+
+ private:
+  mutable http::Bytes ws_frame_;
+};
+using OutRef = std::shared_ptr<const OutPacket>;
+OutRef make_text(PacketType type, std::string_view data);
+OutRef make_binary(std::string bytes);
+
+enum class Transport { Polling, WebSocket };
+
+class Session;
+
+// The layer above (Socket.IO), one per session.
+class SessionHandler {
+ public:
+  virtual ~SessionHandler() = default;
+  virtual void on_message(bool binary, std::string_view data) = 0;
+  virtual void on_close(std::string_view reason) = 0;
+};
+
+class Server;
+
+class Session {
+ public:
+  Session(Server& server, std::string sid, Transport t, std::shared_ptr<const Handshake> hs);
+  ~Session();
+
+  const std::string& sid() const { return sid_; }
+  Transport transport() const { return transport_; }
+  const std::shared_ptr<const Handshake>& handshake() const { return handshake_; }
+
+  // Queues a packet; a volatile one is dropped unless it can leave now.
+  // Returns false when dropped.
+  bool send(const OutRef& p, bool is_volatile = false);
+  void close(std::string_view reason);
+  bool closed() const { return closed_; }
+
+  std::unique_ptr<SessionHandler> handler;
+  int64_t connect_deadline = 0;  // Socket.IO: close unless a namespace joins by then
+
+ private:
+  friend class Server;
+  void on_packet(const Packet& p);
+  void answer_get();  // completes the held GET with everything queued
+  void detach(http::Connection& c);
+
+  Server& server_;
+  std::string sid_;
+  Transport transport_;
+  std::shared_ptr<const Handshake> handshake_;
+  http::Connection* ws_ = nullptr;        // the WebSocket, once on it
+  http::Connection* held_get_ = nullptr;  // a long-polling GET waiting for data
+  http::Connection* probe_ = nullptr;     // a WebSocket being upgraded to
+  bool probed_ = false;
+  std::vector<OutRef> queue_;             // polling: waits for a GET
+  std::vector<std::pair<std::string, std::string>> get_headers_;  // CORS of the held GET
+  bool poll_pending_ = false;             // queued on the server's flush list
+  int64_t next_ping_ = 0;
+  int64_t pong_deadline_ = 0;
+  int64_t upgrade_deadline_ = 0;
+  int64_t next_noop_ = 0;
+  int64_t close_deadline_ = 0;  // closed, waiting for a GET to deliver the rest
+  bool closed_ = false;
+};
+
+class Server {
+ public:
+  using HandlerFactory = std::function<std::unique_ptr<SessionHandler>(Session&)>;
+
+  Server(const CoreConf& conf, int slot, int workers, HandlerFactory factory);
+  ~Server();
+
+  bool matches(std::string_view path) const;
+  // The worker owning the session named in `url`, or -1 if it is this one.
+  int owner_slot(std::string_view url) const;
+  void handle_request(http::Connection& c, http::Request& req);
+  void on_ws_message(http::Connection& c, bool binary, std::string_view data);
+  void on_connection_closed(http::Connection& c);
+
+  // Heartbeats and timeouts; called by the worker's tick.
+  void tick(int64_t now);
+  // Answers GETs that got data this loop turn: once, just before polling.
+  void flush();
+  // CORS headers for a request (empty when the origin is not allowed).
+  std::vector<std::pair<std::string, std::string>> cors_headers(const http::Request& req) const;
+
+  size_t session_count() const { return sessions_.size(); }
+  const CoreConf& conf() const { return conf_; }
+  void close_all(std::string_view reason);
+
+ private:
+  friend class Session;
+  void handshake(http::Connection& c, http::Request& req, Transport t);
+  void error(http::Connection& c, const http::Request& req, int code);
+  void remove(Session& s);
+  std::string new_sid();
+  std::string open_packet(Transport t, const std::string& sid) const;
+
+  const CoreConf& conf_;
+  int slot_;
+  int workers_;
+  HandlerFactory factory_;
+  std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  std::vector<Session*> poll_flush_;
+  std::vector<std::unique_ptr<Session>> graveyard_;
+  uint32_t counter_ = 0;
+};
+
+}  // namespace dr::eio

@@ -1,0 +1,489 @@
+#include "http/connection.h"
+
+#include <climits>
+#include <cstring>
+
+#include "core/uv_util.h"
+
+namespace dr::http {
+namespace {
+
+// Request heads and bodies are read into one buffer shared by the whole
+// process (one loop per process), then copied only where they must live on.
+char g_read_buf[64 * 1024];
+
+struct WriteReq {
+  uv_write_t req;
+  std::vector<Bytes> bufs;
+  Connection* conn;
+};
+
+int hex(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string url_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(char(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out.push_back(' ');
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+void split_url(Request& r) {
+  std::string_view url = r.url;
+  auto q = url.find('?');
+  r.path = url_decode(url.substr(0, q), false);
+  r.query.clear();
+  if (q == std::string_view::npos) return;
+  std::string_view qs = url.substr(q + 1);
+  while (!qs.empty()) {
+    auto amp = qs.find('&');
+    std::string_view part = qs.substr(0, amp);
+    if (!part.empty()) {
+      auto eq = part.find('=');
+      r.query.emplace_back(url_decode(part.substr(0, eq), true),
+                           eq == std::string_view::npos ? "" : url_decode(part.substr(eq + 1), true));
+    }
+    if (amp == std::string_view::npos) break;
+    qs.remove_prefix(amp + 1);
+  }
+}
+
+}  // namespace
+
+const char* status_text(int status) {
+  switch (status) {
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+  }
+  return "Unknown";
+}
+
+const std::string* Request::header(std::string_view name) const {
+  for (auto& [k, v] : headers)
+    if (k == name) return &v;
+  return nullptr;
+}
+const std::string* Request::query_param(std::string_view name) const {
+  for (auto& [k, v] : query)
+    if (k == name) return &v;
+  return nullptr;
+}
+
+Connection::Connection(Host& host, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
+    : host_(host), limits_(limits), tcp_(std::move(tcp)) {
+  tcp_->data = this;
+}
+
+Connection::~Connection() = default;
+
+void Connection::start(std::string_view initial) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(tcp_.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    char ip[64] = "";
+    if (ss.ss_family == AF_INET6) uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
+    else uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
+    address_ = ip;
+  }
+  uv_tcp_nodelay(tcp_.get(), 1);
+  http_ = std::make_unique<HttpState>();
+  llhttp_init(&http_->parser, HTTP_REQUEST, settings());
+  http_->parser.data = this;
+  deadline_ = now_ms() + int64_t(limits_.header_timeout);
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(tcp_.get()),
+      [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(g_read_buf, sizeof g_read_buf); }, on_read);
+  if (!initial.empty()) on_data(initial);
+}
+
+void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  auto* c = static_cast<Connection*>(s->data);
+  if (n < 0) {
+    c->close();
+    return;
+  }
+  if (n > 0) c->on_data(std::string_view(buf->base, size_t(n)));
+}
+
+void Connection::on_data(std::string_view data) {
+  if (closed_) return;
+  if (ws_) {
+    ws_->feed(data);  // on failure the reader's on_close has closed us
+    return;
+  }
+  in_.append(data);
+  if (in_request_) {
+    // Pipelined bytes wait for the answer; a client may not pile up more.
+    if (in_.size() > limits_.max_header + limits_.max_body) close();
+    return;
+  }
+  parse();
+}
+
+void Connection::parse() {
+  if (paused_) return;  // already inside parse(): the loop below picks it up
+  paused_ = true;
+  while (!closed_ && http_ && !in_request_ && !in_.empty()) {
+    llhttp_t* p = &http_->parser;
+    llhttp_errno_t err = llhttp_execute(p, in_.data(), in_.size());
+    if (err == HPE_OK) {
+      // Everything so far is parsed; keep it (a hand-off needs the raw request).
+      // llhttp remembers its position, so give it only new bytes next time.
+      parsed_bytes_ += in_.size();
+      consumed_.append(in_);
+      in_.clear();
+      break;
+    }
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+      size_t used = size_t(llhttp_get_error_pos(p) - in_.data());
+      in_.erase(0, used);
+      consumed_.clear();
+      parsed_bytes_ = 0;
+      if (err == HPE_PAUSED) llhttp_resume(p);
+      handle_message_complete();
+      if (ws_) {
+        http_.reset();  // the handshake request is done with: free it
+        std::string rest = std::move(in_);
+        in_.clear();
+        if (!rest.empty()) ws_->feed(rest);
+        break;
+      }
+      if (err == HPE_PAUSED_UPGRADE && !closed_) close_after_flush();  // an upgrade we refused
+      continue;
+    }
+    if (handoff_slot_ >= 0) {
+      std::string raw = std::move(consumed_);
+      raw.append(in_);
+      in_.clear();
+      paused_ = false;
+      host_.hand_off(*this, handoff_slot_, std::move(raw));
+      return;
+    }
+    fail(error_status_ ? error_status_ : 400, llhttp_get_error_reason(p) ? llhttp_get_error_reason(p) : "Bad Request");
+    break;
+  }
+  paused_ = false;
+}
+
+void Connection::handle_message_complete() {
+  in_request_ = true;
+  deadline_ = 0;
+  Request& r = http_->req;
+  r.method = llhttp_method_name(llhttp_method_t(http_->parser.method));
+  r.keep_alive = llhttp_should_keep_alive(&http_->parser);
+  r.upgrade = http_->parser.upgrade;
+  split_url(r);
+  host_.on_request(*this, r);
+}
+
+void Connection::finish_request() {
+  if (!http_) return;
+  bool keep = http_->req.keep_alive;
+  http_->req = Request();
+  http_->header_bytes = 0;
+  in_request_ = false;
+  if (!keep) {
+    close_after_flush();
+    return;
+  }
+  deadline_ = now_ms() + int64_t(limits_.keepalive_timeout);
+  if (!in_.empty()) parse();
+}
+
+void Connection::fail(int status, std::string_view message) {
+  if (closed_) return;
+  std::string body = std::string(message);
+  std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
+                     "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\nConnection: close\r\n\r\n";
+  send(head + body);
+  close_after_flush();
+}
+
+void Connection::respond(int status, std::string_view content_type, std::string_view body,
+                         const std::vector<std::pair<std::string, std::string>>& headers) {
+  if (closed_ || !in_request_) return;
+  bool keep = http_ && http_->req.keep_alive;
+  std::string out;
+  out.reserve(160 + body.size());
+  out.append("HTTP/1.1 ").append(std::to_string(status)).append(" ").append(status_text(status)).append("\r\n");
+  for (auto& [k, v] : headers) out.append(k).append(": ").append(v).append("\r\n");
+  if (!content_type.empty()) out.append("Content-Type: ").append(content_type).append("\r\n");
+  if (status != 204) out.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+  if (!keep) out.append("Connection: close\r\n");
+  out.append("\r\n").append(body);
+  send(std::move(out));
+  finish_request();
+}
+
+void Connection::accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers) {
+  const std::string* key = req.header("sec-websocket-key");
+  std::string out = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+  out.append("Sec-WebSocket-Accept: ").append(ws::accept_key(key ? *key : "")).append("\r\n");
+  for (auto& [k, v] : headers) out.append(k).append(": ").append(v).append("\r\n");
+  out.append("\r\n");
+  send(std::move(out));
+  in_request_ = false;
+  deadline_ = 0;
+  ws_ = std::make_unique<ws::Reader>(
+      limits_.max_ws_message,
+      ws::Reader::Callbacks{
+          [this](bool binary, std::string_view data) {
+            if (!closed_) host_.on_ws_message(*this, binary, data);
+          },
+          [this](std::string_view bytes) { send(std::string(bytes)); },
+          [this](uint16_t code) {
+            if (code == 1009) send(ws::close_frame(1009));
+            close_after_flush();
+          },
+      });
+}
+
+void Connection::send(Bytes b) {
+  if (closed_ || b->empty()) return;
+  out_bytes_ += b->size();
+  out_.push_back(std::move(b));
+  if (out_bytes_ > limits_.max_output) {
+    // A client that does not read cannot make the worker hold unbounded memory.
+    logf(LogLevel::Info, "client %s: %zu bytes unsent, closing the connection", address_.c_str(), out_bytes_);
+    out_.clear();
+    out_bytes_ = 0;
+    close();
+    return;
+  }
+  if (!dirty) host_.mark_dirty(*this);
+}
+
+void Connection::flush() {
+  dirty = false;
+  if (closed_ || writing_) return;
+  if (out_.empty()) {
+    if (close_after_flush_) close();
+    return;
+  }
+  constexpr size_t kMaxBufs = 256;
+  while (!out_.empty()) {
+    uv_buf_t bufs[kMaxBufs];
+    size_t n = std::min(out_.size(), kMaxBufs);
+    for (size_t i = 0; i < n; i++) bufs[i] = uv_buf_init(const_cast<char*>(out_[i]->data()), unsigned(out_[i]->size()));
+    int written = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), bufs, unsigned(n));
+    if (written == UV_EAGAIN) written = 0;
+    if (written < 0) {
+      out_.clear();
+      out_bytes_ = 0;
+      close();
+      return;
+    }
+    // Drop what left; keep the unsent tail of a partly written buffer.
+    size_t left = size_t(written), done = 0;
+    while (done < n && out_[done]->size() <= left) left -= out_[done++]->size();
+    out_bytes_ -= size_t(written);
+    if (done < n && left > 0) out_[done] = std::make_shared<const std::string>(out_[done]->substr(left));
+    out_.erase(out_.begin(), out_.begin() + long(done));
+    if (done < n) break;  // the socket is full: let libuv wait for it
+  }
+  if (out_.empty()) {
+    if (close_after_flush_) close();
+    return;
+  }
+  auto w = std::make_unique<WriteReq>();
+  w->bufs = std::move(out_);
+  out_.clear();
+  w->conn = this;
+  std::vector<uv_buf_t> bufs;
+  bufs.reserve(w->bufs.size());
+  for (auto& b : w->bufs) bufs.push_back(uv_buf_init(const_cast<char*>(b->data()), unsigned(b->size())));
+  w->req.data = w.get();
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(tcp_.get()), bufs.data(), unsigned(bufs.size()),
+                    [](uv_write_t* req, int status) {
+                      std::unique_ptr<WriteReq> done(static_cast<WriteReq*>(req->data));
+                      size_t bytes = 0;
+                      for (auto& b : done->bufs) bytes += b->size();
+                      done->conn->out_bytes_ -= std::min(bytes, done->conn->out_bytes_);
+                      done->conn->write_done(status);
+                    });
+  if (rc != 0) {
+    close();
+    return;
+  }
+  writing_ = true;
+  w.release();  // the request owns itself until its callback
+}
+
+void Connection::write_done(int status) {
+  writing_ = false;
+  if (closed_) return;
+  if (status < 0) {
+    close();
+    return;
+  }
+  if (!out_.empty() || close_after_flush_) {
+    if (!dirty) host_.mark_dirty(*this);
+  }
+}
+
+void Connection::close_after_flush() {
+  if (closed_) return;
+  close_after_flush_ = true;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
+  if (!dirty) host_.mark_dirty(*this);
+}
+
+void Connection::close() {
+  if (closed_) return;
+  closed_ = true;
+  host_.on_closed(*this);
+  if (!tcp_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
+  if (!writing_ && !out_.empty()) {  // one last try, for error answers
+    std::vector<uv_buf_t> bufs;
+    for (auto& b : out_) bufs.push_back(uv_buf_init(const_cast<char*>(b->data()), unsigned(b->size())));
+    uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), bufs.data(), unsigned(bufs.size()));
+  }
+  out_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(tcp_.get()), [](uv_handle_t* h) {
+    auto* c = static_cast<Connection*>(h->data);
+    c->host_.destroy(*c);
+  });
+}
+
+std::unique_ptr<uv_tcp_t> Connection::release_tcp() {
+  closed_ = true;
+  host_.on_closed(*this);
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
+  tcp_->data = nullptr;
+  return std::move(tcp_);
+}
+
+void Connection::on_timeout() {
+  deadline_ = 0;
+  close();
+}
+
+// ------------------------------------------------------ llhttp callbacks
+
+int Connection::cb_message_begin(llhttp_t* p) {
+  auto* c = static_cast<Connection*>(p->data);
+  c->deadline_ = now_ms() + int64_t(c->limits_.header_timeout);
+  return 0;
+}
+
+int Connection::cb_url(llhttp_t* p, const char* at, size_t len) {
+  auto* c = static_cast<Connection*>(p->data);
+  c->http_->header_bytes += len;
+  if (c->http_->header_bytes > c->limits_.max_header) {
+    c->error_status_ = 414;
+    return HPE_USER;
+  }
+  c->http_->req.url.append(at, len);
+  return 0;
+}
+
+int Connection::cb_url_complete(llhttp_t* p) {
+  auto* c = static_cast<Connection*>(p->data);
+  int slot = c->host_.owner_slot(c->http_->req.url);
+  if (slot >= 0) {
+    c->handoff_slot_ = slot;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int Connection::cb_header_field(llhttp_t* p, const char* at, size_t len) {
+  auto* c = static_cast<Connection*>(p->data);
+  auto& h = *c->http_;
+  h.header_bytes += len;
+  if (h.header_bytes > c->limits_.max_header || h.req.headers.size() > 100) {
+    c->error_status_ = 431;
+    return HPE_USER;
+  }
+  if (h.field_done) {
+    h.field.clear();
+    h.field_done = false;
+  }
+  for (size_t i = 0; i < len; i++) h.field.push_back(char(tolower(static_cast<unsigned char>(at[i]))));
+  return 0;
+}
+
+int Connection::cb_header_value(llhttp_t* p, const char* at, size_t len) {
+  auto* c = static_cast<Connection*>(p->data);
+  auto& h = *c->http_;
+  h.header_bytes += len;
+  if (h.header_bytes > c->limits_.max_header) {
+    c->error_status_ = 431;
+    return HPE_USER;
+  }
+  if (!h.field_done) {
+    h.req.headers.emplace_back(h.field, std::string());
+    h.field_done = true;
+  }
+  h.req.headers.back().second.append(at, len);
+  return 0;
+}
+
+int Connection::cb_headers_complete(llhttp_t* p) {
+  auto* c = static_cast<Connection*>(p->data);
+  c->deadline_ = now_ms() + int64_t(c->limits_.body_timeout);
+  if (p->content_length > c->limits_.max_body && p->content_length != ULLONG_MAX) {
+    c->error_status_ = 413;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int Connection::cb_body(llhttp_t* p, const char* at, size_t len) {
+  auto* c = static_cast<Connection*>(p->data);
+  auto& body = c->http_->req.body;
+  if (body.size() + len > c->limits_.max_body) {
+    c->error_status_ = 413;
+    return HPE_USER;
+  }
+  body.append(at, len);
+  return 0;
+}
+
+int Connection::cb_message_complete(llhttp_t*) { return HPE_PAUSED; }
+
+const llhttp_settings_t* Connection::settings() {
+  static llhttp_settings_t s = [] {
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
+    st.on_message_begin = cb_message_begin;
+    st.on_url = cb_url;
+    st.on_url_complete = cb_url_complete;
+    st.on_header_field = cb_header_field;
+    st.on_header_value = cb_header_value;
+    st.on_headers_complete = cb_headers_complete;
+    st.on_body = cb_body;
+    st.on_message_complete = cb_message_complete;
+    return st;
+  }();
+  return &s;
+}
+
+}  // namespace dr::http

@@ -1,0 +1,161 @@
+// One client TCP connection: HTTP/1.1 requests parsed by llhttp (keep-alive,
+// limits, timeouts), and after an upgrade, WebSocket messages. Output is queued
+// and written once per loop turn, just before polling (see Host::mark_dirty),
+// so frames that pile up for one client leave in one write.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "depth-realtime/module.h"
+#include "http/websocket.h"
+
+namespace dr::http {
+
+using Bytes = std::shared_ptr<const std::string>;
+
+struct Request {
+  std::string method;
+  std::string url;   // as sent: path + query
+  std::string path;  // decoded path, without the query
+  std::vector<std::pair<std::string, std::string>> query;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
+  std::string body;
+  bool keep_alive = true;
+  bool upgrade = false;
+
+  const std::string* header(std::string_view name) const;
+  const std::string* query_param(std::string_view name) const;
+};
+
+class Connection;
+
+// What the worker provides to its connections.
+class Host {
+ public:
+  virtual ~Host() = default;
+  // Called as soon as the URL is known: the slot of the worker that must serve
+  // this request, or -1 for this one.
+  virtual int owner_slot(std::string_view url) = 0;
+  // A complete request. The host answers with respond()/accept_websocket(),
+  // now or later (a held long-polling GET).
+  virtual void on_request(Connection& c, Request& req) = 0;
+  virtual void on_ws_message(Connection& c, bool binary, std::string_view data) = 0;
+  // The connection is closing; detach from it (memory goes later).
+  virtual void on_closed(Connection& c) = 0;
+  virtual void hand_off(Connection& c, int slot, std::string bytes) = 0;
+  virtual void mark_dirty(Connection& c) = 0;
+  virtual void destroy(Connection& c) = 0;
+};
+
+struct Limits {
+  uint64_t max_header = 16 * 1024;
+  uint64_t max_body = 1000000;
+  uint64_t max_ws_message = 1000000;
+  uint64_t max_output = 4 * 1024 * 1024;
+  uint64_t header_timeout = 10000;
+  uint64_t body_timeout = 10000;
+  uint64_t keepalive_timeout = 75000;
+};
+
+class Connection {
+ public:
+  Connection(Host& host, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Starts reading; `initial` are bytes another worker already read.
+  void start(std::string_view initial);
+
+  // HTTP answer to the current request; then the next request (keep-alive) or close.
+  void respond(int status, std::string_view content_type, std::string_view body,
+               const std::vector<std::pair<std::string, std::string>>& headers = {});
+  // Switches to WebSocket after writing the 101 answer.
+  void accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers);
+  bool is_websocket() const { return ws_ != nullptr; }
+  bool request_pending() const { return in_request_; }
+
+  void send(Bytes b);
+  void send(std::string s) { send(std::make_shared<const std::string>(std::move(s))); }
+  // Writes queued output (called just before the loop polls).
+  void flush();
+  // No write in progress and nothing queued: a volatile packet may leave now.
+  bool writable() const { return !writing_ && out_.empty(); }
+
+  // Gives the socket away (to another worker); the connection is dead after.
+  std::unique_ptr<uv_tcp_t> release_tcp();
+
+  // Closes at once (queued output is still attempted once).
+  void close();
+  void close_after_flush();
+  bool closed() const { return closed_; }
+
+  // Timeouts, checked by the worker's tick.
+  int64_t deadline() const { return deadline_; }
+  void on_timeout();
+
+  const std::string& address() const { return address_; }
+  void* owner = nullptr;  // the Engine.IO session using this connection, if any
+  bool dirty = false;
+
+ private:
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
+  void on_data(std::string_view data);
+  void parse();
+  void handle_message_complete();
+  void finish_request();
+  void fail(int status, std::string_view message);
+  void write_done(int status);
+
+  static const llhttp_settings_t* settings();
+  static int cb_message_begin(llhttp_t* p);
+  static int cb_url(llhttp_t* p, const char* at, size_t len);
+  static int cb_url_complete(llhttp_t* p);
+  static int cb_header_field(llhttp_t* p, const char* at, size_t len);
+  static int cb_header_value(llhttp_t* p, const char* at, size_t len);
+  static int cb_headers_complete(llhttp_t* p);
+  static int cb_body(llhttp_t* p, const char* at, size_t len);
+  static int cb_message_complete(llhttp_t* p);
+
+  Host& host_;
+  const Limits& limits_;
+  std::unique_ptr<uv_tcp_t> tcp_;
+  std::string address_;
+
+  // HTTP state; dropped after a WebSocket upgrade.
+  struct HttpState {
+    llhttp_t parser;
+    Request req;
+    std::string field;
+    bool field_done = true;
+    size_t header_bytes = 0;
+  };
+  std::unique_ptr<HttpState> http_;
+  std::string in_;          // bytes read but not yet given to llhttp
+  std::string consumed_;    // bytes of the current request llhttp has seen
+  size_t parsed_bytes_ = 0;
+  int handoff_slot_ = -1;   // the request belongs to another worker
+  int error_status_ = 0;    // answer for a request the callbacks refused
+  bool in_request_ = false; // a complete request awaits its answer
+  bool paused_ = false;
+
+  std::unique_ptr<ws::Reader> ws_;
+
+  std::vector<Bytes> out_;
+  size_t out_bytes_ = 0;
+  bool writing_ = false;
+  bool close_after_flush_ = false;
+  bool closed_ = false;
+  int64_t deadline_ = 0;
+};
+
+const char* status_text(int status);
+
+}  // namespace dr::http

@@ -1,0 +1,162 @@
+#include "http/websocket.h"
+
+#include <openssl/sha.h>
+
+#include <cstring>
+
+#include "eio/eio_packet.h"
+
+namespace dr::ws {
+
+void frame_to(Opcode op, std::string_view payload, std::string& out) {
+  size_t n = payload.size();
+  out.push_back(char(0x80 | uint8_t(op)));  // FIN + opcode
+  if (n < 126) {
+    out.push_back(char(n));
+  } else if (n < 65536) {
+    out.push_back(char(126));
+    out.push_back(char(n >> 8));
+    out.push_back(char(n & 0xff));
+  } else {
+    out.push_back(char(127));
+    for (int i = 7; i >= 0; i--) out.push_back(char((uint64_t(n) >> (8 * i)) & 0xff));
+  }
+  out.append(payload);
+}
+
+std::string frame(Opcode op, std::string_view payload) {
+  std::string out;
+  out.reserve(payload.size() + 10);
+  frame_to(op, payload, out);
+  return out;
+}
+
+std::string close_frame(uint16_t code) {
+  char body[2] = {char(code >> 8), char(code & 0xff)};
+  return frame(Opcode::Close, std::string_view(body, 2));
+}
+
+std::string accept_key(std::string_view client_key) {
+  std::string s(client_key);
+  s += "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
+  return eio::base64_encode(std::string_view(reinterpret_cast<char*>(digest), sizeof digest));
+}
+
+Reader::Reader(uint64_t max_message, Callbacks cb) : max_message_(max_message), cb_(std::move(cb)) {}
+Reader::~Reader() = default;
+
+// Walks the complete frames buffered so far. Returns the end of the last
+// complete frame that ends a message (so wslay can be dropped after it), or
+// the end of the last complete frame when inside a fragmented message.
+size_t Reader::scan(bool& fatal) {
+  size_t pos = 0, usable = 0;
+  bool fragmented = in_fragmented_;
+  const auto* p = reinterpret_cast<const uint8_t*>(in_.data());
+  while (in_.size() - pos >= 2) {
+    uint8_t b0 = p[pos], b1 = p[pos + 1];
+    bool fin = b0 & 0x80;
+    uint8_t op = b0 & 0x0f;
+    uint64_t len = b1 & 0x7f;
+    size_t hdr = 2;
+    if (len == 126) {
+      if (in_.size() - pos < 4) break;
+      len = (uint64_t(p[pos + 2]) << 8) | p[pos + 3];
+      hdr = 4;
+    } else if (len == 127) {
+      if (in_.size() - pos < 10) break;
+      len = 0;
+      for (int i = 0; i < 8; i++) len = (len << 8) | p[pos + 2 + i];
+      hdr = 10;
+    }
+    if (b1 & 0x80) hdr += 4;  // mask key
+    // Refuse a frame we would not accept before buffering it whole.
+    if (len > max_message_ + 125) {
+      fatal = true;
+      return 0;
+    }
+    if (in_.size() - pos - hdr < len) break;
+    pos += hdr + len;
+    if (op < 8) fragmented = !fin;  // control frames may come between fragments
+    if (!fragmented) usable = pos;
+  }
+  // Inside a fragmented message wslay keeps state: hand it every whole frame.
+  if (fragmented) usable = pos;
+  in_fragmented_ = fragmented;
+  return usable;
+}
+
+bool Reader::feed(std::string_view bytes) {
+  if (closed_) return false;
+  in_.append(bytes);
+  bool fatal = false;
+  size_t usable = scan(fatal);
+  if (fatal) {
+    closed_ = true;
+    cb_.on_close(1009);
+    return false;
+  }
+  if (usable == 0) return true;
+
+  if (!ctx_) {
+    static const wslay_event_callbacks callbacks = {
+        // recv: hand wslay the buffered frames
+        [](wslay_event_context_ptr ctx, uint8_t* buf, size_t len, int, void* user) -> ssize_t {
+          auto* r = static_cast<Reader*>(user);
+          size_t n = std::min(len, r->feed_end_ - r->feed_pos_);
+          if (n == 0) {
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+          }
+          memcpy(buf, r->in_.data() + r->feed_pos_, n);
+          r->feed_pos_ += n;
+          return ssize_t(n);
+        },
+        // send: control frames (pong, close) go to the connection's output
+        [](wslay_event_context_ptr, const uint8_t* data, size_t len, int, void* user) -> ssize_t {
+          static_cast<Reader*>(user)->cb_.send(std::string_view(reinterpret_cast<const char*>(data), len));
+          return ssize_t(len);
+        },
+        nullptr,  // genmask: servers do not mask
+        nullptr, nullptr, nullptr,
+        // on_msg_recv
+        [](wslay_event_context_ptr, const wslay_event_on_msg_recv_arg* arg, void* user) {
+          auto* r = static_cast<Reader*>(user);
+          if (r->closed_) return;
+          std::string_view data(reinterpret_cast<const char*>(arg->msg), arg->msg_length);
+          if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+            r->cb_.on_message(arg->opcode == WSLAY_BINARY_FRAME, data);
+          } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+            r->closed_ = true;
+            r->cb_.on_close(arg->status_code ? arg->status_code : 1005);
+          }
+        },
+    };
+    wslay_event_context* c = nullptr;
+    if (wslay_event_context_server_init(&c, &callbacks, this) != 0) {
+      closed_ = true;
+      cb_.on_close(1011);
+      return false;
+    }
+    ctx_.reset(c);
+    wslay_event_config_set_max_recv_msg_length(c, max_message_);
+  }
+  feed_pos_ = 0;
+  feed_end_ = usable;
+  int rc = wslay_event_recv(ctx_.get());
+  if (!closed_) wslay_event_send(ctx_.get());  // pongs, or the close frame of a protocol error
+  in_.erase(0, feed_pos_);
+  feed_pos_ = feed_end_ = 0;
+  if (closed_) return false;
+  if (rc != 0 || !wslay_event_want_read(ctx_.get())) {
+    // Protocol error or message too big: wslay queued a close frame (sent above).
+    closed_ = true;
+    cb_.on_close(rc == WSLAY_ERR_NOMEM ? 1011 : 1002);
+    return false;
+  }
+  if (!in_fragmented_) ctx_.reset();  // at a message boundary: drop wslay's buffers
+  return true;
+}
+
+}  // namespace dr::ws

@@ -1,0 +1,63 @@
+// WebSocket (RFC 6455) for the server side. Reading goes through wslay, which
+// reassembles messages, answers pings and enforces the message size limit.
+// The wslay context is created only while a message is being received and
+// dropped at message boundaries: an idle connection holds no wslay memory
+// (its context carries a 4 KB input buffer, half our per-connection budget).
+// Server frames are written by hand: they are unmasked, so one encoded frame
+// can be shared by every recipient of a broadcast.
+#pragma once
+
+#include <wslay/wslay.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace dr::ws {
+
+enum class Opcode : uint8_t { Text = 1, Binary = 2, Close = 8, Ping = 9, Pong = 10 };
+
+// The whole frame (header + payload) of one unfragmented server message.
+std::string frame(Opcode op, std::string_view payload);
+void frame_to(Opcode op, std::string_view payload, std::string& out);
+// A close frame with a status code.
+std::string close_frame(uint16_t code);
+
+// Sec-WebSocket-Accept for a Sec-WebSocket-Key.
+std::string accept_key(std::string_view client_key);
+
+class Reader {
+ public:
+  struct Callbacks {
+    std::function<void(bool binary, std::string_view data)> on_message;
+    std::function<void(std::string_view bytes)> send;  // control frames wslay answers with
+    std::function<void(uint16_t code)> on_close;       // peer closed, or protocol error / too big
+  };
+
+  Reader(uint64_t max_message, Callbacks cb);
+  ~Reader();
+
+  // Feeds bytes from the socket. Returns false once the connection must close
+  // (on_close has been called).
+  bool feed(std::string_view bytes);
+
+ private:
+  struct CtxDeleter {
+    void operator()(wslay_event_context* c) const { wslay_event_context_free(c); }
+  };
+  // Where the buffered input ends on a message boundary (0 = inside a message).
+  size_t scan(bool& fatal);
+
+  uint64_t max_message_;
+  Callbacks cb_;
+  std::string in_;      // bytes not yet given to wslay
+  size_t feed_pos_ = 0;
+  size_t feed_end_ = 0;
+  std::unique_ptr<wslay_event_context, CtxDeleter> ctx_;
+  bool in_fragmented_ = false;  // a message continues in later frames
+  bool closed_ = false;
+};
+
+}  // namespace dr::ws

@@ -1,0 +1,424 @@
+#include "os/master.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#ifdef DR_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "core/log.h"
+#include "core/uv_util.h"
+#include "os/channel.h"
+#include "os/worker_main.h"
+
+namespace dr {
+namespace {
+
+void notify(const char* state) {
+#ifdef DR_HAVE_SYSTEMD
+  sd_notify(0, state);
+#else
+  (void)state;
+#endif
+}
+
+// Signal handlers only write the signal number to a pipe; the loop acts on it.
+int g_signal_pipe[2] = {-1, -1};
+void on_signal(int sig) {
+  int saved = errno;
+  char c = char(sig);
+  ssize_t ignored = write(g_signal_pipe[1], &c, 1);
+  (void)ignored;
+  errno = saved;
+}
+const int kSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGCHLD};
+
+struct WorkerProc {
+  pid_t pid = -1;
+  int slot = 0;
+  int generation = 0;
+  int64_t started_ms = 0;
+  int quick_failures = 0;  // deaths soon after start, for backoff
+  std::unique_ptr<Channel> channel;
+  bool retiring = false;   // told to stop (reload or shutdown)
+};
+
+class Master {
+ public:
+  Master(std::unique_ptr<Config> cfg, MasterOptions opts) : cfg_(std::move(cfg)), opts_(std::move(opts)) {}
+  int run();
+
+ private:
+  bool bind_listeners(const Config& cfg, std::vector<std::unique_ptr<uv_tcp_t>>& out);
+  void close_listeners();
+  bool spawn(int slot);
+  void on_worker_message(int slot, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h);
+  void on_accept(uv_tcp_t* listener);
+  void hand_to_worker(int slot_hint, std::string_view bytes, std::unique_ptr<uv_tcp_t> h);
+  void handle_signal(int sig);
+  void reap();
+  void reload();
+  void signal_workers(int sig, bool retiring_only = false);
+  void maybe_exit();
+  WorkerProc* current(int slot);
+
+  std::shared_ptr<Config> cfg_;
+  MasterOptions opts_;
+  uv_loop_t loop_{};
+  std::vector<std::unique_ptr<uv_tcp_t>> listeners_;
+  std::vector<std::unique_ptr<WorkerProc>> procs_;  // current and retiring workers
+  std::unique_ptr<uv_poll_t> signal_poll_;
+  std::unique_ptr<uv_timer_t> respawn_timer_;
+  std::unique_ptr<uv_timer_t> kill_timer_;
+  size_t next_worker_ = 0;
+  int generation_ = 0;
+  bool stopping_ = false;
+  int exit_code_ = 0;
+};
+
+bool Master::bind_listeners(const Config& cfg, std::vector<std::unique_ptr<uv_tcp_t>>& out) {
+  for (auto& a : cfg.core.listen) {
+    auto h = make_handle<uv_tcp_t>();
+    uv_tcp_init(&loop_, h.get());
+    h->data = this;
+    struct sockaddr_storage ss;
+    int rc = a.host.find(':') != std::string::npos
+                 ? uv_ip6_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in6*>(&ss))
+                 : uv_ip4_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in*>(&ss));
+    if (rc == 0) rc = uv_tcp_bind(h.get(), reinterpret_cast<sockaddr*>(&ss), 0);
+    if (rc == 0)
+      rc = uv_listen(reinterpret_cast<uv_stream_t*>(h.get()), 4096, [](uv_stream_t* s, int status) {
+        if (status == 0) static_cast<Master*>(s->data)->on_accept(reinterpret_cast<uv_tcp_t*>(s));
+      });
+    if (rc != 0) {
+      logf(LogLevel::Crit, "cannot listen on %s: %s", a.text().c_str(), uv_strerror(rc));
+      close_handle(std::move(h));
+      return false;
+    }
+    logf(LogLevel::Notice, "listening on %s", a.text().c_str());
+    out.push_back(std::move(h));
+  }
+  return true;
+}
+
+void Master::close_listeners() {
+  for (auto& l : listeners_) close_handle(std::move(l));
+  listeners_.clear();
+}
+
+WorkerProc* Master::current(int slot) {
+  for (auto& p : procs_)
+    if (p->slot == slot && !p->retiring && p->pid > 0) return p.get();
+  return nullptr;
+}
+
+// Closes, in a new worker, every descriptor it inherited but must not hold:
+// client and listening sockets (else connections outlive their worker) and the
+// master's own plumbing.
+void close_inherited(int keep_fd, uv_loop_t* master_loop) {
+  std::vector<int> fds;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d)) {
+      int fd = atoi(e->d_name);
+      if (fd > 2 && fd != keep_fd && fd != dirfd(d) && fd != logging::fd()) fds.push_back(fd);
+    }
+    closedir(d);
+  }
+  for (int fd : fds) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    bool inet_or_unix = getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
+                        (ss.ss_family == AF_INET || ss.ss_family == AF_INET6 || ss.ss_family == AF_UNIX);
+    if (inet_or_unix || fd == g_signal_pipe[0] || fd == g_signal_pipe[1] || fd == uv_backend_fd(master_loop))
+      close(fd);
+  }
+}
+
+bool Master::spawn(int slot) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    logf(LogLevel::Crit, "socketpair failed: %s", strerror(errno));
+    return false;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    logf(LogLevel::Crit, "fork failed: %s", strerror(errno));
+    close(sv[0]);
+    close(sv[1]);
+    return false;
+  }
+  if (pid == 0) {
+    for (int s : kSignals) signal(s, SIG_DFL);
+    close_inherited(sv[1], &loop_);
+    logging::set_slot(slot);
+    _exit(worker_main(*cfg_, slot, sv[1]));
+  }
+  close(sv[1]);
+  auto proc = std::make_unique<WorkerProc>();
+  proc->pid = pid;
+  proc->slot = slot;
+  proc->generation = generation_;
+  proc->started_ms = now_ms();
+  proc->channel = std::make_unique<Channel>();
+  WorkerProc* raw = proc.get();
+  proc->channel->open(
+      &loop_, sv[0],
+      [this, raw](ChannelMsg t, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
+        on_worker_message(raw->slot, t, body, std::move(h));
+      },
+      [] {});
+  // Keep the failure count of the slot's previous worker for the backoff.
+  for (auto& p : procs_)
+    if (p->slot == slot && p->pid < 0) proc->quick_failures = p->quick_failures;
+  std::erase_if(procs_, [slot](auto& p) { return p->slot == slot && p->pid < 0; });
+  procs_.push_back(std::move(proc));
+  logf(LogLevel::Notice, "started worker %d (pid %d)", slot, int(pid));
+  return true;
+}
+
+void Master::hand_to_worker(int slot_hint, std::string_view bytes, std::unique_ptr<uv_tcp_t> h) {
+  WorkerProc* target = slot_hint >= 0 ? current(slot_hint) : nullptr;
+  if (!target) {
+    int n = cfg_->core.workers();
+    for (int i = 0; i < n && !target; i++) target = current(int(next_worker_++ % n));
+  }
+  if (!target) {
+    close_handle(std::move(h));
+    return;
+  }
+  target->channel->send(ChannelMsg::Connection, bytes, std::move(h));
+}
+
+void Master::on_accept(uv_tcp_t* listener) {
+  auto client = make_handle<uv_tcp_t>();
+  uv_tcp_init(&loop_, client.get());
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(listener), reinterpret_cast<uv_stream_t*>(client.get())) != 0) {
+    close_handle(std::move(client));
+    return;
+  }
+  hand_to_worker(-1, {}, std::move(client));
+}
+
+void Master::on_worker_message(int from_slot, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
+  switch (type) {
+    case ChannelMsg::Handoff: {
+      // A request for a session another worker owns: pass the connection on.
+      uint32_t target = 0;
+      if (body.size() < 4 || !h) {
+        if (h) close_handle(std::move(h));
+        return;
+      }
+      memcpy(&target, body.data(), 4);
+      hand_to_worker(int(target), body.substr(4), std::move(h));
+      return;
+    }
+    case ChannelMsg::Broadcast:
+      for (auto& p : procs_)
+        if (p->pid > 0 && p->slot != from_slot && p->channel && p->channel->is_open())
+          p->channel->send(ChannelMsg::Broadcast, body);
+      return;
+    default:
+      if (h) close_handle(std::move(h));
+  }
+}
+
+void Master::signal_workers(int sig, bool retiring_only) {
+  for (auto& p : procs_)
+    if (p->pid > 0 && (!retiring_only || p->retiring)) kill(p->pid, sig);
+}
+
+void Master::reload() {
+  notify("RELOADING=1");
+  logf(LogLevel::Notice, "reloading configuration from %s", opts_.conf_path.c_str());
+  std::string err;
+  auto fresh = load_config(opts_.conf_path, opts_.load, err);
+  if (!fresh) {
+    logf(LogLevel::Error, "reload failed, keeping the running configuration: %s", err.c_str());
+    notify("READY=1\nSTATUS=reload failed: invalid configuration");
+    return;
+  }
+  // New listeners first; if one cannot be bound, nothing changes.
+  bool same_listen = fresh->core.listen.size() == cfg_->core.listen.size();
+  for (size_t i = 0; same_listen && i < fresh->core.listen.size(); i++)
+    same_listen = fresh->core.listen[i].text() == cfg_->core.listen[i].text();
+  if (!same_listen) {
+    std::vector<std::unique_ptr<uv_tcp_t>> fresh_listeners;
+    close_listeners();  // release the ports in case the new set reuses some
+    if (!bind_listeners(*fresh, fresh_listeners)) {
+      for (auto& l : fresh_listeners) close_handle(std::move(l));
+      fresh_listeners.clear();
+      bind_listeners(*cfg_, listeners_);
+      logf(LogLevel::Error, "reload failed, keeping the running configuration: cannot listen");
+      notify("READY=1\nSTATUS=reload failed: cannot listen");
+      return;
+    }
+    listeners_ = std::move(fresh_listeners);
+  }
+  logging::set_level(fresh->core.log_level);
+  cfg_ = std::move(fresh);
+  generation_++;
+  // New workers take over; the old ones drain and exit.
+  for (auto& p : procs_)
+    if (p->pid > 0) p->retiring = true;
+  signal_workers(SIGQUIT, true);
+  for (int i = 0; i < cfg_->core.workers(); i++) spawn(i);
+  logf(LogLevel::Notice, "configuration reloaded (generation %d)", generation_);
+  notify("READY=1\nSTATUS=configuration reloaded");
+}
+
+void Master::reap() {
+  for (;;) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    WorkerProc* p = nullptr;
+    for (auto& q : procs_)
+      if (q->pid == pid) p = q.get();
+    if (!p) continue;
+    bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == kExitFatal;
+    if (WIFSIGNALED(status))
+      logf(p->retiring || stopping_ ? LogLevel::Notice : LogLevel::Crit, "worker %d (pid %d) killed by signal %d",
+           p->slot, int(pid), WTERMSIG(status));
+    else
+      logf(p->retiring || stopping_ ? LogLevel::Notice : LogLevel::Error, "worker %d (pid %d) exited with code %d",
+           p->slot, int(pid), WEXITSTATUS(status));
+    p->pid = -1;
+    if (p->channel) p->channel->close();
+    if (p->retiring || stopping_) {
+      std::erase_if(procs_, [pid_gone = p](auto& q) { return q.get() == pid_gone; });
+      continue;
+    }
+    // An unexpected death: respawn, backing off when it keeps dying at start.
+    p->quick_failures = now_ms() - p->started_ms < 2000 ? p->quick_failures + 1 : 0;
+    if (fatal || p->quick_failures >= 5) {
+      logf(LogLevel::Crit, "worker %d cannot start, stopping", p->slot);
+      exit_code_ = 1;
+      handle_signal(SIGTERM);
+      return;
+    }
+    uint64_t delay = p->quick_failures ? (100u << std::min(p->quick_failures, 5)) : 0;
+    logf(LogLevel::Notice, "respawning worker %d%s", p->slot, delay ? " after a delay" : "");
+    if (!respawn_timer_) {
+      respawn_timer_ = make_handle<uv_timer_t>();
+      uv_timer_init(&loop_, respawn_timer_.get());
+      respawn_timer_->data = this;
+    }
+    uv_timer_start(respawn_timer_.get(), [](uv_timer_t* t) {
+      auto* m = static_cast<Master*>(t->data);
+      if (m->stopping_) return;
+      for (int i = 0; i < m->cfg_->core.workers(); i++) {
+        bool dead = true;
+        for (auto& q : m->procs_)
+          if (q->slot == i && !q->retiring && q->pid > 0) dead = false;
+        if (dead) m->spawn(i);
+      }
+    }, delay, 0);
+  }
+}
+
+void Master::maybe_exit() {
+  if (!stopping_) return;
+  for (auto& p : procs_)
+    if (p->pid > 0) return;
+  uv_stop(&loop_);
+}
+
+void Master::handle_signal(int sig) {
+  switch (sig) {
+    case SIGCHLD:
+      reap();
+      maybe_exit();
+      return;
+    case SIGHUP:
+      if (!stopping_) reload();
+      return;
+    case SIGUSR1:
+      logging::reopen();
+      signal_workers(SIGUSR1);
+      return;
+    case SIGQUIT:
+    case SIGTERM:
+    case SIGINT: {
+      bool graceful = sig == SIGQUIT;
+      if (!stopping_) logf(LogLevel::Notice, "%s", graceful ? "graceful shutdown" : "shutting down");
+      stopping_ = true;
+      notify("STOPPING=1");
+      close_listeners();
+      signal_workers(graceful ? SIGQUIT : SIGTERM);
+      // Workers that do not exit in time are killed.
+      if (!kill_timer_) {
+        kill_timer_ = make_handle<uv_timer_t>();
+        uv_timer_init(&loop_, kill_timer_.get());
+        kill_timer_->data = this;
+        uint64_t grace = graceful ? cfg_->core.worker_shutdown_timeout + 2000 : 5000;
+        uv_timer_start(kill_timer_.get(), [](uv_timer_t* t) {
+          auto* m = static_cast<Master*>(t->data);
+          log(LogLevel::Warn, "workers did not stop in time, killing them");
+          m->signal_workers(SIGKILL);
+        }, grace, 0);
+      }
+      maybe_exit();
+      return;
+    }
+  }
+}
+
+int Master::run() {
+  if (uv_loop_init(&loop_) != 0) return 1;
+  if (!bind_listeners(*cfg_, listeners_)) return 1;
+
+  if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int s : kSignals) sigaction(s, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  signal_poll_ = make_handle<uv_poll_t>();
+  uv_poll_init(&loop_, signal_poll_.get(), g_signal_pipe[0]);
+  signal_poll_->data = this;
+  uv_poll_start(signal_poll_.get(), UV_READABLE, [](uv_poll_t* p, int, int) {
+    char sigs[64];
+    ssize_t n;
+    while ((n = read(g_signal_pipe[0], sigs, sizeof sigs)) > 0)
+      for (ssize_t i = 0; i < n; i++) static_cast<Master*>(p->data)->handle_signal(sigs[i]);
+  });
+
+  if (!cfg_->core.pid_file.empty()) {
+    FILE* f = fopen(cfg_->core.pid_file.c_str(), "w");
+    if (!f) {
+      logf(LogLevel::Crit, "cannot write pid file \"%s\": %s", cfg_->core.pid_file.c_str(), strerror(errno));
+      return 1;
+    }
+    fprintf(f, "%d\n", int(getpid()));
+    fclose(f);
+  }
+
+  logf(LogLevel::Notice, "depth-realtime %s master started, %d workers", DR_VERSION, cfg_->core.workers());
+  for (int i = 0; i < cfg_->core.workers(); i++)
+    if (!spawn(i)) return 1;
+  notify("READY=1\nSTATUS=serving");
+  uv_run(&loop_, UV_RUN_DEFAULT);
+
+  if (!cfg_->core.pid_file.empty()) unlink(cfg_->core.pid_file.c_str());
+  logf(LogLevel::Notice, "master exiting");
+  return exit_code_;
+}
+
+}  // namespace
+
+int run_master(std::unique_ptr<Config> cfg, const MasterOptions& opts) {
+  Master m(std::move(cfg), opts);
+  return m.run();
+}
+
+}  // namespace dr

@@ -1,0 +1,21 @@
+// The master process: binds the listeners, forks the workers, hands each
+// accepted connection to one of them (round robin, so long-lived WebSockets
+// spread evenly), relays messages between workers, respawns workers that
+// die, and acts on signals. It serves no traffic itself.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+
+namespace dr {
+
+struct MasterOptions {
+  std::string conf_path;
+  LoadOptions load;
+};
+
+int run_master(std::unique_ptr<Config> cfg, const MasterOptions& opts);
+
+}  // namespace dr

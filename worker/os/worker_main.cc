@@ -1,0 +1,316 @@
+// A worker process: one libuv loop serving HTTP, Engine.IO and Socket.IO for
+// the connections the master hands it, and the modules' hooks.
+#include "os/worker_main.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <unordered_map>
+
+#include "core/log.h"
+#include "core/uv_util.h"
+#include "eio/session.h"
+#include "http/connection.h"
+#include "os/channel.h"
+#include "sio/server.h"
+
+namespace dr {
+namespace {
+
+constexpr uint64_t kTickMs = 100;
+
+struct Route {
+  Listener where;
+  std::string method;
+  std::string path;
+  HttpHandler handler;
+};
+
+class WorkerRuntime final : public Worker, public http::Host {
+ public:
+  WorkerRuntime(const Config& cfg, int slot)
+      : cfg_(cfg),
+        slot_(slot),
+        eio_(cfg.core, slot, cfg.core.workers(), [this](eio::Session& s) { return sio_.make_client(s); }),
+        sio_(cfg) {
+    limits_.max_header = cfg.core.client_max_header_size;
+    limits_.max_body = cfg.core.max_payload;
+    limits_.max_ws_message = cfg.core.max_payload;
+    limits_.max_output = cfg.core.max_output_buffer;
+    limits_.header_timeout = cfg.core.client_header_timeout;
+    limits_.body_timeout = cfg.core.client_body_timeout;
+    limits_.keepalive_timeout = cfg.core.keepalive_timeout;
+  }
+
+  int run(int channel_fd);
+
+  // ---- Worker (the module API)
+  uv_loop_t* loop() override { return &loop_; }
+  int slot() const override { return slot_; }
+  const ModuleConf* conf(const Module& m, std::string_view nsp) const override { return cfg_.module_conf(m, nsp); }
+  std::vector<std::string> namespaces() const override {
+    std::vector<std::string> out;
+    for (auto& ns : cfg_.namespaces) out.push_back(ns.name);
+    return out;
+  }
+  void use_connect(std::string_view nsp, ConnectHook hook) override {
+    for (auto* ns : select(nsp)) ns->connect_hooks.push_back(hook);
+  }
+  void use_event(std::string_view nsp, EventMiddleware mw) override {
+    for (auto* ns : select(nsp)) ns->middleware.push_back(mw);
+  }
+  void on_connection(std::string_view nsp, ConnectionHandler h) override {
+    for (auto* ns : select(nsp)) ns->connection_handlers.push_back(h);
+  }
+  void on(std::string_view nsp, std::string_view event, EventHandler h) override {
+    for (auto* ns : select(nsp)) ns->handlers[std::string(event)].push_back(h);
+  }
+  void on_disconnect(std::string_view nsp, DisconnectHandler h) override {
+    for (auto* ns : select(nsp)) ns->disconnect_handlers.push_back(h);
+  }
+  void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) override {
+    sio_.broadcast(opts, event, std::move(args));
+  }
+  std::vector<std::weak_ptr<Socket>> local_sockets(std::string_view nsp, std::string_view room) override {
+    std::vector<std::weak_ptr<Socket>> out;
+    if (auto* ns = sio_.find(nsp))
+      for (auto* s : ns->members(room)) out.push_back(s->weak());
+    return out;
+  }
+  void route(Listener where, std::string_view method, std::string_view path, HttpHandler h) override {
+    routes_.push_back({where, std::string(method), std::string(path), std::move(h)});
+  }
+
+  // ---- http::Host
+  int owner_slot(std::string_view url) override { return eio_.owner_slot(url); }
+  void on_request(http::Connection& c, http::Request& req) override;
+  void on_ws_message(http::Connection& c, bool binary, std::string_view data) override {
+    eio_.on_ws_message(c, binary, data);
+  }
+  void on_closed(http::Connection& c) override { eio_.on_connection_closed(c); }
+  void hand_off(http::Connection& c, int slot, std::string bytes) override;
+  void mark_dirty(http::Connection& c) override {
+    c.dirty = true;
+    dirty_.push_back(&c);
+  }
+  void destroy(http::Connection& c) override {
+    auto it = conns_.find(&c);
+    if (it == conns_.end()) return;
+    dead_.push_back(std::move(it->second));
+    conns_.erase(it);
+  }
+
+ private:
+  std::vector<sio::Namespace*> select(std::string_view nsp) {
+    if (nsp.empty()) return sio_.all();
+    if (auto* ns = sio_.find(nsp)) return {ns};
+    logf(LogLevel::Warn, "a module registered a hook for the undeclared namespace \"%.*s\"", int(nsp.size()),
+         nsp.data());
+    return {};
+  }
+  void accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view initial);
+  void before_poll();
+  void tick();
+  void on_signal(int sig);
+  void stop_gracefully();
+
+  const Config& cfg_;
+  int slot_;
+  uv_loop_t loop_{};
+  http::Limits limits_;
+  eio::Server eio_;
+  sio::Server sio_;
+  Channel channel_;
+  std::unordered_map<http::Connection*, std::unique_ptr<http::Connection>> conns_;
+  std::vector<http::Connection*> dirty_;
+  std::vector<std::unique_ptr<http::Connection>> dead_;
+  std::vector<Route> routes_;
+  UvHandle<uv_prepare_t> prepare_;
+  UvHandle<uv_timer_t> tick_;
+  std::vector<std::unique_ptr<uv_signal_t>> signals_;
+  bool stopping_ = false;
+  int64_t stop_deadline_ = 0;
+};
+
+void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view initial) {
+  if (stopping_) {
+    close_handle(std::move(tcp));
+    return;
+  }
+  auto c = std::make_unique<http::Connection>(*this, limits_, std::move(tcp));
+  http::Connection* raw = c.get();
+  conns_.emplace(raw, std::move(c));
+  raw->start(initial);
+}
+
+void WorkerRuntime::hand_off(http::Connection& c, int slot, std::string bytes) {
+  std::string body(4, '\0');
+  uint32_t s = uint32_t(slot);
+  memcpy(body.data(), &s, 4);
+  body += bytes;
+  auto tcp = c.release_tcp();
+  channel_.send(ChannelMsg::Handoff, body, std::move(tcp));
+  destroy(c);
+}
+
+void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
+  if (eio_.matches(req.path)) {
+    eio_.handle_request(c, req);
+    return;
+  }
+  if (req.upgrade) {
+    c.respond(400, "text/plain", "Bad Request");
+    return;
+  }
+  if (req.path == "/healthz") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      c.respond(405, "application/json", R"({"error":{"code":"METHOD_NOT_ALLOWED","message":"Method not allowed"}})",
+                {{"Allow", "GET, HEAD"}});
+      return;
+    }
+    c.respond(200, "application/json", R"({"status":"ok"})");
+    return;
+  }
+  bool path_known = false;
+  for (auto& r : routes_) {
+    if (r.path != req.path) continue;
+    path_known = true;
+    if (r.method != req.method) continue;
+    HttpRequest hr;
+    hr.method = req.method;
+    hr.path = req.path;
+    hr.query = req.query;
+    hr.headers = req.headers;
+    hr.body = std::move(req.body);
+    hr.address = c.address();
+    // The answer may come later; the connection may be gone by then.
+    auto alive = std::make_shared<bool>(true);
+    http::Connection* conn = &c;
+    r.handler(hr, [this, conn](HttpResponse res) {
+      if (!conns_.count(conn) || conn->closed()) return;
+      conn->respond(res.status, res.content_type, res.body, res.headers);
+    });
+    return;
+  }
+  if (path_known) {
+    c.respond(405, "application/json", R"({"error":{"code":"METHOD_NOT_ALLOWED","message":"Method not allowed"}})");
+    return;
+  }
+  c.respond(404, "application/json", R"({"error":{"code":"NOT_FOUND","message":"Not found"}})");
+}
+
+// Just before the loop polls: answer long-polls that got data, then write
+// everything queued this turn, one write per connection.
+void WorkerRuntime::before_poll() {
+  eio_.flush();
+  std::vector<http::Connection*> todo;
+  todo.swap(dirty_);
+  for (auto* c : todo)
+    if (!c->closed()) c->flush();
+  dead_.clear();
+}
+
+void WorkerRuntime::tick() {
+  int64_t now = now_ms();
+  eio_.tick(now);
+  sio_.tick(now);
+  std::vector<http::Connection*> late;
+  for (auto& [raw, c] : conns_)
+    if (c->deadline() && now >= c->deadline()) late.push_back(raw);
+  for (auto* c : late) c->on_timeout();
+  if (stopping_ && (conns_.empty() || now >= stop_deadline_)) uv_stop(&loop_);
+}
+
+void WorkerRuntime::stop_gracefully() {
+  if (stopping_) return;
+  stopping_ = true;
+  stop_deadline_ = now_ms() + int64_t(cfg_.core.worker_shutdown_timeout);
+  logf(LogLevel::Notice, "worker %d: graceful stop, %zu sessions", slot_, eio_.session_count());
+  eio_.close_all("server shutting down");
+  for (auto& [raw, c] : conns_)
+    if (!c->owner && !c->request_pending()) c->close_after_flush();  // idle keep-alive
+}
+
+void WorkerRuntime::on_signal(int sig) {
+  switch (sig) {
+    case SIGTERM:
+      uv_stop(&loop_);
+      break;
+    case SIGQUIT:
+      stop_gracefully();
+      break;
+    case SIGUSR1:
+      logging::reopen();
+      break;
+  }
+}
+
+int WorkerRuntime::run(int channel_fd) {
+  if (uv_loop_init(&loop_) != 0) return kExitFatal;
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGINT, SIG_IGN);  // the master decides; a terminal's ^C reaches it too
+  signal(SIGHUP, SIG_IGN);
+  for (int sig : {SIGTERM, SIGQUIT, SIGUSR1}) {
+    auto h = make_handle<uv_signal_t>();
+    uv_signal_init(&loop_, h.get());
+    h->data = this;
+    uv_signal_start(h.get(), [](uv_signal_t* s, int signum) { static_cast<WorkerRuntime*>(s->data)->on_signal(signum); },
+                    sig);
+    signals_.push_back(std::move(h));
+  }
+
+  bool several = cfg_.core.workers() > 1;
+  sio_.set_adapter(std::make_unique<sio::LocalAdapter>(
+      [this](const sio::EncodedBroadcast& b) { sio_.deliver(b); },
+      several ? sio::LocalAdapter::Relay([this](std::string bytes) { channel_.send(ChannelMsg::Broadcast, bytes); })
+              : sio::LocalAdapter::Relay()));
+
+  if (!channel_.open(
+          &loop_, channel_fd,
+          [this](ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
+            if (type == ChannelMsg::Connection && h) accept(std::move(h), body);
+            else if (type == ChannelMsg::Broadcast) sio_.adapter().on_remote(body);
+            else if (h) close_handle(std::move(h));
+          },
+          [this] {
+            // The master is gone: nobody will hand us work or stop us.
+            log(LogLevel::Warn, "lost the master, exiting");
+            uv_stop(&loop_);
+          }))
+    return kExitFatal;
+
+  for (auto& m : cfg_.modules) {
+    if (m.module->init_worker && !m.module->init_worker(*this, *m.module)) {
+      logf(LogLevel::Crit, "module \"%s\" failed to start", m.module->name);
+      return kExitFatal;
+    }
+  }
+
+  uv_prepare_init(&loop_, prepare_.get());
+  prepare_.initialized = true;
+  prepare_.get()->data = this;
+  uv_prepare_start(prepare_.get(), [](uv_prepare_t* p) { static_cast<WorkerRuntime*>(p->data)->before_poll(); });
+  uv_timer_init(&loop_, tick_.get());
+  tick_.initialized = true;
+  tick_.get()->data = this;
+  uv_timer_start(tick_.get(), [](uv_timer_t* t) { static_cast<WorkerRuntime*>(t->data)->tick(); }, kTickMs, kTickMs);
+
+  uv_run(&loop_, UV_RUN_DEFAULT);
+
+  for (auto& m : cfg_.modules)
+    if (m.module->exit_worker) m.module->exit_worker(*this, *m.module);
+  return 0;
+}
+
+}  // namespace
+
+int worker_main(const Config& cfg, int slot, int channel_fd) {
+  auto w = std::make_unique<WorkerRuntime>(cfg, slot);
+  int code = w->run(channel_fd);
+  // The process ends here: the loop's handles need no orderly teardown.
+  (void)w.release();
+  return code;
+}
+
+}  // namespace dr

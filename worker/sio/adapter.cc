@@ -1,0 +1,83 @@
+#include "sio/adapter.h"
+
+#include <cstring>
+
+namespace dr::sio {
+namespace {
+
+void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
+void put_str(std::string& out, std::string_view s) {
+  put_u32(out, uint32_t(s.size()));
+  out.append(s);
+}
+void put_list(std::string& out, const std::vector<std::string>& l) {
+  put_u32(out, uint32_t(l.size()));
+  for (auto& s : l) put_str(out, s);
+}
+
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  uint32_t u32() {
+    if (in.size() < 4) {
+      ok = false;
+      return 0;
+    }
+    uint32_t v;
+    memcpy(&v, in.data(), 4);
+    in.remove_prefix(4);
+    return v;
+  }
+  std::string str() {
+    uint32_t n = u32();
+    if (!ok || in.size() < n) {
+      ok = false;
+      return {};
+    }
+    std::string s(in.substr(0, n));
+    in.remove_prefix(n);
+    return s;
+  }
+  std::vector<std::string> list() {
+    uint32_t n = u32();
+    std::vector<std::string> l;
+    for (uint32_t i = 0; ok && i < n; i++) l.push_back(str());
+    return l;
+  }
+};
+
+}  // namespace
+
+std::string EncodedBroadcast::serialize() const {
+  std::string out;
+  put_str(out, opts.nsp);
+  put_list(out, opts.rooms);
+  put_list(out, opts.except);
+  put_u32(out, (opts.is_volatile ? 1u : 0u));
+  put_str(out, header);
+  put_list(out, attachments);
+  return out;
+}
+
+bool EncodedBroadcast::parse(std::string_view bytes) {
+  Reader r{bytes};
+  opts.nsp = r.str();
+  opts.rooms = r.list();
+  opts.except = r.list();
+  opts.is_volatile = r.u32() & 1u;
+  header = r.str();
+  attachments = r.list();
+  return r.ok && r.in.empty();
+}
+
+void LocalAdapter::broadcast(const EncodedBroadcast& b) {
+  deliver_(b);
+  if (!b.opts.local && relay_) relay_(b.serialize());
+}
+
+void LocalAdapter::on_remote(std::string_view bytes) {
+  EncodedBroadcast b;
+  if (b.parse(bytes)) deliver_(b);
+}
+
+}  // namespace dr::sio

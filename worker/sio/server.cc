@@ -1,0 +1,453 @@
+#include "sio/server.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+
+#include "core/uv_util.h"
+
+namespace dr::sio {
+
+// ------------------------------------------------------------- encoding
+
+std::vector<eio::OutRef> encode_packets(std::string_view header, const std::vector<std::string>& attachments) {
+  std::vector<eio::OutRef> out;
+  out.reserve(1 + attachments.size());
+  out.push_back(eio::make_text(eio::PacketType::Message, header));
+  for (auto& a : attachments) out.push_back(eio::make_binary(a));
+  return out;
+}
+
+std::vector<eio::OutRef> encode_packets(const Packet& p) { return encode_packets(encode(p), p.attachments); }
+
+namespace {
+
+// [event, ...args] as one JSON array.
+Json event_array(std::string_view event, const Payload& args) {
+  Json arr(json_array());
+  json_array_append_new(arr.get(), json_stringn(event.data(), event.size()));
+  json_array_extend(arr.get(), args.args.get());
+  return arr;
+}
+
+Json object_with(const char* key, std::string_view value) {
+  Json o(json_object());
+  json_object_set_new(o.get(), key, json_stringn(value.data(), value.size()));
+  return o;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- socket
+
+SocketImpl::SocketImpl(Server& server, Namespace& ns, Client& client, std::string id, Json auth)
+    : server_(server), ns_(ns), client_(&client), id_(std::move(id)), auth_(std::move(auth)) {}
+
+SocketImpl::~SocketImpl() = default;
+
+const std::string& SocketImpl::nsp() const { return ns_.name(); }
+
+const Handshake& SocketImpl::handshake() const {
+  static const Handshake empty;
+  return client_ ? *client_->session().handshake() : empty;
+}
+
+void SocketImpl::set(std::string_view key, std::string value) {
+  for (auto& [k, v] : data_)
+    if (k == key) {
+      v = std::move(value);
+      return;
+    }
+  data_.emplace_back(std::string(key), std::move(value));
+}
+
+const std::string* SocketImpl::get(std::string_view key) const {
+  for (auto& [k, v] : data_)
+    if (k == key) return &v;
+  return nullptr;
+}
+
+void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
+  if (gone_ || !client_) return;
+  Packet p;
+  p.type = PacketType::Event;
+  p.nsp = ns_.name();
+  p.data = event_array(event, args);
+  p.attachments = std::move(args.attachments);
+  client_->send(p, is_volatile);
+}
+
+void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t timeout_ms, AckCallback cb) {
+  if (gone_ || !client_) {
+    if (cb) cb(true, Payload());
+    return;
+  }
+  uint64_t id = next_ack_++;
+  acks_.emplace(id, std::move(cb));
+  if (timeout_ms) server_.schedule_ack_timeout(now_ms() + int64_t(timeout_ms), weak_from_this(), id);
+  Packet p;
+  p.type = PacketType::Event;
+  p.nsp = ns_.name();
+  p.id = id;
+  p.data = event_array(event, args);
+  p.attachments = std::move(args.attachments);
+  client_->send(p);
+}
+
+void SocketImpl::ack(uint64_t ack_id, Payload reply) {
+  if (gone_ || !client_) return;
+  Packet p;
+  p.type = PacketType::Ack;
+  p.nsp = ns_.name();
+  p.id = ack_id;
+  p.data = std::move(reply.args);
+  p.attachments = std::move(reply.attachments);
+  client_->send(p);
+}
+
+void SocketImpl::join(std::string_view room) {
+  if (in_room(room)) return;
+  rooms_.emplace_back(room);
+  if (connected_) ns_.rooms_[rooms_.back()].insert(this);
+}
+
+void SocketImpl::leave(std::string_view room) {
+  auto it = std::find(rooms_.begin(), rooms_.end(), room);
+  if (it == rooms_.end()) return;
+  if (connected_) {
+    auto r = ns_.rooms_.find(*it);
+    if (r != ns_.rooms_.end()) {
+      r->second.erase(this);
+      if (r->second.empty()) ns_.rooms_.erase(r);
+    }
+  }
+  rooms_.erase(it);
+}
+
+bool SocketImpl::in_room(std::string_view room) const {
+  return std::find(rooms_.begin(), rooms_.end(), room) != rooms_.end();
+}
+
+void SocketImpl::disconnect(bool close_connection) {
+  if (gone_ || !client_) return;
+  if (close_connection) {
+    client_->close_all();
+    return;
+  }
+  auto self = shared_from_this();
+  Packet p;
+  p.type = PacketType::Disconnect;
+  p.nsp = ns_.name();
+  client_->send(p);
+  Client* c = client_;
+  on_disconnect("server namespace disconnect");
+  c->remove(ns_.name());
+}
+
+void SocketImpl::run_connect_hooks(size_t index) {
+  if (gone_ || !client_) return;
+  if (index < ns_.connect_hooks.size()) {
+    auto once = std::make_shared<bool>(false);
+    ns_.connect_hooks[index](*this, [weak = weak_from_this(), index, once](std::optional<ConnectError> err) {
+      if (*once) return;
+      *once = true;
+      auto s = weak.lock();
+      if (!s || s->gone_ || !s->client_) return;
+      if (!err) {
+        s->run_connect_hooks(index + 1);
+        return;
+      }
+      Packet p;
+      p.type = PacketType::ConnectError;
+      p.nsp = s->ns_.name();
+      p.data = object_with("message", err->message);
+      if (err->data) json_object_set(p.data.get(), "data", err->data.get());
+      s->gone_ = true;
+      Client* c = s->client_;
+      c->send(p);
+      c->remove(s->ns_.name());
+    });
+    return;
+  }
+  // Every hook agreed: the socket is connected.
+  connected_ = true;
+  ns_.sockets_[id_] = this;
+  join(id_);  // every socket is in the room named after its id
+  for (auto& r : rooms_) ns_.rooms_[r].insert(this);
+  server_.sockets_connected++;
+  client_->session().connect_deadline = 0;
+  Packet p;
+  p.type = PacketType::Connect;
+  p.nsp = ns_.name();
+  p.data = object_with("sid", id_);
+  client_->send(p);
+  auto self = shared_from_this();
+  for (auto& h : ns_.connection_handlers) {
+    if (gone_) break;
+    h(*this);
+  }
+}
+
+void SocketImpl::on_event(Packet& p) {
+  auto self = shared_from_this();  // a handler may disconnect us
+  Event ev;
+  json_t* first = json_array_get(p.data.get(), 0);
+  if (json_is_string(first)) ev.name.assign(json_string_value(first), json_string_length(first));
+  else ev.name = std::to_string(json_integer_value(first));
+  json_array_remove(p.data.get(), 0);
+  ev.args = Payload(std::move(p.data), std::move(p.attachments));
+  ev.ack_id = p.id;
+  for (auto& mw : ns_.middleware) {
+    if (!mw(*this, ev) || gone_) return;
+  }
+  auto it = ns_.handlers.find(ev.name);
+  if (it == ns_.handlers.end()) return;
+  for (auto& h : it->second) {
+    if (gone_) break;
+    h(*this, ev);
+  }
+}
+
+void SocketImpl::on_ack(Packet& p) {
+  if (!p.id) return;
+  auto it = acks_.find(*p.id);
+  if (it == acks_.end()) return;  // unknown or already answered: ignored, as Node does
+  AckCallback cb = std::move(it->second);
+  acks_.erase(it);
+  auto self = shared_from_this();
+  if (cb) cb(false, Payload(std::move(p.data), std::move(p.attachments)));
+}
+
+void SocketImpl::expire_ack(uint64_t id) {
+  auto it = acks_.find(id);
+  if (it == acks_.end()) return;
+  AckCallback cb = std::move(it->second);
+  acks_.erase(it);
+  if (cb) cb(true, Payload());
+}
+
+void SocketImpl::on_disconnect(std::string_view reason) {
+  if (gone_ && !connected_) {
+    client_ = nullptr;
+    return;
+  }
+  auto self = shared_from_this();
+  gone_ = true;
+  bool was_connected = connected_;
+  connected_ = false;
+  if (was_connected) {
+    for (auto& r : rooms_) {
+      auto it = ns_.rooms_.find(r);
+      if (it == ns_.rooms_.end()) continue;
+      it->second.erase(this);
+      if (it->second.empty()) ns_.rooms_.erase(it);
+    }
+    ns_.sockets_.erase(id_);
+    server_.sockets_connected--;
+  }
+  auto pending = std::move(acks_);
+  acks_.clear();
+  for (auto& [id, cb] : pending)
+    if (cb) cb(true, Payload());
+  if (was_connected)
+    for (auto& h : ns_.disconnect_handlers) h(*this, reason);
+  client_ = nullptr;
+}
+
+// ------------------------------------------------------------- namespace
+
+std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
+  std::vector<SocketImpl*> out;
+  if (room.empty()) {
+    for (auto& [id, s] : sockets_) out.push_back(s);
+  } else if (auto it = rooms_.find(std::string(room)); it != rooms_.end()) {
+    out.assign(it->second.begin(), it->second.end());
+  }
+  return out;
+}
+
+void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets) {
+  auto excluded = [&](SocketImpl* s) {
+    for (auto& r : b.opts.except)
+      if (s->in_room(r)) return true;
+    return false;
+  };
+  auto send = [&](SocketImpl* s) {
+    if (s->client_ && !excluded(s)) s->client_->send_encoded(packets, b.opts.is_volatile);
+  };
+  if (b.opts.rooms.empty()) {
+    for (auto& [id, s] : sockets_) send(s);
+    return;
+  }
+  if (b.opts.rooms.size() == 1) {
+    auto it = rooms_.find(b.opts.rooms[0]);
+    if (it != rooms_.end())
+      for (SocketImpl* s : it->second) send(s);
+    return;
+  }
+  std::unordered_set<SocketImpl*> seen;  // each socket once, whatever rooms it is in
+  for (auto& r : b.opts.rooms) {
+    auto it = rooms_.find(r);
+    if (it == rooms_.end()) continue;
+    for (SocketImpl* s : it->second)
+      if (seen.insert(s).second) send(s);
+  }
+}
+
+// ---------------------------------------------------------------- client
+
+Client::Client(Server& server, eio::Session& session) : server_(server), session_(session) {}
+Client::~Client() {
+  for (auto& [nsp, s] : sockets_) s->client_ = nullptr;
+}
+
+void Client::send(const Packet& p, bool is_volatile) { send_encoded(encode_packets(p), is_volatile); }
+
+void Client::send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile) {
+  for (size_t i = 0; i < packets.size(); i++) {
+    // A volatile packet goes whole or not at all.
+    if (!session_.send(packets[i], is_volatile && i == 0) && i == 0) return;
+  }
+}
+
+void Client::on_message(bool binary, std::string_view data) {
+  Packet p;
+  std::string err;
+  auto r = binary ? decoder_.add_binary(data, p, err) : decoder_.add_text(data, p, err);
+  if (r == Decoder::Result::NeedMore) return;
+  if (r == Decoder::Result::Error) {
+    logf(LogLevel::Info, "client %s: invalid Socket.IO packet (%s), closing", session_.handshake()->address.c_str(),
+         err.c_str());
+    session_.close("parse error");
+    return;
+  }
+  handle(p);
+}
+
+void Client::handle(Packet& p) {
+  auto it = sockets_.find(p.nsp);
+  if (p.type == PacketType::Connect) {
+    if (it != sockets_.end()) {
+      session_.close("parse error");  // a second CONNECT to the same namespace
+      return;
+    }
+    Namespace* ns = server_.find(p.nsp);
+    if (!ns) {
+      Packet e;
+      e.type = PacketType::ConnectError;
+      e.nsp = p.nsp;
+      e.data = Json(json_pack("{s:s}", "message", "Invalid namespace"));
+      send(e);
+      return;
+    }
+    Json auth = p.data ? std::move(p.data) : Json(json_object());
+    auto s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
+    sockets_.emplace(p.nsp, s);
+    s->run_connect_hooks(0);
+    return;
+  }
+  if (it == sockets_.end() || !it->second->connected()) {
+    session_.close("parse error");  // a packet for a namespace it has not joined
+    return;
+  }
+  auto s = it->second;
+  switch (p.type) {
+    case PacketType::Disconnect:
+      s->on_disconnect("client namespace disconnect");
+      sockets_.erase(p.nsp);
+      return;
+    case PacketType::Event:
+    case PacketType::BinaryEvent:
+      s->on_event(p);
+      return;
+    case PacketType::Ack:
+    case PacketType::BinaryAck:
+      s->on_ack(p);
+      return;
+    default:
+      session_.close("parse error");  // CONNECT_ERROR never comes from a client
+  }
+}
+
+void Client::remove(const std::string& nsp) { sockets_.erase(nsp); }
+
+void Client::close_all() {
+  for (auto& [nsp, s] : sockets_) {
+    if (!s->connected()) continue;
+    Packet p;
+    p.type = PacketType::Disconnect;
+    p.nsp = nsp;
+    send(p);
+  }
+  session_.close("forced close");
+}
+
+void Client::on_close(std::string_view reason) {
+  auto sockets = std::move(sockets_);
+  sockets_.clear();
+  for (auto& [nsp, s] : sockets) s->on_disconnect(reason);
+}
+
+// ---------------------------------------------------------------- server
+
+Server::Server(const Config& cfg) : cfg_(cfg) {
+  for (auto& ns : cfg.namespaces) namespaces_.push_back(std::make_unique<Namespace>(ns.name));
+}
+
+Server::~Server() = default;
+
+std::unique_ptr<eio::SessionHandler> Server::make_client(eio::Session& s) { return std::make_unique<Client>(*this, s); }
+
+Namespace* Server::find(std::string_view name) {
+  for (auto& ns : namespaces_)
+    if (ns->name() == name) return ns.get();
+  return nullptr;
+}
+
+std::vector<Namespace*> Server::all() {
+  std::vector<Namespace*> out;
+  for (auto& ns : namespaces_) out.push_back(ns.get());
+  return out;
+}
+
+std::string Server::new_socket_id() {
+  static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  uint8_t b[20];
+  RAND_bytes(b, sizeof b);
+  std::string id(20, 'A');
+  for (int i = 0; i < 20; i++) id[i] = alphabet[b[i] & 63];
+  return id;
+}
+
+void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) {
+  Packet p;
+  p.type = PacketType::Event;
+  p.nsp = opts.nsp;
+  p.data = event_array(event, args);
+  p.attachments = std::move(args.attachments);
+  EncodedBroadcast b;
+  b.opts = opts;
+  b.header = encode(p);
+  b.attachments = std::move(p.attachments);
+  adapter_->broadcast(b);
+}
+
+void Server::deliver(const EncodedBroadcast& b) {
+  Namespace* ns = find(b.opts.nsp);
+  if (!ns) return;
+  ns->deliver(b, encode_packets(b.header, b.attachments));  // encoded once for every recipient
+}
+
+void Server::schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id) {
+  ack_timeouts_.emplace(deadline, std::make_pair(std::move(s), id));
+}
+
+void Server::tick(int64_t now) {
+  while (!ack_timeouts_.empty() && ack_timeouts_.begin()->first <= now) {
+    auto [weak, id] = ack_timeouts_.begin()->second;
+    ack_timeouts_.erase(ack_timeouts_.begin());
+    if (auto s = weak.lock()) s->expire_ack(id);
+  }
+}
+
+}  // namespace dr::sio

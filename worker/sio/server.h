@@ -1,0 +1,149 @@
+// Socket.IO v5 on top of Engine.IO sessions: namespaces, the CONNECT
+// handshake with the modules' hooks, events and acks both ways, rooms, and
+// broadcasts encoded once for all their recipients.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "eio/session.h"
+#include "sio/adapter.h"
+#include "sio/sio_packet.h"
+
+namespace dr::sio {
+
+class Client;
+class Namespace;
+class Server;
+
+class SocketImpl final : public Socket, public std::enable_shared_from_this<SocketImpl> {
+ public:
+  SocketImpl(Server& server, Namespace& ns, Client& client, std::string id, Json auth);
+  ~SocketImpl() override;
+
+  const std::string& id() const override { return id_; }
+  const std::string& nsp() const override;
+  const Handshake& handshake() const override;
+  const json_t* auth() const override { return auth_.get(); }
+  bool connected() const override { return connected_; }
+  void set(std::string_view key, std::string value) override;
+  const std::string* get(std::string_view key) const override;
+  void emit(std::string_view event, Payload args, bool is_volatile) override;
+  void emit_with_ack(std::string_view event, Payload args, uint64_t timeout_ms, AckCallback cb) override;
+  void ack(uint64_t ack_id, Payload reply) override;
+  void join(std::string_view room) override;
+  void leave(std::string_view room) override;
+  bool in_room(std::string_view room) const override;
+  std::vector<std::string> rooms() const override { return rooms_; }
+  void disconnect(bool close_connection) override;
+  std::weak_ptr<Socket> weak() override { return weak_from_this(); }
+
+ private:
+  friend class Client;
+  friend class Namespace;
+  friend class Server;
+  void run_connect_hooks(size_t index);
+  void on_event(Packet& p);
+  void on_ack(Packet& p);
+  // Leaves every room, fails pending acks, runs disconnect handlers.
+  void on_disconnect(std::string_view reason);
+  void expire_ack(uint64_t id);
+
+  Server& server_;
+  Namespace& ns_;
+  Client* client_;  // null once disconnected
+  std::string id_;
+  Json auth_;
+  bool connected_ = false;
+  bool gone_ = false;  // disconnected, or refused
+  std::vector<std::string> rooms_;
+  std::vector<std::pair<std::string, std::string>> data_;
+  std::map<uint64_t, AckCallback> acks_;  // server -> client acks awaiting answers
+  uint64_t next_ack_ = 0;
+  std::unordered_set<uint64_t> answered_;  // client ack ids answered already
+};
+
+class Namespace {
+ public:
+  explicit Namespace(std::string name) : name_(std::move(name)) {}
+  const std::string& name() const { return name_; }
+
+  std::vector<ConnectHook> connect_hooks;
+  std::vector<EventMiddleware> middleware;
+  std::unordered_map<std::string, std::vector<EventHandler>> handlers;
+  std::vector<ConnectionHandler> connection_handlers;
+  std::vector<DisconnectHandler> disconnect_handlers;
+
+  // Sends the encoded packet to every local member the options select.
+  void deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets);
+  size_t socket_count() const { return sockets_.size(); }
+  std::vector<SocketImpl*> members(std::string_view room) const;
+
+ private:
+  friend class SocketImpl;
+  std::string name_;
+  std::unordered_map<std::string, SocketImpl*> sockets_;
+  std::unordered_map<std::string, std::unordered_set<SocketImpl*>> rooms_;
+};
+
+// The Socket.IO side of one Engine.IO session.
+class Client final : public eio::SessionHandler {
+ public:
+  Client(Server& server, eio::Session& session);
+  ~Client() override;
+  void on_message(bool binary, std::string_view data) override;
+  void on_close(std::string_view reason) override;
+
+  void send(const Packet& p, bool is_volatile = false);
+  void send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile);
+  eio::Session& session() { return session_; }
+  void remove(const std::string& nsp);
+  void close_all();
+
+ private:
+  void handle(Packet& p);
+  Server& server_;
+  eio::Session& session_;
+  Decoder decoder_;
+  std::map<std::string, std::shared_ptr<SocketImpl>> sockets_;  // by namespace
+};
+
+class Server {
+ public:
+  explicit Server(const Config& cfg);
+  ~Server();
+
+  void set_adapter(std::unique_ptr<Adapter> a) { adapter_ = std::move(a); }
+  Adapter& adapter() { return *adapter_; }
+  std::unique_ptr<eio::SessionHandler> make_client(eio::Session& s);
+
+  Namespace* find(std::string_view name);
+  std::vector<Namespace*> all();
+
+  void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args);
+  // Delivery of a broadcast on this worker (from here or from elsewhere).
+  void deliver(const EncodedBroadcast& b);
+  // Expires server -> client acks.
+  void tick(int64_t now);
+
+  const Config& config() const { return cfg_; }
+  std::string new_socket_id();
+  void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);
+  uint64_t sockets_connected = 0;
+
+ private:
+  const Config& cfg_;
+  std::vector<std::unique_ptr<Namespace>> namespaces_;
+  std::unique_ptr<Adapter> adapter_;
+  std::multimap<int64_t, std::pair<std::weak_ptr<SocketImpl>, uint64_t>> ack_timeouts_;
+};
+
+// Encodes a Socket.IO packet as Engine.IO message packets (header + attachments).
+std::vector<eio::OutRef> encode_packets(const Packet& p);
+std::vector<eio::OutRef> encode_packets(std::string_view header, const std::vector<std::string>& attachments);
+
+}  // namespace dr::sio

@@ -1,0 +1,245 @@
+#include "sio/sio_packet.h"
+
+#include <algorithm>
+#include <charconv>
+
+namespace dr::sio {
+
+namespace {
+
+// More digits than this in an ack id is garbage (UINT64_MAX has 20).
+constexpr size_t kMaxIdDigits = 20;
+// Attachment counts stop accumulating above this (far past any sane limit).
+constexpr size_t kMaxCount = 1'000'000'000;
+// Don't trust a large declared count with memory before the data arrives.
+constexpr size_t kMaxReserve = 16;
+
+inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+bool is_binary_type(PacketType t) {
+  return t == PacketType::BinaryEvent || t == PacketType::BinaryAck;
+}
+
+void append_number(uint64_t v, std::string& out) {
+  char buf[20];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+int append_json_chunk(const char* buffer, size_t size, void* data) {
+  static_cast<std::string*>(data)->append(buffer, size);
+  return 0;
+}
+
+// The checks socket.io-parser's isPayloadValid() makes, except that types
+// which need data here also reject its absence (Node lets "42" through with
+// undefined data; no client sends that).
+bool payload_valid(PacketType type, const json_t* data) {
+  switch (type) {
+    case PacketType::Connect:
+      return !data || json_is_object(data);
+    case PacketType::Disconnect:
+      return !data;
+    case PacketType::Event:
+    case PacketType::BinaryEvent: {
+      if (!json_is_array(data) || json_array_size(data) == 0) return false;
+      const json_t* name = json_array_get(data, 0);
+      if (json_is_number(name)) return true;
+      return json_is_string(name) &&
+             !is_reserved_event({json_string_value(name), json_string_length(name)});
+    }
+    case PacketType::Ack:
+    case PacketType::BinaryAck:
+      return json_is_array(data);
+    case PacketType::ConnectError:
+      return json_is_string(data) || json_is_object(data);
+  }
+  return false;
+}
+
+// Every object whose "_placeholder" is true must have an integer "num" in
+// [0, n). Like the JS reconstructor, a placeholder's own members are not
+// searched. Recursion depth is bounded by jansson's parser depth limit.
+bool placeholders_valid(json_t* v, size_t n) {
+  if (json_is_array(v)) {
+    const size_t size = json_array_size(v);
+    for (size_t i = 0; i < size; ++i) {
+      if (!placeholders_valid(json_array_get(v, i), n)) return false;
+    }
+    return true;
+  }
+  if (!json_is_object(v)) return true;
+  if (json_is_true(json_object_get(v, "_placeholder"))) {
+    const json_t* num = json_object_get(v, "num");
+    if (!json_is_integer(num)) return false;
+    const json_int_t k = json_integer_value(num);
+    return k >= 0 && static_cast<uint64_t>(k) < n;
+  }
+  const char* key;
+  json_t* member;
+  json_object_foreach(v, key, member) {
+    if (!placeholders_valid(member, n)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool is_reserved_event(std::string_view name) {
+  return name == "connect" || name == "connect_error" || name == "disconnect" ||
+         name == "disconnecting" || name == "newListener" || name == "removeListener";
+}
+
+void encode_to(const Packet& p, std::string& out) {
+  // Binary-ness follows the attachments, so callers can't produce a 5/6
+  // with a zero count (which our decoder, per the spec, rejects).
+  const bool can_carry = p.type == PacketType::Event || p.type == PacketType::Ack ||
+                         is_binary_type(p.type);
+  const bool binary = can_carry && !p.attachments.empty();
+  PacketType type = p.type;
+  if (type == PacketType::Event && binary) type = PacketType::BinaryEvent;
+  if (type == PacketType::Ack && binary) type = PacketType::BinaryAck;
+  if (type == PacketType::BinaryEvent && !binary) type = PacketType::Event;
+  if (type == PacketType::BinaryAck && !binary) type = PacketType::Ack;
+
+  out.push_back(static_cast<char>('0' + static_cast<int>(type)));
+  if (binary) {
+    append_number(p.attachments.size(), out);
+    out.push_back('-');
+  }
+  if (!p.nsp.empty() && p.nsp != "/") {
+    out.append(p.nsp);
+    out.push_back(',');
+  }
+  if (p.id) append_number(*p.id, out);
+  // JS writes data unless it is null/undefined.
+  if (p.data && !json_is_null(p.data.get())) {
+    const size_t before = out.size();
+    // Streams straight into `out` (json_dumps would malloc a copy).
+    if (json_dump_callback(p.data.get(), append_json_chunk, &out,
+                           JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) != 0) {
+      // Only on invalid UTF-8 in a string built without checks: drop the
+      // partial text rather than send broken JSON.
+      out.resize(before);
+    }
+  }
+}
+
+std::string encode(const Packet& p) {
+  std::string out;
+  encode_to(p, out);
+  return out;
+}
+
+Decoder::Result Decoder::add_text(std::string_view s, Packet& out, std::string& err) {
+  if (pending_) {
+    pending_.reset();
+    expected_ = 0;
+    err = "text message while awaiting binary attachments";
+    return Result::Error;
+  }
+  if (s.empty()) {
+    err = "empty packet";
+    return Result::Error;
+  }
+  if (s[0] < '0' || s[0] > '6') {
+    err = "unknown packet type";
+    return Result::Error;
+  }
+
+  Packet p;
+  p.type = static_cast<PacketType>(s[0] - '0');
+  size_t i = 1;
+
+  // "<count>-": digits only (leading zeros pass, as in JS). Accumulation
+  // stops once past the limit, so a long run can't overflow.
+  size_t count = 0;
+  if (is_binary_type(p.type)) {
+    const size_t start = i;
+    while (i < s.size() && is_digit(s[i])) {
+      if (count <= max_attachments_ && count <= kMaxCount)
+        count = count * 10 + static_cast<size_t>(s[i] - '0');
+      ++i;
+    }
+    if (i == start || i == s.size() || s[i] != '-' || count == 0) {
+      err = "illegal attachment count";
+      return Result::Error;
+    }
+    if (count > max_attachments_) {
+      err = "too many attachments";
+      return Result::Error;
+    }
+    ++i;  // '-'
+  }
+
+  // Namespace: from '/' to the first ',' (consumed) or the end.
+  if (i < s.size() && s[i] == '/') {
+    const size_t comma = s.find(',', i);
+    const size_t end = comma == std::string_view::npos ? s.size() : comma;
+    p.nsp.assign(s.substr(i, end - i));
+    i = comma == std::string_view::npos ? s.size() : comma + 1;
+  }
+
+  // Ack id: a run of digits.
+  if (i < s.size() && is_digit(s[i])) {
+    const size_t start = i;
+    while (i < s.size() && is_digit(s[i])) ++i;
+    uint64_t id = 0;
+    const char* first = s.data() + start;
+    const char* last = s.data() + i;
+    const auto r = std::from_chars(first, last, id);
+    if (i - start > kMaxIdDigits || r.ec != std::errc() || r.ptr != last) {
+      err = "invalid ack id";
+      return Result::Error;
+    }
+    p.id = id;
+  }
+
+  // Data: the rest must be one JSON value (whitespace around is tolerated,
+  // as by JSON.parse; anything else after it fails the parse).
+  if (i < s.size()) {
+    p.data = json_parse(s.substr(i));
+    if (!p.data) {
+      err = "invalid JSON data";
+      return Result::Error;
+    }
+  }
+  if (!payload_valid(p.type, p.data.get())) {
+    err = "invalid payload";
+    return Result::Error;
+  }
+
+  if (is_binary_type(p.type)) {
+    p.attachments.reserve(std::min(count, kMaxReserve));
+    expected_ = count;
+    pending_ = std::move(p);
+    return Result::NeedMore;
+  }
+  out = std::move(p);
+  return Result::Packet;
+}
+
+Decoder::Result Decoder::add_binary(std::string_view bytes, Packet& out, std::string& err) {
+  if (!pending_) {
+    err = "binary message outside a binary packet";
+    return Result::Error;
+  }
+  pending_->attachments.emplace_back(bytes);
+  if (pending_->attachments.size() < expected_) return Result::NeedMore;
+
+  Packet& p = *pending_;
+  if (!placeholders_valid(p.data.get(), expected_)) {
+    pending_.reset();
+    expected_ = 0;
+    err = "invalid attachment placeholder";
+    return Result::Error;
+  }
+  // The application sees plain events/acks; placeholders stay in `data`.
+  p.type = p.type == PacketType::BinaryEvent ? PacketType::Event : PacketType::Ack;
+  out = std::move(p);
+  pending_.reset();
+  expected_ = 0;
+  return Result::Packet;
+}
+
+}  // namespace dr::sio

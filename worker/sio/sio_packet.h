@@ -1,0 +1,58 @@
+// Socket.IO v5 packets (the text encoding of socket.io-parser 4.x) and the
+// reassembly of binary packets (a header followed by N binary attachments).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "depth-realtime/json.h"
+
+namespace dr::sio {
+
+enum class PacketType : uint8_t {
+  Connect = 0, Disconnect, Event, Ack, ConnectError, BinaryEvent, BinaryAck
+};
+
+struct Packet {
+  PacketType type = PacketType::Event;
+  std::string nsp = "/";
+  std::optional<uint64_t> id;            // ack id
+  Json data;                              // null when the packet has none
+  std::vector<std::string> attachments;  // binary values; placeholders stay in `data`
+};
+
+// Reserved event names a client may not send (section 9 of the spec).
+bool is_reserved_event(std::string_view name);
+
+// The text header of `p` (without Engine.IO's leading '4'). When `p` has
+// attachments, Event/Ack are written as BinaryEvent/BinaryAck with the count
+// ("52-..."); the caller sends each attachment after it as a binary message.
+std::string encode(const Packet& p);
+// Same, appending to `out` (avoids a copy on hot paths).
+void encode_to(const Packet& p, std::string& out);
+
+// Stateful decoder for one client: a text message may be a whole packet or the
+// header of a binary packet that waits for its attachments.
+class Decoder {
+ public:
+  enum class Result { Packet, NeedMore, Error };
+
+  // `max_attachments`: more is an error (Node's default is 10).
+  explicit Decoder(size_t max_attachments = 10) : max_attachments_(max_attachments) {}
+
+  // A text message. A text message while attachments are awaited is an error.
+  Result add_text(std::string_view text, Packet& out, std::string& err);
+  // A binary message; one outside a binary packet is an error.
+  Result add_binary(std::string_view bytes, Packet& out, std::string& err);
+  bool awaiting_binary() const { return pending_.has_value(); }
+
+ private:
+  size_t max_attachments_;
+  size_t expected_ = 0;
+  std::optional<Packet> pending_;
+};
+
+}  // namespace dr::sio
