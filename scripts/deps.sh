@@ -6,12 +6,15 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES="build-essential cmake pkgconf libuv1-dev node-llhttp libwslay-dev libhiredis-dev \
 libjansson-dev libjwt-dev libgtest-dev zlib1g-dev libssl-dev libmsgpack-dev libsystemd-dev \
-redis-server nodejs npm procps"
+redis-server procps"
 
 missing_apt() {
   for p in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
   done
+  # Node may come from elsewhere than Debian (with its own npm); any will do.
+  command -v node >/dev/null 2>&1 || echo nodejs
+  command -v npm >/dev/null 2>&1 || echo npm
 }
 
 npm_ok() { [ -f tests/node_modules/.package-lock.json ] && [ tests/node_modules/.package-lock.json -nt tests/package-lock.json ]; }

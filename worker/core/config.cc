@@ -224,6 +224,14 @@ const Directive core_directives[] = {
      "largest request line plus headers (431 beyond)"},
     {"max_output_buffer", S, 1, 1, set_size<&CoreConf::max_output_buffer>, "4m", true,
      "a client whose unsent output grows past this is disconnected"},
+    {"websocket_compression", S, 1, 1, set_flag<&CoreConf::websocket_compression>, "on", false,
+     "permessage-deflate (without context takeover) when the client offers it"},
+    {"http_compression", S, 1, 1, set_flag<&CoreConf::http_compression>, "on", true,
+     "gzip or deflate long-polling responses when the client accepts it"},
+    {"compression_threshold", S, 1, 1, set_size<&CoreConf::compression_threshold>, "1024", true,
+     "smallest message or polling response that is compressed"},
+    {"compression_level", S, 1, 1, set_uint<&CoreConf::compression_level>, "6", true,
+     "zlib level, 1 (fast) to 9 (small)"},
     {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
 };
 
@@ -392,6 +400,10 @@ std::unique_ptr<Config> load_config(const std::string& path, const LoadOptions& 
   }
   if (cfg->core.ping_interval == 0 || cfg->core.ping_timeout == 0) {
     err = path + ": ping_interval and ping_timeout must be greater than 0";
+    return nullptr;
+  }
+  if (cfg->core.compression_level < 1 || cfg->core.compression_level > 9) {
+    err = path + ": compression_level must be from 1 to 9";
     return nullptr;
   }
   if (!cfg->core.allow_polling && !cfg->core.allow_websocket) {

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/uv_util.h"
+#include "http/compress.h"
 #include "depth-realtime/json.h"
 
 namespace dr::eio {
@@ -15,6 +16,13 @@ namespace dr::eio {
 http::Bytes OutPacket::ws_frame() const {
   if (!ws_frame_) ws_frame_ = std::make_shared<const std::string>(ws::frame(binary ? ws::Opcode::Binary : ws::Opcode::Text, data));
   return ws_frame_;
+}
+
+http::Bytes OutPacket::ws_frame_deflated(int level) const {
+  if (!ws_deflated_)
+    ws_deflated_ = std::make_shared<const std::string>(ws::deflated_frame(
+        binary ? ws::Opcode::Binary : ws::Opcode::Text, compress::deflate(data, level, compress::Format::Raw)));
+  return ws_deflated_;
 }
 
 void OutPacket::polling_record(std::string& out) const {
@@ -80,7 +88,11 @@ bool Session::send(const OutRef& p, bool is_volatile) {
   if (closed_) return false;
   if (transport_ == Transport::WebSocket && ws_) {
     if (is_volatile && !ws_->writable()) return false;
-    ws_->send(p->ws_frame());
+    auto& conf = server_.conf_;
+    if (ws_->deflate() && p->data.size() >= conf.compression_threshold)
+      ws_->send(p->ws_frame_deflated(int(conf.compression_level)));
+    else
+      ws_->send(p->ws_frame());
     return true;
   }
   if (is_volatile && !held_get_) return false;
@@ -109,6 +121,15 @@ void Session::answer_get() {
   c->owner = nullptr;
   auto headers = get_headers_;
   headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
+  if (!get_encoding_.empty() && body.size() >= server_.conf_.compression_threshold) {
+    bool gzip = get_encoding_ == "gzip";
+    std::string z = compress::deflate(body, int(server_.conf_.compression_level),
+                                      gzip ? compress::Format::Gzip : compress::Format::Zlib);
+    if (!z.empty()) {
+      body = std::move(z);
+      headers.emplace_back("Content-Encoding", get_encoding_);
+    }
+  }
   c->respond(200, "text/plain; charset=UTF-8", body, headers);
 }
 
@@ -291,7 +312,7 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
       c.close();
       return;
     }
-    c.accept_websocket(req, cors);
+    accept_websocket(c, req);
     c.owner = &s;
     s.probe_ = &c;
     s.upgrade_deadline_ = now_ms() + int64_t(conf_.upgrade_timeout);
@@ -308,6 +329,12 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
     }
     s.held_get_ = &c;
     s.get_headers_ = cors;
+    s.get_encoding_.clear();
+    if (conf_.http_compression)
+      if (const std::string* ae = req.header("accept-encoding")) {
+        if (ae->find("gzip") != std::string::npos) s.get_encoding_ = "gzip";
+        else if (ae->find("deflate") != std::string::npos) s.get_encoding_ = "deflate";
+      }
     c.owner = &s;
     if (!s.queue_.empty()) {
       s.answer_get();
@@ -355,11 +382,23 @@ void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
     headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
     c.respond(200, "text/plain; charset=UTF-8", "0" + open, headers);
   } else {
-    c.accept_websocket(req, cors_headers(req));
+    accept_websocket(c, req);
     c.owner = &s;
     s.ws_ = &c;
     c.send(ws::frame(ws::Opcode::Text, "0" + open));
   }
+}
+
+void Server::accept_websocket(http::Connection& c, const http::Request& req) {
+  auto headers = cors_headers(req);
+  const std::string* ext = req.header("sec-websocket-extensions");
+  // No context takeover either way: frames stay shareable, and no connection
+  // holds a compressor or decompressor between messages.
+  bool deflate = conf_.websocket_compression && ext && ext->find("permessage-deflate") != std::string::npos;
+  if (deflate)
+    headers.emplace_back("Sec-WebSocket-Extensions",
+                         "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+  c.accept_websocket(req, headers, deflate);
 }
 
 void Server::on_ws_message(http::Connection& c, bool binary, std::string_view data) {

@@ -21,10 +21,12 @@ struct OutPacket {
   bool binary = false;
   std::string data;  // text: the whole packet ("42[...]"); binary: the raw bytes
   http::Bytes ws_frame() const;         // the WebSocket frame, built on first use
+  http::Bytes ws_frame_deflated(int level) const;  // permessage-deflate, built on first use
   void polling_record(std::string& out) const;
 
  private:
   mutable http::Bytes ws_frame_;
+  mutable http::Bytes ws_deflated_;
 };
 using OutRef = std::shared_ptr<const OutPacket>;
 OutRef make_text(PacketType type, std::string_view data);
@@ -78,6 +80,7 @@ class Session {
   bool probed_ = false;
   std::vector<OutRef> queue_;             // polling: waits for a GET
   std::vector<std::pair<std::string, std::string>> get_headers_;  // CORS of the held GET
+  std::string get_encoding_;              // "gzip"/"deflate" when the held GET accepts it
   bool poll_pending_ = false;             // queued on the server's flush list
   int64_t next_ping_ = 0;
   int64_t pong_deadline_ = 0;
@@ -115,6 +118,7 @@ class Server {
  private:
   friend class Session;
   void handshake(http::Connection& c, http::Request& req, Transport t);
+  void accept_websocket(http::Connection& c, const http::Request& req);
   void error(http::Connection& c, const http::Request& req, int code);
   void remove(Session& s);
   std::string new_sid();

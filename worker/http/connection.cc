@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/uv_util.h"
+#include "http/compress.h"
 
 namespace dr::http {
 namespace {
@@ -241,7 +242,9 @@ void Connection::respond(int status, std::string_view content_type, std::string_
   finish_request();
 }
 
-void Connection::accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers) {
+void Connection::accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers,
+                                  bool deflate) {
+  deflate_ = deflate;
   const std::string* key = req.header("sec-websocket-key");
   std::string out = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
   out.append("Sec-WebSocket-Accept: ").append(ws::accept_key(key ? *key : "")).append("\r\n");
@@ -251,10 +254,21 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
   in_request_ = false;
   deadline_ = 0;
   ws_ = std::make_unique<ws::Reader>(
-      limits_.max_ws_message,
+      limits_.max_ws_message, deflate,
       ws::Reader::Callbacks{
-          [this](bool binary, std::string_view data) {
-            if (!closed_) host_.on_ws_message(*this, binary, data);
+          [this](bool binary, bool compressed, std::string_view data) {
+            if (closed_) return;
+            if (!compressed) {
+              host_.on_ws_message(*this, binary, data);
+              return;
+            }
+            std::string plain;
+            if (!compress::inflate_message(data, limits_.max_ws_message, plain)) {
+              send(ws::close_frame(1009));
+              close_after_flush();
+              return;
+            }
+            host_.on_ws_message(*this, binary, plain);
           },
           [this](std::string_view bytes) { send(std::string(bytes)); },
           [this](uint16_t code) {

@@ -78,8 +78,11 @@ class Connection {
   void respond(int status, std::string_view content_type, std::string_view body,
                const std::vector<std::pair<std::string, std::string>>& headers = {});
   // Switches to WebSocket after writing the 101 answer.
-  void accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers);
+  // `deflate`: permessage-deflate was negotiated (the caller adds the header).
+  void accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers,
+                        bool deflate = false);
   bool is_websocket() const { return ws_ != nullptr; }
+  bool deflate() const { return deflate_; }
   bool request_pending() const { return in_request_; }
 
   void send(Bytes b);
@@ -147,6 +150,7 @@ class Connection {
   bool paused_ = false;
 
   std::unique_ptr<ws::Reader> ws_;
+  bool deflate_ = false;
 
   std::vector<Bytes> out_;
   size_t out_bytes_ = 0;

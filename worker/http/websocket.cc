@@ -44,7 +44,14 @@ std::string accept_key(std::string_view client_key) {
   return eio::base64_encode(std::string_view(reinterpret_cast<char*>(digest), sizeof digest));
 }
 
-Reader::Reader(uint64_t max_message, Callbacks cb) : max_message_(max_message), cb_(std::move(cb)) {}
+Reader::Reader(uint64_t max_message, bool allow_compressed, Callbacks cb)
+    : max_message_(max_message), allow_compressed_(allow_compressed), cb_(std::move(cb)) {}
+
+std::string deflated_frame(Opcode op, std::string_view deflated_payload) {
+  std::string f = frame(op, deflated_payload);
+  f[0] = char(uint8_t(f[0]) | 0x40);  // RSV1: "this message is compressed"
+  return f;
+}
 Reader::~Reader() = default;
 
 // Walks the complete frames buffered so far. Returns the end of the last
@@ -126,7 +133,7 @@ bool Reader::feed(std::string_view bytes) {
           if (r->closed_) return;
           std::string_view data(reinterpret_cast<const char*>(arg->msg), arg->msg_length);
           if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-            r->cb_.on_message(arg->opcode == WSLAY_BINARY_FRAME, data);
+            r->cb_.on_message(arg->opcode == WSLAY_BINARY_FRAME, wslay_get_rsv1(arg->rsv), data);
           } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
             r->closed_ = true;
             r->cb_.on_close(arg->status_code ? arg->status_code : 1005);
@@ -141,6 +148,7 @@ bool Reader::feed(std::string_view bytes) {
     }
     ctx_.reset(c);
     wslay_event_config_set_max_recv_msg_length(c, max_message_);
+    if (allow_compressed_) wslay_event_config_set_allowed_rsv_bits(c, WSLAY_RSV1_BIT);
   }
   feed_pos_ = 0;
   feed_end_ = usable;

@@ -24,6 +24,8 @@ std::string frame(Opcode op, std::string_view payload);
 void frame_to(Opcode op, std::string_view payload, std::string& out);
 // A close frame with a status code.
 std::string close_frame(uint16_t code);
+// A frame whose payload is already deflated (RSV1 set, RFC 7692).
+std::string deflated_frame(Opcode op, std::string_view deflated_payload);
 
 // Sec-WebSocket-Accept for a Sec-WebSocket-Key.
 std::string accept_key(std::string_view client_key);
@@ -31,12 +33,13 @@ std::string accept_key(std::string_view client_key);
 class Reader {
  public:
   struct Callbacks {
-    std::function<void(bool binary, std::string_view data)> on_message;
+    // `compressed`: RSV1 was set (permessage-deflate); the caller inflates.
+    std::function<void(bool binary, bool compressed, std::string_view data)> on_message;
     std::function<void(std::string_view bytes)> send;  // control frames wslay answers with
     std::function<void(uint16_t code)> on_close;       // peer closed, or protocol error / too big
   };
 
-  Reader(uint64_t max_message, Callbacks cb);
+  Reader(uint64_t max_message, bool allow_compressed, Callbacks cb);
   ~Reader();
 
   // Feeds bytes from the socket. Returns false once the connection must close
@@ -51,6 +54,7 @@ class Reader {
   size_t scan(bool& fatal);
 
   uint64_t max_message_;
+  bool allow_compressed_;
   Callbacks cb_;
   std::string in_;      // bytes not yet given to wslay
   size_t feed_pos_ = 0;
