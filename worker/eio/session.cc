@@ -3,6 +3,8 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <strings.h>
+
 #include <cstring>
 
 #include "core/uv_util.h"
@@ -131,6 +133,7 @@ void Session::answer_get() {
     }
   }
   c->respond(200, "text/plain; charset=UTF-8", body, headers);
+  if (closed_ && !close_queued_) queue_close();  // for the next GET
 }
 
 void Session::close(std::string_view reason) {
@@ -139,25 +142,33 @@ void Session::close(std::string_view reason) {
   if (handler) handler->on_close(reason);  // may still queue DISCONNECT packets
   if (probe_) {
     probe_->owner = nullptr;
-    probe_->close();
+    probe_->close_websocket();
     probe_ = nullptr;
   }
   if (transport_ == Transport::WebSocket && ws_) {
-    // Node closes the WebSocket without a close packet; send what is queued first.
+    // As Node: no Engine.IO close packet, the WebSocket closes (after what is queued).
     ws_->owner = nullptr;
-    ws_->close_after_flush();
+    ws_->close_websocket();
     ws_ = nullptr;
     server_.remove(*this);
     return;
   }
-  // Polling: the close packet goes out with the next GET (now, if one waits).
+  // Polling: what is queued leaves first and the close packet follows in the
+  // next GET, as Node does; the client handles Socket.IO packets a tick late,
+  // so a close in the same response would overtake them.
+  if (queue_.empty() && !close_queued_) queue_close();
+  close_deadline_ = now_ms() + 10000;  // how long the client may take to fetch it
+  if (held_get_) answer_get();
+  finish_if_closed();
+}
+
+void Session::queue_close() {
   queue_.push_back(make_text(PacketType::Close, ""));
-  if (held_get_) {
-    answer_get();
-    server_.remove(*this);
-  } else {
-    close_deadline_ = now_ms() + 5000;  // wait a little for the client's next GET
-  }
+  close_queued_ = true;
+}
+
+void Session::finish_if_closed() {
+  if (closed_ && close_queued_ && queue_.empty()) server_.remove(*this);
 }
 
 void Session::detach(http::Connection& c) {
@@ -188,6 +199,10 @@ void Session::on_packet(const Packet& p) {
       if (handler) handler->on_message(p.binary, p.data);
       return;
     case PacketType::Close:
+      // The client is gone: nothing more to deliver, a held GET gets a noop.
+      close_queued_ = true;
+      queue_.clear();
+      if (held_get_) queue_.push_back(make_text(PacketType::Noop, ""));
       close("transport close");
       return;
     default:
@@ -298,7 +313,7 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
   const std::string* sid = req.query_param("sid");
   if (!sid) {
     if (req.method != "GET") return error(c, req, 2);
-    if (t == Transport::WebSocket && !req.upgrade) return error(c, req, 3);
+    if (t == Transport::WebSocket && (!req.upgrade || !valid_websocket_request(req))) return error(c, req, 3);
     return handshake(c, req, t);
   }
 
@@ -307,6 +322,7 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
   Session& s = *it->second;
 
   if (req.upgrade) {
+    if (!valid_websocket_request(req)) return error(c, req, 3);
     // polling -> WebSocket
     if (t != Transport::WebSocket || s.transport_ != Transport::Polling || s.probe_ || s.closed_) {
       c.close();
@@ -338,7 +354,7 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
     c.owner = &s;
     if (!s.queue_.empty()) {
       s.answer_get();
-      if (s.closed_) remove(s);
+      s.finish_if_closed();
     }
     return;
   }
@@ -389,6 +405,16 @@ void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
   }
 }
 
+// RFC 6455 4.2.1: version 13 and a key of 16 base64-encoded bytes.
+bool Server::valid_websocket_request(const http::Request& req) const {
+  const std::string* version = req.header("sec-websocket-version");
+  const std::string* key = req.header("sec-websocket-key");
+  const std::string* upgrade = req.header("upgrade");
+  std::string raw;
+  return version && *version == "13" && key && base64_decode(*key, raw) && raw.size() == 16 && upgrade &&
+         strcasecmp(upgrade->c_str(), "websocket") == 0;
+}
+
 void Server::accept_websocket(http::Connection& c, const http::Request& req) {
   auto headers = cors_headers(req);
   const std::string* ext = req.header("sec-websocket-extensions");
@@ -410,7 +436,7 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
     p.binary = true;
     p.data.assign(data);
   } else if (!decode_text(data, p)) {
-    if (&c == s->probe_) c.close();
+    if (&c == s->probe_) c.close_websocket();
     else s->close("parse error");
     return;
   }
@@ -438,7 +464,7 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
     } else {
       s->probe_ = nullptr;
       c.owner = nullptr;
-      c.close();
+      c.close_websocket();
     }
     return;
   }
@@ -501,7 +527,10 @@ void Server::flush() {
   // A session may close (and be buried) while answering; the list only holds live ones.
   std::vector<Session*> todo;
   todo.swap(poll_flush_);
-  for (Session* s : todo) s->answer_get();
+  for (Session* s : todo) {
+    s->answer_get();
+    s->finish_if_closed();
+  }
   graveyard_.clear();
 }
 

@@ -68,6 +68,8 @@ class Session {
   friend class Server;
   void on_packet(const Packet& p);
   void answer_get();  // completes the held GET with everything queued
+  void queue_close();
+  void finish_if_closed();  // the close packet has left: forget the session
   void detach(http::Connection& c);
 
   Server& server_;
@@ -87,6 +89,7 @@ class Session {
   int64_t upgrade_deadline_ = 0;
   int64_t next_noop_ = 0;
   int64_t close_deadline_ = 0;  // closed, waiting for a GET to deliver the rest
+  bool close_queued_ = false;
   bool closed_ = false;
 };
 
@@ -119,6 +122,7 @@ class Server {
   friend class Session;
   void handshake(http::Connection& c, http::Request& req, Transport t);
   void accept_websocket(http::Connection& c, const http::Request& req);
+  bool valid_websocket_request(const http::Request& req) const;
   void error(http::Connection& c, const http::Request& req, int code);
   void remove(Session& s);
   std::string new_sid();

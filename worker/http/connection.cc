@@ -272,7 +272,7 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
           },
           [this](std::string_view bytes) { send(std::string(bytes)); },
           [this](uint16_t code) {
-            if (code == 1009) send(ws::close_frame(1009));
+            if (code == 1009 || code == 1002) send(ws::close_frame(code));
             close_after_flush();
           },
       });
@@ -366,6 +366,12 @@ void Connection::close_after_flush() {
   close_after_flush_ = true;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   if (!dirty) host_.mark_dirty(*this);
+}
+
+void Connection::close_websocket() {
+  if (closed_) return;
+  if (ws_) send(ws::frame(ws::Opcode::Close, ""));
+  close_after_flush();
 }
 
 void Connection::close() {

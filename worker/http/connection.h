@@ -98,6 +98,8 @@ class Connection {
   // Closes at once (queued output is still attempted once).
   void close();
   void close_after_flush();
+  // A WebSocket closed by us: a close frame (no status, as Node's ws sends), then the socket.
+  void close_websocket();
   bool closed() const { return closed_; }
 
   // Timeouts, checked by the worker's tick.

@@ -77,9 +77,19 @@ size_t Reader::scan(bool& fatal) {
       for (int i = 0; i < 8; i++) len = (len << 8) | p[pos + 2 + i];
       hdr = 10;
     }
-    if (b1 & 0x80) hdr += 4;  // mask key
-    // Refuse a frame we would not accept before buffering it whole.
+    // Refuse what wslay would refuse, from the first two bytes, rather than
+    // buffering a frame that can never be valid (e.g. an HTTP request).
+    bool reserved_op = (op >= 3 && op <= 7) || op >= 11;
+    bool bad_rsv = (b0 & 0x30) || ((b0 & 0x40) && !allow_compressed_);
+    bool control = op >= 8;
+    if (reserved_op || bad_rsv || !(b1 & 0x80) || (control && (!fin || len > 125))) {
+      fatal_code_ = 1002;
+      fatal = true;
+      return 0;
+    }
+    hdr += 4;  // client frames are masked
     if (len > max_message_ + 125) {
+      fatal_code_ = 1009;
       fatal = true;
       return 0;
     }
@@ -101,7 +111,7 @@ bool Reader::feed(std::string_view bytes) {
   size_t usable = scan(fatal);
   if (fatal) {
     closed_ = true;
-    cb_.on_close(1009);
+    cb_.on_close(fatal_code_);
     return false;
   }
   if (usable == 0) return true;

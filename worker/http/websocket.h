@@ -62,6 +62,7 @@ class Reader {
   std::unique_ptr<wslay_event_context, CtxDeleter> ctx_;
   bool in_fragmented_ = false;  // a message continues in later frames
   bool closed_ = false;
+  uint16_t fatal_code_ = 1002;
 };
 
 }  // namespace dr::ws
