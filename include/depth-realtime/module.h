@@ -269,6 +269,10 @@ struct HttpResponse {
 using HttpRespond = std::function<void(HttpResponse)>;
 using HttpHandler = std::function<void(const HttpRequest& req, HttpRespond respond)>;
 
+// ----------------------------------------------------------------- metrics
+
+enum class MetricType { Counter, Gauge };
+
 // Which listener a route is served on.
 enum class Listener { Main, Metrics };
 
@@ -304,7 +308,17 @@ class Worker {
 
   virtual void route(Listener where, std::string_view method, std::string_view path,
                      HttpHandler h) = 0;
+
+  // Metrics summed over every worker and exposed on /metrics (Prometheus).
+  // Declare once in init_worker; `label` is empty or name="value" (see
+  // metric_label). The set of label values must stay small: the table is
+  // fixed (2048 series) and further series are dropped.
+  virtual void metric_declare(std::string_view name, MetricType type, std::string_view help) = 0;
+  virtual void metric_add(std::string_view name, std::string_view label, int64_t delta = 1) = 0;
 };
+
+// name="value" with the value escaped for the Prometheus text format.
+std::string metric_label(std::string_view name, std::string_view value);
 
 // --------------------------------------------------------------- the module
 

@@ -136,6 +136,13 @@ bool set_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& e
   return true;
 }
 
+bool set_metrics_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  ListenAddress addr;
+  if (!parse_listen(a[0], addr, err)) return false;
+  static_cast<CoreConf*>(c)->metrics_listen.push_back(addr);
+  return true;
+}
+
 bool set_path(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   std::string p = a[0];
   if (p.empty() || p[0] != '/') {
@@ -198,6 +205,8 @@ const Directive core_directives[] = {
     {"worker_shutdown_timeout", M, 1, 1, set_msec<&CoreConf::worker_shutdown_timeout>, "10s", true,
      "how long a gracefully stopping worker waits for its clients before it exits"},
     {"listen", S, 1, 1, set_listen, "0.0.0.0:3000", false, "[ADDRESS:]PORT to accept clients on; repeatable"},
+    {"metrics_listen", S, 1, 1, set_metrics_listen, "(on listen)", false,
+     "[ADDRESS:]PORT of the metrics listener (/metrics, /healthz, /readyz); repeatable"},
     {"path", S, 1, 1, set_path, "/socket.io/", false, "URL path of the Engine.IO endpoint"},
     {"ping_interval", S, 1, 1, set_msec<&CoreConf::ping_interval>, "25s", true,
      "interval between server pings (Engine.IO pingInterval)"},

@@ -29,6 +29,7 @@ struct CoreConf : ModuleConfBase<CoreConf> {
 
   // server
   std::vector<ListenAddress> listen;
+  std::vector<ListenAddress> metrics_listen;  // /metrics, /healthz, /readyz; empty: on `listen`
   std::string path = "/socket.io/";
   uint64_t ping_interval = 25000;
   uint64_t ping_timeout = 60000;

@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "core/metrics.h"
 #include "core/uv_util.h"
 #include "http/compress.h"
 #include "depth-realtime/json.h"
@@ -82,9 +83,14 @@ Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<c
   int64_t now = now_ms();
   next_ping_ = now + int64_t(server_.conf_.ping_interval);
   connect_deadline = now + int64_t(server_.conf_.connect_timeout);
+  metrics::add(gauge(), 1);
 }
 
-Session::~Session() = default;
+Session::~Session() { metrics::add(gauge(), -1); }
+
+metrics::Entry* Session::gauge() const {
+  return transport_ == Transport::WebSocket ? metrics::core().sessions_websocket : metrics::core().sessions_polling;
+}
 
 bool Session::send(const OutRef& p, bool is_volatile) {
   if (closed_) return false;
@@ -145,11 +151,13 @@ void Session::close(std::string_view reason) {
     probe_->close_websocket();
     probe_ = nullptr;
   }
-  if (transport_ == Transport::WebSocket && ws_) {
+  if (transport_ == Transport::WebSocket) {
     // As Node: no Engine.IO close packet, the WebSocket closes (after what is queued).
-    ws_->owner = nullptr;
-    ws_->close_websocket();
-    ws_ = nullptr;
+    if (ws_) {
+      ws_->owner = nullptr;
+      ws_->close_websocket();
+      ws_ = nullptr;
+    }
     server_.remove(*this);
     return;
   }
@@ -450,7 +458,9 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
     } else if (p.type == PacketType::Upgrade && s->probed_) {
       s->probe_ = nullptr;
       s->ws_ = &c;
+      metrics::add(s->gauge(), -1);
       s->transport_ = Transport::WebSocket;
+      metrics::add(s->gauge(), 1);
       s->upgrade_deadline_ = 0;
       if (s->held_get_) {  // a GET still held gets a noop so the client lets it go
         std::vector<OutRef> rest;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/metrics.h"
 #include "eio/eio_packet.h"
 #include "http/connection.h"
 
@@ -71,6 +72,7 @@ class Session {
   void queue_close();
   void finish_if_closed();  // the close packet has left: forget the session
   void detach(http::Connection& c);
+  metrics::Entry* gauge() const;  // sessions of this transport
 
   Server& server_;
   std::string sid_;

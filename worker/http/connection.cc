@@ -3,6 +3,7 @@
 #include <climits>
 #include <cstring>
 
+#include "core/metrics.h"
 #include "core/uv_util.h"
 #include "http/compress.h"
 
@@ -98,9 +99,10 @@ const std::string* Request::query_param(std::string_view name) const {
 Connection::Connection(Host& host, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
     : host_(host), limits_(limits), tcp_(std::move(tcp)) {
   tcp_->data = this;
+  metrics::add(metrics::core().http_connections, 1);
 }
 
-Connection::~Connection() = default;
+Connection::~Connection() { metrics::add(metrics::core().http_connections, -1); }
 
 void Connection::start(std::string_view initial) {
   struct sockaddr_storage ss;
@@ -128,7 +130,10 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     c->close();
     return;
   }
-  if (n > 0) c->on_data(std::string_view(buf->base, size_t(n)));
+  if (n > 0) {
+    metrics::add(metrics::core().bytes_received, n);
+    c->on_data(std::string_view(buf->base, size_t(n)));
+  }
 }
 
 void Connection::on_data(std::string_view data) {
@@ -313,6 +318,7 @@ void Connection::flush() {
       close();
       return;
     }
+    metrics::add(metrics::core().bytes_sent, written);
     // Drop what left; keep the unsent tail of a partly written buffer.
     size_t left = size_t(written), done = 0;
     while (done < n && out_[done]->size() <= left) left -= out_[done++]->size();
@@ -338,6 +344,7 @@ void Connection::flush() {
                       std::unique_ptr<WriteReq> done(static_cast<WriteReq*>(req->data));
                       size_t bytes = 0;
                       for (auto& b : done->bufs) bytes += b->size();
+                      if (status == 0) metrics::add(metrics::core().bytes_sent, int64_t(bytes));
                       done->conn->out_bytes_ -= std::min(bytes, done->conn->out_bytes_);
                       done->conn->write_done(status);
                     });
@@ -426,7 +433,8 @@ int Connection::cb_url(llhttp_t* p, const char* at, size_t len) {
 
 int Connection::cb_url_complete(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  int slot = c->host_.owner_slot(c->http_->req.url);
+  // Only Engine.IO requests on the main listener belong to a session.
+  int slot = c->listener == Listener::Main ? c->host_.owner_slot(c->http_->req.url) : -1;
   if (slot >= 0) {
     c->handoff_slot_ = slot;
     return HPE_USER;

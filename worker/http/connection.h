@@ -107,6 +107,7 @@ class Connection {
   void on_timeout();
 
   const std::string& address() const { return address_; }
+  Listener listener = Listener::Main;  // which kind of listener accepted it
   void* owner = nullptr;  // the Engine.IO session using this connection, if any
   bool dirty = false;
 

@@ -16,6 +16,7 @@
 #endif
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/uv_util.h"
 #include "os/channel.h"
 #include "os/worker_main.h"
@@ -52,18 +53,28 @@ struct WorkerProc {
   bool retiring = false;   // told to stop (reload or shutdown)
 };
 
+class Master;
+
+// What a listening handle's data points to: which listener it is travels with
+// every connection to the worker, which serves each kind its own routes.
+struct ListenerTag {
+  Master* master;
+  Listener kind;
+};
+
 class Master {
  public:
+  void on_accept(uv_tcp_t* listener);
   Master(std::unique_ptr<Config> cfg, MasterOptions opts) : cfg_(std::move(cfg)), opts_(std::move(opts)) {}
   int run();
 
  private:
   bool bind_listeners(const Config& cfg, std::vector<std::unique_ptr<uv_tcp_t>>& out);
+  bool bind_one(const ListenAddress& a, Listener kind, std::vector<std::unique_ptr<uv_tcp_t>>& out);
   void close_listeners();
   bool spawn(int slot);
   void on_worker_message(int slot, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h);
-  void on_accept(uv_tcp_t* listener);
-  void hand_to_worker(int slot_hint, std::string_view bytes, std::unique_ptr<uv_tcp_t> h);
+  void hand_to_worker(int slot_hint, std::string_view body, std::unique_ptr<uv_tcp_t> h);
   void handle_signal(int sig);
   void reap();
   void reload();
@@ -79,6 +90,7 @@ class Master {
   std::unique_ptr<uv_poll_t> signal_poll_;
   std::unique_ptr<uv_timer_t> respawn_timer_;
   std::unique_ptr<uv_timer_t> kill_timer_;
+  std::vector<std::unique_ptr<ListenerTag>> tags_;
   size_t next_worker_ = 0;
   int generation_ = 0;
   bool stopping_ = false;
@@ -86,10 +98,19 @@ class Master {
 };
 
 bool Master::bind_listeners(const Config& cfg, std::vector<std::unique_ptr<uv_tcp_t>>& out) {
-  for (auto& a : cfg.core.listen) {
+  for (auto& a : cfg.core.listen)
+    if (!bind_one(a, Listener::Main, out)) return false;
+  for (auto& a : cfg.core.metrics_listen)
+    if (!bind_one(a, Listener::Metrics, out)) return false;
+  return true;
+}
+
+bool Master::bind_one(const ListenAddress& a, Listener kind, std::vector<std::unique_ptr<uv_tcp_t>>& out) {
+  {
     auto h = make_handle<uv_tcp_t>();
     uv_tcp_init(&loop_, h.get());
-    h->data = this;
+    tags_.push_back(std::make_unique<ListenerTag>(ListenerTag{this, kind}));
+    h->data = tags_.back().get();
     struct sockaddr_storage ss;
     int rc = a.host.find(':') != std::string::npos
                  ? uv_ip6_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in6*>(&ss))
@@ -97,14 +118,14 @@ bool Master::bind_listeners(const Config& cfg, std::vector<std::unique_ptr<uv_tc
     if (rc == 0) rc = uv_tcp_bind(h.get(), reinterpret_cast<sockaddr*>(&ss), 0);
     if (rc == 0)
       rc = uv_listen(reinterpret_cast<uv_stream_t*>(h.get()), 4096, [](uv_stream_t* s, int status) {
-        if (status == 0) static_cast<Master*>(s->data)->on_accept(reinterpret_cast<uv_tcp_t*>(s));
+        if (status == 0) static_cast<ListenerTag*>(s->data)->master->on_accept(reinterpret_cast<uv_tcp_t*>(s));
       });
     if (rc != 0) {
       logf(LogLevel::Crit, "cannot listen on %s: %s", a.text().c_str(), uv_strerror(rc));
       close_handle(std::move(h));
       return false;
     }
-    logf(LogLevel::Notice, "listening on %s", a.text().c_str());
+    logf(LogLevel::Notice, "listening on %s%s", a.text().c_str(), kind == Listener::Metrics ? " (metrics)" : "");
     out.push_back(std::move(h));
   }
   return true;
@@ -185,7 +206,7 @@ bool Master::spawn(int slot) {
   return true;
 }
 
-void Master::hand_to_worker(int slot_hint, std::string_view bytes, std::unique_ptr<uv_tcp_t> h) {
+void Master::hand_to_worker(int slot_hint, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
   WorkerProc* target = slot_hint >= 0 ? current(slot_hint) : nullptr;
   if (!target) {
     int n = cfg_->core.workers();
@@ -195,7 +216,7 @@ void Master::hand_to_worker(int slot_hint, std::string_view bytes, std::unique_p
     close_handle(std::move(h));
     return;
   }
-  target->channel->send(ChannelMsg::Connection, bytes, std::move(h));
+  target->channel->send(ChannelMsg::Connection, body, std::move(h));
 }
 
 void Master::on_accept(uv_tcp_t* listener) {
@@ -205,7 +226,8 @@ void Master::on_accept(uv_tcp_t* listener) {
     close_handle(std::move(client));
     return;
   }
-  hand_to_worker(-1, {}, std::move(client));
+  uint32_t kind = uint32_t(static_cast<ListenerTag*>(listener->data)->kind);
+  hand_to_worker(-1, std::string_view(reinterpret_cast<const char*>(&kind), 4), std::move(client));
 }
 
 void Master::on_worker_message(int from_slot, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
@@ -238,18 +260,26 @@ void Master::signal_workers(int sig, bool retiring_only) {
 
 void Master::reload() {
   notify("RELOADING=1");
+  metrics::set(metrics::core().last_reload_time, now_ms() / 1000);
   logf(LogLevel::Notice, "reloading configuration from %s", opts_.conf_path.c_str());
   std::string err;
   auto fresh = load_config(opts_.conf_path, opts_.load, err);
   if (!fresh) {
     logf(LogLevel::Error, "reload failed, keeping the running configuration: %s", err.c_str());
+    metrics::add(metrics::core().reloads_failed);
+    metrics::set(metrics::core().last_reload_success, 0);
     notify("READY=1\nSTATUS=reload failed: invalid configuration");
     return;
   }
   // New listeners first; if one cannot be bound, nothing changes.
-  bool same_listen = fresh->core.listen.size() == cfg_->core.listen.size();
-  for (size_t i = 0; same_listen && i < fresh->core.listen.size(); i++)
-    same_listen = fresh->core.listen[i].text() == cfg_->core.listen[i].text();
+  auto addresses = [](const Config& c) {
+    std::string s;
+    for (auto& a : c.core.listen) s += a.text() + " ";
+    s += "| ";
+    for (auto& a : c.core.metrics_listen) s += a.text() + " ";
+    return s;
+  };
+  bool same_listen = addresses(*fresh) == addresses(*cfg_);
   if (!same_listen) {
     std::vector<std::unique_ptr<uv_tcp_t>> fresh_listeners;
     close_listeners();  // release the ports in case the new set reuses some
@@ -258,6 +288,8 @@ void Master::reload() {
       fresh_listeners.clear();
       bind_listeners(*cfg_, listeners_);
       logf(LogLevel::Error, "reload failed, keeping the running configuration: cannot listen");
+      metrics::add(metrics::core().reloads_failed);
+      metrics::set(metrics::core().last_reload_success, 0);
       notify("READY=1\nSTATUS=reload failed: cannot listen");
       return;
     }
@@ -272,6 +304,8 @@ void Master::reload() {
   signal_workers(SIGQUIT, true);
   for (int i = 0; i < cfg_->core.workers(); i++) spawn(i);
   logf(LogLevel::Notice, "configuration reloaded (generation %d)", generation_);
+  metrics::add(metrics::core().reloads_ok);
+  metrics::set(metrics::core().last_reload_success, 1);
   notify("READY=1\nSTATUS=configuration reloaded");
 }
 
@@ -307,6 +341,7 @@ void Master::reap() {
     }
     uint64_t delay = p->quick_failures ? (100u << std::min(p->quick_failures, 5)) : 0;
     logf(LogLevel::Notice, "respawning worker %d%s", p->slot, delay ? " after a delay" : "");
+    metrics::add(metrics::core().worker_restarts);
     if (!respawn_timer_) {
       respawn_timer_ = make_handle<uv_timer_t>();
       uv_timer_init(&loop_, respawn_timer_.get());
@@ -374,6 +409,12 @@ void Master::handle_signal(int sig) {
 
 int Master::run() {
   if (uv_loop_init(&loop_) != 0) return 1;
+  if (!metrics::init()) {
+    log(LogLevel::Crit, "cannot map the shared metrics table");
+    return 1;
+  }
+  metrics::declare_core();
+  metrics::set(metrics::core().last_reload_success, 1);
   if (!bind_listeners(*cfg_, listeners_)) return 1;
 
   if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 1;

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/uv_util.h"
 #include "eio/session.h"
 #include "http/connection.h"
@@ -81,6 +82,12 @@ class WorkerRuntime final : public Worker, public http::Host {
   void route(Listener where, std::string_view method, std::string_view path, HttpHandler h) override {
     routes_.push_back({where, std::string(method), std::string(path), std::move(h)});
   }
+  void metric_declare(std::string_view name, MetricType type, std::string_view help) override {
+    metrics::declare(name, type, help);
+  }
+  void metric_add(std::string_view name, std::string_view label, int64_t delta) override {
+    metrics::add(metrics::get(name, label), delta);
+  }
 
   // ---- http::Host
   int owner_slot(std::string_view url) override { return eio_.owner_slot(url); }
@@ -109,7 +116,7 @@ class WorkerRuntime final : public Worker, public http::Host {
          nsp.data());
     return {};
   }
-  void accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view initial);
+  void accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body);
   void before_poll();
   void tick();
   void on_signal(int sig);
@@ -133,21 +140,26 @@ class WorkerRuntime final : public Worker, public http::Host {
   int64_t stop_deadline_ = 0;
 };
 
-void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view initial) {
-  if (stopping_) {
+// `body`: the listener kind (u32) and the bytes another worker already read.
+void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body) {
+  if (stopping_ || body.size() < 4) {
     close_handle(std::move(tcp));
     return;
   }
+  uint32_t kind;
+  memcpy(&kind, body.data(), 4);
   auto c = std::make_unique<http::Connection>(*this, limits_, std::move(tcp));
+  c->listener = kind == uint32_t(Listener::Metrics) ? Listener::Metrics : Listener::Main;
   http::Connection* raw = c.get();
   conns_.emplace(raw, std::move(c));
-  raw->start(initial);
+  raw->start(body.substr(4));
 }
 
 void WorkerRuntime::hand_off(http::Connection& c, int slot, std::string bytes) {
-  std::string body(4, '\0');
-  uint32_t s = uint32_t(slot);
+  std::string body(8, '\0');
+  uint32_t s = uint32_t(slot), kind = uint32_t(c.listener);
   memcpy(body.data(), &s, 4);
+  memcpy(body.data() + 4, &kind, 4);
   body += bytes;
   auto tcp = c.release_tcp();
   channel_.send(ChannelMsg::Handoff, body, std::move(tcp));
@@ -155,7 +167,10 @@ void WorkerRuntime::hand_off(http::Connection& c, int slot, std::string bytes) {
 }
 
 void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
-  if (eio_.matches(req.path)) {
+  // The metrics listener serves operations routes only; without one, the main
+  // listener serves them too.
+  bool ops = c.listener == Listener::Metrics || cfg_.core.metrics_listen.empty();
+  if (c.listener == Listener::Main && eio_.matches(req.path)) {
     eio_.handle_request(c, req);
     return;
   }
@@ -172,9 +187,18 @@ void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
     c.respond(200, "application/json", R"({"status":"ok"})");
     return;
   }
+  if (ops && req.path == "/metrics") {
+    if (req.method != "GET") {
+      c.respond(405, "application/json", R"({"error":{"code":"METHOD_NOT_ALLOWED","message":"Method not allowed"}})");
+      return;
+    }
+    c.respond(200, "text/plain; version=0.0.4; charset=utf-8", metrics::render());
+    return;
+  }
   bool path_known = false;
   for (auto& r : routes_) {
     if (r.path != req.path) continue;
+    if (r.where == Listener::Metrics ? !ops : c.listener != Listener::Main) continue;
     path_known = true;
     if (r.method != req.method) continue;
     HttpRequest hr;

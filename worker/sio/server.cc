@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "core/metrics.h"
 #include "core/uv_util.h"
 
 namespace dr::sio {
@@ -175,6 +176,8 @@ void SocketImpl::run_connect_hooks(size_t index) {
   join(id_);  // every socket is in the room named after its id
   for (auto& r : rooms_) ns_.rooms_[r].insert(this);
   server_.sockets_connected++;
+  metrics::add(ns_.connections_total);
+  metrics::add(ns_.connected, 1);
   client_->session().connect_deadline = 0;
   Packet p;
   p.type = PacketType::Connect;
@@ -197,6 +200,7 @@ void SocketImpl::on_event(Packet& p) {
   json_array_remove(p.data.get(), 0);
   ev.args = Payload(std::move(p.data), std::move(p.attachments));
   ev.ack_id = p.id;
+  metrics::add(ns_.event_counter(ev.name));
   for (auto& mw : ns_.middleware) {
     if (!mw(*this, ev) || gone_) return;
   }
@@ -223,6 +227,7 @@ void SocketImpl::expire_ack(uint64_t id) {
   if (it == acks_.end()) return;
   AckCallback cb = std::move(it->second);
   acks_.erase(it);
+  metrics::add(metrics::core().acks_timed_out);
   if (cb) cb(true, Payload());
 }
 
@@ -244,6 +249,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
     }
     ns_.sockets_.erase(id_);
     server_.sockets_connected--;
+    metrics::add(ns_.connected, -1);
   }
   auto pending = std::move(acks_);
   acks_.clear();
@@ -255,6 +261,15 @@ void SocketImpl::on_disconnect(std::string_view reason) {
 }
 
 // ------------------------------------------------------------- namespace
+
+metrics::Entry* Namespace::event_counter(const std::string& name) {
+  if (!handlers.count(name)) return metrics::core().events_other;
+  auto it = event_counters_.find(name);
+  if (it != event_counters_.end()) return it->second;
+  auto* e = metrics::get("websocket_events_total", metrics::label("event", name));
+  event_counters_.emplace(name, e);
+  return e;
+}
 
 std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
   std::vector<SocketImpl*> out;
@@ -308,6 +323,7 @@ void Client::send_encoded(const std::vector<eio::OutRef>& packets, bool is_volat
     // A volatile packet goes whole or not at all.
     if (!session_.send(packets[i], is_volatile && i == 0) && i == 0) return;
   }
+  metrics::add(metrics::core().messages_sent);
 }
 
 void Client::on_message(bool binary, std::string_view data) {
@@ -391,7 +407,12 @@ void Client::on_close(std::string_view reason) {
 // ---------------------------------------------------------------- server
 
 Server::Server(const Config& cfg) : cfg_(cfg) {
-  for (auto& ns : cfg.namespaces) namespaces_.push_back(std::make_unique<Namespace>(ns.name));
+  for (auto& ns : cfg.namespaces) {
+    namespaces_.push_back(std::make_unique<Namespace>(ns.name));
+    auto label = metrics::label("namespace", ns.name);
+    namespaces_.back()->connections_total = metrics::get("websocket_connections_total", label);
+    namespaces_.back()->connected = metrics::get("websocket_connected_clients", label);
+  }
 }
 
 Server::~Server() = default;
@@ -429,6 +450,7 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
   b.opts = opts;
   b.header = encode(p);
   b.attachments = std::move(p.attachments);
+  metrics::add(metrics::core().broadcasts);
   adapter_->broadcast(b);
 }
 

@@ -81,6 +81,11 @@ class Namespace {
   // Sends the encoded packet to every local member the options select.
   void deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets);
   size_t socket_count() const { return sockets_.size(); }
+  // Metrics: this namespace's series, and one per event name that has a
+  // handler (client-chosen names must not grow the label set).
+  metrics::Entry* connections_total = nullptr;
+  metrics::Entry* connected = nullptr;
+  metrics::Entry* event_counter(const std::string& name);
   std::vector<SocketImpl*> members(std::string_view room) const;
 
  private:
@@ -88,6 +93,7 @@ class Namespace {
   std::string name_;
   std::unordered_map<std::string, SocketImpl*> sockets_;
   std::unordered_map<std::string, std::unordered_set<SocketImpl*>> rooms_;
+  std::unordered_map<std::string, metrics::Entry*> event_counters_;
 };
 
 // The Socket.IO side of one Engine.IO session.

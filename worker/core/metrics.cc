@@ -1,0 +1,180 @@
+#include "core/metrics.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+#include <map>
+#include <unordered_map>
+
+namespace dr::metrics {
+namespace {
+
+constexpr size_t kEntries = 2048;
+
+struct Table {
+  Entry entries[kEntries];
+};
+
+Table* g_table = nullptr;
+
+struct Decl {
+  MetricType type;
+  std::string help;
+};
+std::map<std::string, Decl, std::less<>>& decls() {
+  static std::map<std::string, Decl, std::less<>> d;
+  return d;
+}
+std::unordered_map<std::string, Entry*>& cache() {
+  static std::unordered_map<std::string, Entry*> c;
+  return c;
+}
+
+uint64_t hash(std::string_view a, std::string_view b) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (char c : a) h = (h ^ uint8_t(c)) * 1099511628211ull;
+  h = (h ^ 0xff) * 1099511628211ull;
+  for (char c : b) h = (h ^ uint8_t(c)) * 1099511628211ull;
+  return h;
+}
+
+bool same(const Entry& e, std::string_view metric, std::string_view label) {
+  return metric == e.metric && label == e.label;
+}
+
+Core g_core;
+
+}  // namespace
+
+bool init() {
+  void* p = mmap(nullptr, sizeof(Table), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  g_table = static_cast<Table*>(p);  // zero-filled by the kernel: every entry free
+  return true;
+}
+
+Entry* get(std::string_view metric, std::string_view label) {
+  if (!g_table || metric.size() >= sizeof(Entry::metric) || label.size() >= sizeof(Entry::label)) return nullptr;
+  std::string key;
+  key.reserve(metric.size() + label.size() + 1);
+  key.append(metric).push_back('\0');
+  key.append(label);
+  if (auto it = cache().find(key); it != cache().end()) return it->second;
+  // Open addressing; a free slot is claimed with a compare-and-swap, so two
+  // processes adding the same series at once end up in one entry.
+  size_t start = hash(metric, label) % kEntries;
+  for (size_t i = 0; i < kEntries; i++) {
+    Entry& e = g_table->entries[(start + i) % kEntries];
+    uint32_t st = e.state.load(std::memory_order_acquire);
+    if (st == 0) {
+      uint32_t expected = 0;
+      if (e.state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+        memcpy(e.metric, metric.data(), metric.size());
+        e.metric[metric.size()] = 0;
+        memcpy(e.label, label.data(), label.size());
+        e.label[label.size()] = 0;
+        e.state.store(2, std::memory_order_release);
+        cache().emplace(std::move(key), &e);
+        return &e;
+      }
+      st = e.state.load(std::memory_order_acquire);
+    }
+    while (st == 1) st = e.state.load(std::memory_order_acquire);  // another process is writing the name
+    if (same(e, metric, label)) {
+      cache().emplace(std::move(key), &e);
+      return &e;
+    }
+  }
+  return nullptr;  // full
+}
+
+void declare(std::string_view metric, MetricType type, std::string_view help) {
+  decls().insert_or_assign(std::string(metric), Decl{type, std::string(help)});
+}
+
+std::string label(std::string_view name, std::string_view value) {
+  std::string out(name);
+  out += "=\"";
+  for (char c : value) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string render() {
+  if (!g_table) return {};
+  // Group the series by metric name, then print them under their HELP/TYPE.
+  std::map<std::string, std::vector<const Entry*>> by_name;
+  for (auto& e : g_table->entries)
+    if (e.state.load(std::memory_order_acquire) == 2) by_name[e.metric].push_back(&e);
+  std::string out;
+  for (auto& [name, series] : by_name) {
+    auto d = decls().find(name);
+    out += "# HELP " + name + " " + (d != decls().end() ? d->second.help : name) + "\n";
+    out += "# TYPE " + name + " " + (d != decls().end() && d->second.type == MetricType::Gauge ? "gauge" : "counter") + "\n";
+    for (const Entry* e : series) {
+      out += name;
+      if (e->label[0]) out += std::string("{") + e->label + "}";
+      out += " " + std::to_string(e->value.load(std::memory_order_relaxed)) + "\n";
+    }
+  }
+  return out;
+}
+
+Core& core() { return g_core; }
+
+}  // namespace dr::metrics
+
+namespace dr {
+std::string metric_label(std::string_view name, std::string_view value) { return metrics::label(name, value); }
+}  // namespace dr
+
+namespace dr::metrics {
+
+void declare_core() {
+  struct M {
+    const char* name;
+    MetricType type;
+    const char* help;
+  };
+  static const M ms[] = {
+      {"websocket_connections_total", MetricType::Counter, "Socket.IO namespace connections accepted"},
+      {"websocket_connected_clients", MetricType::Gauge, "Socket.IO namespace connections open now"},
+      {"websocket_events_total", MetricType::Counter, "Client events received, by event name"},
+      {"depth_realtime_bytes_received_total", MetricType::Counter, "Bytes read from clients"},
+      {"depth_realtime_bytes_sent_total", MetricType::Counter, "Bytes written to clients"},
+      {"depth_realtime_messages_sent_total", MetricType::Counter, "Socket.IO packets sent to clients"},
+      {"depth_realtime_broadcasts_total", MetricType::Counter, "Broadcasts started on this node"},
+      {"depth_realtime_acks_timed_out_total", MetricType::Counter, "Server to client acks that timed out"},
+      {"depth_realtime_engine_sessions", MetricType::Gauge, "Engine.IO sessions open now, by transport"},
+      {"depth_realtime_http_connections", MetricType::Gauge, "Client TCP connections open now"},
+      {"depth_realtime_worker_restarts_total", MetricType::Counter, "Workers respawned after dying"},
+      {"depth_realtime_reloads_total", MetricType::Counter, "Configuration reloads, by result"},
+      {"depth_realtime_last_reload_success", MetricType::Gauge, "1 if the last reload applied, 0 if it was refused"},
+      {"depth_realtime_last_reload_timestamp_seconds", MetricType::Gauge, "When the last reload was tried"},
+  };
+  for (auto& m : ms) declare(m.name, m.type, m.help);
+  Core& c = g_core;
+  c.bytes_received = get("depth_realtime_bytes_received_total");
+  c.bytes_sent = get("depth_realtime_bytes_sent_total");
+  c.messages_sent = get("depth_realtime_messages_sent_total");
+  c.broadcasts = get("depth_realtime_broadcasts_total");
+  c.acks_timed_out = get("depth_realtime_acks_timed_out_total");
+  c.sessions_polling = get("depth_realtime_engine_sessions", "transport=\"polling\"");
+  c.sessions_websocket = get("depth_realtime_engine_sessions", "transport=\"websocket\"");
+  c.http_connections = get("depth_realtime_http_connections");
+  c.worker_restarts = get("depth_realtime_worker_restarts_total");
+  c.reloads_ok = get("depth_realtime_reloads_total", "result=\"ok\"");
+  c.reloads_failed = get("depth_realtime_reloads_total", "result=\"failed\"");
+  c.last_reload_success = get("depth_realtime_last_reload_success");
+  c.last_reload_time = get("depth_realtime_last_reload_timestamp_seconds");
+  c.events_other = get("websocket_events_total", "event=\"_other\"");
+}
+
+}  // namespace dr::metrics

@@ -1,0 +1,66 @@
+// Metrics shared by the master and every worker: a fixed table of counters
+// and gauges in one anonymous shared mapping made before the workers fork (as
+// nginx keeps its stub_status counters). Any process adds with an atomic
+// operation; whichever worker serves /metrics reads the sums for all.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "depth-realtime/module.h"
+
+namespace dr::metrics {
+
+struct Entry {
+  std::atomic<uint32_t> state;  // 0 free, 1 being claimed, 2 in use
+  char metric[64];
+  char label[120];              // e.g. namespace="/chat"; empty: no label
+  std::atomic<int64_t> value;
+};
+
+// Makes the shared table; called once by the master before forking.
+bool init();
+
+// The entry for (metric, label), created on first use. Null when the table is
+// full (labels must stay bounded) or metrics are not initialised.
+Entry* get(std::string_view metric, std::string_view label = {});
+
+inline void add(Entry* e, int64_t delta = 1) {
+  if (e) e->value.fetch_add(delta, std::memory_order_relaxed);
+}
+inline void set(Entry* e, int64_t v) {
+  if (e) e->value.store(v, std::memory_order_relaxed);
+}
+
+// Type and help text of a metric (per process; the same code declares the same).
+void declare(std::string_view metric, MetricType type, std::string_view help);
+
+// Prometheus text exposition format 0.0.4.
+std::string render();
+
+// A label with its value escaped: name="value".
+std::string label(std::string_view name, std::string_view value);
+
+// The core's own, resolved once per process.
+struct Core {
+  Entry* bytes_received = nullptr;
+  Entry* bytes_sent = nullptr;
+  Entry* messages_sent = nullptr;
+  Entry* broadcasts = nullptr;
+  Entry* acks_timed_out = nullptr;
+  Entry* sessions_polling = nullptr;
+  Entry* sessions_websocket = nullptr;
+  Entry* http_connections = nullptr;
+  Entry* worker_restarts = nullptr;
+  Entry* reloads_ok = nullptr;
+  Entry* reloads_failed = nullptr;
+  Entry* last_reload_success = nullptr;
+  Entry* last_reload_time = nullptr;
+  Entry* events_other = nullptr;
+};
+Core& core();
+void declare_core();  // declares and resolves core(); once per process
+
+}  // namespace dr::metrics
