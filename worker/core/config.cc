@@ -136,6 +136,27 @@ bool set_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& e
   return true;
 }
 
+// event_log off | PATH [all | sample=RATE]
+bool set_event_log(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto* core = static_cast<CoreConf*>(c);
+  core->event_log = a[0];
+  core->event_log_sample = 1.0;
+  if (a.size() > 1 && a[1] != "all") {
+    char* end = nullptr;
+    double r = a[1].rfind("sample=", 0) == 0 ? strtod(a[1].c_str() + 7, &end) : -1;
+    if (r <= 0 || r > 1 || !end || *end) {
+      err = "invalid \"" + a[1] + "\", expected \"all\" or \"sample=RATE\" with 0 < RATE <= 1";
+      return false;
+    }
+    core->event_log_sample = r;
+  }
+  if (a[0] == "off" && a.size() > 1) {
+    err = "\"event_log off\" takes no more arguments";
+    return false;
+  }
+  return true;
+}
+
 bool set_metrics_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   ListenAddress addr;
   if (!parse_listen(a[0], addr, err)) return false;
@@ -204,6 +225,8 @@ const Directive core_directives[] = {
     {"pid", M, 1, 1, set_str<&CoreConf::pid_file>, "(none)", false, "file the master writes its pid to"},
     {"worker_shutdown_timeout", M, 1, 1, set_msec<&CoreConf::worker_shutdown_timeout>, "10s", true,
      "how long a gracefully stopping worker waits for its clients before it exits"},
+    {"event_log", M | S, 1, 2, set_event_log, "off", false,
+     "JSON lines of client events (userId, event, time, ip): off, or PATH [all | sample=RATE]"},
     {"listen", S, 1, 1, set_listen, "0.0.0.0:3000", false, "[ADDRESS:]PORT to accept clients on; repeatable"},
     {"metrics_listen", S, 1, 1, set_metrics_listen, "(on listen)", false,
      "[ADDRESS:]PORT of the metrics listener (/metrics, /healthz, /readyz); repeatable"},

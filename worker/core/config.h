@@ -26,6 +26,8 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   LogLevel log_level = LogLevel::Info;
   std::string pid_file;
   uint64_t worker_shutdown_timeout = 10000;
+  std::string event_log = "off";  // JSON lines, one per client event
+  double event_log_sample = 1.0;
 
   // server
   std::vector<ListenAddress> listen;

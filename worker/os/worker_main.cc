@@ -8,6 +8,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "core/event_log.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/uv_util.h"
@@ -228,6 +229,7 @@ void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
 // everything queued this turn, one write per connection.
 void WorkerRuntime::before_poll() {
   eio_.flush();
+  event_log::flush();
   std::vector<http::Connection*> todo;
   todo.swap(dirty_);
   for (auto* c : todo)
@@ -266,6 +268,7 @@ void WorkerRuntime::on_signal(int sig) {
       break;
     case SIGUSR1:
       logging::reopen();
+      event_log::reopen();
       break;
   }
 }
@@ -282,6 +285,12 @@ int WorkerRuntime::run(int channel_fd) {
     uv_signal_start(h.get(), [](uv_signal_t* s, int signum) { static_cast<WorkerRuntime*>(s->data)->on_signal(signum); },
                     sig);
     signals_.push_back(std::move(h));
+  }
+
+  std::string err;
+  if (!event_log::open(cfg_.core.event_log, cfg_.core.event_log_sample, err)) {
+    logf(LogLevel::Crit, "%s", err.c_str());
+    return kExitFatal;
   }
 
   bool several = cfg_.core.workers() > 1;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "core/event_log.h"
 #include "core/metrics.h"
 #include "core/uv_util.h"
 
@@ -201,6 +202,8 @@ void SocketImpl::on_event(Packet& p) {
   ev.args = Payload(std::move(p.data), std::move(p.attachments));
   ev.ack_id = p.id;
   metrics::add(ns_.event_counter(ev.name));
+  if (event_log::enabled() && client_)
+    event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
   for (auto& mw : ns_.middleware) {
     if (!mw(*this, ev) || gone_) return;
   }
