@@ -225,7 +225,7 @@ const Directive core_directives[] = {
     {"pid", M, 1, 1, set_str<&CoreConf::pid_file>, "(none)", false, "file the master writes its pid to"},
     {"worker_shutdown_timeout", M, 1, 1, set_msec<&CoreConf::worker_shutdown_timeout>, "10s", true,
      "how long a gracefully stopping worker waits for its clients before it exits"},
-    {"event_log", M | S, 1, 2, set_event_log, "off", false,
+    {"event_log", M | S, 1, 2, set_event_log, "off", true,
      "JSON lines of client events (userId, event, time, ip): off, or PATH [all | sample=RATE]"},
     {"listen", S, 1, 1, set_listen, "0.0.0.0:3000", false, "[ADDRESS:]PORT to accept clients on; repeatable"},
     {"metrics_listen", S, 1, 1, set_metrics_listen, "(on listen)", false,
@@ -305,6 +305,7 @@ struct Applier {
     LoadedModule lm;
     lm.handle.reset(h);
     lm.path = path;
+    cfg.restart_fingerprint += "load_module " + path + "\n";
     auto entry = reinterpret_cast<const Module* (*)()>(dlsym(h, "dr_module_entry"));
     if (!entry) return fail(n, "\"" + path + "\" is not a depth-realtime module (no dr_module_entry)");
     lm.module = entry();
@@ -368,6 +369,11 @@ struct Applier {
     if (!target) return fail(n, "module of \"" + n.name + "\" has no configuration");
     std::string e;
     if (!d->set(target, n.args, e)) return fail(n, e);
+    if (!d->reload_in_place) {
+      cfg.restart_fingerprint += (ns ? ns->name : std::string("-")) + " " + n.name;
+      for (auto& a : n.args) cfg.restart_fingerprint += " " + a;
+      cfg.restart_fingerprint += "\n";
+    }
     return true;
   }
 
@@ -380,6 +386,7 @@ struct Applier {
     ns.name = n.args[0];
     for (auto& m : cfg.modules) ns.module_confs.push_back(m.conf ? m.conf->clone() : nullptr);
     cfg.namespaces.push_back(std::move(ns));
+    cfg.restart_fingerprint += "namespace " + n.args[0] + "\n";
     for (auto& c : n.children) {
       if (c.name == "namespace") return fail(c, "namespaces do not nest");
       if (!apply(c, kConfNamespace, &cfg.namespaces.back())) return false;

@@ -73,6 +73,10 @@ struct NamespaceConf {
 
 struct Config {
   std::string file;
+  // Every directive a reload cannot apply in place (listen, modules,
+  // namespaces, ...), as text: equal fingerprints mean the running workers
+  // can take the new configuration without being replaced.
+  std::string restart_fingerprint;
   CoreConf core;
   std::vector<LoadedModule> modules;
   std::vector<NamespaceConf> namespaces;

@@ -80,9 +80,13 @@ const std::vector<std::pair<std::string, std::string>> kNoStore = {{"Cache-Contr
 
 Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<const Handshake> hs)
     : server_(server), sid_(std::move(sid)), transport_(t), handshake_(std::move(hs)) {
+  // The heartbeat the open packet announced holds for the session's life,
+  // whatever a reload changes: the client timed its expectations on it.
+  ping_interval_ = server_.conf_->ping_interval;
+  ping_timeout_ = server_.conf_->ping_timeout;
   int64_t now = now_ms();
-  next_ping_ = now + int64_t(server_.conf_.ping_interval);
-  connect_deadline = now + int64_t(server_.conf_.connect_timeout);
+  next_ping_ = now + int64_t(ping_interval_);
+  connect_deadline = now + int64_t(server_.conf_->connect_timeout);
   metrics::add(gauge(), 1);
 }
 
@@ -96,7 +100,7 @@ bool Session::send(const OutRef& p, bool is_volatile) {
   if (closed_) return false;
   if (transport_ == Transport::WebSocket && ws_) {
     if (is_volatile && !ws_->writable()) return false;
-    auto& conf = server_.conf_;
+    auto& conf = *server_.conf_;
     if (ws_->deflate() && p->data.size() >= conf.compression_threshold)
       ws_->send(p->ws_frame_deflated(int(conf.compression_level)));
     else
@@ -129,9 +133,9 @@ void Session::answer_get() {
   c->owner = nullptr;
   auto headers = get_headers_;
   headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
-  if (!get_encoding_.empty() && body.size() >= server_.conf_.compression_threshold) {
+  if (!get_encoding_.empty() && body.size() >= server_.conf_->compression_threshold) {
     bool gzip = get_encoding_ == "gzip";
-    std::string z = compress::deflate(body, int(server_.conf_.compression_level),
+    std::string z = compress::deflate(body, int(server_.conf_->compression_level),
                                       gzip ? compress::Format::Gzip : compress::Format::Zlib);
     if (!z.empty()) {
       body = std::move(z);
@@ -201,7 +205,7 @@ void Session::on_packet(const Packet& p) {
   switch (p.type) {
     case PacketType::Pong:
       pong_deadline_ = 0;
-      next_ping_ = now_ms() + int64_t(server_.conf_.ping_interval);
+      next_ping_ = now_ms() + int64_t(ping_interval_);
       return;
     case PacketType::Message:
       if (handler) handler->on_message(p.binary, p.data);
@@ -223,12 +227,12 @@ void Session::on_packet(const Packet& p) {
 // ------------------------------------------------------------------ server
 
 Server::Server(const CoreConf& conf, int slot, int workers, HandlerFactory factory)
-    : conf_(conf), slot_(slot), workers_(workers), factory_(std::move(factory)) {}
+    : conf_(&conf), slot_(slot), workers_(workers), factory_(std::move(factory)) {}
 
 Server::~Server() = default;
 
 bool Server::matches(std::string_view path) const {
-  std::string_view base = conf_.path;
+  std::string_view base = conf_->path;
   if (path.substr(0, base.size()) == base) return true;
   // "/socket.io" without the slash is the same endpoint.
   return path.size() + 1 == base.size() && base.substr(0, path.size()) == path;
@@ -262,24 +266,24 @@ std::string Server::new_sid() {
 
 std::string Server::open_packet(Transport t, const std::string& sid) const {
   std::string s = "{\"sid\":\"" + sid + "\",\"upgrades\":[";
-  if (t == Transport::Polling && conf_.allow_websocket) s += "\"websocket\"";
-  s += "],\"pingInterval\":" + std::to_string(conf_.ping_interval) +
-       ",\"pingTimeout\":" + std::to_string(conf_.ping_timeout) +
-       ",\"maxPayload\":" + std::to_string(conf_.max_payload) + "}";
+  if (t == Transport::Polling && conf_->allow_websocket) s += "\"websocket\"";
+  s += "],\"pingInterval\":" + std::to_string(conf_->ping_interval) +
+       ",\"pingTimeout\":" + std::to_string(conf_->ping_timeout) +
+       ",\"maxPayload\":" + std::to_string(conf_->max_payload) + "}";
   return s;
 }
 
 std::vector<std::pair<std::string, std::string>> Server::cors_headers(const http::Request& req) const {
   std::vector<std::pair<std::string, std::string>> h;
   const std::string* origin = req.header("origin");
-  if (!origin || conf_.cors_origins.empty()) return h;
+  if (!origin || conf_->cors_origins.empty()) return h;
   bool allowed = false;
-  for (auto& o : conf_.cors_origins)
+  for (auto& o : conf_->cors_origins)
     if (o == "*" || o == *origin) allowed = true;
   if (!allowed) return h;
   h.emplace_back("Access-Control-Allow-Origin", *origin);
   h.emplace_back("Vary", "Origin");
-  if (conf_.cors_credentials) h.emplace_back("Access-Control-Allow-Credentials", "true");
+  if (conf_->cors_credentials) h.emplace_back("Access-Control-Allow-Credentials", "true");
   return h;
 }
 
@@ -312,8 +316,8 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
 
   const std::string* transport = req.query_param("transport");
   Transport t;
-  if (transport && *transport == "polling" && conf_.allow_polling) t = Transport::Polling;
-  else if (transport && *transport == "websocket" && conf_.allow_websocket) t = Transport::WebSocket;
+  if (transport && *transport == "polling" && conf_->allow_polling) t = Transport::Polling;
+  else if (transport && *transport == "websocket" && conf_->allow_websocket) t = Transport::WebSocket;
   else return error(c, req, 0);
   const std::string* eio = req.query_param("EIO");
   if (!eio || *eio != "4") return error(c, req, 5);
@@ -339,7 +343,7 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
     accept_websocket(c, req);
     c.owner = &s;
     s.probe_ = &c;
-    s.upgrade_deadline_ = now_ms() + int64_t(conf_.upgrade_timeout);
+    s.upgrade_deadline_ = now_ms() + int64_t(conf_->upgrade_timeout);
     return;
   }
   if (t != s.transport_) return error(c, req, 3);
@@ -354,7 +358,7 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
     s.held_get_ = &c;
     s.get_headers_ = cors;
     s.get_encoding_.clear();
-    if (conf_.http_compression)
+    if (conf_->http_compression)
       if (const std::string* ae = req.header("accept-encoding")) {
         if (ae->find("gzip") != std::string::npos) s.get_encoding_ = "gzip";
         else if (ae->find("deflate") != std::string::npos) s.get_encoding_ = "deflate";
@@ -428,7 +432,7 @@ void Server::accept_websocket(http::Connection& c, const http::Request& req) {
   const std::string* ext = req.header("sec-websocket-extensions");
   // No context takeover either way: frames stay shareable, and no connection
   // holds a compressor or decompressor between messages.
-  bool deflate = conf_.websocket_compression && ext && ext->find("permessage-deflate") != std::string::npos;
+  bool deflate = conf_->websocket_compression && ext && ext->find("permessage-deflate") != std::string::npos;
   if (deflate)
     headers.emplace_back("Sec-WebSocket-Extensions",
                          "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
@@ -515,7 +519,7 @@ void Server::tick(int64_t now) {
     }
     if (!s.pong_deadline_ && now >= s.next_ping_) {
       s.send(make_text(PacketType::Ping, ""));
-      s.pong_deadline_ = now + int64_t(conf_.ping_timeout);
+      s.pong_deadline_ = now + int64_t(s.ping_timeout_);
     }
     if (s.probe_ && s.upgrade_deadline_ && now >= s.upgrade_deadline_) {
       http::Connection* probe = s.probe_;

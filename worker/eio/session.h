@@ -86,6 +86,8 @@ class Session {
   std::vector<std::pair<std::string, std::string>> get_headers_;  // CORS of the held GET
   std::string get_encoding_;              // "gzip"/"deflate" when the held GET accepts it
   bool poll_pending_ = false;             // queued on the server's flush list
+  uint64_t ping_interval_ = 0;
+  uint64_t ping_timeout_ = 0;
   int64_t next_ping_ = 0;
   int64_t pong_deadline_ = 0;
   int64_t upgrade_deadline_ = 0;
@@ -117,7 +119,9 @@ class Server {
   std::vector<std::pair<std::string, std::string>> cors_headers(const http::Request& req) const;
 
   size_t session_count() const { return sessions_.size(); }
-  const CoreConf& conf() const { return conf_; }
+  const CoreConf& conf() const { return *conf_; }
+  // A reload applied in place: new sessions and requests see the new values.
+  void set_conf(const CoreConf& conf) { conf_ = &conf; }
   void close_all(std::string_view reason);
 
  private:
@@ -130,7 +134,7 @@ class Server {
   std::string new_sid();
   std::string open_packet(Transport t, const std::string& sid) const;
 
-  const CoreConf& conf_;
+  const CoreConf* conf_;
   int slot_;
   int workers_;
   HandlerFactory factory_;

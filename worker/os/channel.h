@@ -17,6 +17,7 @@ enum class ChannelMsg : uint32_t {
   Connection = 1,  // master -> worker, fd attached; body = u32 listener kind + bytes already read
   Handoff = 2,     // worker -> master, fd attached; body = u32 target slot + u32 listener kind + bytes
   Broadcast = 3,   // both ways; body = an encoded adapter broadcast (worker/sio/adapter.h)
+  Reload = 4,      // master -> worker: the configuration changed in ways it can apply in place
 };
 
 class Channel {

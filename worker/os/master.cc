@@ -181,7 +181,7 @@ bool Master::spawn(int slot) {
     for (int s : kSignals) signal(s, SIG_DFL);
     close_inherited(sv[1], &loop_);
     logging::set_slot(slot);
-    _exit(worker_main(*cfg_, slot, sv[1]));
+    _exit(worker_main(*cfg_, slot, sv[1], opts_.conf_path, opts_.load));
   }
   close(sv[1]);
   auto proc = std::make_unique<WorkerProc>();
@@ -295,8 +295,22 @@ void Master::reload() {
     }
     listeners_ = std::move(fresh_listeners);
   }
-  logging::set_level(fresh->core.log_level);
+  if (!logging::open(fresh->core.error_log, fresh->core.log_level, err))
+    logf(LogLevel::Error, "%s", err.c_str());
+  bool in_place = same_listen && fresh->restart_fingerprint == cfg_->restart_fingerprint &&
+                  fresh->core.workers() == cfg_->core.workers();
   cfg_ = std::move(fresh);
+  if (in_place) {
+    // Nothing needs new workers: each re-reads the configuration and applies
+    // it without closing a connection.
+    for (auto& p : procs_)
+      if (p->pid > 0 && !p->retiring && p->channel) p->channel->send(ChannelMsg::Reload, {});
+    logf(LogLevel::Notice, "configuration reloaded in place");
+    metrics::add(metrics::core().reloads_ok);
+    metrics::set(metrics::core().last_reload_success, 1);
+    notify("READY=1\nSTATUS=configuration reloaded");
+    return;
+  }
   generation_++;
   // New workers take over; the old ones drain and exit.
   for (auto& p : procs_)

@@ -31,18 +31,14 @@ struct Route {
 
 class WorkerRuntime final : public Worker, public http::Host {
  public:
-  WorkerRuntime(const Config& cfg, int slot)
-      : cfg_(cfg),
+  WorkerRuntime(const Config& cfg, int slot, std::string conf_path, LoadOptions load)
+      : cfg_(&cfg),
         slot_(slot),
+        conf_path_(std::move(conf_path)),
+        load_(std::move(load)),
         eio_(cfg.core, slot, cfg.core.workers(), [this](eio::Session& s) { return sio_.make_client(s); }),
         sio_(cfg) {
-    limits_.max_header = cfg.core.client_max_header_size;
-    limits_.max_body = cfg.core.max_payload;
-    limits_.max_ws_message = cfg.core.max_payload;
-    limits_.max_output = cfg.core.max_output_buffer;
-    limits_.header_timeout = cfg.core.client_header_timeout;
-    limits_.body_timeout = cfg.core.client_body_timeout;
-    limits_.keepalive_timeout = cfg.core.keepalive_timeout;
+    set_limits();
   }
 
   int run(int channel_fd);
@@ -50,10 +46,10 @@ class WorkerRuntime final : public Worker, public http::Host {
   // ---- Worker (the module API)
   uv_loop_t* loop() override { return &loop_; }
   int slot() const override { return slot_; }
-  const ModuleConf* conf(const Module& m, std::string_view nsp) const override { return cfg_.module_conf(m, nsp); }
+  const ModuleConf* conf(const Module& m, std::string_view nsp) const override { return cfg_->module_conf(m, nsp); }
   std::vector<std::string> namespaces() const override {
     std::vector<std::string> out;
-    for (auto& ns : cfg_.namespaces) out.push_back(ns.name);
+    for (auto& ns : cfg_->namespaces) out.push_back(ns.name);
     return out;
   }
   void use_connect(std::string_view nsp, ConnectHook hook) override {
@@ -122,9 +118,14 @@ class WorkerRuntime final : public Worker, public http::Host {
   void tick();
   void on_signal(int sig);
   void stop_gracefully();
+  void set_limits();
+  void reload_in_place();
 
-  const Config& cfg_;
+  const Config* cfg_;
+  std::vector<std::unique_ptr<Config>> configs_;  // reloaded ones; kept, modules may hold pointers into them
   int slot_;
+  std::string conf_path_;
+  LoadOptions load_;
   uv_loop_t loop_{};
   http::Limits limits_;
   eio::Server eio_;
@@ -142,6 +143,42 @@ class WorkerRuntime final : public Worker, public http::Host {
 };
 
 // `body`: the listener kind (u32) and the bytes another worker already read.
+// Connections read their limits through a reference, so new values reach
+// existing connections at once.
+void WorkerRuntime::set_limits() {
+  const CoreConf& c = cfg_->core;
+  limits_.max_header = c.client_max_header_size;
+  limits_.max_body = c.max_payload;
+  limits_.max_ws_message = c.max_payload;
+  limits_.max_output = c.max_output_buffer;
+  limits_.header_timeout = c.client_header_timeout;
+  limits_.body_timeout = c.client_body_timeout;
+  limits_.keepalive_timeout = c.keepalive_timeout;
+}
+
+void WorkerRuntime::reload_in_place() {
+  std::string err;
+  auto fresh = load_config(conf_path_, load_, err);
+  if (!fresh) {
+    logf(LogLevel::Error, "worker %d: reload failed, keeping the running configuration: %s", slot_, err.c_str());
+    return;
+  }
+  if (fresh->restart_fingerprint != cfg_->restart_fingerprint) {
+    logf(LogLevel::Warn, "worker %d: the configuration changed again since the master read it; not applied", slot_);
+    return;
+  }
+  configs_.push_back(std::move(fresh));
+  cfg_ = configs_.back().get();
+  if (!logging::open(cfg_->core.error_log, cfg_->core.log_level, err))
+    logf(LogLevel::Error, "worker %d: %s", slot_, err.c_str());
+  if (!event_log::open(cfg_->core.event_log, cfg_->core.event_log_sample, err))
+    logf(LogLevel::Error, "worker %d: %s", slot_, err.c_str());
+  set_limits();
+  eio_.set_conf(cfg_->core);
+  sio_.set_config(*cfg_);
+  logf(LogLevel::Info, "worker %d: configuration applied in place", slot_);
+}
+
 void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body) {
   if (stopping_ || body.size() < 4) {
     close_handle(std::move(tcp));
@@ -170,7 +207,7 @@ void WorkerRuntime::hand_off(http::Connection& c, int slot, std::string bytes) {
 void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
   // The metrics listener serves operations routes only; without one, the main
   // listener serves them too.
-  bool ops = c.listener == Listener::Metrics || cfg_.core.metrics_listen.empty();
+  bool ops = c.listener == Listener::Metrics || cfg_->core.metrics_listen.empty();
   if (c.listener == Listener::Main && eio_.matches(req.path)) {
     eio_.handle_request(c, req);
     return;
@@ -251,7 +288,7 @@ void WorkerRuntime::tick() {
 void WorkerRuntime::stop_gracefully() {
   if (stopping_) return;
   stopping_ = true;
-  stop_deadline_ = now_ms() + int64_t(cfg_.core.worker_shutdown_timeout);
+  stop_deadline_ = now_ms() + int64_t(cfg_->core.worker_shutdown_timeout);
   logf(LogLevel::Notice, "worker %d: graceful stop, %zu sessions", slot_, eio_.session_count());
   eio_.close_all("server shutting down");
   for (auto& [raw, c] : conns_)
@@ -288,12 +325,12 @@ int WorkerRuntime::run(int channel_fd) {
   }
 
   std::string err;
-  if (!event_log::open(cfg_.core.event_log, cfg_.core.event_log_sample, err)) {
+  if (!event_log::open(cfg_->core.event_log, cfg_->core.event_log_sample, err)) {
     logf(LogLevel::Crit, "%s", err.c_str());
     return kExitFatal;
   }
 
-  bool several = cfg_.core.workers() > 1;
+  bool several = cfg_->core.workers() > 1;
   sio_.set_adapter(std::make_unique<sio::LocalAdapter>(
       [this](const sio::EncodedBroadcast& b) { sio_.deliver(b); },
       several ? sio::LocalAdapter::Relay([this](std::string bytes) { channel_.send(ChannelMsg::Broadcast, bytes); })
@@ -304,6 +341,7 @@ int WorkerRuntime::run(int channel_fd) {
           [this](ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
             if (type == ChannelMsg::Connection && h) accept(std::move(h), body);
             else if (type == ChannelMsg::Broadcast) sio_.adapter().on_remote(body);
+            else if (type == ChannelMsg::Reload) reload_in_place();
             else if (h) close_handle(std::move(h));
           },
           [this] {
@@ -313,7 +351,7 @@ int WorkerRuntime::run(int channel_fd) {
           }))
     return kExitFatal;
 
-  for (auto& m : cfg_.modules) {
+  for (auto& m : cfg_->modules) {
     if (m.module->init_worker && !m.module->init_worker(*this, *m.module)) {
       logf(LogLevel::Crit, "module \"%s\" failed to start", m.module->name);
       return kExitFatal;
@@ -331,15 +369,15 @@ int WorkerRuntime::run(int channel_fd) {
 
   uv_run(&loop_, UV_RUN_DEFAULT);
 
-  for (auto& m : cfg_.modules)
+  for (auto& m : cfg_->modules)
     if (m.module->exit_worker) m.module->exit_worker(*this, *m.module);
   return 0;
 }
 
 }  // namespace
 
-int worker_main(const Config& cfg, int slot, int channel_fd) {
-  auto w = std::make_unique<WorkerRuntime>(cfg, slot);
+int worker_main(const Config& cfg, int slot, int channel_fd, const std::string& conf_path, const LoadOptions& load) {
+  auto w = std::make_unique<WorkerRuntime>(cfg, slot, conf_path, load);
   int code = w->run(channel_fd);
   // The process ends here: the loop's handles need no orderly teardown.
   (void)w.release();

@@ -9,6 +9,8 @@ namespace dr {
 
 inline constexpr int kExitFatal = 2;
 
-int worker_main(const Config& cfg, int slot, int channel_fd);
+// `conf_path` and `load` let the worker re-read the configuration when the
+// master asks it to apply a reload in place.
+int worker_main(const Config& cfg, int slot, int channel_fd, const std::string& conf_path, const LoadOptions& load);
 
 }  // namespace dr

@@ -409,7 +409,7 @@ void Client::on_close(std::string_view reason) {
 
 // ---------------------------------------------------------------- server
 
-Server::Server(const Config& cfg) : cfg_(cfg) {
+Server::Server(const Config& cfg) : cfg_(&cfg) {
   for (auto& ns : cfg.namespaces) {
     namespaces_.push_back(std::make_unique<Namespace>(ns.name));
     auto label = metrics::label("namespace", ns.name);

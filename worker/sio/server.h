@@ -136,13 +136,14 @@ class Server {
   // Expires server -> client acks.
   void tick(int64_t now);
 
-  const Config& config() const { return cfg_; }
+  const Config& config() const { return *cfg_; }
+  void set_config(const Config& cfg) { cfg_ = &cfg; }  // a reload applied in place
   std::string new_socket_id();
   void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);
   uint64_t sockets_connected = 0;
 
  private:
-  const Config& cfg_;
+  const Config* cfg_;
   std::vector<std::unique_ptr<Namespace>> namespaces_;
   std::unique_ptr<Adapter> adapter_;
   std::multimap<int64_t, std::pair<std::weak_ptr<SocketImpl>, uint64_t>> ack_timeouts_;
