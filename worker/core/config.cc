@@ -227,6 +227,8 @@ const Directive core_directives[] = {
      "how long a gracefully stopping worker waits for its clients before it exits"},
     {"event_log", M | S, 1, 2, set_event_log, "off", true,
      "JSON lines of client events (userId, event, time, ip): off, or PATH [all | sample=RATE]"},
+    {"worker_shutdown_spread", M, 1, 1, set_msec<&CoreConf::worker_shutdown_spread>, "5s", true,
+     "a stopping worker closes its sessions gradually over this time, so clients do not reconnect all at once"},
     {"listen", S, 1, 1, set_listen, "0.0.0.0:3000", false, "[ADDRESS:]PORT to accept clients on; repeatable"},
     {"metrics_listen", S, 1, 1, set_metrics_listen, "(on listen)", false,
      "[ADDRESS:]PORT of the metrics listener (/metrics, /healthz, /readyz); repeatable"},

@@ -26,6 +26,7 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   LogLevel log_level = LogLevel::Info;
   std::string pid_file;
   uint64_t worker_shutdown_timeout = 10000;
+  uint64_t worker_shutdown_spread = 5000;  // clients are told to reconnect over this long
   std::string event_log = "off";  // JSON lines, one per client event
   double event_log_sample = 1.0;
 

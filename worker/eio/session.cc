@@ -548,6 +548,18 @@ void Server::flush() {
   graveyard_.clear();
 }
 
+size_t Server::close_some(std::string_view reason, size_t n) {
+  std::vector<Session*> some;
+  size_t open = 0;
+  for (auto& [sid, s] : sessions_) {
+    if (s->closed_) continue;
+    open++;
+    if (some.size() < n) some.push_back(s.get());
+  }
+  for (Session* s : some) s->close(reason);
+  return open - some.size();
+}
+
 void Server::close_all(std::string_view reason) {
   std::vector<Session*> all;
   for (auto& [sid, s] : sessions_) all.push_back(s.get());

@@ -123,6 +123,8 @@ class Server {
   // A reload applied in place: new sessions and requests see the new values.
   void set_conf(const CoreConf& conf) { conf_ = &conf; }
   void close_all(std::string_view reason);
+  // Closes at most `n` open sessions; returns how many stay open.
+  size_t close_some(std::string_view reason, size_t n);
 
  private:
   friend class Session;

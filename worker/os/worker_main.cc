@@ -139,6 +139,7 @@ class WorkerRuntime final : public Worker, public http::Host {
   UvHandle<uv_timer_t> tick_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   bool stopping_ = false;
+  size_t drain_per_tick_ = 0;
   int64_t stop_deadline_ = 0;
 };
 
@@ -282,15 +283,23 @@ void WorkerRuntime::tick() {
   for (auto& [raw, c] : conns_)
     if (c->deadline() && now >= c->deadline()) late.push_back(raw);
   for (auto* c : late) c->on_timeout();
-  if (stopping_ && (conns_.empty() || now >= stop_deadline_)) uv_stop(&loop_);
+  if (stopping_) {
+    // Tell clients to reconnect a slice at a time across the spread window.
+    if (drain_per_tick_) eio_.close_some("server shutting down", drain_per_tick_);
+    if (conns_.empty() || now >= stop_deadline_) uv_stop(&loop_);
+  }
 }
 
 void WorkerRuntime::stop_gracefully() {
   if (stopping_) return;
   stopping_ = true;
   stop_deadline_ = now_ms() + int64_t(cfg_->core.worker_shutdown_timeout);
-  logf(LogLevel::Notice, "worker %d: graceful stop, %zu sessions", slot_, eio_.session_count());
-  eio_.close_all("server shutting down");
+  size_t sessions = eio_.session_count();
+  logf(LogLevel::Notice, "worker %d: graceful stop, %zu sessions", slot_, sessions);
+  uint64_t spread = std::min(cfg_->core.worker_shutdown_spread, cfg_->core.worker_shutdown_timeout);
+  uint64_t ticks = std::max<uint64_t>(1, spread / kTickMs);
+  drain_per_tick_ = std::max<size_t>(1, (sessions + ticks - 1) / ticks);
+  eio_.close_some("server shutting down", drain_per_tick_);
   for (auto& [raw, c] : conns_)
     if (!c->owner && !c->request_pending()) c->close_after_flush();  // idle keep-alive
 }
