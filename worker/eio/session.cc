@@ -83,6 +83,8 @@ Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<c
   // The heartbeat the open packet announced holds for the session's life,
   // whatever a reload changes: the client timed its expectations on it.
   ping_interval_ = server_.conf_->ping_interval;
+  const std::string* b64 = handshake_->query_param("b64");
+  b64_ = b64 && (*b64 == "1" || *b64 == "true");
   ping_timeout_ = server_.conf_->ping_timeout;
   int64_t now = now_ms();
   next_ping_ = now + int64_t(ping_interval_);
@@ -101,6 +103,12 @@ bool Session::send(const OutRef& p, bool is_volatile) {
   if (transport_ == Transport::WebSocket && ws_) {
     if (is_volatile && !ws_->writable()) return false;
     auto& conf = *server_.conf_;
+    if (p->binary && b64_) {  // a client that cannot take binary frames (b64=1)
+      std::string text;
+      p->polling_record(text);
+      ws_->send(ws::frame(ws::Opcode::Text, text));
+      return true;
+    }
     if (ws_->deflate() && p->data.size() >= conf.compression_threshold)
       ws_->send(p->ws_frame_deflated(int(conf.compression_level)));
     else

@@ -86,6 +86,7 @@ class Session {
   std::vector<std::pair<std::string, std::string>> get_headers_;  // CORS of the held GET
   std::string get_encoding_;              // "gzip"/"deflate" when the held GET accepts it
   bool poll_pending_ = false;             // queued on the server's flush list
+  bool b64_ = false;  // binary as "b<base64>" text, asked for with b64=1
   uint64_t ping_interval_ = 0;
   uint64_t ping_timeout_ = 0;
   int64_t next_ping_ = 0;

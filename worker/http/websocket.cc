@@ -163,7 +163,7 @@ bool Reader::feed(std::string_view bytes) {
   feed_pos_ = 0;
   feed_end_ = usable;
   int rc = wslay_event_recv(ctx_.get());
-  if (!closed_) wslay_event_send(ctx_.get());  // pongs, or the close frame of a protocol error
+  wslay_event_send(ctx_.get());  // pongs, the answer to a close, or the close frame of a protocol error
   in_.erase(0, feed_pos_);
   feed_pos_ = feed_end_ = 0;
   if (closed_) return false;
