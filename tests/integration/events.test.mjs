@@ -36,7 +36,8 @@ for (const transport of ['websocket', 'polling']) {
     test('client event with ack: bench:echo returns every argument unchanged', async (t, ctx) => {
       const s = await connect(ctx);
       assert.equal(s.io.engine.transport.name, transport);
-      const args = [1, 'two', { three: [3, 3.5, -4] }, null, true, false, [], {}, 'üñï©ødé ✓ \u001e', 1e21];
+      const args = [1, 'two', { three: [3, 3.5, -4] }, null, true, false, [], {}, 'üñï©ødé ✓ \u001e', 1e21,
+        '😀 𝄞 مرحبا 你好', { 'key with spaces': 'v', nested: { deep: [{ a: [] }] } }, -0.5, 9007199254740991];
       assert.deepEqual(await ackAll(s, 'bench:echo', ...args), args);
       assert.deepEqual(await ackAll(s, 'bench:echo'), []);
     });
@@ -109,6 +110,20 @@ for (const transport of ['websocket', 'polling']) {
       assert.deepEqual(norm(res.reply), [bytes(64, 11), 'tail']);
     });
 
+    test('large binary payload (256 KB) round trip', async (t, ctx) => {
+      const s = await connect(ctx);
+      const blob = bytes(256 * 1024, 5);
+      const [back] = await ackAll(s, 'bench:echo', blob);
+      assert.ok(toBuf(back).equals(blob));
+    });
+
+    test('ten attachments in one event', async (t, ctx) => {
+      const s = await connect(ctx);
+      const parts = Array.from({ length: 10 }, (_, i) => bytes(i + 1, i));
+      const back = await ackAll(s, 'bench:echo', ...parts);
+      assert.deepEqual(norm(back), parts);
+    });
+
     test('large text payload (200 KB) round trip', async (t, ctx) => {
       const s = await connect(ctx);
       const big = 'x'.repeat(200 * 1024);
@@ -146,6 +161,27 @@ for (const transport of ['websocket', 'polling']) {
       assert.equal(manager.engine, engine, 'still one Engine.IO connection');
       assert.deepEqual(await ackAll(root, 'bench:echo', 'r'), ['r']);
       assert.deepEqual(await ackAll(chat, 'bench:echo', 'c'), ['c']);
+    });
+
+    test('binary events and acks in a non-default namespace, next to "/" on one connection', async (t, ctx) => {
+      const manager = new Manager(srv.url, { transports: [transport], reconnection: false, timeout: 5000 });
+      const auth = { token: token('bin-nsp') };
+      const root = ctx.track(manager.socket('/', { auth }));
+      const chat = ctx.track(manager.socket('/chat', { auth }));
+      await Promise.all([once(root, 'connect'), once(chat, 'connect')]);
+      const [rb, cb] = [bytes(33, 1), bytes(77, 2)];
+      const [r1, c1] = await Promise.all([ackAll(root, 'bench:echo', rb, 'root'), ackAll(chat, 'bench:echo', { b: cb }, 'chat')]);
+      assert.deepEqual(norm(r1), [rb, 'root']);
+      assert.deepEqual(norm(c1), [{ b: cb }, 'chat']);
+      // server -> client binary event and client -> server binary ack on /chat
+      const gotBin = once(chat, 'chat-bin');
+      await ack(chat, 'probe:emit', { rooms: [chat.id], event: 'chat-bin', args: [bytes(5, 9)] });
+      assert.deepEqual(norm(await gotBin), [bytes(5, 9)]);
+      chat.on('chat-ask', (cb2) => cb2({ file: bytes(12, 4) }));
+      const answer = once(chat, 'probe:answer');
+      chat.emit('probe:ask', { event: 'chat-ask', args: [], timeoutMs: 3000 });
+      const [res] = await answer;
+      assert.deepEqual(norm(res), { timedOut: false, reply: [{ file: bytes(12, 4) }] });
     });
 
     test('client disconnects one namespace; the other stays up on the same connection', async (t, ctx) => {

@@ -222,6 +222,18 @@ describe('rooms across two workers', () => {
     assert.equal(chatGot, 1, 'the /chat socket only got its own fence');
   });
 
+  test('polling members (sessions on either worker) receive room broadcasts', async (t, ctx) => {
+    const room = `poll-${rnd()}`;
+    const pollers = await Promise.all(Array.from({ length: 6 }, (_, i) => ctx.connect(srv, '/', { userId: `poller${i}`, transports: ['polling'] })));
+    for (const p of pollers) assert.ok((await ack(p, 'probe:join', { room })).data.rooms.includes(room));
+    const waits = pollers.map((p) => once(p, 'to-pollers'));
+    await join(w1[0], room);
+    const wsWait = w1[0].inbox.wait('to-pollers');
+    await ack(w0[0].s, 'probe:emit', { rooms: [room], event: 'to-pollers', args: [{ hi: 'pollers' }] });
+    for (const w of waits) assert.deepEqual(await w, [{ hi: 'pollers' }]);
+    assert.deepEqual(await wsWait, [{ hi: 'pollers' }]);
+  });
+
   test('a socket that disconnected is gone from its rooms; the others still receive', async (t, ctx) => {
     const room = `gone-${rnd()}`;
     const leaving = await ctx.connect(srv, '/', { userId: 'leaver' });

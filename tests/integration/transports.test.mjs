@@ -6,7 +6,7 @@ import http from 'node:http';
 import { after, before, describe } from 'node:test';
 import {
   test, startServer, ack, ackAll, once, workerOf, rawWs, rawPollingSession, pollingHandshake,
-  pollGet, pollPost, records, RS, token, withTimeout,
+  pollGet, pollPost, records, RS, token, withTimeout, closedWithin,
 } from './lib/harness.mjs';
 
 let srv;
@@ -192,4 +192,89 @@ test('a POST carrying several packets is processed in order', async () => {
   }
   assert.deepEqual(acks, ['431[1]', '432[2]', '433[3]']);
   await pollPost(srv, sid, '1');
+});
+
+describe('upgrade on the wire', () => {
+  // A raw polling session with one GET held, ready for an upgrade.
+  async function heldSession() {
+    const { sid } = await rawPollingSession(srv, { tok: token('upgrader') });
+    const held = pollGet(srv, sid, { timeoutMs: 8000 });
+    const ws = rawWs(srv, { query: { sid } });
+    await withTimeout(ws.opened, 5000, 'upgrade WebSocket open');
+    return { sid, held, ws };
+  }
+
+  test('2probe → 3probe, held GET answered with noop, 5 switches the session to the WebSocket', async (t, ctx) => {
+    const { sid, held, ws } = await heldSession();
+    ctx.defer(() => ws.terminate());
+    ws.send('2probe');
+    assert.deepEqual(await ws.next(), { text: '3probe' });
+    const g = await held;
+    assert.equal(g.status, 200);
+    assert.ok(records(g.text).includes('6'), `held GET answered ${JSON.stringify(g.text)}`);
+    ws.send('5');
+    ws.send('42901["bench:echo","upgraded"]');
+    assert.equal(await ws.until((x) => x.startsWith('43')), '43901["upgraded"]');
+    // polling is over for this session
+    const late = await pollGet(srv, sid);
+    assert.equal(late.status, 400);
+    assert.deepEqual(JSON.parse(late.text), { code: 3, message: 'Bad request' });
+    // and a second upgrade attempt is refused
+    const again = rawWs(srv, { query: { sid } });
+    ctx.defer(() => again.terminate());
+    const refused = await Promise.race([
+      again.opened.then(() => closedWithin(again, 3000)).catch(() => 'refused'),
+      withTimeout(again.closed, 3000, 'close').catch(() => null),
+    ]);
+    assert.ok(refused, 'second upgrade of an upgraded session must be refused or closed');
+  });
+
+  test('anything but 5 after 3probe aborts the upgrade; polling goes on', async (t, ctx) => {
+    const { sid, held, ws } = await heldSession();
+    ctx.defer(() => ws.terminate());
+    ws.send('2probe');
+    assert.deepEqual(await ws.next(), { text: '3probe' });
+    await held;
+    ws.send('42["bench:echo","not an upgrade"]');
+    assert.ok(await closedWithin(ws, 5000), 'the upgrading WebSocket is closed');
+    assert.equal((await pollPost(srv, sid, '42902["bench:echo","still polling"]')).status, 200);
+    let found = false;
+    for (let i = 0; i < 5 && !found; i++) {
+      const g = await pollGet(srv, sid);
+      assert.equal(g.status, 200, `GET ${g.status} ${g.text}`);
+      found = records(g.text).includes('43902["still polling"]');
+    }
+    assert.ok(found, 'polling session still works');
+    await pollPost(srv, sid, '1');
+  });
+
+  test('WebSocket with b64=1: binary goes out as "b<base64>" text frames', async (t, ctx) => {
+    const ws = rawWs(srv, { query: { b64: '1' } });
+    ctx.defer(() => ws.terminate());
+    await withTimeout(ws.opened, 5000, 'open');
+    assert.ok((await ws.next()).text.startsWith('0{'));
+    ws.send(`40${JSON.stringify({ token: token('b64') })}`);
+    await ws.until((x) => x.startsWith('40{'));
+    ws.send('451-903["bench:echo",{"_placeholder":true,"num":0}]');
+    ws.send(Buffer.from([0xde, 0xad, 0xbe, 0xef]));
+    assert.equal(await ws.until((x) => x.startsWith('46')), '461-903[{"_placeholder":true,"num":0}]');
+    const att = await ws.next();
+    assert.deepEqual(att, { text: 'b3q2+7w==' });
+  });
+
+  test('server pushes sent while the official client upgrades arrive once each, in order', async (t, ctx) => {
+    const s = ctx.socket(srv, '/', { transports: ['polling', 'websocket'], userId: 'racer' });
+    const upgraded = once(s.io.engine, 'upgrade', 8000);
+    const got = [];
+    const all = withTimeout(new Promise((resolve) => s.on('seq', (n) => { got.push(n); if (got.length === 60) resolve(); })), 8000, '60 events');
+    await once(s, 'connect');
+    for (let i = 0; i < 60; i++) {
+      s.emit('probe:emit', { rooms: [s.id], event: 'seq', args: [i] });
+      if (i % 10 === 9) await new Promise((r) => setTimeout(r, 5));  // spread over the upgrade
+    }
+    await all;
+    await upgraded;
+    assert.deepEqual(got, Array.from({ length: 60 }, (_, i) => i));
+    assert.equal(s.io.engine.transport.name, 'websocket');
+  });
 });

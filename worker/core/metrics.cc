@@ -69,9 +69,9 @@ Entry* get(std::string_view metric, std::string_view label) {
     if (st == 0) {
       uint32_t expected = 0;
       if (e.state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
-        memcpy(e.metric, metric.data(), metric.size());
+        metric.copy(e.metric, metric.size());  // (memcpy would be handed a null pointer for "")
         e.metric[metric.size()] = 0;
-        memcpy(e.label, label.data(), label.size());
+        label.copy(e.label, label.size());
         e.label[label.size()] = 0;
         e.state.store(2, std::memory_order_release);
         cache().emplace(std::move(key), &e);

@@ -466,6 +466,16 @@ int Master::run() {
 
   if (!cfg_->core.pid_file.empty()) unlink(cfg_->core.pid_file.c_str());
   logf(LogLevel::Notice, "master exiting");
+  // Close every handle and let libuv finish, so the loop is released cleanly.
+  close_listeners();
+  close_handle(std::move(signal_poll_));
+  close_handle(std::move(respawn_timer_));
+  close_handle(std::move(kill_timer_));
+  procs_.clear();  // their channels close
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_loop_close(&loop_);
+  close(g_signal_pipe[0]);
+  close(g_signal_pipe[1]);
   return exit_code_;
 }
 

@@ -248,9 +248,9 @@ export function buildProbe({ fresh = false } = {}) {
   // temp dir too; the headers land in <stage><prefix>/include.
   const stage = path.join(work, 'stage');
   const inst = spawnSync('cmake', ['--install', BUILD_DIR, '--prefix', prefix], {
-    env: { ...process.env, DESTDIR: stage }, encoding: 'utf8',
+    env: { ...process.env, DESTDIR: stage }, encoding: 'utf8', timeout: 120000,
   });
-  if (inst.status !== 0) throw new Error(`cmake --install failed:\n${inst.stdout}\n${inst.stderr}`);
+  if (inst.status !== 0) throw new Error(`cmake --install ${BUILD_DIR} failed (${inst.error?.message ?? `exit ${inst.status}`}):\n${inst.stdout}\n${inst.stderr}`);
   const includeDir = path.join(stage + prefix, 'include');
   for (const h of ['module.h', 'json.h']) {
     if (!fs.existsSync(path.join(includeDir, 'depth-realtime', h))) {
@@ -264,8 +264,8 @@ export function buildProbe({ fresh = false } = {}) {
   const args = ['-std=c++20', '-shared', '-fPIC', `-I${includeDir}`,
     ...pc.stdout.trim().split(/\s+/).filter(Boolean),
     '-MD', '-MF', depFile, PROBE_SOURCE, '-o', out];
-  const cc = spawnSync('g++', args, { encoding: 'utf8', cwd: work });
-  if (cc.status !== 0) throw new Error(`g++ ${args.join(' ')} failed:\n${cc.stderr}`);
+  const cc = spawnSync('g++', args, { encoding: 'utf8', cwd: work, timeout: 180000 });
+  if (cc.status !== 0) throw new Error(`g++ ${args.join(' ')} failed (${cc.error?.message ?? `exit ${cc.status}`}):\n${cc.stderr}`);
   const deps = fs.readFileSync(depFile, 'utf8').replace(/\\\n/g, ' ').split(':').slice(1).join(':')
     .trim().split(/\s+/).filter((p) => p && p !== PROBE_SOURCE).map((p) => path.resolve(work, p));
   const meta = { key, includeDir, prefix, deps, compile: ['g++', ...args].join(' ') };
@@ -460,9 +460,13 @@ function dumpLogs(title, servers) {
 //   test('name', async (t, ctx) => { const s = await ctx.connect(srv, '/'); ... })
 export function test(name, opts, fn) {
   if (typeof opts === 'function') { fn = opts; opts = {}; }
+  // node:test reports this file as the location; remember the real one.
+  const frame = new Error().stack.split('\n')[2] ?? '';
+  const where = (/\(?(?:file:\/\/)?([^()\s]+:\d+:\d+)\)?\s*$/.exec(frame)?.[1] ?? frame.trim());
   return nodeTest(name, { timeout: 20000, ...opts }, async (t) => {
     const ctx = new Scope(t);
     t.after(async () => {
+      if (!t.passed) process.stderr.write(`\n##### FAILED: "${name}" (${where})\n`);
       if (!t.passed || VERBOSE) dumpLogs(name, new Set([...liveServers, ...ctx.servers]));
       await ctx.cleanup();
     });
@@ -740,6 +744,14 @@ export function rawWs(srv, { query = {}, headers = {}, maxPayload } = {}) {
       const m = await ws.next(Math.max(1, end - Date.now()));
       if (m.text === '2' && answerPings) { ws.send('3'); continue; }
       return m;
+    }
+  };
+  // First text message matching `pred` (others are skipped, pings answered).
+  ws.until = async (pred, ms = 5000) => {
+    const end = Date.now() + ms;
+    for (;;) {
+      const m = await ws.nextText(Math.max(1, end - Date.now()));
+      if (m.text !== undefined && pred(m.text)) return m.text;
     }
   };
   ws.pending = queue;
