@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/log.h"
+#include "http/tls.h"
 
 namespace dr {
 
@@ -59,8 +60,17 @@ bool conf_parse_uint(const std::vector<std::string>& a, uint64_t& out, std::stri
 }
 
 std::string ListenAddress::text() const {
-  return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
-                                             : host + ":" + std::to_string(port);
+  std::string s = host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                                      : host + ":" + std::to_string(port);
+  return ssl ? s + " ssl" : s;
+}
+
+bool CoreConf::has_ssl() const {
+  for (auto& l : listen)
+    if (l.ssl) return true;
+  for (auto& l : metrics_listen)
+    if (l.ssl) return true;
+  return false;
 }
 
 int CoreConf::workers() const {
@@ -129,9 +139,36 @@ bool parse_listen(const std::string& s, ListenAddress& out, std::string& err) {
   return true;
 }
 
+// `listen ADDR:PORT [ssl]`
+bool parse_listen_args(const std::vector<std::string>& a, ListenAddress& addr, std::string& err) {
+  if (!parse_listen(a[0], addr, err)) return false;
+  if (a.size() > 1) {
+    if (a[1] != "ssl") {
+      err = "invalid parameter \"" + a[1] + "\", expected \"ssl\"";
+      return false;
+    }
+    addr.ssl = true;
+  }
+  return true;
+}
+
+bool set_ssl_protocols(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  bool v12 = false, v13 = false;
+  for (auto& p : a) {
+    if (p == "TLSv1.2") v12 = true;
+    else if (p == "TLSv1.3") v13 = true;
+    else {
+      err = "unsupported protocol \"" + p + "\", expected TLSv1.2 and/or TLSv1.3";
+      return false;
+    }
+  }
+  static_cast<CoreConf*>(c)->ssl_tls13_only = v13 && !v12;
+  return true;
+}
+
 bool set_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   ListenAddress addr;
-  if (!parse_listen(a[0], addr, err)) return false;
+  if (!parse_listen_args(a, addr, err)) return false;
   static_cast<CoreConf*>(c)->listen.push_back(addr);
   return true;
 }
@@ -159,7 +196,7 @@ bool set_event_log(ModuleConf* c, const std::vector<std::string>& a, std::string
 
 bool set_metrics_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   ListenAddress addr;
-  if (!parse_listen(a[0], addr, err)) return false;
+  if (!parse_listen_args(a, addr, err)) return false;
   static_cast<CoreConf*>(c)->metrics_listen.push_back(addr);
   return true;
 }
@@ -229,9 +266,17 @@ const Directive core_directives[] = {
      "JSON lines of client events (userId, event, time, ip): off, or PATH [all | sample=RATE]"},
     {"worker_shutdown_spread", M, 1, 1, set_msec<&CoreConf::worker_shutdown_spread>, "5s", true,
      "a stopping worker closes its sessions gradually over this time, so clients do not reconnect all at once"},
-    {"listen", S, 1, 1, set_listen, "0.0.0.0:3000", false, "[ADDRESS:]PORT to accept clients on; repeatable"},
-    {"metrics_listen", S, 1, 1, set_metrics_listen, "(on listen)", false,
-     "[ADDRESS:]PORT of the metrics listener (/metrics, /healthz, /readyz); repeatable"},
+    {"listen", S, 1, 2, set_listen, "0.0.0.0:3000", false,
+     "[ADDRESS:]PORT [ssl] to accept clients on; repeatable"},
+    {"metrics_listen", S, 1, 2, set_metrics_listen, "(on listen)", false,
+     "[ADDRESS:]PORT [ssl] of the metrics listener (/metrics, /healthz, /readyz); repeatable"},
+    {"ssl_certificate", S, 1, 1, set_str<&CoreConf::ssl_certificate>, "(none)", true,
+     "PEM certificate chain for listeners marked ssl; re-read on reload"},
+    {"ssl_certificate_key", S, 1, 1, set_str<&CoreConf::ssl_certificate_key>, "(none)", true,
+     "PEM private key of ssl_certificate; re-read on reload"},
+    {"ssl_protocols", S, 1, 2, set_ssl_protocols, "TLSv1.2 TLSv1.3", true, "TLS versions accepted"},
+    {"ssl_ciphers", S, 1, 1, set_str<&CoreConf::ssl_ciphers>, "(OpenSSL defaults)", true,
+     "TLS 1.2 cipher list (OpenSSL syntax)"},
     {"path", S, 1, 1, set_path, "/socket.io/", false, "URL path of the Engine.IO endpoint"},
     {"ping_interval", S, 1, 1, set_msec<&CoreConf::ping_interval>, "25s", true,
      "interval between server pings (Engine.IO pingInterval)"},
@@ -442,6 +487,18 @@ std::unique_ptr<Config> load_config(const std::string& path, const LoadOptions& 
   if (cfg->core.ping_interval == 0 || cfg->core.ping_timeout == 0) {
     err = path + ": ping_interval and ping_timeout must be greater than 0";
     return nullptr;
+  }
+  if (cfg->core.has_ssl()) {
+    // Load the certificate now, so -t and a reload catch a bad one.
+    std::string e;
+    if (cfg->core.ssl_certificate.empty() || cfg->core.ssl_certificate_key.empty()) {
+      err = path + ": a listener is marked ssl but ssl_certificate or ssl_certificate_key is missing";
+      return nullptr;
+    }
+    if (!tls::make_context(cfg->core, e)) {
+      err = path + ": " + e;
+      return nullptr;
+    }
   }
   if (cfg->core.compression_level < 1 || cfg->core.compression_level > 9) {
     err = path + ": compression_level must be from 1 to 9";

@@ -15,6 +15,7 @@ namespace dr {
 struct ListenAddress {
   std::string host;  // "0.0.0.0", "127.0.0.1", "::"
   int port = 0;
+  bool ssl = false;  // `listen 443 ssl;`
   std::string text() const;
 };
 
@@ -52,6 +53,11 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   bool http_compression = true;       // gzip/deflate of long-polling responses
   uint64_t compression_threshold = 1024;
   uint64_t compression_level = 6;
+  std::string ssl_certificate;      // PEM chain, for listeners marked ssl
+  std::string ssl_certificate_key;  // PEM key
+  std::string ssl_ciphers;          // TLS 1.2 cipher list; empty: OpenSSL's defaults
+  bool ssl_tls13_only = false;      // ssl_protocols TLSv1.3
+  bool has_ssl() const;
 
   int workers() const;  // resolves auto
 };

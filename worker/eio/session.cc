@@ -407,6 +407,7 @@ void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
   hs->headers = req.headers;
   hs->query = req.query;
   hs->issued_ms = now_ms();
+  hs->secure = c.is_tls();
   std::string sid = new_sid();
   auto session = std::make_unique<Session>(*this, sid, t, std::move(hs));
   Session& s = *session;

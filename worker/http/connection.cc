@@ -132,7 +132,16 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   }
   if (n > 0) {
     metrics::add(metrics::core().bytes_received, n);
-    c->on_data(std::string_view(buf->base, size_t(n)));
+    std::string_view data(buf->base, size_t(n));
+    if (!c->tls_) {
+      c->on_data(data);
+      return;
+    }
+    std::string plain;
+    bool ok = c->tls_->receive(data, plain);
+    if (!plain.empty()) c->on_data(plain);
+    if (!c->dirty && !c->closed_) c->host_.mark_dirty(*c);  // handshake answers, alerts
+    if (!ok) c->close_after_flush();
   }
 }
 
@@ -298,9 +307,37 @@ void Connection::send(Bytes b) {
   if (!dirty) host_.mark_dirty(*this);
 }
 
+void Connection::use_tls(const std::shared_ptr<SSL_CTX>& ctx) { tls_ = std::make_unique<tls::Session>(ctx); }
+
+// TLS: the queued plaintext becomes one ciphertext buffer (per connection:
+// encryption cannot be shared between recipients).
+void Connection::tls_encrypt_output() {
+  std::vector<Bytes> plain;
+  plain.swap(out_);
+  size_t i = 0;
+  for (; i < plain.size(); i++)
+    if (!tls_->send(*plain[i])) break;  // handshake not finished: keep the rest
+  std::string cipher;
+  tls_->take_output(cipher);
+  out_bytes_ = cipher.size();
+  if (!cipher.empty()) out_.push_back(std::make_shared<const std::string>(std::move(cipher)));
+  for (; i < plain.size(); i++) {
+    out_bytes_ += plain[i]->size();
+    held_plain_.push_back(std::move(plain[i]));
+  }
+}
+
 void Connection::flush() {
   dirty = false;
   if (closed_ || writing_) return;
+  if (tls_) {
+    // Plaintext held back during the handshake goes first.
+    if (!held_plain_.empty()) {
+      out_.insert(out_.begin(), std::make_move_iterator(held_plain_.begin()), std::make_move_iterator(held_plain_.end()));
+      held_plain_.clear();
+    }
+    tls_encrypt_output();
+  }
   if (out_.empty()) {
     if (close_after_flush_) close();
     return;
@@ -387,6 +424,7 @@ void Connection::close() {
   host_.on_closed(*this);
   if (!tcp_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
+  if (tls_ && !writing_) tls_encrypt_output();
   if (!writing_ && !out_.empty()) {  // one last try, for error answers
     std::vector<uv_buf_t> bufs;
     for (auto& b : out_) bufs.push_back(uv_buf_init(const_cast<char*>(b->data()), unsigned(b->size())));
@@ -434,7 +472,9 @@ int Connection::cb_url(llhttp_t* p, const char* at, size_t len) {
 int Connection::cb_url_complete(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
   // Only Engine.IO requests on the main listener belong to a session.
-  int slot = c->listener == Listener::Main ? c->host_.owner_slot(c->http_->req.url) : -1;
+  // (A TLS connection cannot change process; the master keeps a client's TLS
+  // connections on one worker instead.)
+  int slot = c->listener == Listener::Main && !c->tls_ ? c->host_.owner_slot(c->http_->req.url) : -1;
   if (slot >= 0) {
     c->handoff_slot_ = slot;
     return HPE_USER;

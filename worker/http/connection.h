@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "depth-realtime/module.h"
+#include "http/tls.h"
 #include "http/websocket.h"
 
 namespace dr::http {
@@ -108,6 +109,9 @@ class Connection {
 
   const std::string& address() const { return address_; }
   Listener listener = Listener::Main;  // which kind of listener accepted it
+  // Makes this a TLS connection (before start()).
+  void use_tls(const std::shared_ptr<SSL_CTX>& ctx);
+  bool is_tls() const { return tls_ != nullptr; }
   void* owner = nullptr;  // the Engine.IO session using this connection, if any
   bool dirty = false;
 
@@ -153,9 +157,12 @@ class Connection {
   bool paused_ = false;
 
   std::unique_ptr<ws::Reader> ws_;
+  std::unique_ptr<tls::Session> tls_;
+  void tls_encrypt_output();
   bool deflate_ = false;
 
   std::vector<Bytes> out_;
+  std::vector<Bytes> held_plain_;  // TLS: written before the handshake finished
   size_t out_bytes_ = 0;
   bool writing_ = false;
   bool close_after_flush_ = false;

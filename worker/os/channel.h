@@ -20,6 +20,9 @@ enum class ChannelMsg : uint32_t {
   Reload = 4,      // master -> worker: the configuration changed in ways it can apply in place
 };
 
+// Flag in the listener kind of a Connection message: the listener is TLS.
+inline constexpr uint32_t kListenerSsl = 0x100;
+
 class Channel {
  public:
   // `fd_handle`: the client connection that came with the message (owned by

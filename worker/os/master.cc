@@ -60,6 +60,7 @@ class Master;
 struct ListenerTag {
   Master* master;
   Listener kind;
+  bool ssl;
 };
 
 class Master {
@@ -109,7 +110,7 @@ bool Master::bind_one(const ListenAddress& a, Listener kind, std::vector<std::un
   {
     auto h = make_handle<uv_tcp_t>();
     uv_tcp_init(&loop_, h.get());
-    tags_.push_back(std::make_unique<ListenerTag>(ListenerTag{this, kind}));
+    tags_.push_back(std::make_unique<ListenerTag>(ListenerTag{this, kind, a.ssl}));
     h->data = tags_.back().get();
     struct sockaddr_storage ss;
     int rc = a.host.find(':') != std::string::npos
@@ -226,8 +227,25 @@ void Master::on_accept(uv_tcp_t* listener) {
     close_handle(std::move(client));
     return;
   }
-  uint32_t kind = uint32_t(static_cast<ListenerTag*>(listener->data)->kind);
-  hand_to_worker(-1, std::string_view(reinterpret_cast<const char*>(&kind), 4), std::move(client));
+  auto* tag = static_cast<ListenerTag*>(listener->data);
+  uint32_t kind = uint32_t(tag->kind) | (tag->ssl ? kListenerSsl : 0);
+  int slot = -1;
+  if (tag->ssl) {
+    // A TLS connection cannot move to the worker owning its long-polling
+    // session once encrypted, so one client address always goes to one worker.
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    uint32_t h = 2166136261u;
+    if (uv_tcp_getpeername(client.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      const uint8_t* p = ss.ss_family == AF_INET6
+                             ? reinterpret_cast<const uint8_t*>(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr)
+                             : reinterpret_cast<const uint8_t*>(&reinterpret_cast<sockaddr_in*>(&ss)->sin_addr);
+      int n = ss.ss_family == AF_INET6 ? 16 : 4;
+      for (int i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    }
+    slot = int(h % uint32_t(cfg_->core.workers()));
+  }
+  hand_to_worker(slot, std::string_view(reinterpret_cast<const char*>(&kind), 4), std::move(client));
 }
 
 void Master::on_worker_message(int from_slot, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h) {

@@ -126,6 +126,7 @@ class WorkerRuntime final : public Worker, public http::Host {
   int slot_;
   std::string conf_path_;
   LoadOptions load_;
+  tls::Context tls_ctx_;  // for listeners marked ssl; rebuilt on reload
   uv_loop_t loop_{};
   http::Limits limits_;
   eio::Server eio_;
@@ -175,6 +176,11 @@ void WorkerRuntime::reload_in_place() {
   if (!event_log::open(cfg_->core.event_log, cfg_->core.event_log_sample, err))
     logf(LogLevel::Error, "worker %d: %s", slot_, err.c_str());
   set_limits();
+  if (cfg_->core.has_ssl()) {
+    // New connections get the re-read certificate; open ones keep theirs.
+    if (auto ctx = tls::make_context(cfg_->core, err)) tls_ctx_ = ctx;
+    else logf(LogLevel::Error, "worker %d: %s; keeping the previous certificate", slot_, err.c_str());
+  }
   eio_.set_conf(cfg_->core);
   sio_.set_config(*cfg_);
   logf(LogLevel::Info, "worker %d: configuration applied in place", slot_);
@@ -188,7 +194,14 @@ void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body)
   uint32_t kind;
   memcpy(&kind, body.data(), 4);
   auto c = std::make_unique<http::Connection>(*this, limits_, std::move(tcp));
-  c->listener = kind == uint32_t(Listener::Metrics) ? Listener::Metrics : Listener::Main;
+  c->listener = (kind & 0xff) == uint32_t(Listener::Metrics) ? Listener::Metrics : Listener::Main;
+  if (kind & kListenerSsl) {
+    if (!tls_ctx_) {
+      close_handle(c->release_tcp());
+      return;
+    }
+    c->use_tls(tls_ctx_);
+  }
   http::Connection* raw = c.get();
   conns_.emplace(raw, std::move(c));
   raw->start(body.substr(4));
@@ -335,6 +348,11 @@ int WorkerRuntime::run(int channel_fd) {
 
   std::string err;
   if (!event_log::open(cfg_->core.event_log, cfg_->core.event_log_sample, err)) {
+    logf(LogLevel::Crit, "%s", err.c_str());
+    return kExitFatal;
+  }
+
+  if (cfg_->core.has_ssl() && !(tls_ctx_ = tls::make_context(cfg_->core, err))) {
     logf(LogLevel::Crit, "%s", err.c_str());
     return kExitFatal;
   }

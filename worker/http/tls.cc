@@ -1,0 +1,107 @@
+#include "http/tls.h"
+
+#include <openssl/err.h>
+
+namespace dr::tls {
+namespace {
+
+std::string last_error() {
+  unsigned long e = ERR_get_error();
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  ERR_clear_error();
+  return buf;
+}
+
+}  // namespace
+
+Context make_context(const CoreConf& conf, std::string& err) {
+  Context ctx(SSL_CTX_new(TLS_server_method()), CtxDeleter());
+  if (!ctx) {
+    err = "cannot create a TLS context: " + last_error();
+    return nullptr;
+  }
+  // Modern defaults: TLS 1.2 and 1.3 only, server cipher preference, no
+  // compression, no renegotiation.
+  SSL_CTX_set_min_proto_version(ctx.get(), conf.ssl_tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx.get(), SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);  // idle connections hold no TLS buffers
+  if (!conf.ssl_ciphers.empty() && SSL_CTX_set_cipher_list(ctx.get(), conf.ssl_ciphers.c_str()) != 1) {
+    err = "invalid ssl_ciphers \"" + conf.ssl_ciphers + "\": " + last_error();
+    return nullptr;
+  }
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), conf.ssl_certificate.c_str()) != 1) {
+    err = "cannot load ssl_certificate \"" + conf.ssl_certificate + "\": " + last_error();
+    return nullptr;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), conf.ssl_certificate_key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    err = "cannot load ssl_certificate_key \"" + conf.ssl_certificate_key + "\": " + last_error();
+    return nullptr;
+  }
+  if (SSL_CTX_check_private_key(ctx.get()) != 1) {
+    err = "ssl_certificate_key does not match ssl_certificate: " + last_error();
+    return nullptr;
+  }
+  return ctx;
+}
+
+Session::Session(const Context& ctx) : ctx_(ctx) {
+  ssl_ = SSL_new(ctx.get());
+  if (!ssl_) return;
+  in_ = BIO_new(BIO_s_mem());
+  out_ = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl_, in_, out_);
+  SSL_set_accept_state(ssl_);
+}
+
+Session::~Session() {
+  if (ssl_) SSL_free(ssl_);
+}
+
+bool Session::receive(std::string_view cipher, std::string& plain) {
+  if (!ssl_) return false;
+  BIO_write(in_, cipher.data(), int(cipher.size()));
+  char buf[16384];
+  for (;;) {
+    int n = SSL_read(ssl_, buf, sizeof buf);
+    if (n > 0) {
+      plain.append(buf, size_t(n));
+      continue;
+    }
+    int e = SSL_get_error(ssl_, n);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return true;
+    ERR_clear_error();
+    return false;  // a TLS error, or close_notify (SSL_ERROR_ZERO_RETURN)
+  }
+}
+
+bool Session::send(std::string_view plain) {
+  if (!ssl_ || !SSL_is_init_finished(ssl_)) return false;
+  size_t written = 0;
+  while (written < plain.size()) {
+    int n = SSL_write(ssl_, plain.data() + written, int(plain.size() - written));
+    if (n <= 0) {
+      ERR_clear_error();
+      return false;
+    }
+    written += size_t(n);
+  }
+  return true;
+}
+
+bool Session::take_output(std::string& cipher) {
+  size_t pending = BIO_ctrl_pending(out_);
+  if (!pending) return false;
+  size_t old = cipher.size();
+  cipher.resize(old + pending);
+  int n = BIO_read(out_, cipher.data() + old, int(pending));
+  cipher.resize(old + size_t(n > 0 ? n : 0));
+  return n > 0;
+}
+
+void Session::shutdown() {
+  if (ssl_ && SSL_is_init_finished(ssl_)) SSL_shutdown(ssl_);
+  ERR_clear_error();
+}
+
+}  // namespace dr::tls

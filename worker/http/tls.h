@@ -1,0 +1,47 @@
+// TLS with OpenSSL for any listener (`listen 443 ssl;`). The connection feeds
+// ciphertext through memory BIOs, so the rest of the stack stays unaware of it.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/config.h"
+
+namespace dr::tls {
+
+struct CtxDeleter {
+  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+};
+using Context = std::shared_ptr<SSL_CTX>;
+
+// Server context from ssl_certificate / ssl_certificate_key / ssl_protocols /
+// ssl_ciphers; null + err when a file cannot be used.
+Context make_context(const CoreConf& conf, std::string& err);
+
+// One TLS session over a byte stream.
+class Session {
+ public:
+  explicit Session(const Context& ctx);
+  ~Session();
+  bool ok() const { return ssl_ != nullptr; }
+
+  // Ciphertext from the peer; the plaintext it yields goes to `plain`.
+  // False on a TLS error or the peer's close_notify.
+  bool receive(std::string_view cipher, std::string& plain);
+  // Plaintext to send; false while the handshake still has to finish.
+  bool send(std::string_view plain);
+  // Ciphertext to write to the socket, if any.
+  bool take_output(std::string& cipher);
+  void shutdown();
+
+ private:
+  Context ctx_;  // the context must outlive the session, even across a reload
+  SSL* ssl_ = nullptr;
+  BIO* in_ = nullptr;   // owned by ssl_
+  BIO* out_ = nullptr;  // owned by ssl_
+};
+
+}  // namespace dr::tls
