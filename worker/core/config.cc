@@ -303,6 +303,8 @@ const Directive core_directives[] = {
      "largest request line plus headers (431 beyond)"},
     {"max_output_buffer", S, 1, 1, set_size<&CoreConf::max_output_buffer>, "4m", true,
      "a client whose unsent output grows past this is disconnected"},
+    {"client_batch", S, 1, 1, set_flag<&CoreConf::client_batch>, "off", true,
+     "accept the client event \"batch\" [{event, data}, ...]: each item handled as if sent alone"},
     {"websocket_compression", S, 1, 1, set_flag<&CoreConf::websocket_compression>, "on", false,
      "permessage-deflate (without context takeover) when the client offers it"},
     {"http_compression", S, 1, 1, set_flag<&CoreConf::http_compression>, "on", true,

@@ -49,6 +49,7 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   uint64_t keepalive_timeout = 75000;
   uint64_t client_max_header_size = 16 * 1024;
   uint64_t max_output_buffer = 4 * 1024 * 1024;  // a slower client is dropped
+  bool client_batch = false;  // the `batch` event: [{event, data}, ...] handled item by item
   bool websocket_compression = true;  // permessage-deflate when the client offers it
   bool http_compression = true;       // gzip/deflate of long-polling responses
   uint64_t compression_threshold = 1024;

@@ -7,6 +7,7 @@
 #include "core/event_log.h"
 #include "core/metrics.h"
 #include "core/uv_util.h"
+#include "depth-realtime/validate.h"
 
 namespace dr::sio {
 
@@ -98,6 +99,13 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
 
 void SocketImpl::ack(uint64_t ack_id, Payload reply) {
   if (gone_ || !client_) return;
+  if (auto it = batch_items_.find(ack_id); it != batch_items_.end()) {
+    auto [batch, index] = it->second;
+    batch_items_.erase(it);
+    json_t* first = json_array_get(reply.args.get(), 0);
+    batch_answer(batch, index, first ? json_share(first) : Json(json_null()));
+    return;
+  }
   Packet p;
   p.type = PacketType::Ack;
   p.nsp = ns_.name();
@@ -204,6 +212,14 @@ void SocketImpl::on_event(Packet& p) {
   metrics::add(ns_.event_counter(ev.name));
   if (event_log::enabled() && client_)
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
+  if (ev.name == "batch" && server_.config().core.client_batch) {
+    on_batch(ev);  // the envelope itself passes no middleware: only its items count
+    return;
+  }
+  dispatch(ev);
+}
+
+void SocketImpl::dispatch(Event& ev) {
   for (auto& mw : ns_.middleware) {
     if (!mw(*this, ev) || gone_) return;
   }
@@ -213,6 +229,67 @@ void SocketImpl::on_event(Packet& p) {
     if (gone_) break;
     h(*this, ev);
   }
+}
+
+// `batch [{event, data}, ...]`: each item is handled as if sent alone; with an
+// ack, the answer is {data: [each item's answer]} once every item answered.
+void SocketImpl::on_batch(Event& ev) {
+  json_t* items = json_array_get(ev.args.args.get(), 0);
+  size_t n = json_array_size(items);
+  if (!json_is_array(items) || n < 1 || n > 100) {
+    send_error(*this, ev, "INVALID_DATA", "Invalid data", "batch: must be an array of 1 to 100 items");
+    return;
+  }
+  std::optional<uint64_t> batch;
+  if (ev.ack_id) {
+    batch = next_item_ack_++;
+    batches_[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n)};
+  }
+  auto self = shared_from_this();
+  for (size_t i = 0; i < n && !gone_; i++) {
+    json_t* item = json_array_get(items, i);
+    const char* name = json_string_value(json_object_get(item, "event"));
+    Event sub;
+    sub.name = name ? name : "";
+    if (batch) {
+      sub.ack_id = next_item_ack_++;
+      batch_items_[*sub.ack_id] = {*batch, i};
+    }
+    if (!json_is_object(item) || !name || sub.name == "batch" || is_reserved_event(sub.name)) {
+      std::string details = "batch[" + std::to_string(i) + "]: " +
+                            (sub.name == "batch" ? std::string("a batch cannot hold a batch")
+                                                 : std::string("must be {event, data} with an event name"));
+      send_error(*this, sub, "INVALID_DATA", "Invalid data", details);
+      continue;
+    }
+    json_t* data = json_object_get(item, "data");
+    Json args(json_array());
+    json_array_append_new(args.get(), data ? json_incref(data) : json_null());
+    // Placeholders inside `data` keep pointing into the envelope's attachments.
+    sub.args = Payload(std::move(args), ev.args.attachments);
+    metrics::add(ns_.event_counter(sub.name));
+    if (event_log::enabled() && client_)
+      event_log::record(ns_.name(), sub.name, get("userId"), client_->session().handshake()->address, id_);
+    dispatch(sub);
+  }
+}
+
+void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer) {
+  auto it = batches_.find(batch);
+  if (it == batches_.end()) return;
+  Batch& b = it->second;
+  if (index < b.answers.size() && !b.answers[index]) {
+    b.answers[index] = std::move(answer);
+    b.pending--;
+  }
+  if (b.pending) return;
+  Json list(json_array());
+  for (auto& a : b.answers) json_array_append_new(list.get(), a ? a.release() : json_null());
+  Json data(json_object());
+  json_object_set_new(data.get(), "data", list.release());
+  uint64_t client_ack = b.client_ack;
+  batches_.erase(it);
+  ack(client_ack, Payload::of(std::move(data)));
 }
 
 void SocketImpl::on_ack(Packet& p) {

@@ -48,6 +48,9 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   friend class Server;
   void run_connect_hooks(size_t index);
   void on_event(Packet& p);
+  void dispatch(Event& ev);  // middleware, then handlers
+  void on_batch(Event& ev);
+  void batch_answer(uint64_t batch, size_t index, Json answer);
   void on_ack(Packet& p);
   // Leaves every room, fails pending acks, runs disconnect handlers.
   void on_disconnect(std::string_view reason);
@@ -64,6 +67,16 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::vector<std::pair<std::string, std::string>> data_;
   std::map<uint64_t, AckCallback> acks_;  // server -> client acks awaiting answers
   uint64_t next_ack_ = 0;
+  // A client `batch` with an ack: its items get ack ids of their own (far above
+  // any id a JavaScript client can use) whose answers are collected here.
+  struct Batch {
+    uint64_t client_ack;
+    size_t pending;
+    std::vector<Json> answers;
+  };
+  std::map<uint64_t, Batch> batches_;
+  std::map<uint64_t, std::pair<uint64_t, size_t>> batch_items_;  // item ack id -> (batch, index)
+  uint64_t next_item_ack_ = uint64_t(1) << 62;
   std::unordered_set<uint64_t> answered_;  // client ack ids answered already
 };
 
