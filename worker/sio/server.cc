@@ -103,7 +103,7 @@ void SocketImpl::ack(uint64_t ack_id, Payload reply) {
     auto [batch, index] = it->second;
     batch_items_.erase(it);
     json_t* first = json_array_get(reply.args.get(), 0);
-    batch_answer(batch, index, first ? json_share(first) : Json(json_null()));
+    batch_answer(batch, index, first ? Json(json_deep_copy(first)) : Json(json_null()), std::move(reply.attachments));
     return;
   }
   Packet p;
@@ -243,7 +243,7 @@ void SocketImpl::on_batch(Event& ev) {
   std::optional<uint64_t> batch;
   if (ev.ack_id) {
     batch = next_item_ack_++;
-    batches_[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n)};
+    batches_[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n), {}};
   }
   auto self = shared_from_this();
   for (size_t i = 0; i < n && !gone_; i++) {
@@ -274,11 +274,34 @@ void SocketImpl::on_batch(Event& ev) {
   }
 }
 
-void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer) {
+// Binary placeholders of one answer point into its own attachments; in the
+// combined answer they follow the attachments of the answers before it.
+static void shift_placeholders(json_t* v, size_t offset) {
+  if (json_is_object(v)) {
+    json_t* num = json_object_get(v, "num");
+    if (json_is_true(json_object_get(v, "_placeholder")) && json_is_integer(num)) {
+      json_integer_set(num, json_integer_value(num) + json_int_t(offset));
+      return;
+    }
+    const char* key;
+    json_t* child;
+    json_object_foreach(v, key, child) shift_placeholders(child, offset);
+  } else if (json_is_array(v)) {
+    size_t i;
+    json_t* child;
+    json_array_foreach(v, i, child) shift_placeholders(child, offset);
+  }
+}
+
+void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments) {
   auto it = batches_.find(batch);
   if (it == batches_.end()) return;
   Batch& b = it->second;
   if (index < b.answers.size() && !b.answers[index]) {
+    if (!attachments.empty()) {
+      shift_placeholders(answer.get(), b.attachments.size());
+      for (auto& a : attachments) b.attachments.push_back(std::move(a));
+    }
     b.answers[index] = std::move(answer);
     b.pending--;
   }
@@ -288,8 +311,10 @@ void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer) {
   Json data(json_object());
   json_object_set_new(data.get(), "data", list.release());
   uint64_t client_ack = b.client_ack;
+  Payload reply = Payload::of(std::move(data));
+  reply.attachments = std::move(b.attachments);
   batches_.erase(it);
-  ack(client_ack, Payload::of(std::move(data)));
+  ack(client_ack, std::move(reply));
 }
 
 void SocketImpl::on_ack(Packet& p) {

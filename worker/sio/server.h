@@ -50,7 +50,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   void on_event(Packet& p);
   void dispatch(Event& ev);  // middleware, then handlers
   void on_batch(Event& ev);
-  void batch_answer(uint64_t batch, size_t index, Json answer);
+  void batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments = {});
   void on_ack(Packet& p);
   // Leaves every room, fails pending acks, runs disconnect handlers.
   void on_disconnect(std::string_view reason);
@@ -73,6 +73,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     uint64_t client_ack;
     size_t pending;
     std::vector<Json> answers;
+    std::vector<std::string> attachments;  // of every answer, placeholders renumbered
   };
   std::map<uint64_t, Batch> batches_;
   std::map<uint64_t, std::pair<uint64_t, size_t>> batch_items_;  // item ack id -> (batch, index)
