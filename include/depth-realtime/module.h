@@ -217,6 +217,20 @@ struct Event {
   std::optional<uint64_t> ack_id; // set when the client waits for an ack
 };
 
+// ----------------------------------------------------------------- replies
+
+// {data: X} to the client's ack, when it asked for one.
+void ack_data(Socket& s, const Event& ev, Json data);
+// The contract's error answer: {error:{code,message,details?}} to the ack when
+// the client asked for one, else the `error` event with {code,message,details?}.
+void send_error(Socket& s, const Event& ev, std::string_view code, std::string_view message,
+                std::string_view details = {});
+// A copy of `value` holding only the binary attachments (of `in`) it refers
+// to, appended to `out`, its placeholders renumbered to match.
+Json copy_with_binary(const json_t* value, const std::vector<std::string>& in, std::vector<std::string>& out);
+// A one-argument payload made of part of an event (e.g. its `data` field).
+Payload payload_of(const json_t* value, const std::vector<std::string>& attachments);
+
 // ------------------------------------------------------------------- hooks
 
 struct ConnectError {

@@ -81,11 +81,3 @@ EventMiddleware middleware(const Table& table);
 
 }  // namespace dr::schema
 
-namespace dr {
-
-// The contract's error answer: {error:{code,message,details?}} to the ack when
-// the client asked for one, else the `error` event with {code,message,details?}.
-void send_error(Socket& s, const Event& ev, std::string_view code, std::string_view message,
-                std::string_view details = {});
-
-}  // namespace dr

@@ -12,6 +12,60 @@ const std::string* find(const std::vector<std::pair<std::string, std::string>>& 
 
 }  // namespace
 
+void ack_data(Socket& s, const Event& ev, Json data) {
+  if (!ev.ack_id) return;
+  Json reply(json_object());
+  json_object_set_new(reply.get(), "data", data.release());
+  s.ack(*ev.ack_id, Payload::of(std::move(reply)));
+}
+
+void send_error(Socket& s, const Event& ev, std::string_view code, std::string_view message,
+                std::string_view details) {
+  Json err(json_object());
+  json_object_set_new(err.get(), "code", json_stringn(code.data(), code.size()));
+  json_object_set_new(err.get(), "message", json_stringn(message.data(), message.size()));
+  if (!details.empty()) json_object_set_new(err.get(), "details", json_stringn(details.data(), details.size()));
+  if (ev.ack_id) {
+    Json wrap(json_object());
+    json_object_set_new(wrap.get(), "error", err.release());
+    s.ack(*ev.ack_id, Payload::of(std::move(wrap)));
+  } else {
+    s.emit("error", Payload::of(std::move(err)));
+  }
+}
+
+Json copy_with_binary(const json_t* v, const std::vector<std::string>& in, std::vector<std::string>& out) {
+  if (json_is_array(v)) {
+    Json arr(json_array());
+    size_t i;
+    json_t* item;
+    json_array_foreach(v, i, item) json_array_append_new(arr.get(), copy_with_binary(item, in, out).release());
+    return arr;
+  }
+  if (!json_is_object(v)) return json_share(const_cast<json_t*>(v));
+  const json_t* num = json_object_get(v, "num");
+  if (json_is_true(json_object_get(v, "_placeholder")) && json_is_integer(num)) {
+    json_int_t n = json_integer_value(num);
+    if (n < 0 || size_t(n) >= in.size()) return Json(json_null());
+    out.push_back(in[size_t(n)]);
+    return Json(json_pack("{s:b, s:I}", "_placeholder", 1, "num", json_int_t(out.size() - 1)));
+  }
+  Json obj(json_object());
+  const char* key;
+  json_t* item;
+  json_object_foreach(const_cast<json_t*>(v), key, item) {
+    json_object_set_new(obj.get(), key, copy_with_binary(item, in, out).release());
+  }
+  return obj;
+}
+
+Payload payload_of(const json_t* value, const std::vector<std::string>& attachments) {
+  Payload p;
+  json_array_append_new(p.args.get(), value ? copy_with_binary(value, attachments, p.attachments).release()
+                                            : json_null());
+  return p;
+}
+
 const std::string* Handshake::header(std::string_view name) const { return find(headers, name); }
 const std::string* Handshake::query_param(std::string_view name) const { return find(query, name); }
 const std::string* HttpRequest::header(std::string_view name) const { return find(headers, name); }

@@ -169,21 +169,3 @@ EventMiddleware middleware(const Table& table) {
 
 }  // namespace dr::schema
 
-namespace dr {
-
-void send_error(Socket& s, const Event& ev, std::string_view code, std::string_view message,
-                std::string_view details) {
-  Json err(json_object());
-  json_object_set_new(err.get(), "code", json_stringn(code.data(), code.size()));
-  json_object_set_new(err.get(), "message", json_stringn(message.data(), message.size()));
-  if (!details.empty()) json_object_set_new(err.get(), "details", json_stringn(details.data(), details.size()));
-  if (ev.ack_id) {
-    Json wrap(json_object());
-    json_object_set_new(wrap.get(), "error", err.release());
-    s.ack(*ev.ack_id, Payload::of(std::move(wrap)));
-  } else {
-    s.emit("error", Payload::of(std::move(err)));
-  }
-}
-
-}  // namespace dr

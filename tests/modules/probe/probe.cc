@@ -69,53 +69,11 @@ json_t* string_or_null(const std::string* s) {
   return s ? json_stringn(s->data(), s->size()) : json_null();
 }
 
-void ack_data(dr::Socket& s, const dr::Event& e, dr::Json data) {
-  if (!e.ack_id) return;
-  dr::Json reply(json_object());
-  json_object_set_new(reply.get(), "data", data.release());
-  s.ack(*e.ack_id, dr::Payload::of(std::move(reply)));
-}
 
-// As the contract's errors: to the ack when there is one, else the `error` event.
 void reply_invalid(dr::Socket& s, const dr::Event& e, const char* details) {
-  dr::Json err(json_pack("{s:s, s:s, s:s}", "code", "INVALID_DATA", "message", "Invalid data",
-                         "details", details));
-  if (e.ack_id) {
-    dr::Json reply(json_object());
-    json_object_set_new(reply.get(), "error", err.release());
-    s.ack(*e.ack_id, dr::Payload::of(std::move(reply)));
-  } else {
-    s.emit("error", dr::Payload::of(std::move(err)));
-  }
+  dr::send_error(s, e, "INVALID_DATA", "Invalid data", details);
 }
 
-// Copies `v`, renumbering its binary placeholders to index `out`, which
-// receives only the attachments `v` uses.
-dr::Json copy_with_binary(const json_t* v, const std::vector<std::string>& in,
-                          std::vector<std::string>& out) {
-  if (json_is_array(v)) {
-    dr::Json arr(json_array());
-    size_t i;
-    json_t* item;
-    json_array_foreach(v, i, item) json_array_append_new(arr.get(), copy_with_binary(item, in, out).release());
-    return arr;
-  }
-  if (!json_is_object(v)) return dr::json_share(const_cast<json_t*>(v));
-  const json_t* num = json_object_get(v, "num");
-  if (json_is_true(json_object_get(v, "_placeholder")) && json_is_integer(num)) {
-    json_int_t n = json_integer_value(num);
-    if (n < 0 || static_cast<size_t>(n) >= in.size()) return dr::Json(json_null());
-    out.push_back(in[static_cast<size_t>(n)]);
-    return dr::Json(json_pack("{s:b, s:I}", "_placeholder", 1, "num", static_cast<json_int_t>(out.size() - 1)));
-  }
-  dr::Json obj(json_object());
-  const char* key;
-  json_t* item;
-  json_object_foreach(const_cast<json_t*>(v), key, item) {
-    json_object_set_new(obj.get(), key, copy_with_binary(item, in, out).release());
-  }
-  return obj;
-}
 
 // The `args` array of the first argument as a payload of its own, with the
 // binary it refers to. Absent = no args; anything else but an array = nullopt.
@@ -124,7 +82,7 @@ std::optional<dr::Payload> args_payload(const dr::Event& e) {
   if (!args || json_is_null(args)) return dr::Payload();
   if (!json_is_array(args)) return std::nullopt;
   dr::Payload p;
-  p.args = copy_with_binary(args, e.args.attachments, p.attachments);
+  p.args = dr::copy_with_binary(args, e.args.attachments, p.attachments);
   return p;
 }
 
@@ -137,7 +95,7 @@ void on_whoami(dr::Socket& s, dr::Event& e) {
   json_object_set_new(data.get(), "userId", string_or_null(s.get("userId")));
   json_object_set_new(data.get(), "role", string_or_null(s.get("role")));
   json_object_set_new(data.get(), "rooms", string_array(s.rooms()).release());
-  ack_data(s, e, std::move(data));
+  dr::ack_data(s, e, std::move(data));
 }
 
 void on_join_leave(dr::Socket& s, dr::Event& e, bool join) {
@@ -150,7 +108,7 @@ void on_join_leave(dr::Socket& s, dr::Event& e, bool join) {
   }
   dr::Json data(json_object());
   json_object_set_new(data.get(), "rooms", string_array(s.rooms()).release());
-  ack_data(s, e, std::move(data));
+  dr::ack_data(s, e, std::move(data));
 }
 
 void on_emit(dr::Worker& w, dr::Socket& s, dr::Event& e) {
@@ -166,7 +124,7 @@ void on_emit(dr::Worker& w, dr::Socket& s, dr::Event& e) {
   std::optional<dr::Payload> args = args_payload(e);
   if (!args) return reply_invalid(s, e, "args: must be an array");
   w.broadcast(opts, *event, std::move(*args));
-  ack_data(s, e, dr::Json(json_true()));
+  dr::ack_data(s, e, dr::Json(json_true()));
 }
 
 void on_ask(dr::Socket& s, dr::Event& e) {
@@ -192,12 +150,12 @@ void on_ask(dr::Socket& s, dr::Event& e) {
     out.attachments = std::move(reply.attachments);
     sock->emit("probe:answer", std::move(out));
   });
-  ack_data(s, e, dr::Json(json_true()));
+  dr::ack_data(s, e, dr::Json(json_true()));
 }
 
 void on_disconnect(dr::Socket& s, dr::Event& e) {
   bool close = json_is_true(json_object_get(arg0(e), "close"));
-  ack_data(s, e, dr::Json(json_true()));
+  dr::ack_data(s, e, dr::Json(json_true()));
   s.disconnect(close);
 }
 
@@ -212,7 +170,7 @@ void on_volatile(dr::Socket& s, dr::Event& e) {
   for (json_int_t i = 0; i < json_integer_value(count); ++i) {
     s.emit(*event, dr::Payload::of(dr::Json(json_integer(i))), true);
   }
-  ack_data(s, e, dr::Json(json_true()));
+  dr::ack_data(s, e, dr::Json(json_true()));
 }
 
 // ------------------------------------------------------------ lifecycle
