@@ -404,14 +404,16 @@ void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
   auto hs = std::make_shared<Handshake>();
   hs->address = c.address();
   hs->url = req.url;
-  hs->headers = req.headers;
+  // The WebSocket handshake's own headers mean nothing once it is done.
+  for (auto& h : req.headers)
+    if (h.first.rfind("sec-websocket-", 0) != 0) hs->headers.push_back(h);
   hs->query = req.query;
   hs->issued_ms = now_ms();
   hs->secure = c.is_tls();
   std::string sid = new_sid();
   auto session = std::make_unique<Session>(*this, sid, t, std::move(hs));
   Session& s = *session;
-  sessions_.emplace(sid, std::move(session));
+  sessions_.emplace(s.sid(), std::move(session));
   s.handler = factory_(s);
   std::string open = open_packet(t, sid);
   if (t == Transport::Polling) {

@@ -141,7 +141,7 @@ class Server {
   int slot_;
   int workers_;
   HandlerFactory factory_;
-  std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;  // keys view the sids
   std::vector<Session*> poll_flush_;
   std::vector<std::unique_ptr<Session>> graveyard_;
   uint32_t counter_ = 0;

@@ -165,6 +165,7 @@ bool Reader::feed(std::string_view bytes) {
   int rc = wslay_event_recv(ctx_.get());
   wslay_event_send(ctx_.get());  // pongs, the answer to a close, or the close frame of a protocol error
   in_.erase(0, feed_pos_);
+  if (in_.empty()) std::string().swap(in_);  // idle connections keep no read buffer
   feed_pos_ = feed_end_ = 0;
   if (closed_) return false;
   if (rc != 0 || !wslay_event_want_read(ctx_.get())) {

@@ -118,19 +118,13 @@ void SocketImpl::ack(uint64_t ack_id, Payload reply) {
 void SocketImpl::join(std::string_view room) {
   if (in_room(room)) return;
   rooms_.emplace_back(room);
-  if (connected_) ns_.rooms_[rooms_.back()].insert(this);
+  if (connected_) ns_.index_add(this, rooms_.back());
 }
 
 void SocketImpl::leave(std::string_view room) {
   auto it = std::find(rooms_.begin(), rooms_.end(), room);
   if (it == rooms_.end()) return;
-  if (connected_) {
-    auto r = ns_.rooms_.find(*it);
-    if (r != ns_.rooms_.end()) {
-      r->second.erase(this);
-      if (r->second.empty()) ns_.rooms_.erase(r);
-    }
-  }
+  if (connected_) ns_.index_remove(this, *it);
   rooms_.erase(it);
 }
 
@@ -183,7 +177,7 @@ void SocketImpl::run_connect_hooks(size_t index) {
   connected_ = true;
   ns_.sockets_[id_] = this;
   join(id_);  // every socket is in the room named after its id
-  for (auto& r : rooms_) ns_.rooms_[r].insert(this);
+  for (auto& r : rooms_) ns_.index_add(this, r);
   server_.sockets_connected++;
   metrics::add(ns_.connections_total);
   metrics::add(ns_.connected, 1);
@@ -346,12 +340,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
-    for (auto& r : rooms_) {
-      auto it = ns_.rooms_.find(r);
-      if (it == ns_.rooms_.end()) continue;
-      it->second.erase(this);
-      if (it->second.empty()) ns_.rooms_.erase(it);
-    }
+    for (auto& r : rooms_) ns_.index_remove(this, r);
     ns_.sockets_.erase(id_);
     server_.sockets_connected--;
     metrics::add(ns_.connected, -1);
@@ -376,12 +365,30 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
   return e;
 }
 
+void Namespace::index_add(SocketImpl* s, const std::string& room) {
+  if (room != s->id_) rooms_[room].insert(s);
+}
+
+void Namespace::index_remove(SocketImpl* s, const std::string& room) {
+  auto it = rooms_.find(room);
+  if (it == rooms_.end()) return;
+  it->second.erase(s);
+  if (it->second.empty()) rooms_.erase(it);
+}
+
+template <class F>
+void Namespace::for_members(const std::string& room, F&& f) const {
+  if (auto it = rooms_.find(room); it != rooms_.end())
+    for (SocketImpl* s : it->second) f(s);
+  if (auto it = sockets_.find(room); it != sockets_.end()) f(it->second);  // its own room
+}
+
 std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
   std::vector<SocketImpl*> out;
   if (room.empty()) {
     for (auto& [id, s] : sockets_) out.push_back(s);
-  } else if (auto it = rooms_.find(std::string(room)); it != rooms_.end()) {
-    out.assign(it->second.begin(), it->second.end());
+  } else {
+    for_members(std::string(room), [&](SocketImpl* s) { out.push_back(s); });
   }
   return out;
 }
@@ -400,18 +407,14 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
     return;
   }
   if (b.opts.rooms.size() == 1) {
-    auto it = rooms_.find(b.opts.rooms[0]);
-    if (it != rooms_.end())
-      for (SocketImpl* s : it->second) send(s);
+    for_members(b.opts.rooms[0], send);
     return;
   }
   std::unordered_set<SocketImpl*> seen;  // each socket once, whatever rooms it is in
-  for (auto& r : b.opts.rooms) {
-    auto it = rooms_.find(r);
-    if (it == rooms_.end()) continue;
-    for (SocketImpl* s : it->second)
+  for (auto& r : b.opts.rooms)
+    for_members(r, [&](SocketImpl* s) {
       if (seen.insert(s).second) send(s);
-  }
+    });
 }
 
 // ---------------------------------------------------------------- client
@@ -462,6 +465,9 @@ void Client::handle(Packet& p) {
       return;
     }
     Json auth = p.data ? std::move(p.data) : Json(json_object());
+    // Clients send the same auth with every namespace: keep one copy.
+    if (last_auth_ && json_equal(auth.get(), last_auth_.get())) auth = json_share(last_auth_.get());
+    else last_auth_ = json_share(auth.get());
     auto s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
     sockets_.emplace(p.nsp, s);
     s->run_connect_hooks(0);

@@ -104,8 +104,15 @@ class Namespace {
 
  private:
   friend class SocketImpl;
+  // The room named after a socket's own id is not indexed: sockets_ answers
+  // for it (one hash node less per socket).
+  void index_add(SocketImpl* s, const std::string& room);
+  void index_remove(SocketImpl* s, const std::string& room);
+  template <class F>
+  void for_members(const std::string& room, F&& f) const;
+
   std::string name_;
-  std::unordered_map<std::string, SocketImpl*> sockets_;
+  std::unordered_map<std::string_view, SocketImpl*> sockets_;  // keys view the sockets' ids
   std::unordered_map<std::string, std::unordered_set<SocketImpl*>> rooms_;
   std::unordered_map<std::string, metrics::Entry*> event_counters_;
 };
@@ -130,6 +137,7 @@ class Client final : public eio::SessionHandler {
   eio::Session& session_;
   Decoder decoder_;
   std::map<std::string, std::shared_ptr<SocketImpl>> sockets_;  // by namespace
+  Json last_auth_;  // shared by the sockets whose CONNECT carried the same auth
 };
 
 class Server {
