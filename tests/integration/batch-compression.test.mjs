@@ -3,10 +3,15 @@
 import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import zlib from 'node:zlib';
-import { test, startServer, ack, once, request, pollingHandshake, pollPost } from './lib/harness.mjs';
+import { test, startServer, ack, once, request, pollingHandshake, pollPost, token } from './lib/harness.mjs';
 
 let srv;
-before(async () => { srv = await startServer({ workers: 2, extraServer: 'client_batch on;' }); });
+before(async () => {
+  srv = await startServer({
+    workers: 2,
+    extraServer: 'client_batch on;\nserver_batch_events user:typing project:update[kind=progress];\nserver_batch_interval 100ms;',
+  });
+});
 after(() => srv?.stop());
 
 describe('client batch', () => {
@@ -50,6 +55,33 @@ describe('client batch', () => {
     const s = await ctx.connect(srv, '/chat');
     const answer = await ack(s, 'batch', [{ event: 'bench:echo', data: { file: Buffer.from([7, 8, 9]) } }]);
     assert.deepEqual([...Buffer.from(answer.data[0].file)], [7, 8, 9]);
+  });
+});
+
+describe('server batching', () => {
+  test('batchable events reach opted-in clients as one batch, others one by one', async (t, ctx) => {
+    const batched = await ctx.connect(srv, '/chat', { auth: { token: token('b1'), batch: true } });
+    const plain = await ctx.connect(srv, '/chat', { auth: { token: token('p1') } });
+    const sender = await ctx.connect(srv, '/chat', { userId: 'sender' });
+    for (const s of [batched, plain]) await ack(s, 'probe:join', { room: 'r1' });
+    const gotBatch = once(batched, 'batch');
+    const typings = [];
+    const plainDone = new Promise((resolve) => plain.on('user:typing', (d) => { typings.push(d); if (typings.length === 3) resolve(); }));
+    const progress = new Promise((resolve) => plain.on('project:update', resolve));
+    const status = new Promise((resolve) => batched.on('project:update', resolve));
+    for (let i = 0; i < 3; i++) await ack(sender, 'probe:emit', { rooms: ['r1'], event: 'user:typing', args: [{ i }] });
+    await ack(sender, 'probe:emit', { rooms: ['r1'], event: 'project:update', args: [{ kind: 'progress', progress: 5 }] });
+    await ack(sender, 'probe:emit', { rooms: ['r1'], event: 'project:update', args: [{ kind: 'status', status: 'done' }] });
+    const [items] = await gotBatch;
+    assert.deepEqual(items, [
+      { event: 'user:typing', data: { i: 0 } }, { event: 'user:typing', data: { i: 1 } },
+      { event: 'user:typing', data: { i: 2 } }, { event: 'project:update', data: { kind: 'progress', progress: 5 } },
+    ]);
+    await plainDone;
+    assert.deepEqual(typings, [{ i: 0 }, { i: 1 }, { i: 2 }]);
+    assert.deepEqual(await progress, { kind: 'progress', progress: 5 });
+    // Not batchable (kind status): delivered directly even to the opted-in client.
+    assert.deepEqual(await status, { kind: 'status', status: 'done' });
   });
 });
 

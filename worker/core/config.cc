@@ -173,6 +173,32 @@ bool set_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& e
   return true;
 }
 
+// server_batch_events EVENT | EVENT[FIELD=VALUE] ...
+bool set_server_batch_events(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto* core = static_cast<CoreConf*>(c);
+  core->server_batch_events.clear();
+  for (auto& arg : a) {
+    CoreConf::BatchRule r;
+    auto open = arg.find('[');
+    r.event = arg.substr(0, open);
+    if (open != std::string::npos) {
+      auto eq = arg.find('=', open);
+      if (arg.back() != ']' || eq == std::string::npos || eq == open + 1) {
+        err = "invalid \"" + arg + "\", expected EVENT or EVENT[FIELD=VALUE]";
+        return false;
+      }
+      r.field = arg.substr(open + 1, eq - open - 1);
+      r.value = arg.substr(eq + 1, arg.size() - eq - 2);
+    }
+    if (r.event.empty()) {
+      err = "invalid \"" + arg + "\", expected EVENT or EVENT[FIELD=VALUE]";
+      return false;
+    }
+    core->server_batch_events.push_back(r);
+  }
+  return true;
+}
+
 // event_log off | PATH [all | sample=RATE]
 bool set_event_log(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   auto* core = static_cast<CoreConf*>(c);
@@ -305,6 +331,10 @@ const Directive core_directives[] = {
      "a client whose unsent output grows past this is disconnected"},
     {"client_batch", S, 1, 1, set_flag<&CoreConf::client_batch>, "off", true,
      "accept the client event \"batch\" [{event, data}, ...]: each item handled as if sent alone"},
+    {"server_batch_events", S, 1, -1, set_server_batch_events, "(none)", true,
+     "events coalesced per socket into one \"batch\" event for clients that connect with auth.batch: true"},
+    {"server_batch_interval", S, 1, 1, set_msec<&CoreConf::server_batch_interval>, "100ms", true,
+     "how long server batching collects events before sending them"},
     {"websocket_compression", S, 1, 1, set_flag<&CoreConf::websocket_compression>, "on", false,
      "permessage-deflate (without context takeover) when the client offers it"},
     {"http_compression", S, 1, 1, set_flag<&CoreConf::http_compression>, "on", true,

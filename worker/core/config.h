@@ -49,7 +49,14 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   uint64_t keepalive_timeout = 75000;
   uint64_t client_max_header_size = 16 * 1024;
   uint64_t max_output_buffer = 4 * 1024 * 1024;  // a slower client is dropped
-  bool client_batch = false;  // the `batch` event: [{event, data}, ...] handled item by item
+  bool client_batch = false;
+  // Server batching: events (optionally only when a field of their data has a
+  // value) coalesced per socket for clients that connect with auth.batch true.
+  struct BatchRule {
+    std::string event, field, value;
+  };
+  std::vector<BatchRule> server_batch_events;
+  uint64_t server_batch_interval = 100;  // the `batch` event: [{event, data}, ...] handled item by item
   bool websocket_compression = true;  // permessage-deflate when the client offers it
   bool http_compression = true;       // gzip/deflate of long-polling responses
   uint64_t compression_threshold = 1024;

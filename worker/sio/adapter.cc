@@ -56,6 +56,7 @@ std::string EncodedBroadcast::serialize() const {
   put_u32(out, (opts.is_volatile ? 1u : 0u));
   put_str(out, header);
   put_list(out, attachments);
+  put_str(out, batch_item);
   return out;
 }
 
@@ -67,6 +68,7 @@ bool EncodedBroadcast::parse(std::string_view bytes) {
   opts.is_volatile = r.u32() & 1u;
   header = r.str();
   attachments = r.list();
+  batch_item = r.str();
   return r.ok && r.in.empty();
 }
 

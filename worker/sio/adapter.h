@@ -19,6 +19,9 @@ struct EncodedBroadcast {
   BroadcastOptions opts;
   std::string header;
   std::vector<std::string> attachments;
+  // {"event":...,"data":...} when the event is batchable (server batching),
+  // for the recipients that asked for batches.
+  std::string batch_item;
 
   std::string serialize() const;
   bool parse(std::string_view bytes);

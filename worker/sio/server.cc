@@ -179,6 +179,7 @@ void SocketImpl::run_connect_hooks(size_t index) {
   join(id_);  // every socket is in the room named after its id
   for (auto& r : rooms_) ns_.index_add(this, r);
   server_.sockets_connected++;
+  wants_batches_ = json_is_true(json_object_get(auth_.get(), "batch"));
   metrics::add(ns_.connections_total);
   metrics::add(ns_.connected, 1);
   client_->session().connect_deadline = 0;
@@ -285,6 +286,21 @@ static void shift_placeholders(json_t* v, size_t offset) {
     json_t* child;
     json_array_foreach(v, i, child) shift_placeholders(child, offset);
   }
+}
+
+void SocketImpl::queue_batch_item(const std::string& item) {
+  if (batch_buf_.empty()) server_.batch_pending(weak_from_this());
+  else batch_buf_.push_back(',');
+  batch_buf_ += item;
+}
+
+void SocketImpl::flush_batch() {
+  if (batch_buf_.empty() || gone_ || !client_) return;
+  std::string header = "2";
+  if (ns_.name() != "/") header += ns_.name() + ",";
+  header += "[\"batch\",[" + batch_buf_ + "]]";
+  batch_buf_.clear();
+  client_->send_encoded(encode_packets(header, {}), false);
 }
 
 void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments) {
@@ -400,7 +416,9 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
     return false;
   };
   auto send = [&](SocketImpl* s) {
-    if (s->client_ && !excluded(s)) s->client_->send_encoded(packets, b.opts.is_volatile);
+    if (!s->client_ || excluded(s)) return;
+    if (s->wants_batches_ && !b.batch_item.empty()) s->queue_batch_item(b.batch_item);
+    else s->client_->send_encoded(packets, b.opts.is_volatile);
   };
   if (b.opts.rooms.empty()) {
     for (auto& [id, s] : sockets_) send(s);
@@ -561,8 +579,26 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
   b.opts = opts;
   b.header = encode(p);
   b.attachments = std::move(p.attachments);
+  if (b.attachments.empty()) b.batch_item = batch_item(event, args);
   metrics::add(metrics::core().broadcasts);
   adapter_->broadcast(b);
+}
+
+// {"event":E,"data":D} when a server_batch_events rule takes this event.
+std::string Server::batch_item(std::string_view event, const Payload& args) const {
+  json_t* data = json_array_get(args.args.get(), 0);
+  for (auto& r : cfg_->core.server_batch_events) {
+    if (r.event != event) continue;
+    if (!r.field.empty()) {
+      const char* v = json_string_value(json_object_get(data, r.field.c_str()));
+      if (!v || r.value != v) continue;
+    }
+    Json item(json_object());
+    json_object_set_new(item.get(), "event", json_stringn(event.data(), event.size()));
+    json_object_set(item.get(), "data", data ? data : json_null());
+    return json_text(item.get());
+  }
+  return {};
 }
 
 void Server::deliver(const EncodedBroadcast& b) {
@@ -576,6 +612,13 @@ void Server::schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s,
 }
 
 void Server::tick(int64_t now) {
+  if (!batch_pending_.empty() && now >= next_batch_flush_) {
+    auto pending = std::move(batch_pending_);
+    batch_pending_.clear();
+    for (auto& w : pending)
+      if (auto s = w.lock()) s->flush_batch();
+    next_batch_flush_ = now + int64_t(cfg_->core.server_batch_interval);
+  }
   while (!ack_timeouts_.empty() && ack_timeouts_.begin()->first <= now) {
     auto [weak, id] = ack_timeouts_.begin()->second;
     ack_timeouts_.erase(ack_timeouts_.begin());

@@ -51,6 +51,9 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   void dispatch(Event& ev);  // middleware, then handlers
   void on_batch(Event& ev);
   void batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments = {});
+  // Server batching: items wait here until the server's next batch flush.
+  void queue_batch_item(const std::string& item);
+  void flush_batch();
   void on_ack(Packet& p);
   // Leaves every room, fails pending acks, runs disconnect handlers.
   void on_disconnect(std::string_view reason);
@@ -78,6 +81,8 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::map<uint64_t, Batch> batches_;
   std::map<uint64_t, std::pair<uint64_t, size_t>> batch_items_;  // item ack id -> (batch, index)
   uint64_t next_item_ack_ = uint64_t(1) << 62;
+  bool wants_batches_ = false;  // auth.batch was true
+  std::string batch_buf_;       // items, comma-separated
   std::unordered_set<uint64_t> answered_;  // client ack ids answered already
 };
 
@@ -162,6 +167,7 @@ class Server {
   void set_config(const Config& cfg) { cfg_ = &cfg; }  // a reload applied in place
   std::string new_socket_id();
   void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);
+  void batch_pending(std::weak_ptr<SocketImpl> s) { batch_pending_.push_back(std::move(s)); }
   uint64_t sockets_connected = 0;
 
  private:
@@ -169,6 +175,9 @@ class Server {
   std::vector<std::unique_ptr<Namespace>> namespaces_;
   std::unique_ptr<Adapter> adapter_;
   std::multimap<int64_t, std::pair<std::weak_ptr<SocketImpl>, uint64_t>> ack_timeouts_;
+  std::vector<std::weak_ptr<SocketImpl>> batch_pending_;
+  int64_t next_batch_flush_ = 0;
+  std::string batch_item(std::string_view event, const Payload& args) const;
 };
 
 // Encodes a Socket.IO packet as Engine.IO message packets (header + attachments).
