@@ -113,6 +113,8 @@ class Connection {
   void use_tls(const std::shared_ptr<SSL_CTX>& ctx);
   bool is_tls() const { return tls_ != nullptr; }
   void* owner = nullptr;  // the Engine.IO session using this connection, if any
+  const uint64_t serial = next_serial_++;  // unique in this process
+  static inline uint64_t next_serial_ = 1;
   bool dirty = false;
 
  private:

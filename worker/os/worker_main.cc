@@ -260,13 +260,21 @@ void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
     hr.headers = req.headers;
     hr.body = std::move(req.body);
     hr.address = c.address();
-    // The answer may come later; the connection may be gone by then.
-    auto alive = std::make_shared<bool>(true);
+    // The answer may come later; the connection may be gone by then (and its
+    // address reused: the serial tells).
     http::Connection* conn = &c;
-    r.handler(hr, [this, conn](HttpResponse res) {
-      if (!conns_.count(conn) || conn->closed()) return;
+    uint64_t serial = c.serial;
+    HttpRespond respond = [this, conn, serial](HttpResponse res) {
+      auto it = conns_.find(conn);
+      if (it == conns_.end() || conn->serial != serial || conn->closed()) return;
       conn->respond(res.status, res.content_type, res.body, res.headers);
-    });
+    };
+    try {
+      r.handler(hr, respond);
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "route %s %s: %s", req.method.c_str(), req.path.c_str(), e.what());
+      respond({500, "application/json", {}, R"({"error":{"code":"INTERNAL","message":"Internal error"}})"});
+    }
     return;
   }
   if (path_known) {

@@ -152,7 +152,7 @@ void SocketImpl::run_connect_hooks(size_t index) {
   if (gone_ || !client_) return;
   if (index < ns_.connect_hooks.size()) {
     auto once = std::make_shared<bool>(false);
-    ns_.connect_hooks[index](*this, [weak = weak_from_this(), index, once](std::optional<ConnectError> err) {
+    ConnectNext next = [weak = weak_from_this(), index, once](std::optional<ConnectError> err) {
       if (*once) return;
       *once = true;
       auto s = weak.lock();
@@ -170,7 +170,13 @@ void SocketImpl::run_connect_hooks(size_t index) {
       Client* c = s->client_;
       c->send(p);
       c->remove(s->ns_.name());
-    });
+    };
+    try {
+      ns_.connect_hooks[index](*this, next);
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "connect hook on %s: %s", ns_.name().c_str(), e.what());
+      next(ConnectError{"Authentication failed", Json(json_pack("{s:s}", "code", "AUTH_FAILED"))});
+    }
     return;
   }
   // Every hook agreed: the socket is connected.
@@ -189,9 +195,13 @@ void SocketImpl::run_connect_hooks(size_t index) {
   p.data = object_with("sid", id_);
   client_->send(p);
   auto self = shared_from_this();
-  for (auto& h : ns_.connection_handlers) {
-    if (gone_) break;
-    h(*this);
+  try {
+    for (auto& h : ns_.connection_handlers) {
+      if (gone_) break;
+      h(*this);
+    }
+  } catch (const std::exception& e) {
+    logf(LogLevel::Error, "connection handler on %s: %s", ns_.name().c_str(), e.what());
   }
 }
 
@@ -214,15 +224,25 @@ void SocketImpl::on_event(Packet& p) {
   dispatch(ev);
 }
 
+// A module's failure is the client's SOCKET_ERROR (contract §4), never the
+// worker's: no exception may cross back into libuv.
 void SocketImpl::dispatch(Event& ev) {
-  for (auto& mw : ns_.middleware) {
-    if (!mw(*this, ev) || gone_) return;
-  }
-  auto it = ns_.handlers.find(ev.name);
-  if (it == ns_.handlers.end()) return;
-  for (auto& h : it->second) {
-    if (gone_) break;
-    h(*this, ev);
+  try {
+    for (auto& mw : ns_.middleware) {
+      if (!mw(*this, ev) || gone_) return;
+    }
+    auto it = ns_.handlers.find(ev.name);
+    if (it == ns_.handlers.end()) return;
+    for (auto& h : it->second) {
+      if (gone_) break;
+      h(*this, ev);
+    }
+  } catch (const std::exception& e) {
+    logf(LogLevel::Error, "event \"%s\" on %s: %s", ev.name.c_str(), ns_.name().c_str(), e.what());
+    if (!gone_) send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", e.what());
+  } catch (...) {
+    logf(LogLevel::Error, "event \"%s\" on %s: unknown exception", ev.name.c_str(), ns_.name().c_str());
+    if (!gone_) send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred");
   }
 }
 
@@ -365,8 +385,13 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   acks_.clear();
   for (auto& [id, cb] : pending)
     if (cb) cb(true, Payload());
-  if (was_connected)
-    for (auto& h : ns_.disconnect_handlers) h(*this, reason);
+  if (was_connected) {
+    try {
+      for (auto& h : ns_.disconnect_handlers) h(*this, reason);
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "disconnect handler on %s: %s", ns_.name().c_str(), e.what());
+    }
+  }
   client_ = nullptr;
 }
 
