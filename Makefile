@@ -7,7 +7,7 @@ CONF       ?= conf/depth-realtime.conf
 # Development secret for `make run` only; production reads JWT_SECRET from the environment.
 export JWT_SECRET ?= dev-secret-change-me
 
-.PHONY: all build asan deps run test unit integration bench clean
+.PHONY: all build asan deps run test unit integration bench clean deb rpm package-test directive-docs
 
 all: build
 
@@ -44,3 +44,22 @@ bench: build
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+# Packages (packaging/, docs/install.md), built from a copy of the tree into
+# build-pkg/: `make deb` -> build-pkg/deb/*.deb, `make rpm` -> build-pkg/rpm/RPMS/*/*.rpm.
+PKG_OUT ?= build-pkg
+
+deb:
+	OUT=$(PKG_OUT) JOBS=$(JOBS) packaging/build-packages.sh deb
+
+rpm:
+	OUT=$(PKG_OUT) JOBS=$(JOBS) packaging/build-packages.sh rpm
+
+# Builds both, lints them, installs the .deb into a Debian 12 root booted with
+# systemd-nspawn and the .rpm into a scratch root (root only; about 5 minutes).
+package-test:
+	OUT=$(PKG_OUT) tests/package/run.sh
+
+# Regenerates docs/directives.md and packaging/depth-realtime.conf.5 from `-T`.
+directive-docs: build
+	packaging/gen-directive-docs.sh $(BUILD)

@@ -258,11 +258,18 @@ TEST(SioDecode, RejectsBadAckId) {
   EXPECT_TRUE(rejects("2" + std::string(10000, '1') + "[\"a\"]"));  // absurd
 }
 
-TEST(SioDecode, RejectsJsonJanssonCannotRepresent) {
-  // Node accepts these; jansson refuses integers beyond int64 and lone
-  // surrogates, so they are protocol errors here.
-  EXPECT_TRUE(rejects(R"(2["a",18446744073709551616])"));
-  EXPECT_TRUE(rejects(R"(2["a","\ud800"])"));
+TEST(SioDecode, AcceptsJsonJavaScriptSendsThatJanssonRefusesAsIs) {
+  // Node accepts these: integers beyond int64 (read as doubles, as in
+  // JavaScript) and lone surrogates (read as U+FFFD).
+  Decoder d;
+  Packet p;
+  std::string err;
+  ASSERT_EQ(d.add_text(R"(2["a",18446744073709551616])", p, err), Decoder::Result::Packet) << err;
+  EXPECT_DOUBLE_EQ(json_number_value(json_array_get(p.data.get(), 1)), 18446744073709551616.0);
+  ASSERT_EQ(d.add_text(R"(2["a","x\ud800y","\ud83d\ude00"])", p, err), Decoder::Result::Packet) << err;
+  EXPECT_STREQ(json_string_value(json_array_get(p.data.get(), 1)), "x\xEF\xBF\xBDy");
+  EXPECT_STREQ(json_string_value(json_array_get(p.data.get(), 2)), "\xF0\x9F\x98\x80");  // a valid pair stays
+  EXPECT_TRUE(rejects(R"(2["a","\ud800)"));  // still JSON, or an error
 }
 
 // ---- binary reassembly ---------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <cstdarg>
 #include <cstring>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 namespace dr {
@@ -37,17 +38,43 @@ int open_target(const std::string& target) {
   return ::open(target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
 
+// Under systemd (stderr is the journal), a line starts with its syslog
+// priority, <3> for errors, and the journal adds the time.
+int syslog_priority(LogLevel l) {
+  switch (l) {
+    case LogLevel::Debug: return 7;
+    case LogLevel::Info: return 6;
+    case LogLevel::Notice: return 5;
+    case LogLevel::Warn: return 4;
+    case LogLevel::Error: return 3;
+    case LogLevel::Crit: return 2;
+  }
+  return 6;
+}
+
+bool to_journal() {
+  static const bool journal = getenv("JOURNAL_STREAM") != nullptr;
+  return journal && g_log.fd == STDERR_FILENO;
+}
+
 }  // namespace
 
 void log(LogLevel level, std::string_view text) {
   if (level < g_log.min) return;
   char head[96];
-  time_t now = time(nullptr);
-  struct tm tm;
-  localtime_r(&now, &tm);
-  size_t n = strftime(head, sizeof head, "%Y/%m/%d %H:%M:%S", &tm);
-  int m = snprintf(head + n, sizeof head - n, " [%s] %d#%d: ", level_name(level), (int)getpid(),
-                   g_log.slot < 0 ? 0 : g_log.slot);
+  size_t n = 0;
+  if (to_journal()) {
+    n = size_t(snprintf(head, sizeof head, "<%d>", syslog_priority(level)));
+  } else {
+    time_t now = time(nullptr);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    n = strftime(head, sizeof head, "%Y/%m/%d %H:%M:%S ", &tm);
+  }
+  // "1234#0:" for worker 0, "1234#master:" for the master.
+  char who[24] = "master";
+  if (g_log.slot >= 0) snprintf(who, sizeof who, "%d", g_log.slot);
+  int m = snprintf(head + n, sizeof head - n, "[%s] %d#%s: ", level_name(level), (int)getpid(), who);
   std::string line;
   line.reserve(n + m + text.size() + 1);
   line.append(head, n + m).append(text).push_back('\n');

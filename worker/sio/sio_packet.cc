@@ -7,6 +7,58 @@ namespace dr::sio {
 
 namespace {
 
+int hex4(std::string_view s, size_t at) {
+  if (at + 4 > s.size()) return -1;
+  int v = 0;
+  for (size_t k = at; k < at + 4; k++) {
+    char c = s[k];
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+}  // namespace
+
+// Rewrites \uD800-\uDFFF escapes that are not part of a valid pair as
+// \uFFFD. Returns false when there was none (the text is bad for another reason).
+bool replace_lone_surrogates(std::string_view in, std::string& out) {
+  bool changed = false;
+  out.clear();
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); i++) {
+    if (in[i] != '\\' || i + 1 >= in.size()) {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (in[i + 1] != 'u') {  // another escape: copy both characters
+      out.push_back(in[i]);
+      out.push_back(in[++i]);
+      continue;
+    }
+    int v = hex4(in, i + 2);
+    if (v >= 0xD800 && v <= 0xDBFF) {
+      int low = i + 7 < in.size() && in[i + 6] == '\\' && in[i + 7] == 'u' ? hex4(in, i + 8) : -1;
+      if (low >= 0xDC00 && low <= 0xDFFF) {  // a valid pair: keep it
+        out.append(in.substr(i, 12));
+        i += 11;
+        continue;
+      }
+    }
+    if (v >= 0xD800 && v <= 0xDFFF) {
+      out.append("\\ufffd");
+      changed = true;
+      i += 5;
+      continue;
+    }
+    out.push_back(in[i]);
+  }
+  return changed;
+}
+
+namespace {
+
 // More digits than this in an ack id is garbage (UINT64_MAX has 20).
 constexpr size_t kMaxIdDigits = 20;
 // Attachment counts stop accumulating above this (far past any sane limit).
@@ -199,6 +251,18 @@ Decoder::Result Decoder::add_text(std::string_view s, Packet& out, std::string& 
   // as by JSON.parse; anything else after it fails the parse).
   if (i < s.size()) {
     p.data = json_parse(s.substr(i));
+    if (!p.data) {
+      // JavaScript strings may hold lone surrogates, which JSON.stringify
+      // escapes ("\ud83d") and jansson refuses: read them as U+FFFD, as a
+      // UTF-8 decoder would, rather than drop the client.
+      std::string fixed;
+      std::string_view text = s.substr(i);
+      if (replace_lone_surrogates(text, fixed)) text = fixed;
+      // Integers beyond int64 (JavaScript sends 2**64 as 18446744073709552000)
+      // are read as doubles, which is what they are in JavaScript anyway.
+      p.data = Json(json_loadb(text.data(), text.size(), JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                               nullptr));
+    }
     if (!p.data) {
       err = "invalid JSON data";
       return Result::Error;

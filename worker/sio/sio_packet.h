@@ -24,6 +24,10 @@ struct Packet {
   std::vector<std::string> attachments;  // binary values; placeholders stay in `data`
 };
 
+// JSON text with lone UTF-16 surrogate escapes replaced by \uFFFD; false if
+// there were none.
+bool replace_lone_surrogates(std::string_view in, std::string& out);
+
 // Reserved event names a client may not send (section 9 of the spec).
 bool is_reserved_event(std::string_view name);
 
