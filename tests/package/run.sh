@@ -49,9 +49,12 @@ end_step() {
   STEP=
 }
 skip_step() { echo "SKIPPED: $2"; STEP=$1; STEP_T0=$(date +%s.%N); end_step SKIPPED; }
-ok() { echo "  ok: $*"; }
+PASS_N=0
+FAIL_N=0
+ok() { echo "  ok: $*"; PASS_N=$((PASS_N + 1)); }
 die() {
   echo "  FAIL: $*" >&2
+  FAIL_N=$((FAIL_N + 1))
   [ -n "$STEP" ] && end_step FAIL
   exit 1
 }
@@ -85,6 +88,8 @@ cleanup() {
   echo "=== summary (total $(elapsed)s, compile ${COMPILE_S:-0}s)"
   printf '%s\n' "${SUMMARY[@]}"
   if [ $rc = 0 ]; then echo "PACKAGE TEST PASSED"; else echo "PACKAGE TEST FAILED (rc $rc)"; fi
+  [ $rc = 0 ] || [ $FAIL_N -gt 0 ] || FAIL_N=1
+  echo "package: $PASS_N passed, $FAIL_N failed"
   exit $rc
 }
 trap cleanup EXIT
