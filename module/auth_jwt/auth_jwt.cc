@@ -506,6 +506,7 @@ void authenticate(dr::Worker& w, const dr::Module& self, dr::Socket& socket, con
     if (!v.ok) {
       dr::logf(dr::LogLevel::Info, "auth_jwt: %s refused for %s: %s (%s)", socket.nsp().c_str(),
                socket.handshake().address.c_str(), kCodes[v.code].code, v.why.c_str());
+      w.metric_add("depth_realtime_auth_failures_total", dr::metric_label("code", kCodes[v.code].code));
       next(connect_error(*conf, v.code));
       return;
     }
@@ -517,6 +518,7 @@ void authenticate(dr::Worker& w, const dr::Module& self, dr::Socket& socket, con
     // Only the first next() counts, so a second call after a throw is harmless.
     try {
       AuthConf fallback;
+      w.metric_add("depth_realtime_auth_failures_total", dr::metric_label("code", kCodes[kAuthFailed].code));
       next(connect_error(conf ? *conf : fallback, kAuthFailed));
     } catch (...) {
     }
@@ -534,6 +536,8 @@ bool check_conf(dr::ModuleConf* conf, std::string& err) {
 void exit_worker(dr::Worker&, const dr::Module&) {}
 
 bool init_worker(dr::Worker& w, const dr::Module& self) {
+  w.metric_declare("depth_realtime_auth_failures_total", dr::MetricType::Counter,
+                   "Namespace CONNECTs refused by auth_jwt, by error code");
   for (const std::string& nsp : w.namespaces()) {
     const auto* conf = static_cast<const AuthConf*>(w.conf(self, nsp));
     std::string err;
