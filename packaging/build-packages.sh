@@ -48,7 +48,7 @@ copy_tree() {
 
 build_deb() {
   need debhelper dpkg-dev fakeroot cmake pkgconf libuv1-dev libjansson-dev libjwt-dev \
-       libhiredis-dev libwslay-dev libssl-dev zlib1g-dev libsystemd-dev node-llhttp
+       libhiredis-dev libmsgpack-dev libwslay-dev libssl-dev zlib1g-dev libsystemd-dev node-llhttp
   local chver
   chver=$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)
   if [ "${chver%%[+~-]*}" != "$VERSION" ]; then
@@ -65,7 +65,7 @@ build_deb() {
 }
 
 build_rpm() {
-  need rpm cmake pkgconf libuv1-dev libjansson-dev libjwt-dev libhiredis-dev libwslay-dev \
+  need rpm cmake pkgconf libuv1-dev libjansson-dev libjwt-dev libhiredis-dev libmsgpack-dev libwslay-dev \
        libssl-dev zlib1g-dev libsystemd-dev node-llhttp
   local specver
   specver=$(sed -n 's/^Version:[[:space:]]*//p' packaging/rpm/depth-realtime.spec)

@@ -8,6 +8,7 @@
 //
 //   dr_loadgen idle --port 3000 --secret S --connections 10000 --server-pid-tree PID
 //   dr_loadgen echo --port 3000 --secret S --connections 200 --rate 50 --duration 10
+//   dr_loadgen fanout --port 3000 --port2 3001 --secret S --connections 1000 --rate 20 --duration 10
 //
 // Adding a scenario: derive from ScenarioBase, implement start() and report(),
 // react to Fleet callbacks (on_ready, on_established, on_sio, on_lost), and add
@@ -220,6 +221,9 @@ struct Options {
   std::string echo_nsp = "/";
   uint32_t max_outstanding = 1000;
   double drain_s = 5;
+  // fanout
+  int port2 = 0;  // a second server (another process of the cluster); 0: all on --port
+  std::string room = "bench-fanout";
 };
 
 void usage() {
@@ -228,6 +232,8 @@ void usage() {
       "scenarios:\n"
       "  idle   open N connections, hold them, sample the server, close\n"
       "  echo   M connections send acked bench:echo events for D seconds\n"
+      "  fanout N connections over --port and --port2 join one room; one of them\n"
+      "         broadcasts bench:msg to it at --rate per second for D seconds\n"
       "options:\n"
       "  --host H                 loopback address (127.0.0.1, ::1, localhost)\n"
       "  --port N                 server port (required)\n"
@@ -247,6 +253,8 @@ void usage() {
       "  --payload BYTES          echo: padding in each event (64)\n"
       "  --echo-nsp NSP           echo: namespace to send on (/)\n"
       "  --max-outstanding N      echo: per connection, beyond it sends are skipped (1000)\n"
+      "  --port2 N                fanout: second server; connections alternate between the two\n"
+      "  --room NAME              fanout: the room (bench-fanout)\n"
       "  --quiet                  no progress on stderr\n",
       stderr);
 }
@@ -338,6 +346,8 @@ bool parse_options(int argc, char** argv, Options& o) {
     }
     else if (name == "--max-outstanding") ok = parse_number(value, o.max_outstanding) && o.max_outstanding > 0;
     else if (name == "--drain") ok = parse_number(value, o.drain_s);
+    else if (name == "--port2") ok = parse_number(value, o.port2) && o.port2 > 0 && o.port2 < 65536;
+    else if (name == "--room") ok = !(o.room = value).empty() && value.find_first_of("\"\\") == std::string::npos;
     else {
       std::fprintf(stderr, "loadgen: unknown option %s\n", name.c_str());
       return false;
@@ -1572,9 +1582,195 @@ class EchoScenario : public ScenarioBase {
   double self_cpu_start_ = 0, self_cpu_echo_ms_ = 0;
 };
 
+// fanout: N connections, alternating between two servers (two processes of
+// one cluster, e.g. sharing a Redis), join one room; connection 0 broadcasts
+// `bench:msg` {t, seq, pad} to it with bench:broadcast at a fixed rate. Every
+// member should get every message once: delivered messages per second, the
+// latency from the publisher's send to each delivery, and the servers' CPU
+// time per delivered message.
+class FanoutScenario : public ScenarioBase {
+ public:
+  explicit FanoutScenario(Context& ctx)
+      : ScenarioBase(ctx, first_half(ctx)),
+        fleet2_(ctx.loop, second_config(ctx), total(ctx) - first_half(ctx), *this),
+        tick_(ctx.loop) {
+    pad_.assign(ctx.opt.payload_bytes, 'x');
+    interval_ns_ = uint64_t(1e9 / (ctx.opt.rate > 0 ? ctx.opt.rate : 20));
+  }
+
+  void start() override {
+    progress("fanout: opening %zu + %zu connections", fleet_.size(), fleet2_.size());
+    fleet_.open();
+    if (fleet2_.size()) fleet2_.open();
+    else ++established_;
+  }
+
+  void on_ready(Conn& c) override {
+    // Joins the room; the ack (id 0) counts it as a member.
+    fleet(c).send_text(c, sio_text('2', "/", 0, "[\"bench:join\",{\"room\":\"" + ctx_.opt.room + "\"}]"));
+  }
+
+  void on_established() override {
+    if (++established_ < 2) return;
+    log_established();
+    progress("fanout: %zu joined, waiting for the rest", joined_);
+    maybe_start();
+  }
+
+  void on_sio(Conn&, const SioPacket& p) override {
+    if (p.type == '3' && p.ack_id == 0 && !measuring_ && !published_) {  // bench:join answered
+      ++joined_;
+      return maybe_start();
+    }
+    if (p.type != '2' || p.data.rfind("[\"bench:msg\"", 0) != 0) return;
+    size_t t = p.data.find("\"t\":");
+    if (t == std::string_view::npos) return;
+    uint64_t sent = 0;
+    std::from_chars(p.data.data() + t + 4, p.data.data() + p.data.size(), sent);
+    const uint64_t now = now_ns();
+    ++received_;
+    if (sent >= measure_start_ns_ && sent < measure_end_ns_) {
+      ++delivered_;
+      latency_us_.add((now - sent) / 1000);
+    }
+    if (draining_ && received_ >= expected_total()) finish();
+  }
+
+  void on_lost(Conn&) override {}
+
+  std::string report() const override {
+    JsonObject j = report_head("fanout");
+    const double secs = ctx_.opt.duration_s;
+    std::optional<double> cpu_ms, cpu_per_msg;
+    if (cpu_start_ && cpu_end_) cpu_ms = ServerProbe::ticks_to_ms(cpu_end_->cpu_ticks - cpu_start_->cpu_ticks);
+    if (cpu_ms && delivered_ > 0) cpu_per_msg = *cpu_ms * 1000.0 / double(delivered_);
+    auto ms = [&](double p) -> std::optional<double> {
+      auto v = latency_us_.percentile(p);
+      return v ? std::optional(*v / 1000.0) : std::nullopt;
+    };
+    const size_t members = joined_at_start_;
+    j.integer("port2", ctx_.opt.port2)
+        .integer("connections_total", int64_t(fleet_.size() + fleet2_.size()))
+        .integer("connections_first", int64_t(fleet_.ready()))
+        .integer("connections_second", int64_t(fleet2_.ready()))
+        .integer("members", int64_t(members))
+        .number("publish_rate", 1e9 / double(interval_ns_), 1)
+        .integer("payload_bytes", int64_t(ctx_.opt.payload_bytes))
+        .number("duration_seconds", secs, 1)
+        .integer("published", int64_t(published_))
+        .integer("expected_deliveries", int64_t(published_ * members))
+        .integer("delivered", int64_t(delivered_))
+        .number("delivered_ratio", published_ && members ? std::optional(double(delivered_) / double(published_ * members)) : std::nullopt, 4)
+        .number("delivered_per_sec", measured_ ? std::optional(double(delivered_) / secs) : std::nullopt, 0)
+        .number("latency_p50_ms", ms(50))
+        .number("latency_p90_ms", ms(90))
+        .number("latency_p99_ms", ms(99))
+        .number("latency_max_ms", latency_us_.count() ? std::optional(double(latency_us_.max()) / 1000.0) : std::nullopt)
+        .number("cpu_servers_ms", cpu_ms, 1)
+        .number("cpu_per_delivered_us", cpu_per_msg, 3)
+        .number("rss_after_kb", cpu_end_ ? std::optional(double(cpu_end_->rss_kb)) : std::nullopt, 0)
+        .number("loadgen_cpu_ms", measured_ ? std::optional(self_cpu_measure_ms_) : std::nullopt, 1)
+        .integer("lost_second", int64_t(fleet2_.lost()))
+        .integer("failures_second", int64_t(fleet2_.failed()));
+    report_tail(j);
+    return j.text();
+  }
+
+ private:
+  static size_t total(const Context& ctx) { return ctx.opt.connections ? ctx.opt.connections : 1000; }
+  static size_t first_half(const Context& ctx) { return ctx.opt.port2 ? (total(ctx) + 1) / 2 : total(ctx); }
+  static FleetConfig second_config(const Context& ctx) {
+    FleetConfig f = ctx.fleet;
+    if (f.addr.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&f.addr)->sin6_port = htons(uint16_t(ctx.opt.port2));
+    else reinterpret_cast<sockaddr_in*>(&f.addr)->sin_port = htons(uint16_t(ctx.opt.port2));
+    return f;
+  }
+  Fleet& fleet(Conn& c) { return c.fleet == &fleet2_ ? fleet2_ : fleet_; }
+  uint64_t expected_total() const { return published_ * joined_at_start_; }
+
+  void maybe_start() {
+    if (started_ || established_ < 2 || joined_ < fleet_.ready() + fleet2_.ready()) return;
+    started_ = true;
+    if (joined_ == 0 || fleet_.conn(0).state != ConnState::Ready) return finish();
+    joined_at_start_ = joined_;
+    // Subscriptions to the room are asynchronous on the servers: let them settle.
+    phase_timer_.start(uint64_t(ctx_.opt.settle_s * 1000), 0, [this] { begin(); });
+    progress("fanout: %zu members; publishing in %.1fs", joined_, ctx_.opt.settle_s);
+  }
+
+  void begin() {
+    const auto& o = ctx_.opt;
+    progress("fanout: %.1f messages/s to %zu members for %.1fs", 1e9 / double(interval_ns_), joined_at_start_,
+             o.duration_s);
+    cpu_start_ = ctx_.probe.sample();
+    self_cpu_start_ = self_cpu_ms();
+    measure_start_ns_ = now_ns();
+    measure_end_ns_ = measure_start_ns_ + uint64_t(o.duration_s * 1e9);
+    next_send_ns_ = measure_start_ns_;
+    measuring_ = true;
+    tick_.start(1, 1, [this] { publish_due(); });
+    phase_timer_.start(uint64_t(o.duration_s * 1000), 0, [this] { end_measure(); });
+  }
+
+  void publish_due() {
+    const uint64_t now = now_ns();
+    Conn& c = fleet_.conn(0);
+    while (measuring_ && next_send_ns_ <= now && now < measure_end_ns_ && c.state == ConnState::Ready) {
+      next_send_ns_ += interval_ns_;
+      std::string args = "[\"bench:broadcast\",{\"room\":\"" + ctx_.opt.room + "\",\"payload\":{\"t\":" +
+                         std::to_string(now_ns()) + ",\"seq\":" + std::to_string(published_) + ",\"pad\":\"" + pad_ +
+                         "\"}}]";
+      fleet_.send_text(c, sio_text('2', "/", -1, args));
+      ++published_;
+    }
+  }
+
+  void end_measure() {
+    measuring_ = false;
+    measured_ = true;
+    tick_.stop();
+    progress("fanout: %zu published, %zu delivered; draining", published_, delivered_);
+    draining_ = true;
+    phase_timer_.start(uint64_t(ctx_.opt.drain_s * 1000), 0, [this] {
+      cpu_end_ = ctx_.probe.sample();
+      self_cpu_measure_ms_ = self_cpu_ms() - self_cpu_start_;
+      finish();
+    });
+    if (received_ >= expected_total()) {
+      cpu_end_ = ctx_.probe.sample();
+      self_cpu_measure_ms_ = self_cpu_ms() - self_cpu_start_;
+      finish();
+    }
+  }
+
+  void on_finish() override {
+    measuring_ = false;
+    tick_.stop();
+    if (measured_ && !cpu_end_) {
+      cpu_end_ = ctx_.probe.sample();
+      self_cpu_measure_ms_ = self_cpu_ms() - self_cpu_start_;
+    }
+    fleet2_.close_all([] {});
+  }
+
+  Fleet fleet2_;
+  Timer tick_;
+  std::string pad_;
+  uint64_t interval_ns_ = 0, next_send_ns_ = 0;
+  uint64_t measure_start_ns_ = UINT64_MAX, measure_end_ns_ = 0;
+  int established_ = 0;
+  size_t joined_ = 0, joined_at_start_ = 0;
+  bool started_ = false, measuring_ = false, measured_ = false, draining_ = false;
+  uint64_t published_ = 0, received_ = 0, delivered_ = 0;
+  Histogram latency_us_;
+  std::optional<ServerProbe::Sample> cpu_start_, cpu_end_;
+  double self_cpu_start_ = 0, self_cpu_measure_ms_ = 0;
+};
+
 std::unique_ptr<Scenario> make_scenario(Context& ctx) {
   if (ctx.opt.scenario == "idle") return std::make_unique<IdleScenario>(ctx);
   if (ctx.opt.scenario == "echo") return std::make_unique<EchoScenario>(ctx);
+  if (ctx.opt.scenario == "fanout") return std::make_unique<FanoutScenario>(ctx);
   return nullptr;
 }
 
@@ -1618,7 +1814,8 @@ int main(int argc, char** argv) {
   ctx.fleet.handshake_timeout_ms = uint64_t(opt.handshake_timeout_s * 1000);
 
   const rlim_t nofile = raise_nofile();
-  const size_t wanted = opt.connections ? opt.connections : (opt.scenario == "idle" ? 10000 : 100);
+  const size_t wanted = opt.connections ? opt.connections
+                                         : (opt.scenario == "idle" ? 10000 : opt.scenario == "fanout" ? 1000 : 100);
   if (wanted + 64 > nofile) {
     std::fprintf(stderr, "loadgen: %zu connections need more open files than the limit (%llu)\n", wanted,
                  static_cast<unsigned long long>(nofile));
@@ -1636,7 +1833,7 @@ int main(int argc, char** argv) {
   {
     std::unique_ptr<Scenario> scenario = make_scenario(ctx);
     if (!scenario) {
-      std::fprintf(stderr, "loadgen: unknown scenario %s (idle, echo)\n", opt.scenario.c_str());
+      std::fprintf(stderr, "loadgen: unknown scenario %s (idle, echo, fanout)\n", opt.scenario.c_str());
       return 2;
     }
     // Bounded in time whatever happens: the deadline and signals end the run

@@ -7,6 +7,11 @@
 #   echo      BENCH_ECHO_CONNECTIONS x BENCH_ECHO_RATE acked events/s: latency at a fixed load
 #   echo_max  closed loop (BENCH_MAX_WINDOW acks in flight per connection): throughput
 # each after a warm-up of BENCH_WARMUP (1000) connections that is not reported.
+# Then, with Redis (BENCH_FANOUT=1, when redis-server is installed):
+#   fanout    two depth-realtime processes on one private redis-server;
+#             BENCH_FANOUT_CONNECTIONS (1000) clients spread over both join one
+#             room and one of them broadcasts BENCH_FANOUT_RATE (20) messages/s
+#             to it: delivered messages/s, latency p50/p99, CPU per delivery
 # Writes bench-results/bench-<timestamp>.json and bench-results/latest.json.
 #
 # A daemon that is missing or does not start is recorded, and Node is still
@@ -32,6 +37,11 @@ BENCH_WORKERS=${BENCH_WORKERS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-1000}  # connections opened and dropped first, so JIT warm-up is not measured
 BENCH_PAUSE=${BENCH_PAUSE:-2}   # lets a server finish closing the previous scenario's sockets
 BENCH_STRICT=${BENCH_STRICT:-0}
+BENCH_FANOUT=${BENCH_FANOUT:-1}
+BENCH_FANOUT_CONNECTIONS=${BENCH_FANOUT_CONNECTIONS:-1000}
+BENCH_FANOUT_RATE=${BENCH_FANOUT_RATE:-20}
+BENCH_FANOUT_DURATION=${BENCH_FANOUT_DURATION:-10}
+BENCH_FANOUT_PAYLOAD=${BENCH_FANOUT_PAYLOAD:-64}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-not-for-production}
 
 log() { echo "bench: $*" >&2; }
@@ -65,6 +75,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/dr-bench.XXXXXX")
 SERVER_PID=""
 cleanup() {
   stop_server
+  stop_cluster
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -191,15 +202,86 @@ for server in $BENCH_SERVERS; do
   stop_server
 done
 
+# ---------------------------------------------- cross-process fan-out (Redis)
+
+CLUSTER_PIDS=""
+REDIS_PID=""
+stop_cluster() {
+  local p k kids=""
+  for p in $CLUSTER_PIDS; do kids="$kids $(descendants "$p")"; kill -TERM "$p" 2>/dev/null; done
+  for p in $CLUSTER_PIDS; do
+    for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$p" 2>/dev/null
+  done
+  for k in $kids; do kill -KILL "$k" 2>/dev/null; done
+  CLUSTER_PIDS=""
+  [ -n "$REDIS_PID" ] && { kill -TERM "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
+  REDIS_PID=""
+  return 0
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+run_fanout() {
+  local rport p i port pids="" ports=() t0 t1
+  rport=$(free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no >"$TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+  for i in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  for i in 1 2; do
+    port=$(free_port)
+    PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr-fanout-$i.pid" DR_BENCH_REDIS="127.0.0.1:$rport" \
+      "$BUILD/depth-realtime" -c tests/bench/bench.conf -M "$BUILD/modules" >"$TMP/fanout-$i.log" 2>&1 &
+    p=$!
+    CLUSTER_PIDS="$CLUSTER_PIDS $p"
+    ports+=("$port")
+    if ! wait_ready "$port" "$p"; then
+      echo "{\"error\":\"process $i did not start: $(tail -n 2 "$TMP/fanout-$i.log" | tr '\n"' '  ')\"}" >"$TMP/depth-realtime.fanout.json"
+      return 1
+    fi
+    # Ready means joined to the cluster through Redis.
+    for j in $(seq 1 100); do
+      [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ] && break
+      sleep 0.1
+    done
+  done
+  for p in $CLUSTER_PIDS; do pids="$pids,$p$(descendants "$p" | tr '\n' ',' | sed 's/^/,/; s/,$//')"; done
+  echo "$BUILD/depth-realtime x2 (workers: $BENCH_WORKERS each) on redis-server $(redis-server --version | awk '{print $3}')" \
+    >"$TMP/fanout.command"
+  log "depth-realtime: fanout ($BENCH_FANOUT_CONNECTIONS clients on 2 processes, $BENCH_FANOUT_RATE msg/s)"
+  t0=$(cpu_ticks "$REDIS_PID")
+  "$LOADGEN" fanout --port "${ports[0]}" --port2 "${ports[1]}" --secret "$JWT_SECRET" --namespaces / \
+    --connections "$BENCH_FANOUT_CONNECTIONS" --rate "$BENCH_FANOUT_RATE" --duration "$BENCH_FANOUT_DURATION" \
+    --payload "$BENCH_FANOUT_PAYLOAD" --settle 1 --max-seconds 120 --server-pids "${pids#,}" \
+    >"$TMP/depth-realtime.fanout.json" 2>"$TMP/fanout.err"
+  local rc=$?
+  t1=$(cpu_ticks "$REDIS_PID")
+  echo "$(( (t1 - t0) * 1000 / $(getconf CLK_TCK) ))" >"$TMP/fanout.redis_cpu_ms"
+  stop_cluster
+  [ $rc -eq 0 ] || { log "fanout could not run (loadgen exit $rc): $(tail -n 3 "$TMP/fanout.err" | tr '\n' ' ')"; return 1; }
+  return 0
+}
+
+if [ "$BENCH_FANOUT" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; then
+  if ! command -v redis-server >/dev/null; then
+    log "fanout: redis-server is not installed (scripts/deps.sh installs it); skipped"
+  elif [ ! -x "$BUILD/depth-realtime" ]; then
+    log "fanout: $BUILD/depth-realtime is missing; skipped"
+  else
+    run_fanout || FAILED=1
+  fi
+fi
+
 # ------------------------------------------------------------ results
 
 mkdir -p bench-results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULT="bench-results/bench-$STAMP.json"
 
-BENCH_SETTINGS=$(printf '{"connections":%s,"concurrency":%s,"settle_s":%s,"echo_connections":%s,"echo_rate":%s,"echo_duration_s":%s,"max_connections":%s,"max_window":%s,"workers":%s}' \
+BENCH_SETTINGS=$(printf '{"connections":%s,"concurrency":%s,"settle_s":%s,"echo_connections":%s,"echo_rate":%s,"echo_duration_s":%s,"max_connections":%s,"max_window":%s,"workers":%s,"fanout_connections":%s,"fanout_rate":%s,"fanout_duration_s":%s,"fanout_payload":%s}' \
   "$BENCH_CONNECTIONS" "$BENCH_CONCURRENCY" "$BENCH_SETTLE" "$BENCH_ECHO_CONNECTIONS" "$BENCH_ECHO_RATE" \
-  "$BENCH_ECHO_DURATION" "$BENCH_MAX_CONNECTIONS" "$BENCH_MAX_WINDOW" "$BENCH_WORKERS")
+  "$BENCH_ECHO_DURATION" "$BENCH_MAX_CONNECTIONS" "$BENCH_MAX_WINDOW" "$BENCH_WORKERS" \
+  "$BENCH_FANOUT_CONNECTIONS" "$BENCH_FANOUT_RATE" "$BENCH_FANOUT_DURATION" "$BENCH_FANOUT_PAYLOAD")
 
 BENCH_TMP="$TMP" BENCH_STAMP="$STAMP" BENCH_SETTINGS="$BENCH_SETTINGS" BENCH_SERVERS="$BENCH_SERVERS" \
 node --input-type=module - "$RESULT" <<'EOF'
@@ -223,6 +305,17 @@ for (const name of ["depth-realtime", "node"]) {
   }
   const logText = read(`${name}.log`);
   if (s.status !== "ok" && logText) s.log_tail = logText.split("\n").slice(-20).join("\n");
+  // Cross-process fan-out through Redis (depth-realtime only).
+  const fanout = readJson(`${name}.fanout.json`);
+  if (fanout) {
+    const redisCpu = Number(read("fanout.redis_cpu_ms"));
+    fanout.command = read("fanout.command");
+    if (Number.isFinite(redisCpu)) {
+      fanout.redis_cpu_ms = redisCpu;
+      if (fanout.delivered > 0) fanout.redis_cpu_per_delivered_us = +(redisCpu * 1000 / fanout.delivered).toFixed(3);
+    }
+    s.fanout = fanout;
+  }
   servers[name] = s;
 }
 
@@ -253,6 +346,12 @@ for (const [name, s] of Object.entries(servers)) {
     if (r?.lost_after_connect > 0) warnings.push(`${name} ${sc}: ${r.lost_after_connect} connections dropped after connecting`);
     if (r?.unacked > 0) warnings.push(`${name} ${sc}: ${r.unacked} events never acked`);
   }
+  const fo = s.fanout;
+  if (fo?.error) warnings.push(`${name} fanout: ${fo.error}`);
+  if (fo && typeof fo.delivered_ratio === "number" && fo.delivered_ratio < 1)
+    warnings.push(`${name} fanout: ${fo.expected_deliveries - fo.delivered} of ${fo.expected_deliveries} deliveries missing`);
+  if (fo?.loadgen_cpu_ms && fo.duration_seconds && fo.loadgen_cpu_ms / (fo.duration_seconds * 1000) > 0.8)
+    warnings.push(`${name} fanout: the loadgen was busy over 80%; latency includes its queueing`);
 }
 
 const result = {
@@ -279,6 +378,10 @@ const rows = [
   ["echo: latency p50 / p99 (ms)", (s) => `${f(s.echo?.latency_p50_ms, 2)} / ${f(s.echo?.latency_p99_ms, 2)}`, ratios.echo_p99_node_over_ours],
   ["echo: server CPU per ack (us)", (s) => f(s.echo?.cpu_per_ack_us), ratios.echo_cpu_per_ack_node_over_ours],
   ["echo_max: acks/s (closed loop)", (s) => f(s.echo_max?.acks_per_sec, 0), ratios.echo_throughput_ours_over_node],
+  ["fanout: delivered msgs/s", (s) => (s.fanout ? `${f(s.fanout.delivered_per_sec, 0)} (${f(100 * (s.fanout.delivered_ratio ?? 0), 2)}%)` : "-"), null],
+  ["fanout: latency p50 / p99 (ms)", (s) => (s.fanout ? `${f(s.fanout.latency_p50_ms, 2)} / ${f(s.fanout.latency_p99_ms, 2)}` : "-"), null],
+  ["fanout: CPU/delivery (us)", (s) => f(s.fanout?.cpu_per_delivered_us, 2), null],
+  ["fanout: Redis CPU/deliv. (us)", (s) => f(s.fanout?.redis_cpu_per_delivered_us, 3), null],
 ];
 const pad = (t, n) => String(t).padEnd(n);
 console.log(`\n${pad("", 32)}${pad("depth-realtime", 18)}${pad("node", 18)}ratio (>1: ours better)`);

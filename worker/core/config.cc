@@ -65,6 +65,10 @@ std::string ListenAddress::text() const {
   return ssl ? s + " ssl" : s;
 }
 
+std::string CoreConf::Redis::text() const {
+  return unix_path.empty() ? host + ":" + std::to_string(port) : "unix:" + unix_path;
+}
+
 bool CoreConf::has_ssl() const {
   for (auto& l : listen)
     if (l.ssl) return true;
@@ -278,6 +282,75 @@ bool set_cors_origins(ModuleConf* c, const std::vector<std::string>& a, std::str
   return true;
 }
 
+// redis HOST:PORT | unix:/PATH [password=SECRET] [db=N]
+bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto& r = static_cast<CoreConf*>(c)->redis;
+  const std::string& addr = a[0];
+  r.host.clear();
+  r.unix_path.clear();
+  if (addr == "off") {
+    if (a.size() > 1) {
+      err = "\"redis off\" takes no more arguments";
+      return false;
+    }
+    return true;
+  }
+  if (addr.rfind("unix:", 0) == 0) {
+    r.unix_path = addr.substr(5);
+    if (r.unix_path.empty()) {
+      err = "invalid address \"" + addr + "\", expected unix:/path/to/redis.sock";
+      return false;
+    }
+  } else {
+    ListenAddress la;
+    std::string e;
+    if (addr.empty() || addr[0] == ':' || !parse_listen(addr.find(':') == std::string::npos ? addr + ":6379" : addr, la, e)) {
+      err = "invalid address \"" + addr + "\", expected HOST[:PORT] or unix:/path";
+      return false;
+    }
+    r.host = la.host;
+    r.port = la.port;
+  }
+  for (size_t i = 1; i < a.size(); i++) {
+    if (a[i].rfind("password=", 0) == 0) {
+      r.password = a[i].substr(9);
+    } else if (a[i].rfind("db=", 0) == 0) {
+      if (!conf_parse_uint({a[i].substr(3)}, r.db, err)) return false;
+    } else {
+      err = "invalid parameter \"" + a[i] + "\", expected password=SECRET or db=N";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool set_redis_db(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  return conf_parse_uint(a, static_cast<CoreConf*>(c)->redis.db, err);
+}
+bool set_redis_password(ModuleConf* c, const std::vector<std::string>& a, std::string&) {
+  static_cast<CoreConf*>(c)->redis.password = a[0];
+  return true;
+}
+bool set_redis_key_prefix(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  if (a[0].empty() || a[0].find_first_of("*?[\\") != std::string::npos) {
+    err = "invalid prefix \"" + a[0] + "\": it must be non-empty, without * ? [ or \\";
+    return false;
+  }
+  static_cast<CoreConf*>(c)->redis.key_prefix = a[0];
+  return true;
+}
+bool set_redis_app_prefix(ModuleConf* c, const std::vector<std::string>& a, std::string&) {
+  static_cast<CoreConf*>(c)->redis.app_prefix = a[0];
+  return true;
+}
+template <uint64_t CoreConf::Redis::*Field>
+bool set_redis_msec(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  return conf_parse_msec(a, static_cast<CoreConf*>(c)->redis.*Field, err);
+}
+bool set_redis_max_pending(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  return conf_parse_size(a, static_cast<CoreConf*>(c)->redis.max_pending, err);
+}
+
 constexpr unsigned M = kConfMain, S = kConfServer;
 
 const Directive core_directives[] = {
@@ -343,6 +416,26 @@ const Directive core_directives[] = {
      "smallest message or polling response that is compressed"},
     {"compression_level", S, 1, 1, set_uint<&CoreConf::compression_level>, "6", true,
      "zlib level, 1 (fast) to 9 (small)"},
+    {"redis", S, 1, 3, set_redis, "off", false,
+     "HOST[:PORT] | unix:/PATH [password=SECRET] [db=N]: the Redis that joins the workers and nodes into one cluster"},
+    {"redis_password", S, 1, 1, set_redis_password, "(none)", false, "AUTH password for redis (empty: none)"},
+    {"redis_db", S, 1, 1, set_redis_db, "0", false, "database number for the keys the daemon keeps (SELECT)"},
+    {"redis_key_prefix", S, 1, 1, set_redis_key_prefix, "socket.io", false,
+     "channel prefix of the adapter (the `key` option of @socket.io/redis-adapter and the emitter)"},
+    {"redis_app_prefix", S, 1, 1, set_redis_app_prefix, "depth:", false,
+     "prefix of the keys the daemon keeps in Redis (membership, nodes, recovery)"},
+    {"redis_connect_timeout", S, 1, 1, set_redis_msec<&CoreConf::Redis::connect_timeout>, "5s", false,
+     "time allowed to connect to Redis before retrying"},
+    {"redis_command_timeout", S, 1, 1, set_redis_msec<&CoreConf::Redis::command_timeout>, "5s", false,
+     "a Redis command unanswered this long drops the connection (then it reconnects)"},
+    {"redis_requests_timeout", S, 1, 1, set_redis_msec<&CoreConf::Redis::requests_timeout>, "5s", false,
+     "how long cluster requests (fetchSockets, allRooms, serverSideEmit acks) wait for the other nodes"},
+    {"redis_node_ttl", S, 1, 1, set_redis_msec<&CoreConf::Redis::node_ttl>, "15s", false,
+     "nodes heartbeat every third of this; one silent this long is dead and its room membership is removed"},
+    {"redis_max_pending", S, 1, 1, set_redis_max_pending, "16m", false,
+     "bytes of commands that may wait for a slow Redis; beyond it commands are dropped (and counted)"},
+    {"recovery_window", S, 1, 1, set_msec<&CoreConf::recovery_window>, "120s", true,
+     "connection state recovery (with redis): a client back within this time gets the events it missed; 0 = off"},
     {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
 };
 
@@ -531,6 +624,11 @@ std::unique_ptr<Config> load_config(const std::string& path, const LoadOptions& 
       err = path + ": " + e;
       return nullptr;
     }
+  }
+  if (cfg->core.redis.node_ttl < 1000 || cfg->core.redis.connect_timeout == 0 ||
+      cfg->core.redis.command_timeout == 0 || cfg->core.redis.requests_timeout == 0) {
+    err = path + ": redis_node_ttl must be at least 1s, and the redis timeouts greater than 0";
+    return nullptr;
   }
   if (cfg->core.compression_level < 1 || cfg->core.compression_level > 9) {
     err = path + ": compression_level must be from 1 to 9";

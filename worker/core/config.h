@@ -67,6 +67,26 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   bool ssl_tls13_only = false;      // ssl_protocols TLSv1.3
   bool has_ssl() const;
 
+  // Redis: the cluster adapter, shared membership and connection state
+  // recovery (worker/cluster/). No host and no unix path: no Redis.
+  struct Redis {
+    std::string host;
+    int port = 6379;
+    std::string unix_path;
+    std::string password;
+    uint64_t db = 0;
+    std::string key_prefix = "socket.io";  // adapter channels, as @socket.io/redis-adapter's `key`
+    std::string app_prefix = "depth:";     // keys the daemon keeps (membership, recovery)
+    uint64_t connect_timeout = 5000;
+    uint64_t command_timeout = 5000;
+    uint64_t requests_timeout = 5000;  // cluster requests (fetchSockets, serverSideEmit acks, ...)
+    uint64_t node_ttl = 15000;         // a node silent this long is dead and its membership removed
+    uint64_t max_pending = 16 * 1024 * 1024;  // bytes of commands waiting for Redis; more are dropped
+    bool configured() const { return !host.empty() || !unix_path.empty(); }
+    std::string text() const;  // for logs: "127.0.0.1:6379" or "unix:/path"
+  } redis;
+  uint64_t recovery_window = 120000;  // connection state recovery (with Redis); 0 = off
+
   int workers() const;  // resolves auto
 };
 

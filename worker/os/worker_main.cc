@@ -8,6 +8,8 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "cluster/ops.h"
+#include "cluster/redis_adapter.h"
 #include "core/event_log.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -139,6 +141,8 @@ class WorkerRuntime final : public Worker, public http::Host {
   UvHandle<uv_prepare_t> prepare_;
   UvHandle<uv_timer_t> tick_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
+  cluster::RedisAdapter* redis_ = nullptr;       // owned by sio_, when Redis is configured
+  std::unique_ptr<cluster::LocalOps> local_ops_;  // the cluster API without Redis
   bool stopping_ = false;
   size_t drain_per_tick_ = 0;
   int64_t stop_deadline_ = 0;
@@ -239,6 +243,17 @@ void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
     c.respond(200, "application/json", R"({"status":"ok"})");
     return;
   }
+  if (req.path == "/readyz") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      c.respond(405, "application/json", R"({"error":{"code":"METHOD_NOT_ALLOWED","message":"Method not allowed"}})",
+                {{"Allow", "GET, HEAD"}});
+      return;
+    }
+    // Not ready while the configured Redis is away (this worker's link).
+    if (redis_ && !redis_->ready()) c.respond(503, "application/json", R"({"status":"not ready","redis":"down"})");
+    else c.respond(200, "application/json", R"({"status":"ready"})");
+    return;
+  }
   if (ops && req.path == "/metrics") {
     if (req.method != "GET") {
       c.respond(405, "application/json", R"({"error":{"code":"METHOD_NOT_ALLOWED","message":"Method not allowed"}})");
@@ -287,6 +302,7 @@ void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
 // Just before the loop polls: answer long-polls that got data, then write
 // everything queued this turn, one write per connection.
 void WorkerRuntime::before_poll() {
+  if (redis_) redis_->flush();  // Redis first: a join's SUBSCRIBE leaves before its ack
   eio_.flush();
   event_log::flush();
   std::vector<http::Connection*> todo;
@@ -300,6 +316,8 @@ void WorkerRuntime::tick() {
   int64_t now = now_ms();
   eio_.tick(now);
   sio_.tick(now);
+  if (redis_) redis_->tick(now);
+  if (local_ops_) local_ops_->tick(now);
   std::vector<http::Connection*> late;
   for (auto& [raw, c] : conns_)
     if (c->deadline() && now >= c->deadline()) late.push_back(raw);
@@ -366,10 +384,20 @@ int WorkerRuntime::run(int channel_fd) {
   }
 
   bool several = cfg_->core.workers() > 1;
-  sio_.set_adapter(std::make_unique<sio::LocalAdapter>(
-      [this](const sio::EncodedBroadcast& b) { sio_.deliver(b); },
-      several ? sio::LocalAdapter::Relay([this](std::string bytes) { channel_.send(ChannelMsg::Broadcast, bytes); })
-              : sio::LocalAdapter::Relay()));
+  auto relay = several ? sio::LocalAdapter::Relay([this](std::string bytes) { channel_.send(ChannelMsg::Broadcast, bytes); })
+                       : sio::LocalAdapter::Relay();
+  if (cfg_->core.redis.configured()) {
+    // Every worker is a node of the Redis cluster; the relay serves while Redis is away.
+    auto a = std::make_unique<cluster::RedisAdapter>(&loop_, sio_, cfg_->core.redis, relay);
+    redis_ = a.get();
+    sio_.set_adapter(std::move(a));
+    redis_->start();
+  } else {
+    sio_.set_adapter(std::make_unique<sio::LocalAdapter>([this](const sio::EncodedBroadcast& b) { sio_.deliver(b); },
+                                                         relay));
+    local_ops_ = std::make_unique<cluster::LocalOps>(&loop_, sio_);
+    cluster::install(local_ops_.get());
+  }
 
   if (!channel_.open(
           &loop_, channel_fd,

@@ -22,6 +22,10 @@ struct EncodedBroadcast {
   // {"event":...,"data":...} when the event is batchable (server batching),
   // for the recipients that asked for batches.
   std::string batch_item;
+  // Connection state recovery: the offset appended to the event ("" = not
+  // recorded). `data` is [event, ...args] as JSON when the sender had it.
+  std::string offset;
+  Json data;
 
   std::string serialize() const;
   bool parse(std::string_view bytes);
@@ -34,6 +38,13 @@ class Adapter {
   virtual void broadcast(const EncodedBroadcast& b) = 0;
   // A broadcast that arrived from elsewhere: deliver to local members only.
   virtual void on_remote(std::string_view bytes) = 0;
+
+  // Connection state recovery (the Redis adapter): the offset for the next
+  // recordable event ("" = recovery off), and the recording of an event sent
+  // to one socket only (broadcast() records the others).
+  virtual bool recovers() const { return false; }
+  virtual std::string next_offset() { return {}; }
+  virtual void record(const EncodedBroadcast&) {}
 };
 
 // Local delivery is the Socket.IO server's; relaying is the worker's channel.

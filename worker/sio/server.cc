@@ -77,7 +77,22 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   p.nsp = ns_.name();
   p.data = event_array(event, args);
   p.attachments = std::move(args.attachments);
-  client_->send(p, is_volatile);
+  // Connection state recovery: as Socket.IO routes socket.emit through the
+  // adapter, the event gets an offset and is recorded for this socket's room.
+  std::string offset = is_volatile ? std::string() : server_.adapter().next_offset();
+  if (offset.empty()) {
+    client_->send(p, is_volatile);
+    return;
+  }
+  json_array_append_new(p.data.get(), json_stringn(offset.data(), offset.size()));
+  EncodedBroadcast b;
+  b.opts.nsp = ns_.name();
+  b.opts.rooms = {id_};
+  b.header = encode(p);
+  b.attachments = std::move(p.attachments);
+  b.offset = std::move(offset);
+  client_->send_encoded(encode_packets(b.header, b.attachments), false);
+  server_.adapter().record(b);
 }
 
 void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t timeout_ms, AckCallback cb) {
@@ -193,7 +208,10 @@ void SocketImpl::run_connect_hooks(size_t index) {
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
   p.data = object_with("sid", id_);
+  if (pid_.empty() && server_.adapter().recovers()) pid_ = server_.new_socket_id();
+  if (!pid_.empty()) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.data(), pid_.size()));
   client_->send(p);
+  if (ns_.observer) ns_.observer->connected(*this);
   auto self = shared_from_this();
   try {
     for (auto& h : ns_.connection_handlers) {
@@ -380,6 +398,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
     ns_.sockets_.erase(id_);
     server_.sockets_connected--;
     metrics::add(ns_.connected, -1);
+    if (ns_.observer) ns_.observer->disconnected(*this, reason);
   }
   auto pending = std::move(acks_);
   acks_.clear();
@@ -407,14 +426,18 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
 }
 
 void Namespace::index_add(SocketImpl* s, const std::string& room) {
-  if (room != s->id_) rooms_[room].insert(s);
+  if (room == s->id_) return;
+  auto& members = rooms_[room];
+  if (members.insert(s).second && observer) observer->joined(*s, room, members.size() == 1);
 }
 
 void Namespace::index_remove(SocketImpl* s, const std::string& room) {
   auto it = rooms_.find(room);
   if (it == rooms_.end()) return;
-  it->second.erase(s);
-  if (it->second.empty()) rooms_.erase(it);
+  bool removed = it->second.erase(s);
+  bool last = it->second.empty();
+  if (last) rooms_.erase(it);
+  if (removed && observer) observer->left(*s, room, last);
 }
 
 template <class F>
@@ -513,6 +536,10 @@ void Client::handle(Packet& p) {
     else last_auth_ = json_share(auth.get());
     auto s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
     sockets_.emplace(p.nsp, s);
+    // Connection state recovery: a CONNECT with pid and offset may resume a session.
+    const char* pid = json_str(s->auth(), "pid");
+    const char* offset = json_str(s->auth(), "offset");
+    if (pid && offset && server_.recovery && server_.recovery(s, pid, offset)) return;
     s->run_connect_hooks(0);
     return;
   }
@@ -601,9 +628,13 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
   p.data = event_array(event, args);
   p.attachments = std::move(args.attachments);
   EncodedBroadcast b;
+  // Connection state recovery: recordable events carry their offset last.
+  if (!opts.is_volatile && !opts.local) b.offset = adapter_->next_offset();
+  if (!b.offset.empty()) json_array_append_new(p.data.get(), json_stringn(b.offset.data(), b.offset.size()));
   b.opts = opts;
   b.header = encode(p);
   b.attachments = std::move(p.attachments);
+  b.data = std::move(p.data);
   if (b.attachments.empty()) b.batch_item = batch_item(event, args);
   metrics::add(metrics::core().broadcasts);
   adapter_->broadcast(b);
@@ -649,6 +680,81 @@ void Server::tick(int64_t now) {
     ack_timeouts_.erase(ack_timeouts_.begin());
     if (auto s = weak.lock()) s->expire_ack(id);
   }
+}
+
+// ------------------------------------------------ for the cluster adapter
+
+void SocketImpl::recover(std::string sid, std::string pid, std::vector<std::string> rooms,
+                         std::vector<std::pair<std::string, std::string>> data,
+                         const std::vector<std::vector<eio::OutRef>>& missed) {
+  if (gone_ || !client_ || connected_) return;
+  id_ = std::move(sid);
+  pid_ = std::move(pid);
+  rooms_ = std::move(rooms);
+  data_ = std::move(data);
+  // Socket.IO sends the missed packets before the CONNECT reply; the client
+  // delivers them after `connect`.
+  for (auto& packets : missed) client_->send_encoded(packets, false);
+  run_connect_hooks(ns_.connect_hooks.size());
+}
+
+void SocketImpl::expect_ack(uint64_t id, int64_t deadline, AckCallback cb) {
+  if (gone_ || !client_) {
+    if (cb) cb(true, Payload());
+    return;
+  }
+  acks_[id] = std::move(cb);
+  server_.schedule_ack_timeout(deadline, weak_from_this(), id);
+}
+
+bool SocketImpl::writable() const { return client_ && connected_; }
+
+std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms,
+                                           const std::vector<std::string>& except) const {
+  std::vector<SocketImpl*> out;
+  auto take = [&](SocketImpl* s) {
+    for (auto& r : except)
+      if (s->in_room(r)) return;
+    out.push_back(s);
+  };
+  if (rooms.empty()) {
+    for (auto& [id, s] : sockets_) take(s);
+    return out;
+  }
+  std::unordered_set<SocketImpl*> seen;
+  for (auto& r : rooms)
+    for_members(r, [&](SocketImpl* s) {
+      if (seen.insert(s).second) take(s);
+    });
+  return out;
+}
+
+std::vector<std::string> Namespace::room_names() const {
+  std::vector<std::string> out;
+  out.reserve(rooms_.size() + sockets_.size());
+  for (auto& [id, s] : sockets_) out.emplace_back(id);
+  for (auto& [room, members] : rooms_) out.push_back(room);
+  return out;
+}
+
+SocketImpl* Namespace::socket(std::string_view id) const {
+  auto it = sockets_.find(id);
+  return it == sockets_.end() ? nullptr : it->second;
+}
+
+size_t Server::deliver_with_ack(const EncodedBroadcast& b, uint64_t ack_id, int64_t deadline,
+                                const std::function<void(bool timed_out, Payload reply)>& on_ack) {
+  Namespace* ns = find(b.opts.nsp);
+  if (!ns) return 0;
+  auto packets = encode_packets(b.header, b.attachments);  // encoded once for every recipient
+  size_t n = 0;
+  for (SocketImpl* s : ns->select(b.opts.rooms, b.opts.except)) {
+    if (!s->client_) continue;
+    s->expect_ack(ack_id, deadline, on_ack);
+    s->client_->send_encoded(packets, b.opts.is_volatile);
+    n++;
+  }
+  return n;
 }
 
 }  // namespace dr::sio

@@ -19,6 +19,20 @@ namespace dr::sio {
 class Client;
 class Namespace;
 class Server;
+class SocketImpl;
+
+// Told about local membership changes of a namespace: the Redis adapter keeps
+// its subscriptions and the shared membership from these.
+class RoomObserver {
+ public:
+  virtual ~RoomObserver() = default;
+  // A named room (not a socket's own) gained its first local member / lost its last.
+  virtual void joined(SocketImpl& s, const std::string& room, bool first) = 0;
+  virtual void left(SocketImpl& s, const std::string& room, bool last) = 0;
+  // The socket connected (hooks passed) / disconnected (its rooms are already left).
+  virtual void connected(SocketImpl& s) = 0;
+  virtual void disconnected(SocketImpl& s, std::string_view reason) = 0;
+};
 
 class SocketImpl final : public Socket, public std::enable_shared_from_this<SocketImpl> {
  public:
@@ -41,6 +55,22 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::vector<std::string> rooms() const override { return rooms_; }
   void disconnect(bool close_connection) override;
   std::weak_ptr<Socket> weak() override { return weak_from_this(); }
+
+  // ---- for the cluster adapter (worker/cluster/)
+  Namespace& ns() { return ns_; }
+  const std::vector<std::pair<std::string, std::string>>& data() const { return data_; }
+  const std::string& pid() const { return pid_; }  // connection state recovery session id
+  // Starts the CONNECT: the modules' hooks, then the CONNECT reply.
+  void start_connect() { run_connect_hooks(0); }
+  // Connection state recovery: takes over a stored session (before the
+  // CONNECT completes), sends the missed packets, then connects without the
+  // hooks (as Socket.IO skips middlewares on recovery).
+  void recover(std::string sid, std::string pid, std::vector<std::string> rooms,
+               std::vector<std::pair<std::string, std::string>> data, const std::vector<std::vector<eio::OutRef>>& missed);
+  // A server -> client ack under an id chosen by the caller (broadcasts with
+  // acks share one id among their recipients).
+  void expect_ack(uint64_t id, int64_t deadline, AckCallback cb);
+  bool writable() const;  // for volatile packets
 
  private:
   friend class Client;
@@ -84,6 +114,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   bool wants_batches_ = false;  // auth.batch was true
   std::string batch_buf_;       // items, comma-separated
   std::unordered_set<uint64_t> answered_;  // client ack ids answered already
+  std::string pid_;  // recovery session id (with connection state recovery)
 };
 
 class Namespace {
@@ -106,6 +137,15 @@ class Namespace {
   metrics::Entry* connected = nullptr;
   metrics::Entry* event_counter(const std::string& name);
   std::vector<SocketImpl*> members(std::string_view room) const;
+
+  // ---- for the cluster adapter
+  RoomObserver* observer = nullptr;
+  // Local sockets a broadcast with these rooms / except would reach.
+  std::vector<SocketImpl*> select(const std::vector<std::string>& rooms, const std::vector<std::string>& except) const;
+  // Names of the rooms with local members, sockets' own rooms included.
+  std::vector<std::string> room_names() const;
+  bool has_room(const std::string& room) const { return rooms_.count(room) || sockets_.count(room); }
+  SocketImpl* socket(std::string_view id) const;
 
  private:
   friend class SocketImpl;
@@ -169,6 +209,16 @@ class Server {
   void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);
   void batch_pending(std::weak_ptr<SocketImpl> s) { batch_pending_.push_back(std::move(s)); }
   uint64_t sockets_connected = 0;
+
+  // ---- for the cluster adapter
+  // Sends `b` (whose header carries ack id `ack_id`) to the local members it
+  // selects, each answer going to `on_ack`; returns how many got it.
+  size_t deliver_with_ack(const EncodedBroadcast& b, uint64_t ack_id, int64_t deadline,
+                          const std::function<void(bool timed_out, Payload reply)>& on_ack);
+  // {"event":...,"data":...} when server batching takes this event, else "".
+  std::string batch_item_for(std::string_view event, const Payload& args) const { return batch_item(event, args); }
+  // CONNECT with pid + offset (connection state recovery): the adapter may take it over.
+  std::function<bool(const std::shared_ptr<SocketImpl>& s, const std::string& pid, const std::string& offset)> recovery;
 
  private:
   const Config* cfg_;

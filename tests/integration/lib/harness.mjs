@@ -783,3 +783,71 @@ export async function closedWithin(ws, ms = 5000) {
 
 // Parses an Engine.IO polling payload into records.
 export const records = (text) => (text === '' ? [] : text.split(RS));
+
+// ------------------------------------------------------------------- Redis
+
+// A private redis-server on a free loopback port, no persistence.
+//   const r = await startRedis({t}); r.port, r.url, r.cli(...args), r.stop(),
+//   r.kill() (SIGKILL), r.restart() (same port, empty), r.logText()
+export async function startRedis(opts = {}) {
+  const port = opts.port ?? await freePort();
+  const logs = [];
+  const r = {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    child: null,
+    logs,
+    logText() { return logs.join('\n'); },
+    async start() {
+      const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+        '--appendonly', 'no', ...(opts.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+      livePids.add(child.pid);
+      child.stdout.on('data', (c) => logs.push(...c.toString('utf8').split('\n').filter(Boolean)));
+      child.stderr.on('data', (c) => logs.push(...c.toString('utf8').split('\n').filter(Boolean)));
+      child.exited = new Promise((resolve) => child.on('exit', (code, signal) => {
+        livePids.delete(child.pid);
+        resolve({ code, signal });
+      }));
+      r.child = child;
+      await waitFor(() => r.cli('PING').then((out) => out.trim() === 'PONG'), { ms: 5000, what: `redis-server on ${port}` });
+      return r;
+    },
+    async stop(signal = 'SIGTERM') {
+      const child = r.child;
+      if (!child) return;
+      r.child = null;
+      try { child.kill(signal); } catch { /* gone */ }
+      await withTimeout(child.exited, 5000, 'redis-server exit').catch(() => child.kill('SIGKILL'));
+    },
+    kill() { return r.stop('SIGKILL'); },
+    async restart() { await r.stop(); return r.start(); },
+    // redis-cli against this server; resolves its stdout.
+    cli(...args) {
+      return new Promise((resolve, reject) => {
+        const p = spawn('redis-cli', ['-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        p.stdout.on('data', (c) => { out += c; });
+        p.stderr.on('data', (c) => { err += c; });
+        p.on('error', reject);
+        p.on('exit', (code) => (code === 0 && !/Could not connect/.test(err + out) ? resolve(out) : reject(new Error(`redis-cli ${args.join(' ')}: ${err || out}`))));
+      });
+    },
+  };
+  await r.start();
+  if (opts.t) opts.t.after(() => r.stop());
+  return r;
+}
+
+// The `redis` directive (and a short node TTL) for a server on `redis`.
+export function redisLines(redis, { nodeTtl = '3s', extra = [] } = {}) {
+  return [`redis 127.0.0.1:${redis.port};`, `redis_node_ttl ${nodeTtl};`, ...extra].join('\n');
+}
+
+// Joins are asynchronous on Redis (a node SUBSCRIBEs to a room's channel when
+// it gets its first member): waits until `n` nodes listen on the room.
+export async function waitSubscribed(redis, room, n, { nsp = '/', key = 'socket.io', ms = 5000 } = {}) {
+  const channel = `${key}#${nsp}#${room}#`;
+  await waitFor(async () => Number((await redis.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]) >= n,
+    { ms, every: 10, what: `${n} node(s) subscribed to ${channel}` });
+}

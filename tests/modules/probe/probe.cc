@@ -4,7 +4,7 @@
 //
 //   probe:whoami                                  -> ack {data:{sid, nsp, userId, role, rooms}}
 //   probe:join {room}, probe:leave {room}         -> ack {data:{rooms}}
-//   probe:emit {rooms?, except?, excludeSelf?, event, args}
+//   probe:emit {rooms?, except?, excludeSelf?, volatile?, event, args}
 //                                                 -> worker.broadcast(...); ack {data:true}
 //   probe:ask {event, args, timeoutMs}            -> emit_with_ack to this socket; the
 //                                                    answer comes back as probe:answer
@@ -13,7 +13,24 @@
 //   probe:volatile {event, count}                 -> `count` volatile events, arg i
 //   GET /probe on the main listener               -> 200 "probe ok"
 //   on connection                                 -> probe:hello <probe_greeting>
+//
+// Cluster operations (include/depth-realtime/cluster.h), rooms/except select sockets:
+//   probe:fetch {rooms?, except?}                 -> ack {data:{error, sockets:[{id, rooms, data}]}}
+//   probe:socketsJoin {rooms?, except?, join}     -> cluster::sockets_join; ack {data:true}
+//   probe:socketsLeave {rooms?, except?, leave}   -> cluster::sockets_leave; ack {data:true}
+//   probe:disconnectSockets {rooms?, except?, close?} -> ack {data:true}, then cluster::disconnect_sockets
+//   probe:serverSideEmit {event, args, ack?, timeoutMs?}
+//                                                 -> ack {data:true}, or with ack {data:{error, replies}}
+//   probe:emitWithAck {rooms?, except?, event, args, timeoutMs?}
+//                                                 -> ack {data:{timedOut, replies}}
+//   probe:serverCount                             -> ack {data: count}
+//   probe:allRooms                                -> ack {data:{error, rooms}}
+//   probe:presence {room}                         -> ack {data:{error, members:[{socketId, userId, node}]}}
+//   server-side event probe:sse (from other nodes) -> acked with {from:"depth-realtime", got:args};
+//                                                    local sockets in room "sse-watchers" get
+//                                                    probe:sse-received args
 
+#include <depth-realtime/cluster.h>
 #include <depth-realtime/module.h>
 
 namespace {
@@ -121,6 +138,7 @@ void on_emit(dr::Worker& w, dr::Socket& s, dr::Event& e) {
   if (!str_list(in, "except", opts.except)) return reply_invalid(s, e, "except: must be an array of strings");
   // Every socket is in the room named by its id, as in Socket.IO.
   if (json_is_true(json_object_get(in, "excludeSelf"))) opts.except.push_back(s.id());
+  opts.is_volatile = json_is_true(json_object_get(in, "volatile"));
   std::optional<dr::Payload> args = args_payload(e);
   if (!args) return reply_invalid(s, e, "args: must be an array");
   w.broadcast(opts, *event, std::move(*args));
@@ -173,6 +191,155 @@ void on_volatile(dr::Socket& s, dr::Event& e) {
   dr::ack_data(s, e, dr::Json(json_true()));
 }
 
+// ---------------------------------------------------- cluster operations
+
+// rooms / except of the first argument, for the socket's namespace.
+std::optional<dr::BroadcastOptions> selection(dr::Socket& s, dr::Event& e) {
+  dr::BroadcastOptions opts;
+  opts.nsp = s.nsp();
+  if (!str_list(arg0(e), "rooms", opts.rooms) || !str_list(arg0(e), "except", opts.except)) {
+    reply_invalid(s, e, "rooms, except: must be arrays of strings");
+    return std::nullopt;
+  }
+  return opts;
+}
+
+// An ack answered later: hold the socket weakly.
+template <class F>
+void answer_later(dr::Socket& s, const dr::Event& e, F&& make_data) {
+  if (!e.ack_id) return;
+  std::weak_ptr<dr::Socket> weak = s.weak();
+  uint64_t id = *e.ack_id;
+  make_data([weak, id](dr::Json data) {
+    auto sock = weak.lock();
+    if (!sock || !sock->connected()) return;
+    dr::Json wrapped(json_object());
+    json_object_set_new(wrapped.get(), "data", data.release());
+    sock->ack(id, dr::Payload::of(std::move(wrapped)));
+  });
+}
+
+void on_fetch(dr::Socket& s, dr::Event& e) {
+  auto opts = selection(s, e);
+  if (!opts) return;
+  answer_later(s, e, [&](auto reply) {
+    dr::cluster::fetch_sockets(*opts, [reply](std::string error, std::vector<dr::cluster::RemoteSocket> sockets) {
+      dr::Json list(json_array());
+      for (auto& r : sockets) {
+        dr::Json o(json_object());
+        json_object_set_new(o.get(), "id", json_string(r.id.c_str()));
+        json_object_set_new(o.get(), "rooms", string_array(r.rooms).release());
+        json_object_set(o.get(), "data", r.data ? r.data.get() : json_null());
+        json_array_append_new(list.get(), o.release());
+      }
+      dr::Json data(json_object());
+      json_object_set_new(data.get(), "error", error.empty() ? json_null() : json_string(error.c_str()));
+      json_object_set_new(data.get(), "sockets", list.release());
+      reply(std::move(data));
+    });
+  });
+}
+
+void on_sockets_join_leave(dr::Socket& s, dr::Event& e, bool join) {
+  auto opts = selection(s, e);
+  if (!opts) return;
+  std::vector<std::string> rooms;
+  if (!str_list(arg0(e), join ? "join" : "leave", rooms)) return reply_invalid(s, e, "join/leave: rooms");
+  if (join) dr::cluster::sockets_join(*opts, rooms);
+  else dr::cluster::sockets_leave(*opts, rooms);
+  dr::ack_data(s, e, dr::Json(json_true()));
+}
+
+void on_disconnect_sockets(dr::Socket& s, dr::Event& e) {
+  auto opts = selection(s, e);
+  if (!opts) return;
+  bool close = json_is_true(json_object_get(arg0(e), "close"));
+  dr::ack_data(s, e, dr::Json(json_true()));
+  dr::cluster::disconnect_sockets(*opts, close);
+}
+
+uint64_t timeout_of(const dr::Event& e) {
+  const json_t* t = json_object_get(arg0(e), "timeoutMs");
+  return json_is_integer(t) && json_integer_value(t) > 0 ? uint64_t(json_integer_value(t)) : kDefaultAskTimeoutMs;
+}
+
+void on_server_side_emit(dr::Socket& s, dr::Event& e) {
+  std::optional<std::string> event = str_field(arg0(e), "event");
+  if (!event) return reply_invalid(s, e, "event: is required");
+  std::optional<dr::Payload> args = args_payload(e);
+  if (!args) return reply_invalid(s, e, "args: must be an array");
+  if (!json_is_true(json_object_get(arg0(e), "ack"))) {
+    dr::cluster::server_side_emit(s.nsp(), *event, std::move(*args));
+    return dr::ack_data(s, e, dr::Json(json_true()));
+  }
+  answer_later(s, e, [&](auto reply) {
+    dr::cluster::server_side_emit_with_ack(s.nsp(), *event, std::move(*args), timeout_of(e),
+                                           [reply](std::string error, std::vector<dr::Json> replies) {
+                                             dr::Json list(json_array());
+                                             for (auto& r : replies) json_array_append(list.get(), r.get());
+                                             dr::Json data(json_object());
+                                             json_object_set_new(data.get(), "error",
+                                                                 error.empty() ? json_null() : json_string(error.c_str()));
+                                             json_object_set_new(data.get(), "replies", list.release());
+                                             reply(std::move(data));
+                                           });
+  });
+}
+
+void on_emit_with_ack(dr::Socket& s, dr::Event& e) {
+  auto opts = selection(s, e);
+  if (!opts) return;
+  std::optional<std::string> event = str_field(arg0(e), "event");
+  if (!event) return reply_invalid(s, e, "event: is required");
+  std::optional<dr::Payload> args = args_payload(e);
+  if (!args) return reply_invalid(s, e, "args: must be an array");
+  answer_later(s, e, [&](auto reply) {
+    dr::cluster::broadcast_with_ack(*opts, *event, std::move(*args), timeout_of(e),
+                                    [reply](bool timed_out, std::vector<dr::Payload> replies) {
+                                      dr::Json list(json_array());
+                                      for (auto& r : replies) json_array_extend(list.get(), r.args.get());
+                                      dr::Json data(json_object());
+                                      json_object_set_new(data.get(), "timedOut", json_boolean(timed_out));
+                                      json_object_set_new(data.get(), "replies", list.release());
+                                      reply(std::move(data));
+                                    });
+  });
+}
+
+void on_server_count(dr::Socket& s, dr::Event& e) {
+  answer_later(s, e, [&](auto reply) {
+    dr::cluster::server_count(s.nsp(), [reply](size_t n) { reply(dr::Json(json_integer(json_int_t(n)))); });
+  });
+}
+
+void on_all_rooms(dr::Socket& s, dr::Event& e) {
+  answer_later(s, e, [&](auto reply) {
+    dr::cluster::all_rooms(s.nsp(), [reply](std::string error, std::vector<std::string> rooms) {
+      dr::Json data(json_object());
+      json_object_set_new(data.get(), "error", error.empty() ? json_null() : json_string(error.c_str()));
+      json_object_set_new(data.get(), "rooms", string_array(rooms).release());
+      reply(std::move(data));
+    });
+  });
+}
+
+void on_presence(dr::Socket& s, dr::Event& e) {
+  std::optional<std::string> room = str_field(arg0(e), "room");
+  if (!room) return reply_invalid(s, e, "room: is required");
+  answer_later(s, e, [&](auto reply) {
+    dr::cluster::room_members(s.nsp(), *room, [reply](std::string error, std::vector<dr::cluster::Member> members) {
+      dr::Json list(json_array());
+      for (auto& m : members)
+        json_array_append_new(list.get(), json_pack("{s:s, s:s, s:s}", "socketId", m.socket_id.c_str(), "userId",
+                                                    m.user_id.c_str(), "node", m.node.c_str()));
+      dr::Json data(json_object());
+      json_object_set_new(data.get(), "error", error.empty() ? json_null() : json_string(error.c_str()));
+      json_object_set_new(data.get(), "members", list.release());
+      reply(std::move(data));
+    });
+  });
+}
+
 // ------------------------------------------------------------ lifecycle
 
 std::unique_ptr<dr::ModuleConf> create_conf() { return std::make_unique<ProbeConf>(); }
@@ -192,6 +359,28 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
     w.on(nsp, "probe:ask", on_ask);
     w.on(nsp, "probe:disconnect", on_disconnect);
     w.on(nsp, "probe:volatile", on_volatile);
+    w.on(nsp, "probe:fetch", on_fetch);
+    w.on(nsp, "probe:socketsJoin", [](dr::Socket& s, dr::Event& e) { on_sockets_join_leave(s, e, true); });
+    w.on(nsp, "probe:socketsLeave", [](dr::Socket& s, dr::Event& e) { on_sockets_join_leave(s, e, false); });
+    w.on(nsp, "probe:disconnectSockets", on_disconnect_sockets);
+    w.on(nsp, "probe:serverSideEmit", on_server_side_emit);
+    w.on(nsp, "probe:emitWithAck", on_emit_with_ack);
+    w.on(nsp, "probe:serverCount", on_server_count);
+    w.on(nsp, "probe:allRooms", on_all_rooms);
+    w.on(nsp, "probe:presence", on_presence);
+    dr::cluster::on_server_event(nsp, "probe:sse", [&w, nsp](const dr::Payload& args, dr::cluster::ServerAck ack) {
+      dr::BroadcastOptions opts;
+      opts.nsp = nsp;
+      opts.rooms = {"sse-watchers"};
+      opts.local = true;
+      w.broadcast(opts, "probe:sse-received", args.copy());
+      if (ack) {
+        dr::Json reply(json_object());
+        json_object_set_new(reply.get(), "from", json_string("depth-realtime"));
+        json_object_set(reply.get(), "got", args.args.get());
+        ack(std::move(reply));
+      }
+    });
   }
   w.route(dr::Listener::Main, "GET", "/probe", [](const dr::HttpRequest&, dr::HttpRespond respond) {
     dr::HttpResponse res;

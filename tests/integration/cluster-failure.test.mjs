@@ -1,0 +1,146 @@
+// Redis failures and dead nodes (issue 3): the daemon starts and serves while
+// Redis is down (clear log lines, /readyz 503, local delivery between its own
+// workers), joins the cluster when Redis appears; Redis stopped and restarted
+// mid-run loses nothing that matters (subscriptions and membership restored
+// without a restart); a slow Redis cannot make a worker queue without bound;
+// a node killed with -9 has its membership purged within redis_node_ttl.
+import assert from 'node:assert/strict';
+import { describe } from 'node:test';
+import {
+  test, ack, rnd, startRedis, redisLines, waitFor, once, request, freePort, workerOf, isAlive, Inbox, sleep, waitSubscribed,
+} from './lib/harness.mjs';
+
+const readyz = async (srv) => (await request(srv, { path: '/readyz' })).status;
+// Workers of `srv` whose two Redis connections are up (/readyz asks only one).
+const redisUp = async (srv) => Number(/^redis_up (-?\d+)/m.exec((await request(srv, { path: '/metrics' })).text)?.[1] ?? 0);
+
+// Clients until both workers of `srv` serve one; returns [onW0, onW1].
+async function twoWorkers(ctx, srv, prefix) {
+  const by = new Map();
+  for (let i = 0; i < 20; i++) {
+    const s = await ctx.connect(srv, '/', { userId: `${prefix}${i}` });
+    const w = await workerOf(srv, s);
+    if (!by.has(w)) by.set(w, s);
+    if (by.size === 2) return [...by.values()];
+  }
+  throw new Error('clients did not spread over both workers');
+}
+
+// `event` from `sender` reaches every socket in `receivers` exactly once.
+async function reachesOnce(sender, receivers, spec = {}) {
+  const event = `ev-${rnd()}`;
+  const inboxes = receivers.map((s) => new Inbox(s, [event, 'fence']));
+  await ack(sender, 'probe:emit', { ...spec, event, args: [1] });
+  const tag = rnd();
+  await ack(sender, 'probe:emit', { ...spec, event: 'fence', args: [tag] });
+  await Promise.all(inboxes.map((ib) => ib.wait('fence', (a) => a[0] === tag)));
+  for (const ib of inboxes) assert.equal(ib.of(event).length, 1);
+}
+
+describe('Redis failures', () => {
+  test('Redis down at start: the daemon serves locally, /readyz 503, joins when Redis appears', { timeout: 60000 }, async (t, ctx) => {
+    const port = await freePort();
+    const redis = { port };
+    const srv = await ctx.startServer({ workers: 2, extraServer: redisLines(redis) });
+    assert.equal((await request(srv, { path: '/healthz' })).status, 200);
+    assert.equal(await readyz(srv), 503);
+    assert.deepEqual(JSON.parse((await request(srv, { path: '/readyz' })).text), { status: 'not ready', redis: 'down' });
+    await waitFor(() => /redis: cannot connect the \w+ connection to 127\.0\.0\.1:\d+ \(.*\); retrying/.test(srv.logText()),
+      { what: 'a clear log line' });
+    // Local delivery goes on, across this process's workers.
+    const [s0, s1] = await twoWorkers(ctx, srv, 'down');
+    await reachesOnce(s0, [s0, s1]);
+    // Redis appears: the workers connect (backoff at most 10 s) and are ready.
+    const real = await startRedis({ port });
+    ctx.defer(() => real.stop());
+    await waitFor(async () => (await readyz(srv)) === 200, { ms: 20000, every: 200, what: '/readyz 200' });
+    await waitFor(async () => (await redisUp(srv)) === 2, { ms: 20000, every: 100, what: 'both workers connected' });
+    await waitFor(async () => Number((await real.cli('PUBSUB', 'NUMSUB', 'socket.io-request#/#')).split('\n')[1]) === 2,
+      { what: 'both workers subscribed' });
+    await reachesOnce(s1, [s0, s1]);  // now through Redis, still once
+    assert.match(srv.logText(), /is back after|joined the cluster/);
+  });
+
+  test('Redis stopped and restarted mid-run: local delivery goes on, then the cluster is restored', { timeout: 60000 }, async (t, ctx) => {
+    const redis = await startRedis();
+    ctx.defer(() => redis.stop());
+    const extraServer = redisLines(redis);
+    const A = await ctx.startServer({ workers: 2, extraServer });
+    const B = await ctx.startServer({ workers: 2, extraServer });
+    const [a0, a1] = await twoWorkers(ctx, A, 'ra');
+    const b0 = await ctx.connect(B, '/', { userId: 'rb' });
+    const room = `r-${rnd()}`;
+    for (const s of [a0, a1, b0]) await ack(s, 'probe:join', { room });
+    await waitSubscribed(redis, room, 3);  // three workers hold members
+    await reachesOnce(a0, [a0, a1, b0], { rooms: [room] });
+
+    await redis.stop();
+    await waitFor(async () => (await readyz(A)) === 503, { what: 'A not ready' });
+    await waitFor(() => /redis: lost the \w+ connection/.test(A.logText()), { what: 'log line' });
+    await reachesOnce(a1, [a0, a1], { rooms: [room] });  // the process's own workers still get it
+    for (const w of [...A.workerPids(), ...B.workerPids()]) assert.ok(isAlive(w));
+
+    await redis.start();  // an empty Redis on the same port
+    await waitFor(async () => (await readyz(A)) === 200 && (await readyz(B)) === 200,
+      { ms: 20000, every: 200, what: 'ready again' });
+    await waitFor(async () => (await redisUp(A)) === 2 && (await redisUp(B)) === 2,
+      { ms: 20000, every: 100, what: 'every worker connected again' });
+    await waitFor(async () => Number((await redis.cli('PUBSUB', 'NUMSUB', `socket.io#/#${room}#`)).split('\n')[1]) === 3,
+      { what: 'room subscriptions restored' });
+    await reachesOnce(b0, [a0, a1, b0], { rooms: [room] });
+    // Membership written again by every node.
+    await waitFor(async () => {
+      const r = await ack(b0, 'probe:presence', { room });
+      return r.data.members.length === 3;
+    }, { what: 'presence restored' });
+  });
+
+  test('a Redis that stops answering: commands are dropped, not queued, and the link is dropped', { timeout: 60000 }, async (t, ctx) => {
+    const redis = await startRedis();
+    ctx.defer(async () => { try { process.kill(redis.child.pid, 'SIGCONT'); } catch { /* gone */ } await redis.stop(); });
+    const srv = await ctx.startServer({
+      workers: 1, extraServer: redisLines(redis, { extra: ['redis_max_pending 64k;', 'redis_command_timeout 1s;'] }),
+    });
+    const s = await ctx.connect(srv, '/', { userId: 'slow' });
+    await waitFor(async () => (await readyz(srv)) === 200, { what: 'ready' });
+    process.kill(redis.child.pid, 'SIGSTOP');
+    const big = 'x'.repeat(1024);
+    for (let i = 0; i < 200; i++) await ack(s, 'probe:emit', { event: 'flood', args: [big] });
+    const metrics = await request(srv, { path: '/metrics' });
+    const dropped = Number(/^redis_commands_dropped_total (\d+)/m.exec(metrics.text)?.[1] ?? 0);
+    assert.ok(dropped > 0, `commands dropped: ${dropped}`);
+    await waitFor(async () => (await readyz(srv)) === 503, { what: 'link dropped after the command timeout' });
+    assert.match(srv.logText(), /no reply within redis_command_timeout/);
+    process.kill(redis.child.pid, 'SIGCONT');
+    await waitFor(async () => (await readyz(srv)) === 200, { ms: 20000, every: 200, what: 'ready again' });
+  });
+});
+
+describe('dead nodes', () => {
+  test('kill -9 of a process: its membership is purged within redis_node_ttl', { timeout: 60000 }, async (t, ctx) => {
+    const redis = await startRedis();
+    ctx.defer(() => redis.stop());
+    const extraServer = redisLines(redis, { nodeTtl: '2s' });
+    const A = await ctx.startServer({ workers: 2, extraServer });
+    const B = await ctx.startServer({ workers: 2, extraServer });
+    const room = `project:${rnd()}`;
+    const a = await ctx.connect(A, '/', { userId: 'alive' });
+    await ack(a, 'probe:join', { room });
+    for (let i = 0; i < 3; i++) await ack(await ctx.connect(B, '/', { userId: `doomed${i}` }), 'probe:join', { room });
+    await waitFor(async () => (await ack(a, 'probe:presence', { room })).data.members.length === 4, { what: '4 members' });
+    assert.equal(Number(await redis.cli('ZCARD', 'depth:nodes')), 4);
+
+    const killedAt = Date.now();
+    for (const pid of [B.pid, ...B.workerPids()]) process.kill(pid, 'SIGKILL');
+    await waitFor(async () => {
+      const r = await ack(a, 'probe:presence', { room });
+      return r.data.members.length === 1 && r.data.members[0].userId === 'alive';
+    }, { ms: 10000, every: 100, what: 'the dead node\'s members purged' });
+    const took = Date.now() - killedAt;
+    assert.ok(took <= 2000 + 1500, `purged after ${took} ms (ttl 2s, heartbeat every ttl/3)`);
+    assert.equal(Number(await redis.cli('ZCARD', 'depth:nodes')), 2);
+    assert.equal(Number((await redis.cli('PUBSUB', 'NUMSUB', 'socket.io-request#/#')).split('\n')[1]), 2);
+    await waitFor(() => /removed the membership of \d+ node\(s\)/.test(A.logText()), { what: 'log line' });
+    await sleep(0);
+  });
+});

@@ -1,0 +1,187 @@
+// Connection state recovery across processes (issue 3, contract §5): the
+// CONNECT reply carries a pid, recordable events carry offsets, and a client
+// whose connection dropped gets `socket.recovered === true`, its old id and
+// rooms, and the events it missed, even when it comes back through another
+// depth-realtime process. Expired, unknown or explicitly closed sessions
+// start fresh. The official client goes through a TCP proxy whose target the
+// test switches from process A to process B.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe } from 'node:test';
+import {
+  test, Scope, startServer, ack, rnd, startRedis, redisLines, waitFor, once, io, token, sleep, withTimeout, Inbox,
+  waitSubscribed,
+} from './lib/harness.mjs';
+
+let redis;
+let A;
+let B;
+let scope;
+
+// A TCP proxy to one of the servers; drop() cuts every connection.
+function proxy(target) {
+  const conns = new Set();
+  const p = {
+    target,
+    port: 0,
+    server: net.createServer((client) => {
+      const up = net.connect(p.target.port, '127.0.0.1');
+      conns.add(client);
+      conns.add(up);
+      client.pipe(up);
+      up.pipe(client);
+      const close = () => { client.destroy(); up.destroy(); conns.delete(client); conns.delete(up); };
+      client.on('error', close);
+      up.on('error', close);
+      client.on('close', close);
+      up.on('close', close);
+    }),
+    drop() { for (const c of conns) c.destroy(); conns.clear(); },
+    close() { p.drop(); p.server.close(); },
+  };
+  return new Promise((resolve) => p.server.listen(0, '127.0.0.1', () => { p.port = p.server.address().port; resolve(p); }));
+}
+
+before(async () => {
+  redis = await startRedis();
+  const extraServer = redisLines(redis, { extra: ['recovery_window 3s;'] });
+  A = await startServer({ workers: 2, extraServer });
+  B = await startServer({ workers: 2, extraServer });
+  scope = new Scope(null);
+}, { timeout: 60000 });
+
+after(async () => {
+  await scope?.cleanup();
+  await A?.stop();
+  await B?.stop();
+  await redis?.stop();
+});
+
+// The official client through `p`, reconnecting quickly.
+function client(p, userId) {
+  const s = io(`http://127.0.0.1:${p.port}/`, {
+    transports: ['websocket'], forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200, timeout: 3000,
+    auth: { token: token(userId) },
+  });
+  scope.track(s);
+  return s;
+}
+
+describe('connection state recovery across processes', () => {
+  test('the CONNECT reply carries a pid and events carry offsets', async () => {
+    const p = await proxy(A);
+    try {
+      const s = client(p, 'csr0');
+      const hello = once(s, 'probe:hello');
+      await once(s, 'connect');
+      assert.equal(typeof s._pid, 'string');
+      assert.equal(s._pid.length, 20);
+      const [greeting, offset] = await hello;  // socket.emit is recorded too
+      assert.equal(greeting, 'hi there');
+      assert.match(offset, /^[0-9A-Za-z_-]+\.[0-9A-Za-z_-]+$/);
+      assert.equal(s._lastOffset, offset);
+      assert.equal(s.recovered, false);
+    } finally {
+      p.close();
+    }
+  });
+
+  test('a client cut off from A resumes on B with its id, rooms and the events it missed', async () => {
+    const p = await proxy(A);
+    try {
+      const room = `csr-${rnd()}`;
+      const s = client(p, 'csr1');
+      await once(s, 'connect');
+      const id = s.id;
+      await ack(s, 'probe:join', { room });
+      await waitSubscribed(redis, room, 1);
+      const inbox = new Inbox(s, ['missed', 'live']);
+      // Someone on B talks to the room while the client is away.
+      const talker = await scope.connect(B, '/', { userId: 'talker' });
+      await ack(talker, 'probe:emit', { rooms: [room], event: 'live', args: [0] });
+      await inbox.wait('live');
+      const gone = once(s, 'disconnect');
+      p.target = B;  // it comes back through the other process
+      p.drop();
+      assert.equal((await gone)[0], 'transport close');
+      for (let i = 1; i <= 3; i++) await ack(talker, 'probe:emit', { rooms: [room], event: 'missed', args: [i] });
+      await ack(talker, 'probe:emit', { rooms: [`not-${room}`], event: 'missed', args: ['other room'] });
+      await once(s, 'connect', 5000);
+      assert.equal(s.recovered, true);
+      assert.equal(s.id, id);
+      await inbox.wait('missed', (a) => a[0] === 3);
+      assert.deepEqual(inbox.of('missed').map((a) => a[0]), [1, 2, 3]);
+      const who = await ack(s, 'probe:whoami');
+      assert.ok(who.data.rooms.includes(room), `rooms restored: ${who.data.rooms}`);
+      assert.equal(who.data.userId, 'csr1');
+      assert.equal(who.data.sid, id);
+      // Live again, in its rooms, on B.
+      await ack(talker, 'probe:emit', { rooms: [room], event: 'live', args: [4] });
+      await inbox.wait('live', (a) => a[0] === 4);
+    } finally {
+      p.close();
+    }
+  });
+
+  test('after the window the session is gone: a fresh connection', async () => {
+    const p = await proxy(A);
+    try {
+      const s = client(p, 'csr2');
+      await once(s, 'connect');
+      const id = s.id;
+      s.io.reconnection(false);
+      const gone = once(s, 'disconnect');
+      p.drop();
+      await gone;
+      await sleep(3500);  // recovery_window 3s
+      p.target = B;
+      s.connect();
+      await once(s, 'connect');
+      assert.equal(s.recovered, false);
+      assert.notEqual(s.id, id);
+    } finally {
+      p.close();
+    }
+  });
+
+  test('an explicit disconnect is never recovered', async () => {
+    const p = await proxy(B);
+    try {
+      const s = client(p, 'csr3');
+      await once(s, 'connect');
+      const id = s.id;
+      const gone = once(s, 'disconnect');
+      await ack(s, 'probe:disconnect', {});
+      assert.equal((await gone)[0], 'io server disconnect');
+      s.connect();
+      await once(s, 'connect');
+      assert.equal(s.recovered, false);
+      assert.notEqual(s.id, id);
+    } finally {
+      p.close();
+    }
+  });
+
+  test('a graceful stop of a process hands its clients\' sessions to the other one', async () => {
+    const C = await startServer({ workers: 1, extraServer: redisLines(redis, { extra: ['recovery_window 10s;'] }) });
+    const p = await proxy(C);
+    try {
+      const room = `drain-${rnd()}`;
+      const s = client(p, 'csr4');
+      await once(s, 'connect');
+      const id = s.id;
+      await ack(s, 'probe:join', { room });
+      const gone = once(s, 'disconnect');
+      p.target = B;
+      C.child.kill('SIGQUIT');  // graceful: the client is told the server is shutting down
+      await gone;
+      await once(s, 'connect', 8000);
+      assert.equal(s.recovered, true);
+      assert.equal(s.id, id);
+      assert.ok((await ack(s, 'probe:whoami')).data.rooms.includes(room));
+    } finally {
+      p.close();
+      await C.stop();
+    }
+  });
+});

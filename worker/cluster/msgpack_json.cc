@@ -1,0 +1,217 @@
+#include "cluster/msgpack_json.h"
+
+#include <cmath>
+#include <cstring>
+#include <ctime>
+
+namespace dr::cluster {
+namespace {
+
+constexpr int kMaxDepth = 64;  // deeper input is cut (null), never a stack overflow
+
+// {"_placeholder":true,"num":N} -> N
+std::optional<size_t> placeholder_num(const json_t* v) {
+  if (!json_is_object(v) || !json_is_true(json_object_get(v, "_placeholder"))) return std::nullopt;
+  const json_t* num = json_object_get(v, "num");
+  if (!json_is_integer(num) || json_integer_value(num) < 0) return std::nullopt;
+  return size_t(json_integer_value(num));
+}
+
+std::string iso8601(int64_t sec, uint32_t nsec) {
+  time_t t = time_t(sec);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[64];
+  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, nsec / 1000000);
+  return buf;
+}
+
+uint64_t be(const char* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++) v = (v << 8) | uint8_t(p[i]);
+  return v;
+}
+
+Json timestamp(const msgpack_object_ext& e) {
+  int64_t sec = 0;
+  uint32_t nsec = 0;
+  if (e.size == 4) {
+    sec = int64_t(be(e.ptr, 4));
+  } else if (e.size == 8) {
+    uint64_t v = be(e.ptr, 8);
+    nsec = uint32_t(v >> 34);
+    sec = int64_t(v & 0x3ffffffffULL);
+  } else if (e.size == 12) {
+    nsec = uint32_t(be(e.ptr, 4));
+    sec = int64_t(be(e.ptr + 4, 8));
+  } else {
+    return Json(json_null());
+  }
+  std::string s = iso8601(sec, nsec);
+  return Json(json_stringn(s.data(), s.size()));
+}
+
+}  // namespace
+
+void Packer::str(std::string_view s) {
+  msgpack_pack_str(&pk_, s.size());
+  msgpack_pack_str_body(&pk_, s.data(), s.size());
+}
+
+void Packer::bin(std::string_view b) {
+  msgpack_pack_bin(&pk_, b.size());
+  msgpack_pack_bin_body(&pk_, b.data(), b.size());
+}
+
+void Packer::str_array(const std::vector<std::string>& items) {
+  array(items.size());
+  for (auto& s : items) str(s);
+}
+
+void Packer::json(const json_t* v, const std::vector<std::string>& attachments, int depth) {
+  if (depth > kMaxDepth) return nil();
+  switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+      if (auto n = placeholder_num(v)) {
+        if (*n < attachments.size()) return bin(attachments[*n]);
+        return nil();
+      }
+      map(json_object_size(v));
+      const char* key;
+      json_t* child;
+      json_object_foreach(const_cast<json_t*>(v), key, child) {
+        str(key);
+        json(child, attachments, depth + 1);
+      }
+      return;
+    }
+    case JSON_ARRAY: {
+      array(json_array_size(v));
+      size_t i;
+      json_t* child;
+      json_array_foreach(v, i, child) json(child, attachments, depth + 1);
+      return;
+    }
+    case JSON_STRING:
+      return str({json_string_value(v), json_string_length(v)});
+    case JSON_INTEGER:
+      return integer(json_integer_value(v));
+    case JSON_REAL: {
+      // notepack writes integral numbers as integers, others as float64.
+      double d = json_real_value(v);
+      if (std::isfinite(d) && std::trunc(d) == d && std::fabs(d) < 9.2e18) return integer(int64_t(d));
+      msgpack_pack_double(&pk_, d);
+      return;
+    }
+    case JSON_TRUE:
+      return boolean(true);
+    case JSON_FALSE:
+      return boolean(false);
+    default:
+      return nil();
+  }
+}
+
+bool Unpacked::parse(std::string_view bytes) {
+  size_t off = 0;
+  return msgpack_unpack_next(&u_, bytes.data(), bytes.size(), &off) == MSGPACK_UNPACK_SUCCESS && off == bytes.size();
+}
+
+const msgpack_object* map_get(const msgpack_object& map, std::string_view key) {
+  if (map.type != MSGPACK_OBJECT_MAP) return nullptr;
+  for (uint32_t i = 0; i < map.via.map.size; i++) {
+    const msgpack_object& k = map.via.map.ptr[i].key;
+    if (k.type == MSGPACK_OBJECT_STR && std::string_view(k.via.str.ptr, k.via.str.size) == key)
+      return &map.via.map.ptr[i].val;
+  }
+  return nullptr;
+}
+
+std::optional<std::string_view> as_str(const msgpack_object* o) {
+  if (!o || o->type != MSGPACK_OBJECT_STR) return std::nullopt;
+  return std::string_view(o->via.str.ptr, o->via.str.size);
+}
+
+std::optional<int64_t> as_int(const msgpack_object* o) {
+  if (!o) return std::nullopt;
+  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) return int64_t(o->via.u64);
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) return o->via.i64;
+  if ((o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32) && std::trunc(o->via.f64) == o->via.f64)
+    return int64_t(o->via.f64);
+  return std::nullopt;
+}
+
+bool as_true(const msgpack_object* o) { return o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean; }
+
+std::vector<std::string> as_rooms(const msgpack_object* o) {
+  std::vector<std::string> out;
+  if (!o || o->type != MSGPACK_OBJECT_ARRAY) return out;
+  for (uint32_t i = 0; i < o->via.array.size; i++) {
+    const msgpack_object* r = &o->via.array.ptr[i];
+    if (auto s = as_str(r)) out.emplace_back(*s);
+    else if (auto n = as_int(r)) out.push_back(std::to_string(*n));
+  }
+  return out;
+}
+
+Json to_json(const msgpack_object& o, std::vector<std::string>& attachments, int depth) {
+  if (depth > kMaxDepth) return Json(json_null());
+  switch (o.type) {
+    case MSGPACK_OBJECT_BOOLEAN:
+      return Json(json_boolean(o.via.boolean));
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+      if (o.via.u64 > uint64_t(INT64_MAX)) return Json(json_real(double(o.via.u64)));
+      return Json(json_integer(json_int_t(o.via.u64)));
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+      return Json(json_integer(json_int_t(o.via.i64)));
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+      if (!std::isfinite(o.via.f64)) return Json(json_null());  // as JSON.stringify writes NaN
+      return Json(json_real(o.via.f64));
+    case MSGPACK_OBJECT_STR: {
+      json_t* s = json_stringn(o.via.str.ptr, o.via.str.size);  // null when not UTF-8
+      return Json(s ? s : json_null());
+    }
+    case MSGPACK_OBJECT_BIN: {
+      Json ph(json_object());
+      json_object_set_new(ph.get(), "_placeholder", json_true());
+      json_object_set_new(ph.get(), "num", json_integer(json_int_t(attachments.size())));
+      attachments.emplace_back(o.via.bin.ptr, o.via.bin.size);
+      return ph;
+    }
+    case MSGPACK_OBJECT_ARRAY: {
+      Json arr(json_array());
+      for (uint32_t i = 0; i < o.via.array.size; i++)
+        json_array_append_new(arr.get(), to_json(o.via.array.ptr[i], attachments, depth + 1).release());
+      return arr;
+    }
+    case MSGPACK_OBJECT_MAP: {
+      Json obj(json_object());
+      for (uint32_t i = 0; i < o.via.map.size; i++) {
+        const msgpack_object& k = o.via.map.ptr[i].key;
+        std::string key;
+        if (k.type == MSGPACK_OBJECT_STR) key.assign(k.via.str.ptr, k.via.str.size);
+        else if (auto n = as_int(&k)) key = std::to_string(*n);
+        else continue;
+        json_object_setn_new(obj.get(), key.data(), key.size(),
+                             to_json(o.via.map.ptr[i].val, attachments, depth + 1).release());
+      }
+      return obj;
+    }
+    case MSGPACK_OBJECT_EXT:
+      if (o.via.ext.type == -1) return timestamp(o.via.ext);
+      return Json(json_null());
+    default:
+      return Json(json_null());
+  }
+}
+
+Json decode_body(std::string_view body, std::vector<std::string>& attachments) {
+  if (!body.empty() && body[0] == '{') return json_parse(body);
+  Unpacked u;
+  if (!u.parse(body)) return nullptr;
+  return to_json(u.root(), attachments);
+}
+
+}  // namespace dr::cluster

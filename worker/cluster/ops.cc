@@ -1,0 +1,311 @@
+#include "cluster/ops.h"
+
+#include <ctime>
+#include <memory>
+
+#include "core/uv_util.h"
+
+namespace dr::cluster {
+
+// --------------------------------------------------------------- the API
+
+namespace {
+Ops* g_ops = nullptr;
+}  // namespace
+
+void install(Ops* ops) { g_ops = ops; }
+
+bool configured() { return g_ops && g_ops->configured(); }
+bool ready() { return g_ops && g_ops->ready(); }
+
+void fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
+  if (g_ops) g_ops->fetch_sockets(opts, std::move(cb));
+}
+void sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
+  if (g_ops) g_ops->sockets_join(opts, rooms);
+}
+void sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
+  if (g_ops) g_ops->sockets_leave(opts, rooms);
+}
+void disconnect_sockets(const BroadcastOptions& opts, bool close) {
+  if (g_ops) g_ops->disconnect_sockets(opts, close);
+}
+void all_rooms(std::string_view nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
+  if (g_ops) g_ops->all_rooms(std::string(nsp), std::move(cb));
+}
+void server_count(std::string_view nsp, std::function<void(size_t)> cb) {
+  if (g_ops) g_ops->server_count(std::string(nsp), std::move(cb));
+}
+void on_server_event(std::string_view nsp, std::string_view event, ServerEventHandler h) {
+  if (g_ops) g_ops->on_server_event(std::string(nsp), std::string(event), std::move(h));
+}
+void server_side_emit(std::string_view nsp, std::string_view event, Payload args) {
+  if (g_ops) g_ops->server_side_emit(std::string(nsp), std::string(event), std::move(args));
+}
+void server_side_emit_with_ack(std::string_view nsp, std::string_view event, Payload args, uint64_t timeout_ms,
+                               ServerAcks cb) {
+  if (g_ops) g_ops->server_side_emit_with_ack(std::string(nsp), std::string(event), std::move(args), timeout_ms,
+                                              std::move(cb));
+}
+void broadcast_with_ack(const BroadcastOptions& opts, std::string_view event, Payload args, uint64_t timeout_ms,
+                        BroadcastAcks cb) {
+  if (g_ops) g_ops->broadcast_with_ack(opts, std::string(event), std::move(args), timeout_ms, std::move(cb));
+}
+void room_members(std::string_view nsp, std::string_view room, PresenceCallback cb) {
+  if (g_ops) g_ops->room_members(std::string(nsp), std::string(room), std::move(cb));
+}
+
+// ----------------------------------------------------------------- Later
+
+Later::Later(uv_loop_t* loop) {
+  uv_timer_init(loop, timer_.get());
+  timer_.initialized = true;
+  timer_.get()->data = this;
+}
+
+void Later::operator()(std::function<void()> fn) {
+  queue_.push_back(std::move(fn));
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(timer_.get())))
+    uv_timer_start(timer_.get(), [](uv_timer_t* t) { static_cast<Later*>(t->data)->run(); }, 0, 0);
+}
+
+void Later::run() {
+  auto queue = std::move(queue_);
+  queue_.clear();
+  for (auto& fn : queue) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "cluster callback: %s", e.what());
+    }
+  }
+}
+
+// ------------------------------------------------------------ describing
+
+std::string js_date(int64_t ms) {
+  static const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  time_t t = time_t(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[96];
+  snprintf(buf, sizeof buf, "%s %s %02d %04d %02d:%02d:%02d GMT+0000 (Coordinated Universal Time)", days[tm.tm_wday],
+           months[tm.tm_mon], tm.tm_mday, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return buf;
+}
+
+namespace {
+
+Json pairs_object(const std::vector<std::pair<std::string, std::string>>& pairs) {
+  Json o(json_object());
+  for (auto& [k, v] : pairs) json_object_set_new(o.get(), k.c_str(), json_stringn(v.data(), v.size()));
+  return o;
+}
+
+Json string_array(const std::vector<std::string>& items) {
+  Json a(json_array());
+  for (auto& s : items) json_array_append_new(a.get(), json_stringn(s.data(), s.size()));
+  return a;
+}
+
+}  // namespace
+
+RemoteSocket describe(sio::SocketImpl& s) {
+  RemoteSocket r;
+  r.id = s.id();
+  r.rooms = s.rooms();
+  const Handshake& h = s.handshake();
+  Json hs(json_object());
+  json_object_set_new(hs.get(), "headers", pairs_object(h.headers).release());
+  json_object_set_new(hs.get(), "time", json_string(js_date(h.issued_ms).c_str()));
+  json_object_set_new(hs.get(), "address", json_string(h.address.c_str()));
+  json_object_set_new(hs.get(), "xdomain", json_boolean(h.header("origin") != nullptr));
+  json_object_set_new(hs.get(), "secure", json_boolean(h.secure));
+  json_object_set_new(hs.get(), "issued", json_integer(json_int_t(h.issued_ms)));
+  json_object_set_new(hs.get(), "url", json_string(h.url.c_str()));
+  json_object_set_new(hs.get(), "query", pairs_object(h.query).release());
+  json_object_set_new(hs.get(), "auth", s.auth() ? json_deep_copy(s.auth()) : json_object());
+  r.handshake = std::move(hs);
+  r.data = pairs_object(s.data());
+  return r;
+}
+
+Json describe_json(const RemoteSocket& r) {
+  Json o(json_object());
+  json_object_set_new(o.get(), "id", json_string(r.id.c_str()));
+  json_object_set(o.get(), "handshake", r.handshake ? r.handshake.get() : json_object());
+  json_object_set_new(o.get(), "rooms", string_array(r.rooms).release());
+  json_object_set(o.get(), "data", r.data ? r.data.get() : json_object());
+  return o;
+}
+
+// ------------------------------------------------------------- LocalOps
+
+LocalOps::LocalOps(uv_loop_t* loop, sio::Server& server) : server_(server), later_(loop) {}
+
+std::vector<sio::SocketImpl*> LocalOps::select(const BroadcastOptions& opts) const {
+  sio::Namespace* ns = server_.find(opts.nsp);
+  if (!ns) return {};
+  return ns->select(opts.rooms, opts.except);
+}
+
+std::vector<RemoteSocket> LocalOps::fetch_local(const BroadcastOptions& opts) const {
+  std::vector<RemoteSocket> out;
+  for (auto* s : select(opts)) out.push_back(describe(*s));
+  return out;
+}
+
+std::vector<std::string> LocalOps::room_names(const std::string& nsp) const {
+  sio::Namespace* ns = server_.find(nsp);
+  return ns ? ns->room_names() : std::vector<std::string>{};
+}
+
+std::vector<Member> LocalOps::members_local(const std::string& nsp, const std::string& room,
+                                            const std::string& node) const {
+  std::vector<Member> out;
+  sio::Namespace* ns = server_.find(nsp);
+  if (!ns) return out;
+  for (auto* s : ns->members(room)) {
+    const std::string* user = s->get("userId");
+    out.push_back({s->id(), user ? *user : std::string(), node});
+  }
+  return out;
+}
+
+void LocalOps::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
+  auto sockets = std::make_shared<std::vector<RemoteSocket>>(fetch_local(opts));  // Later needs copyable calls
+  later_([cb = std::move(cb), sockets] { cb({}, std::move(*sockets)); });
+}
+
+void LocalOps::sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
+  for (auto* s : select(opts))
+    for (auto& r : rooms) s->join(r);
+}
+
+void LocalOps::sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
+  for (auto* s : select(opts))
+    for (auto& r : rooms) s->leave(r);
+}
+
+void LocalOps::disconnect_sockets(const BroadcastOptions& opts, bool close) {
+  // Disconnecting one socket may end others (close): hold them weakly.
+  std::vector<std::weak_ptr<Socket>> targets;
+  for (auto* s : select(opts)) targets.push_back(s->weak());
+  for (auto& w : targets)
+    if (auto s = w.lock()) s->disconnect(close);
+}
+
+void LocalOps::all_rooms(const std::string& nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
+  later_([cb = std::move(cb), rooms = room_names(nsp)]() mutable { cb({}, std::move(rooms)); });
+}
+
+void LocalOps::server_count(const std::string&, std::function<void(size_t)> cb) {
+  later_([cb = std::move(cb)] { cb(1); });
+}
+
+void LocalOps::on_server_event(const std::string& nsp, const std::string& event, ServerEventHandler h) {
+  server_events_[{nsp, event}].push_back(std::move(h));
+}
+
+void LocalOps::server_side_emit_with_ack(const std::string&, const std::string&, Payload, uint64_t, ServerAcks cb) {
+  later_([cb = std::move(cb)] { cb({}, {}); });  // no other node to answer
+}
+
+void LocalOps::dispatch_server_event(const std::string& nsp, Json data, std::vector<std::string> attachments,
+                                     ServerAck ack) {
+  const char* event = json_string_value(json_array_get(data.get(), 0));
+  if (!event) return;
+  auto it = server_events_.find({nsp, event});
+  if (it == server_events_.end()) return;
+  json_array_remove(data.get(), 0);
+  Payload args(std::move(data), std::move(attachments));
+  // Only the first answer counts, whichever handler gives it.
+  auto once = std::make_shared<bool>(false);
+  ServerAck first;
+  if (ack)
+    first = [ack, once](Json reply) {
+      if (*once) return;
+      *once = true;
+      ack(std::move(reply));
+    };
+  for (auto& h : it->second) {
+    try {
+      h(args, first);
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "server-side event \"%s\" on %s: %s", event, nsp.c_str(), e.what());
+    }
+  }
+}
+
+size_t LocalOps::deliver_with_ack(const BroadcastOptions& opts, const json_t* data,
+                                  const std::vector<std::string>& attachments, uint64_t timeout_ms,
+                                  std::function<void(Payload)> on_reply) {
+  sio::Packet p;
+  p.type = sio::PacketType::Event;
+  p.nsp = opts.nsp;
+  p.id = next_ack_id_++;
+  p.data = Json(json_deep_copy(data));
+  p.attachments = attachments;
+  sio::EncodedBroadcast b;
+  b.opts = opts;
+  b.header = sio::encode(p);
+  b.attachments = std::move(p.attachments);
+  return server_.deliver_with_ack(b, *p.id, now_ms() + int64_t(timeout_ms), [on_reply](bool timed_out, Payload reply) {
+    if (timed_out) return;
+    on_reply(payload_of(json_array_get(reply.args.get(), 0), reply.attachments));
+  });
+}
+
+void LocalOps::broadcast_with_ack(const BroadcastOptions& opts, const std::string& event, Payload args,
+                                  uint64_t timeout_ms, BroadcastAcks cb) {
+  struct State {
+    size_t expected = 0;
+    std::vector<Payload> replies;
+    bool done = false;
+    BroadcastAcks cb;
+    void finish(bool timed_out) {
+      if (done) return;
+      done = true;
+      cb(timed_out, std::move(replies));
+    }
+  };
+  auto st = std::make_shared<State>();
+  st->cb = std::move(cb);
+  Json data(json_array());
+  json_array_append_new(data.get(), json_stringn(event.data(), event.size()));
+  json_array_extend(data.get(), args.args.get());
+  std::weak_ptr<State> weak = st;
+  st->expected = deliver_with_ack(opts, data.get(), args.attachments, timeout_ms, [weak](Payload reply) {
+    auto st = weak.lock();
+    if (!st || st->done) return;
+    st->replies.push_back(std::move(reply));
+    if (st->replies.size() == st->expected) st->finish(false);
+  });
+  if (st->expected == 0) {
+    later_([st] { st->finish(false); });
+    return;
+  }
+  at(now_ms() + int64_t(timeout_ms), [st] { st->finish(true); });  // the state lives until then
+}
+
+void LocalOps::at(int64_t deadline, std::function<void()> fn) { deadlines_.emplace(deadline, std::move(fn)); }
+
+void LocalOps::tick(int64_t now) {
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    auto fn = std::move(deadlines_.begin()->second);
+    deadlines_.erase(deadlines_.begin());
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "cluster timeout: %s", e.what());
+    }
+  }
+}
+
+void LocalOps::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
+  later_([cb = std::move(cb), members = members_local(nsp, room, {})]() mutable { cb({}, std::move(members)); });
+}
+
+}  // namespace dr::cluster

@@ -1,0 +1,1008 @@
+#include "cluster/redis_adapter.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cluster/msgpack_json.h"
+#include "core/uv_util.h"
+
+namespace dr::cluster {
+namespace {
+
+// Request types of @socket.io/redis-adapter.
+enum RequestType {
+  kSockets = 0,
+  kAllRooms = 1,
+  kRemoteJoin = 2,
+  kRemoteLeave = 3,
+  kRemoteDisconnect = 4,
+  kRemoteFetch = 5,
+  kServerSideEmit = 6,
+  kBroadcast = 7,
+  kBroadcastClientCount = 8,
+  kBroadcastAck = 9,
+};
+
+constexpr char kAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+constexpr int64_t kOffsetClockMarginMs = 10000;  // node clocks vs Redis' stream ids
+constexpr size_t kMaxMissedPackets = 10000;       // more: a fresh connection instead
+constexpr size_t kResyncChunk = 500;
+
+// Heartbeat of this node, and purge of the nodes silent for the TTL (and of
+// this node's own stale entries with 'reset'). Redis' clock decides.
+// ARGV: app prefix, uid, ttl ms, 'reset' | 'beat'. Returns {added, purged}.
+const char kHeartbeatScript[] = R"(
+local prefix, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local nodes = prefix .. 'nodes'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function purge(node)
+  local idx = prefix .. 'node:' .. node
+  for _, m in ipairs(redis.call('SMEMBERS', idx)) do
+    local cut = string.find(m, '\n', 1, true)
+    if cut then redis.call('HDEL', string.sub(m, cut + 1), string.sub(m, 1, cut - 1)) end
+  end
+  redis.call('DEL', idx)
+end
+if ARGV[4] == 'reset' then purge(me) end
+local added = redis.call('ZADD', nodes, now, me)
+local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', now - ttl)
+for _, n in ipairs(dead) do
+  if n ~= me then
+    purge(n)
+    redis.call('ZREM', nodes, n)
+  end
+end
+return {added, #dead}
+)";
+
+// Connection state recovery lookup: the session, then the packets recorded
+// after `offset`. ARGV: session key, stream key, first stream id to scan,
+// offset, max packets. Returns nil (unknown session or offset, too many
+// packets) or {session, packet...}; a found session is consumed.
+const char kRecoverScript[] = R"(
+local session = redis.call('GET', ARGV[1])
+if not session then return nil end
+local start, found, out, max = ARGV[3], false, {session}, tonumber(ARGV[5])
+while true do
+  local batch = redis.call('XRANGE', ARGV[2], start, '+', 'COUNT', 512)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    local f = e[2]
+    if found then
+      out[#out + 1] = f[4]
+    elseif f[2] == ARGV[4] then
+      found = true
+    end
+  end
+  if #out > max + 1 then return nil end
+  start = '(' .. batch[#batch][1]
+end
+if not found then return nil end
+redis.call('DEL', ARGV[1])
+return out
+)";
+
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+
+std::string yeast(uint64_t v) {
+  std::string out;
+  do {
+    out.insert(out.begin(), kAlphabet[v % 64]);
+    v /= 64;
+  } while (v);
+  return out;
+}
+
+int64_t unyeast(std::string_view s) {
+  int64_t v = 0;
+  for (char c : s) {
+    const char* p = strchr(kAlphabet, c);
+    if (!p || !c) return -1;
+    v = v * 64 + (p - kAlphabet);
+  }
+  return v;
+}
+
+std::vector<std::string> str_list(const json_t* v) {
+  std::vector<std::string> out;
+  size_t i;
+  json_t* item;
+  json_array_foreach(v, i, item) {
+    if (json_is_string(item)) out.emplace_back(json_string_value(item), json_string_length(item));
+    else if (json_is_integer(item)) out.push_back(std::to_string(json_integer_value(item)));
+  }
+  return out;
+}
+
+Json json_strings(const std::vector<std::string>& items) {
+  Json a(json_array());
+  for (auto& s : items) json_array_append_new(a.get(), json_stringn(s.data(), s.size()));
+  return a;
+}
+
+std::vector<std::string> dedup(const std::vector<std::string>& in) {
+  std::vector<std::string> out;
+  for (auto& s : in)
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+  return out;
+}
+
+Json opts_json(const BroadcastOptions& o) {
+  Json j(json_object());
+  json_object_set_new(j.get(), "rooms", json_strings(o.rooms).release());
+  json_object_set_new(j.get(), "except", json_strings(dedup(o.except)).release());
+  return j;
+}
+
+// Socket.IO's recoverable disconnect reasons (ours: "forced close" is a kick).
+bool recoverable(std::string_view reason) {
+  return reason == "transport close" || reason == "transport error" || reason == "ping timeout" ||
+         reason == "server shutting down";
+}
+
+// A RemoteSocket from a REMOTE_FETCH answer.
+RemoteSocket remote_socket(const json_t* j) {
+  RemoteSocket r;
+  if (const char* id = json_str(j, "id")) r.id = id;
+  r.rooms = str_list(json_object_get(j, "rooms"));
+  json_t* hs = json_object_get(j, "handshake");
+  r.handshake = Json(hs ? json_incref(hs) : json_object());
+  json_t* data = json_object_get(j, "data");
+  r.data = Json(data ? json_incref(data) : json_null());
+  return r;
+}
+
+// The [event, ...args] array of a broadcast: the sender's JSON, or decoded
+// back from the encoded header (a broadcast relayed by a sibling worker).
+Json broadcast_data(const sio::EncodedBroadcast& b) {
+  if (b.data) return json_share(b.data.get());
+  sio::Decoder d(b.attachments.size());
+  sio::Packet p;
+  std::string err;
+  auto r = d.add_text(b.header, p, err);
+  for (size_t i = 0; r == sio::Decoder::Result::NeedMore && i < b.attachments.size(); i++)
+    r = d.add_binary(b.attachments[i], p, err);
+  if (r != sio::Decoder::Result::Packet) return nullptr;
+  return std::move(p.data);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------ lifecycle
+
+RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay)
+    : loop_(loop),
+      server_(server),
+      conf_(conf),
+      relay_(std::move(relay)),
+      uid_(new_id()),
+      link_(
+          loop, conf, [this](std::string_view ch, std::string_view body) { on_message(ch, body); },
+          [this](bool up) { on_state(up); }),
+      local_(loop, server) {
+  request_prefix_ = conf_.key_prefix + "-request#";
+  response_prefix_ = conf_.key_prefix + "-response#";
+  bcast_prefix_ = conf_.key_prefix + "#";
+}
+
+RedisAdapter::~RedisAdapter() {
+  for (auto& n : nsps_)
+    if (n.ns) n.ns->observer = nullptr;
+  server_.recovery = nullptr;
+}
+
+std::string RedisAdapter::new_id() const {
+  uint8_t b[6];
+  RAND_bytes(b, sizeof b);
+  std::string id(6, 'A');
+  for (int i = 0; i < 6; i++) id[i] = kAlphabet[b[i] & 63];
+  return id;
+}
+
+void RedisAdapter::start() {
+  metrics::declare("redis_up", MetricType::Gauge, "Workers whose connections to Redis are up");
+  metrics::declare("redis_commands_dropped_total", MetricType::Counter,
+                   "Redis commands dropped because Redis was away or too slow");
+  metrics::declare("cluster_messages_published_total", MetricType::Counter, "Broadcasts published to Redis");
+  metrics::declare("cluster_messages_received_total", MetricType::Counter,
+                   "Broadcasts received from other nodes through Redis");
+  metrics::declare("recovery_total", MetricType::Counter, "Connection state recovery attempts, by result");
+  m_up_ = metrics::get("redis_up");
+  m_dropped_ = metrics::get("redis_commands_dropped_total");
+  m_published_ = metrics::get("cluster_messages_published_total");
+  m_received_ = metrics::get("cluster_messages_received_total");
+  m_recovered_ = metrics::get("recovery_total", metrics::label("result", "recovered"));
+  m_not_recovered_ = metrics::get("recovery_total", metrics::label("result", "fresh"));
+
+  for (auto* ns : server_.all()) {
+    Nsp n;
+    n.name = ns->name();
+    n.ns = ns;
+    n.bcast = bcast_channel(n.name);
+    n.request = request_prefix_ + n.name + "#";
+    n.response = response_prefix_ + n.name + "#";
+    n.specific = n.response + uid_ + "#";
+    for (auto* ch : {&n.bcast, &n.request, &n.response, &n.specific}) link_.subscribe(*ch);
+    ns->observer = this;
+    nsps_.push_back(std::move(n));
+  }
+  server_.recovery = [this](const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid,
+                            const std::string& offset) { return try_recover(s, pid, offset); };
+  install(this);
+  logf(LogLevel::Info, "cluster: node %s, redis %s, channels %s#<nsp>#", uid_.c_str(), conf_.text().c_str(),
+       conf_.key_prefix.c_str());
+  link_.start();
+}
+
+void RedisAdapter::on_state(bool up) {
+  metrics::add(m_up_, up ? 1 : -1);
+  if (!up) {
+    synced_ = false;
+    logf(LogLevel::Warn, "cluster: node %s is cut off from redis; delivering on this machine only", uid_.c_str());
+    return;
+  }
+  logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), conf_.text().c_str());
+  resync();
+}
+
+void RedisAdapter::tick(int64_t now) {
+  link_.tick(now);
+  local_.tick(now);
+  if (link_.dropped() != dropped_reported_) {
+    metrics::add(m_dropped_, int64_t(link_.dropped() - dropped_reported_));
+    dropped_reported_ = link_.dropped();
+  }
+  if (link_.ready() && now >= next_heartbeat_) heartbeat(false);
+  std::vector<std::string> late;
+  for (auto& [id, p] : pending_)
+    if (now >= p->deadline) late.push_back(id);
+  for (auto& id : late) finish(id, "timeout");
+}
+
+RedisAdapter::Nsp* RedisAdapter::find(std::string_view nsp) {
+  for (auto& n : nsps_)
+    if (n.name == nsp) return &n;
+  return nullptr;
+}
+
+std::string RedisAdapter::presence_key(const std::string& nsp, const std::string& room) const {
+  return conf_.app_prefix + "presence:" + nsp + "#" + room;
+}
+
+bool RedisAdapter::publish(const std::string& channel, std::string_view body) {
+  return link_.command({"PUBLISH", channel, body});
+}
+
+void RedisAdapter::publish_json(const std::string& channel, const json_t* body) {
+  publish(channel, json_text(body));
+}
+
+// ------------------------------------------------------------ broadcasts
+
+// [uid, {type: 2, data, nsp}, {rooms, except, flags}] as the Node adapter writes it.
+std::string RedisAdapter::encode(const sio::EncodedBroadcast& b) {
+  Json data = broadcast_data(b);
+  if (!data) return {};
+  Packer pk;
+  pk.array(3);
+  pk.str(uid_);
+  pk.map(3);
+  pk.str("type");
+  pk.integer(2);
+  pk.str("data");
+  pk.json(data.get(), b.attachments);
+  pk.str("nsp");
+  pk.str(b.opts.nsp);
+  pk.map(3);
+  pk.str("rooms");
+  pk.str_array(b.opts.rooms);
+  pk.str("except");
+  pk.str_array(dedup(b.opts.except));
+  pk.str("flags");
+  pk.map(b.opts.is_volatile ? 1 : 0);
+  if (b.opts.is_volatile) {
+    pk.str("volatile");
+    pk.boolean(true);
+  }
+  return std::move(pk.out());
+}
+
+void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
+  server_.deliver(b);
+  if (b.opts.local) return;
+  if (!link_.ready()) {
+    // Redis is away: this machine's other workers still get it.
+    if (relay_) relay_(b.serialize());
+    return;
+  }
+  std::string msg = encode(b);
+  if (msg.empty()) return;
+  std::string channel = bcast_channel(b.opts.nsp);
+  if (b.opts.rooms.size() == 1) channel += b.opts.rooms[0] + "#";
+  metrics::add(m_published_);
+  if (b.offset.empty() || !recovers()) {
+    publish(channel, msg);
+    return;
+  }
+  // Recorded and published atomically: the stream's order is the order
+  // subscribers see, which recovery relies on.
+  std::string key = stream_key(b.opts.nsp);
+  std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
+  std::string stored = b.serialize();
+  link_.commands({{"MULTI"},
+                  {"XADD", key, "MINID", "~", minid, "*", "o", b.offset, "p", stored},
+                  {"PUBLISH", channel, msg},
+                  {"EXEC"}});
+}
+
+void RedisAdapter::on_remote(std::string_view bytes) {
+  sio::EncodedBroadcast b;
+  if (b.parse(bytes)) server_.deliver(b);
+}
+
+void RedisAdapter::on_message(std::string_view channel, std::string_view body) {
+  if (starts_with(channel, request_prefix_)) {
+    for (auto& n : nsps_)
+      if (channel == n.request) return on_request(n, body);
+    return;
+  }
+  if (starts_with(channel, response_prefix_)) return on_response(body);
+  if (!starts_with(channel, bcast_prefix_)) return;
+  for (auto& n : nsps_)
+    if (starts_with(channel, n.bcast)) return on_broadcast(n, channel, body);
+}
+
+void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_view body) {
+  // A room channel whose last local member just left: nothing to do.
+  std::string_view room = channel.substr(n.bcast.size());
+  if (!room.empty()) {
+    if (room.back() == '#') room.remove_suffix(1);
+    if (!n.ns->has_room(std::string(room))) return;
+  }
+  Unpacked u;
+  if (!u.parse(body)) return;
+  const msgpack_object& root = u.root();
+  if (root.type != MSGPACK_OBJECT_ARRAY || root.via.array.size < 3) return;
+  const msgpack_object* el = root.via.array.ptr;
+  if (as_str(&el[0]) == std::string_view(uid_)) return;  // our own: delivered already
+  const msgpack_object& packet = el[1];
+  const msgpack_object& opts = el[2];
+  auto nsp = as_str(map_get(packet, "nsp"));
+  if ((nsp ? *nsp : std::string_view("/")) != n.name) return;
+  const msgpack_object* data = map_get(packet, "data");
+  if (!data || data->type != MSGPACK_OBJECT_ARRAY || data->via.array.size == 0) return;
+
+  sio::Packet p;
+  p.type = sio::PacketType::Event;
+  p.nsp = n.name;
+  if (auto id = as_int(map_get(packet, "id")); id && *id >= 0) p.id = uint64_t(*id);
+  p.data = to_json(*data, p.attachments);
+  sio::EncodedBroadcast b;
+  b.opts.nsp = n.name;
+  b.opts.rooms = as_rooms(map_get(opts, "rooms"));
+  b.opts.except = as_rooms(map_get(opts, "except"));
+  const msgpack_object* flags = map_get(opts, "flags");
+  b.opts.is_volatile = flags && as_true(map_get(*flags, "volatile"));
+  b.header = sio::encode(p);
+  b.attachments = std::move(p.attachments);
+  const char* event = json_string_value(json_array_get(p.data.get(), 0));
+  if (event && !p.id && b.attachments.empty() && !server_.config().core.server_batch_events.empty()) {
+    Json args(json_array());
+    for (size_t i = 1; i < json_array_size(p.data.get()); i++)
+      json_array_append(args.get(), json_array_get(p.data.get(), i));
+    b.batch_item = server_.batch_item_for(event, Payload(std::move(args)));
+  }
+  metrics::add(m_received_);
+  server_.deliver(b);
+}
+
+// -------------------------------------------------------------- requests
+
+void RedisAdapter::respond(const Nsp& n, const json_t* request, Json response) {
+  // To the requester's own channel: the other nodes need not read it.
+  const char* uid = json_str(request, "uid");
+  publish_json(uid ? n.response + uid + "#" : n.response, response.get());
+}
+
+void RedisAdapter::on_request(Nsp& n, std::string_view body) {
+  std::vector<std::string> attachments;
+  Json req = decode_body(body, attachments);
+  if (!json_is_object(req.get())) return;
+  const char* uid = json_str(req.get(), "uid");
+  if (uid && uid_ == uid) return;  // ours: applied locally already
+  json_t* rid = json_object_get(req.get(), "requestId");
+  const json_t* opts = json_object_get(req.get(), "opts");
+  BroadcastOptions o;
+  o.nsp = n.name;
+  o.rooms = str_list(json_object_get(opts, "rooms"));
+  o.except = str_list(json_object_get(opts, "except"));
+  auto answer = [&](const char* key, Json value) {
+    Json res(json_object());
+    json_object_set(res.get(), "requestId", rid);
+    if (key) json_object_set_new(res.get(), key, value.release());
+    respond(n, req.get(), std::move(res));
+  };
+
+  switch (json_integer_value(json_object_get(req.get(), "type"))) {
+    case kSockets: {
+      BroadcastOptions sel;
+      sel.nsp = n.name;
+      sel.rooms = str_list(json_object_get(req.get(), "rooms"));
+      std::vector<std::string> ids;
+      for (auto* s : local_.select(sel)) ids.push_back(s->id());
+      answer("sockets", json_strings(ids));
+      return;
+    }
+    case kAllRooms:
+      answer("rooms", json_strings(local_.room_names(n.name)));
+      return;
+    case kRemoteJoin:
+    case kRemoteLeave:
+    case kRemoteDisconnect: {
+      int type = int(json_integer_value(json_object_get(req.get(), "type")));
+      if (!opts) {
+        // Legacy single-socket form: only the node that has the socket acts and answers.
+        const char* sid = json_str(req.get(), "sid");
+        sio::SocketImpl* s = sid ? n.ns->socket(sid) : nullptr;
+        if (!s) return;
+        const char* room = json_str(req.get(), "room");
+        if (type == kRemoteJoin && room) s->join(room);
+        else if (type == kRemoteLeave && room) s->leave(room);
+        answer(nullptr, nullptr);
+        if (type == kRemoteDisconnect) s->disconnect(json_is_true(json_object_get(req.get(), "close")));
+        return;
+      }
+      if (type == kRemoteDisconnect) local_.disconnect_sockets(o, json_is_true(json_object_get(req.get(), "close")));
+      else if (type == kRemoteJoin) local_.sockets_join(o, str_list(json_object_get(req.get(), "rooms")));
+      else local_.sockets_leave(o, str_list(json_object_get(req.get(), "rooms")));
+      return;
+    }
+    case kRemoteFetch: {
+      Json list(json_array());
+      for (auto& r : local_.fetch_local(o)) json_array_append_new(list.get(), describe_json(r).release());
+      answer("sockets", std::move(list));
+      return;
+    }
+    case kServerSideEmit: {
+      json_t* data = json_object_get(req.get(), "data");
+      if (!json_is_array(data)) return;
+      ServerAck ack;
+      if (json_is_string(rid)) {
+        // Acks of server-side events always go to the common channel (as Node does).
+        ack = [this, channel = n.response, id = std::string(json_string_value(rid))](Json reply) {
+          Json res(json_object());
+          json_object_set_new(res.get(), "type", json_integer(kServerSideEmit));
+          json_object_set_new(res.get(), "requestId", json_string(id.c_str()));
+          json_object_set_new(res.get(), "data", reply ? reply.release() : json_null());
+          publish_json(channel, res.get());
+        };
+      }
+      local_.dispatch_server_event(n.name, json_share(data), std::move(attachments), std::move(ack));
+      return;
+    }
+    case kBroadcast: {
+      const json_t* packet = json_object_get(req.get(), "packet");
+      const json_t* data = json_object_get(packet, "data");
+      if (!json_is_array(data) || !json_is_string(rid)) return;
+      const json_t* timeout = json_object_get(json_object_get(opts, "flags"), "timeout");
+      uint64_t ms = json_is_integer(timeout) && json_integer_value(timeout) > 0 ? uint64_t(json_integer_value(timeout))
+                                                                                 : conf_.requests_timeout;
+      std::string request_id = json_string_value(rid);
+      std::string requester = uid ? uid : "";
+      std::string channel = requester.empty() ? n.response : n.response + requester + "#";
+      size_t count = local_.deliver_with_ack(o, data, attachments, ms, [this, channel, request_id](Payload reply) {
+        // {type: 9, requestId, packet: <the client's first ack argument>}, msgpack
+        Packer pk;
+        pk.map(3);
+        pk.str("type");
+        pk.integer(kBroadcastAck);
+        pk.str("requestId");
+        pk.str(request_id);
+        pk.str("packet");
+        json_t* first = json_array_get(reply.args.get(), 0);
+        if (first) pk.json(first, reply.attachments);
+        else pk.nil();
+        publish(channel, pk.out());
+      });
+      Json res(json_object());
+      json_object_set_new(res.get(), "type", json_integer(kBroadcastClientCount));
+      json_object_set(res.get(), "requestId", rid);
+      json_object_set_new(res.get(), "clientCount", json_integer(json_int_t(count)));
+      publish_json(channel, res.get());
+      return;
+    }
+    default:
+      return;  // unknown types are ignored
+  }
+}
+
+void RedisAdapter::on_response(std::string_view body) {
+  std::vector<std::string> attachments;
+  Json res = decode_body(body, attachments);
+  const char* rid = json_str(res.get(), "requestId");
+  if (!rid) return;
+  auto it = pending_.find(rid);
+  if (it == pending_.end()) return;  // someone else's, or too late
+  Pending& p = *it->second;
+  json_int_t type = json_integer_value(json_object_get(res.get(), "type"));
+  switch (p.type) {
+    case kRemoteFetch:
+    case kSockets: {
+      size_t i;
+      json_t* s;
+      json_array_foreach(json_object_get(res.get(), "sockets"), i, s) p.sockets.push_back(remote_socket(s));
+      p.got++;
+      break;
+    }
+    case kAllRooms:
+      for (auto& r : str_list(json_object_get(res.get(), "rooms"))) p.rooms.insert(r);
+      p.got++;
+      break;
+    case kServerSideEmit: {
+      json_t* data = json_object_get(res.get(), "data");
+      p.replies.push_back(Json(data ? json_incref(data) : json_null()));
+      p.got++;
+      break;
+    }
+    case kBroadcast:
+      if (type == kBroadcastClientCount) {
+        p.clients += size_t(std::max<json_int_t>(0, json_integer_value(json_object_get(res.get(), "clientCount"))));
+        p.got++;
+      } else if (type == kBroadcastAck) {
+        const json_t* packet = json_object_get(res.get(), "packet");
+        p.acks.push_back(payload_of(packet ? packet : json_null(), attachments));
+      }
+      break;
+    default:
+      return;
+  }
+  check(rid);
+}
+
+RedisAdapter::Pending* RedisAdapter::add_pending(const std::string& id, std::unique_ptr<Pending> p) {
+  return pending_.emplace(id, std::move(p)).first->second.get();
+}
+
+void RedisAdapter::check(const std::string& id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  Pending& p = *it->second;
+  if (p.expected == SIZE_MAX || p.got < p.expected) return;
+  if (p.type == kBroadcast && p.acks.size() < p.clients) return;
+  finish(id, {});
+}
+
+void RedisAdapter::finish(const std::string& id, std::string error) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  std::unique_ptr<Pending> p = std::move(it->second);
+  pending_.erase(it);
+  try {
+    p->done(*p, std::move(error));
+  } catch (const std::exception& e) {
+    logf(LogLevel::Error, "cluster request callback: %s", e.what());
+  }
+}
+
+void RedisAdapter::numsub(const std::string& channel, std::function<void(size_t)> cb) {
+  bool sent = link_.command({"PUBSUB", "NUMSUB", channel}, [cb](redisReply* r) {
+    size_t n = 0;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
+      n = size_t(std::max<long long>(0, r->element[1]->integer));
+    cb(n);
+  });
+  if (!sent) local_.later()([cb] { cb(0); });
+}
+
+void RedisAdapter::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
+  Nsp* n = find(opts.nsp);
+  if (!n || opts.local || !ready()) return local_.fetch_sockets(opts, std::move(cb));
+  numsub(n->request, [this, opts, cb = std::move(cb), request = n->request](size_t count) {
+    auto p = std::make_unique<Pending>();
+    p->type = kRemoteFetch;
+    p->sockets = local_.fetch_local(opts);
+    p->got = 1;  // ourselves
+    p->expected = std::max<size_t>(count, 1);
+    p->deadline = now_ms() + int64_t(conf_.requests_timeout);
+    p->done = [cb](Pending& p, std::string error) {
+      cb(error.empty() ? error : "timeout reached while waiting for fetchSockets response", std::move(p.sockets));
+    };
+    std::string id = new_id();
+    add_pending(id, std::move(p));
+    if (count > 1) {
+      Json req(json_object());
+      json_object_set_new(req.get(), "uid", json_string(uid_.c_str()));
+      json_object_set_new(req.get(), "requestId", json_string(id.c_str()));
+      json_object_set_new(req.get(), "type", json_integer(kRemoteFetch));
+      json_object_set_new(req.get(), "opts", opts_json(opts).release());
+      publish_json(request, req.get());
+    }
+    check(id);
+  });
+}
+
+void RedisAdapter::all_rooms(const std::string& nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
+  Nsp* n = find(nsp);
+  if (!n || !ready()) return local_.all_rooms(nsp, std::move(cb));
+  numsub(n->request, [this, nsp, cb = std::move(cb), request = n->request](size_t count) {
+    auto p = std::make_unique<Pending>();
+    p->type = kAllRooms;
+    for (auto& r : local_.room_names(nsp)) p->rooms.insert(r);
+    p->got = 1;
+    p->expected = std::max<size_t>(count, 1);
+    p->deadline = now_ms() + int64_t(conf_.requests_timeout);
+    p->done = [cb](Pending& p, std::string error) {
+      cb(error.empty() ? error : "timeout reached while waiting for allRooms response",
+         std::vector<std::string>(p.rooms.begin(), p.rooms.end()));
+    };
+    std::string id = new_id();
+    add_pending(id, std::move(p));
+    if (count > 1) {
+      Json req(json_object());
+      json_object_set_new(req.get(), "uid", json_string(uid_.c_str()));
+      json_object_set_new(req.get(), "requestId", json_string(id.c_str()));
+      json_object_set_new(req.get(), "type", json_integer(kAllRooms));
+      publish_json(request, req.get());
+    }
+    check(id);
+  });
+}
+
+void RedisAdapter::server_count(const std::string& nsp, std::function<void(size_t)> cb) {
+  Nsp* n = find(nsp);
+  if (!n || !ready()) return local_.server_count(nsp, std::move(cb));
+  numsub(n->request, [cb = std::move(cb)](size_t count) { cb(std::max<size_t>(count, 1)); });
+}
+
+// socketsJoin / socketsLeave / disconnectSockets: applied here at once, then
+// published for the other nodes (which ignore our uid when it comes back).
+void RedisAdapter::remote_op(const BroadcastOptions& opts, int type, const char* key, Json value) {
+  Nsp* n = find(opts.nsp);
+  if (!n || opts.local || !ready()) return;
+  Json req(json_object());
+  json_object_set_new(req.get(), "uid", json_string(uid_.c_str()));
+  json_object_set_new(req.get(), "type", json_integer(type));
+  json_object_set_new(req.get(), "opts", opts_json(opts).release());
+  json_object_set_new(req.get(), key, value.release());
+  publish_json(n->request, req.get());
+}
+
+void RedisAdapter::sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
+  local_.sockets_join(opts, rooms);
+  remote_op(opts, kRemoteJoin, "rooms", json_strings(rooms));
+}
+
+void RedisAdapter::sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
+  local_.sockets_leave(opts, rooms);
+  remote_op(opts, kRemoteLeave, "rooms", json_strings(rooms));
+}
+
+void RedisAdapter::disconnect_sockets(const BroadcastOptions& opts, bool close) {
+  local_.disconnect_sockets(opts, close);
+  remote_op(opts, kRemoteDisconnect, "close", Json(json_boolean(close)));
+}
+
+void RedisAdapter::on_server_event(const std::string& nsp, const std::string& event, ServerEventHandler h) {
+  local_.on_server_event(nsp, event, std::move(h));
+}
+
+namespace {
+// {"uid","requestId"?,"type":6,"data":[event, ...args]}
+Json server_event_request(const std::string& uid, const std::string* id, const std::string& event, const Payload& args) {
+  Json req(json_object());
+  json_object_set_new(req.get(), "uid", json_string(uid.c_str()));
+  if (id) json_object_set_new(req.get(), "requestId", json_string(id->c_str()));
+  json_object_set_new(req.get(), "type", json_integer(kServerSideEmit));
+  Json data(json_array());
+  json_array_append_new(data.get(), json_stringn(event.data(), event.size()));
+  json_array_extend(data.get(), args.args.get());
+  json_object_set_new(req.get(), "data", data.release());
+  return req;
+}
+}  // namespace
+
+void RedisAdapter::server_side_emit(const std::string& nsp, const std::string& event, Payload args) {
+  Nsp* n = find(nsp);
+  if (!n || !ready()) return;
+  publish_json(n->request, server_event_request(uid_, nullptr, event, args).get());
+}
+
+void RedisAdapter::server_side_emit_with_ack(const std::string& nsp, const std::string& event, Payload args,
+                                             uint64_t timeout_ms, ServerAcks cb) {
+  Nsp* n = find(nsp);
+  if (!n || !ready()) return local_.server_side_emit_with_ack(nsp, event, std::move(args), timeout_ms, std::move(cb));
+  auto shared_args = std::make_shared<Payload>(std::move(args));
+  numsub(n->request, [this, event, shared_args, timeout_ms, cb = std::move(cb), request = n->request](size_t count) {
+    size_t expected = count > 0 ? count - 1 : 0;  // the other nodes
+    auto p = std::make_unique<Pending>();
+    p->type = kServerSideEmit;
+    p->expected = expected;
+    p->deadline = now_ms() + int64_t(timeout_ms ? timeout_ms : conf_.requests_timeout);
+    p->done = [cb, expected](Pending& p, std::string error) {
+      if (!error.empty())
+        error = "timeout reached: only " + std::to_string(p.replies.size()) + " responses received out of " +
+                std::to_string(expected);
+      cb(std::move(error), std::move(p.replies));
+    };
+    std::string id = new_id();
+    add_pending(id, std::move(p));
+    if (expected > 0) publish_json(request, server_event_request(uid_, &id, event, *shared_args).get());
+    check(id);
+  });
+}
+
+void RedisAdapter::broadcast_with_ack(const BroadcastOptions& opts, const std::string& event, Payload args,
+                                      uint64_t timeout_ms, BroadcastAcks cb) {
+  if (!timeout_ms) timeout_ms = conf_.requests_timeout;
+  Json data(json_array());
+  json_array_append_new(data.get(), json_stringn(event.data(), event.size()));
+  json_array_extend(data.get(), args.args.get());
+  std::string id = new_id();
+  auto p = std::make_unique<Pending>();
+  p->type = kBroadcast;
+  p->got = 1;  // our own delivery is one server report
+  p->deadline = now_ms() + int64_t(timeout_ms);
+  p->done = [cb](Pending& p, std::string error) { cb(!error.empty(), std::move(p.acks)); };
+  Pending* pp = add_pending(id, std::move(p));
+  pp->clients = local_.deliver_with_ack(opts, data.get(), args.attachments, timeout_ms, [this, id](Payload reply) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    it->second->acks.push_back(std::move(reply));
+    check(id);
+  });
+  Nsp* n = find(opts.nsp);
+  if (!n || opts.local || !ready()) {
+    pp->expected = 1;
+    local_.later()([this, id] { check(id); });  // never inside the call
+    return;
+  }
+  // {uid, requestId, type: 7, packet: {type: 2, data, nsp}, opts: {rooms, except, flags: {timeout}}}, msgpack
+  Packer pk;
+  pk.map(5);
+  pk.str("uid");
+  pk.str(uid_);
+  pk.str("requestId");
+  pk.str(id);
+  pk.str("type");
+  pk.integer(kBroadcast);
+  pk.str("packet");
+  pk.map(3);
+  pk.str("type");
+  pk.integer(2);
+  pk.str("data");
+  pk.json(data.get(), args.attachments);
+  pk.str("nsp");
+  pk.str(opts.nsp);
+  pk.str("opts");
+  pk.map(3);
+  pk.str("rooms");
+  pk.str_array(opts.rooms);
+  pk.str("except");
+  pk.str_array(dedup(opts.except));
+  pk.str("flags");
+  pk.map(1);
+  pk.str("timeout");
+  pk.integer(int64_t(timeout_ms));
+  publish(n->request, pk.out());
+  numsub(n->request, [this, id](size_t count) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    it->second->expected = std::max<size_t>(count, 1);
+    check(id);
+  });
+}
+
+// ---------------------------------------------------- shared membership
+
+void RedisAdapter::heartbeat(bool reset) {
+  next_heartbeat_ = now_ms() + int64_t(std::max<uint64_t>(conf_.node_ttl / 3, 100));
+  std::string ttl = std::to_string(conf_.node_ttl);
+  link_.command({"EVAL", kHeartbeatScript, "0", conf_.app_prefix, uid_, ttl, reset ? "reset" : "beat"},
+                [this, reset](redisReply* r) {
+                  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return;
+                  long long added = r->element[0]->integer, purged = r->element[1]->integer;
+                  if (purged > 0)
+                    logf(LogLevel::Notice, "cluster: removed the membership of %lld node(s) silent for %llums", purged,
+                         (unsigned long long)conf_.node_ttl);
+                  // Purged by the others (we were cut off too long): write it all again.
+                  if (added && !reset && synced_) {
+                    logf(LogLevel::Warn, "cluster: node %s had been declared dead; restoring its membership",
+                         uid_.c_str());
+                    resync();
+                  }
+                });
+}
+
+// Writes this node's whole membership again (after a reconnect: Redis may
+// have restarted, or the others may have purged us).
+void RedisAdapter::resync() {
+  heartbeat(true);  // drops our stale entries first (same connection: in order)
+  std::string idx = node_key(uid_);
+  std::vector<std::string> index;
+  for (auto& n : nsps_) {
+    std::vector<std::string> names = n.ns->room_names();
+    for (auto& room : names) {
+      if (n.ns->socket(room)) continue;  // a socket's own room: not shared
+      std::string key = presence_key(n.name, room);
+      std::vector<std::string> args{"HSET", key};
+      for (auto* s : n.ns->members(room)) {
+        const std::string* user = s->get("userId");
+        args.push_back(s->id());
+        args.push_back(uid_ + "\t" + (user ? *user : ""));
+        index.push_back(s->id() + "\n" + key);
+        if (args.size() >= 2 + 2 * kResyncChunk) {
+          link_.command(std::vector<std::string_view>(args.begin(), args.end()));
+          args.resize(2);
+        }
+      }
+      if (args.size() > 2) link_.command(std::vector<std::string_view>(args.begin(), args.end()));
+    }
+  }
+  for (size_t i = 0; i < index.size(); i += kResyncChunk) {
+    std::vector<std::string_view> args{"SADD", idx};
+    for (size_t j = i; j < std::min(index.size(), i + kResyncChunk); j++) args.push_back(index[j]);
+    link_.command(args);
+  }
+  synced_ = true;
+}
+
+void RedisAdapter::presence_add(sio::SocketImpl& s, const std::string& room) {
+  if (!link_.ready()) return;  // written again when the link is back
+  const std::string* user = s.get("userId");
+  std::string key = presence_key(s.nsp(), room);
+  link_.command({"HSET", key, s.id(), uid_ + "\t" + (user ? *user : "")});
+  link_.command({"SADD", node_key(uid_), s.id() + "\n" + key});
+}
+
+void RedisAdapter::presence_remove(sio::SocketImpl& s, const std::string& room) {
+  if (!link_.ready()) return;
+  std::string key = presence_key(s.nsp(), room);
+  link_.command({"HDEL", key, s.id()});
+  link_.command({"SREM", node_key(uid_), s.id() + "\n" + key});
+}
+
+void RedisAdapter::joined(sio::SocketImpl& s, const std::string& room, bool first) {
+  Nsp* n = find(s.nsp());
+  if (!n) return;
+  if (first) link_.subscribe(room_channel(*n, room));
+  presence_add(s, room);
+}
+
+void RedisAdapter::left(sio::SocketImpl& s, const std::string& room, bool last) {
+  Nsp* n = find(s.nsp());
+  if (!n) return;
+  if (last) link_.unsubscribe(room_channel(*n, room));
+  presence_remove(s, room);
+}
+
+void RedisAdapter::connected(sio::SocketImpl& s) {
+  if (Nsp* n = find(s.nsp())) link_.subscribe(room_channel(*n, s.id()));
+}
+
+void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
+  if (Nsp* n = find(s.nsp())) link_.unsubscribe(room_channel(*n, s.id()));
+  if (!recovers() || s.pid().empty() || !recoverable(reason) || !link_.ready()) return;
+  // The session waits for its client in Redis for the recovery window.
+  Json session(json_object());
+  json_object_set_new(session.get(), "nsp", json_string(s.nsp().c_str()));
+  json_object_set_new(session.get(), "sid", json_string(s.id().c_str()));
+  json_object_set_new(session.get(), "pid", json_string(s.pid().c_str()));
+  json_object_set_new(session.get(), "rooms", json_strings(s.rooms()).release());
+  Json data(json_object());
+  for (auto& [k, v] : s.data()) json_object_set_new(data.get(), k.c_str(), json_stringn(v.data(), v.size()));
+  json_object_set_new(session.get(), "data", data.release());
+  json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now_ms())));
+  link_.command({"SET", session_key(s.pid()), json_text(session.get()), "PX", std::to_string(window())});
+}
+
+void RedisAdapter::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
+  if (!ready()) {
+    auto members = local_.members_local(nsp, room, uid_);
+    local_.later()([cb = std::move(cb), members]() mutable {
+      cb("redis is not connected: this worker's members only", std::move(members));
+    });
+    return;
+  }
+  bool sent = link_.command({"HGETALL", presence_key(nsp, room)}, [cb](redisReply* r) {
+    std::vector<Member> out;
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+      cb("redis did not answer", std::move(out));
+      return;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+      std::string_view v(r->element[i + 1]->str, r->element[i + 1]->len);
+      size_t tab = v.find('\t');
+      Member m;
+      m.socket_id.assign(r->element[i]->str, r->element[i]->len);
+      m.node = std::string(v.substr(0, tab));
+      if (tab != std::string_view::npos) m.user_id = std::string(v.substr(tab + 1));
+      out.push_back(std::move(m));
+    }
+    cb({}, std::move(out));
+  });
+  if (!sent) {
+    auto members = local_.members_local(nsp, room, uid_);
+    local_.later()([cb, members]() mutable { cb("redis is too slow: this worker's members only", members); });
+  }
+}
+
+// ------------------------------------------- connection state recovery
+
+uint64_t RedisAdapter::window() const { return server_.config().core.recovery_window; }
+
+bool RedisAdapter::recovers() const { return window() > 0; }
+
+// Socket.IO's offsets ("yeast": the time in ms in base 64), made unique in
+// the cluster by this node's uid and a counter.
+std::string RedisAdapter::next_offset() {
+  if (!recovers()) return {};
+  int64_t ms = now_ms();
+  if (ms != offset_ms_) {
+    offset_ms_ = ms;
+    offset_seq_ = 0;
+  }
+  return yeast(uint64_t(ms)) + "." + uid_ + yeast(offset_seq_++);
+}
+
+void RedisAdapter::record(const sio::EncodedBroadcast& b) {
+  if (b.offset.empty() || !recovers() || !link_.ready()) return;
+  std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
+  link_.command({"XADD", stream_key(b.opts.nsp), "MINID", "~", minid, "*", "o", b.offset, "p", b.serialize()});
+}
+
+bool RedisAdapter::try_recover(const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid,
+                               const std::string& offset) {
+  if (!recovers() || !link_.ready()) return false;
+  int64_t ms = unyeast(std::string_view(offset).substr(0, offset.find('.')));
+  std::string start = ms > kOffsetClockMarginMs ? std::to_string(ms - kOffsetClockMarginMs) : "-";
+  std::weak_ptr<sio::SocketImpl> weak = s;
+  return link_.command({"EVAL", kRecoverScript, "0", session_key(pid), stream_key(s->nsp()), start, offset,
+                        std::to_string(kMaxMissedPackets)},
+                       [this, weak](redisReply* r) {
+                         auto s = weak.lock();
+                         if (s) resume(s, r);
+                       });
+}
+
+void RedisAdapter::resume(const std::shared_ptr<sio::SocketImpl>& s, redisReply* r) {
+  Json session;
+  if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_STRING)
+    session = json_parse(std::string_view(r->element[0]->str, r->element[0]->len));
+  const char* nsp = json_str(session.get(), "nsp");
+  const char* sid = json_str(session.get(), "sid");
+  const char* pid = json_str(session.get(), "pid");
+  if (!nsp || nsp != s->nsp() || !sid || !pid) {
+    metrics::add(m_not_recovered_);
+    s->start_connect();  // unknown or expired: a fresh connection
+    return;
+  }
+  std::vector<std::string> rooms = str_list(json_object_get(session.get(), "rooms"));
+  std::vector<std::pair<std::string, std::string>> data;
+  const char* key;
+  json_t* value;
+  json_object_foreach(json_object_get(session.get(), "data"), key, value) {
+    if (json_is_string(value)) data.emplace_back(key, json_string_value(value));
+  }
+  auto in_rooms = [&](const std::vector<std::string>& list) {
+    for (auto& r : list)
+      if (std::find(rooms.begin(), rooms.end(), r) != rooms.end()) return true;
+    return false;
+  };
+  std::vector<std::vector<eio::OutRef>> missed;
+  for (size_t i = 1; i < r->elements; i++) {
+    if (r->element[i]->type != REDIS_REPLY_STRING) continue;
+    sio::EncodedBroadcast b;
+    if (!b.parse(std::string_view(r->element[i]->str, r->element[i]->len))) continue;
+    if (!b.opts.rooms.empty() && !in_rooms(b.opts.rooms)) continue;
+    if (in_rooms(b.opts.except)) continue;
+    missed.push_back(sio::encode_packets(b.header, b.attachments));
+  }
+  metrics::add(m_recovered_);
+  logf(LogLevel::Debug, "recovery: socket %s on %s resumed with %zu missed packets", sid, nsp, missed.size());
+  s->recover(sid, pid, std::move(rooms), std::move(data), missed);
+}
+
+}  // namespace dr::cluster

@@ -1,0 +1,167 @@
+// The Redis adapter: every worker is one node of a cluster that shares one
+// Redis, wire-compatible with @socket.io/redis-adapter (classic pub/sub) and
+// @socket.io/redis-emitter (see shared/protocols/redis-adapter.md):
+//
+//  - broadcasts are delivered locally and published as [uid, packet, opts]
+//    (msgpack) on <key>#<nsp># or, for exactly one room, <key>#<nsp>#<room>#;
+//    a node SUBSCRIBEs to its namespaces' channels and to the channels of the
+//    rooms it holds members of (sockets' own rooms included), so a room's
+//    traffic does not wake nodes without members (Node servers PSUBSCRIBE to
+//    everything, publishers need no change);
+//  - requests and responses (fetchSockets, socketsJoin/Leave, disconnectSockets,
+//    serverSideEmit with acks, broadcasts with acks, allRooms) on
+//    <key>-request#<nsp># and <key>-response#<nsp>#[<uid>#];
+//  - shared membership: <app>presence:<nsp>#<room> (socket id -> node and
+//    user), each node's entries listed in <app>node:<uid>, heartbeats in the
+//    sorted set <app>nodes; a node silent for redis_node_ttl is purged by the
+//    others;
+//  - connection state recovery: recordable events get an offset and go to the
+//    stream <app>recovery:<nsp> (trimmed to the window) atomically with their
+//    PUBLISH; a disconnected socket's session waits in
+//    <app>recovery:session:<pid>, so a client may resume on any node.
+//
+// While Redis is away, delivery stays local: broadcasts reach this process's
+// other workers through the master, as without Redis.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cluster/ops.h"
+#include "cluster/redis_link.h"
+#include "core/metrics.h"
+#include "sio/adapter.h"
+#include "sio/server.h"
+
+namespace dr::cluster {
+
+class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public Ops {
+ public:
+  using Relay = std::function<void(std::string bytes)>;  // to this process's other workers
+  RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay);
+  ~RedisAdapter() override;
+
+  void start();
+  void tick(int64_t now);
+  void flush() { link_.flush(); }  // before the clients' output, each loop turn
+  const std::string& uid() const { return uid_; }
+
+  // ---- sio::Adapter
+  void broadcast(const sio::EncodedBroadcast& b) override;
+  void on_remote(std::string_view bytes) override;
+  bool recovers() const override;
+  std::string next_offset() override;
+  void record(const sio::EncodedBroadcast& b) override;
+
+  // ---- sio::RoomObserver
+  void joined(sio::SocketImpl& s, const std::string& room, bool first) override;
+  void left(sio::SocketImpl& s, const std::string& room, bool last) override;
+  void connected(sio::SocketImpl& s) override;
+  void disconnected(sio::SocketImpl& s, std::string_view reason) override;
+
+  // ---- Ops (include/depth-realtime/cluster.h)
+  bool configured() const override { return true; }
+  bool ready() const override { return link_.ready(); }
+  void fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) override;
+  void sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) override;
+  void sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) override;
+  void disconnect_sockets(const BroadcastOptions& opts, bool close) override;
+  void all_rooms(const std::string& nsp, std::function<void(std::string, std::vector<std::string>)> cb) override;
+  void server_count(const std::string& nsp, std::function<void(size_t)> cb) override;
+  void on_server_event(const std::string& nsp, const std::string& event, ServerEventHandler h) override;
+  void server_side_emit(const std::string& nsp, const std::string& event, Payload args) override;
+  void server_side_emit_with_ack(const std::string& nsp, const std::string& event, Payload args, uint64_t timeout_ms,
+                                 ServerAcks cb) override;
+  void broadcast_with_ack(const BroadcastOptions& opts, const std::string& event, Payload args, uint64_t timeout_ms,
+                          BroadcastAcks cb) override;
+  void room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) override;
+
+ private:
+  // The channels of one namespace.
+  struct Nsp {
+    std::string name;
+    sio::Namespace* ns = nullptr;
+    std::string bcast;     // <key>#<nsp>#
+    std::string request;   // <key>-request#<nsp>#
+    std::string response;  // <key>-response#<nsp>#
+    std::string specific;  // <key>-response#<nsp>#<uid>#
+  };
+  // A request of ours waiting for the other nodes' answers.
+  struct Pending {
+    int type = 0;
+    int64_t deadline = 0;
+    size_t expected = SIZE_MAX;  // answers (or server reports) awaited; unknown until NUMSUB answers
+    size_t got = 0;
+    std::vector<RemoteSocket> sockets;
+    std::set<std::string> rooms;
+    std::vector<Json> replies;
+    size_t clients = 0;  // broadcast with acks: acks awaited
+    std::vector<Payload> acks;
+    std::function<void(Pending& p, std::string error)> done;
+  };
+
+  Nsp* find(std::string_view nsp);
+  std::string bcast_channel(std::string_view nsp) const { return conf_.key_prefix + "#" + std::string(nsp) + "#"; }
+  std::string room_channel(const Nsp& n, std::string_view room) const { return n.bcast + std::string(room) + "#"; }
+  std::string presence_key(const std::string& nsp, const std::string& room) const;
+  std::string node_key(const std::string& uid) const { return conf_.app_prefix + "node:" + uid; }
+  std::string stream_key(const std::string& nsp) const { return conf_.app_prefix + "recovery:" + nsp; }
+  std::string session_key(const std::string& pid) const { return conf_.app_prefix + "recovery:session:" + pid; }
+  std::string new_id() const;
+
+  void on_state(bool ready);
+  void on_message(std::string_view channel, std::string_view body);
+  void on_broadcast(Nsp& n, std::string_view channel, std::string_view body);
+  void on_request(Nsp& n, std::string_view body);
+  void on_response(std::string_view body);
+  void respond(const Nsp& n, const json_t* request, Json response);
+  bool publish(const std::string& channel, std::string_view body);
+  void publish_json(const std::string& channel, const json_t* body);
+  std::string encode(const sio::EncodedBroadcast& b);
+
+  // Requests: NUMSUB of the request channel, then `send` (unless alone).
+  void numsub(const std::string& channel, std::function<void(size_t)> cb);
+  Pending* add_pending(const std::string& id, std::unique_ptr<Pending> p);
+  void check(const std::string& id);
+  void finish(const std::string& id, std::string error);
+  void remote_op(const BroadcastOptions& opts, int type, const char* key, Json value);
+
+  // Shared membership.
+  void heartbeat(bool reset);
+  void resync();
+  void presence_add(sio::SocketImpl& s, const std::string& room);
+  void presence_remove(sio::SocketImpl& s, const std::string& room);
+
+  // Connection state recovery.
+  bool try_recover(const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid, const std::string& offset);
+  void resume(const std::shared_ptr<sio::SocketImpl>& s, redisReply* r);
+  uint64_t window() const;
+
+  uv_loop_t* loop_;
+  sio::Server& server_;
+  CoreConf::Redis conf_;
+  Relay relay_;
+  std::string uid_;
+  RedisLink link_;
+  LocalOps local_;
+  std::vector<Nsp> nsps_;
+  std::string request_prefix_, response_prefix_, bcast_prefix_;
+  std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
+  int64_t next_heartbeat_ = 0;
+  bool synced_ = false;  // membership written since the link came up
+  int64_t offset_ms_ = 0;
+  uint64_t offset_seq_ = 0;
+  uint64_t dropped_reported_ = 0;
+  metrics::Entry* m_up_ = nullptr;
+  metrics::Entry* m_dropped_ = nullptr;
+  metrics::Entry* m_published_ = nullptr;
+  metrics::Entry* m_received_ = nullptr;
+  metrics::Entry* m_recovered_ = nullptr;
+  metrics::Entry* m_not_recovered_ = nullptr;
+};
+
+}  // namespace dr::cluster

@@ -1,0 +1,357 @@
+#include "cluster/redis_link.h"
+
+#include <hiredis/sds.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "depth-realtime/module.h"
+
+namespace dr::cluster {
+namespace {
+
+constexpr uint64_t kBackoffFirstMs = 200;
+constexpr uint64_t kBackoffMaxMs = 10000;
+constexpr int64_t kWarnEveryMs = 60000;  // "still unreachable" at most once a minute
+constexpr size_t kSubscribeChunk = 256;  // channels per SUBSCRIBE on a resubscribe
+
+// 0.75x .. 1.25x: workers that lost Redis together do not retry in step.
+uint64_t jitter(uint64_t ms) {
+  static uint64_t x = uv_hrtime() | 1;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return ms * 3 / 4 + (ms ? x % (ms / 2 + 1) : 0);
+}
+
+// hiredis' event hooks on a uv_poll_t. Like <hiredis/adapters/libuv.h>, but
+// that one ignores poll errors, so a refused connect was never reported (it
+// waited for the connect timeout): here an error lets hiredis find out.
+struct UvEvents {
+  redisAsyncContext* ac = nullptr;
+  uv_poll_t poll{};
+  int events = 0;
+};
+
+void uv_events_poll(uv_poll_t* h, int status, int events) {
+  auto* e = static_cast<UvEvents*>(h->data);
+  if (!e->ac) return;
+  if (status < 0) {
+    if (e->ac->c.flags & REDIS_CONNECTED) redisAsyncHandleRead(e->ac);
+    else redisAsyncHandleWrite(e->ac);  // the connect's outcome
+    return;
+  }
+  if (events & UV_READABLE) redisAsyncHandleRead(e->ac);
+  if (e->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(e->ac);  // the read may have freed it
+}
+
+void uv_events_set(void* data, int add, int remove) {
+  auto* e = static_cast<UvEvents*>(data);
+  e->events = (e->events | add) & ~remove;
+  if (e->events) uv_poll_start(&e->poll, e->events, uv_events_poll);
+  else uv_poll_stop(&e->poll);
+}
+
+void uv_events_cleanup(void* data) {
+  auto* e = static_cast<UvEvents*>(data);
+  e->ac = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(&e->poll),
+           [](uv_handle_t* h) { std::unique_ptr<UvEvents> owned(static_cast<UvEvents*>(h->data)); });
+}
+
+bool uv_events_attach(redisAsyncContext* ac, uv_loop_t* loop) {
+  if (ac->ev.data) return false;
+  auto e = std::make_unique<UvEvents>();
+  if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) return false;
+  e->ac = ac;
+  e->poll.data = e.get();
+  ac->ev.addRead = [](void* d) { uv_events_set(d, UV_READABLE, 0); };
+  ac->ev.delRead = [](void* d) { uv_events_set(d, 0, UV_READABLE); };
+  ac->ev.addWrite = [](void* d) { uv_events_set(d, UV_WRITABLE, 0); };
+  ac->ev.delWrite = [](void* d) { uv_events_set(d, 0, UV_WRITABLE); };
+  ac->ev.cleanup = uv_events_cleanup;
+  ac->ev.data = e.release();  // freed by uv_events_cleanup's close callback
+  return true;
+}
+
+}  // namespace
+
+void AsyncContext::reset() {
+  if (!ac_) return;
+  redisAsyncContext* ac = ac_;
+  ac_ = nullptr;
+  ac->data = nullptr;  // its connect/disconnect callbacks now ignore it
+  redisAsyncFree(ac);
+}
+
+RedisLink::RedisLink(uv_loop_t* loop, const CoreConf::Redis& conf, Message on_message, StateChange on_state)
+    : loop_(loop), conf_(conf), on_message_(std::move(on_message)), on_state_(std::move(on_state)) {}
+
+RedisLink::~RedisLink() {
+  destroying_ = true;
+  cmd_.ac.reset();
+  sub_.ac.reset();
+}
+
+void RedisLink::start() {
+  if (started_) return;
+  started_ = true;
+  connect(cmd_);
+  connect(sub_);
+}
+
+void RedisLink::connect(Conn& c) {
+  c.gen++;
+  int64_t now = int64_t(uv_now(loop_));
+  redisAsyncContext* ac = conf_.unix_path.empty() ? redisAsyncConnect(conf_.host.c_str(), conf_.port)
+                                                  : redisAsyncConnectUnix(conf_.unix_path.c_str());
+  if (!ac || ac->err || !uv_events_attach(ac, loop_)) {
+    std::string why = ac && ac->err ? ac->errstr : "out of memory";
+    if (ac) redisAsyncFree(ac);
+    c.state = State::Connecting;  // so that lost() reports a failed attempt
+    lost(c, why.c_str());
+    return;
+  }
+  ac->data = &c;
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  c.ac.adopt(ac);
+  c.state = State::Connecting;
+  c.connect_deadline = now + int64_t(conf_.connect_timeout);
+  // The handshake is queued at once (hiredis sends it when the socket is
+  // connected); the PING reply says the connection is usable.
+  auto check = [this, &c](const char* what) {
+    return [this, &c, what](redisReply* r) {
+      if (r && r->type == REDIS_REPLY_ERROR) {
+        logf(LogLevel::Error, "redis: %s refused on the %s connection to %s: %s", what, c.role, conf_.text().c_str(),
+             r->str);
+        drop(c, what);
+      }
+    };
+  };
+  if (!conf_.password.empty()) raw_command(c, {"AUTH", conf_.password}, check("AUTH"), false);
+  std::string db = std::to_string(conf_.db);
+  if (&c == &cmd_ && conf_.db) raw_command(c, {"SELECT", db}, check("SELECT"), false);
+  uint64_t gen = c.gen;
+  raw_command(c, {"PING"}, [this, &c, gen](redisReply* r) {
+    if (r && r->type != REDIS_REPLY_ERROR && c.gen == gen && c.state == State::Connecting) connected(c);
+  }, false);
+}
+
+void RedisLink::connected(Conn& c) {
+  bool was_ready = ready();
+  int64_t now = int64_t(uv_now(loop_));
+  if (c.down_since)
+    logf(LogLevel::Notice, "redis: %s connection to %s is back after %.1fs", c.role, conf_.text().c_str(),
+         double(now - c.down_since) / 1000);
+  else
+    logf(LogLevel::Info, "redis: %s connection to %s ready", c.role, conf_.text().c_str());
+  c.state = State::Up;
+  c.backoff = 0;
+  c.failures = 0;
+  c.down_since = 0;
+  c.last_warn = 0;
+  if (&c == &sub_) resubscribe();
+  after_ready_change(was_ready);
+}
+
+void RedisLink::lost(Conn& c, const char* why) {
+  bool was_ready = ready();
+  int64_t now = int64_t(uv_now(loop_));
+  State was = c.state;
+  c.state = State::Down;
+  c.gen++;  // callbacks of that connection still to come are stale
+  if (&c == &cmd_) {
+    sent_.clear();
+    pending_bytes_ = 0;
+  }
+  c.backoff = c.backoff ? std::min(c.backoff * 2, kBackoffMaxMs) : kBackoffFirstMs;
+  c.retry_at = now + int64_t(jitter(c.backoff));
+  c.failures++;
+  if (was == State::Up) {
+    c.down_since = now;
+    c.last_warn = now;
+    logf(LogLevel::Warn, "redis: lost the %s connection to %s (%s); reconnecting, local delivery goes on", c.role,
+         conf_.text().c_str(), why);
+  } else if (!c.last_warn) {
+    if (!c.down_since) c.down_since = now;
+    c.last_warn = now;
+    logf(LogLevel::Warn, "redis: cannot connect the %s connection to %s (%s); retrying with backoff up to %llus",
+         c.role, conf_.text().c_str(), why, (unsigned long long)(kBackoffMaxMs / 1000));
+  } else if (now - c.last_warn >= kWarnEveryMs) {
+    c.last_warn = now;
+    logf(LogLevel::Warn, "redis: %s still unreachable after %llu attempts (%s)", conf_.text().c_str(),
+         (unsigned long long)c.failures, why);
+  }
+  after_ready_change(was_ready);
+}
+
+void RedisLink::drop(Conn& c, const char* why) {
+  if (c.state == State::Down) return;
+  lost(c, why);
+  c.ac.reset();  // pending callbacks run now (or when hiredis leaves its callback) with no reply
+}
+
+void RedisLink::after_ready_change(bool was_ready) {
+  bool now_ready = ready();
+  if (now_ready == was_ready || destroying_ || !on_state_) return;
+  try {
+    on_state_(now_ready);
+  } catch (const std::exception& e) {
+    logf(LogLevel::Error, "redis: state handler: %s", e.what());
+  }
+}
+
+void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
+  auto* c = static_cast<Conn*>(ac->data);
+  if (!c || c->link->destroying_) return;
+  if (status != REDIS_OK) {
+    c->ac.forget();  // hiredis frees it when we return
+    c->link->lost(*c, ac->errstr[0] ? ac->errstr : "connection failed");
+    return;
+  }
+  redisEnableKeepAlive(&c->ac.get()->c);  // a silently dead peer is noticed too
+}
+
+void RedisLink::on_disconnect(const redisAsyncContext* ac, int status) {
+  auto* c = static_cast<Conn*>(ac->data);
+  if (!c || c->link->destroying_) return;
+  c->ac.forget();  // hiredis frees it when we return
+  c->link->lost(*c, status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "connection error"));
+}
+
+void RedisLink::on_reply(redisAsyncContext*, void* reply, void* privdata) {
+  std::unique_ptr<Callback> cb(static_cast<Callback*>(privdata));
+  Conn* c = cb->conn;
+  RedisLink* self = c->link;
+  if (self->destroying_) return;
+  if (cb->counted && cb->gen == c->gen && !self->sent_.empty()) {
+    self->pending_bytes_ -= std::min(self->pending_bytes_, self->sent_.front().bytes);
+    self->sent_.pop_front();
+  }
+  if (!cb->fn) return;
+  try {
+    cb->fn(static_cast<redisReply*>(reply));
+  } catch (const std::exception& e) {
+    logf(LogLevel::Error, "redis: reply handler: %s", e.what());
+  }
+}
+
+void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
+  auto* c = static_cast<Conn*>(privdata);
+  auto* r = static_cast<redisReply*>(reply);
+  RedisLink* self = c->link;
+  if (!r || self->destroying_ || r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
+  redisReply* kind = r->element[0];
+  if (kind->type != REDIS_REPLY_STRING || std::string_view(kind->str, kind->len) != "message") return;
+  redisReply* ch = r->element[1];
+  redisReply* body = r->element[2];
+  if (ch->type != REDIS_REPLY_STRING || body->type != REDIS_REPLY_STRING) return;
+  try {
+    self->on_message_(std::string_view(ch->str, ch->len), std::string_view(body->str, body->len));
+  } catch (const std::exception& e) {
+    logf(LogLevel::Error, "redis: message handler: %s", e.what());
+  }
+}
+
+bool RedisLink::raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted) {
+  if (!c.ac) return false;
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  size_t bytes = 16;
+  ptrs.reserve(argv.size());
+  lens.reserve(argv.size());
+  for (auto a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+    bytes += a.size() + 16;
+  }
+  auto cb = std::make_unique<Callback>(Callback{&c, c.gen, std::move(reply), counted});
+  if (redisAsyncCommandArgv(c.ac.get(), on_reply, cb.get(), int(argv.size()), ptrs.data(), lens.data()) != REDIS_OK)
+    return false;
+  cb.release();  // on_reply owns it now
+  if (counted) {
+    sent_.push_back({int64_t(uv_now(loop_)), bytes});
+    pending_bytes_ += bytes;
+  }
+  return true;
+}
+
+bool RedisLink::command(const std::vector<std::string_view>& argv, Reply reply) {
+  size_t bytes = 16;
+  for (auto a : argv) bytes += a.size() + 16;
+  if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
+      !raw_command(cmd_, argv, std::move(reply), true)) {
+    dropped_++;
+    return false;
+  }
+  return true;
+}
+
+bool RedisLink::commands(const std::vector<std::vector<std::string_view>>& cmds, Reply reply) {
+  size_t bytes = 0;
+  for (auto& argv : cmds)
+    for (auto a : argv) bytes += a.size() + 16;
+  if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending) {
+    dropped_++;
+    return false;
+  }
+  for (size_t i = 0; i < cmds.size(); i++)
+    if (!raw_command(cmd_, cmds[i], i + 1 == cmds.size() ? std::move(reply) : Reply(), true)) {
+      dropped_++;
+      return false;  // only when hiredis refuses: the connection is going away anyway
+    }
+  return true;
+}
+
+void RedisLink::send_subscription(const char* verb, const std::vector<std::string>& channels) {
+  if (sub_.state != State::Up || channels.empty()) return;
+  std::vector<const char*> ptrs{verb};
+  std::vector<size_t> lens{strlen(verb)};
+  for (auto& ch : channels) {
+    ptrs.push_back(ch.data());
+    lens.push_back(ch.size());
+  }
+  // The callback stays registered per channel in hiredis: privdata is not owned.
+  redisAsyncCommandArgv(sub_.ac.get(), on_sub_reply, &sub_, int(ptrs.size()), ptrs.data(), lens.data());
+}
+
+void RedisLink::subscribe(const std::string& channel) {
+  if (channels_.insert(channel).second) send_subscription("SUBSCRIBE", {channel});
+}
+
+void RedisLink::unsubscribe(const std::string& channel) {
+  if (channels_.erase(channel)) send_subscription("UNSUBSCRIBE", {channel});
+}
+
+void RedisLink::resubscribe() {
+  std::vector<std::string> chunk;
+  for (auto& ch : channels_) {
+    chunk.push_back(ch);
+    if (chunk.size() == kSubscribeChunk) {
+      send_subscription("SUBSCRIBE", chunk);
+      chunk.clear();
+    }
+  }
+  send_subscription("SUBSCRIBE", chunk);
+}
+
+void RedisLink::flush() {
+  for (Conn* c : {&cmd_, &sub_}) {
+    redisAsyncContext* ac = c->ac.get();
+    if (c->state == State::Up && ac && sdslen(ac->c.obuf) > 0) redisAsyncHandleWrite(ac);
+  }
+}
+
+void RedisLink::tick(int64_t) {
+  if (!started_) return;
+  int64_t now = int64_t(uv_now(loop_));
+  for (Conn* c : {&cmd_, &sub_}) {
+    if (c->state == State::Down && now >= c->retry_at) connect(*c);
+    else if (c->state == State::Connecting && now >= c->connect_deadline) drop(*c, "connect timed out");
+  }
+  if (cmd_.state == State::Up && !sent_.empty() && now - sent_.front().at > int64_t(conf_.command_timeout))
+    drop(cmd_, "no reply within redis_command_timeout");
+}
+
+}  // namespace dr::cluster

@@ -1,0 +1,144 @@
+// A worker's link to Redis: hiredis' async API on the worker's libuv loop,
+// with one connection for commands and one in subscriber mode.
+//
+// Redis may be away at start or go away at any time: the link reconnects with
+// exponential backoff, restores its subscriptions when it is back, and while
+// it is away (or too slow) refuses commands instead of queueing them, so that
+// memory stays bounded; refusals are counted.
+#pragma once
+
+#include <hiredis/async.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.h"
+#include "core/uv_util.h"
+
+namespace dr::cluster {
+
+// Owns a redisAsyncContext until hiredis frees it itself (after a failed
+// connect or a disconnect, hiredis frees the context when its callback returns).
+class AsyncContext {
+ public:
+  AsyncContext() = default;
+  ~AsyncContext() { reset(); }
+  AsyncContext(const AsyncContext&) = delete;
+  AsyncContext& operator=(const AsyncContext&) = delete;
+
+  redisAsyncContext* get() const { return ac_; }
+  explicit operator bool() const { return ac_ != nullptr; }
+  void adopt(redisAsyncContext* ac) {
+    reset();
+    ac_ = ac;
+  }
+  // hiredis is freeing it: forget it without freeing.
+  void forget() { ac_ = nullptr; }
+  // Frees it now; its pending callbacks run with a null reply.
+  void reset();
+
+ private:
+  redisAsyncContext* ac_ = nullptr;
+};
+
+class RedisLink {
+ public:
+  // `reply` is null when no answer will come (connection lost).
+  using Reply = std::function<void(redisReply* reply)>;
+  using Message = std::function<void(std::string_view channel, std::string_view body)>;
+  using StateChange = std::function<void(bool ready)>;
+
+  RedisLink(uv_loop_t* loop, const CoreConf::Redis& conf, Message on_message, StateChange on_state);
+  ~RedisLink();
+  RedisLink(const RedisLink&) = delete;
+  RedisLink& operator=(const RedisLink&) = delete;
+
+  void start();
+  // Both connections are up (authenticated, database selected).
+  bool ready() const { return cmd_.state == State::Up && sub_.state == State::Up; }
+
+  // Sends a command. False when Redis is away or too much is pending: the
+  // command is dropped (and counted) and `reply` is never called.
+  bool command(const std::vector<std::string_view>& argv, Reply reply = {});
+  // Several commands, all sent or none (a MULTI ... EXEC must not be cut);
+  // `reply` gets the last one's reply.
+  bool commands(const std::vector<std::vector<std::string_view>>& cmds, Reply reply = {});
+  // The subscription set: kept across reconnects.
+  void subscribe(const std::string& channel);
+  void unsubscribe(const std::string& channel);
+  bool subscribed(const std::string& channel) const { return channels_.count(channel) != 0; }
+  size_t subscription_count() const { return channels_.size(); }
+
+  // Reconnects and command timeouts; call every ~100 ms.
+  void tick(int64_t now);
+  // Writes what the commands of this loop turn queued, now rather than at the
+  // next poll: called before clients' output is flushed, so that a SUBSCRIBE
+  // (a join) or a PUBLISH leaves before the ack that tells a client it is done.
+  void flush();
+
+  uint64_t dropped() const { return dropped_; }
+  size_t pending_bytes() const { return pending_bytes_; }
+
+ private:
+  enum class State { Down, Connecting, Up };
+  struct Conn {
+    Conn(RedisLink* l, const char* r) : link(l), role(r) {}
+    RedisLink* link;
+    const char* role;  // "commands" or "subscriber", for logs
+    AsyncContext ac;
+    uint64_t gen = 0;  // bumped per connection attempt: late callbacks of an old one are told apart
+    State state = State::Down;
+    int64_t connect_deadline = 0;
+    int64_t retry_at = 0;
+    uint64_t backoff = 0;
+    int64_t down_since = 0;   // for "connected again after ..."
+    int64_t last_warn = 0;    // failures are logged at most once a minute
+    uint64_t failures = 0;
+  };
+  struct Sent {
+    int64_t at;
+    size_t bytes;
+  };
+  struct Callback {
+    Conn* conn;
+    uint64_t gen;
+    Reply fn;
+    bool counted;  // has an entry in sent_
+  };
+
+  void connect(Conn& c);
+  void connected(Conn& c);
+  void lost(Conn& c, const char* why);
+  void drop(Conn& c, const char* why);  // our decision: free the context
+  void after_ready_change(bool was_ready);
+  void resubscribe();
+  void send_subscription(const char* verb, const std::vector<std::string>& channels);
+  bool raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted);
+
+  static void on_connect(const redisAsyncContext* ac, int status);
+  static void on_disconnect(const redisAsyncContext* ac, int status);
+  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void on_sub_reply(redisAsyncContext* ac, void* reply, void* privdata);
+
+  uv_loop_t* loop_;
+  CoreConf::Redis conf_;
+  Message on_message_;
+  StateChange on_state_;
+  Conn cmd_{this, "commands"};
+  Conn sub_{this, "subscriber"};
+  std::set<std::string> channels_;
+  std::deque<Sent> sent_;  // commands awaiting replies on cmd_, oldest first
+  size_t pending_bytes_ = 0;
+  uint64_t dropped_ = 0;
+  bool destroying_ = false;
+  bool started_ = false;
+};
+
+}  // namespace dr::cluster
