@@ -1,6 +1,7 @@
 #include "core/metrics.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <map>
@@ -38,8 +39,15 @@ uint64_t hash(std::string_view a, std::string_view b) {
   return h;
 }
 
-bool same(const Entry& e, std::string_view metric, std::string_view label) {
-  return metric == e.metric && label == e.label;
+bool same(const Entry& e, std::string_view metric, std::string_view label, int32_t owner) {
+  return metric == e.metric && label == e.label && e.owner.load(std::memory_order_relaxed) == owner;
+}
+
+// A gauge is kept per process, so that the share of a process that dies can be
+// dropped; counters are shared, and keep counting across restarts.
+int32_t owner_for(std::string_view metric) {
+  auto d = decls().find(metric);
+  return d != decls().end() && d->second.type == MetricType::Gauge ? int32_t(getpid()) : 0;
 }
 
 Core g_core;
@@ -60,15 +68,18 @@ Entry* get(std::string_view metric, std::string_view label) {
   key.append(metric).push_back('\0');
   key.append(label);
   if (auto it = cache().find(key); it != cache().end()) return it->second;
+  int32_t owner = owner_for(metric);
   // Open addressing; a free slot is claimed with a compare-and-swap, so two
   // processes adding the same series at once end up in one entry.
-  size_t start = hash(metric, label) % kEntries;
+  size_t start = (hash(metric, label) + uint32_t(owner) * 2654435761u) % kEntries;
   for (size_t i = 0; i < kEntries; i++) {
     Entry& e = g_table->entries[(start + i) % kEntries];
     uint32_t st = e.state.load(std::memory_order_acquire);
-    if (st == 0) {
-      uint32_t expected = 0;
+    if (st == 0 || st == 3) {
+      uint32_t expected = st;
       if (e.state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+        e.value.store(0, std::memory_order_relaxed);
+        e.owner.store(owner, std::memory_order_relaxed);
         metric.copy(e.metric, metric.size());  // (memcpy would be handed a null pointer for "")
         e.metric[metric.size()] = 0;
         label.copy(e.label, label.size());
@@ -80,12 +91,26 @@ Entry* get(std::string_view metric, std::string_view label) {
       st = e.state.load(std::memory_order_acquire);
     }
     while (st == 1) st = e.state.load(std::memory_order_acquire);  // another process is writing the name
-    if (same(e, metric, label)) {
+    if (st == 2 && same(e, metric, label, owner)) {
       cache().emplace(std::move(key), &e);
       return &e;
     }
   }
   return nullptr;  // full
+}
+
+void after_fork() {
+  cache().clear();
+  declare_core();
+}
+
+void release(int pid) {
+  if (!g_table || pid <= 0) return;
+  for (auto& e : g_table->entries)
+    if (e.state.load(std::memory_order_acquire) == 2 && e.owner.load(std::memory_order_relaxed) == pid) {
+      e.value.store(0, std::memory_order_relaxed);
+      e.state.store(3, std::memory_order_release);
+    }
 }
 
 void declare(std::string_view metric, MetricType type, std::string_view help) {
@@ -110,18 +135,20 @@ std::string label(std::string_view name, std::string_view value) {
 std::string render() {
   if (!g_table) return {};
   // Group the series by metric name, then print them under their HELP/TYPE.
-  std::map<std::string, std::vector<const Entry*>> by_name;
+  // Series by name, then by label, summing the per-process shares of gauges.
+  std::map<std::string, std::map<std::string, int64_t>> by_name;
   for (auto& e : g_table->entries)
-    if (e.state.load(std::memory_order_acquire) == 2) by_name[e.metric].push_back(&e);
+    if (e.state.load(std::memory_order_acquire) == 2)
+      by_name[e.metric][e.label] += e.value.load(std::memory_order_relaxed);
   std::string out;
   for (auto& [name, series] : by_name) {
     auto d = decls().find(name);
     out += "# HELP " + name + " " + (d != decls().end() ? d->second.help : name) + "\n";
     out += "# TYPE " + name + " " + (d != decls().end() && d->second.type == MetricType::Gauge ? "gauge" : "counter") + "\n";
-    for (const Entry* e : series) {
+    for (auto& [label, value] : series) {
       out += name;
-      if (e->label[0]) out += std::string("{") + e->label + "}";
-      out += " " + std::to_string(e->value.load(std::memory_order_relaxed)) + "\n";
+      if (!label.empty()) out += "{" + label + "}";
+      out += " " + std::to_string(value) + "\n";
     }
   }
   return out;

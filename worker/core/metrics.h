@@ -14,7 +14,8 @@
 namespace dr::metrics {
 
 struct Entry {
-  std::atomic<uint32_t> state;  // 0 free, 1 being claimed, 2 in use
+  std::atomic<uint32_t> state;  // 0 free, 1 being claimed, 2 in use, 3 released (reusable)
+  std::atomic<int32_t> owner;   // gauges: the pid whose share this is; counters: 0
   char metric[64];
   char label[120];              // e.g. namespace="/chat"; empty: no label
   std::atomic<int64_t> value;
@@ -22,6 +23,10 @@ struct Entry {
 
 // Makes the shared table; called once by the master before forking.
 bool init();
+// In a new worker: forget the master's resolved series (gauges are per process).
+void after_fork();
+// A process died: its gauge shares go (a killed worker's clients are gone).
+void release(int pid);
 
 // The entry for (metric, label), created on first use. Null when the table is
 // full (labels must stay bounded) or metrics are not initialised.

@@ -247,7 +247,6 @@ bool Server::matches(std::string_view path) const {
 }
 
 int Server::owner_slot(std::string_view url) const {
-  if (workers_ < 2) return -1;
   auto q = url.find('?');
   if (q == std::string_view::npos || !matches(url.substr(0, q))) return -1;
   std::string_view qs = url.substr(q);
@@ -260,7 +259,7 @@ int Server::owner_slot(std::string_view url) const {
   int a = url_digit(qs[pos + 4]), b = url_digit(qs[pos + 5]);
   if (a < 0 || b < 0) return -1;
   int slot = (a << 2) | (b >> 4);
-  return slot != slot_ && slot < workers_ ? slot : -1;
+  return slot != slot_ ? slot : -1;  // (slot_ is this worker's id; ids outlive reloads)
 }
 
 std::string Server::new_sid() {
@@ -557,6 +556,16 @@ void Server::flush() {
     s->finish_if_closed();
   }
   graveyard_.clear();
+}
+
+// Long-polling sessions are told first and all at once: each needs new
+// requests, which a stopping server may not get through to it for long.
+size_t Server::close_polling(std::string_view reason) {
+  std::vector<Session*> polling;
+  for (auto& [sid, s] : sessions_)
+    if (!s->closed_ && s->transport_ == Transport::Polling) polling.push_back(s.get());
+  for (Session* s : polling) s->close(reason);
+  return polling.size();
 }
 
 size_t Server::close_some(std::string_view reason, size_t n) {

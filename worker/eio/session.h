@@ -126,6 +126,7 @@ class Server {
   void close_all(std::string_view reason);
   // Closes at most `n` open sessions; returns how many stay open.
   size_t close_some(std::string_view reason, size_t n);
+  size_t close_polling(std::string_view reason);
 
  private:
   friend class Session;

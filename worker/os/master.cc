@@ -46,6 +46,7 @@ const int kSignals[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGCHLD};
 struct WorkerProc {
   pid_t pid = -1;
   int slot = 0;
+  int id = 0;  // unique among live workers, old generations included; named by session ids
   int generation = 0;
   int64_t started_ms = 0;
   int quick_failures = 0;  // deaths soon after start, for backoff
@@ -76,6 +77,7 @@ class Master {
   bool spawn(int slot);
   void on_worker_message(int slot, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h);
   void hand_to_worker(int slot_hint, std::string_view body, std::unique_ptr<uv_tcp_t> h);
+  void hand_to_id(int id, std::string_view body, std::unique_ptr<uv_tcp_t> h);
   void handle_signal(int sig);
   void reap();
   void reload();
@@ -93,6 +95,7 @@ class Master {
   std::unique_ptr<uv_timer_t> kill_timer_;
   std::vector<std::unique_ptr<ListenerTag>> tags_;
   size_t next_worker_ = 0;
+  int next_id_ = 0;
   int generation_ = 0;
   bool stopping_ = false;
   int exit_code_ = 0;
@@ -171,6 +174,16 @@ bool Master::spawn(int slot) {
     logf(LogLevel::Crit, "socketpair failed: %s", strerror(errno));
     return false;
   }
+  // An id no live worker has: a draining old worker keeps its sessions
+  // reachable while the new one in its slot takes new ones.
+  int id = next_id_;
+  for (int tries = 0; tries < 256; tries++, id = (id + 1) % 256) {
+    bool used = false;
+    for (auto& p : procs_)
+      if (p->pid > 0 && p->id == id) used = true;
+    if (!used) break;
+  }
+  next_id_ = (id + 1) % 256;
   pid_t pid = fork();
   if (pid < 0) {
     logf(LogLevel::Crit, "fork failed: %s", strerror(errno));
@@ -182,12 +195,14 @@ bool Master::spawn(int slot) {
     for (int s : kSignals) signal(s, SIG_DFL);
     close_inherited(sv[1], &loop_);
     logging::set_slot(slot);
-    _exit(worker_main(*cfg_, slot, sv[1], opts_.conf_path, opts_.load));
+    metrics::after_fork();
+    _exit(worker_main(*cfg_, slot, id, sv[1], opts_.conf_path, opts_.load));
   }
   close(sv[1]);
   auto proc = std::make_unique<WorkerProc>();
   proc->pid = pid;
   proc->slot = slot;
+  proc->id = id;
   proc->generation = generation_;
   proc->started_ms = now_ms();
   proc->channel = std::make_unique<Channel>();
@@ -218,6 +233,16 @@ void Master::hand_to_worker(int slot_hint, std::string_view body, std::unique_pt
     return;
   }
   target->channel->send(ChannelMsg::Connection, body, std::move(h));
+}
+
+// A request for a session: to the worker that holds it, draining or not.
+void Master::hand_to_id(int id, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
+  for (auto& p : procs_)
+    if (p->pid > 0 && p->id == id && p->channel && p->channel->is_open()) {
+      p->channel->send(ChannelMsg::Connection, body, std::move(h));
+      return;
+    }
+  hand_to_worker(-1, body, std::move(h));  // gone: any worker answers "Session ID unknown"
 }
 
 void Master::on_accept(uv_tcp_t* listener) {
@@ -258,7 +283,7 @@ void Master::on_worker_message(int from_slot, ChannelMsg type, std::string_view 
         return;
       }
       memcpy(&target, body.data(), 4);
-      hand_to_worker(int(target), body.substr(4), std::move(h));
+      hand_to_id(int(target), body.substr(4), std::move(h));
       return;
     }
     case ChannelMsg::Broadcast:
@@ -358,6 +383,7 @@ void Master::reap() {
       logf(p->retiring || stopping_ ? LogLevel::Notice : LogLevel::Error, "worker %d (pid %d) exited with code %d",
            p->slot, int(pid), WEXITSTATUS(status));
     p->pid = -1;
+    metrics::release(pid);  // its clients are gone: so are its gauge shares
     if (p->channel) p->channel->close();
     if (p->retiring || stopping_) {
       std::erase_if(procs_, [pid_gone = p](auto& q) { return q.get() == pid_gone; });

@@ -33,12 +33,12 @@ struct Route {
 
 class WorkerRuntime final : public Worker, public http::Host {
  public:
-  WorkerRuntime(const Config& cfg, int slot, std::string conf_path, LoadOptions load)
+  WorkerRuntime(const Config& cfg, int slot, int id, std::string conf_path, LoadOptions load)
       : cfg_(&cfg),
         slot_(slot),
         conf_path_(std::move(conf_path)),
         load_(std::move(load)),
-        eio_(cfg.core, slot, cfg.core.workers(), [this](eio::Session& s) { return sio_.make_client(s); }),
+        eio_(cfg.core, id, cfg.core.workers(), [this](eio::Session& s) { return sio_.make_client(s); }),
         sio_(cfg) {
     set_limits();
   }
@@ -333,8 +333,9 @@ void WorkerRuntime::stop_gracefully() {
   if (stopping_) return;
   stopping_ = true;
   stop_deadline_ = now_ms() + int64_t(cfg_->core.worker_shutdown_timeout);
-  size_t sessions = eio_.session_count();
-  logf(LogLevel::Notice, "worker %d: graceful stop, %zu sessions", slot_, sessions);
+  size_t polling = eio_.close_polling("server shutting down");
+  size_t sessions = eio_.session_count() - std::min(polling, eio_.session_count());
+  logf(LogLevel::Notice, "worker %d: graceful stop, %zu sessions", slot_, sessions + polling);
   uint64_t spread = std::min(cfg_->core.worker_shutdown_spread, cfg_->core.worker_shutdown_timeout);
   uint64_t ticks = std::max<uint64_t>(1, spread / kTickMs);
   drain_per_tick_ = std::max<size_t>(1, (sessions + ticks - 1) / ticks);
@@ -439,8 +440,9 @@ int WorkerRuntime::run(int channel_fd) {
 
 }  // namespace
 
-int worker_main(const Config& cfg, int slot, int channel_fd, const std::string& conf_path, const LoadOptions& load) {
-  auto w = std::make_unique<WorkerRuntime>(cfg, slot, conf_path, load);
+int worker_main(const Config& cfg, int slot, int id, int channel_fd, const std::string& conf_path,
+                const LoadOptions& load) {
+  auto w = std::make_unique<WorkerRuntime>(cfg, slot, id, conf_path, load);
   int code = w->run(channel_fd);
   // The process ends here: the loop's handles need no orderly teardown.
   (void)w.release();
