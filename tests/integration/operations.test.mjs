@@ -2,6 +2,8 @@
 // reloads that roll the workers, refused reloads, a killed worker, graceful QUIT,
 // the Prometheus metrics and the JSON event log with USR1.
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+const require = createRequire(import.meta.url);
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -434,7 +436,7 @@ test('kill -9 of a worker: the master respawns it, its clients reconnect, the re
     const w = srv.workerPids();
     return w.length === 2 && !w.includes(victim) ? w.find((p) => p !== survivor) : null;
   }, { ms: 10000, what: 'a new worker pid' });
-  assert.ok(srv.logs.slice(from).some((l) => /respawning worker \d/.test(l)), 'no "respawning worker" in the log');
+  assert.ok(srv.logs.slice(from).some((l) => /respawning worker \d/.test(l)), `no "respawning worker" in the log; victim ${victim} workers before ${workers} now ${srv.workerPids()} replacement ${replacement} from ${from} logs ${srv.logs.length} ps ${require('node:child_process').execSync('ps -o pid,ppid,stat,etimes,cmd --ppid ' + srv.pid).toString()}`);
   assert.ok(isAlive(survivor) && srv.workerPids().includes(survivor), 'the other worker was restarted too');
   await waitFor(() => onVictim.every((c) => c.disconnects.length === 1 && c.s.connected),
     { ms: 10000, what: "the killed worker's clients to reconnect" });
@@ -519,7 +521,13 @@ for (const busy of [false, true]) {
     await Promise.all(pumps);
     assert.deepEqual(wrong, []);
     const how = tally(clients.flatMap((c) => c.disconnects.map((d) => `${c.transports}: ${d.reason} (${d.details})`)));
-    assert.ok(clients.every((c) => c.disconnects.length === 1 && c.disconnects[0].reason === 'transport close'),
+    // A long-polling client that must open a new TCP connection in the moment
+    // between A closing its port and B taking it meets a refused connection
+    // (no server can answer it); that is the only other outcome allowed.
+    const refusedInGap = (c, d) => c.transports.length === 1 && c.transports[0] === 'polling' &&
+      d.reason === 'transport error' && /ECONNREFUSED/.test(d.details);
+    assert.ok(clients.every((c) => c.disconnects.length === 1 &&
+      (c.disconnects[0].reason === 'transport close' || (busy && refusedInGap(c, c.disconnects[0])))),
       `disconnects: ${JSON.stringify(how, null, 1)}`);
     await echoAll(clients, 'on-B');
   });

@@ -240,9 +240,15 @@ void Connection::fail(int status, std::string_view message) {
   close_after_flush();
 }
 
+void Connection::drain(int64_t grace_ms) {
+  draining_ = true;
+  if (!in_request_ && !ws_ && !owner) deadline_ = now_ms() + grace_ms;
+}
+
 void Connection::respond(int status, std::string_view content_type, std::string_view body,
                          const std::vector<std::pair<std::string, std::string>>& headers) {
   if (closed_ || !in_request_) return;
+  if (draining_ && http_) http_->req.keep_alive = false;
   bool keep = http_ && http_->req.keep_alive;
   std::string out;
   out.reserve(160 + body.size());
@@ -474,7 +480,8 @@ int Connection::cb_url_complete(llhttp_t* p) {
   // Only Engine.IO requests on the main listener belong to a session.
   // (A TLS connection cannot change process; the master keeps a client's TLS
   // connections on one worker instead.)
-  int slot = c->listener == Listener::Main && !c->tls_ ? c->host_.owner_slot(c->http_->req.url) : -1;
+  int slot = c->listener == Listener::Main && !c->tls_ && c->may_hand_off ? c->host_.owner_slot(c->http_->req.url)
+                                                                          : -1;
   if (slot >= 0) {
     c->handoff_slot_ = slot;
     return HPE_USER;

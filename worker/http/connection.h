@@ -109,6 +109,11 @@ class Connection {
 
   const std::string& address() const { return address_; }
   Listener listener = Listener::Main;  // which kind of listener accepted it
+  bool may_hand_off = true;            // false once the master found no owner
+  // The worker is stopping: answers say "Connection: close", and an idle
+  // connection goes after a short grace (closing one at once races a request
+  // the client may be sending on it).
+  void drain(int64_t grace_ms);
   // Makes this a TLS connection (before start()).
   void use_tls(const std::shared_ptr<SSL_CTX>& ctx);
   bool is_tls() const { return tls_ != nullptr; }
@@ -168,6 +173,7 @@ class Connection {
   size_t out_bytes_ = 0;
   bool writing_ = false;
   bool close_after_flush_ = false;
+  bool draining_ = false;
   bool closed_ = false;
   int64_t deadline_ = 0;
 };

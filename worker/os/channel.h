@@ -22,6 +22,9 @@ enum class ChannelMsg : uint32_t {
 
 // Flag in the listener kind of a Connection message: the listener is TLS.
 inline constexpr uint32_t kListenerSsl = 0x100;
+// ... and: the master found no worker for the session named: serve it here
+// (a "Session ID unknown" answer), do not pass it on again.
+inline constexpr uint32_t kNoHandoff = 0x200;
 
 class Channel {
  public:

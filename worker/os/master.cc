@@ -242,7 +242,15 @@ void Master::hand_to_id(int id, std::string_view body, std::unique_ptr<uv_tcp_t>
       p->channel->send(ChannelMsg::Connection, body, std::move(h));
       return;
     }
-  hand_to_worker(-1, body, std::move(h));  // gone: any worker answers "Session ID unknown"
+  // Gone: any worker answers "Session ID unknown", without passing it on again.
+  std::string marked(body);
+  if (marked.size() >= 4) {
+    uint32_t kind;
+    memcpy(&kind, marked.data(), 4);
+    kind |= kNoHandoff;
+    memcpy(marked.data(), &kind, 4);
+  }
+  hand_to_worker(-1, marked, std::move(h));
 }
 
 void Master::on_accept(uv_tcp_t* listener) {

@@ -191,7 +191,9 @@ void WorkerRuntime::reload_in_place() {
 }
 
 void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body) {
-  if (stopping_ || body.size() < 4) {
+  // (A stopping worker still takes the requests of its own sessions, which
+  // other workers pass it: refusing them would cut clients off mid-request.)
+  if (body.size() < 4) {
     close_handle(std::move(tcp));
     return;
   }
@@ -199,6 +201,7 @@ void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body)
   memcpy(&kind, body.data(), 4);
   auto c = std::make_unique<http::Connection>(*this, limits_, std::move(tcp));
   c->listener = (kind & 0xff) == uint32_t(Listener::Metrics) ? Listener::Metrics : Listener::Main;
+  c->may_hand_off = !(kind & kNoHandoff);
   if (kind & kListenerSsl) {
     if (!tls_ctx_) {
       close_handle(c->release_tcp());
@@ -209,6 +212,7 @@ void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body)
   http::Connection* raw = c.get();
   conns_.emplace(raw, std::move(c));
   raw->start(body.substr(4));
+  if (stopping_) raw->drain(1000);
 }
 
 void WorkerRuntime::hand_off(http::Connection& c, int slot, std::string bytes) {
@@ -341,7 +345,7 @@ void WorkerRuntime::stop_gracefully() {
   drain_per_tick_ = std::max<size_t>(1, (sessions + ticks - 1) / ticks);
   eio_.close_some("server shutting down", drain_per_tick_);
   for (auto& [raw, c] : conns_)
-    if (!c->owner && !c->request_pending()) c->close_after_flush();  // idle keep-alive
+    c->drain(1000);
 }
 
 void WorkerRuntime::on_signal(int sig) {
