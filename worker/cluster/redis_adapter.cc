@@ -213,6 +213,11 @@ void RedisAdapter::start() {
   m_up_ = metrics::get("redis_up");
   m_dropped_ = metrics::get("redis_commands_dropped_total");
   m_published_ = metrics::get("cluster_messages_published_total");
+  metrics::declare("redis_publish_latency_microseconds_sum", MetricType::Counter,
+                   "Time from PUBLISH to Redis' answer, summed (divide by _count for the mean)");
+  metrics::declare("redis_publish_latency_microseconds_count", MetricType::Counter, "PUBLISH answers timed");
+  m_publish_us_sum_ = metrics::get("redis_publish_latency_microseconds_sum");
+  m_publish_count_ = metrics::get("redis_publish_latency_microseconds_count");
   m_received_ = metrics::get("cluster_messages_received_total");
   m_recovered_ = metrics::get("recovery_total", metrics::label("result", "recovered"));
   m_not_recovered_ = metrics::get("recovery_total", metrics::label("result", "fresh"));
@@ -272,8 +277,19 @@ std::string RedisAdapter::presence_key(const std::string& nsp, const std::string
   return conf_.app_prefix + "presence:" + nsp + "#" + room;
 }
 
+// The time from sending a PUBLISH to Redis' answer, as a Prometheus summary
+// (sum and count): what a broadcast waits before other nodes can have it.
+RedisLink::Reply RedisAdapter::timed_publish() {
+  uint64_t start = uv_hrtime();
+  return [this, start](redisReply* reply) {
+    if (!reply) return;
+    metrics::add(m_publish_us_sum_, int64_t((uv_hrtime() - start) / 1000));
+    metrics::add(m_publish_count_);
+  };
+}
+
 bool RedisAdapter::publish(const std::string& channel, std::string_view body) {
-  return link_.command({"PUBLISH", channel, body});
+  return link_.command({"PUBLISH", channel, body}, timed_publish());
 }
 
 void RedisAdapter::publish_json(const std::string& channel, const json_t* body) {
@@ -335,7 +351,8 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
   link_.commands({{"MULTI"},
                   {"XADD", key, "MINID", "~", minid, "*", "o", b.offset, "p", stored},
                   {"PUBLISH", channel, msg},
-                  {"EXEC"}});
+                  {"EXEC"}},
+                 timed_publish());
 }
 
 void RedisAdapter::on_remote(std::string_view bytes) {

@@ -119,6 +119,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void on_request(Nsp& n, std::string_view body);
   void on_response(std::string_view body);
   void respond(const Nsp& n, const json_t* request, Json response);
+  RedisLink::Reply timed_publish();
   bool publish(const std::string& channel, std::string_view body);
   void publish_json(const std::string& channel, const json_t* body);
   std::string encode(const sio::EncodedBroadcast& b);
@@ -159,6 +160,8 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   metrics::Entry* m_up_ = nullptr;
   metrics::Entry* m_dropped_ = nullptr;
   metrics::Entry* m_published_ = nullptr;
+  metrics::Entry* m_publish_us_sum_ = nullptr;
+  metrics::Entry* m_publish_count_ = nullptr;
   metrics::Entry* m_received_ = nullptr;
   metrics::Entry* m_recovered_ = nullptr;
   metrics::Entry* m_not_recovered_ = nullptr;
