@@ -62,6 +62,7 @@ struct ListenerTag {
   Master* master;
   Listener kind;
   bool ssl;
+  std::string key;  // kind + address: a reload keeps a listener whose key stays
 };
 
 class Master {
@@ -113,7 +114,8 @@ bool Master::bind_one(const ListenAddress& a, Listener kind, std::vector<std::un
   {
     auto h = make_handle<uv_tcp_t>();
     uv_tcp_init(&loop_, h.get());
-    tags_.push_back(std::make_unique<ListenerTag>(ListenerTag{this, kind, a.ssl}));
+    tags_.push_back(std::make_unique<ListenerTag>(
+        ListenerTag{this, kind, a.ssl, (kind == Listener::Metrics ? "metrics " : "main ") + a.text()}));
     h->data = tags_.back().get();
     struct sockaddr_storage ss;
     int rc = a.host.find(':') != std::string::npos
@@ -332,18 +334,40 @@ void Master::reload() {
   };
   bool same_listen = addresses(*fresh) == addresses(*cfg_);
   if (!same_listen) {
+    // Addresses that stay keep their socket (no moment where the port is
+    // closed); only new ones are bound and removed ones closed.
     std::vector<std::unique_ptr<uv_tcp_t>> fresh_listeners;
-    close_listeners();  // release the ports in case the new set reuses some
-    if (!bind_listeners(*fresh, fresh_listeners)) {
-      for (auto& l : fresh_listeners) close_handle(std::move(l));
-      fresh_listeners.clear();
-      bind_listeners(*cfg_, listeners_);
+    bool ok = true;
+    auto keep_or_bind = [&](const ListenAddress& a, Listener kind) {
+      std::string key = (kind == Listener::Metrics ? "metrics " : "main ") + a.text();
+      for (auto& l : listeners_)
+        if (l && static_cast<ListenerTag*>(l->data)->key == key) {
+          fresh_listeners.push_back(std::move(l));
+          return;
+        }
+      if (ok) ok = bind_one(a, kind, fresh_listeners);
+    };
+    for (auto& a : fresh->core.listen) keep_or_bind(a, Listener::Main);
+    for (auto& a : fresh->core.metrics_listen) keep_or_bind(a, Listener::Metrics);
+    if (!ok) {
+      // Give the kept ones back, close the new ones.
+      for (auto& l : fresh_listeners) {
+        auto* tag = static_cast<ListenerTag*>(l->data);
+        bool was_running = false;
+        for (auto& a : cfg_->core.listen) was_running |= tag->key == "main " + a.text();
+        for (auto& a : cfg_->core.metrics_listen) was_running |= tag->key == "metrics " + a.text();
+        if (was_running) listeners_.push_back(std::move(l));
+        else close_handle(std::move(l));
+      }
+      std::erase_if(listeners_, [](auto& l) { return !l; });
       logf(LogLevel::Error, "reload failed, keeping the running configuration: cannot listen");
       metrics::add(metrics::core().reloads_failed);
       metrics::set(metrics::core().last_reload_success, 0);
       notify("READY=1\nSTATUS=reload failed: cannot listen");
       return;
     }
+    for (auto& l : listeners_)
+      if (l) close_handle(std::move(l));
     listeners_ = std::move(fresh_listeners);
   }
   if (!logging::open(fresh->core.error_log, fresh->core.log_level, err))
