@@ -111,29 +111,27 @@ bool Master::bind_listeners(const Config& cfg, std::vector<std::unique_ptr<uv_tc
 }
 
 bool Master::bind_one(const ListenAddress& a, Listener kind, std::vector<std::unique_ptr<uv_tcp_t>>& out) {
-  {
-    auto h = make_handle<uv_tcp_t>();
-    uv_tcp_init(&loop_, h.get());
-    tags_.push_back(std::make_unique<ListenerTag>(
-        ListenerTag{this, kind, a.ssl, (kind == Listener::Metrics ? "metrics " : "main ") + a.text()}));
-    h->data = tags_.back().get();
-    struct sockaddr_storage ss;
-    int rc = a.host.find(':') != std::string::npos
-                 ? uv_ip6_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in6*>(&ss))
-                 : uv_ip4_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in*>(&ss));
-    if (rc == 0) rc = uv_tcp_bind(h.get(), reinterpret_cast<sockaddr*>(&ss), 0);
-    if (rc == 0)
-      rc = uv_listen(reinterpret_cast<uv_stream_t*>(h.get()), 4096, [](uv_stream_t* s, int status) {
-        if (status == 0) static_cast<ListenerTag*>(s->data)->master->on_accept(reinterpret_cast<uv_tcp_t*>(s));
-      });
-    if (rc != 0) {
-      logf(LogLevel::Crit, "cannot listen on %s: %s", a.text().c_str(), uv_strerror(rc));
-      close_handle(std::move(h));
-      return false;
-    }
-    logf(LogLevel::Notice, "listening on %s%s", a.text().c_str(), kind == Listener::Metrics ? " (metrics)" : "");
-    out.push_back(std::move(h));
+  auto h = make_handle<uv_tcp_t>();
+  uv_tcp_init(&loop_, h.get());
+  tags_.push_back(std::make_unique<ListenerTag>(
+      ListenerTag{this, kind, a.ssl, (kind == Listener::Metrics ? "metrics " : "main ") + a.text()}));
+  h->data = tags_.back().get();
+  struct sockaddr_storage ss;
+  int rc = a.host.find(':') != std::string::npos
+               ? uv_ip6_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in6*>(&ss))
+               : uv_ip4_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in*>(&ss));
+  if (rc == 0) rc = uv_tcp_bind(h.get(), reinterpret_cast<sockaddr*>(&ss), 0);
+  if (rc == 0)
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(h.get()), 4096, [](uv_stream_t* s, int status) {
+      if (status == 0) static_cast<ListenerTag*>(s->data)->master->on_accept(reinterpret_cast<uv_tcp_t*>(s));
+    });
+  if (rc != 0) {
+    logf(LogLevel::Crit, "cannot listen on %s: %s", a.text().c_str(), uv_strerror(rc));
+    close_handle(std::move(h));
+    return false;
   }
+  logf(LogLevel::Notice, "listening on %s%s", a.text().c_str(), kind == Listener::Metrics ? " (metrics)" : "");
+  out.push_back(std::move(h));
   return true;
 }
 
