@@ -218,6 +218,8 @@ void Session::on_packet(const Packet& p) {
     case PacketType::Message:
       if (handler) handler->on_message(p.binary, p.data);
       return;
+    case PacketType::Noop:
+      return;  // harmless; Node's engine.io ignores it too
     case PacketType::Close:
       // The client is gone: nothing more to deliver, a held GET gets a noop.
       close_queued_ = true;
