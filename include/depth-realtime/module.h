@@ -29,11 +29,11 @@ namespace dr {
 
 // Bumped whenever a type below changes layout. A module built against another
 // ABI (or another C++ standard library) is refused at load time.
-inline constexpr uint32_t kModuleAbi = 1;
+inline constexpr uint32_t kModuleAbi = 2;
 #if defined(_GLIBCXX_RELEASE)
-#define DR_MODULE_SIGNATURE "dr-abi-1/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
+#define DR_MODULE_SIGNATURE "dr-abi-2/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
 #else
-#define DR_MODULE_SIGNATURE "dr-abi-1/other"
+#define DR_MODULE_SIGNATURE "dr-abi-2/other"
 #endif
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -208,6 +208,11 @@ class Socket {
 
   // Handlers that answer later hold this, not a reference.
   virtual std::weak_ptr<Socket> weak() = 0;
+
+  // Events of one socket are handled in arrival order (contract §8). A handler
+  // that finishes later (after a Redis reply) takes a hold: the socket's next
+  // events wait, queued, until every copy of the returned token is gone.
+  virtual std::shared_ptr<void> hold() = 0;
 };
 
 // An incoming event, after the Socket.IO layer has decoded it.
@@ -242,9 +247,13 @@ struct ConnectError {
 using ConnectNext = std::function<void(std::optional<ConnectError>)>;
 using ConnectHook = std::function<void(Socket& socket, ConnectNext next)>;
 
-// Runs before handlers, in registration order. Return false to drop the event
-// (the middleware has told the client why, if it should know).
+// Runs before handlers, by phase, then in registration order. Return false to
+// drop the event (the middleware has told the client why, if it should know).
 using EventMiddleware = std::function<bool(Socket& socket, Event& event)>;
+enum class EventPhase {
+  Limit,  // first, on every event, valid or not (rate limits)
+  Check,  // then validation and the like
+};
 using EventHandler = std::function<void(Socket& socket, Event& event)>;
 using ConnectionHandler = std::function<void(Socket& socket)>;
 using DisconnectHandler = std::function<void(Socket& socket, std::string_view reason)>;
@@ -287,6 +296,14 @@ using HttpHandler = std::function<void(const HttpRequest& req, HttpRespond respo
 
 enum class MetricType { Counter, Gauge };
 
+// One series of a metric as the shared table holds it: gauges have one share
+// per process (pid), counters one series per label (pid 0).
+struct MetricSample {
+  std::string label;
+  int pid;
+  int64_t value;
+};
+
 // Which listener a route is served on.
 enum class Listener { Main, Metrics };
 
@@ -309,7 +326,7 @@ class Worker {
 
   // `nsp` empty = every namespace.
   virtual void use_connect(std::string_view nsp, ConnectHook hook) = 0;
-  virtual void use_event(std::string_view nsp, EventMiddleware mw) = 0;
+  virtual void use_event(std::string_view nsp, EventMiddleware mw, EventPhase phase = EventPhase::Check) = 0;
   virtual void on_connection(std::string_view nsp, ConnectionHandler h) = 0;
   virtual void on(std::string_view nsp, std::string_view event, EventHandler h) = 0;
   virtual void on_disconnect(std::string_view nsp, DisconnectHandler h) = 0;
@@ -329,6 +346,8 @@ class Worker {
   // fixed (2048 series) and further series are dropped.
   virtual void metric_declare(std::string_view name, MetricType type, std::string_view help) = 0;
   virtual void metric_add(std::string_view name, std::string_view label, int64_t delta = 1) = 0;
+  // Every series of a metric, over all the processes of this node.
+  virtual std::vector<MetricSample> metric_read(std::string_view name) const = 0;
 };
 
 // name="value" with the value escaped for the Prometheus text format.

@@ -8,6 +8,7 @@
 // aud, user id, role) are checked here on what it decoded.
 
 #include <depth-realtime/module.h>
+#include <depth-realtime/redis.h>
 
 #include <jwt.h>
 #include <openssl/bio.h>
@@ -36,7 +37,7 @@ struct CodeText {
 constexpr std::array<CodeText, kCodeCount> kCodes{{
     {"TOKEN_REQUIRED", "Token required"},
     {"INVALID_TOKEN", "Invalid token"},
-    {"USER_NOT_FOUND", "User not found"},  // reserved for the user lookup
+    {"USER_NOT_FOUND", "User not found"},  // auth_jwt_user_key
     {"AUTH_FAILED", "Authentication failed"},
     {"FORBIDDEN", "Forbidden"},
 }};
@@ -100,6 +101,10 @@ struct AuthConf : dr::ModuleConfBase<AuthConf> {
   std::string audience;                     // empty: not checked
   std::string require_role;                 // empty: any role
   std::string user_room = "user:";          // empty: off
+  // Claims kept on the socket as JSON text under "claim:<name>" (access lists
+  // the app modules check, e.g. a `projects` array).
+  std::vector<std::string> access_claims{"conversations", "projects"};
+  std::string user_key;                     // Redis key pattern of existing users ({id}); empty: no lookup
   std::array<std::string, kCodeCount> messages = default_messages();
 };
 
@@ -214,6 +219,20 @@ bool set_role_claim(dr::ModuleConf* c, const std::vector<std::string>& a, std::s
 constexpr unsigned S = dr::kConfServer;
 constexpr unsigned N = dr::kConfNamespace;
 
+bool set_user_key(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto* conf = static_cast<AuthConf*>(c);
+  if (a[0] == "off") {
+    conf->user_key.clear();
+    return true;
+  }
+  if (a[0].find("{id}") == std::string::npos) {
+    err = "expected a key pattern holding {id} (e.g. user:{id}) or off";
+    return false;
+  }
+  conf->user_key = a[0];
+  return true;
+}
+
 const dr::Directive kDirectives[] = {
     {"auth_jwt", S | N, 1, 1, dr::set_flag<&AuthConf::enabled>, "on", true,
      "Require a valid JWT in auth.token to connect (off: let every CONNECT through)."},
@@ -239,6 +258,11 @@ const dr::Directive kDirectives[] = {
      "Only tokens with this role may connect to the namespace; others get FORBIDDEN."},
     {"auth_jwt_user_room", S, 1, 1, set_user_room, "user:", true,
      "After authentication the socket joins PREFIX<userId>; off: no room."},
+    {"auth_jwt_access_claims", S | N, 1, -1, dr::set_str_list<&AuthConf::access_claims>, "conversations projects", true,
+     "Claims kept with the socket for the access checks of the app modules (a token's `projects` array grants those projects)."},
+    {"auth_jwt_user_key", S | N, 1, 1, set_user_key, "off", true,
+     "Check that the user exists: EXISTS of this key (with redis_app_prefix; {id} = the user id), e.g. user:{id}. "
+     "Missing: USER_NOT_FOUND; Redis unavailable: AUTH_FAILED."},
     {"auth_jwt_message", S, 2, 2, set_message, "English texts", true,
      "Message sent with a CONNECT_ERROR code (TOKEN_REQUIRED, INVALID_TOKEN, USER_NOT_FOUND, AUTH_FAILED, FORBIDDEN)."},
     {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
@@ -291,6 +315,7 @@ struct Verdict {
   std::string why;  // for the log only; never built from token content
   std::string user_id;
   std::string role;
+  std::vector<std::pair<std::string, std::string>> claims;  // access claims, as JSON text
 };
 
 Verdict refuse(Code code, const char* why) {
@@ -404,6 +429,8 @@ Verdict check_claims(const json_t* claims, const AuthConf& conf, int64_t now_ms)
   // A role of another type counts as no role: an ordinary user.
   const json_t* role = json_object_get(claims, conf.role_claim.c_str());
   if (json_is_string(role)) v.role.assign(json_string_value(role), json_string_length(role));
+  for (const std::string& name : conf.access_claims)
+    if (const json_t* c = json_object_get(claims, name.c_str())) v.claims.emplace_back(name, dr::json_text(c));
   return v;
 }
 
@@ -510,10 +537,38 @@ void authenticate(dr::Worker& w, const dr::Module& self, dr::Socket& socket, con
       next(connect_error(*conf, v.code));
       return;
     }
-    socket.set("userId", v.user_id);
-    socket.set("role", v.role);
-    if (!conf->user_room.empty()) socket.join(conf->user_room + v.user_id);
-    next(std::nullopt);
+    auto admit = [](const AuthConf* conf, dr::Socket& socket, const Verdict& v) {
+      socket.set("userId", v.user_id);
+      socket.set("role", v.role);
+      for (auto& [name, value] : v.claims) socket.set("claim:" + name, value);
+      if (!conf->user_room.empty()) socket.join(conf->user_room + v.user_id);
+    };
+    if (conf->user_key.empty()) {
+      admit(conf, socket, v);
+      next(std::nullopt);
+      return;
+    }
+    // The user lookup: EXISTS <prefix>user:<id>, answered later.
+    std::string key = conf->user_key;
+    key.replace(key.find("{id}"), 4, v.user_id);
+    dr::redis::command({"EXISTS", dr::redis::key(key)},
+                       [&w, &self, weak = socket.weak(), next, v = std::move(v), admit](dr::redis::Reply r) {
+                         auto s = weak.lock();
+                         if (!s) return;
+                         // Looked up again: a reload may have replaced the conf meanwhile.
+                         const auto* conf = static_cast<const AuthConf*>(w.conf(self, s->nsp()));
+                         if (!conf) return next(connect_error(AuthConf(), kAuthFailed));
+                         Code code = r.error() ? kAuthFailed : r.as_int() > 0 ? kCodeCount : kUserNotFound;
+                         if (code != kCodeCount) {
+                           dr::logf(dr::LogLevel::Info, "auth_jwt: %s refused: %s (%s)", s->nsp().c_str(),
+                                    kCodes[code].code, r.error() ? r.str.c_str() : "no such user");
+                           w.metric_add("depth_realtime_auth_failures_total", dr::metric_label("code", kCodes[code].code));
+                           next(connect_error(*conf, code));
+                           return;
+                         }
+                         admit(conf, *s, v);
+                         next(std::nullopt);
+                       });
   } catch (...) {
     // Only the first next() counts, so a second call after a throw is harmless.
     try {

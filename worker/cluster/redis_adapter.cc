@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "cluster/msgpack_json.h"
+#include "cluster/redis_api.h"
 #include "core/uv_util.h"
 
 namespace dr::cluster {
@@ -186,9 +187,11 @@ RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf:
   request_prefix_ = conf_.key_prefix + "-request#";
   response_prefix_ = conf_.key_prefix + "-response#";
   bcast_prefix_ = conf_.key_prefix + "#";
+  install_redis_api(loop, &link_, conf_.app_prefix);
 }
 
 RedisAdapter::~RedisAdapter() {
+  uninstall_redis_api();
   for (auto& n : nsps_)
     if (n.ns) n.ns->observer = nullptr;
   server_.recovery = nullptr;

@@ -132,6 +132,15 @@ std::string label(std::string_view name, std::string_view value) {
   return out;
 }
 
+std::vector<MetricSample> read(std::string_view metric) {
+  std::vector<MetricSample> out;
+  if (!g_table) return out;
+  for (auto& e : g_table->entries)
+    if (e.state.load(std::memory_order_acquire) == 2 && metric == e.metric)
+      out.push_back({e.label, e.owner.load(std::memory_order_relaxed), e.value.load(std::memory_order_relaxed)});
+  return out;
+}
+
 std::string render() {
   if (!g_table) return {};
   // Group the series by metric name, then print them under their HELP/TYPE.
@@ -174,6 +183,7 @@ void declare_core() {
       {"websocket_connections_total", MetricType::Counter, "Socket.IO namespace connections accepted"},
       {"websocket_connected_clients", MetricType::Gauge, "Socket.IO namespace connections open now"},
       {"websocket_events_total", MetricType::Counter, "Client events received, by event name"},
+      {"depth_realtime_rooms", MetricType::Gauge, "Named rooms with members, summed over the workers (a room on two workers counts twice)"},
       {"depth_realtime_bytes_received_total", MetricType::Counter, "Bytes read from clients"},
       {"depth_realtime_bytes_sent_total", MetricType::Counter, "Bytes written to clients"},
       {"depth_realtime_messages_sent_total", MetricType::Counter, "Socket.IO packets sent to clients"},

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "depth-realtime/module.h"
 
@@ -41,6 +42,9 @@ inline void set(Entry* e, int64_t v) {
 
 // Type and help text of a metric (per process; the same code declares the same).
 void declare(std::string_view metric, MetricType type, std::string_view help);
+
+// Every live series of a metric: gauges one per process share, counters one per label.
+std::vector<MetricSample> read(std::string_view metric);
 
 // Prometheus text exposition format 0.0.4.
 std::string render();

@@ -10,6 +10,7 @@
 
 #include "cluster/ops.h"
 #include "cluster/redis_adapter.h"
+#include "cluster/redis_api.h"
 #include "core/event_log.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -57,8 +58,11 @@ class WorkerRuntime final : public Worker, public http::Host {
   void use_connect(std::string_view nsp, ConnectHook hook) override {
     for (auto* ns : select(nsp)) ns->connect_hooks.push_back(hook);
   }
-  void use_event(std::string_view nsp, EventMiddleware mw) override {
-    for (auto* ns : select(nsp)) ns->middleware.push_back(mw);
+  void use_event(std::string_view nsp, EventMiddleware mw, EventPhase phase) override {
+    for (auto* ns : select(nsp)) {
+      if (phase == EventPhase::Limit) ns->middleware.insert(ns->middleware.begin() + ns->limit_middleware++, mw);
+      else ns->middleware.push_back(mw);
+    }
   }
   void on_connection(std::string_view nsp, ConnectionHandler h) override {
     for (auto* ns : select(nsp)) ns->connection_handlers.push_back(h);
@@ -87,6 +91,7 @@ class WorkerRuntime final : public Worker, public http::Host {
   void metric_add(std::string_view name, std::string_view label, int64_t delta) override {
     metrics::add(metrics::get(name, label), delta);
   }
+  std::vector<MetricSample> metric_read(std::string_view name) const override { return metrics::read(name); }
 
   // ---- http::Host
   int owner_slot(std::string_view url) override { return eio_.owner_slot(url); }
@@ -402,6 +407,7 @@ int WorkerRuntime::run(int channel_fd) {
                                                          relay));
     local_ops_ = std::make_unique<cluster::LocalOps>(&loop_, sio_);
     cluster::install(local_ops_.get());
+    cluster::install_redis_api(&loop_, nullptr, cfg_->core.redis.app_prefix);  // commands answer "unavailable"
   }
 
   if (!channel_.open(

@@ -235,11 +235,58 @@ void SocketImpl::on_event(Packet& p) {
   metrics::add(ns_.event_counter(ev.name));
   if (event_log::enabled() && client_)
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
-  if (ev.name == "batch" && server_.config().core.client_batch) {
-    on_batch(ev);  // the envelope itself passes no middleware: only its items count
+  if (ev.name == "batch" && server_.config().core.client_batch) on_batch(ev);  // only its items count
+  else enqueue(std::move(ev));
+  pump();
+}
+
+// A client that keeps sending while its events wait for a held handler gets
+// refused past this many, so that the queue stays bounded.
+constexpr size_t kMaxQueuedEvents = 1024;
+
+void SocketImpl::enqueue(Event ev, std::string error) {
+  if (inbox_.size() >= kMaxQueuedEvents) {
+    send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", "too many events waiting");
     return;
   }
-  dispatch(ev);
+  inbox_.push_back(Queued{std::move(ev), std::move(error)});
+}
+
+void SocketImpl::pump() {
+  if (pumping_) return;  // a handler released its hold inside the loop below
+  pumping_ = true;
+  auto self = shared_from_this();
+  while (!gone_ && holds_ == 0 && !inbox_.empty()) {
+    Queued q = std::move(inbox_.front());
+    inbox_.pop_front();
+    if (!q.error.empty()) send_error(*this, q.ev, "INVALID_DATA", "Invalid data", q.error);
+    else dispatch(q.ev);
+  }
+  pumping_ = false;
+}
+
+namespace {
+struct HoldToken {
+  std::weak_ptr<SocketImpl> socket;
+  ~HoldToken() {
+    if (auto s = socket.lock()) s->release_hold();
+  }
+};
+}  // namespace
+
+std::shared_ptr<void> SocketImpl::hold() {
+  holds_++;
+  return std::make_shared<HoldToken>(HoldToken{weak_from_this()});
+}
+
+void SocketImpl::release_hold() {
+  if (holds_ > 0 && --holds_ == 0) {
+    try {
+      pump();
+    } catch (...) {
+      // dispatch() catches what handlers throw; nothing may leave a token's destructor
+    }
+  }
 }
 
 // A module's failure is the client's SOCKET_ERROR (contract §4), never the
@@ -270,7 +317,7 @@ void SocketImpl::on_batch(Event& ev) {
   json_t* items = json_array_get(ev.args.args.get(), 0);
   size_t n = json_array_size(items);
   if (!json_is_array(items) || n < 1 || n > 100) {
-    send_error(*this, ev, "INVALID_DATA", "Invalid data", "batch: must be an array of 1 to 100 items");
+    enqueue(std::move(ev), "batch: must be an array of 1 to 100 items");
     return;
   }
   std::optional<uint64_t> batch;
@@ -278,8 +325,7 @@ void SocketImpl::on_batch(Event& ev) {
     batch = next_item_ack_++;
     batches_[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n), {}};
   }
-  auto self = shared_from_this();
-  for (size_t i = 0; i < n && !gone_; i++) {
+  for (size_t i = 0; i < n; i++) {
     json_t* item = json_array_get(items, i);
     const char* name = json_string_value(json_object_get(item, "event"));
     Event sub;
@@ -292,7 +338,7 @@ void SocketImpl::on_batch(Event& ev) {
       std::string details = "batch[" + std::to_string(i) + "]: " +
                             (sub.name == "batch" ? std::string("a batch cannot hold a batch")
                                                  : std::string("must be {event, data} with an event name"));
-      send_error(*this, sub, "INVALID_DATA", "Invalid data", details);
+      enqueue(std::move(sub), std::move(details));
       continue;
     }
     json_t* data = json_object_get(item, "data");
@@ -303,7 +349,7 @@ void SocketImpl::on_batch(Event& ev) {
     metrics::add(ns_.event_counter(sub.name));
     if (event_log::enabled() && client_)
       event_log::record(ns_.name(), sub.name, get("userId"), client_->session().handshake()->address, id_);
-    dispatch(sub);
+    enqueue(std::move(sub));
   }
 }
 
@@ -391,6 +437,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   }
   auto self = shared_from_this();
   gone_ = true;
+  inbox_.clear();
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
@@ -428,7 +475,9 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
 void Namespace::index_add(SocketImpl* s, const std::string& room) {
   if (room == s->id_) return;
   auto& members = rooms_[room];
-  if (members.insert(s).second && observer) observer->joined(*s, room, members.size() == 1);
+  bool added = members.insert(s).second;
+  if (added && members.size() == 1) metrics::add(room_count, 1);
+  if (added && observer) observer->joined(*s, room, members.size() == 1);
 }
 
 void Namespace::index_remove(SocketImpl* s, const std::string& room) {
@@ -436,7 +485,10 @@ void Namespace::index_remove(SocketImpl* s, const std::string& room) {
   if (it == rooms_.end()) return;
   bool removed = it->second.erase(s);
   bool last = it->second.empty();
-  if (last) rooms_.erase(it);
+  if (last) {
+    rooms_.erase(it);
+    metrics::add(room_count, -1);
+  }
   if (removed && observer) observer->left(*s, room, last);
 }
 
@@ -593,6 +645,7 @@ Server::Server(const Config& cfg) : cfg_(&cfg) {
     auto label = metrics::label("namespace", ns.name);
     namespaces_.back()->connections_total = metrics::get("websocket_connections_total", label);
     namespaces_.back()->connected = metrics::get("websocket_connected_clients", label);
+    namespaces_.back()->room_count = metrics::get("depth_realtime_rooms", label);
   }
 }
 

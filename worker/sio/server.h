@@ -3,6 +3,7 @@
 // broadcasts encoded once for all their recipients.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -55,6 +56,8 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::vector<std::string> rooms() const override { return rooms_; }
   void disconnect(bool close_connection) override;
   std::weak_ptr<Socket> weak() override { return weak_from_this(); }
+  std::shared_ptr<void> hold() override;
+  void release_hold();  // the last copy of a hold() token is gone
 
   // ---- for the cluster adapter (worker/cluster/)
   Namespace& ns() { return ns_; }
@@ -79,6 +82,9 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   void run_connect_hooks(size_t index);
   void on_event(Packet& p);
   void dispatch(Event& ev);  // middleware, then handlers
+  // Events wait in inbox_ while a handler holds the socket (see Socket::hold).
+  void enqueue(Event ev, std::string error = {});
+  void pump();
   void on_batch(Event& ev);
   void batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments = {});
   // Server batching: items wait here until the server's next batch flush.
@@ -112,6 +118,13 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::map<uint64_t, std::pair<uint64_t, size_t>> batch_items_;  // item ack id -> (batch, index)
   uint64_t next_item_ack_ = uint64_t(1) << 62;
   bool wants_batches_ = false;  // auth.batch was true
+  struct Queued {
+    Event ev;
+    std::string error;  // INVALID_DATA details of a malformed batch item instead of a dispatch
+  };
+  std::deque<Queued> inbox_;
+  int holds_ = 0;
+  bool pumping_ = false;
   std::string batch_buf_;       // items, comma-separated
   std::unordered_set<uint64_t> answered_;  // client ack ids answered already
   std::string pid_;  // recovery session id (with connection state recovery)
@@ -123,7 +136,8 @@ class Namespace {
   const std::string& name() const { return name_; }
 
   std::vector<ConnectHook> connect_hooks;
-  std::vector<EventMiddleware> middleware;
+  std::vector<EventMiddleware> middleware;  // the Limit phase first
+  size_t limit_middleware = 0;             // how many of them are of the Limit phase
   std::unordered_map<std::string, std::vector<EventHandler>> handlers;
   std::vector<ConnectionHandler> connection_handlers;
   std::vector<DisconnectHandler> disconnect_handlers;
@@ -135,6 +149,7 @@ class Namespace {
   // handler (client-chosen names must not grow the label set).
   metrics::Entry* connections_total = nullptr;
   metrics::Entry* connected = nullptr;
+  metrics::Entry* room_count = nullptr;  // named rooms with members on this worker
   metrics::Entry* event_counter(const std::string& name);
   std::vector<SocketImpl*> members(std::string_view room) const;
 

@@ -1,0 +1,53 @@
+// depth-realtime Redis API: commands to the Redis the cluster shares, for the
+// data modules keep there (chat streams, read markers, inboxes, access sets,
+// rate-limit counters). It uses the worker's own link (see `redis` in the
+// configuration): commands of one worker are sent, and answered, in order.
+//
+// Redis may be away. A command is then not queued: its callback gets an error
+// reply saying so, so a module can tell its client ("the ack says so and
+// nothing is half-written"). Callbacks run later on the worker's loop, never
+// inside the call.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dr::redis {
+
+struct Reply {
+  enum class Type { Nil, Error, Status, Integer, String, Array };
+  Type type = Type::Nil;
+  long long integer = 0;
+  std::string str;             // String, Status, Error
+  std::vector<Reply> elements; // Array
+
+  bool error() const { return type == Type::Error; }
+  bool nil() const { return type == Type::Nil; }
+  // Integer replies, and strings holding an integer (e.g. HGET of a counter).
+  long long as_int(long long fallback = 0) const;
+};
+
+// The text of the error reply given when a command cannot be sent or no
+// answer came in time.
+inline constexpr std::string_view kUnavailable = "Redis unavailable";
+
+using Callback = std::function<void(Reply reply)>;
+
+// Redis is configured / both connections are up right now.
+bool configured();
+bool ready();
+
+// Sends one command, e.g. {"XADD", key, "MAXLEN", "~", "10000", "*", ...}.
+void command(std::vector<std::string> argv, Callback cb = {});
+// MULTI, the commands, EXEC: all of them are applied or none. `cb` gets the
+// EXEC reply (an array with one reply per command) or an error.
+void transaction(std::vector<std::vector<std::string>> commands, Callback cb = {});
+
+// The prefix of the keys the application keeps (`redis_app_prefix`, default
+// "depth:") followed by `suffix`: key("chat:42") = "depth:chat:42".
+std::string key(std::string_view suffix);
+
+}  // namespace dr::redis

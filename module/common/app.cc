@@ -1,0 +1,144 @@
+#include "app.h"
+
+#include <depth-realtime/validate.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+namespace dr::app {
+
+const std::string& user_id(const Socket& s) {
+  static const std::string none;
+  const std::string* id = s.get("userId");
+  return id ? *id : none;
+}
+
+bool is_admin(const Socket& s) {
+  const std::string* role = s.get("role");
+  return role && *role == "admin";
+}
+
+std::string expand(std::string_view pattern, std::string_view id) {
+  std::string out(pattern);
+  for (size_t at = out.find("{id}"); at != std::string::npos; at = out.find("{id}", at + id.size()))
+    out.replace(at, 4, id);
+  return out;
+}
+
+namespace {
+
+// The claim names `id` (as a string, or as the integer it spells).
+bool claim_grants(const Socket& s, std::string_view claim, const std::string& id) {
+  if (claim.empty()) return false;
+  const std::string* text = s.get("claim:" + std::string(claim));
+  if (!text) return false;
+  Json list = json_parse(*text);
+  size_t i;
+  json_t* v;
+  json_array_foreach(list.get(), i, v) {
+    std::optional<std::string> item = schema::id_string(v);
+    if (item && *item == id) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
+                  std::function<void(Socket& s, Access a)> done) {
+  const std::string& user = user_id(s);
+  if (is_admin(s) || claim_grants(s, claim, id)) {
+    done(s, Access::Allowed);
+    return;
+  }
+  if (user.empty()) {
+    done(s, Access::Denied);
+    return;
+  }
+  redis::command({"SISMEMBER", redis::key(expand(key_pattern, id)), user},
+                 [weak = s.weak(), done = std::move(done)](redis::Reply r) {
+                   auto sock = weak.lock();
+                   if (!sock || !sock->connected()) return;
+                   done(*sock, r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied);
+                 });
+}
+
+void forbidden(Socket& s, const Event& ev, std::string_view details) {
+  send_error(s, ev, "FORBIDDEN", kForbiddenMessage, details);
+}
+void not_found(Socket& s, const Event& ev, std::string_view details) {
+  send_error(s, ev, "NOT_FOUND", kNotFoundMessage, details);
+}
+void invalid(Socket& s, const Event& ev, std::string_view details) {
+  send_error(s, ev, "INVALID_DATA", kInvalidMessage, details);
+}
+void internal_error(Socket& s, const Event& ev, std::string_view details) {
+  send_error(s, ev, "SOCKET_ERROR", kSocketErrorMessage, details);
+}
+void refuse(Socket& s, const Event& ev, Access a, std::string_view what) {
+  if (a == Access::Unavailable) internal_error(s, ev, "Redis unavailable: cannot check access");
+  else forbidden(s, ev, std::string("not a member of ") + std::string(what));
+}
+
+int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string iso_time(int64_t ms) {
+  time_t secs = time_t(ms / 1000);
+  struct tm tm {};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, int(ms % 1000));
+  return buf;
+}
+
+int64_t stream_id_ms(std::string_view id) {
+  size_t dash = id.find('-');
+  if (dash == 0 || dash == std::string_view::npos || dash > 19) return -1;
+  int64_t v = 0;
+  for (size_t i = 0; i < dash; i++) {
+    if (id[i] < '0' || id[i] > '9') return -1;
+    v = v * 10 + (id[i] - '0');
+  }
+  return v;
+}
+
+bool is_stream_id(std::string_view id) {
+  size_t dash = id.find('-');
+  if (stream_id_ms(id) < 0 || dash + 1 >= id.size() || id.size() - dash - 1 > 20) return false;
+  for (size_t i = dash + 1; i < id.size(); i++)
+    if (id[i] < '0' || id[i] > '9') return false;
+  return true;
+}
+
+bool stream_entry(const redis::Reply& entry, std::string& id, Json& fields) {
+  if (entry.type != redis::Reply::Type::Array || entry.elements.size() != 2) return false;
+  const redis::Reply& rid = entry.elements[0];
+  const redis::Reply& kv = entry.elements[1];
+  if (rid.type != redis::Reply::Type::String || kv.type != redis::Reply::Type::Array) return false;
+  id = rid.str;
+  fields = Json(json_object());
+  for (size_t i = 0; i + 1 < kv.elements.size(); i += 2) {
+    const std::string& k = kv.elements[i].str;
+    const std::string& v = kv.elements[i + 1].str;
+    json_object_setn_new(fields.get(), k.data(), k.size(), json_stringn(v.data(), v.size()));
+  }
+  return true;
+}
+
+Json json_field(const json_t* fields, const char* field, Json fallback) {
+  const char* text = json_string_value(json_object_get(fields, field));
+  if (!text) return fallback;
+  Json v = json_parse(text);
+  return v ? std::move(v) : std::move(fallback);
+}
+
+std::string id_field(const Event& ev, const char* name) {
+  return schema::id_string(json_object_get(payload(ev), name)).value_or(std::string());
+}
+
+}  // namespace dr::app

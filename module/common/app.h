@@ -1,0 +1,79 @@
+// What the application modules (chat, projects, notifications, admin, api)
+// share: who a socket is, access checks, error answers, timestamps and the
+// Redis Stream entries they store. Built into each module (module.cmake).
+#pragma once
+
+#include <depth-realtime/module.h>
+#include <depth-realtime/redis.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace dr::app {
+
+// ------------------------------------------------------------ identity
+
+// The user id and role auth_jwt set; empty when the socket has none.
+const std::string& user_id(const Socket& s);
+bool is_admin(const Socket& s);
+
+// ---------------------------------------------------------------- access
+
+enum class Access { Allowed, Denied, Unavailable };
+
+// Membership of a conversation or project (contract §8 "Access"): role admin,
+// or the token's access claim (a JSON array kept by auth_jwt as "claim:<name>")
+// names `id`, or the Redis set `key_pattern` ({id} replaced, app prefix added)
+// holds the user id. Answers at once when the token decides, else after Redis.
+// `done` is not called if the socket went away meanwhile.
+void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
+                  std::function<void(Socket& s, Access a)> done);
+
+// `pattern` with "{id}" replaced by `id`.
+std::string expand(std::string_view pattern, std::string_view id);
+
+// ----------------------------------------------------------------- errors
+
+inline constexpr const char* kInvalidMessage = "Invalid data";
+inline constexpr const char* kForbiddenMessage = "Forbidden";
+inline constexpr const char* kNotFoundMessage = "Not found";
+inline constexpr const char* kSocketErrorMessage = "A connection error occurred";
+
+void forbidden(Socket& s, const Event& ev, std::string_view details = {});
+void not_found(Socket& s, const Event& ev, std::string_view details = {});
+void invalid(Socket& s, const Event& ev, std::string_view details);
+// SOCKET_ERROR: an internal failure (Redis away, a bad reply); the connection stays.
+void internal_error(Socket& s, const Event& ev, std::string_view details);
+// The answer for an Access that is not Allowed.
+void refuse(Socket& s, const Event& ev, Access a, std::string_view what);
+
+// ------------------------------------------------------------------ time
+
+int64_t now_ms();
+// ISO 8601 UTC with milliseconds: 2024-05-01T12:31:30.123Z.
+std::string iso_time(int64_t ms);
+inline std::string iso_now() { return iso_time(now_ms()); }
+// The ms part of a stream id ("1714567890123-0"), or -1.
+int64_t stream_id_ms(std::string_view id);
+// A well-formed stream id: <ms>-<seq>.
+bool is_stream_id(std::string_view id);
+
+// --------------------------------------------------------------- streams
+
+// One XRANGE/XREVRANGE entry: its id and its field/value pairs as an object of
+// strings; false when the reply is not an entry.
+bool stream_entry(const redis::Reply& entry, std::string& id, Json& fields);
+// The value of `field` in a fields object, parsed as JSON (metadata,
+// attachments), or `fallback` when absent or not JSON.
+Json json_field(const json_t* fields, const char* field, Json fallback);
+
+// ------------------------------------------------------------- payloads
+
+// The event's first argument (its payload object); null if there is none.
+inline const json_t* payload(const Event& ev) { return json_array_get(ev.args.args.get(), 0); }
+// The id field `name` as its string form (validated already by the schema).
+std::string id_field(const Event& ev, const char* name);
+
+}  // namespace dr::app

@@ -1,0 +1,135 @@
+#include "stats.h"
+
+#include <depth-realtime/redis.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+
+namespace dr::app {
+namespace {
+
+struct Sampler {
+  uv_timer_t timer{};
+  std::deque<std::pair<int64_t, int64_t>> samples;  // (loop ms, events total), last 11
+};
+Sampler* g_sampler = nullptr;
+
+int64_t sum(Worker& w, std::string_view metric) {
+  int64_t total = 0;
+  for (auto& s : w.metric_read(metric)) total += s.value;
+  return total;
+}
+
+// The value of name="value" in a label, or empty.
+std::string label_value(const std::string& label, std::string_view name) {
+  std::string key = std::string(name) + "=\"";
+  size_t at = label.find(key);
+  if (at == std::string::npos) return {};
+  std::string out;
+  for (size_t i = at + key.size(); i < label.size() && label[i] != '"'; i++) {
+    if (label[i] == '\\' && i + 1 < label.size()) i++;
+    out.push_back(label[i]);
+  }
+  return out;
+}
+
+// Seconds since `pid` started, from /proc (field 22 of stat, in clock ticks since boot).
+double uptime_of(int pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  std::unique_ptr<FILE, int (*)(FILE*)> f(fopen(path, "r"), fclose);
+  if (!f) return 0;
+  char buf[1024];
+  size_t n = fread(buf, 1, sizeof buf - 1, f.get());
+  buf[n] = '\0';
+  const char* p = strrchr(buf, ')');  // the command name may hold spaces
+  if (!p) return 0;
+  unsigned long long start = 0;
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
+    return 0;
+  std::unique_ptr<FILE, int (*)(FILE*)> u(fopen("/proc/uptime", "r"), fclose);
+  double up = 0;
+  if (!u || fscanf(u.get(), "%lf", &up) != 1) return 0;
+  double s = up - double(start) / double(sysconf(_SC_CLK_TCK));
+  return s > 0 ? s : 0;
+}
+
+}  // namespace
+
+void stats_start(Worker& w) {
+  if (g_sampler) return;
+  g_sampler = new Sampler;  // freed by stats_stop after libuv has closed the timer
+  uv_timer_init(w.loop(), &g_sampler->timer);
+  g_sampler->timer.data = &w;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&g_sampler->timer));
+  uv_timer_start(
+      &g_sampler->timer,
+      [](uv_timer_t* t) {
+        auto& worker = *static_cast<Worker*>(t->data);
+        auto& s = g_sampler->samples;
+        s.emplace_back(int64_t(uv_now(t->loop)), sum(worker, "websocket_events_total"));
+        while (s.size() > 11) s.pop_front();
+      },
+      0, 1000);
+}
+
+void stats_stop() {
+  if (!g_sampler) return;
+  uv_timer_stop(&g_sampler->timer);
+  uv_close(reinterpret_cast<uv_handle_t*>(&g_sampler->timer),
+           [](uv_handle_t* h) { delete reinterpret_cast<Sampler*>(reinterpret_cast<char*>(h) - offsetof(Sampler, timer)); });
+  g_sampler = nullptr;
+}
+
+Json node_stats(Worker& w) {
+  Json out(json_object());
+  int64_t connections = sum(w, "depth_realtime_engine_sessions");
+  json_object_set_new(out.get(), "connections", json_integer(connections));
+
+  Json nsps(json_object());
+  for (const std::string& nsp : w.namespaces()) {
+    json_t* o = json_pack("{s:I,s:I}", "sockets", json_int_t(0), "rooms", json_int_t(0));
+    json_object_set_new(nsps.get(), nsp.c_str(), o);
+  }
+  std::map<int, std::pair<int64_t, int64_t>> workers;  // pid -> (connections, sockets)
+  for (auto& s : w.metric_read("websocket_connected_clients")) {
+    json_t* o = json_object_get(nsps.get(), label_value(s.label, "namespace").c_str());
+    if (o) json_integer_set(json_object_get(o, "sockets"), json_integer_value(json_object_get(o, "sockets")) + s.value);
+    workers[s.pid].second += s.value;
+  }
+  for (auto& s : w.metric_read("depth_realtime_rooms")) {
+    json_t* o = json_object_get(nsps.get(), label_value(s.label, "namespace").c_str());
+    if (o) json_integer_set(json_object_get(o, "rooms"), json_integer_value(json_object_get(o, "rooms")) + s.value);
+  }
+  for (auto& s : w.metric_read("depth_realtime_engine_sessions")) workers[s.pid].first += s.value;
+  json_object_set_new(out.get(), "namespaces", nsps.release());
+
+  double eps = 0;
+  if (g_sampler && g_sampler->samples.size() >= 2) {
+    auto& f = g_sampler->samples.front();
+    auto& b = g_sampler->samples.back();
+    if (b.first > f.first) eps = double(b.second - f.second) * 1000.0 / double(b.first - f.first);
+  }
+  json_object_set_new(out.get(), "eventsPerSecond", json_real(double(int64_t(eps * 100 + 0.5)) / 100));
+
+  const char* status = !redis::configured() ? "off" : redis::ready() ? "ready" : "down";
+  json_object_set_new(out.get(), "redis", json_pack("{s:s}", "status", status));
+  int master = int(getppid());
+  json_object_set_new(out.get(), "node",
+                      json_pack("{s:i,s:I}", "pid", master, "uptimeSeconds", json_int_t(uptime_of(master))));
+  Json list(json_array());
+  for (auto& [pid, figures] : workers) {
+    if (pid <= 0) continue;
+    json_array_append_new(list.get(), json_pack("{s:i,s:I,s:I}", "pid", pid, "connections", json_int_t(figures.first),
+                                                "sockets", json_int_t(figures.second)));
+  }
+  json_object_set_new(out.get(), "workers", list.release());
+  return out;
+}
+
+}  // namespace dr::app

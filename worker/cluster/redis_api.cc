@@ -1,0 +1,118 @@
+#include "cluster/redis_api.h"
+
+#include <cstdlib>
+#include <memory>
+
+#include "cluster/ops.h"
+#include "cluster/redis_link.h"
+#include "depth-realtime/redis.h"
+
+namespace dr::cluster {
+namespace {
+
+struct Api {
+  RedisLink* link = nullptr;
+  std::unique_ptr<Later> later;
+  std::string prefix = "depth:";
+};
+Api g_api;
+
+redis::Reply convert(const redisReply* r) {
+  redis::Reply out;
+  if (!r) {
+    out.type = redis::Reply::Type::Error;
+    out.str = redis::kUnavailable;
+    return out;
+  }
+  switch (r->type) {
+    case REDIS_REPLY_ERROR:
+      out.type = redis::Reply::Type::Error;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_STATUS:
+      out.type = redis::Reply::Type::Status;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      out.type = redis::Reply::Type::Integer;
+      out.integer = r->integer;
+      break;
+    case REDIS_REPLY_STRING:
+      out.type = redis::Reply::Type::String;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ARRAY:
+      out.type = redis::Reply::Type::Array;
+      out.elements.reserve(r->elements);
+      for (size_t i = 0; i < r->elements; i++) out.elements.push_back(convert(r->element[i]));
+      break;
+    default:  // REDIS_REPLY_NIL
+      break;
+  }
+  return out;
+}
+
+void unavailable(redis::Callback cb) {
+  if (!cb) return;
+  if (!g_api.later) return;
+  (*g_api.later)([cb = std::move(cb)] { cb(convert(nullptr)); });
+}
+
+RedisLink::Reply adapt(redis::Callback cb) {
+  if (!cb) return {};
+  return [cb = std::move(cb)](redisReply* r) {
+    try {
+      cb(convert(r));
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "redis callback: %s", e.what());
+    }
+  };
+}
+
+}  // namespace
+
+void install_redis_api(uv_loop_t* loop, RedisLink* link, std::string app_prefix) {
+  g_api.link = link;
+  g_api.later = std::make_unique<Later>(loop);
+  g_api.prefix = std::move(app_prefix);
+}
+
+void uninstall_redis_api() {
+  g_api.link = nullptr;
+  g_api.later.reset();
+}
+
+}  // namespace dr::cluster
+
+namespace dr::redis {
+
+long long Reply::as_int(long long fallback) const {
+  if (type == Type::Integer) return integer;
+  if (type != Type::String || str.empty()) return fallback;
+  char* end = nullptr;
+  long long v = std::strtoll(str.c_str(), &end, 10);
+  return end && *end == '\0' ? v : fallback;
+}
+
+bool configured() { return cluster::g_api.link != nullptr; }
+bool ready() { return cluster::g_api.link && cluster::g_api.link->ready(); }
+
+void command(std::vector<std::string> argv, Callback cb) {
+  auto* link = cluster::g_api.link;
+  std::vector<std::string_view> args(argv.begin(), argv.end());
+  if (!link || !link->command(args, cluster::adapt(cb))) cluster::unavailable(std::move(cb));
+}
+
+void transaction(std::vector<std::vector<std::string>> commands, Callback cb) {
+  auto* link = cluster::g_api.link;
+  std::vector<std::vector<std::string_view>> cmds;
+  cmds.reserve(commands.size() + 2);
+  cmds.push_back({"MULTI"});
+  for (auto& c : commands) cmds.emplace_back(c.begin(), c.end());
+  cmds.push_back({"EXEC"});
+  if (!link || !link->commands(cmds, cluster::adapt(cb))) cluster::unavailable(std::move(cb));
+}
+
+std::string key(std::string_view suffix) { return cluster::g_api.prefix + std::string(suffix); }
+
+}  // namespace dr::redis

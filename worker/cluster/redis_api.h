@@ -1,0 +1,18 @@
+// The module-facing Redis API (include/depth-realtime/redis.h) on top of the
+// worker's RedisLink.
+#pragma once
+
+#include <uv.h>
+
+#include <string>
+
+namespace dr::cluster {
+
+class RedisLink;
+
+// Called once per worker: `link` is null without Redis (every command then
+// answers "Redis unavailable"). `uninstall_redis_api` before the link goes.
+void install_redis_api(uv_loop_t* loop, RedisLink* link, std::string app_prefix);
+void uninstall_redis_api();
+
+}  // namespace dr::cluster
