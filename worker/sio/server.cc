@@ -267,6 +267,9 @@ void SocketImpl::pump() {
 
 namespace {
 struct HoldToken {
+  explicit HoldToken(std::weak_ptr<SocketImpl> s) : socket(std::move(s)) {}
+  HoldToken(const HoldToken&) = delete;
+  HoldToken& operator=(const HoldToken&) = delete;
   std::weak_ptr<SocketImpl> socket;
   ~HoldToken() {
     if (auto s = socket.lock()) s->release_hold();
@@ -276,7 +279,7 @@ struct HoldToken {
 
 std::shared_ptr<void> SocketImpl::hold() {
   holds_++;
-  return std::make_shared<HoldToken>(HoldToken{weak_from_this()});
+  return std::make_shared<HoldToken>(weak_from_this());
 }
 
 void SocketImpl::release_hold() {

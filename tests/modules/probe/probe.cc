@@ -11,6 +11,10 @@
 //                                                    {timedOut, reply}
 //   probe:disconnect {close?}                     -> socket.disconnect(close)
 //   probe:volatile {event, count}                 -> `count` volatile events, arg i
+//   probe:later {ms, value}                       -> holds the socket (its next events wait),
+//                                                    then after `ms` acks {data: value}
+//   probe:redis {argv}                            -> dr::redis::command; ack {data: reply}
+//                                                    (errors as {error: text})
 //   GET /probe on the main listener               -> 200 "probe ok"
 //   on connection                                 -> probe:hello <probe_greeting>
 //
@@ -32,6 +36,7 @@
 
 #include <depth-realtime/cluster.h>
 #include <depth-realtime/module.h>
+#include <depth-realtime/redis.h>
 
 namespace {
 
@@ -340,6 +345,74 @@ void on_presence(dr::Socket& s, dr::Event& e) {
   });
 }
 
+// Answers later, holding the socket meanwhile: its next events must wait.
+void on_later(dr::Worker& w, dr::Socket& s, dr::Event& e) {
+  const json_t* in = arg0(e);
+  json_int_t ms = json_integer_value(json_object_get(in, "ms"));
+  struct Later {
+    uv_timer_t timer;
+    std::shared_ptr<void> hold;
+    std::weak_ptr<dr::Socket> socket;
+    dr::Event event;  // name and ack id
+    dr::Json value;
+  };
+  auto later = std::make_unique<Later>();
+  later->hold = s.hold();
+  later->socket = s.weak();
+  later->event.name = e.name;
+  later->event.ack_id = e.ack_id;
+  const json_t* v = json_object_get(in, "value");
+  later->value = dr::Json(v ? json_incref(const_cast<json_t*>(v)) : json_null());
+  uv_timer_init(w.loop(), &later->timer);
+  later->timer.data = later.get();
+  uv_timer_start(
+      &later->timer,
+      [](uv_timer_t* t) {
+        auto* l = static_cast<Later*>(t->data);
+        if (auto sock = l->socket.lock()) dr::ack_data(*sock, l->event, std::move(l->value));
+        uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
+          std::unique_ptr<Later> owned(static_cast<Later*>(h->data));  // releases the hold
+        });
+      },
+      uint64_t(ms > 0 ? ms : 0), 0);
+  later.release();  // owned by the timer until its close callback
+}
+
+dr::Json reply_json(const dr::redis::Reply& r) {
+  using T = dr::redis::Reply::Type;
+  switch (r.type) {
+    case T::Nil: return dr::Json(json_null());
+    case T::Error: return dr::Json(json_pack("{s:s%}", "error", r.str.data(), r.str.size()));
+    case T::Integer: return dr::Json(json_integer(r.integer));
+    case T::Status:
+    case T::String: return dr::Json(json_stringn(r.str.data(), r.str.size()));
+    case T::Array: {
+      dr::Json list(json_array());
+      for (auto& el : r.elements) json_array_append_new(list.get(), reply_json(el).release());
+      return list;
+    }
+  }
+  return dr::Json(json_null());
+}
+
+void on_redis(dr::Socket& s, dr::Event& e) {
+  std::vector<std::string> argv;
+  size_t i;
+  json_t* a;
+  json_array_foreach(json_object_get(arg0(e), "argv"), i, a) {
+    if (!json_is_string(a)) return reply_invalid(s, e, "argv: must be an array of strings");
+    argv.emplace_back(json_string_value(a), json_string_length(a));
+  }
+  if (argv.empty()) return reply_invalid(s, e, "argv: is required");
+  // Events hold binary payloads (move-only): the callback keeps what the answer needs.
+  dr::redis::command(std::move(argv), [weak = s.weak(), name = e.name, ack_id = e.ack_id, hold = s.hold()](dr::redis::Reply r) {
+    dr::Event answer;
+    answer.name = name;
+    answer.ack_id = ack_id;
+    if (auto sock = weak.lock()) dr::ack_data(*sock, answer, reply_json(r));
+  });
+}
+
 // ------------------------------------------------------------ lifecycle
 
 std::unique_ptr<dr::ModuleConf> create_conf() { return std::make_unique<ProbeConf>(); }
@@ -359,6 +432,8 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
     w.on(nsp, "probe:ask", on_ask);
     w.on(nsp, "probe:disconnect", on_disconnect);
     w.on(nsp, "probe:volatile", on_volatile);
+    w.on(nsp, "probe:later", [&w](dr::Socket& s, dr::Event& e) { on_later(w, s, e); });
+    w.on(nsp, "probe:redis", on_redis);
     w.on(nsp, "probe:fetch", on_fetch);
     w.on(nsp, "probe:socketsJoin", [](dr::Socket& s, dr::Event& e) { on_sockets_join_leave(s, e, true); });
     w.on(nsp, "probe:socketsLeave", [](dr::Socket& s, dr::Event& e) { on_sockets_join_leave(s, e, false); });
