@@ -29,11 +29,11 @@ namespace dr {
 
 // Bumped whenever a type below changes layout. A module built against another
 // ABI (or another C++ standard library) is refused at load time.
-inline constexpr uint32_t kModuleAbi = 2;
+inline constexpr uint32_t kModuleAbi = 3;
 #if defined(_GLIBCXX_RELEASE)
-#define DR_MODULE_SIGNATURE "dr-abi-2/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
+#define DR_MODULE_SIGNATURE "dr-abi-3/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
 #else
-#define DR_MODULE_SIGNATURE "dr-abi-2/other"
+#define DR_MODULE_SIGNATURE "dr-abi-3/other"
 #endif
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -189,6 +189,8 @@ class Socket {
   // Per-socket data that hooks set and handlers read (e.g. "userId", "role").
   virtual void set(std::string_view key, std::string value) = 0;
   virtual const std::string* get(std::string_view key) const = 0;
+  // Every key set so far, in order (what fetch_sockets reports as `data`).
+  virtual const std::vector<std::pair<std::string, std::string>>& data() const = 0;
 
   // Server -> this client. `is_volatile`: dropped if it cannot leave now.
   virtual void emit(std::string_view event, Payload args, bool is_volatile = false) = 0;
@@ -213,6 +215,14 @@ class Socket {
   // that finishes later (after a Redis reply) takes a hold: the socket's next
   // events wait, queued, until every copy of the returned token is gone.
   virtual std::shared_ptr<void> hold() = 0;
+
+  // The client connection the socket belongs to: an id its namespace sockets
+  // share (the first 12 characters of the Engine.IO session id, as the
+  // Socket.IO admin UI shows it; not the session id itself, which would let
+  // its holder act as the client), and its transport now: "polling" or
+  // "websocket".
+  virtual const std::string& client_id() const = 0;
+  virtual std::string_view transport() const = 0;
 };
 
 // An incoming event, after the Socket.IO layer has decoded it.
@@ -257,6 +267,9 @@ enum class EventPhase {
 using EventHandler = std::function<void(Socket& socket, Event& event)>;
 using ConnectionHandler = std::function<void(Socket& socket)>;
 using DisconnectHandler = std::function<void(Socket& socket, std::string_view reason)>;
+// A local socket joined (`joined` true) or left a named room; a socket's own
+// room (its id) is not reported. On disconnect it leaves every room first.
+using RoomHandler = std::function<void(Socket& socket, std::string_view room, bool joined)>;
 
 // ---------------------------------------------------------------- broadcast
 
@@ -330,6 +343,10 @@ class Worker {
   virtual void on_connection(std::string_view nsp, ConnectionHandler h) = 0;
   virtual void on(std::string_view nsp, std::string_view event, EventHandler h) = 0;
   virtual void on_disconnect(std::string_view nsp, DisconnectHandler h) = 0;
+  // Room membership changes of connected sockets (see RoomHandler).
+  virtual void on_room(std::string_view nsp, RoomHandler h) = 0;
+  // The socket's connection changed transport (upgraded to WebSocket).
+  virtual void on_transport(std::string_view nsp, ConnectionHandler h) = 0;
 
   // Through the adapter: reaches every worker (and, with Redis, every node).
   virtual void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) = 0;

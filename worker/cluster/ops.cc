@@ -129,6 +129,11 @@ RemoteSocket describe(sio::SocketImpl& s) {
   json_object_set_new(hs.get(), "auth", s.auth() ? json_deep_copy(s.auth()) : json_object());
   r.handshake = std::move(hs);
   r.data = pairs_object(s.data());
+  // What the Socket.IO admin UI's instrumentation keeps in socket.data, so that
+  // dashboards (ours or Node's) can group sockets by connection.
+  json_object_set_new(r.data.get(), "_admin",
+                      json_pack("{s:s, s:s%}", "clientId", s.client_id().c_str(), "transport",
+                                s.transport().data(), s.transport().size()));
   return r;
 }
 

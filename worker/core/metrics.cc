@@ -190,6 +190,9 @@ void declare_core() {
       {"depth_realtime_broadcasts_total", MetricType::Counter, "Broadcasts started on this node"},
       {"depth_realtime_acks_timed_out_total", MetricType::Counter, "Server to client acks that timed out"},
       {"depth_realtime_engine_sessions", MetricType::Gauge, "Engine.IO sessions open now, by transport"},
+      {"depth_realtime_engine_sessions_opened_total", MetricType::Counter, "Engine.IO sessions opened"},
+      {"depth_realtime_engine_sessions_closed_total", MetricType::Counter, "Engine.IO sessions closed, by reason"},
+      {"depth_realtime_messages_received_total", MetricType::Counter, "Engine.IO messages received from clients"},
       {"depth_realtime_http_connections", MetricType::Gauge, "Client TCP connections open now"},
       {"depth_realtime_worker_restarts_total", MetricType::Counter, "Workers respawned after dying"},
       {"depth_realtime_reloads_total", MetricType::Counter, "Configuration reloads, by result"},
@@ -206,6 +209,8 @@ void declare_core() {
   c.sessions_polling = get("depth_realtime_engine_sessions", "transport=\"polling\"");
   c.sessions_websocket = get("depth_realtime_engine_sessions", "transport=\"websocket\"");
   c.http_connections = get("depth_realtime_http_connections");
+  c.sessions_opened = get("depth_realtime_engine_sessions_opened_total");
+  c.messages_received = get("depth_realtime_messages_received_total");
   c.worker_restarts = get("depth_realtime_worker_restarts_total");
   c.reloads_ok = get("depth_realtime_reloads_total", "result=\"ok\"");
   c.reloads_failed = get("depth_realtime_reloads_total", "result=\"failed\"");

@@ -62,6 +62,8 @@ struct Core {
   Entry* sessions_polling = nullptr;
   Entry* sessions_websocket = nullptr;
   Entry* http_connections = nullptr;
+  Entry* sessions_opened = nullptr;
+  Entry* messages_received = nullptr;
   Entry* worker_restarts = nullptr;
   Entry* reloads_ok = nullptr;
   Entry* reloads_failed = nullptr;

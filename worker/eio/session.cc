@@ -90,6 +90,7 @@ Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<c
   next_ping_ = now + int64_t(ping_interval_);
   connect_deadline = now + int64_t(server_.conf_->connect_timeout);
   metrics::add(gauge(), 1);
+  metrics::add(metrics::core().sessions_opened);
 }
 
 Session::~Session() { metrics::add(gauge(), -1); }
@@ -157,6 +158,8 @@ void Session::answer_get() {
 void Session::close(std::string_view reason) {
   if (closed_) return;
   closed_ = true;
+  // Reasons are the server's own few strings, so the label set stays small.
+  metrics::add(metrics::get("depth_realtime_engine_sessions_closed_total", metrics::label("reason", reason)));
   if (handler) handler->on_close(reason);  // may still queue DISCONNECT packets
   if (probe_) {
     probe_->owner = nullptr;
@@ -216,6 +219,7 @@ void Session::on_packet(const Packet& p) {
       next_ping_ = now_ms() + int64_t(ping_interval_);
       return;
     case PacketType::Message:
+      metrics::add(metrics::core().messages_received);
       if (handler) handler->on_message(p.binary, p.data);
       return;
     case PacketType::Noop:
@@ -487,6 +491,7 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
       }
       for (auto& q : s->queue_) c.send(q->ws_frame());
       s->queue_.clear();
+      if (s->handler) s->handler->on_upgrade();
     } else {
       s->probe_ = nullptr;
       c.owner = nullptr;

@@ -43,6 +43,7 @@ class SessionHandler {
   virtual ~SessionHandler() = default;
   virtual void on_message(bool binary, std::string_view data) = 0;
   virtual void on_close(std::string_view reason) = 0;
+  virtual void on_upgrade() {}  // the session moved to WebSocket
 };
 
 class Server;

@@ -73,6 +73,12 @@ class WorkerRuntime final : public Worker, public http::Host {
   void on_disconnect(std::string_view nsp, DisconnectHandler h) override {
     for (auto* ns : select(nsp)) ns->disconnect_handlers.push_back(h);
   }
+  void on_room(std::string_view nsp, RoomHandler h) override {
+    for (auto* ns : select(nsp)) ns->room_handlers.push_back(h);
+  }
+  void on_transport(std::string_view nsp, ConnectionHandler h) override {
+    for (auto* ns : select(nsp)) ns->transport_handlers.push_back(h);
+  }
   void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) override {
     sio_.broadcast(opts, event, std::move(args));
   }

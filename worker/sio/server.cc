@@ -44,7 +44,12 @@ Json object_with(const char* key, std::string_view value) {
 // ---------------------------------------------------------------- socket
 
 SocketImpl::SocketImpl(Server& server, Namespace& ns, Client& client, std::string id, Json auth)
-    : server_(server), ns_(ns), client_(&client), id_(std::move(id)), auth_(std::move(auth)) {}
+    : server_(server),
+      ns_(ns),
+      client_(&client),
+      client_id_(client.session().sid().substr(0, 12)),
+      id_(std::move(id)),
+      auth_(std::move(auth)) {}
 
 SocketImpl::~SocketImpl() = default;
 
@@ -53,6 +58,11 @@ const std::string& SocketImpl::nsp() const { return ns_.name(); }
 const Handshake& SocketImpl::handshake() const {
   static const Handshake empty;
   return client_ ? *client_->session().handshake() : empty;
+}
+
+std::string_view SocketImpl::transport() const {
+  if (client_ && client_->session().transport() == eio::Transport::Polling) return "polling";
+  return "websocket";
 }
 
 void SocketImpl::set(std::string_view key, std::string value) {
@@ -481,6 +491,7 @@ void Namespace::index_add(SocketImpl* s, const std::string& room) {
   bool added = members.insert(s).second;
   if (added && members.size() == 1) metrics::add(room_count, 1);
   if (added && observer) observer->joined(*s, room, members.size() == 1);
+  if (added) room_changed(*s, room, true);
 }
 
 void Namespace::index_remove(SocketImpl* s, const std::string& room) {
@@ -493,6 +504,21 @@ void Namespace::index_remove(SocketImpl* s, const std::string& room) {
     metrics::add(room_count, -1);
   }
   if (removed && observer) observer->left(*s, room, last);
+  if (removed) room_changed(*s, room, false);
+}
+
+// The modules' room handlers; what one throws stays here (we are in the
+// middle of a membership change).
+void Namespace::room_changed(SocketImpl& s, const std::string& room, bool joined) {
+  for (auto& h : room_handlers) {
+    try {
+      h(s, room, joined);
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "room handler on %s: %s", name_.c_str(), e.what());
+    } catch (...) {
+      logf(LogLevel::Error, "room handler on %s: unknown exception", name_.c_str());
+    }
+  }
 }
 
 template <class F>
@@ -632,6 +658,20 @@ void Client::close_all() {
     send(p);
   }
   session_.close("forced close");
+}
+
+void Client::on_upgrade() {
+  auto sockets = sockets_;  // a handler may disconnect one
+  for (auto& [nsp, s] : sockets) {
+    if (!s->connected()) continue;
+    try {
+      for (auto& h : s->ns().transport_handlers) h(*s);
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "transport handler on %s: %s", nsp.c_str(), e.what());
+    } catch (...) {
+      logf(LogLevel::Error, "transport handler on %s: unknown exception", nsp.c_str());
+    }
+  }
 }
 
 void Client::on_close(std::string_view reason) {

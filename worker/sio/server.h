@@ -58,10 +58,12 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::weak_ptr<Socket> weak() override { return weak_from_this(); }
   std::shared_ptr<void> hold() override;
   void release_hold();  // the last copy of a hold() token is gone
+  const std::string& client_id() const override { return client_id_; }
+  std::string_view transport() const override;
 
   // ---- for the cluster adapter (worker/cluster/)
   Namespace& ns() { return ns_; }
-  const std::vector<std::pair<std::string, std::string>>& data() const { return data_; }
+  const std::vector<std::pair<std::string, std::string>>& data() const override { return data_; }
   const std::string& pid() const { return pid_; }  // connection state recovery session id
   // Starts the CONNECT: the modules' hooks, then the CONNECT reply.
   void start_connect() { run_connect_hooks(0); }
@@ -98,6 +100,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   Server& server_;
   Namespace& ns_;
   Client* client_;  // null once disconnected
+  std::string client_id_;
   std::string id_;
   Json auth_;
   bool connected_ = false;
@@ -141,6 +144,8 @@ class Namespace {
   std::unordered_map<std::string, std::vector<EventHandler>> handlers;
   std::vector<ConnectionHandler> connection_handlers;
   std::vector<DisconnectHandler> disconnect_handlers;
+  std::vector<RoomHandler> room_handlers;
+  std::vector<ConnectionHandler> transport_handlers;
 
   // Sends the encoded packet to every local member the options select.
   void deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets);
@@ -168,6 +173,7 @@ class Namespace {
   // for it (one hash node less per socket).
   void index_add(SocketImpl* s, const std::string& room);
   void index_remove(SocketImpl* s, const std::string& room);
+  void room_changed(SocketImpl& s, const std::string& room, bool joined);
   template <class F>
   void for_members(const std::string& room, F&& f) const;
 
@@ -184,6 +190,7 @@ class Client final : public eio::SessionHandler {
   ~Client() override;
   void on_message(bool binary, std::string_view data) override;
   void on_close(std::string_view reason) override;
+  void on_upgrade() override;
 
   void send(const Packet& p, bool is_volatile = false);
   void send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile);
