@@ -117,14 +117,14 @@ Json node_stats(Worker& w) {
   }
   json_object_set_new(out.get(), "eventsPerSecond", json_real(double(int64_t(eps * 100 + 0.5)) / 100));
 
+  int master = int(getppid());
   const char* status = !redis::configured() ? "off" : redis::ready() ? "ready" : "down";
   json_object_set_new(out.get(), "redis", json_pack("{s:s}", "status", status));
-  int master = int(getppid());
   json_object_set_new(out.get(), "node",
                       json_pack("{s:i,s:I}", "pid", master, "uptimeSeconds", json_int_t(uptime_of(master))));
   Json list(json_array());
   for (auto& [pid, figures] : workers) {
-    if (pid <= 0) continue;
+    if (pid <= 0 || pid == master) continue;  // the master serves no clients (its zero shares)
     json_array_append_new(list.get(), json_pack("{s:i,s:I,s:I}", "pid", pid, "connections", json_int_t(figures.first),
                                                 "sockets", json_int_t(figures.second)));
   }
