@@ -1,0 +1,745 @@
+// The server side of the Socket.IO Admin UI (@socket.io/admin-ui 0.5.x, see
+// shared/protocols/admin-ui.md): what Node's `instrument(io, options)` does,
+// on the namespace admin_ui_namespace names.
+//
+//  - login: the dashboard's form sends auth {username, password} (checked
+//    against a bcrypt hash, in libuv's thread pool so the loop never waits on
+//    it), then {sessionId} after a page reload; sessions live in Redis under
+//    the Node store's keys (socket.io-admin#<id>) when Redis is configured;
+//  - on connect: `config` (the features), and in development mode
+//    `all_sockets` (fetch_sockets of every namespace, cluster-wide);
+//  - worker 0 of each node sends `server_stats` for its node;
+//  - development mode: each worker reports its own sockets (socket_connected,
+//    socket_disconnected, room_joined, room_left, socket_updated on a
+//    transport upgrade, event_received) as broadcasts to the dashboards;
+//  - the dashboard's actions: join, leave, _disconnect, emit, cluster-wide.
+//
+// The verbose reports cost a broadcast each, so they are only sent while a
+// dashboard is open somewhere: this node's share of the namespace's gauge
+// says so for this node, and a worker holding dashboards tells the other
+// nodes every few seconds (a server-side event).
+//
+// Not done: `event_sent` (outgoing events are encoded once per broadcast in
+// the core, below any module) and `socket_updated` for changes of a socket's
+// data (modules set it at CONNECT, before `socket_connected` reports it).
+
+#include <depth-realtime/cluster.h>
+#include <depth-realtime/redis.h>
+#include <depth-realtime/validate.h>
+
+#include <crypt.h>
+#include <dirent.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <initializer_list>
+#include <map>
+#include <unordered_map>
+
+#include "admin.h"
+#include "app.h"
+#include "stats.h"
+
+namespace dr::admin {
+namespace {
+
+constexpr const char* kSessionKeyPrefix = "socket.io-admin#";  // the Node RedisStore's keys
+constexpr const char* kWatchEvent = "admin-ui:watch";
+constexpr const char* kInvalidCredentials = "invalid credentials";  // the dashboard shows its login form on it
+constexpr int64_t kLocalCheckMs = 500;     // how stale this node's "a dashboard is open here" may be
+constexpr size_t kMaxPasswordBytes = 1024;
+constexpr size_t kMaxPendingSessions = 1024;
+constexpr size_t kMaxMemorySessions = 10000;
+
+const schema::Table kUiEvents = {
+    {"join", {}, true},
+    {"leave", {}, true},
+    {"_disconnect", {}, true},
+    {"emit", {}, true},
+};
+const schema::Table kUiReadonlyEvents{std::initializer_list<schema::EventShape>{}};
+
+struct UiState {
+  Worker* w = nullptr;
+  const Module* self = nullptr;
+  std::string nsp;
+  std::string hostname;
+  Ticker* ticker = nullptr;
+  // Is a dashboard open anywhere?
+  int64_t remote_until = 0;
+  int64_t local_checked = 0;
+  bool local_watch = false;
+  int64_t last_ping = 0;
+  // Logins: the session id waits here until its socket is connected.
+  std::unordered_map<std::string, std::string> new_sessions;  // socket id -> session id
+  std::unordered_map<std::string, int64_t> sessions;          // without Redis: session id -> expiry (ms)
+  // server_stats (worker 0): the counters at the last sample, and the
+  // per-second entries since the last server_stats.
+  std::map<std::pair<std::string, std::string>, int64_t> counts;
+  bool sampled = false;
+  Json aggregated{json_array()};
+  int64_t last_stats = 0;
+};
+std::unique_ptr<UiState> g;
+
+const AdminConf& conf() {
+  static const AdminConf defaults;
+  const auto* c = g ? static_cast<const AdminConf*>(g->w->conf(*g->self)) : nullptr;
+  return c ? *c : defaults;
+}
+
+bool declared(std::string_view nsp) {
+  for (const std::string& n : g->w->namespaces())
+    if (n == nsp) return true;
+  return false;
+}
+
+bool present(const json_t* v) { return v && !json_is_null(v); }
+
+Json str(std::string_view s) { return Json(json_stringn(s.data(), s.size())); }
+
+// An array made of `items`, whose references it takes.
+Json array_of(std::initializer_list<json_t*> items) {
+  Json a(json_array());
+  for (json_t* item : items) json_array_append_new(a.get(), item);
+  return a;
+}
+
+// To every dashboard, on every node.
+void tell(std::string_view event, Json args, std::vector<std::string> attachments = {}) {
+  BroadcastOptions opts;
+  opts.nsp = g->nsp;
+  g->w->broadcast(opts, event, Payload(std::move(args), std::move(attachments)));
+}
+
+// ------------------------------------------------------------- watching
+
+void ping() {
+  g->last_ping = app::now_ms();
+  cluster::server_side_emit(g->nsp, kWatchEvent, Payload());
+}
+
+bool watching() {
+  if (!g) return false;
+  int64_t now = app::now_ms();
+  if (now < g->remote_until) return true;
+  if (now - g->local_checked >= kLocalCheckMs) {
+    g->local_checked = now;
+    g->local_watch = false;
+    std::string label = metric_label("namespace", g->nsp);
+    for (auto& m : g->w->metric_read("websocket_connected_clients"))
+      if (m.label == label && m.value > 0) g->local_watch = true;
+  }
+  return g->local_watch;
+}
+
+// -------------------------------------------------------- serialization
+
+// JavaScript's Date.prototype.toString() in UTC, as Socket.IO's handshake.time.
+std::string js_date(int64_t ms) {
+  static const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  time_t t = time_t(ms / 1000);
+  struct tm tm {};
+  gmtime_r(&t, &tm);
+  char buf[96];
+  snprintf(buf, sizeof buf, "%s %s %02d %04d %02d:%02d:%02d GMT+0000 (Coordinated Universal Time)", days[tm.tm_wday],
+           months[tm.tm_mon], tm.tm_mday, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return buf;
+}
+
+Json pairs_object(const std::vector<std::pair<std::string, std::string>>& pairs) {
+  Json o(json_object());
+  for (auto& [k, v] : pairs) json_object_set_new(o.get(), k.c_str(), json_stringn(v.data(), v.size()));
+  return o;
+}
+
+Json string_array(const std::vector<std::string>& items) {
+  Json a(json_array());
+  for (auto& s : items) json_array_append_new(a.get(), json_stringn(s.data(), s.size()));
+  return a;
+}
+
+// The handshake as the dashboard shows it: never `auth` (it holds tokens and
+// passwords), and the address a proxy reports, as the Node instrumentation.
+void ui_handshake(json_t* hs) {
+  json_object_del(hs, "auth");
+  const json_t* headers = json_object_get(hs, "headers");
+  for (const char* h : {"cf-connecting-ip", "x-forwarded-for"}) {
+    if (const char* v = json_str(headers, h)) {
+      json_object_set_new(hs, "address", json_string(v));
+      break;
+    }
+  }
+}
+
+Json handshake_json(const Handshake& h) {
+  Json hs(json_object());
+  json_object_set_new(hs.get(), "headers", pairs_object(h.headers).release());
+  json_object_set_new(hs.get(), "time", json_string(js_date(h.issued_ms).c_str()));
+  json_object_set_new(hs.get(), "address", str(h.address).release());
+  json_object_set_new(hs.get(), "xdomain", json_boolean(h.header("origin") != nullptr));
+  json_object_set_new(hs.get(), "secure", json_boolean(h.secure));
+  json_object_set_new(hs.get(), "issued", json_integer(json_int_t(h.issued_ms)));
+  json_object_set_new(hs.get(), "url", str(h.url).release());
+  json_object_set_new(hs.get(), "query", pairs_object(h.query).release());
+  ui_handshake(hs.get());
+  return hs;
+}
+
+// A socket of this worker as the dashboard's SerializedSocket.
+Json ui_socket(Socket& s) {
+  Json o(json_object());
+  json_object_set_new(o.get(), "id", str(s.id()).release());
+  json_object_set_new(o.get(), "clientId", str(s.client_id()).release());
+  json_object_set_new(o.get(), "transport", str(s.transport()).release());
+  json_object_set_new(o.get(), "nsp", str(s.nsp()).release());
+  json_object_set_new(o.get(), "data", pairs_object(s.data()).release());
+  json_object_set_new(o.get(), "handshake", handshake_json(s.handshake()).release());
+  json_object_set_new(o.get(), "rooms", string_array(s.rooms()).release());
+  return o;
+}
+
+// A socket from fetch_sockets (any node; Node servers too): clientId and
+// transport come from data._admin, which the dashboard does not show.
+Json ui_socket(const cluster::RemoteSocket& r, const std::string& nsp) {
+  Json data(r.data && json_is_object(r.data.get()) ? json_deep_copy(r.data.get()) : json_object());
+  const json_t* admin = json_object_get(data.get(), "_admin");
+  const char* client = json_str(admin, "clientId");
+  const char* transport = json_str(admin, "transport");
+  Json o(json_object());
+  json_object_set_new(o.get(), "id", str(r.id).release());
+  json_object_set_new(o.get(), "clientId", json_string(client ? client : r.id.substr(0, 12).c_str()));
+  json_object_set_new(o.get(), "transport", json_string(transport ? transport : "websocket"));
+  json_object_set_new(o.get(), "nsp", str(nsp).release());
+  json_object_del(data.get(), "_admin");
+  json_object_set_new(o.get(), "data", data.release());
+  Json hs(r.handshake && json_is_object(r.handshake.get()) ? json_deep_copy(r.handshake.get()) : json_object());
+  ui_handshake(hs.get());
+  json_object_set_new(o.get(), "handshake", hs.release());
+  json_object_set_new(o.get(), "rooms", string_array(r.rooms).release());
+  return o;
+}
+
+// ------------------------------------------------------- server_stats
+
+// name="value" label -> value.
+std::string label_value(const std::string& label, std::string_view name) {
+  std::string key = std::string(name) + "=\"";
+  size_t at = label.find(key);
+  if (at == std::string::npos) return {};
+  std::string out;
+  for (size_t i = at + key.size(); i < label.size() && label[i] != '"'; i++) {
+    if (label[i] == '\\' && i + 1 < label.size()) i++;
+    out.push_back(label[i]);
+  }
+  return out;
+}
+
+int64_t metric_sum(std::string_view metric, std::string_view label_name = {}, std::string_view label = {}) {
+  int64_t total = 0;
+  for (auto& m : g->w->metric_read(metric))
+    if (label_name.empty() || label_value(m.label, label_name) == label) total += m.value;
+  return total;
+}
+
+// The node's counters behind aggregatedEvents (Node counts Engine.IO packets
+// and their bytes; ours are the Engine.IO messages and the bytes on the wire).
+void sample() {
+  struct Series {
+    const char* type;
+    const char* metric;
+  };
+  static const Series series[] = {
+      {"rawConnection", "depth_realtime_engine_sessions_opened_total"},
+      {"packetsIn", "depth_realtime_messages_received_total"},
+      {"bytesIn", "depth_realtime_bytes_received_total"},
+      {"packetsOut", "depth_realtime_messages_sent_total"},
+      {"bytesOut", "depth_realtime_bytes_sent_total"},
+  };
+  std::map<std::pair<std::string, std::string>, int64_t> now;
+  for (auto& s : series) now[{s.type, ""}] = metric_sum(s.metric);
+  for (auto& m : g->w->metric_read("depth_realtime_engine_sessions_closed_total"))
+    now[{"rawDisconnection", label_value(m.label, "reason")}] += m.value;
+  if (g->sampled) {
+    json_int_t second = json_int_t(app::now_ms() / 1000 * 1000);
+    for (auto& [key, value] : now) {
+      auto it = g->counts.find(key);
+      int64_t delta = value - (it == g->counts.end() ? 0 : it->second);
+      if (delta <= 0) continue;
+      Json e(json_pack("{s:I, s:s}", "timestamp", second, "type", key.first.c_str()));
+      if (!key.second.empty()) json_object_set_new(e.get(), "subType", str(key.second).release());
+      json_object_set_new(e.get(), "count", json_integer(json_int_t(delta)));
+      json_array_append_new(g->aggregated.get(), e.release());
+    }
+  }
+  g->counts = std::move(now);
+  g->sampled = true;
+}
+
+Json server_stats() {
+  const AdminConf& c = conf();
+  Json node = app::node_stats(*g->w);
+  const json_t* info = json_object_get(node.get(), "node");
+  Json st(json_object());
+  std::string id = c.ui_server_id;
+  if (id.empty()) id = g->hostname + "#" + std::to_string(json_integer_value(json_object_get(info, "pid")));
+  json_object_set_new(st.get(), "serverId", str(id).release());
+  json_object_set_new(st.get(), "hostname", str(g->hostname).release());
+  json_object_set(st.get(), "pid", json_object_get(info, "pid"));
+  json_object_set(st.get(), "uptime", json_object_get(info, "uptimeSeconds"));
+  json_object_set(st.get(), "clientsCount", json_object_get(node.get(), "connections"));
+  json_object_set_new(st.get(), "pollingClientsCount",
+                      json_integer(json_int_t(metric_sum("depth_realtime_engine_sessions", "transport", "polling"))));
+  json_object_set_new(st.get(), "aggregatedEvents", g->aggregated.release());
+  g->aggregated = Json(json_array());
+  Json list(json_array());
+  const char* name;
+  json_t* figures;
+  json_object_foreach(json_object_get(node.get(), "namespaces"), name, figures) {
+    json_array_append_new(list.get(), json_pack("{s:s, s:O}", "name", name, "socketsCount",
+                                                json_object_get(figures, "sockets")));
+  }
+  json_object_set_new(st.get(), "namespaces", list.release());
+  return st;
+}
+
+void tick() {
+  int64_t now = app::now_ms();
+  // A worker with dashboards tells the other nodes, once per stats interval.
+  int64_t interval = int64_t(conf().ui_stats_interval_ms);
+  if (now - g->last_ping >= interval && !g->w->local_sockets(g->nsp).empty()) ping();
+  for (auto it = g->sessions.begin(); it != g->sessions.end();) it = it->second <= now ? g->sessions.erase(it) : ++it;
+  if (g->w->slot() != 0) return;  // one server_stats per node
+  sample();
+  if (now - g->last_stats < interval) return;
+  g->last_stats = now;
+  if (watching()) tell("server_stats", array_of({server_stats().release()}));
+  else g->aggregated = Json(json_array());
+}
+
+// ------------------------------------------------------------------ login
+
+bool same(const char* a, const std::string& b) {
+  size_t n = strlen(a);
+  unsigned char diff = n != b.size();
+  for (size_t i = 0; i < n && i < b.size(); i++) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+// bcrypt is slow on purpose (tens of ms): it runs in libuv's thread pool.
+struct BcryptJob {
+  uv_work_t req{};
+  std::string password;
+  std::string hash;
+  bool ok = false;
+  std::function<void(bool)> done;
+};
+
+void bcrypt_check(std::string password, std::string hash, std::function<void(bool)> done) {
+  auto job = std::make_unique<BcryptJob>();
+  job->password = std::move(password);
+  job->hash = std::move(hash);
+  job->done = std::move(done);
+  job->req.data = job.get();
+  int rc = uv_queue_work(
+      g->w->loop(), &job->req,
+      [](uv_work_t* req) {
+        auto* j = static_cast<BcryptJob*>(req->data);
+        auto data = std::make_unique<crypt_data>();  // ~32 KB: not on a pool thread's stack
+        memset(data.get(), 0, sizeof(crypt_data));
+        const char* out = crypt_r(j->password.c_str(), j->hash.c_str(), data.get());
+        j->ok = out && out[0] != '*' && same(out, j->hash);
+      },
+      [](uv_work_t* req, int status) {
+        std::unique_ptr<BcryptJob> j(static_cast<BcryptJob*>(req->data));
+        try {
+          j->done(status == 0 && j->ok);
+        } catch (...) {
+          // a refused or late CONNECT is all that can go wrong; nothing may leave libuv's callback
+        }
+      });
+  if (rc != 0) {
+    job->done(false);
+    return;
+  }
+  (void)job.release();  // freed by the after-work callback
+}
+
+bool session_id_shape(const char* id) {
+  if (strlen(id) != 16) return false;
+  for (const char* p = id; *p; p++)
+    if (!isxdigit(static_cast<unsigned char>(*p))) return false;
+  return true;
+}
+
+void check_session(const std::string& id, std::function<void(bool)> done) {
+  if (redis::configured()) {
+    redis::command({"EXISTS", kSessionKeyPrefix + id},
+                   [done = std::move(done)](redis::Reply r) { done(!r.error() && r.as_int() == 1); });
+    return;
+  }
+  auto it = g->sessions.find(id);
+  done(it != g->sessions.end() && it->second > app::now_ms());
+}
+
+std::string new_session_id() {
+  unsigned char bytes[8];
+  if (getrandom(bytes, sizeof bytes, 0) != ssize_t(sizeof bytes)) return {};
+  char hex[17];
+  for (size_t i = 0; i < sizeof bytes; i++) snprintf(hex + 2 * i, 3, "%02x", bytes[i]);
+  return std::string(hex, 16);
+}
+
+void save_session(const std::string& id) {
+  uint64_t ttl_ms = conf().ui_session_ttl_ms;
+  if (redis::configured()) {
+    std::string key = kSessionKeyPrefix + id;
+    redis::transaction({{"SET", key, "true"}, {"EXPIRE", key, std::to_string(std::max<uint64_t>(1, ttl_ms / 1000))}});
+    return;
+  }
+  if (g->sessions.size() >= kMaxMemorySessions) g->sessions.erase(g->sessions.begin());
+  g->sessions[id] = app::now_ms() + int64_t(ttl_ms);
+}
+
+void refuse(const ConnectNext& next) { next(ConnectError{kInvalidCredentials, Json()}); }
+
+void login(std::weak_ptr<Socket> weak, const json_t* auth, ConnectNext next) {
+  const char* user = json_str(auth, "username");
+  const char* password = json_str(auth, "password");
+  if (!user || !password || strlen(password) > kMaxPasswordBytes) return refuse(next);
+  const AdminConf& c = conf();
+  std::string want_user = c.ui_user;
+  bool user_ok = same(user, want_user);  // checked after bcrypt: the time does not tell which was wrong
+  bcrypt_check(password, c.ui_hash, [weak, next, user_ok, name = std::string(user)](bool ok) {
+    auto s = weak.lock();
+    if (!g || !s) return;
+    if (!ok || !user_ok) {
+      logf(LogLevel::Notice, "admin-ui: login refused for \"%s\" from %s", name.c_str(), s->handshake().address.c_str());
+      return refuse(next);
+    }
+    std::string id = new_session_id();
+    if (id.empty()) return refuse(next);
+    save_session(id);
+    if (g->new_sessions.size() >= kMaxPendingSessions) g->new_sessions.clear();  // CONNECTs that never completed
+    g->new_sessions[s->id()] = id;
+    logf(LogLevel::Notice, "admin-ui: \"%s\" logged in from %s", name.c_str(), s->handshake().address.c_str());
+    next(std::nullopt);
+  });
+}
+
+void authenticate(Socket& s, ConnectNext next) {
+  if (!g) return refuse(next);
+  if (conf().ui_auth != AdminConf::UiAuth::Basic) return next(std::nullopt);
+  const json_t* auth = s.auth();
+  const char* session = json_str(auth, "sessionId");
+  if (!session || !session_id_shape(session)) return login(s.weak(), auth, std::move(next));
+  check_session(session, [weak = s.weak(), next](bool ok) {
+    auto s = weak.lock();
+    if (!g || !s) return;
+    if (ok) return next(std::nullopt);
+    login(weak, s->auth(), next);  // an expired session, and perhaps a password too
+  });
+}
+
+// ------------------------------------------------------------ on connect
+
+Json features(const AdminConf& c) {
+  Json f(json_array());
+  if (!c.ui_readonly)
+    for (const char* name : {"EMIT", "JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE", "MDISCONNECT"})
+      json_array_append_new(f.get(), json_string(name));
+  json_array_append_new(f.get(), json_string("AGGREGATED_EVENTS"));
+  if (c.ui_development) json_array_append_new(f.get(), json_string("ALL_EVENTS"));
+  return f;
+}
+
+// Every socket of every namespace, cluster-wide, to one dashboard.
+void send_all_sockets(Socket& dashboard) {
+  struct Gather {
+    std::weak_ptr<Socket> to;
+    size_t pending = 0;
+    Json list{json_array()};
+  };
+  auto gather = std::make_shared<Gather>();
+  gather->to = dashboard.weak();
+  std::vector<std::string> nsps = g->w->namespaces();
+  gather->pending = nsps.size();
+  for (const std::string& nsp : nsps) {
+    BroadcastOptions opts;
+    opts.nsp = nsp;
+    cluster::fetch_sockets(opts, [gather, nsp](std::string error, std::vector<cluster::RemoteSocket> sockets) {
+      if (!error.empty()) logf(LogLevel::Warn, "admin-ui: sockets of %s: %s", nsp.c_str(), error.c_str());
+      for (auto& r : sockets) json_array_append_new(gather->list.get(), ui_socket(r, nsp).release());
+      if (--gather->pending > 0) return;
+      if (auto s = gather->to.lock()) s->emit("all_sockets", Payload::of(std::move(gather->list)));
+    });
+  }
+}
+
+void on_dashboard(Socket& s) {
+  if (!g) return;
+  const AdminConf& c = conf();
+  g->local_watch = true;
+  g->local_checked = app::now_ms();
+  ping();  // the other nodes start reporting before they answer the fetch below
+  if (auto it = g->new_sessions.find(s.id()); it != g->new_sessions.end()) {
+    s.emit("session", Payload::of(str(it->second)));
+    g->new_sessions.erase(it);
+  }
+  s.emit("config", Payload::of(Json(json_pack("{s:o}", "supportedFeatures", features(c).release()))));
+  if (c.ui_development) send_all_sockets(s);
+}
+
+// ------------------------------------------------------ verbose reports
+
+void on_socket_connected(Socket& s) {
+  if (!watching()) return;
+  Json ts = str(app::iso_now());
+  // As Node: the socket's own room first.
+  tell("room_joined", array_of({str(s.nsp()).release(), str(s.id()).release(), str(s.id()).release(),
+                                json_incref(ts.get())}));
+  tell("socket_connected", array_of({ui_socket(s).release(), ts.release()}));
+}
+
+void on_socket_disconnected(Socket& s, std::string_view reason) {
+  if (!watching()) return;
+  Json ts = str(app::iso_now());
+  tell("socket_disconnected",
+       array_of({str(s.nsp()).release(), str(s.id()).release(), str(reason).release(), json_incref(ts.get())}));
+  tell("room_left", array_of({str(s.nsp()).release(), str(s.id()).release(), str(s.id()).release(), ts.release()}));
+}
+
+void on_room(Socket& s, std::string_view room, bool joined) {
+  if (!watching()) return;
+  tell(joined ? "room_joined" : "room_left", array_of({str(s.nsp()).release(), str(room).release(),
+                                                      str(s.id()).release(), str(app::iso_now()).release()}));
+}
+
+void on_transport(Socket& s) {
+  if (!watching()) return;
+  tell("socket_updated", array_of({json_pack("{s:s, s:s, s:s%}", "id", s.id().c_str(), "nsp", s.nsp().c_str(),
+                                             "transport", s.transport().data(), s.transport().size())}));
+}
+
+// Runs first on every event (the Limit phase): every received event, valid or not.
+bool on_event_received(Socket& s, Event& ev) {
+  if (!watching() || s.nsp() == g->nsp) return true;
+  Json args(json_array());
+  json_array_append_new(args.get(), str(ev.name).release());
+  json_array_extend(args.get(), ev.args.args.get());
+  tell("event_received", array_of({str(s.nsp()).release(), str(s.id()).release(), args.release(),
+                                   str(app::iso_now()).release()}),
+       ev.args.attachments);
+  return true;
+}
+
+// ---------------------------------------------------------------- actions
+
+// The sockets an action targets: those of namespace `nsp` in room `filter`
+// (the dashboard passes a socket id for one socket), all without a filter.
+bool target(Socket& s, Event& ev, const json_t* nsp, const json_t* filter, BroadcastOptions& out) {
+  if (!g) return false;
+  if (!json_is_string(nsp) || !declared(json_string_value(nsp))) {
+    app::invalid(s, ev, "nsp: must be a namespace of this server");
+    return false;
+  }
+  out.nsp = json_string_value(nsp);
+  if (present(filter)) {
+    if (!json_is_string(filter) || json_string_length(filter) == 0) {
+      app::invalid(s, ev, "filter: must be a room name or a socket id");
+      return false;
+    }
+    out.rooms = {json_string_value(filter)};
+  }
+  return true;
+}
+
+const json_t* arg(const Event& ev, size_t i) { return json_array_get(ev.args.args.get(), i); }
+
+void on_join_or_leave(Socket& s, Event& ev, bool join) {
+  BroadcastOptions opts;
+  if (!target(s, ev, arg(ev, 0), arg(ev, 2), opts)) return;
+  const json_t* room = arg(ev, 1);
+  if (!json_is_string(room) || json_string_length(room) == 0) return app::invalid(s, ev, "room: must be a room name");
+  std::string r = json_string_value(room);
+  logf(LogLevel::Notice, "admin-ui: %s %s (%s, %s)", join ? "join" : "leave", r.c_str(), opts.nsp.c_str(),
+       opts.rooms.empty() ? "all sockets" : opts.rooms[0].c_str());
+  if (join) cluster::sockets_join(opts, {r});
+  else cluster::sockets_leave(opts, {r});
+}
+
+void on_disconnect_action(Socket& s, Event& ev) {
+  BroadcastOptions opts;
+  if (!target(s, ev, arg(ev, 0), arg(ev, 2), opts)) return;
+  const json_t* close = arg(ev, 1);
+  if (present(close) && !json_is_boolean(close)) return app::invalid(s, ev, "close: must be a boolean");
+  logf(LogLevel::Notice, "admin-ui: disconnect %s (%s)%s", opts.nsp.c_str(),
+       opts.rooms.empty() ? "all sockets" : opts.rooms[0].c_str(), json_is_true(close) ? ", closing connections" : "");
+  cluster::disconnect_sockets(opts, json_is_true(close));
+}
+
+void on_emit(Socket& s, Event& ev) {
+  BroadcastOptions opts;
+  if (!target(s, ev, arg(ev, 0), arg(ev, 1), opts)) return;
+  const json_t* name = arg(ev, 2);
+  if (!json_is_string(name) || json_string_length(name) == 0)
+    return app::invalid(s, ev, "eventName: must be a non-empty string");
+  std::string event = json_string_value(name);
+  for (const char* reserved : {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
+    if (event == reserved) return app::invalid(s, ev, "eventName: \"" + event + "\" is reserved");
+  Payload p;
+  for (size_t i = 3; i < json_array_size(ev.args.args.get()); i++)
+    json_array_append_new(p.args.get(), copy_with_binary(arg(ev, i), ev.args.attachments, p.attachments).release());
+  g->w->broadcast(opts, event, std::move(p));
+}
+
+// ----------------------------------------------------------- static files
+
+const char* content_type(const std::string& path) {
+  static const std::pair<const char*, const char*> types[] = {
+      {".html", "text/html; charset=utf-8"}, {".js", "application/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},   {".png", "image/png"},
+      {".svg", "image/svg+xml"},             {".map", "application/json"},
+      {".json", "application/json"},         {".ico", "image/x-icon"},
+      {".woff2", "font/woff2"},              {".woff", "font/woff"},
+  };
+  for (auto& [ext, type] : types) {
+    size_t n = strlen(ext);
+    if (path.size() > n && path.compare(path.size() - n, n, ext) == 0) return type;
+  }
+  return "application/octet-stream";
+}
+
+// Read when asked (the dashboard loads a few files, once): no copy per worker.
+void serve_file(const std::string& file, HttpRespond respond) {
+  HttpResponse res;
+  std::unique_ptr<FILE, int (*)(FILE*)> f(fopen(file.c_str(), "rb"), fclose);
+  if (!f) {
+    res.status = 404;
+    res.body = "{\"error\":{\"code\":\"NOT_FOUND\",\"message\":\"Not found\"}}";
+    return respond(std::move(res));
+  }
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f.get())) > 0) res.body.append(buf, n);
+  res.content_type = content_type(file);
+  respond(std::move(res));
+}
+
+// Routes are exact paths: one per file, found when the worker starts.
+void add_files(Worker& w, const std::string& dir, const std::string& url, int depth) {
+  if (depth > 8) return;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
+  if (!d) return;
+  while (const dirent* e = readdir(d.get())) {
+    std::string name = e->d_name;
+    if (name.empty() || name[0] == '.') continue;
+    std::string path = dir + "/" + name;
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      add_files(w, path, url + name + "/", depth + 1);
+    } else if (S_ISREG(st.st_mode)) {
+      w.route(Listener::Main, "GET", url + name,
+              [path](const HttpRequest&, HttpRespond respond) { serve_file(path, std::move(respond)); });
+    }
+  }
+}
+
+void serve_static(Worker& w, const std::string& dir, const std::string& prefix) {
+  add_files(w, dir, prefix, 0);
+  std::string index = dir + "/index.html";
+  w.route(Listener::Main, "GET", prefix,
+          [index](const HttpRequest&, HttpRespond respond) { serve_file(index, std::move(respond)); });
+  // index.html names its files relatively: /admin-ui must become /admin-ui/.
+  w.route(Listener::Main, "GET", prefix.substr(0, prefix.size() - 1), [prefix](const HttpRequest&, HttpRespond respond) {
+    HttpResponse res;
+    res.status = 301;
+    res.content_type = "text/plain";
+    res.headers.emplace_back("Location", prefix);
+    respond(std::move(res));
+  });
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------- public
+
+bool ui_serves(const AdminConf& c, std::string_view nsp) { return !c.ui_nsp.empty() && c.ui_nsp == nsp; }
+
+bool ui_check_conf(const AdminConf& c, std::string& err) {
+  if (!c.ui_static_dir.empty()) {
+    struct stat st {};
+    if (stat(c.ui_static_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      err = "admin_ui_static: \"" + c.ui_static_dir + "\" is not a directory";
+      return false;
+    }
+  }
+  if (c.ui_nsp.empty()) return true;
+  if (c.ui_auth == AdminConf::UiAuth::Unset) {
+    err = "admin_ui_namespace needs admin_ui_auth: basic USERNAME BCRYPT_HASH, or off";
+    return false;
+  }
+  if (c.ui_nsp == c.nsp && c.ui_auth == AdminConf::UiAuth::Basic) {
+    err = "admin_ui_namespace " + c.ui_nsp +
+          " is the admin namespace, whose sockets authenticate with a JWT: use admin_ui_auth off there, or another "
+          "namespace for the dashboard's login";
+    return false;
+  }
+  return true;
+}
+
+bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
+  if (!c.ui_static_dir.empty()) serve_static(w, c.ui_static_dir, c.ui_static_prefix);
+  if (c.ui_nsp.empty()) return true;
+  g = std::make_unique<UiState>();
+  g->w = &w;
+  g->self = &self;
+  g->nsp = c.ui_nsp;
+  if (!declared(g->nsp)) {
+    logf(LogLevel::Crit, "admin: admin_ui_namespace %s is not declared (add: namespace %s { auth_jwt off; })",
+         g->nsp.c_str(), g->nsp.c_str());
+    g.reset();
+    return false;
+  }
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0) g->hostname = host;
+
+  const std::string nsp = g->nsp;
+  if (c.ui_auth == AdminConf::UiAuth::Basic) w.use_connect(nsp, authenticate);
+  if (nsp != c.nsp) w.use_event(nsp, schema::middleware(c.ui_readonly ? kUiReadonlyEvents : kUiEvents));
+  if (!c.ui_readonly) {
+    w.on(nsp, "join", [](Socket& s, Event& ev) { on_join_or_leave(s, ev, true); });
+    w.on(nsp, "leave", [](Socket& s, Event& ev) { on_join_or_leave(s, ev, false); });
+    w.on(nsp, "_disconnect", on_disconnect_action);
+    w.on(nsp, "emit", on_emit);
+  }
+  w.on_connection(nsp, on_dashboard);
+  cluster::on_server_event(nsp, kWatchEvent, [](const Payload&, cluster::ServerAck) {
+    if (g) g->remote_until = app::now_ms() + 3 * int64_t(conf().ui_stats_interval_ms);  // two pings may be lost
+  });
+  if (c.ui_development) {
+    w.on_connection("", on_socket_connected);
+    w.on_disconnect("", on_socket_disconnected);
+    w.on_room("", on_room);
+    w.on_transport("", on_transport);
+    w.use_event("", on_event_received, EventPhase::Limit);
+  }
+  g->ticker = Ticker::start(w.loop(), std::min<uint64_t>(1000, c.ui_stats_interval_ms), [] {
+    if (g) tick();
+  });
+  return true;
+}
+
+void ui_exit_worker() {
+  if (!g) return;
+  if (g->ticker) g->ticker->stop();
+  g.reset();
+}
+
+}  // namespace dr::admin
