@@ -246,12 +246,20 @@ void on_kick(Worker& w, const Module& self, Socket& s, Event& ev) {
     json_object_set_new(answer.get(), "userId", json_stringn(id.data(), id.size()));
   } else {
     room = json_string_value(json_object_get(p, "socketId"));
+    // A socket id names the socket's own room; other room names (user:42,
+    // conversation:7) would reach many sockets.
+    if (room.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != room.npos)
+      return app::invalid(s, ev, "socketId: must be a socket id");
     json_object_set_new(answer.get(), "socketId", json_stringn(room.data(), room.size()));
   }
   logf(LogLevel::Notice, "admin: %s kicked %s %s", app::user_id(s).c_str(), by_user ? "user" : "socket",
        json_string_value(json_object_get(answer.get(), by_user ? "userId" : "socketId")));
-  // The ack leaves first: the admin may be kicking their own user.
-  ack_data(s, ev, std::move(answer));
+  // Redis away: only this node's sockets can be reached, and the ack must not
+  // claim more.
+  bool everywhere = !cluster::configured() || cluster::ready();
+  // The answer leaves first: the admin may be kicking their own user.
+  if (everywhere) ack_data(s, ev, std::move(answer));
+  else app::internal_error(s, ev, "Redis unavailable: disconnected on this node only");
   // Socket ids are per namespace and a user has sockets in several: every
   // namespace is asked, and close=true takes the whole connection down.
   for (const std::string& nsp : w.namespaces()) {

@@ -194,12 +194,27 @@ describe('admin:kick', () => {
     assert.deepEqual(await ack(s, 'admin:kick', { userId: '' }),
       invalid('userId: must be an id (string of 1-128 characters or non-negative integer)'));
     assert.deepEqual(await ack(s, 'admin:kick', { socketId: 7 }), invalid('socketId: must be a string'));
+    assert.deepEqual(await ack(s, 'admin:kick', { socketId: 'user:root' }), invalid('socketId: must be a socket id'));
     assert.deepEqual(await ack(s, 'admin:kick', 'root'), invalid('payload: must be an object'));
     // Without an ack the error event says it.
     const err = once(s, 'error');
     s.emit('admin:kick', {});
     assert.deepEqual((await err)[0], invalid('userId: userId or socketId is required').error);
   });
+});
+
+test('admin:kick with Redis away: this node\'s sockets go, and the answer says only those', { timeout: 30000 }, async (t, ctx) => {
+  const r = await startRedis({ t });
+  const srv = await startServer({ workers: 1, modules: MODULES, probe: false, t, extraServer: redisLines(r) });
+  const s = await admin(ctx, srv);
+  const victim = await ctx.connect(srv, '/chat', { userId: 'v' });
+  await r.kill();
+  await waitFor(async () => (await ack(s, 'admin:stats')).data.redis.status === 'down', { what: 'Redis seen down' });
+  const gone = disconnected(victim);
+  assert.deepEqual(await ack(s, 'admin:kick', { userId: 'v' }), {
+    error: { code: 'SOCKET_ERROR', message: 'A connection error occurred', details: 'Redis unavailable: disconnected on this node only' },
+  });
+  assert.equal(await gone, 'io server disconnect');
 });
 
 describe('admin:announce', () => {
