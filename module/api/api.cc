@@ -19,7 +19,6 @@
 #include <depth-realtime/module.h>
 #include <depth-realtime/redis.h>
 #include <depth-realtime/validate.h>
-
 #include <sys/random.h>
 
 #include <algorithm>
@@ -63,7 +62,9 @@ const dr::Directive kDirectives[] = {
     {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
 };
 
-std::unique_ptr<dr::ModuleConf> create_conf() { return std::make_unique<ApiConf>(); }
+std::unique_ptr<dr::ModuleConf> create_conf() {
+  return std::make_unique<ApiConf>();
+}
 
 bool check_conf(dr::ModuleConf* c, std::string& err) {
   auto* conf = static_cast<ApiConf*>(c);
@@ -103,8 +104,12 @@ dr::HttpResponse failure(int status, std::string_view code, std::string_view mes
   return json_response(status, std::move(body));
 }
 
-dr::HttpResponse invalid(std::string_view details) { return failure(400, "INVALID_DATA", "Invalid data", details); }
-dr::HttpResponse not_found() { return failure(404, "NOT_FOUND", "Not found"); }
+dr::HttpResponse invalid(std::string_view details) {
+  return failure(400, "INVALID_DATA", "Invalid data", details);
+}
+dr::HttpResponse not_found() {
+  return failure(404, "NOT_FOUND", "Not found");
+}
 
 // A Redis failure: 503 when Redis is away, 500 for anything else.
 dr::HttpResponse redis_failure(const std::string& error, std::string_view what) {
@@ -191,9 +196,8 @@ const dr::schema::EventShape kEmit{"emit",
                                     {"rooms", Kind::Any},
                                     {"except", Kind::Any},
                                     {"data", Kind::Any}}};
-const dr::schema::EventShape kNotify{"notifications",
-                                     {{"userIds", Kind::Array, true, 1, double(kMaxRecipients)},
-                                      {"notification", Kind::Object, true}}};
+const dr::schema::EventShape kNotify{
+    "notifications", {{"userIds", Kind::Array, true, 1, double(kMaxRecipients)}, {"notification", Kind::Object, true}}};
 const dr::schema::EventShape kNotification{"notification",
                                            {{"type", Kind::String, true, 1, 64},
                                             {"title", Kind::String, true, 1, 256},
@@ -202,8 +206,8 @@ const dr::schema::EventShape kNotification{"notification",
 const dr::schema::EventShape kDisconnect{"disconnect", {{"userId", Kind::Id, true}}};
 
 // Socket.IO's own event names: a client could not tell them from the real thing.
-const char* const kReserved[] = {"connect", "connect_error", "disconnect", "disconnecting", "newListener",
-                                 "removeListener"};
+const char* const kReserved[] = {"connect",       "connect_error", "disconnect",
+                                 "disconnecting", "newListener",   "removeListener"};
 
 void emit(dr::Worker& w, const ApiConf&, const json_t* body, dr::HttpRespond respond) {
   std::string details;
@@ -238,7 +242,9 @@ void notify(dr::Worker& w, const ApiConf& conf, const json_t* body, dr::HttpResp
   json_t* item;
   json_array_foreach(json_object_get(body, "userIds"), i, item) {
     std::optional<std::string> id = dr::schema::id_string(item);
-    if (!id) return respond(invalid("userIds[" + std::to_string(i) + "]: must be an id (string of 1-128 characters or non-negative integer)"));
+    if (!id)
+      return respond(invalid("userIds[" + std::to_string(i) +
+                             "]: must be an id (string of 1-128 characters or non-negative integer)"));
     if (seen.insert(*id).second) users.push_back(std::move(*id));
   }
   const json_t* in = json_object_get(body, "notification");
@@ -316,8 +322,9 @@ void serve(dr::Worker& w, const dr::Module& self, const Endpoint& ep, const dr::
   const auto& conf = *static_cast<const ApiConf*>(w.conf(self));
   if (conf.key.empty()) return respond(not_found());
   if (!authorized(req, conf.key)) {
-    dr::HttpResponse r = failure(401, "UNAUTHORIZED", "Unauthorized",
-                                 req.header("authorization") ? "wrong API key" : "Authorization: Bearer <API key> is required");
+    dr::HttpResponse r =
+        failure(401, "UNAUTHORIZED", "Unauthorized",
+                req.header("authorization") ? "wrong API key" : "Authorization: Bearer <API key> is required");
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     return respond(std::move(r));
   }
@@ -353,7 +360,9 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   return true;
 }
 
-void exit_worker(dr::Worker&, const dr::Module&) { dr::app::stats_stop(); }
+void exit_worker(dr::Worker&, const dr::Module&) {
+  dr::app::stats_stop();
+}
 
 const dr::Module kModule = {
     dr::kModuleAbi, DR_MODULE_SIGNATURE, "api", kDirectives, create_conf, check_conf, init_worker, exit_worker,

@@ -51,9 +51,15 @@ std::string key_of(const std::string& user, const char* what) {
 
 }  // namespace
 
-std::string items_key(const std::string& user) { return key_of(user, "items"); }
-std::string order_key(const std::string& user) { return key_of(user, "order"); }
-std::string unread_key(const std::string& user) { return key_of(user, "unread"); }
+std::string items_key(const std::string& user) {
+  return key_of(user, "items");
+}
+std::string order_key(const std::string& user) {
+  return key_of(user, "order");
+}
+std::string unread_key(const std::string& user) {
+  return key_of(user, "unread");
+}
 
 void add(const std::vector<std::string>& users, const json_t* notification, uint64_t max_items, Done done) {
   std::vector<std::string> argv{"EVAL", kAddScript, std::to_string(users.size() * 3)};
@@ -65,9 +71,8 @@ void add(const std::vector<std::string>& users, const json_t* notification, uint
   argv.push_back(json_str(notification, "id") ? json_str(notification, "id") : "");
   argv.push_back(json_text(notification));
   argv.push_back(std::to_string(max_items ? max_items : 1));
-  redis::command(std::move(argv), [done = std::move(done)](redis::Reply r) {
-    done(r.error() ? r.str : std::string());
-  });
+  redis::command(std::move(argv),
+                 [done = std::move(done)](redis::Reply r) { done(r.error() ? r.str : std::string()); });
 }
 
 void unread(const std::string& user, std::function<void(std::string error, std::vector<Json> items)> done) {
@@ -75,7 +80,8 @@ void unread(const std::string& user, std::function<void(std::string error, std::
                  [done = std::move(done)](redis::Reply r) {
                    std::vector<Json> items;
                    if (r.error()) return done(r.str, std::move(items));
-                   if (r.type != redis::Reply::Type::Array) return done("unexpected reply from Redis", std::move(items));
+                   if (r.type != redis::Reply::Type::Array)
+                     return done("unexpected reply from Redis", std::move(items));
                    for (const redis::Reply& e : r.elements) {
                      Json n = json_parse(e.str);
                      if (!json_is_object(n.get())) continue;  // not ours: skip rather than fail the whole inbox

@@ -34,7 +34,9 @@ const dr::schema::Table kEvents = {
     {"notification:read", {{"notificationId", Kind::Id, true}}},
 };
 
-std::string user_room(const std::string& user) { return "user:" + user; }
+std::string user_room(const std::string& user) {
+  return "user:" + user;
+}
 
 // What an answer given later needs of the event: its name and ack id
 // (events themselves are move-only, callbacks must be copyable).
@@ -66,8 +68,7 @@ void on_subscribe(dr::Socket& s, dr::Event& ev) {
                                    std::string error, std::vector<dr::Json> items) {
     auto sock = weak.lock();
     if (!sock || !sock->connected()) return;
-    if (!error.empty())
-      return dr::app::internal_error(*sock, *ev, "cannot read the inbox: " + error);
+    if (!error.empty()) return dr::app::internal_error(*sock, *ev, "cannot read the inbox: " + error);
     for (dr::Json& n : items) sock->emit("notification:new", dr::Payload::of(std::move(n)));
     dr::ack_data(*sock, *ev, id_object("userId", user));
   });
@@ -84,20 +85,20 @@ void on_read(dr::Worker& w, dr::Socket& s, dr::Event& ev) {
   std::string id = dr::app::id_field(ev, "notificationId");
   const std::string& user = dr::app::user_id(s);
   if (user.empty()) return dr::app::forbidden(s, ev, "the socket has no user id");
-  dr::app::inbox::mark_read(user, id, [&w, weak = s.weak(), hold = s.hold(), ev = reply_to(ev), user, id](
-                                          std::string error, bool found) {
-    auto sock = weak.lock();
-    if (!sock || !sock->connected()) return;
-    if (!error.empty()) return dr::app::internal_error(*sock, *ev, "cannot mark the notification read: " + error);
-    if (!found) return dr::app::not_found(*sock, *ev, "notificationId: not in your inbox");
-    // The user's other devices: every socket of the user here but this one.
-    dr::BroadcastOptions others;
-    others.nsp = sock->nsp();
-    others.rooms = {user_room(user)};
-    others.except = {sock->id()};
-    w.broadcast(others, "notification:read", dr::Payload::of(id_object("notificationId", id)));
-    dr::ack_data(*sock, *ev, id_object("notificationId", id));
-  });
+  dr::app::inbox::mark_read(
+      user, id, [&w, weak = s.weak(), hold = s.hold(), ev = reply_to(ev), user, id](std::string error, bool found) {
+        auto sock = weak.lock();
+        if (!sock || !sock->connected()) return;
+        if (!error.empty()) return dr::app::internal_error(*sock, *ev, "cannot mark the notification read: " + error);
+        if (!found) return dr::app::not_found(*sock, *ev, "notificationId: not in your inbox");
+        // The user's other devices: every socket of the user here but this one.
+        dr::BroadcastOptions others;
+        others.nsp = sock->nsp();
+        others.rooms = {user_room(user)};
+        others.except = {sock->id()};
+        w.broadcast(others, "notification:read", dr::Payload::of(id_object("notificationId", id)));
+        dr::ack_data(*sock, *ev, id_object("notificationId", id));
+      });
 }
 
 bool init_worker(dr::Worker& w, const dr::Module&) {
@@ -115,9 +116,11 @@ bool init_worker(dr::Worker& w, const dr::Module&) {
 }
 
 const dr::Module kModule = {
-    dr::kModuleAbi, DR_MODULE_SIGNATURE, "notifications",
+    dr::kModuleAbi,  DR_MODULE_SIGNATURE,
+    "notifications",
     nullptr,  // no directives: the inbox bound is the api module's (api_inbox_max)
-    nullptr, nullptr, init_worker, nullptr,
+    nullptr,         nullptr,
+    init_worker,     nullptr,
 };
 
 }  // namespace
