@@ -3,6 +3,7 @@
 # bind to each other's copy.
 add_library(dr_app STATIC
   ${CMAKE_CURRENT_LIST_DIR}/app.cc
+  ${CMAKE_CURRENT_LIST_DIR}/inbox.cc
   ${CMAKE_CURRENT_LIST_DIR}/stats.cc)
 target_include_directories(dr_app PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(dr_app PUBLIC PkgConfig::UV PkgConfig::JANSSON)
