@@ -53,7 +53,7 @@ struct ProjectsConf : dr::ModuleConfBase<ProjectsConf> {
 template <std::string ProjectsConf::*Field>
 bool set_key_pattern(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   if (a[0].find("{id}") == std::string::npos) {
-    err = "expected a key pattern holding {id}, e.g. project:{id}:members";
+    err = "expected a key pattern holding {id}, e.g. \"project:{id}:members\" (quoted)";
     return false;
   }
   static_cast<ProjectsConf*>(c)->*Field = a[0];

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import {
   test, startServer, startRedis, redisLines, ack, once, Inbox, rnd, token, waitFor, waitSubscribed, request,
+  tmpDir, writeConf, testConfig, freePort,
 } from './lib/harness.mjs';
 
 const NSP = '/projects';
@@ -450,6 +451,20 @@ describe('access', () => {
     const erin = await client(ctx, 'erin', { server });
     assert.deepEqual(await ack(dave, 'project:join', { projectId: p }), { data: { projectId: p } });
     assert.equal((await ack(erin, 'project:join', { projectId: p })).error.code, 'FORBIDDEN');
+  });
+});
+
+describe('configuration', () => {
+  test('-t accepts the directives and refuses a key pattern without {id}, naming file:line', async () => {
+    const conf = (extra) => writeConf(tmpDir(), {
+      port: 1, modules: ['auth_jwt.so', 'projects.so'], probe: false,
+      extraServer: `namespace /projects { projects_comments_maxlen 0; }\n${extra}`,
+    });
+    const good = testConfig(conf('projects_members_key "acl:{id}";\nprojects_access_claim off;\nprojects_comments_key "c:{id}";\nprojects_comments_maxlen 500;'));
+    assert.equal(good.code, 0, good.stderr);
+    const bad = testConfig(conf('projects_members_key members;'));
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /depth-realtime\.conf:\d+: .*expected a key pattern holding \{id\}/);
   });
 });
 
