@@ -544,9 +544,15 @@ void on_history(dr::Socket& s, dr::Event& ev) {
     if (json_is_number(limit))
       count = json_number_value(limit) >= double(c->conf.history_max) ? c->conf.history_max
                                                                        : uint64_t(json_number_value(limit));
-    const char* before = dr::json_str(c->in(), "before");
-    if (before && std::string_view(before) == "0-0") return ack_with(s, c->ev, Json(json_array()).get(), {});
-    std::string end = before ? std::string("(") + before : "+";
+    // `before` is exclusive: read up to the id just below it (works on any
+    // Redis 5+, unlike the "(" prefix of 6.2).
+    std::string end = "+";
+    uint64_t ms = 0, seq = 0;
+    if (const char* before = dr::json_str(c->in(), "before"); before && parse_stream_id(before, ms, seq)) {
+      if (ms == 0 && seq == 0) return ack_with(s, c->ev, Json(json_array()).get(), {});
+      end = seq > 0 ? std::to_string(ms) + "-" + std::to_string(seq - 1)
+                    : std::to_string(ms - 1) + "-" + std::to_string(UINT64_MAX);
+    }
     redis::command({"XREVRANGE", stream_key(c->conversation), end, "-", "COUNT", std::to_string(count)},
                    [c](redis::Reply r) {
                      if (r.type != redis::Reply::Type::Array) {
