@@ -76,7 +76,7 @@ constexpr unsigned N = dr::kConfNamespace;
 
 const dr::Directive kDirectives[] = {
     {"chat_stream_maxlen", S | N, 1, 1, dr::set_uint<&ChatConf::stream_maxlen>, "10000", true,
-     "Messages kept per conversation stream (XADD MAXLEN ~, so Redis may keep a few more)."},
+     "Messages kept per conversation stream (XADD MAXLEN ~: Redis trims whole nodes, so it may keep up to ~100 more)."},
     {"chat_members_key", S | N, 1, 1, set_members_key, "conversation:{id}:members", true,
      "Redis set of a conversation's members (with redis_app_prefix; {id} = the conversation id); "
      "quote it: chat_members_key \"room:{id}:users\";"},
