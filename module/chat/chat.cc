@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "app.h"
+#include "stored_json.h"
 
 namespace {
 
@@ -207,136 +208,10 @@ void broadcast(const Call& c, const char* event, const json_t* data, const std::
   if (g_worker) g_worker->broadcast(opts, event, std::move(p));
 }
 
-// {data: X} with binary attachments, to the ack if the client asked for one.
-void ack_with(dr::Socket& s, const dr::Event& ev, const json_t* data, std::vector<std::string> bin) {
-  if (!ev.ack_id) return;
-  Json wrap(json_object());
-  json_object_set_new(wrap.get(), "data", json_deep_copy(data));
-  dr::Payload p = dr::Payload::of(std::move(wrap));
-  p.attachments = std::move(bin);
-  s.ack(*ev.ack_id, std::move(p));
-}
-
 Json id_object(const char* name, const std::string& id) {
   Json o(json_object());
   json_object_set_new(o.get(), name, jstr(id));
   return o;
-}
-
-// ---------------------------------------------------------- binary values
-
-const char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string base64(const std::string& in) {
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = uint32_t(uint8_t(in[i])) << 16 | uint32_t(uint8_t(in[i + 1])) << 8 | uint8_t(in[i + 2]);
-    for (int shift = 18; shift >= 0; shift -= 6) out += kB64[(v >> shift) & 63];
-  }
-  if (i < in.size()) {
-    uint32_t v = uint32_t(uint8_t(in[i])) << 16 | (i + 1 < in.size() ? uint32_t(uint8_t(in[i + 1])) << 8 : 0);
-    out += kB64[(v >> 18) & 63];
-    out += kB64[(v >> 12) & 63];
-    out += i + 1 < in.size() ? kB64[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-// Strict: padded standard alphabet, nothing else.
-bool unbase64(std::string_view in, std::string& out) {
-  if (in.size() % 4 != 0) return false;
-  out.clear();
-  out.reserve(in.size() / 4 * 3);
-  uint32_t v = 0;
-  int bits = 0;
-  for (size_t i = 0; i < in.size(); i++) {
-    char ch = in[i];
-    if (ch == '=') {
-      // at most two, and only at the very end
-      if (i + 2 < in.size() || (i + 1 < in.size() && in[i + 1] != '=')) return false;
-      break;
-    }
-    const char* p = ch ? strchr(kB64, ch) : nullptr;
-    if (!p) return false;
-    v = v << 6 | uint32_t(p - kB64);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += char((v >> bits) & 0xff);
-    }
-  }
-  return true;
-}
-
-bool is_placeholder(const json_t* v) {
-  return json_is_true(json_object_get(v, "_placeholder")) && json_is_integer(json_object_get(v, "num"));
-}
-
-// "$binary", "$$binary", ...: the number of leading '$', 0 for other keys.
-size_t binary_key_dollars(std::string_view key) {
-  size_t n = 0;
-  while (n < key.size() && key[n] == '$') n++;
-  return n > 0 && key.substr(n) == "binary" ? n : 0;
-}
-
-// Metadata as the stream keeps it (see the top of this file).
-Json to_stored(const json_t* v, const std::vector<std::string>& bin) {
-  if (json_is_array(v)) {
-    Json arr(json_array());
-    size_t i;
-    json_t* item;
-    json_array_foreach(v, i, item) json_array_append_new(arr.get(), to_stored(item, bin).release());
-    return arr;
-  }
-  if (!json_is_object(v)) return dr::json_share(const_cast<json_t*>(v));
-  if (is_placeholder(v)) {
-    json_int_t n = json_integer_value(json_object_get(v, "num"));
-    if (n < 0 || size_t(n) >= bin.size()) return Json(json_null());  // as copy_with_binary
-    Json marker(json_object());
-    json_object_set_new(marker.get(), "$binary", jstr(base64(bin[size_t(n)])));
-    return marker;
-  }
-  Json obj(json_object());
-  const char* key;
-  json_t* item;
-  json_object_foreach(const_cast<json_t*>(v), key, item) {
-    std::string name = binary_key_dollars(key) ? std::string("$") + key : key;
-    json_object_set_new(obj.get(), name.c_str(), to_stored(item, bin).release());
-  }
-  return obj;
-}
-
-// Stored metadata back as the client sent it: markers become placeholders for
-// binary appended to `bin`.
-Json from_stored(const json_t* v, std::vector<std::string>& bin) {
-  if (json_is_array(v)) {
-    Json arr(json_array());
-    size_t i;
-    json_t* item;
-    json_array_foreach(v, i, item) json_array_append_new(arr.get(), from_stored(item, bin).release());
-    return arr;
-  }
-  if (!json_is_object(v)) return dr::json_share(const_cast<json_t*>(v));
-  const json_t* b64 = json_object_get(v, "$binary");
-  std::string bytes;
-  if (json_object_size(v) == 1 && json_is_string(b64) &&
-      unbase64(std::string_view(json_string_value(b64), json_string_length(b64)), bytes)) {
-    bin.push_back(std::move(bytes));
-    return Json(json_pack("{s:b, s:I}", "_placeholder", 1, "num", json_int_t(bin.size() - 1)));
-  }
-  // A placeholder written by a backend refers to no attachment of ours.
-  if (is_placeholder(v)) return Json(json_null());
-  Json obj(json_object());
-  const char* key;
-  json_t* item;
-  json_object_foreach(const_cast<json_t*>(v), key, item) {
-    const char* name = binary_key_dollars(key) >= 2 ? key + 1 : key;
-    json_object_set_new(obj.get(), name, from_stored(item, bin).release());
-  }
-  return obj;
 }
 
 // ---------------------------------------------------------------- messages
@@ -359,7 +234,7 @@ Json message_of(const std::string& id, const json_t* fields, const std::string& 
   json_object_set_new(m.get(), "senderId", sender ? json_copy(const_cast<json_t*>(sender)) : json_null());
   json_object_set_new(m.get(), "content", content ? json_copy(const_cast<json_t*>(content)) : json_string(""));
   json_object_set_new(m.get(), "type", json_string(type ? type : "text"));
-  json_object_set_new(m.get(), "metadata", from_stored(metadata.get(), bin).release());
+  json_object_set_new(m.get(), "metadata", dr::app::from_stored(metadata.get(), bin).release());
   int64_t ms = dr::app::stream_id_ms(id);
   json_object_set_new(m.get(), "createdAt",
                       created ? json_copy(const_cast<json_t*>(created))
@@ -432,7 +307,7 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         std::vector<std::string> argv{
             "XADD", stream_key(c->conversation), "MAXLEN", "~", std::to_string(c->conf.stream_maxlen), "*",
             "conversationId", c->conversation, "senderId", c->user, "content", text, "type", type ? type : "text",
-            "metadata", dr::json_text(to_stored(metadata, c->ev.args.attachments).get()), "createdAt", created};
+            "metadata", dr::json_text(dr::app::to_stored(metadata, c->ev.args.attachments).get()), "createdAt", created};
 
         // The message as clients see it, but for its id.
         std::vector<std::string> bin;
@@ -455,7 +330,7 @@ void on_message(dr::Socket& s, dr::Event& ev) {
           // Stored: the room gets it even if the sender has gone meanwhile.
           broadcast(*c, "chat:message", m.get(), bin);
           broadcast(*c, "message:new", m.get(), bin);
-          if (auto s = c->live()) ack_with(*s, c->ev, m.get(), bin);
+          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
         });
       },
       "Redis unavailable: cannot check access, the message was not stored");
@@ -516,7 +391,7 @@ void answer_history(const CallPtr& c, const redis::Reply& reply) {
       const char* edit_text = edit && edit->type == redis::Reply::Type::String ? edit->str.c_str() : nullptr;
       json_array_append_new(list.get(), message_of(e.id, e.fields.get(), c->conversation, edit_text, bin).release());
     }
-    ack_with(*s, c->ev, list.get(), std::move(bin));
+    dr::app::ack_with(*s, c->ev, list.get(), std::move(bin));
   };
   if (entries->empty()) return finish(nullptr);
   redis::command(std::move(argv), [c, finish](redis::Reply r) {
@@ -549,7 +424,7 @@ void on_history(dr::Socket& s, dr::Event& ev) {
     std::string end = "+";
     uint64_t ms = 0, seq = 0;
     if (const char* before = dr::json_str(c->in(), "before"); before && parse_stream_id(before, ms, seq)) {
-      if (ms == 0 && seq == 0) return ack_with(s, c->ev, Json(json_array()).get(), {});
+      if (ms == 0 && seq == 0) return dr::app::ack_with(s, c->ev, Json(json_array()).get(), {});
       end = seq > 0 ? std::to_string(ms) + "-" + std::to_string(seq - 1)
                     : std::to_string(ms - 1) + "-" + std::to_string(UINT64_MAX);
     }
@@ -599,7 +474,7 @@ void on_edit(dr::Socket& s, dr::Event& ev) {
                        std::vector<std::string> bin;
                        Json m = message_of(id, shared_fields.get(), c->conversation, edit_text.c_str(), bin);
                        broadcast(*c, "message:updated", m.get(), bin);
-                       if (auto s = c->live()) ack_with(*s, c->ev, m.get(), std::move(bin));
+                       if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), std::move(bin));
                      });
     });
   });

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "app.h"
+#include "stored_json.h"
 
 namespace {
 
@@ -141,62 +142,6 @@ void presence(dr::Worker& w, dr::Socket& s, const std::string& project, const ch
   json_object_set_new(p.get(), "userId", str(dr::app::user_id(s)));
   json_object_set_new(p.get(), "projectId", str(project));
   to_room(w, project, event, dr::Payload::of(std::move(p)), s.id());
-}
-
-// {data: <the payload's argument>} with its binary, to the client's ack.
-void ack_payload(dr::Socket& s, const dr::Event& ev, const dr::Payload& p) {
-  if (!ev.ack_id) return;
-  dr::Json wrapped(json_object());
-  json_object_set_new(wrapped.get(), "data", json_deep_copy(json_array_get(p.args.get(), 0)));
-  dr::Payload reply = dr::Payload::of(std::move(wrapped));
-  reply.attachments = p.attachments;
-  s.ack(*ev.ack_id, std::move(reply));
-}
-
-// ------------------------------------------------------------ binary storage
-
-std::string base64(const std::string& in) {
-  static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = uint32_t(uint8_t(in[i])) << 16 | uint32_t(uint8_t(in[i + 1])) << 8 | uint8_t(in[i + 2]);
-    for (int shift = 18; shift >= 0; shift -= 6) out.push_back(kAlphabet[(v >> shift) & 63]);
-  }
-  if (size_t rest = in.size() - i) {
-    uint32_t v = uint32_t(uint8_t(in[i])) << 16 | (rest == 2 ? uint32_t(uint8_t(in[i + 1])) << 8 : 0);
-    out.push_back(kAlphabet[(v >> 18) & 63]);
-    out.push_back(kAlphabet[(v >> 12) & 63]);
-    out.push_back(rest == 2 ? kAlphabet[(v >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
-
-// `v` as the stream stores it: binary placeholders (numbered into `bins`)
-// replaced by {"$binary": "<base64>"}.
-dr::Json storable(const json_t* v, const std::vector<std::string>& bins) {
-  if (json_is_array(v)) {
-    dr::Json arr(json_array());
-    size_t i;
-    json_t* item;
-    json_array_foreach(v, i, item) json_array_append_new(arr.get(), storable(item, bins).release());
-    return arr;
-  }
-  if (!json_is_object(v)) return dr::json_share(const_cast<json_t*>(v));
-  const json_t* num = json_object_get(v, "num");
-  if (json_is_true(json_object_get(v, "_placeholder")) && json_is_integer(num) && json_integer_value(num) >= 0 &&
-      size_t(json_integer_value(num)) < bins.size()) {
-    dr::Json b(json_object());
-    json_object_set_new(b.get(), "$binary", str(base64(bins[size_t(json_integer_value(num))])));
-    return b;
-  }
-  dr::Json obj(json_object());
-  const char* key;
-  json_t* item;
-  json_object_foreach(const_cast<json_t*>(v), key, item) json_object_set_new(obj.get(), key, storable(item, bins).release());
-  return obj;
 }
 
 // ----------------------------------------------------------------- access
@@ -313,7 +258,7 @@ void on_comment(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event&
     std::vector<std::string> argv{"XADD", dr::redis::key(dr::app::expand(conf.comments_key, project))};
     if (conf.comments_maxlen > 0) argv.insert(argv.end(), {"MAXLEN", "~", std::to_string(conf.comments_maxlen)});
     argv.insert(argv.end(), {"*", "projectId", project, "userId", user, "comment", comment, "attachments",
-                             dr::json_text(storable(list, attachments->attachments).get()), "createdAt", created});
+                             dr::json_text(dr::app::to_stored(list, attachments->attachments).get()), "createdAt", created});
 
     dr::redis::command(std::move(argv), [&w, weak = s.weak(), sid = s.id(), req = request_of(ev), hold, project, user,
                                          comment, created, attachments](dr::redis::Reply r) {
@@ -336,7 +281,7 @@ void on_comment(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event&
       // Stored: the room hears of it even if the sender has gone meanwhile.
       to_room(w, project, "project:comment", p.copy());
       activity(w, sid, project, user, "comment", created);
-      if (here) ack_payload(*sock, *req, p);
+      if (here) dr::app::ack_with(*sock, *req, json_array_get(p.args.get(), 0), p.attachments);
     });
   });
 }
