@@ -7,32 +7,34 @@
 // any `window` (sliding), summed over all their sockets, namespaces, workers
 // and nodes. Namespaces share one budget per user when they have the same
 // `ratelimit_zone` (by default all are in the zone "default") and the same
-// window; each applies its own count to its events. An event over the limit is dropped and answered with
-// RATE_LIMITED and `retryAfterMs`, the time until the oldest counted event
-// leaves the window; refused events use no budget. A socket refused more than
-// `limit` times within one window is disconnected. Sockets without a user id
-// (auth off) are limited per client IP.
+// window; each applies its own count to its events. An event over the limit
+// is dropped and answered with RATE_LIMITED and `retryAfterMs`, the time until
+// the oldest counted event leaves the window; refused events use no budget. A
+// socket refused more than `limit` times within one window is disconnected.
+// Sockets without a user id (auth off) are limited per client IP.
 //
 // Deciding never waits for Redis. Each worker keeps, per user:
 //   - the exact times of the events it admitted itself (at most `limit` in the
 //     window), which makes the single-worker case exact;
 //   - what the rest of the cluster counted, per time bucket (window / 10).
-// Every `ratelimit_sync_interval` (100 ms) one Redis transaction carries, for
-// every user that sent events since the last sync (or that is past half its
-// budget), INCRBY + PEXPIRE of this worker's new counts on the shared bucket
-// keys and an MGET of the buckets the window covers; the other workers' share
-// of a bucket is its total minus this worker's. A bucket counts until its end
-// leaves the window (never less than the truth, so retryAfterMs may be up to
-// a bucket longer than exact, capped at the window).
+// Every `ratelimit_sync_interval` (100 ms) Redis transactions carry, for every
+// user that sent events since the last sync (or that is past half its budget),
+// INCRBY + PEXPIRE of this worker's new counts on the shared bucket keys and an
+// MGET of the buckets the window covers; the others' share of a bucket is its
+// total minus this worker's. A bucket counts until its end leaves the window
+// (never less than the truth, so retryAfterMs may be up to a bucket longer than
+// exact when other workers' events decide it, capped at the window).
 //
-// The trade-off: a worker learns about another worker's events one sync after
-// they happened, so a user whose sockets are spread over several workers or
-// nodes can exceed the limit by what those others admitted within about one
-// sync interval (plus the Redis round trip) before everyone refuses. A socket
-// refreshes its user's totals when it connects, so moving to another node does
-// not reset the budget. Without Redis, or while it is down, each worker limits
-// on its own (its counts reach Redis when it comes back); clocks of the nodes
-// should agree (NTP): buckets are wall-clock aligned.
+// The trade-off: a worker sees another worker's events once both have synced,
+// so a user with sockets on several workers or nodes can exceed the limit by
+// what the others admitted in about one to two sync intervals (after an idle
+// spell on a worker, by at most one burst there before its first sync). Users
+// past half their budget are re-read every interval, so the slack is small
+// where it matters. A socket reads its user's totals during its CONNECT (one
+// MGET, once auth_jwt has set the user: load ratelimit after auth_jwt), so
+// moving to another node does not reset the budget. Without Redis, or while it
+// is away, each worker limits on its own (its counts reach Redis when it is
+// back). Buckets are wall-clock aligned: the nodes' clocks should agree (NTP).
 //
 // Connections. `ratelimit_connections_per_ip` bounds the Engine.IO
 // connections of one client IP (a connection counts from its first namespace
@@ -70,7 +72,8 @@ namespace {
 
 constexpr const char* kMetric = "depth_realtime_rate_limited_total";
 constexpr int64_t kBucketsPerWindow = 10;
-// Users per sync transaction; the others wait for the next tick.
+// Users per sync transaction (a tick sends as many as it needs): Redis
+// serves other clients between two.
 constexpr size_t kMaxUsersPerSync = 500;
 // A CONNECT still waiting for the other hooks after this long is forgotten.
 constexpr int64_t kPendingConnectMs = 120000;
@@ -638,12 +641,19 @@ void sync_done(const std::weak_ptr<State>& weak, std::vector<SyncItem>& items, c
   }
 }
 
+void send_sync(std::vector<std::vector<std::string>>& cmds, std::vector<SyncItem>& items) {
+  if (items.empty()) return;
+  dr::redis::transaction(std::move(cmds), [weak = std::weak_ptr<State>(g_state), items = std::move(items)](
+                                              dr::redis::Reply r) mutable { sync_done(weak, items, r); });
+  cmds.clear();
+  items.clear();
+}
+
 void sync(State& st, int64_t now) {
   if (!dr::redis::ready()) return;
   std::vector<std::vector<std::string>> cmds;
   std::vector<SyncItem> items;
   for (auto& [key, u] : st.users) {
-    if (items.size() >= kMaxUsersPerSync) break;
     if (u.syncing || !u.bucket_ms) continue;
     bool near_limit = u.limit && (int64_t(u.local.size()) + others_count(u)) * 2 >= int64_t(u.limit);
     if (!u.dirty && u.unsent.empty() && !near_limit) continue;
@@ -660,10 +670,9 @@ void sync(State& st, int64_t now) {
     u.syncing = true;
     u.dirty = false;
     items.push_back(std::move(item));
+    if (items.size() == kMaxUsersPerSync) send_sync(cmds, items);
   }
-  if (items.empty()) return;
-  dr::redis::transaction(std::move(cmds), [weak = std::weak_ptr<State>(g_state), items = std::move(items)](
-                                              dr::redis::Reply r) mutable { sync_done(weak, items, r); });
+  send_sync(cmds, items);
 }
 
 // ------------------------------------------------------------ connections

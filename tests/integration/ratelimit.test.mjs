@@ -286,6 +286,20 @@ test('the limit holds across workers and server processes sharing Redis, within 
     assert.equal((await untilRefused(other)).accepted, 6);
   });
 
+test('while Redis is away each worker limits on its own; its counts reach Redis when it is back', async (t, ctx) => {
+  const redis = await startRedis({ t });
+  const srv = await server(ctx, { redis, lines: ['ratelimit_events 5 10s;', 'ratelimit_sync_interval 50ms;'] });
+  const s = await ctx.connect(srv, '/', { userId: 'u-outage' });
+  const count = () => redisCount(redis, 'default|10000', 'u-outage');
+  assert.ok((await whoami(s)).data);
+  await waitFor(async () => (await count()) === 1, { what: 'the first event in Redis' });
+  await redis.stop();
+  assert.equal((await untilRefused(s)).accepted, 4);
+  await redis.start();  // empty: only what was counted while it was away arrives
+  await waitFor(async () => (await count()) === 4, { ms: 15000, what: 'the 4 events counted meanwhile in Redis' });
+  assertLimited(await whoami(s), { windowMs: 10000 });
+});
+
 // ------------------------------------ connections per IP, two workers, no Redis
 
 test('connections per IP over the workers of a node; limits without Redis; the metric', async (t, ctx) => {
