@@ -225,6 +225,10 @@ bool set_event_log(ModuleConf* c, const std::vector<std::string>& a, std::string
 }
 
 bool set_metrics_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  if (a.size() == 1 && a[0] == "off") {  // e.g. ${METRICS_PORT:-off}: served on the main listener
+    static_cast<CoreConf*>(c)->metrics_listen.clear();
+    return true;
+  }
   ListenAddress addr;
   if (!parse_listen_args(a, addr, err)) return false;
   static_cast<CoreConf*>(c)->metrics_listen.push_back(addr);
@@ -368,7 +372,7 @@ const Directive core_directives[] = {
     {"listen", S, 1, 2, set_listen, "0.0.0.0:3000", false,
      "[ADDRESS:]PORT [ssl] to accept clients on; repeatable"},
     {"metrics_listen", S, 1, 2, set_metrics_listen, "(on listen)", false,
-     "[ADDRESS:]PORT [ssl] of the metrics listener (/metrics, /healthz, /readyz); repeatable"},
+     "[ADDRESS:]PORT [ssl] of the metrics listener (/metrics, /healthz, /readyz); repeatable; off: on the main listener"},
     {"ssl_certificate", S, 1, 1, set_str<&CoreConf::ssl_certificate>, "(none)", true,
      "PEM certificate chain for listeners marked ssl; re-read on reload"},
     {"ssl_certificate_key", S, 1, 1, set_str<&CoreConf::ssl_certificate_key>, "(none)", true,
