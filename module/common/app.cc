@@ -137,6 +137,15 @@ Json json_field(const json_t* fields, const char* field, Json fallback) {
   return v ? std::move(v) : std::move(fallback);
 }
 
+void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin) {
+  if (!ev.ack_id) return;
+  Json wrap(json_object());
+  json_object_set_new(wrap.get(), "data", json_deep_copy(data));
+  Payload p = Payload::of(std::move(wrap));
+  p.attachments = std::move(bin);
+  s.ack(*ev.ack_id, std::move(p));
+}
+
 std::string id_field(const Event& ev, const char* name) {
   return schema::id_string(json_object_get(payload(ev), name)).value_or(std::string());
 }

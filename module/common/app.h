@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dr::app {
 
@@ -70,6 +71,10 @@ bool stream_entry(const redis::Reply& entry, std::string& id, Json& fields);
 Json json_field(const json_t* fields, const char* field, Json fallback);
 
 // ------------------------------------------------------------- payloads
+
+// {data: X} to the client's ack (if it asked for one), `bin` being the binary
+// values X's placeholders refer to.
+void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin = {});
 
 // The event's first argument (its payload object); null if there is none.
 inline const json_t* payload(const Event& ev) { return json_array_get(ev.args.args.get(), 0); }

@@ -1,10 +1,13 @@
-# Code the application modules share (access checks, timestamps, stats), as a
+# Code the application modules share (access checks, timestamps, stats,
+# the notification inbox, binary in stored JSON), as a
 # static library linked into each of them; hidden, so that two modules never
 # bind to each other's copy.
 add_library(dr_app STATIC
   ${CMAKE_CURRENT_LIST_DIR}/app.cc
-  ${CMAKE_CURRENT_LIST_DIR}/stats.cc)
+  ${CMAKE_CURRENT_LIST_DIR}/inbox.cc
+  ${CMAKE_CURRENT_LIST_DIR}/stats.cc
+  ${CMAKE_CURRENT_LIST_DIR}/stored_json.cc)
 target_include_directories(dr_app PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(dr_app PUBLIC PkgConfig::UV PkgConfig::JANSSON)
+target_link_libraries(dr_app PUBLIC PkgConfig::UV PkgConfig::JANSSON OpenSSL::Crypto)
 set_target_properties(dr_app PROPERTIES POSITION_INDEPENDENT_CODE ON
   CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)

@@ -185,15 +185,17 @@ test('-t refuses a missing certificate, a missing key and a key that does not ma
   const d = tmpDir('dr-tls-t-');
   const base = { port: await freePort(), tlsPort: await freePort(), metricsPort: await freePort() };
   const cases = [
-    [{ cert: path.join(d, 'nope.crt'), key: certA.key }, 'nope.crt', /no such file/i],
-    [{ cert: certA.cert, key: path.join(d, 'nope.key') }, 'nope.key', /no such file/i],
-    [{ cert: certA.cert, key: certB.key }, 'b.key', /mismatch|match/i],
+    [{ cert: path.join(d, 'nope.crt'), key: certA.key }, 'nope.crt', /no such file/i, 'ssl_certificate '],
+    [{ cert: certA.cert, key: path.join(d, 'nope.key') }, 'nope.key', /no such file/i, 'ssl_certificate_key '],
+    [{ cert: certA.cert, key: certB.key }, 'b.key', /mismatch|match/i, 'ssl_certificate_key '],
   ];
-  for (const [files, name, why] of cases) {
+  for (const [files, name, why, directive] of cases) {
     const conf = tlsConf(d, { ...base, ...files });
     const r = testConfig(conf);
     assert.notEqual(r.code, 0, `-t accepted ${JSON.stringify(files)}`);
-    assert.ok(r.stderr.includes(conf), `the message does not name the conf: ${r.stderr}`);
+    // file:line of the directive at fault
+    const line = fs.readFileSync(conf, 'utf8').split('\n').findIndex((l) => l.trim().startsWith(directive)) + 1;
+    assert.ok(r.stderr.includes(`${conf}:${line}:`), `the message does not name ${conf}:${line}: ${r.stderr}`);
     assert.ok(r.stderr.includes(name), `the message does not name ${name}: ${r.stderr}`);
     assert.match(r.stderr, why);
   }

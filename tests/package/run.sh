@@ -212,7 +212,8 @@ step "rpm -i --root (empty scratch root, layout)"
 mkdir -p "$W/rpmroot"
 rpm -i --nodeps --noscripts --root "$W/rpmroot" "$RPM" "$RPMDEVEL" >"$W/rpm-empty.log" 2>&1 ||
   { cat "$W/rpm-empty.log"; die "rpm -i"; }
-for f in usr/sbin/depth-realtime usr/lib64/depth-realtime/modules/auth_jwt.so \
+for f in usr/sbin/depth-realtime usr/lib64/depth-realtime/modules/auth_jwt.so usr/lib64/depth-realtime/modules/chat.so \
+         usr/share/depth-realtime/default-modules \
          usr/lib/systemd/system/depth-realtime.service etc/depth-realtime/depth-realtime.conf \
          etc/depth-realtime/modules-available/auth_jwt.conf etc/default/depth-realtime \
          etc/logrotate.d/depth-realtime usr/include/depth-realtime/module.h; do
@@ -319,7 +320,9 @@ nspawn_tests() {
   ok "ldd: every library of the binary and the modules resolved"
   expect "user depth-realtime exists" IN getent passwd depth-realtime
   expect "unit enabled" test "$(IN systemctl is-enabled depth-realtime.service)" = enabled
-  expect "auth_jwt enabled by postinst" test -L "$ROOT/etc/depth-realtime/modules-enabled/auth_jwt.conf"
+  for m in auth_jwt ratelimit chat projects notifications api; do
+    expect "$m enabled by postinst" test -L "$ROOT/etc/depth-realtime/modules-enabled/$m.conf"
+  done
   expect "/var/log/depth-realtime: depth-realtime:depth-realtime 750" \
     test "$(IN stat -c '%U:%G %a' /var/log/depth-realtime)" = "depth-realtime:depth-realtime 750"
   # Unconfigured (JWT_SECRET empty): the config test in ExecStartPre refuses.
@@ -600,7 +603,9 @@ chroot "$ROOT" groupdel depth-realtime 2>/dev/null || true
 if chroot "$ROOT" getent passwd depth-realtime >/dev/null; then die "could not remove the user"; fi
 rpm -i --nodeps --root "$ROOT" "$RPM" >"$W/rpm-deb.log" 2>&1 || { cat "$W/rpm-deb.log"; die "rpm -i"; }
 expect "%pre: user depth-realtime created (useradd -r)" chroot "$ROOT" getent passwd depth-realtime
-expect "%post: auth_jwt enabled" test -L "$ROOT/etc/depth-realtime/modules-enabled/auth_jwt.conf"
+for m in auth_jwt ratelimit chat projects notifications api; do
+  expect "%post: $m enabled" test -L "$ROOT/etc/depth-realtime/modules-enabled/$m.conf"
+done
 expect "config test with the compiled-in module dir /usr/lib64/depth-realtime/modules" \
   chroot "$ROOT" env -i JWT_SECRET=x /usr/sbin/depth-realtime -t -c /etc/depth-realtime/depth-realtime.conf
 expect "rpm -V (files as packaged)" rpm --root "$ROOT" -V --nodeps depth-realtime

@@ -225,6 +225,10 @@ bool set_event_log(ModuleConf* c, const std::vector<std::string>& a, std::string
 }
 
 bool set_metrics_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  if (a.size() == 1 && a[0] == "off") {  // e.g. ${METRICS_PORT:-off}: served on the main listener
+    static_cast<CoreConf*>(c)->metrics_listen.clear();
+    return true;
+  }
   ListenAddress addr;
   if (!parse_listen_args(a, addr, err)) return false;
   static_cast<CoreConf*>(c)->metrics_listen.push_back(addr);
@@ -368,7 +372,7 @@ const Directive core_directives[] = {
     {"listen", S, 1, 2, set_listen, "0.0.0.0:3000", false,
      "[ADDRESS:]PORT [ssl] to accept clients on; repeatable"},
     {"metrics_listen", S, 1, 2, set_metrics_listen, "(on listen)", false,
-     "[ADDRESS:]PORT [ssl] of the metrics listener (/metrics, /healthz, /readyz); repeatable"},
+     "[ADDRESS:]PORT [ssl] of the metrics listener (/metrics, /healthz, /readyz); repeatable; off: on the main listener"},
     {"ssl_certificate", S, 1, 1, set_str<&CoreConf::ssl_certificate>, "(none)", true,
      "PEM certificate chain for listeners marked ssl; re-read on reload"},
     {"ssl_certificate_key", S, 1, 1, set_str<&CoreConf::ssl_certificate_key>, "(none)", true,
@@ -541,6 +545,7 @@ struct Applier {
     if (!target) return fail(n, "module of \"" + n.name + "\" has no configuration");
     std::string e;
     if (!d->set(target, n.args, e)) return fail(n, e);
+    cfg.set_at[n.name] = n.where();
     if (!d->reload_in_place) {
       cfg.restart_fingerprint += (ns ? ns->name : std::string("-")) + " " + n.name;
       for (auto& a : n.args) cfg.restart_fingerprint += " " + a;
@@ -570,6 +575,11 @@ struct Applier {
 };
 
 }  // namespace
+
+std::string Config::where(std::string_view directive, const std::string& fallback) const {
+  auto it = set_at.find(directive);
+  return it != set_at.end() ? it->second : fallback;
+}
 
 const NamespaceConf* Config::find_namespace(std::string_view name) const {
   for (auto& ns : namespaces)
@@ -617,11 +627,15 @@ std::unique_ptr<Config> load_config(const std::string& path, const LoadOptions& 
     // Load the certificate now, so -t and a reload catch a bad one.
     std::string e;
     if (cfg->core.ssl_certificate.empty() || cfg->core.ssl_certificate_key.empty()) {
-      err = path + ": a listener is marked ssl but ssl_certificate or ssl_certificate_key is missing";
+      err = cfg->where("listen", path) + ": a listener is marked ssl but ssl_certificate or ssl_certificate_key is missing";
       return nullptr;
     }
     if (!tls::make_context(cfg->core, e)) {
-      err = path + ": " + e;
+      // The message names the directive at fault: point at its line.
+      const char* at = e.find("ssl_ciphers") != std::string::npos           ? "ssl_ciphers"
+                       : e.find("ssl_certificate_key") != std::string::npos ? "ssl_certificate_key"
+                                                                             : "ssl_certificate";
+      err = cfg->where(at, path) + ": " + e;
       return nullptr;
     }
   }

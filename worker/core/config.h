@@ -3,6 +3,7 @@
 // used, so a reload that fails leaves the running cycle untouched.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -115,7 +116,11 @@ struct Config {
   CoreConf core;
   std::vector<LoadedModule> modules;
   std::vector<NamespaceConf> namespaces;
+  // Where each directive was last set ("file:line"), for checks made after parsing.
+  std::map<std::string, std::string, std::less<>> set_at;
 
+  // "file:line" of `directive`, or `fallback` (the main file) when it was not set.
+  std::string where(std::string_view directive, const std::string& fallback) const;
   const NamespaceConf* find_namespace(std::string_view name) const;
   const ModuleConf* module_conf(const Module& m, std::string_view nsp) const;
 };

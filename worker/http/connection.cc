@@ -233,8 +233,17 @@ void Connection::finish_request() {
 void Connection::fail(int status, std::string_view message) {
   if (closed_) return;
   std::string body = std::string(message);
+  const char* type = "text/plain";
+  if (http_ && !http_->req.url.empty() && http_->req.url.rfind(limits_.text_errors_path, 0) != 0) {
+    // {"error":{"code":"PAYLOAD_TOO_LARGE","message":"Payload Too Large"}}, as the HTTP API answers
+    std::string code = status_text(status), text = code;  // "Payload Too Large"
+    for (char& ch : code) ch = ch == ' ' ? '_' : char(toupper(static_cast<unsigned char>(ch)));
+    for (size_t i = 1; i < text.size(); i++) text[i] = char(tolower(static_cast<unsigned char>(text[i])));
+    body = "{\"error\":{\"code\":\"" + code + "\",\"message\":\"" + text + "\"}}";
+    type = "application/json";
+  }
   std::string head = "HTTP/1.1 " + std::to_string(status) + " " + status_text(status) +
-                     "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\nContent-Type: " + type + "\r\nContent-Length: " + std::to_string(body.size()) +
                      "\r\nConnection: close\r\n\r\n";
   send(head + body);
   close_after_flush();

@@ -63,6 +63,9 @@ struct Limits {
   uint64_t header_timeout = 10000;
   uint64_t body_timeout = 10000;
   uint64_t keepalive_timeout = 75000;
+  // Requests under this path (Engine.IO) get errors as plain text, as Node's
+  // engine.io sends them; every other path (the HTTP API) gets JSON errors.
+  std::string text_errors_path = "/socket.io/";
 };
 
 class Connection {

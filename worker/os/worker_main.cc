@@ -171,6 +171,7 @@ void WorkerRuntime::set_limits() {
   limits_.header_timeout = c.client_header_timeout;
   limits_.body_timeout = c.client_body_timeout;
   limits_.keepalive_timeout = c.keepalive_timeout;
+  limits_.text_errors_path = c.path;
 }
 
 void WorkerRuntime::reload_in_place() {

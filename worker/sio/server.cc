@@ -269,8 +269,7 @@ void SocketImpl::pump() {
   while (!gone_ && holds_ == 0 && !inbox_.empty()) {
     Queued q = std::move(inbox_.front());
     inbox_.pop_front();
-    if (!q.error.empty()) send_error(*this, q.ev, "INVALID_DATA", "Invalid data", q.error);
-    else dispatch(q.ev);
+    dispatch(q.ev, q.error);
   }
   pumping_ = false;
 }
@@ -303,11 +302,18 @@ void SocketImpl::release_hold() {
 }
 
 // A module's failure is the client's SOCKET_ERROR (contract §4), never the
-// worker's: no exception may cross back into libuv.
-void SocketImpl::dispatch(Event& ev) {
+// worker's: no exception may cross back into libuv. A malformed batch item or
+// envelope still passes the Limit phase (rate limits count every received
+// event, valid or not) before it is refused as INVALID_DATA.
+void SocketImpl::dispatch(Event& ev, const std::string& malformed) {
   try {
-    for (auto& mw : ns_.middleware) {
-      if (!mw(*this, ev) || gone_) return;
+    for (size_t i = 0; i < ns_.middleware.size(); i++) {
+      if (i == ns_.limit_middleware && !malformed.empty()) break;
+      if (!ns_.middleware[i](*this, ev) || gone_) return;
+    }
+    if (!malformed.empty()) {
+      send_error(*this, ev, "INVALID_DATA", "Invalid data", malformed);
+      return;
     }
     auto it = ns_.handlers.find(ev.name);
     if (it == ns_.handlers.end()) return;

@@ -83,7 +83,8 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   friend class Server;
   void run_connect_hooks(size_t index);
   void on_event(Packet& p);
-  void dispatch(Event& ev);  // middleware, then handlers
+  // Middleware, then handlers; a malformed item (INVALID_DATA details) only the Limit phase.
+  void dispatch(Event& ev, const std::string& malformed = {});
   // Events wait in inbox_ while a handler holds the socket (see Socket::hold).
   void enqueue(Event ev, std::string error = {});
   void pump();

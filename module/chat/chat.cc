@@ -1,0 +1,535 @@
+// chat: the /chat namespace (contract §2 "/chat", §5, §8).
+//
+// Events: chat:join (alias conversation:join), chat:leave, chat:message (alias
+// message:send), chat:typing, chat:read, chat:history, message:edit. Acting in
+// a conversation needs membership (dr::app::check_access); joining its room is
+// only needed to receive its traffic.
+//
+// What it keeps in Redis (keys under the app prefix, `depth:` by default):
+//   chat:<conversationId>         stream, one entry per message, fields conversationId,
+//                                 senderId, content, type, metadata (JSON text), createdAt;
+//                                 the entry id is the message id; MAXLEN ~ chat_stream_maxlen
+//   chat:<conversationId>:read    hash: user id -> id of the last message read
+//   chat:<conversationId>:edits   hash: message id -> {"content","editedAt","editedBy"}
+//                                 (JSON text). Stream entries cannot change, so an edit is
+//                                 one HSET beside the stream and history merges it.
+//   conversation:<id>:members     set of user ids, kept by the backend (chat_members_key)
+//
+// Binary values inside `metadata` are relayed as binary. In the stream, where
+// metadata is JSON text, each one is stored as {"$binary":"<base64>"} and read
+// back as binary by history and edits; so that only real binary reads back as
+// binary, a client's own object keys spelled "$binary", "$$binary", ... are
+// stored with one more "$" and lose it again when read. A backend appending
+// entries may use the same marker for binary.
+
+#include <depth-realtime/module.h>
+#include <depth-realtime/redis.h>
+#include <depth-realtime/validate.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "app.h"
+#include "stored_json.h"
+
+namespace {
+
+using dr::Json;
+using dr::app::Access;
+namespace redis = dr::redis;
+
+constexpr const char* kNsp = "/chat";
+constexpr const char* kMessagesMetric = "depth_realtime_chat_messages_total";
+
+// ------------------------------------------------------------ configuration
+
+struct ChatConf : dr::ModuleConfBase<ChatConf> {
+  uint64_t stream_maxlen = 10000;
+  std::string members_key = "conversation:{id}:members";
+  std::string access_claim = "conversations";  // empty: the token grants nothing
+  uint64_t history_limit = 50;
+  uint64_t history_max = 200;
+};
+
+bool set_members_key(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  if (a[0].find("{id}") == std::string::npos) {
+    err = "expected a key pattern holding {id}, e.g. conversation:{id}:members";
+    return false;
+  }
+  static_cast<ChatConf*>(c)->members_key = a[0];
+  return true;
+}
+
+bool set_access_claim(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  if (a[0].empty()) {
+    err = "expected a claim name or off";
+    return false;
+  }
+  static_cast<ChatConf*>(c)->access_claim = a[0] == "off" ? "" : a[0];
+  return true;
+}
+
+constexpr unsigned S = dr::kConfServer;
+constexpr unsigned N = dr::kConfNamespace;
+
+const dr::Directive kDirectives[] = {
+    {"chat_stream_maxlen", S | N, 1, 1, dr::set_uint<&ChatConf::stream_maxlen>, "10000", true,
+     "Messages kept per conversation stream (XADD MAXLEN ~: Redis trims whole nodes, so it may keep up to ~100 more)."},
+    {"chat_members_key", S | N, 1, 1, set_members_key, "conversation:{id}:members", true,
+     "Redis set of a conversation's members (with redis_app_prefix; {id} = the conversation id); "
+     "quote it: chat_members_key \"room:{id}:users\";"},
+    {"chat_access_claim", S | N, 1, 1, set_access_claim, "conversations", true,
+     "Token claim (an array kept by auth_jwt_access_claims) whose conversation ids the user may act in; off: none."},
+    {"chat_history_limit", S | N, 1, 1, dr::set_uint<&ChatConf::history_limit>, "50", true,
+     "Messages chat:history returns when the client gives no limit."},
+    {"chat_history_max", S | N, 1, 1, dr::set_uint<&ChatConf::history_max>, "200", true,
+     "Largest limit chat:history honours; larger ones are clamped to it."},
+    {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
+};
+
+bool check_chat_conf(const ChatConf& c, std::string& err) {
+  if (c.stream_maxlen < 1) err = "chat_stream_maxlen must be at least 1";
+  else if (c.history_max < 1) err = "chat_history_max must be at least 1";
+  else if (c.history_limit < 1 || c.history_limit > c.history_max)
+    err = "chat_history_limit must be between 1 and chat_history_max";
+  return err.empty();
+}
+
+// ------------------------------------------------------------------ schema
+
+using dr::schema::Kind;
+
+const dr::schema::Table kEvents = {
+    {"chat:join", {{"conversationId", Kind::Id, true}}},
+    {"conversation:join", {{"conversationId", Kind::Id, true}}},
+    {"chat:leave", {{"conversationId", Kind::Id, true}}},
+    {"chat:message",
+     {{"conversationId", Kind::Id, true},
+      {"content", Kind::String, true, 1, 10000},
+      {"type", Kind::String, false, 0, 0, {"text", "image", "file"}},
+      {"metadata", Kind::Object}}},
+    {"message:send",
+     {{"conversationId", Kind::Id, true},
+      {"content", Kind::String, true, 1, 10000},
+      {"type", Kind::String, false, 0, 0, {"text", "image", "file"}},
+      {"metadata", Kind::Object}}},
+    {"chat:typing", {{"conversationId", Kind::Id, true}, {"isTyping", Kind::Boolean, true}}},
+    {"chat:read", {{"conversationId", Kind::Id, true}, {"messageId", Kind::Id, true}}},
+    // limit: positive (checked by the handler: the schema bounds numbers only
+    // on both sides) and clamped to chat_history_max; before: a message id.
+    {"chat:history",
+     {{"conversationId", Kind::Id, true}, {"before", Kind::String, false, 1, 128}, {"limit", Kind::Integer}}},
+    {"message:edit",
+     {{"conversationId", Kind::Id, true}, {"messageId", Kind::Id, true}, {"content", Kind::String, true, 1, 10000}}},
+};
+
+// ------------------------------------------------------------------ state
+
+dr::Worker* g_worker = nullptr;
+const dr::Module* g_self = nullptr;
+
+ChatConf current_conf(const dr::Socket& s) {
+  const auto* c = static_cast<const ChatConf*>(g_worker->conf(*g_self, s.nsp()));
+  return c ? *c : ChatConf();
+}
+
+// What a handler keeps while it waits for Redis.
+struct Call {
+  std::weak_ptr<dr::Socket> socket;
+  std::string socket_id;        // excluded from "to the others" broadcasts
+  std::string nsp;
+  dr::Event ev;                 // name, ack id and arguments
+  std::shared_ptr<void> hold;   // the socket's next events wait for this one
+  std::string conversation;
+  std::string user;
+  ChatConf conf;                // a copy: a reload may replace the module's conf meanwhile
+
+  // The socket, if it is still connected.
+  std::shared_ptr<dr::Socket> live() const {
+    auto s = socket.lock();
+    return s && s->connected() ? s : nullptr;
+  }
+  const json_t* in() const { return dr::app::payload(ev); }
+};
+using CallPtr = std::shared_ptr<Call>;
+
+CallPtr start(dr::Socket& s, const dr::Event& ev) {
+  auto c = std::make_shared<Call>();
+  c->socket = s.weak();
+  c->socket_id = s.id();
+  c->nsp = s.nsp();
+  c->ev.name = ev.name;
+  c->ev.ack_id = ev.ack_id;
+  c->ev.args = ev.args.copy();
+  c->hold = s.hold();
+  c->conversation = dr::app::id_field(ev, "conversationId");
+  c->user = dr::app::user_id(s);
+  c->conf = current_conf(s);
+  return c;
+}
+
+std::string room_of(const std::string& conversation) { return "conversation:" + conversation; }
+std::string stream_key(const std::string& conversation) { return redis::key("chat:" + conversation); }
+std::string read_key(const std::string& conversation) { return redis::key("chat:" + conversation + ":read"); }
+std::string edits_key(const std::string& conversation) { return redis::key("chat:" + conversation + ":edits"); }
+
+// "Redis unavailable: the message was not stored".
+std::string failure(const redis::Reply& r, const char* consequence) {
+  std::string why = r.error() && !r.str.empty() ? r.str : "unexpected Redis reply";
+  return why + ": " + consequence;
+}
+
+json_t* jstr(const std::string& s) { return json_stringn(s.data(), s.size()); }
+
+// Continues with `next` once the user may act in the call's conversation;
+// otherwise answers FORBIDDEN (or SOCKET_ERROR when Redis cannot tell).
+void when_member(dr::Socket& s, CallPtr c, void (*next)(dr::Socket&, const CallPtr&),
+                 const char* unavailable = "Redis unavailable: cannot check access") {
+  dr::app::check_access(s, c->conf.access_claim, c->conf.members_key, c->conversation,
+                        [c, next, unavailable](dr::Socket& s, Access a) {
+                          if (a == Access::Allowed) return next(s, c);
+                          if (a == Access::Unavailable) return dr::app::internal_error(s, c->ev, unavailable);
+                          dr::app::forbidden(s, c->ev, "not a member of conversation " + c->conversation);
+                        });
+}
+
+void broadcast(const Call& c, const char* event, const json_t* data, const std::vector<std::string>& bin,
+               bool to_others = false, bool is_volatile = false) {
+  dr::BroadcastOptions opts;
+  opts.nsp = c.nsp;
+  opts.rooms = {room_of(c.conversation)};
+  if (to_others) opts.except = {c.socket_id};  // every socket is in the room of its id
+  opts.is_volatile = is_volatile;
+  dr::Payload p = dr::Payload::of(Json(json_deep_copy(data)));
+  p.attachments = bin;
+  if (g_worker) g_worker->broadcast(opts, event, std::move(p));
+}
+
+Json id_object(const char* name, const std::string& id) {
+  Json o(json_object());
+  json_object_set_new(o.get(), name, jstr(id));
+  return o;
+}
+
+// ---------------------------------------------------------------- messages
+
+// A stored message as clients see it: the stream entry `fields` (strings),
+// merged with its edit (JSON text, may be null). Fields a backend left out get
+// the defaults; binary in metadata is appended to `bin`.
+Json message_of(const std::string& id, const json_t* fields, const std::string& conversation, const char* edit,
+                std::vector<std::string>& bin) {
+  const char* conv = dr::json_str(fields, "conversationId");
+  const json_t* sender = json_object_get(fields, "senderId");
+  const json_t* content = json_object_get(fields, "content");
+  const char* type = dr::json_str(fields, "type");
+  const json_t* created = json_object_get(fields, "createdAt");
+  Json metadata = dr::app::json_field(fields, "metadata", Json(json_object()));
+
+  Json m(json_object());
+  json_object_set_new(m.get(), "id", jstr(id));
+  json_object_set_new(m.get(), "conversationId", json_string(conv ? conv : conversation.c_str()));
+  json_object_set_new(m.get(), "senderId", sender ? json_copy(const_cast<json_t*>(sender)) : json_null());
+  json_object_set_new(m.get(), "content", content ? json_copy(const_cast<json_t*>(content)) : json_string(""));
+  json_object_set_new(m.get(), "type", json_string(type ? type : "text"));
+  json_object_set_new(m.get(), "metadata", dr::app::from_stored(metadata.get(), bin).release());
+  int64_t ms = dr::app::stream_id_ms(id);
+  json_object_set_new(m.get(), "createdAt",
+                      created ? json_copy(const_cast<json_t*>(created))
+                              : ms >= 0 ? jstr(dr::app::iso_time(ms)) : json_null());
+  if (edit) {
+    Json e = dr::json_parse(edit);
+    const json_t* text = json_object_get(e.get(), "content");
+    const json_t* at = json_object_get(e.get(), "editedAt");
+    if (json_is_string(text) && json_is_string(at)) {
+      json_object_set(m.get(), "content", const_cast<json_t*>(text));
+      json_object_set(m.get(), "editedAt", const_cast<json_t*>(at));
+    }
+  }
+  return m;
+}
+
+// A message id as Redis writes it: <ms>-<seq>, both within 64 bits.
+bool parse_stream_id(std::string_view id, uint64_t& ms, uint64_t& seq) {
+  size_t dash = id.find('-');
+  if (dash == std::string_view::npos) return false;
+  auto number = [](std::string_view digits, uint64_t& out) {
+    if (digits.empty() || digits.size() > 20) return false;
+    out = 0;
+    for (char ch : digits) {
+      if (ch < '0' || ch > '9') return false;
+      uint64_t d = uint64_t(ch - '0');
+      if (out > (UINT64_MAX - d) / 10) return false;
+      out = out * 10 + d;
+    }
+    return true;
+  };
+  return number(id.substr(0, dash), ms) && number(id.substr(dash + 1), seq);
+}
+
+bool is_message_id(std::string_view id) {
+  uint64_t ms, seq;
+  return parse_stream_id(id, ms, seq);
+}
+
+// ------------------------------------------------------------------ events
+
+void on_join(dr::Socket& s, dr::Event& ev) {
+  when_member(s, start(s, ev), [](dr::Socket& s, const CallPtr& c) {
+    s.join(room_of(c->conversation));
+    dr::ack_data(s, c->ev, id_object("conversationId", c->conversation));
+  });
+}
+
+void on_leave(dr::Socket& s, dr::Event& ev) {
+  std::string conversation = dr::app::id_field(ev, "conversationId");
+  s.leave(room_of(conversation));
+  dr::ack_data(s, ev, id_object("conversationId", conversation));
+}
+
+// Stored first (the ack means it is), then to the whole room as both
+// chat:message and message:new, then the ack.
+void on_message(dr::Socket& s, dr::Event& ev) {
+  when_member(
+      s, start(s, ev),
+      [](dr::Socket&, const CallPtr& c) {
+        const json_t* in = c->in();
+        const json_t* content = json_object_get(in, "content");
+        const char* type = dr::json_str(in, "type");
+        const json_t* metadata = json_object_get(in, "metadata");
+        Json empty(json_object());
+        if (!json_is_object(metadata)) metadata = empty.get();
+        std::string created = dr::app::iso_now();
+
+        std::string text(json_string_value(content), json_string_length(content));
+        std::vector<std::string> argv{
+            "XADD", stream_key(c->conversation), "MAXLEN", "~", std::to_string(c->conf.stream_maxlen), "*",
+            "conversationId", c->conversation, "senderId", c->user, "content", text, "type", type ? type : "text",
+            "metadata", dr::json_text(dr::app::to_stored(metadata, c->ev.args.attachments).get()), "createdAt", created};
+
+        // The message as clients see it, but for its id.
+        std::vector<std::string> bin;
+        auto m = std::shared_ptr<json_t>(json_object(), json_decref);
+        json_object_set_new(m.get(), "id", json_null());
+        json_object_set_new(m.get(), "conversationId", jstr(c->conversation));
+        json_object_set_new(m.get(), "senderId", jstr(c->user));
+        json_object_set(m.get(), "content", const_cast<json_t*>(content));
+        json_object_set_new(m.get(), "type", json_string(type ? type : "text"));
+        json_object_set_new(m.get(), "metadata", dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
+        json_object_set_new(m.get(), "createdAt", jstr(created));
+
+        redis::command(std::move(argv), [c, m, bin = std::move(bin)](redis::Reply r) {
+          if (r.type != redis::Reply::Type::String) {
+            if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the message was not stored"));
+            return;
+          }
+          if (g_worker) g_worker->metric_add(kMessagesMetric, "");
+          json_object_set_new(m.get(), "id", jstr(r.str));
+          // Stored: the room gets it even if the sender has gone meanwhile.
+          broadcast(*c, "chat:message", m.get(), bin);
+          broadcast(*c, "message:new", m.get(), bin);
+          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
+        });
+      },
+      "Redis unavailable: cannot check access, the message was not stored");
+}
+
+void on_typing(dr::Socket& s, dr::Event& ev) {
+  when_member(s, start(s, ev), [](dr::Socket& s, const CallPtr& c) {
+    Json data(json_object());
+    json_object_set_new(data.get(), "userId", jstr(c->user));
+    json_object_set_new(data.get(), "conversationId", jstr(c->conversation));
+    json_object_set_new(data.get(), "isTyping", json_boolean(json_is_true(json_object_get(c->in(), "isTyping"))));
+    broadcast(*c, "user:typing", data.get(), {}, true, true);
+    dr::ack_data(s, c->ev, std::move(data));
+  });
+}
+
+void on_read(dr::Socket& s, dr::Event& ev) {
+  when_member(s, start(s, ev), [](dr::Socket&, const CallPtr& c) {
+    std::string message = dr::app::id_field(c->ev, "messageId");
+    redis::command({"HSET", read_key(c->conversation), c->user, message}, [c, message](redis::Reply r) {
+      if (r.error()) {
+        if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the read marker was not stored"));
+        return;
+      }
+      Json data(json_object());
+      json_object_set_new(data.get(), "conversationId", jstr(c->conversation));
+      json_object_set_new(data.get(), "messageId", jstr(message));
+      json_object_set_new(data.get(), "userId", jstr(c->user));
+      json_object_set_new(data.get(), "readAt", jstr(dr::app::iso_now()));
+      broadcast(*c, "chat:read", data.get(), {}, true);
+      if (auto s = c->live()) dr::ack_data(*s, c->ev, std::move(data));
+    });
+  });
+}
+
+// Answers history with `entries` (XREVRANGE, newest first), their edits merged in.
+void answer_history(const CallPtr& c, const redis::Reply& reply) {
+  struct Entry {
+    std::string id;
+    Json fields;
+  };
+  auto entries = std::make_shared<std::vector<Entry>>();
+  std::vector<std::string> argv{"HMGET", edits_key(c->conversation)};
+  for (const redis::Reply& e : reply.elements) {
+    Entry entry;
+    if (!dr::app::stream_entry(e, entry.id, entry.fields)) continue;
+    argv.push_back(entry.id);
+    entries->push_back(std::move(entry));
+  }
+  auto finish = [c, entries](const redis::Reply* edits) {
+    auto s = c->live();
+    if (!s) return;
+    Json list(json_array());
+    std::vector<std::string> bin;
+    for (size_t i = 0; i < entries->size(); i++) {
+      const Entry& e = (*entries)[i];
+      const redis::Reply* edit = edits && i < edits->elements.size() ? &edits->elements[i] : nullptr;
+      const char* edit_text = edit && edit->type == redis::Reply::Type::String ? edit->str.c_str() : nullptr;
+      json_array_append_new(list.get(), message_of(e.id, e.fields.get(), c->conversation, edit_text, bin).release());
+    }
+    dr::app::ack_with(*s, c->ev, list.get(), std::move(bin));
+  };
+  if (entries->empty()) return finish(nullptr);
+  redis::command(std::move(argv), [c, finish](redis::Reply r) {
+    if (r.type != redis::Reply::Type::Array) {
+      if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "cannot read the history"));
+      return;
+    }
+    finish(&r);
+  });
+}
+
+void on_history(dr::Socket& s, dr::Event& ev) {
+  const json_t* in = dr::app::payload(ev);
+  const json_t* limit = json_object_get(in, "limit");
+  if (limit && !json_is_null(limit) && json_number_value(limit) < 1)
+    return dr::app::invalid(s, ev, "limit: must be a positive integer");
+  const char* before = dr::json_str(in, "before");
+  uint64_t ms = 0, seq = 0;
+  if (before && !parse_stream_id(before, ms, seq))
+    return dr::app::invalid(s, ev, "before: must be a message id (<ms>-<seq>, e.g. 1714567890123-0)");
+
+  when_member(s, start(s, ev), [](dr::Socket& s, const CallPtr& c) {
+    const json_t* limit = json_object_get(c->in(), "limit");
+    uint64_t count = c->conf.history_limit;
+    if (json_is_number(limit))
+      count = json_number_value(limit) >= double(c->conf.history_max) ? c->conf.history_max
+                                                                       : uint64_t(json_number_value(limit));
+    // `before` is exclusive: read up to the id just below it (works on any
+    // Redis 5+, unlike the "(" prefix of 6.2).
+    std::string end = "+";
+    uint64_t ms = 0, seq = 0;
+    if (const char* before = dr::json_str(c->in(), "before"); before && parse_stream_id(before, ms, seq)) {
+      if (ms == 0 && seq == 0) return dr::app::ack_with(s, c->ev, Json(json_array()).get(), {});
+      end = seq > 0 ? std::to_string(ms) + "-" + std::to_string(seq - 1)
+                    : std::to_string(ms - 1) + "-" + std::to_string(UINT64_MAX);
+    }
+    redis::command({"XREVRANGE", stream_key(c->conversation), end, "-", "COUNT", std::to_string(count)},
+                   [c](redis::Reply r) {
+                     if (r.type != redis::Reply::Type::Array) {
+                       if (auto s = c->live())
+                         dr::app::internal_error(*s, c->ev, failure(r, "cannot read the history"));
+                       return;
+                     }
+                     answer_history(c, r);
+                   });
+  });
+}
+
+// Only the sender may edit. The edit is one HSET into the conversation's edits
+// hash (atomic); message:updated carries the whole message with editedAt.
+void on_edit(dr::Socket& s, dr::Event& ev) {
+  when_member(s, start(s, ev), [](dr::Socket& s, const CallPtr& c) {
+    std::string id = dr::app::id_field(c->ev, "messageId");
+    if (!is_message_id(id)) return dr::app::not_found(s, c->ev, "messageId: no such message in this conversation");
+    redis::command({"XRANGE", stream_key(c->conversation), id, id}, [c, id](redis::Reply r) {
+      auto s = c->live();
+      if (!s) return;
+      if (r.type != redis::Reply::Type::Array)
+        return dr::app::internal_error(*s, c->ev, failure(r, "the edit was not stored"));
+      std::string found;
+      Json fields;
+      if (r.elements.empty() || !dr::app::stream_entry(r.elements[0], found, fields) || found != id)
+        return dr::app::not_found(*s, c->ev, "messageId: no such message in this conversation");
+      const char* sender = dr::json_str(fields.get(), "senderId");
+      if (!sender || c->user != sender) return dr::app::forbidden(*s, c->ev, "only the sender may edit a message");
+
+      Json edit(json_object());
+      json_object_set(edit.get(), "content", json_object_get(c->in(), "content"));
+      json_object_set_new(edit.get(), "editedAt", jstr(dr::app::iso_now()));
+      json_object_set_new(edit.get(), "editedBy", jstr(c->user));
+      std::string edit_text = dr::json_text(edit.get());
+      auto shared_fields = std::shared_ptr<json_t>(fields.release(), json_decref);
+      redis::command({"HSET", edits_key(c->conversation), id, edit_text},
+                     [c, id, shared_fields, edit_text](redis::Reply r) {
+                       if (r.error()) {
+                         if (auto s = c->live())
+                           dr::app::internal_error(*s, c->ev, failure(r, "the edit was not stored"));
+                         return;
+                       }
+                       std::vector<std::string> bin;
+                       Json m = message_of(id, shared_fields.get(), c->conversation, edit_text.c_str(), bin);
+                       broadcast(*c, "message:updated", m.get(), bin);
+                       if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), std::move(bin));
+                     });
+    });
+  });
+}
+
+// ------------------------------------------------------------ lifecycle
+
+std::unique_ptr<dr::ModuleConf> create_conf() { return std::make_unique<ChatConf>(); }
+
+bool check_conf(dr::ModuleConf* conf, std::string& err) {
+  return check_chat_conf(*static_cast<ChatConf*>(conf), err);
+}
+
+bool init_worker(dr::Worker& w, const dr::Module& self) {
+  g_worker = &w;
+  g_self = &self;
+  bool declared = false;
+  for (const std::string& nsp : w.namespaces()) declared = declared || nsp == kNsp;
+  if (!declared) {
+    dr::logf(dr::LogLevel::Warn, "chat: namespace %s is not declared; the chat events are off", kNsp);
+    return true;
+  }
+  const auto* conf = static_cast<const ChatConf*>(w.conf(self, kNsp));
+  std::string err;
+  if (conf && !check_chat_conf(*conf, err)) {
+    dr::logf(dr::LogLevel::Crit, "chat: namespace %s: %s", kNsp, err.c_str());
+    return false;
+  }
+  if (!redis::configured())
+    dr::logf(dr::LogLevel::Warn, "chat: no redis configured: messages cannot be stored, %s answers SOCKET_ERROR",
+             kNsp);
+
+  w.metric_declare(kMessagesMetric, dr::MetricType::Counter, "Chat messages stored and broadcast");
+  w.use_event(kNsp, dr::schema::middleware(kEvents));
+  w.on(kNsp, "chat:join", on_join);
+  w.on(kNsp, "conversation:join", on_join);
+  w.on(kNsp, "chat:leave", on_leave);
+  w.on(kNsp, "chat:message", on_message);
+  w.on(kNsp, "message:send", on_message);
+  w.on(kNsp, "chat:typing", on_typing);
+  w.on(kNsp, "chat:read", on_read);
+  w.on(kNsp, "chat:history", on_history);
+  w.on(kNsp, "message:edit", on_edit);
+  return true;
+}
+
+void exit_worker(dr::Worker&, const dr::Module&) {
+  g_worker = nullptr;
+  g_self = nullptr;
+}
+
+const dr::Module kModule{
+    dr::kModuleAbi, DR_MODULE_SIGNATURE, "chat", kDirectives, create_conf, check_conf, init_worker, exit_worker,
+};
+
+}  // namespace
+
+DR_MODULE_EXPORT(kModule)

@@ -1,0 +1,317 @@
+// projects: live collaboration on projects in the /projects namespace
+// (contract §2 "/projects", §4, §5, §8).
+//
+//   project:join {projectId}           member only; joins the room project:<id>;
+//                                      project:joined to the socket, user:joined and
+//                                      activity to the others (first join only); ack {projectId}
+//   project:leave {projectId}          leaves; user:left and activity to the others when the
+//                                      socket was in the room; ack {projectId}
+//   project:statusUpdate {projectId, status}
+//   project:progress {projectId, progress, milestone?}
+//                                      member only; project:update to the whole room,
+//                                      activity to the others; ack = the update
+//   project:comment {projectId, comment, attachments?}
+//                                      member only; XADD to the comment stream first, then
+//                                      project:comment to the whole room, activity to the
+//                                      others; ack = the comment
+//
+// Members are those the Redis set projects_members_key holds, those whose
+// token's `projects` claim names the project, and admins (dr::app::check_access).
+// Receiving a room's traffic needs a join; acting in a project needs only
+// membership. Project ids are handled as their string form (42 -> "42").
+//
+// Comment stream (projects_comments_key, default <prefix>project:<id>:comments):
+// fields projectId, userId, comment, attachments (JSON text), createdAt; the
+// entry id is the comment id. JSON has no bytes, so a binary value anywhere
+// inside `attachments` is stored as {"$binary":"<base64>"} (standard base64,
+// padded); clients get it as binary.
+
+#include <depth-realtime/module.h>
+#include <depth-realtime/redis.h>
+#include <depth-realtime/validate.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "app.h"
+#include "stored_json.h"
+
+namespace {
+
+constexpr const char* kNsp = "/projects";
+
+// ---------------------------------------------------------- configuration
+
+struct ProjectsConf : dr::ModuleConfBase<ProjectsConf> {
+  std::string members_key = "project:{id}:members";
+  std::string comments_key = "project:{id}:comments";
+  uint64_t comments_maxlen = 10000;  // 0: not trimmed
+  std::string access_claim = "projects";
+};
+
+template <std::string ProjectsConf::*Field>
+bool set_key_pattern(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  if (a[0].find("{id}") == std::string::npos) {
+    err = "expected a key pattern holding {id}, e.g. \"project:{id}:members\" (quoted)";
+    return false;
+  }
+  static_cast<ProjectsConf*>(c)->*Field = a[0];
+  return true;
+}
+
+bool set_access_claim(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  if (a[0].empty()) {
+    err = "expected a claim name or off";
+    return false;
+  }
+  static_cast<ProjectsConf*>(c)->access_claim = a[0] == "off" ? "" : a[0];
+  return true;
+}
+
+constexpr unsigned S = dr::kConfServer;
+constexpr unsigned N = dr::kConfNamespace;
+
+const dr::Directive kDirectives[] = {
+    {"projects_members_key", S | N, 1, 1, set_key_pattern<&ProjectsConf::members_key>, "project:{id}:members", true,
+     "Redis set of a project's members (redis_app_prefix added, {id} = the project id); a user id in it grants access."},
+    {"projects_access_claim", S | N, 1, 1, set_access_claim, "projects", true,
+     "Token claim (an array of project ids, kept by auth_jwt_access_claims) that grants access; off: none."},
+    {"projects_comments_key", S | N, 1, 1, set_key_pattern<&ProjectsConf::comments_key>, "project:{id}:comments", true,
+     "Redis Stream the comments of a project are appended to (redis_app_prefix added, {id} = the project id)."},
+    {"projects_comments_maxlen", S | N, 1, 1, dr::set_uint<&ProjectsConf::comments_maxlen>, "10000", true,
+     "Approximate length a comment stream is trimmed to on each comment (XADD MAXLEN ~); 0: never trimmed."},
+    {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
+};
+
+// A copy: a reload may replace the conf while a handler waits on Redis.
+ProjectsConf settings(dr::Worker& w, const dr::Module& self) {
+  const auto* c = static_cast<const ProjectsConf*>(w.conf(self, kNsp));
+  return c ? *c : ProjectsConf();
+}
+
+// --------------------------------------------------------------- payloads
+
+using dr::schema::Kind;
+
+// Contract §8 limits.
+const dr::schema::Table kEvents = {
+    {"project:join", {{"projectId", Kind::Id, true}}},
+    {"project:leave", {{"projectId", Kind::Id, true}}},
+    {"project:statusUpdate", {{"projectId", Kind::Id, true}, {"status", Kind::String, true, 1, 64}}},
+    {"project:progress",
+     {{"projectId", Kind::Id, true}, {"progress", Kind::Number, true, 0, 100}, {"milestone", Kind::String, false, 1, 256}}},
+    {"project:comment",
+     {{"projectId", Kind::Id, true}, {"comment", Kind::String, true, 1, 10000}, {"attachments", Kind::Array, false, 0, 10}}},
+};
+
+std::string room_of(const std::string& project) { return "project:" + project; }
+
+json_t* str(const std::string& s) { return json_stringn(s.data(), s.size()); }
+
+dr::Json project_object(const std::string& project) {
+  dr::Json o(json_object());
+  json_object_set_new(o.get(), "projectId", str(project));
+  return o;
+}
+
+// To the project's room; `except_sid` (a socket id) leaves that one socket out.
+void to_room(dr::Worker& w, const std::string& project, const char* event, dr::Payload args,
+             const std::string& except_sid = {}) {
+  dr::BroadcastOptions o;
+  o.nsp = kNsp;
+  o.rooms = {room_of(project)};
+  if (!except_sid.empty()) o.except = {except_sid};  // every socket is in the room of its id
+  w.broadcast(o, event, std::move(args));
+}
+
+// activity {projectId, userId, kind, at} to the others in the room.
+void activity(dr::Worker& w, const std::string& sid, const std::string& project, const std::string& user,
+              const char* kind, const std::string& at) {
+  dr::Json a = project_object(project);
+  json_object_set_new(a.get(), "userId", str(user));
+  json_object_set_new(a.get(), "kind", json_string(kind));
+  json_object_set_new(a.get(), "at", str(at));
+  to_room(w, project, "activity", dr::Payload::of(std::move(a)), sid);
+}
+
+// user:joined / user:left {userId, projectId} to the others in the room.
+void presence(dr::Worker& w, dr::Socket& s, const std::string& project, const char* event) {
+  dr::Json p(json_object());
+  json_object_set_new(p.get(), "userId", str(dr::app::user_id(s)));
+  json_object_set_new(p.get(), "projectId", str(project));
+  to_room(w, project, event, dr::Payload::of(std::move(p)), s.id());
+}
+
+// ----------------------------------------------------------------- access
+
+// What an answer given later needs of the event: its name and ack id.
+using Request = std::shared_ptr<const dr::Event>;
+Request request_of(const dr::Event& ev) { return std::make_shared<const dr::Event>(dr::Event{ev.name, dr::Payload(), ev.ack_id}); }
+
+using Hold = std::shared_ptr<void>;
+using Allowed = std::function<void(dr::Socket& s, const dr::Event& ev, Hold hold)>;
+
+// Runs `then` once the socket's user is known to be a member of `project`,
+// else answers FORBIDDEN (SOCKET_ERROR when Redis cannot tell). The socket's
+// next events wait meanwhile; `then` gets the hold to keep while it waits more.
+void with_access(dr::Worker& w, const dr::Module& self, dr::Socket& s, const dr::Event& ev, const std::string& project,
+                 Allowed then) {
+  ProjectsConf conf = settings(w, self);
+  dr::app::check_access(s, conf.access_claim, conf.members_key, project,
+                        [hold = s.hold(), req = request_of(ev), project, then = std::move(then)](dr::Socket& s,
+                                                                                                dr::app::Access a) {
+                          if (a != dr::app::Access::Allowed) return dr::app::refuse(s, *req, a, "project " + project);
+                          then(s, *req, hold);
+                        });
+}
+
+// ---------------------------------------------------------------- events
+
+void on_join(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event& ev) {
+  std::string project = dr::app::id_field(ev, "projectId");
+  with_access(w, self, s, ev, project, [&w, project](dr::Socket& s, const dr::Event& ev, Hold) {
+    std::string room = room_of(project);
+    bool first = !s.in_room(room);  // a re-join tells only the socket itself
+    s.join(room);
+    s.emit("project:joined", dr::Payload::of(project_object(project)));
+    if (first) {
+      presence(w, s, project, "user:joined");
+      activity(w, s.id(), project, dr::app::user_id(s), "join", dr::app::iso_now());
+    }
+    dr::ack_data(s, ev, project_object(project));
+  });
+}
+
+void on_leave(dr::Worker& w, dr::Socket& s, dr::Event& ev) {
+  std::string project = dr::app::id_field(ev, "projectId");
+  std::string room = room_of(project);
+  if (s.in_room(room)) {
+    s.leave(room);
+    presence(w, s, project, "user:left");
+    activity(w, s.id(), project, dr::app::user_id(s), "leave", dr::app::iso_now());
+  }
+  dr::ack_data(s, ev, project_object(project));
+}
+
+// project:update {projectId, kind, <fields>, updatedBy, at} to the whole room,
+// activity to the others, the update to the ack.
+void publish_update(dr::Worker& w, dr::Socket& s, const dr::Event& ev, const std::string& project, const char* kind,
+                    const json_t* fields) {
+  std::string at = dr::app::iso_now();
+  const std::string& user = dr::app::user_id(s);
+  dr::Json update = project_object(project);
+  json_object_set_new(update.get(), "kind", json_string(kind));
+  json_object_update(update.get(), const_cast<json_t*>(fields));
+  json_object_set_new(update.get(), "updatedBy", str(user));
+  json_object_set_new(update.get(), "at", str(at));
+  to_room(w, project, "project:update", dr::Payload::of(dr::Json(json_deep_copy(update.get()))));
+  activity(w, s.id(), project, user, kind, at);
+  dr::ack_data(s, ev, std::move(update));
+}
+
+// The update's own fields, kept until access is known.
+using Fields = std::shared_ptr<json_t>;
+Fields fields_of(json_t* obj) { return Fields(obj, [](json_t* j) { json_decref(j); }); }
+
+void on_status(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event& ev) {
+  std::string project = dr::app::id_field(ev, "projectId");
+  Fields fields = fields_of(json_object());
+  json_object_set(fields.get(), "status", json_object_get(dr::app::payload(ev), "status"));
+  with_access(w, self, s, ev, project, [&w, project, fields](dr::Socket& s, const dr::Event& ev, Hold) {
+    publish_update(w, s, ev, project, "status", fields.get());
+  });
+}
+
+void on_progress(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event& ev) {
+  std::string project = dr::app::id_field(ev, "projectId");
+  const json_t* in = dr::app::payload(ev);
+  const json_t* milestone = json_object_get(in, "milestone");
+  Fields fields = fields_of(json_object());
+  json_object_set(fields.get(), "progress", json_object_get(in, "progress"));
+  json_object_set_new(fields.get(), "milestone", json_is_string(milestone) ? json_deep_copy(milestone) : json_null());
+  with_access(w, self, s, ev, project, [&w, project, fields](dr::Socket& s, const dr::Event& ev, Hold) {
+    publish_update(w, s, ev, project, "progress", fields.get());
+  });
+}
+
+// The comment is stored before anyone hears of it: no ack, no broadcast when
+// the XADD fails (contract §5).
+void on_comment(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event& ev) {
+  std::string project = dr::app::id_field(ev, "projectId");
+  const json_t* in = dr::app::payload(ev);
+  const json_t* text = json_object_get(in, "comment");
+  std::string comment(json_string_value(text), json_string_length(text));
+  const json_t* given = json_object_get(in, "attachments");
+  dr::Json none(json_array());
+  // The attachments with their binary (renumbered from 0), for the broadcast.
+  auto attachments = std::make_shared<const dr::Payload>(
+      dr::payload_of(json_is_array(given) ? given : none.get(), ev.args.attachments));
+
+  with_access(w, self, s, ev, project, [&w, &self, project, comment, attachments](dr::Socket& s, const dr::Event& ev,
+                                                                                  Hold hold) {
+    ProjectsConf conf = settings(w, self);
+    std::string user = dr::app::user_id(s);
+    std::string created = dr::app::iso_now();
+    const json_t* list = json_array_get(attachments->args.get(), 0);
+    std::vector<std::string> argv{"XADD", dr::redis::key(dr::app::expand(conf.comments_key, project))};
+    if (conf.comments_maxlen > 0) argv.insert(argv.end(), {"MAXLEN", "~", std::to_string(conf.comments_maxlen)});
+    argv.insert(argv.end(), {"*", "projectId", project, "userId", user, "comment", comment, "attachments",
+                             dr::json_text(dr::app::to_stored(list, attachments->attachments).get()), "createdAt", created});
+
+    dr::redis::command(std::move(argv), [&w, weak = s.weak(), sid = s.id(), req = request_of(ev), hold, project, user,
+                                         comment, created, attachments](dr::redis::Reply r) {
+      auto sock = weak.lock();
+      bool here = sock && sock->connected();
+      if (r.type != dr::redis::Reply::Type::String) {
+        if (here)
+          dr::app::internal_error(*sock, *req, "comment not stored: " + (r.error() ? r.str : std::string("unexpected reply")));
+        return;
+      }
+      dr::Json c(json_object());
+      json_object_set_new(c.get(), "id", str(r.str));
+      json_object_set_new(c.get(), "projectId", str(project));
+      json_object_set_new(c.get(), "userId", str(user));
+      json_object_set_new(c.get(), "comment", str(comment));
+      json_object_set_new(c.get(), "attachments", json_deep_copy(json_array_get(attachments->args.get(), 0)));
+      json_object_set_new(c.get(), "createdAt", str(created));
+      dr::Payload p = dr::Payload::of(std::move(c));
+      p.attachments = attachments->attachments;
+      // Stored: the room hears of it even if the sender has gone meanwhile.
+      to_room(w, project, "project:comment", p.copy());
+      activity(w, sid, project, user, "comment", created);
+      if (here) dr::app::ack_with(*sock, *req, json_array_get(p.args.get(), 0), p.attachments);
+    });
+  });
+}
+
+// ------------------------------------------------------------- lifecycle
+
+std::unique_ptr<dr::ModuleConf> create_conf() { return std::make_unique<ProjectsConf>(); }
+bool check_conf(dr::ModuleConf*, std::string&) { return true; }
+
+bool init_worker(dr::Worker& w, const dr::Module& self) {
+  std::vector<std::string> names = w.namespaces();
+  if (std::find(names.begin(), names.end(), kNsp) == names.end()) {
+    dr::log(dr::LogLevel::Warn, "projects: the server block declares no \"namespace /projects\": project events are off");
+    return true;
+  }
+  w.use_event(kNsp, dr::schema::middleware(kEvents));
+  w.on(kNsp, "project:join", [&w, &self](dr::Socket& s, dr::Event& e) { on_join(w, self, s, e); });
+  w.on(kNsp, "project:leave", [&w](dr::Socket& s, dr::Event& e) { on_leave(w, s, e); });
+  w.on(kNsp, "project:statusUpdate", [&w, &self](dr::Socket& s, dr::Event& e) { on_status(w, self, s, e); });
+  w.on(kNsp, "project:progress", [&w, &self](dr::Socket& s, dr::Event& e) { on_progress(w, self, s, e); });
+  w.on(kNsp, "project:comment", [&w, &self](dr::Socket& s, dr::Event& e) { on_comment(w, self, s, e); });
+  return true;
+}
+
+void exit_worker(dr::Worker&, const dr::Module&) {}
+
+const dr::Module kModule{
+    dr::kModuleAbi, DR_MODULE_SIGNATURE, "projects", kDirectives, create_conf, check_conf, init_worker, exit_worker,
+};
+
+}  // namespace
+
+DR_MODULE_EXPORT(kModule)

@@ -1,0 +1,1 @@
+dr_module(ratelimit ${CMAKE_CURRENT_LIST_DIR}/ratelimit.cc)
