@@ -59,7 +59,9 @@ const schema::Table kNoEvents{std::initializer_list<schema::EventShape>{}};
 
 // ------------------------------------------------------------ directives
 
-bool valid_nsp(const std::string& v) { return v.size() >= 1 && v[0] == '/' && v.find_first_of(" \t,") == v.npos; }
+bool valid_nsp(const std::string& v) {
+  return v.size() >= 1 && v[0] == '/' && v.find_first_of(" \t,") == v.npos;
+}
 
 bool set_nsp(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   if (!valid_nsp(a[0])) {
@@ -156,8 +158,7 @@ bool set_ui_static(ModuleConf* c, const std::vector<std::string>& a, std::string
   return true;
 }
 
-bool set_positive_msec(ModuleConf* c, const std::vector<std::string>& a, std::string& err,
-                       uint64_t AdminConf::*field) {
+bool set_positive_msec(ModuleConf* c, const std::vector<std::string>& a, std::string& err, uint64_t AdminConf::*field) {
   uint64_t v = 0;
   if (!conf_parse_msec(a, v, err)) return false;
   if (v == 0) {
@@ -217,7 +218,9 @@ const AdminConf& conf_of(Worker& w, const Module& self) {
   return c ? *c : defaults;
 }
 
-void on_stats(Worker& w, Socket& s, Event& ev) { ack_data(s, ev, app::node_stats(w)); }
+void on_stats(Worker& w, Socket& s, Event& ev) {
+  ack_data(s, ev, app::node_stats(w));
+}
 
 void on_subscribe(Worker& w, Socket& s, Event& ev) {
   s.join(kStatsRoom);
@@ -229,7 +232,9 @@ void on_unsubscribe(Socket& s, Event& ev) {
   ack_data(s, ev, Json(json_object()));
 }
 
-bool present(const json_t* v) { return v && !json_is_null(v); }
+bool present(const json_t* v) {
+  return v && !json_is_null(v);
+}
 
 void on_kick(Worker& w, const Module& self, Socket& s, Event& ev) {
   const json_t* p = app::payload(ev);
@@ -258,8 +263,10 @@ void on_kick(Worker& w, const Module& self, Socket& s, Event& ev) {
   // claim more.
   bool everywhere = !cluster::configured() || cluster::ready();
   // The answer leaves first: the admin may be kicking their own user.
-  if (everywhere) ack_data(s, ev, std::move(answer));
-  else app::internal_error(s, ev, "Redis unavailable: disconnected on this node only");
+  if (everywhere)
+    ack_data(s, ev, std::move(answer));
+  else
+    app::internal_error(s, ev, "Redis unavailable: disconnected on this node only");
   // Socket ids are per namespace and a user has sockets in several: every
   // namespace is asked, and close=true takes the whole connection down.
   for (const std::string& nsp : w.namespaces()) {
@@ -303,7 +310,9 @@ void on_announce(Worker& w, Socket& s, Event& ev) {
 
 Ticker* g_push = nullptr;
 
-std::unique_ptr<ModuleConf> create_conf() { return std::make_unique<AdminConf>(); }
+std::unique_ptr<ModuleConf> create_conf() {
+  return std::make_unique<AdminConf>();
+}
 
 bool check_conf(ModuleConf* c, std::string& err) {
   const auto& conf = *static_cast<AdminConf*>(c);

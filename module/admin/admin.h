@@ -58,11 +58,11 @@ struct AdminConf : ModuleConfBase<AdminConf> {
   std::string ui_user;
   std::string ui_hash;  // bcrypt ($2a$/$2b$/$2y$)
   bool ui_readonly = false;
-  bool ui_development = true;       // verbose per-socket events and all_sockets
-  std::string ui_server_id;         // empty: <hostname>#<master pid>
+  bool ui_development = true;  // verbose per-socket events and all_sockets
+  std::string ui_server_id;    // empty: <hostname>#<master pid>
   uint64_t ui_stats_interval_ms = 2000;
   uint64_t ui_session_ttl_ms = 86400 * 1000ull;
-  std::string ui_static_dir;        // the dashboard's files (ui/dist); empty: not served
+  std::string ui_static_dir;  // the dashboard's files (ui/dist); empty: not served
   std::string ui_static_prefix = "/admin-ui/";
 };
 

@@ -23,11 +23,10 @@
 // the core, below any module) and `socket_updated` for changes of a socket's
 // data (modules set it at CONNECT, before `socket_connected` reports it).
 
+#include <crypt.h>
 #include <depth-realtime/cluster.h>
 #include <depth-realtime/redis.h>
 #include <depth-realtime/validate.h>
-
-#include <crypt.h>
 #include <dirent.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -50,7 +49,7 @@ namespace {
 constexpr const char* kSessionKeyPrefix = "socket.io-admin#";  // the Node RedisStore's keys
 constexpr const char* kWatchEvent = "admin-ui:watch";
 constexpr const char* kInvalidCredentials = "invalid credentials";  // the dashboard shows its login form on it
-constexpr int64_t kLocalCheckMs = 500;     // how stale this node's "a dashboard is open here" may be
+constexpr int64_t kLocalCheckMs = 500;  // how stale this node's "a dashboard is open here" may be
 constexpr size_t kMaxPasswordBytes = 1024;
 constexpr size_t kMaxPendingSessions = 1024;
 constexpr size_t kMaxMemorySessions = 10000;
@@ -98,9 +97,13 @@ bool declared(std::string_view nsp) {
   return false;
 }
 
-bool present(const json_t* v) { return v && !json_is_null(v); }
+bool present(const json_t* v) {
+  return v && !json_is_null(v);
+}
 
-Json str(std::string_view s) { return Json(json_stringn(s.data(), s.size())); }
+Json str(std::string_view s) {
+  return Json(json_stringn(s.data(), s.size()));
+}
 
 // An array made of `items`, whose references it takes.
 Json array_of(std::initializer_list<json_t*> items) {
@@ -301,8 +304,8 @@ Json server_stats() {
   const char* name;
   json_t* figures;
   json_object_foreach(json_object_get(node.get(), "namespaces"), name, figures) {
-    json_array_append_new(list.get(), json_pack("{s:s, s:O}", "name", name, "socketsCount",
-                                                json_object_get(figures, "sockets")));
+    json_array_append_new(list.get(),
+                          json_pack("{s:s, s:O}", "name", name, "socketsCount", json_object_get(figures, "sockets")));
   }
   json_object_set_new(st.get(), "namespaces", list.release());
   return st;
@@ -318,8 +321,10 @@ void tick() {
   sample();
   if (now - g->last_stats < interval) return;
   g->last_stats = now;
-  if (watching()) tell("server_stats", array_of({server_stats().release()}));
-  else g->aggregated = Json(json_array());
+  if (watching())
+    tell("server_stats", array_of({server_stats().release()}));
+  else
+    g->aggregated = Json(json_array());
 }
 
 // ------------------------------------------------------------------ login
@@ -409,7 +414,9 @@ void save_session(const std::string& id) {
   g->sessions[id] = app::now_ms() + int64_t(ttl_ms);
 }
 
-void refuse(const ConnectNext& next) { next(ConnectError{kInvalidCredentials, Json()}); }
+void refuse(const ConnectNext& next) {
+  next(ConnectError{kInvalidCredentials, Json()});
+}
 
 void login(std::weak_ptr<Socket> weak, const json_t* auth, ConnectNext next) {
   const char* user = json_str(auth, "username");
@@ -422,7 +429,8 @@ void login(std::weak_ptr<Socket> weak, const json_t* auth, ConnectNext next) {
     auto s = weak.lock();
     if (!g || !s) return;
     if (!ok || !user_ok) {
-      logf(LogLevel::Notice, "admin-ui: login refused for \"%s\" from %s", name.c_str(), s->handshake().address.c_str());
+      logf(LogLevel::Notice, "admin-ui: login refused for \"%s\" from %s", name.c_str(),
+           s->handshake().address.c_str());
       return refuse(next);
     }
     std::string id = new_session_id();
@@ -504,8 +512,8 @@ void on_socket_connected(Socket& s) {
   if (!watching()) return;
   Json ts = str(app::iso_now());
   // As Node: the socket's own room first.
-  tell("room_joined", array_of({str(s.nsp()).release(), str(s.id()).release(), str(s.id()).release(),
-                                json_incref(ts.get())}));
+  tell("room_joined",
+       array_of({str(s.nsp()).release(), str(s.id()).release(), str(s.id()).release(), json_incref(ts.get())}));
   tell("socket_connected", array_of({ui_socket(s).release(), ts.release()}));
 }
 
@@ -519,8 +527,8 @@ void on_socket_disconnected(Socket& s, std::string_view reason) {
 
 void on_room(Socket& s, std::string_view room, bool joined) {
   if (!watching()) return;
-  tell(joined ? "room_joined" : "room_left", array_of({str(s.nsp()).release(), str(room).release(),
-                                                      str(s.id()).release(), str(app::iso_now()).release()}));
+  tell(joined ? "room_joined" : "room_left",
+       array_of({str(s.nsp()).release(), str(room).release(), str(s.id()).release(), str(app::iso_now()).release()}));
 }
 
 void on_transport(Socket& s) {
@@ -535,8 +543,8 @@ bool on_event_received(Socket& s, Event& ev) {
   Json args(json_array());
   json_array_append_new(args.get(), str(ev.name).release());
   json_array_extend(args.get(), ev.args.args.get());
-  tell("event_received", array_of({str(s.nsp()).release(), str(s.id()).release(), args.release(),
-                                   str(app::iso_now()).release()}),
+  tell("event_received",
+       array_of({str(s.nsp()).release(), str(s.id()).release(), args.release(), str(app::iso_now()).release()}),
        ev.args.attachments);
   return true;
 }
@@ -562,7 +570,9 @@ bool target(Socket& s, Event& ev, const json_t* nsp, const json_t* filter, Broad
   return true;
 }
 
-const json_t* arg(const Event& ev, size_t i) { return json_array_get(ev.args.args.get(), i); }
+const json_t* arg(const Event& ev, size_t i) {
+  return json_array_get(ev.args.args.get(), i);
+}
 
 void on_join_or_leave(Socket& s, Event& ev, bool join) {
   BroadcastOptions opts;
@@ -572,8 +582,10 @@ void on_join_or_leave(Socket& s, Event& ev, bool join) {
   std::string r = json_string_value(room);
   logf(LogLevel::Notice, "admin-ui: %s %s (%s, %s)", join ? "join" : "leave", r.c_str(), opts.nsp.c_str(),
        opts.rooms.empty() ? "all sockets" : opts.rooms[0].c_str());
-  if (join) cluster::sockets_join(opts, {r});
-  else cluster::sockets_leave(opts, {r});
+  if (join)
+    cluster::sockets_join(opts, {r});
+  else
+    cluster::sockets_leave(opts, {r});
 }
 
 void on_disconnect_action(Socket& s, Event& ev) {
@@ -593,7 +605,8 @@ void on_emit(Socket& s, Event& ev) {
   if (!json_is_string(name) || json_string_length(name) == 0)
     return app::invalid(s, ev, "eventName: must be a non-empty string");
   std::string event = json_string_value(name);
-  for (const char* reserved : {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
+  for (const char* reserved :
+       {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"})
     if (event == reserved) return app::invalid(s, ev, "eventName: \"" + event + "\" is reserved");
   Payload p;
   for (size_t i = 3; i < json_array_size(ev.args.args.get()); i++)
@@ -605,11 +618,16 @@ void on_emit(Socket& s, Event& ev) {
 
 const char* content_type(const std::string& path) {
   static const std::pair<const char*, const char*> types[] = {
-      {".html", "text/html; charset=utf-8"}, {".js", "application/javascript; charset=utf-8"},
-      {".css", "text/css; charset=utf-8"},   {".png", "image/png"},
-      {".svg", "image/svg+xml"},             {".map", "application/json"},
-      {".json", "application/json"},         {".ico", "image/x-icon"},
-      {".woff2", "font/woff2"},              {".woff", "font/woff"},
+      {".html", "text/html; charset=utf-8"},
+      {".js", "application/javascript; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".png", "image/png"},
+      {".svg", "image/svg+xml"},
+      {".map", "application/json"},
+      {".json", "application/json"},
+      {".ico", "image/x-icon"},
+      {".woff2", "font/woff2"},
+      {".woff", "font/woff"},
   };
   for (auto& [ext, type] : types) {
     size_t n = strlen(ext);
@@ -660,20 +678,23 @@ void serve_static(Worker& w, const std::string& dir, const std::string& prefix) 
   w.route(Listener::Main, "GET", prefix,
           [index](const HttpRequest&, HttpRespond respond) { serve_file(index, std::move(respond)); });
   // index.html names its files relatively: /admin-ui must become /admin-ui/.
-  w.route(Listener::Main, "GET", prefix.substr(0, prefix.size() - 1), [prefix](const HttpRequest&, HttpRespond respond) {
-    HttpResponse res;
-    res.status = 301;
-    res.content_type = "text/plain";
-    res.headers.emplace_back("Location", prefix);
-    respond(std::move(res));
-  });
+  w.route(Listener::Main, "GET", prefix.substr(0, prefix.size() - 1),
+          [prefix](const HttpRequest&, HttpRespond respond) {
+            HttpResponse res;
+            res.status = 301;
+            res.content_type = "text/plain";
+            res.headers.emplace_back("Location", prefix);
+            respond(std::move(res));
+          });
 }
 
 }  // namespace
 
 // ----------------------------------------------------------------- public
 
-bool ui_serves(const AdminConf& c, std::string_view nsp) { return !c.ui_nsp.empty() && c.ui_nsp == nsp; }
+bool ui_serves(const AdminConf& c, std::string_view nsp) {
+  return !c.ui_nsp.empty() && c.ui_nsp == nsp;
+}
 
 bool ui_check_conf(const AdminConf& c, std::string& err) {
   if (!c.ui_static_dir.empty()) {
