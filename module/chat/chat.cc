@@ -54,34 +54,16 @@ struct ChatConf : dr::ModuleConfBase<ChatConf> {
   uint64_t history_max = 200;
 };
 
-bool set_members_key(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
-  if (a[0].find("{id}") == std::string::npos) {
-    err = "expected a key pattern holding {id}, e.g. conversation:{id}:members";
-    return false;
-  }
-  static_cast<ChatConf*>(c)->members_key = a[0];
-  return true;
-}
-
-bool set_access_claim(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
-  if (a[0].empty()) {
-    err = "expected a claim name or off";
-    return false;
-  }
-  static_cast<ChatConf*>(c)->access_claim = a[0] == "off" ? "" : a[0];
-  return true;
-}
-
 constexpr unsigned S = dr::kConfServer;
 constexpr unsigned N = dr::kConfNamespace;
 
 const dr::Directive kDirectives[] = {
     {"chat_stream_maxlen", S | N, 1, 1, dr::set_uint<&ChatConf::stream_maxlen>, "10000", true,
      "Messages kept per conversation stream (XADD MAXLEN ~: Redis trims whole nodes, so it may keep up to ~100 more)."},
-    {"chat_members_key", S | N, 1, 1, set_members_key, "conversation:{id}:members", true,
+    {"chat_members_key", S | N, 1, 1, dr::app::set_key_pattern<&ChatConf::members_key>, "conversation:{id}:members", true,
      "Redis set of a conversation's members (with redis_app_prefix; {id} = the conversation id); "
      "quote it: chat_members_key \"room:{id}:users\";"},
-    {"chat_access_claim", S | N, 1, 1, set_access_claim, "conversations", true,
+    {"chat_access_claim", S | N, 1, 1, dr::app::set_claim<&ChatConf::access_claim>, "conversations", true,
      "Token claim (an array kept by auth_jwt_access_claims) whose conversation ids the user may act in; off: none."},
     {"chat_history_limit", S | N, 1, 1, dr::set_uint<&ChatConf::history_limit>, "50", true,
      "Messages chat:history returns when the client gives no limit."},

@@ -35,6 +35,30 @@ void check_access(Socket& s, std::string_view claim, std::string_view key_patter
 // `pattern` with "{id}" replaced by `id`.
 std::string expand(std::string_view pattern, std::string_view id);
 
+// Directive setters shared by the app modules (see module.h's generic ones):
+// a Redis key pattern that must hold {id} (quoted in the conf: braces open
+// blocks), and a claim name or `off` (stored empty).
+template <auto Field>
+bool set_key_pattern(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  if (a[0].find("{id}") == std::string::npos) {
+    err = "expected a key pattern holding {id}, quoted, e.g. \"items:{id}:members\"";
+    return false;
+  }
+  static_cast<C*>(c)->*Field = a[0];
+  return true;
+}
+template <auto Field>
+bool set_claim(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  if (a[0].empty()) {
+    err = "expected a claim name or off";
+    return false;
+  }
+  static_cast<C*>(c)->*Field = a[0] == "off" ? "" : a[0];
+  return true;
+}
+
 // ----------------------------------------------------------------- errors
 
 inline constexpr const char* kInvalidMessage = "Invalid data";

@@ -51,34 +51,15 @@ struct ProjectsConf : dr::ModuleConfBase<ProjectsConf> {
   std::string access_claim = "projects";
 };
 
-template <std::string ProjectsConf::*Field>
-bool set_key_pattern(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
-  if (a[0].find("{id}") == std::string::npos) {
-    err = "expected a key pattern holding {id}, e.g. \"project:{id}:members\" (quoted)";
-    return false;
-  }
-  static_cast<ProjectsConf*>(c)->*Field = a[0];
-  return true;
-}
-
-bool set_access_claim(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
-  if (a[0].empty()) {
-    err = "expected a claim name or off";
-    return false;
-  }
-  static_cast<ProjectsConf*>(c)->access_claim = a[0] == "off" ? "" : a[0];
-  return true;
-}
-
 constexpr unsigned S = dr::kConfServer;
 constexpr unsigned N = dr::kConfNamespace;
 
 const dr::Directive kDirectives[] = {
-    {"projects_members_key", S | N, 1, 1, set_key_pattern<&ProjectsConf::members_key>, "project:{id}:members", true,
+    {"projects_members_key", S | N, 1, 1, dr::app::set_key_pattern<&ProjectsConf::members_key>, "project:{id}:members", true,
      "Redis set of a project's members (redis_app_prefix added, {id} = the project id); a user id in it grants access."},
-    {"projects_access_claim", S | N, 1, 1, set_access_claim, "projects", true,
+    {"projects_access_claim", S | N, 1, 1, dr::app::set_claim<&ProjectsConf::access_claim>, "projects", true,
      "Token claim (an array of project ids, kept by auth_jwt_access_claims) that grants access; off: none."},
-    {"projects_comments_key", S | N, 1, 1, set_key_pattern<&ProjectsConf::comments_key>, "project:{id}:comments", true,
+    {"projects_comments_key", S | N, 1, 1, dr::app::set_key_pattern<&ProjectsConf::comments_key>, "project:{id}:comments", true,
      "Redis Stream the comments of a project are appended to (redis_app_prefix added, {id} = the project id)."},
     {"projects_comments_maxlen", S | N, 1, 1, dr::set_uint<&ProjectsConf::comments_maxlen>, "10000", true,
      "Approximate length a comment stream is trimmed to on each comment (XADD MAXLEN ~); 0: never trimmed."},
