@@ -320,7 +320,7 @@ nspawn_tests() {
   ok "ldd: every library of the binary and the modules resolved"
   expect "user depth-realtime exists" IN getent passwd depth-realtime
   expect "unit enabled" test "$(IN systemctl is-enabled depth-realtime.service)" = enabled
-  for m in auth_jwt ratelimit chat projects notifications api; do
+  for m in auth_jwt ratelimit chat projects notifications admin api; do
     expect "$m enabled by postinst" test -L "$ROOT/etc/depth-realtime/modules-enabled/$m.conf"
   done
   expect "/var/log/depth-realtime: depth-realtime:depth-realtime 750" \
@@ -603,7 +603,7 @@ chroot "$ROOT" groupdel depth-realtime 2>/dev/null || true
 if chroot "$ROOT" getent passwd depth-realtime >/dev/null; then die "could not remove the user"; fi
 rpm -i --nodeps --root "$ROOT" "$RPM" >"$W/rpm-deb.log" 2>&1 || { cat "$W/rpm-deb.log"; die "rpm -i"; }
 expect "%pre: user depth-realtime created (useradd -r)" chroot "$ROOT" getent passwd depth-realtime
-for m in auth_jwt ratelimit chat projects notifications api; do
+for m in auth_jwt ratelimit chat projects notifications admin api; do
   expect "%post: $m enabled" test -L "$ROOT/etc/depth-realtime/modules-enabled/$m.conf"
 done
 expect "config test with the compiled-in module dir /usr/lib64/depth-realtime/modules" \
