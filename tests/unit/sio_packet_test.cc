@@ -270,6 +270,12 @@ TEST(SioDecode, AcceptsJsonJavaScriptSendsThatJanssonRefusesAsIs) {
   EXPECT_STREQ(json_string_value(json_array_get(p.data.get(), 1)), "x\xEF\xBF\xBDy");
   EXPECT_STREQ(json_string_value(json_array_get(p.data.get(), 2)), "\xF0\x9F\x98\x80");  // a valid pair stays
   EXPECT_TRUE(rejects(R"(2["a","\ud800)"));  // still JSON, or an error
+  // The other numbers of such a packet stay integers (a placeholder's num must).
+  ASSERT_EQ(d.add_text(R"(2["a","\ud800",{"n":7,"r":1.5},18446744073709551616])", p, err), Decoder::Result::Packet) << err;
+  EXPECT_TRUE(json_is_integer(json_object_get(json_array_get(p.data.get(), 2), "n")));
+  EXPECT_DOUBLE_EQ(json_real_value(json_object_get(json_array_get(p.data.get(), 2), "r")), 1.5);
+  ASSERT_EQ(d.add_text(R"(51-["a",{"_placeholder":true,"num":0},18446744073709551616])", p, err), Decoder::Result::NeedMore);
+  ASSERT_EQ(d.add_binary("xy", p, err), Decoder::Result::Packet) << err;
 }
 
 // ---- binary reassembly ---------------------------------------------------------

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 
 namespace dr::sio {
 
@@ -112,6 +113,33 @@ bool payload_valid(PacketType type, const json_t* data) {
 // Every object whose "_placeholder" is true must have an integer "num" in
 // [0, n). Like the JS reconstructor, a placeholder's own members are not
 // searched. Recursion depth is bounded by jansson's parser depth limit.
+// After a parse that read every number as a double: the whole ones that fit
+// an int64 were integers in the text (JSON.stringify never writes 1.0).
+void integers_back(json_t* v) {
+  size_t i;
+  const char* key;
+  json_t* child;
+  if (json_is_array(v)) {
+    json_array_foreach(v, i, child) {
+      if (json_is_real(child)) {
+        double d = json_real_value(child);
+        if (d == std::trunc(d) && d >= -9.2e18 && d <= 9.2e18) json_array_set_new(v, i, json_integer(json_int_t(d)));
+      } else {
+        integers_back(child);
+      }
+    }
+  } else if (json_is_object(v)) {
+    json_object_foreach(v, key, child) {
+      if (json_is_real(child)) {
+        double d = json_real_value(child);
+        if (d == std::trunc(d) && d >= -9.2e18 && d <= 9.2e18) json_object_set_new(v, key, json_integer(json_int_t(d)));
+      } else {
+        integers_back(child);
+      }
+    }
+  }
+}
+
 bool placeholders_valid(json_t* v, size_t n) {
   if (json_is_array(v)) {
     const size_t size = json_array_size(v);
@@ -257,11 +285,18 @@ Decoder::Result Decoder::add_text(std::string_view s, Packet& out, std::string& 
       // UTF-8 decoder would, rather than drop the client.
       std::string fixed;
       std::string_view text = s.substr(i);
-      if (replace_lone_surrogates(text, fixed)) text = fixed;
-      // Integers beyond int64 (JavaScript sends 2**64 as 18446744073709552000)
-      // are read as doubles, which is what they are in JavaScript anyway.
-      p.data = Json(json_loadb(text.data(), text.size(), JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
-                               nullptr));
+      if (replace_lone_surrogates(text, fixed)) {
+        text = fixed;
+        p.data = json_parse(text);
+      }
+      if (!p.data) {
+        // Integers beyond int64 (JavaScript sends 2**64 as 18446744073709552000)
+        // are read as doubles, which is what they are in JavaScript anyway; the
+        // others stay integers (placeholder numbers, ids, counts).
+        p.data = Json(json_loadb(text.data(), text.size(), JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                                 nullptr));
+        integers_back(p.data.get());
+      }
     }
     if (!p.data) {
       err = "invalid JSON data";
