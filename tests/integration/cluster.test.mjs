@@ -303,10 +303,16 @@ describe('two processes, two workers each, one Redis', () => {
     const dst = `dst-${rnd()}`;
     for (const m of [b, c, d]) await join(m, src);
     assert.deepEqual(await ack(a.s, 'probe:socketsJoin', { rooms: [src], join: [dst] }), { data: true });
-    await waitFor(async () => (await ack(d.s, 'probe:whoami')).data.rooms.includes(dst), { what: 'remote join' });
+    // Each node applies the request when it reads it: wait for every member.
+    for (const m of [b, c, d]) {
+      await waitFor(async () => (await ack(m.s, 'probe:whoami')).data.rooms.includes(dst), { what: `remote join of ${m.userId}` });
+    }
+    await waitSubscribed(redis, dst, new Set([b, c, d].map((m) => m.worker)).size);
     expectOnly(await broadcast(a, { rooms: [dst], args: [] }), [b, c, d]);
     await ack(c.s, 'probe:socketsLeave', { rooms: [dst], leave: [dst] });
-    await waitFor(async () => !(await ack(b.s, 'probe:whoami')).data.rooms.includes(dst), { what: 'remote leave' });
+    for (const m of [b, c, d]) {
+      await waitFor(async () => !(await ack(m.s, 'probe:whoami')).data.rooms.includes(dst), { what: `remote leave of ${m.userId}` });
+    }
     expectOnly(await broadcast(a, { rooms: [dst], args: [] }), []);
     for (const m of [b, c, d]) await leave(m, src);
   });
