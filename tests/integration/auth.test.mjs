@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import {
   test, startServer, ack, once, makeJwt, token, Manager, Inbox, rnd, SECRET, GREETING,
+  startRedis, redisLines, waitFor, tmpDir, writeConf, testConfig,
 } from './lib/harness.mjs';
 
 let srv;
@@ -196,4 +197,34 @@ describe('/admin', () => {
 test('the secret in use is the configured one (sanity check of the test JWT maker)', async (t, ctx) => {
   const s = await ctx.connect(srv, '/', { auth: { token: makeJwt({ userId: 'sane' }, { secret: SECRET }) } });
   assert.ok(s.connected);
+});
+
+describe('user lookup in Redis (auth_jwt_user_key)', () => {
+  test('an existing user connects; a missing one gets USER_NOT_FOUND; Redis away: AUTH_FAILED', { timeout: 60000 }, async (t, ctx) => {
+    const redis = await startRedis({ t });
+    await redis.cli('SET', 'depth:user:alice', '1');
+    await redis.cli('SADD', 'depth:user:42', 'x');  // any type: the key exists
+    const srv2 = await ctx.startServer({ workers: 2, extraServer: `${redisLines(redis)}\nauth_jwt_user_key "user:{id}";` });
+    const s = await ctx.connect(srv2, '/chat', { userId: 'alice' });
+    assert.equal((await ack(s, 'probe:whoami')).data.userId, 'alice');
+    await ctx.connect(srv2, '/', { auth: { token: token(42) } });
+    assertRefused(await ctx.connectError(srv2, '/', { userId: 'bob' }), { message: 'User not found', code: 'USER_NOT_FOUND' }, 'missing user');
+    // Still checked per namespace, and bad tokens are refused before any lookup.
+    assertRefused(await ctx.connectError(srv2, '/chat', { auth: { token: makeJwt({ userId: 'alice' }, { secret: 'x' }) } }), INVALID, 'bad token');
+    await redis.stop();
+    await waitFor(async () => {
+      const err = await ctx.connectError(srv2, '/', { userId: 'alice' }).catch(() => null);
+      return err?.data?.code === 'AUTH_FAILED' && err.message === 'Authentication failed';
+    }, { ms: 10000, what: 'AUTH_FAILED while Redis is away' });
+    // Connected sockets are not affected.
+    assert.equal((await ack(s, 'probe:whoami')).data.userId, 'alice');
+  });
+
+  test('-t refuses an auth_jwt_user_key pattern without {id}, with file:line', async (t, ctx) => {
+    const d = tmpDir();
+    const conf = writeConf(d, { port: 1, extraServer: 'auth_jwt_user_key "user:";' });
+    const r = testConfig(conf);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /depth-realtime\.conf:\d+: .*\{id\}/);
+  });
 });

@@ -345,7 +345,8 @@ function httpGetOnce(port, pathname, timeoutMs) {
 
 // Starts the daemon with a generated configuration and waits for /healthz.
 //   {workers=2, extraServer, extraMain, modules, probe=true, secret, env, conf (path:
-//    use this file instead of generating one), port, t (a test context: stop in t.after)}
+//    use this file instead of generating one), port, healthPort (where /healthz is
+//    served, if not on `port`), t (a test context: stop in t.after)}
 export async function startServer(opts = {}) {
   const dir = opts.dir ?? tmpDir();
   const port = opts.port ?? await freePort();
@@ -423,7 +424,7 @@ export async function startServer(opts = {}) {
         `--- conf ${confPath}\n${fs.readFileSync(confPath, 'utf8')}\n--- logs\n${srv.logText()}`);
     }
     try {
-      const r = await httpGetOnce(port, '/healthz', 1000);
+      const r = await httpGetOnce(opts.healthPort ?? port, '/healthz', 1000);
       if (r.status === 200) break;
       last = `status ${r.status}`;
     } catch (e) {
