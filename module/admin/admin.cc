@@ -72,14 +72,6 @@ bool set_nsp(ModuleConf* c, const std::vector<std::string>& a, std::string& err)
   return true;
 }
 
-bool set_user_room(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
-  if (a[0].empty()) {
-    err = "expected a room prefix such as user:";
-    return false;
-  }
-  static_cast<AdminConf*>(c)->user_room = a[0];
-  return true;
-}
 
 bool set_ui_nsp(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   auto* conf = static_cast<AdminConf*>(c);
@@ -184,8 +176,6 @@ const Directive kDirectives[] = {
     {"admin_namespace", S, 1, 1, set_nsp, "/admin", false,
      "Namespace of the admin events (admin:stats, admin:kick, admin:announce); restrict it to role admin with "
      "auth_jwt_require_role admin in its namespace block."},
-    {"admin_user_room", S, 1, 1, set_user_room, "user:", true,
-     "Room prefix of a user's sockets (as auth_jwt_user_room): admin:kick {userId} disconnects PREFIX<userId>."},
     {"admin_stats_interval", S, 1, 1, set_stats_interval, "2s", false,
      "How often admin:stats is pushed to the admin sockets that sent admin:stats:subscribe."},
     {"admin_ui_namespace", S, 1, 1, set_ui_nsp, "off", false,
@@ -236,7 +226,7 @@ bool present(const json_t* v) {
   return v && !json_is_null(v);
 }
 
-void on_kick(Worker& w, const Module& self, Socket& s, Event& ev) {
+void on_kick(Worker& w, Socket& s, Event& ev) {
   const json_t* p = app::payload(ev);
   bool by_user = present(json_object_get(p, "userId"));
   bool by_socket = present(json_object_get(p, "socketId"));
@@ -244,11 +234,10 @@ void on_kick(Worker& w, const Module& self, Socket& s, Event& ev) {
   if (by_user && by_socket) return app::invalid(s, ev, "socketId: not allowed together with userId");
 
   Json answer(json_object());
-  std::string room;
+  std::string user, room;
   if (by_user) {
-    std::string id = app::id_field(ev, "userId");
-    room = conf_of(w, self).user_room + id;
-    json_object_set_new(answer.get(), "userId", json_stringn(id.data(), id.size()));
+    user = app::id_field(ev, "userId");
+    json_object_set_new(answer.get(), "userId", json_stringn(user.data(), user.size()));
   } else {
     room = json_string_value(json_object_get(p, "socketId"));
     // A socket id names the socket's own room; other room names (user:42,
@@ -267,8 +256,9 @@ void on_kick(Worker& w, const Module& self, Socket& s, Event& ev) {
     ack_data(s, ev, std::move(answer));
   else
     app::internal_error(s, ev, "Redis unavailable: disconnected on this node only");
-  // Socket ids are per namespace and a user has sockets in several: every
-  // namespace is asked, and close=true takes the whole connection down.
+  // close=true takes the whole connections down (every namespace on them).
+  if (by_user) return app::disconnect_user(w, user, true);
+  // Socket ids are per namespace: every namespace is asked.
   for (const std::string& nsp : w.namespaces()) {
     BroadcastOptions opts;
     opts.nsp = nsp;
@@ -332,6 +322,7 @@ bool declared(Worker& w, std::string_view nsp) {
 bool init_worker(Worker& w, const Module& self) {
   const AdminConf& conf = conf_of(w, self);
   app::stats_start(w);
+  app::serve_disconnect_user(w);
 
   if (declared(w, "/")) w.use_event("/", schema::middleware(kNoEvents));
 
@@ -351,7 +342,7 @@ bool init_worker(Worker& w, const Module& self) {
     w.on(nsp, "admin:stats", [&w](Socket& s, Event& ev) { on_stats(w, s, ev); });
     w.on(nsp, "admin:stats:subscribe", [&w](Socket& s, Event& ev) { on_subscribe(w, s, ev); });
     w.on(nsp, "admin:stats:unsubscribe", [](Socket& s, Event& ev) { on_unsubscribe(s, ev); });
-    w.on(nsp, "admin:kick", [&w, &self](Socket& s, Event& ev) { on_kick(w, self, s, ev); });
+    w.on(nsp, "admin:kick", [&w](Socket& s, Event& ev) { on_kick(w, s, ev); });
     w.on(nsp, "admin:announce", [&w](Socket& s, Event& ev) { on_announce(w, s, ev); });
     // Live statistics: each worker pushes to its own subscribers, encoded once.
     g_push = Ticker::start(w.loop(), conf.stats_interval_ms, [&w, nsp] {

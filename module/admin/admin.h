@@ -47,8 +47,6 @@ class Ticker {
 struct AdminConf : ModuleConfBase<AdminConf> {
   // The app's admin namespace (contract: /admin, role admin through auth_jwt).
   std::string nsp = "/admin";
-  // Room prefix of a user's sockets, as auth_jwt_user_room: admin:kick {userId}.
-  std::string user_room = "user:";
   // How often `admin:stats` is pushed to the sockets that subscribed.
   uint64_t stats_interval_ms = 2000;
 

@@ -286,14 +286,9 @@ void disconnect(dr::Worker& w, const ApiConf&, const json_t* body, dr::HttpRespo
   std::string details;
   if (!dr::schema::validate(body, kDisconnect, details)) return respond(invalid(details));
   std::string user = *dr::schema::id_string(json_object_get(body, "userId"));
-  // Every socket joins user:<id> when it connects (auth_jwt). Not `close`:
-  // the clients get "io server disconnect" and do not reconnect by themselves.
-  for (const std::string& nsp : w.namespaces()) {
-    dr::BroadcastOptions opts;
-    opts.nsp = nsp;
-    opts.rooms = {"user:" + user};
-    dr::cluster::disconnect_sockets(opts, false);
-  }
+  // Not `close`: the clients get "io server disconnect" and do not reconnect
+  // by themselves.
+  dr::app::disconnect_user(w, user, false);
   respond(ok(dr::Json(json_pack("{s:s%}", "userId", user.data(), user.size()))));
 }
 
@@ -347,6 +342,7 @@ void serve(dr::Worker& w, const dr::Module& self, const Endpoint& ep, const dr::
 }
 
 bool init_worker(dr::Worker& w, const dr::Module& self) {
+  dr::app::serve_disconnect_user(w);
   for (const Endpoint& ep : kEndpoints)
     for (const char* method : kMethods)
       w.route(dr::Listener::Main, method, ep.path,

@@ -1,5 +1,6 @@
 #include "app.h"
 
+#include <depth-realtime/cluster.h>
 #include <depth-realtime/validate.h>
 
 #include <chrono>
@@ -24,6 +25,36 @@ std::string expand(std::string_view pattern, std::string_view id) {
   for (size_t at = out.find("{id}"); at != std::string::npos; at = out.find("{id}", at + id.size()))
     out.replace(at, 4, id);
   return out;
+}
+
+namespace {
+
+constexpr const char* kDisconnectUser = "depth:disconnect-user";
+
+void disconnect_local(Worker& w, const std::string& id, bool close) {
+  for (const std::string& nsp : w.namespaces())
+    for (auto& weak : w.local_sockets(nsp))
+      if (auto s = weak.lock(); s && s->connected() && user_id(*s) == id) s->disconnect(close);
+}
+
+}  // namespace
+
+void disconnect_user(Worker& w, const std::string& id, bool close) {
+  auto nsps = w.namespaces();
+  if (!nsps.empty())
+    cluster::server_side_emit(nsps.front(), kDisconnectUser,
+                              Payload::of(Json(json_pack("{s:s%, s:b}", "userId", id.data(), id.size(), "close", close))));
+  disconnect_local(w, id, close);
+}
+
+void serve_disconnect_user(Worker& w) {
+  auto nsps = w.namespaces();
+  if (nsps.empty()) return;
+  cluster::on_server_event(nsps.front(), kDisconnectUser, [&w](const Payload& args, cluster::ServerAck) {
+    const json_t* p = json_array_get(args.args.get(), 0);
+    const char* id = json_string_value(json_object_get(p, "userId"));
+    if (id) disconnect_local(w, id, json_is_true(json_object_get(p, "close")));
+  });
 }
 
 namespace {

@@ -20,6 +20,16 @@ namespace dr::app {
 const std::string& user_id(const Socket& s);
 bool is_admin(const Socket& s);
 
+// Every socket of the user `id` (as auth_jwt identified it), in every
+// namespace, on every node, disconnected (`close`: their whole connections).
+// Not by room: a socket may leave user:<id> (notifications:unsubscribe) and an
+// admin may join another user's. Each node scans its own sockets: a rare act.
+// Without Redis it reaches this worker only.
+void disconnect_user(Worker& w, const std::string& id, bool close);
+// Lets this worker take part when other nodes disconnect a user: call from
+// init_worker of each module that calls disconnect_user.
+void serve_disconnect_user(Worker& w);
+
 // ---------------------------------------------------------------- access
 
 enum class Access { Allowed, Denied, Unavailable };

@@ -252,6 +252,11 @@ describe('HTTP API: emit, notifications, disconnect, stats', () => {
     const targets = [await client(0, '/', 'd-x'), await client(1, '/chat', 'd-x'), await client(0, '/notifications', 'd-x'),
       await client(1, '/notifications', 'd-x')];
     const keep = [await client(0, '/', 'd-keep'), await client(1, '/chat', 'd-keep')];
+    // Chosen by identity, not by room: a socket that left user:d-x is reached,
+    // an admin who joined it (subscribed to d-x's notifications) is not.
+    assert.deepEqual(await targets[3].s.timeout(5000).emitWithAck('notifications:unsubscribe', { userId: 'd-x' }), { data: { userId: 'd-x' } });
+    const admin = await scope.connect(servers[0], '/notifications', { userId: 'd-admin', role: 'admin' });
+    assert.deepEqual(await admin.timeout(5000).emitWithAck('notifications:subscribe', { userId: 'd-x' }), { data: { userId: 'd-x' } });
     const gone = targets.map((cl) => once(cl.s, 'disconnect'));
     const r = await api('POST', '/api/v1/disconnect', { userId: 'd-x' }, { srv: servers[1] });
     assert.deepEqual(answer(r), { status: 200, body: { data: { userId: 'd-x' } } });
@@ -259,6 +264,7 @@ describe('HTTP API: emit, notifications, disconnect, stats', () => {
     await listening([keep[0]], 'user:d-keep');
     await emitAndFence(keep, { rooms: 'user:d-keep', event: 'still-here' });
     assert.ok(keep.every((cl) => cl.s.connected));
+    assert.deepEqual(await admin.timeout(5000).emitWithAck('notifications:unsubscribe', { userId: 'd-x' }), { data: { userId: 'd-x' } });
     // A numeric id names the same user as its decimal string.
     const num = await client(1, '/', '55');
     const numGone = once(num.s, 'disconnect');
