@@ -4,8 +4,9 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CONF       ?= conf/depth-realtime.conf
-# Development secret for `make run` only; production reads JWT_SECRET from the environment.
+# Development secrets for `make run` only; production reads them from the environment.
 export JWT_SECRET ?= dev-secret-change-me
+export API_KEY ?= dev-api-key-change-me
 
 .PHONY: all build asan deps run test unit integration bench clean deb rpm package-test directive-docs
 
@@ -30,7 +31,7 @@ asan: .deps-ok $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 run: build
-	$(BUILD)/depth-realtime -c $(CONF) -M $(BUILD)/modules
+	scripts/run.sh $(BUILD) $(CONF)
 
 # Unit and integration tests on the normal build, then again under ASan+UBSan.
 test: build asan
