@@ -245,8 +245,15 @@ void SocketImpl::on_event(Packet& p) {
   metrics::add(ns_.event_counter(ev.name));
   if (event_log::enabled() && client_)
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
-  if (ev.name == "batch" && server_.config().core.client_batch) on_batch(ev);  // only its items count
-  else enqueue(std::move(ev));
+  if (ev.name == "batch" && server_.config().core.client_batch) {
+    on_batch(ev);  // only its items count
+  } else if (holds_ == 0 && !pumping_ && !inbox_) {
+    auto self = shared_from_this();
+    dispatch(ev);  // the common case: nothing waits, no queue
+    return;
+  } else {
+    enqueue(std::move(ev));
+  }
   pump();
 }
 
@@ -255,22 +262,24 @@ void SocketImpl::on_event(Packet& p) {
 constexpr size_t kMaxQueuedEvents = 1024;
 
 void SocketImpl::enqueue(Event ev, std::string error) {
-  if (inbox_.size() >= kMaxQueuedEvents) {
+  if (!inbox_) inbox_ = std::make_unique<std::deque<Queued>>();
+  if (inbox_->size() >= kMaxQueuedEvents) {
     send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", "too many events waiting");
     return;
   }
-  inbox_.push_back(Queued{std::move(ev), std::move(error)});
+  inbox_->push_back(Queued{std::move(ev), std::move(error)});
 }
 
 void SocketImpl::pump() {
-  if (pumping_) return;  // a handler released its hold inside the loop below
+  if (pumping_ || !inbox_) return;  // pumping: a handler released its hold inside the loop below
   pumping_ = true;
   auto self = shared_from_this();
-  while (!gone_ && holds_ == 0 && !inbox_.empty()) {
-    Queued q = std::move(inbox_.front());
-    inbox_.pop_front();
+  while (!gone_ && holds_ == 0 && inbox_ && !inbox_->empty()) {
+    Queued q = std::move(inbox_->front());
+    inbox_->pop_front();
     dispatch(q.ev, q.error);
   }
+  if (inbox_ && inbox_->empty()) inbox_.reset();  // an idle socket keeps no queue
   pumping_ = false;
 }
 
@@ -456,7 +465,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   }
   auto self = shared_from_this();
   gone_ = true;
-  inbox_.clear();
+  inbox_.reset();
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {

@@ -126,7 +126,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     Event ev;
     std::string error;  // INVALID_DATA details of a malformed batch item instead of a dispatch
   };
-  std::deque<Queued> inbox_;
+  std::unique_ptr<std::deque<Queued>> inbox_;  // only while events wait (a deque allocates when made)
   int holds_ = 0;
   bool pumping_ = false;
   std::string batch_buf_;       // items, comma-separated
