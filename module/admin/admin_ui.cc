@@ -161,11 +161,6 @@ Json pairs_object(const std::vector<std::pair<std::string, std::string>>& pairs)
   return o;
 }
 
-Json string_array(const std::vector<std::string>& items) {
-  Json a(json_array());
-  for (auto& s : items) json_array_append_new(a.get(), json_stringn(s.data(), s.size()));
-  return a;
-}
 
 // The handshake as the dashboard shows it: never `auth` (it holds tokens and
 // passwords), and the address a proxy reports, as the Node instrumentation.
@@ -203,7 +198,7 @@ Json ui_socket(Socket& s) {
   json_object_set_new(o.get(), "nsp", str(s.nsp()).release());
   json_object_set_new(o.get(), "data", pairs_object(s.data()).release());
   json_object_set_new(o.get(), "handshake", handshake_json(s.handshake()).release());
-  json_object_set_new(o.get(), "rooms", string_array(s.rooms()).release());
+  json_object_set_new(o.get(), "rooms", app::string_array(s.rooms()).release());
   return o;
 }
 
@@ -224,29 +219,17 @@ Json ui_socket(const cluster::RemoteSocket& r, const std::string& nsp) {
   Json hs(r.handshake && json_is_object(r.handshake.get()) ? json_deep_copy(r.handshake.get()) : json_object());
   ui_handshake(hs.get());
   json_object_set_new(o.get(), "handshake", hs.release());
-  json_object_set_new(o.get(), "rooms", string_array(r.rooms).release());
+  json_object_set_new(o.get(), "rooms", app::string_array(r.rooms).release());
   return o;
 }
 
 // ------------------------------------------------------- server_stats
 
-// name="value" label -> value.
-std::string label_value(const std::string& label, std::string_view name) {
-  std::string key = std::string(name) + "=\"";
-  size_t at = label.find(key);
-  if (at == std::string::npos) return {};
-  std::string out;
-  for (size_t i = at + key.size(); i < label.size() && label[i] != '"'; i++) {
-    if (label[i] == '\\' && i + 1 < label.size()) i++;
-    out.push_back(label[i]);
-  }
-  return out;
-}
 
 int64_t metric_sum(std::string_view metric, std::string_view label_name = {}, std::string_view label = {}) {
   int64_t total = 0;
   for (auto& m : g->w->metric_read(metric))
-    if (label_name.empty() || label_value(m.label, label_name) == label) total += m.value;
+    if (label_name.empty() || app::label_value(m.label, label_name) == label) total += m.value;
   return total;
 }
 
@@ -267,7 +250,7 @@ void sample() {
   std::map<std::pair<std::string, std::string>, int64_t> now;
   for (auto& s : series) now[{s.type, ""}] = metric_sum(s.metric);
   for (auto& m : g->w->metric_read("depth_realtime_engine_sessions_closed_total"))
-    now[{"rawDisconnection", label_value(m.label, "reason")}] += m.value;
+    now[{"rawDisconnection", app::label_value(m.label, "reason")}] += m.value;
   if (g->sampled) {
     json_int_t second = json_int_t(app::now_ms() / 1000 * 1000);
     for (auto& [key, value] : now) {

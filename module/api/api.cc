@@ -160,11 +160,6 @@ bool room_list(const json_t* body, const char* field, std::vector<std::string>& 
   return good;
 }
 
-dr::Json string_array(const std::vector<std::string>& items) {
-  dr::Json a(json_array());
-  for (const std::string& s : items) json_array_append_new(a.get(), json_stringn(s.data(), s.size()));
-  return a;
-}
 
 // A random (version 4) UUID.
 std::string uuid4() {
@@ -227,8 +222,8 @@ void emit(dr::Worker& w, const ApiConf&, const json_t* body, dr::HttpRespond res
 
   dr::Json out(json_object());
   json_object_set_new(out.get(), "namespace", json_string(opts.nsp.c_str()));
-  json_object_set_new(out.get(), "rooms", string_array(opts.rooms).release());
-  json_object_set_new(out.get(), "except", string_array(opts.except).release());
+  json_object_set_new(out.get(), "rooms", dr::app::string_array(opts.rooms).release());
+  json_object_set_new(out.get(), "except", dr::app::string_array(opts.except).release());
   json_object_set_new(out.get(), "event", json_stringn(event.data(), event.size()));
   respond(ok(std::move(out)));
 }
@@ -277,7 +272,7 @@ void notify(dr::Worker& w, const ApiConf& conf, const json_t* body, dr::HttpResp
     }
     dr::Json out(json_object());
     json_object_set_new(out.get(), "notification", note->release());
-    json_object_set_new(out.get(), "userIds", string_array(users).release());
+    json_object_set_new(out.get(), "userIds", dr::app::string_array(users).release());
     respond(ok(std::move(out)));
   });
 }

@@ -177,6 +177,24 @@ void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::s
   s.ack(*ev.ack_id, std::move(p));
 }
 
+Json string_array(const std::vector<std::string>& items) {
+  Json a(json_array());
+  for (const std::string& s : items) json_array_append_new(a.get(), json_stringn(s.data(), s.size()));
+  return a;
+}
+
+std::string label_value(const std::string& label, std::string_view name) {
+  std::string key = std::string(name) + "=\"";
+  size_t at = label.find(key);
+  if (at == std::string::npos) return {};
+  std::string out;
+  for (size_t i = at + key.size(); i < label.size() && label[i] != '"'; i++) {
+    if (label[i] == '\\' && i + 1 < label.size()) i++;
+    out.push_back(label[i]);
+  }
+  return out;
+}
+
 std::string id_field(const Event& ev, const char* name) {
   return schema::id_string(json_object_get(payload(ev), name)).value_or(std::string());
 }

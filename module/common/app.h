@@ -110,6 +110,11 @@ Json json_field(const json_t* fields, const char* field, Json fallback);
 // values X's placeholders refer to.
 void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin = {});
 
+// A JSON array of strings.
+Json string_array(const std::vector<std::string>& items);
+// The value of name="value" in a metric label (see Worker::metric_read), or empty.
+std::string label_value(const std::string& label, std::string_view name);
+
 // The event's first argument (its payload object); null if there is none.
 inline const json_t* payload(const Event& ev) { return json_array_get(ev.args.args.get(), 0); }
 // The id field `name` as its string form (validated already by the schema).

@@ -1,5 +1,7 @@
 #include "stats.h"
 
+#include "app.h"
+
 #include <depth-realtime/redis.h>
 
 #include <unistd.h>
@@ -25,18 +27,6 @@ int64_t sum(Worker& w, std::string_view metric) {
   return total;
 }
 
-// The value of name="value" in a label, or empty.
-std::string label_value(const std::string& label, std::string_view name) {
-  std::string key = std::string(name) + "=\"";
-  size_t at = label.find(key);
-  if (at == std::string::npos) return {};
-  std::string out;
-  for (size_t i = at + key.size(); i < label.size() && label[i] != '"'; i++) {
-    if (label[i] == '\\' && i + 1 < label.size()) i++;
-    out.push_back(label[i]);
-  }
-  return out;
-}
 
 // Seconds since `pid` started, from /proc (field 22 of stat, in clock ticks since boot).
 double uptime_of(int pid) {

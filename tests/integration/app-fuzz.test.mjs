@@ -139,6 +139,18 @@ function checkAnswer(ev, answer) {
   }
 }
 
+// Clients connected all along, one per app namespace, that must keep being served.
+async function connectWitnesses(t) {
+  const witnesses = {
+    chat: await client('/chat', 'witness'),
+    projects: await client('/projects', 'witness'),
+    notifications: await client('/notifications', 'witness'),
+    admin: await client('/admin', 'witness', { role: 'admin' }),
+  };
+  t.after(() => Object.values(witnesses).forEach((s) => s.disconnect()));
+  return witnesses;
+}
+
 async function assertServing(witnesses) {
   assert.deepEqual(srv.workerPids().sort(), workers, 'a worker died');
   const { chat, projects, notifications, admin } = witnesses;
@@ -153,13 +165,7 @@ async function assertServing(witnesses) {
 }
 
 test('random and nearly valid payloads to every event of every namespace', { timeout: 120000 }, async (t) => {
-  const witnesses = {
-    chat: await client('/chat', 'witness'),
-    projects: await client('/projects', 'witness'),
-    notifications: await client('/notifications', 'witness'),
-    admin: await client('/admin', 'witness', { role: 'admin' }),
-  };
-  t.after(() => Object.values(witnesses).forEach((s) => s.disconnect()));
+  const witnesses = await connectWitnesses(t);
   const r = prng(20261126);
   let answered = 0;
   let sent = 0;
@@ -194,13 +200,7 @@ test('random and nearly valid payloads to every event of every namespace', { tim
 });
 
 test('random HTTP API requests: JSON answers with the documented statuses, never a crash', { timeout: 60000 }, async (t) => {
-  const witnesses = {
-    chat: await client('/chat', 'witness'),
-    projects: await client('/projects', 'witness'),
-    notifications: await client('/notifications', 'witness'),
-    admin: await client('/admin', 'witness', { role: 'admin' }),
-  };
-  t.after(() => Object.values(witnesses).forEach((s) => s.disconnect()));
+  const witnesses = await connectWitnesses(t);
   const r = prng(7);
   const paths = ['/api/v1/emit', '/api/v1/notifications', '/api/v1/disconnect', '/api/v1/stats', '/api/v1/nope', '/api/v2/emit'];
   for (let i = 0; i < 600; i++) {

@@ -110,36 +110,29 @@ bool payload_valid(PacketType type, const json_t* data) {
   return false;
 }
 
-// Every object whose "_placeholder" is true must have an integer "num" in
-// [0, n). Like the JS reconstructor, a placeholder's own members are not
-// searched. Recursion depth is bounded by jansson's parser depth limit.
 // After a parse that read every number as a double: the whole ones that fit
 // an int64 were integers in the text (JSON.stringify never writes 1.0).
-void integers_back(json_t* v) {
+// Returns the integer to put in place of `v`, or null to keep it (and walks
+// into containers).
+json_t* integer_back(json_t* v) {
+  if (json_is_real(v)) {
+    double d = json_real_value(v);
+    return d == std::trunc(d) && d >= -9.2e18 && d <= 9.2e18 ? json_integer(json_int_t(d)) : nullptr;
+  }
   size_t i;
   const char* key;
   json_t* child;
   if (json_is_array(v)) {
-    json_array_foreach(v, i, child) {
-      if (json_is_real(child)) {
-        double d = json_real_value(child);
-        if (d == std::trunc(d) && d >= -9.2e18 && d <= 9.2e18) json_array_set_new(v, i, json_integer(json_int_t(d)));
-      } else {
-        integers_back(child);
-      }
-    }
+    json_array_foreach(v, i, child) if (json_t* n = integer_back(child)) json_array_set_new(v, i, n);
   } else if (json_is_object(v)) {
-    json_object_foreach(v, key, child) {
-      if (json_is_real(child)) {
-        double d = json_real_value(child);
-        if (d == std::trunc(d) && d >= -9.2e18 && d <= 9.2e18) json_object_set_new(v, key, json_integer(json_int_t(d)));
-      } else {
-        integers_back(child);
-      }
-    }
+    json_object_foreach(v, key, child) if (json_t* n = integer_back(child)) json_object_set_new(v, key, n);
   }
+  return nullptr;
 }
 
+// Every object whose "_placeholder" is true must have an integer "num" in
+// [0, n). Like the JS reconstructor, a placeholder's own members are not
+// searched. Recursion depth is bounded by jansson's parser depth limit.
 bool placeholders_valid(json_t* v, size_t n) {
   if (json_is_array(v)) {
     const size_t size = json_array_size(v);
@@ -295,7 +288,7 @@ Decoder::Result Decoder::add_text(std::string_view s, Packet& out, std::string& 
         // others stay integers (placeholder numbers, ids, counts).
         p.data = Json(json_loadb(text.data(), text.size(), JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
                                  nullptr));
-        integers_back(p.data.get());
+        if (json_t* n = integer_back(p.data.get())) p.data = Json(n);
       }
     }
     if (!p.data) {
