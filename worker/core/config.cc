@@ -405,7 +405,7 @@ const Directive core_directives[] = {
     {"client_max_header_size", S, 1, 1, set_size<&CoreConf::client_max_header_size>, "16k", true,
      "largest request line plus headers (431 beyond)"},
     {"max_output_buffer", S, 1, 1, set_size<&CoreConf::max_output_buffer>, "4m", true,
-     "a client whose unsent output grows past this is disconnected"},
+     "a client whose unsent output (a connection's, a long-polling session's queue, events waiting for a handler) grows past this is closed"},
     {"client_batch", S, 1, 1, set_flag<&CoreConf::client_batch>, "off", true,
      "accept the client event \"batch\" [{event, data}, ...]: each item handled as if sent alone"},
     {"server_batch_events", S, 1, -1, set_server_batch_events, "(none)", true,

@@ -100,7 +100,7 @@ metrics::Entry* Session::gauge() const {
 }
 
 bool Session::send(const OutRef& p, bool is_volatile) {
-  if (closed_) return false;
+  if (closed_ || overflowed_) return false;
   if (transport_ == Transport::WebSocket && ws_) {
     if (is_volatile && !ws_->writable()) return false;
     auto& conf = *server_.conf_;
@@ -118,6 +118,15 @@ bool Session::send(const OutRef& p, bool is_volatile) {
   }
   if (is_volatile && !held_get_) return false;
   queue_.push_back(p);
+  queued_bytes_ += p->data.size() + 1;
+  if (queued_bytes_ > server_.conf_->max_output_buffer) {
+    // A poller that never fetches cannot make the worker hold unbounded memory.
+    logf(LogLevel::Info, "client %s: %zu bytes queued for long-polling, closing the session",
+         handshake_->address.c_str(), queued_bytes_);
+    metrics::add(metrics::core().slow_closed_polling);
+    post_abort();
+    return false;
+  }
   if (held_get_ && !poll_pending_) {
     poll_pending_ = true;
     server_.poll_flush_.push_back(this);
@@ -137,6 +146,7 @@ void Session::answer_get() {
     queue_[i]->polling_record(body);
   }
   queue_.clear();
+  queued_bytes_ = 0;
   http::Connection* c = held_get_;
   held_get_ = nullptr;
   c->owner = nullptr;
@@ -185,6 +195,42 @@ void Session::close(std::string_view reason) {
   finish_if_closed();
 }
 
+void Session::post_abort() {
+  if (closed_ || overflowed_) return;
+  std::vector<OutRef>().swap(queue_);
+  queued_bytes_ = 0;
+  overflowed_ = true;
+  server_.aborts_.push_back(this);
+}
+
+void Session::abort(std::string_view reason) {
+  if (closed_) return;
+  closed_ = true;
+  metrics::add(metrics::get("depth_realtime_engine_sessions_closed_total", metrics::label("reason", reason)));
+  if (handler) handler->on_close(reason);
+  queue_.clear();
+  queued_bytes_ = 0;
+  if (probe_) {
+    probe_->owner = nullptr;
+    probe_->close_websocket();
+    probe_ = nullptr;
+  }
+  if (ws_) {
+    ws_->owner = nullptr;
+    ws_->close_websocket();
+    ws_ = nullptr;
+  }
+  if (held_get_) {  // told the session is over
+    http::Connection* c = held_get_;
+    held_get_ = nullptr;
+    c->owner = nullptr;
+    std::string body;
+    make_text(PacketType::Close, "")->polling_record(body);
+    c->respond(200, "text/plain; charset=UTF-8", body, get_headers_);
+  }
+  server_.remove(*this);
+}
+
 void Session::queue_close() {
   queue_.push_back(make_text(PacketType::Close, ""));
   close_queued_ = true;
@@ -228,6 +274,7 @@ void Session::on_packet(const Packet& p) {
       // The client is gone: nothing more to deliver, a held GET gets a noop.
       close_queued_ = true;
       queue_.clear();
+      queued_bytes_ = 0;
       if (held_get_) queue_.push_back(make_text(PacketType::Noop, ""));
       close("transport close");
       return;
@@ -491,6 +538,7 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
       }
       for (auto& q : s->queue_) c.send(q->ws_frame());
       s->queue_.clear();
+      s->queued_bytes_ = 0;
       if (s->handler) s->handler->on_upgrade();
     } else {
       s->probe_ = nullptr;
@@ -556,6 +604,9 @@ void Server::tick(int64_t now) {
 
 void Server::flush() {
   // A session may close (and be buried) while answering; the list only holds live ones.
+  std::vector<Session*> aborts;
+  aborts.swap(aborts_);
+  for (Session* s : aborts) s->abort("transport error");
   std::vector<Session*> todo;
   todo.swap(poll_flush_);
   for (Session* s : todo) {

@@ -308,16 +308,19 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
 }
 
 void Connection::send(Bytes b) {
-  if (closed_ || b->empty()) return;
+  if (closed_ || overflowed_ || b->empty()) return;
   out_bytes_ += b->size();
   out_.push_back(std::move(b));
   if (out_bytes_ > limits_.max_output) {
     // A client that does not read cannot make the worker hold unbounded memory.
+    // The close is posted, as nginx posts events: the sender may be walking a
+    // room this client is in, and closing ends sessions, sockets, memberships.
     logf(LogLevel::Info, "client %s: %zu bytes unsent, closing the connection", address_.c_str(), out_bytes_);
+    metrics::add(metrics::core().slow_closed_output);
     out_.clear();
     out_bytes_ = 0;
-    close();
-    return;
+    overflowed_ = true;
+    if (tcp_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   }
   if (!dirty) host_.mark_dirty(*this);
 }
@@ -344,7 +347,12 @@ void Connection::tls_encrypt_output() {
 
 void Connection::flush() {
   dirty = false;
-  if (closed_ || writing_) return;
+  if (closed_) return;
+  if (overflowed_) {
+    close();  // the posted close of send()
+    return;
+  }
+  if (writing_) return;
   if (tls_) {
     // Plaintext held back during the handshake goes first.
     if (!held_plain_.empty()) {

@@ -176,6 +176,7 @@ class Connection {
   size_t out_bytes_ = 0;
   bool writing_ = false;
   bool close_after_flush_ = false;
+  bool overflowed_ = false;  // past max_output: closed at the next flush, not inside the send
   bool draining_ = false;
   bool closed_ = false;
   int64_t deadline_ = 0;

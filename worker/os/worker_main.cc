@@ -317,14 +317,20 @@ void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
 
 // Just before the loop polls: answer long-polls that got data, then write
 // everything queued this turn, one write per connection.
+// A flush may close a connection (a posted close, a write error), and the
+// disconnect handlers that runs may queue more output: go round until
+// nothing is left, so that nothing waits for the next wake-up.
 void WorkerRuntime::before_poll() {
-  if (redis_) redis_->flush();  // Redis first: a join's SUBSCRIBE leaves before its ack
-  eio_.flush();
+  for (int round = 0; round < 8; round++) {
+    if (redis_) redis_->flush();  // Redis first: a join's SUBSCRIBE leaves before its ack
+    eio_.flush();
+    std::vector<http::Connection*> todo;
+    todo.swap(dirty_);
+    for (auto* c : todo)
+      if (!c->closed()) c->flush();
+    if (dirty_.empty() && !eio_.flush_pending()) break;
+  }
   event_log::flush();
-  std::vector<http::Connection*> todo;
-  todo.swap(dirty_);
-  for (auto* c : todo)
-    if (!c->closed()) c->flush();
   dead_.clear();
 }
 

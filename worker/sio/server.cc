@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <cassert>
 
 #include "core/event_log.h"
 #include "core/metrics.h"
@@ -143,14 +144,16 @@ void SocketImpl::ack(uint64_t ack_id, Payload reply) {
 void SocketImpl::join(std::string_view room) {
   if (in_room(room)) return;
   rooms_.emplace_back(room);
-  if (connected_) ns_.index_add(this, rooms_.back());
+  // A copy: room handlers may join or leave further rooms, moving rooms_.
+  if (connected_) ns_.index_add(this, std::string(room));
 }
 
 void SocketImpl::leave(std::string_view room) {
   auto it = std::find(rooms_.begin(), rooms_.end(), room);
   if (it == rooms_.end()) return;
-  if (connected_) ns_.index_remove(this, *it);
-  rooms_.erase(it);
+  std::string name = std::move(*it);
+  rooms_.erase(it);  // first: room handlers may join or leave further rooms
+  if (connected_) ns_.index_remove(this, name);
 }
 
 bool SocketImpl::in_room(std::string_view room) const {
@@ -206,9 +209,10 @@ void SocketImpl::run_connect_hooks(size_t index) {
   }
   // Every hook agreed: the socket is connected.
   connected_ = true;
+  ns_.check_not_walking();
   ns_.sockets_[id_] = this;
   join(id_);  // every socket is in the room named after its id
-  for (auto& r : rooms_) ns_.index_add(this, r);
+  for (auto& r : std::vector<std::string>(rooms_)) ns_.index_add(this, r);  // handlers may change rooms_
   server_.sockets_connected++;
   wants_batches_ = json_is_true(json_object_get(auth_.get(), "batch"));
   metrics::add(ns_.connections_total);
@@ -233,7 +237,7 @@ void SocketImpl::run_connect_hooks(size_t index) {
   }
 }
 
-void SocketImpl::on_event(Packet& p) {
+void SocketImpl::on_event(Packet& p, size_t wire_bytes) {
   auto self = shared_from_this();  // a handler may disconnect us
   Event ev;
   json_t* first = json_array_get(p.data.get(), 0);
@@ -246,13 +250,13 @@ void SocketImpl::on_event(Packet& p) {
   if (event_log::enabled() && client_)
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
   if (ev.name == "batch" && server_.config().core.client_batch) {
-    on_batch(ev);  // only its items count
+    on_batch(ev, wire_bytes);  // only its items count
   } else if (holds_ == 0 && !pumping_ && !inbox_) {
     auto self = shared_from_this();
     dispatch(ev);  // the common case: nothing waits, no queue
     return;
   } else {
-    enqueue(std::move(ev));
+    enqueue(std::move(ev), {}, wire_bytes);
   }
   pump();
 }
@@ -261,13 +265,23 @@ void SocketImpl::on_event(Packet& p) {
 // refused past this many, so that the queue stays bounded.
 constexpr size_t kMaxQueuedEvents = 1024;
 
-void SocketImpl::enqueue(Event ev, std::string error) {
+void SocketImpl::enqueue(Event ev, std::string error, size_t wire_bytes) {
+  if (gone_ || !client_) return;
   if (!inbox_) inbox_ = std::make_unique<std::deque<Queued>>();
   if (inbox_->size() >= kMaxQueuedEvents) {
     send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", "too many events waiting");
     return;
   }
-  inbox_->push_back(Queued{std::move(ev), std::move(error)});
+  if (inbox_bytes_ + wire_bytes > server_.config().core.max_output_buffer) {
+    // Bounded in bytes too: 1,024 events of max_payload would be a gigabyte.
+    logf(LogLevel::Info, "client %s: %zu bytes of events waiting on %s, closing the session",
+         client_->session().handshake()->address.c_str(), inbox_bytes_ + wire_bytes, ns_.name().c_str());
+    metrics::add(metrics::core().slow_closed_events);
+    client_->session().post_abort();
+    return;
+  }
+  inbox_bytes_ += wire_bytes;
+  inbox_->push_back(Queued{std::move(ev), std::move(error), wire_bytes});
 }
 
 void SocketImpl::pump() {
@@ -277,9 +291,13 @@ void SocketImpl::pump() {
   while (!gone_ && holds_ == 0 && inbox_ && !inbox_->empty()) {
     Queued q = std::move(inbox_->front());
     inbox_->pop_front();
+    inbox_bytes_ -= q.bytes;
     dispatch(q.ev, q.error);
   }
-  if (inbox_ && inbox_->empty()) inbox_.reset();  // an idle socket keeps no queue
+  if (inbox_ && inbox_->empty()) {
+    inbox_.reset();  // an idle socket keeps no queue
+    inbox_bytes_ = 0;
+  }
   pumping_ = false;
 }
 
@@ -341,11 +359,11 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed) {
 
 // `batch [{event, data}, ...]`: each item is handled as if sent alone; with an
 // ack, the answer is {data: [each item's answer]} once every item answered.
-void SocketImpl::on_batch(Event& ev) {
+void SocketImpl::on_batch(Event& ev, size_t wire_bytes) {
   json_t* items = json_array_get(ev.args.args.get(), 0);
   size_t n = json_array_size(items);
   if (!json_is_array(items) || n < 1 || n > 100) {
-    enqueue(std::move(ev), "batch: must be an array of 1 to 100 items");
+    enqueue(std::move(ev), "batch: must be an array of 1 to 100 items", wire_bytes);
     return;
   }
   std::optional<uint64_t> batch;
@@ -366,7 +384,7 @@ void SocketImpl::on_batch(Event& ev) {
       std::string details = "batch[" + std::to_string(i) + "]: " +
                             (sub.name == "batch" ? std::string("a batch cannot hold a batch")
                                                  : std::string("must be {event, data} with an event name"));
-      enqueue(std::move(sub), std::move(details));
+      enqueue(std::move(sub), std::move(details), std::exchange(wire_bytes, 0));
       continue;
     }
     json_t* data = json_object_get(item, "data");
@@ -377,7 +395,7 @@ void SocketImpl::on_batch(Event& ev) {
     metrics::add(ns_.event_counter(sub.name));
     if (event_log::enabled() && client_)
       event_log::record(ns_.name(), sub.name, get("userId"), client_->session().handshake()->address, id_);
-    enqueue(std::move(sub));
+    enqueue(std::move(sub), {}, std::exchange(wire_bytes, 0));  // the envelope is counted once
   }
 }
 
@@ -404,6 +422,9 @@ void SocketImpl::queue_batch_item(const std::string& item) {
   if (batch_buf_.empty()) server_.batch_pending(weak_from_this());
   else batch_buf_.push_back(',');
   batch_buf_ += item;
+  // Bounded: past max_output_buffer it leaves now, and the connection's own
+  // bound decides whether this client keeps up.
+  if (batch_buf_.size() > server_.config().core.max_output_buffer) flush_batch();
 }
 
 void SocketImpl::flush_batch() {
@@ -466,10 +487,12 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   auto self = shared_from_this();
   gone_ = true;
   inbox_.reset();
+  inbox_bytes_ = 0;
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
-    for (auto& r : rooms_) ns_.index_remove(this, r);
+    for (auto& r : std::vector<std::string>(rooms_)) ns_.index_remove(this, r);  // handlers may change rooms_
+    ns_.check_not_walking();
     ns_.sockets_.erase(id_);
     server_.sockets_connected--;
     metrics::add(ns_.connected, -1);
@@ -500,8 +523,13 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
   return e;
 }
 
+void Namespace::check_not_walking() const {
+  assert(walking_ == 0 && "room membership changed while a delivery walks it");
+}
+
 void Namespace::index_add(SocketImpl* s, const std::string& room) {
   if (room == s->id_) return;
+  check_not_walking();
   auto& members = rooms_[room];
   bool added = members.insert(s).second;
   if (added && members.size() == 1) metrics::add(room_count, 1);
@@ -510,6 +538,7 @@ void Namespace::index_add(SocketImpl* s, const std::string& room) {
 }
 
 void Namespace::index_remove(SocketImpl* s, const std::string& room) {
+  check_not_walking();
   auto it = rooms_.find(room);
   if (it == rooms_.end()) return;
   bool removed = it->second.erase(s);
@@ -538,6 +567,7 @@ void Namespace::room_changed(SocketImpl& s, const std::string& room, bool joined
 
 template <class F>
 void Namespace::for_members(const std::string& room, F&& f) const {
+  Walk walk(*this);
   if (auto it = rooms_.find(room); it != rooms_.end())
     for (SocketImpl* s : it->second) f(s);
   if (auto it = sockets_.find(room); it != sockets_.end()) f(it->second);  // its own room
@@ -564,6 +594,7 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
     if (s->wants_batches_ && !b.batch_item.empty()) s->queue_batch_item(b.batch_item);
     else s->client_->send_encoded(packets, b.opts.is_volatile);
   };
+  Walk walk(*this);
   if (b.opts.rooms.empty()) {
     for (auto& [id, s] : sockets_) send(s);
     return;
@@ -599,18 +630,20 @@ void Client::send_encoded(const std::vector<eio::OutRef>& packets, bool is_volat
 void Client::on_message(bool binary, std::string_view data) {
   Packet p;
   std::string err;
+  packet_bytes_ += data.size();
   auto r = binary ? decoder_.add_binary(data, p, err) : decoder_.add_text(data, p, err);
   if (r == Decoder::Result::NeedMore) return;
+  size_t wire_bytes = std::exchange(packet_bytes_, 0);
   if (r == Decoder::Result::Error) {
     logf(LogLevel::Info, "client %s: invalid Socket.IO packet (%s), closing", session_.handshake()->address.c_str(),
          err.c_str());
     session_.close("parse error");
     return;
   }
-  handle(p);
+  handle(p, wire_bytes);
 }
 
-void Client::handle(Packet& p) {
+void Client::handle(Packet& p, size_t wire_bytes) {
   auto it = sockets_.find(p.nsp);
   if (p.type == PacketType::Connect) {
     if (it != sockets_.end()) {
@@ -651,7 +684,7 @@ void Client::handle(Packet& p) {
       return;
     case PacketType::Event:
     case PacketType::BinaryEvent:
-      s->on_event(p);
+      s->on_event(p, wire_bytes);
       return;
     case PacketType::Ack:
     case PacketType::BinaryAck:

@@ -82,13 +82,14 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   friend class Namespace;
   friend class Server;
   void run_connect_hooks(size_t index);
-  void on_event(Packet& p);
+  void on_event(Packet& p, size_t wire_bytes);
   // Middleware, then handlers; a malformed item (INVALID_DATA details) only the Limit phase.
   void dispatch(Event& ev, const std::string& malformed = {});
   // Events wait in inbox_ while a handler holds the socket (see Socket::hold).
-  void enqueue(Event ev, std::string error = {});
+  // `wire_bytes`: what the event took on the wire, counted against max_output_buffer.
+  void enqueue(Event ev, std::string error = {}, size_t wire_bytes = 0);
   void pump();
-  void on_batch(Event& ev);
+  void on_batch(Event& ev, size_t wire_bytes);
   void batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments = {});
   // Server batching: items wait here until the server's next batch flush.
   void queue_batch_item(const std::string& item);
@@ -125,7 +126,9 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   struct Queued {
     Event ev;
     std::string error;  // INVALID_DATA details of a malformed batch item instead of a dispatch
+    size_t bytes;
   };
+  size_t inbox_bytes_ = 0;
   std::unique_ptr<std::deque<Queued>> inbox_;  // only while events wait (a deque allocates when made)
   int holds_ = 0;
   bool pumping_ = false;
@@ -177,6 +180,15 @@ class Namespace {
   void room_changed(SocketImpl& s, const std::string& room, bool joined);
   template <class F>
   void for_members(const std::string& room, F&& f) const;
+  // Membership must not change while it is walked (a send that ends a client
+  // is posted for later, see Connection::send): debug builds check it.
+  struct Walk {
+    explicit Walk(const Namespace& ns) : ns(ns) { ns.walking_++; }
+    ~Walk() { ns.walking_--; }
+    const Namespace& ns;
+  };
+  void check_not_walking() const;
+  mutable int walking_ = 0;
 
   std::string name_;
   std::unordered_map<std::string_view, SocketImpl*> sockets_;  // keys view the sockets' ids
@@ -200,10 +212,11 @@ class Client final : public eio::SessionHandler {
   void close_all();
 
  private:
-  void handle(Packet& p);
+  void handle(Packet& p, size_t wire_bytes);
   Server& server_;
   eio::Session& session_;
   Decoder decoder_;
+  size_t packet_bytes_ = 0;  // of the packet being decoded (its attachments come as more messages)
   std::map<std::string, std::shared_ptr<SocketImpl>> sockets_;  // by namespace
   Json last_auth_;  // shared by the sockets whose CONNECT carried the same auth
 };
