@@ -423,6 +423,7 @@ int WorkerRuntime::run(int channel_fd) {
             if (type == ChannelMsg::Connection && h) accept(std::move(h), body);
             else if (type == ChannelMsg::Broadcast) sio_.adapter().on_remote(body);
             else if (type == ChannelMsg::Reload) reload_in_place();
+            else if (type == ChannelMsg::Heartbeat) channel_.send(ChannelMsg::Heartbeat, body);  // from the loop: alive
             else if (h) close_handle(std::move(h));
           },
           [this] {
