@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,8 @@
 
 namespace dr {
 namespace {
+
+std::string g_daemon_tag;
 
 void notify(const char* state) {
 #ifdef DR_HAVE_SYSTEMD
@@ -616,7 +619,18 @@ int Master::run() {
 
 }  // namespace
 
+const std::string& daemon_tag() { return g_daemon_tag; }
+
 int run_master(std::unique_ptr<Config> cfg, const MasterOptions& opts) {
+  // Before any fork: every worker inherits it.
+  static constexpr char kAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+  uint8_t b[8] = {};
+  if (getrandom(b, sizeof b, 0) != sizeof b) {
+    uint64_t x = uv_hrtime() ^ (uint64_t(getpid()) << 32);
+    memcpy(b, &x, sizeof b);
+  }
+  g_daemon_tag.clear();
+  for (uint8_t c : b) g_daemon_tag += kAlphabet[c & 63];
   Master m(std::move(cfg), opts);
   return m.run();
 }

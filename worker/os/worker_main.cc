@@ -18,6 +18,7 @@
 #include "eio/session.h"
 #include "http/connection.h"
 #include "os/channel.h"
+#include "os/master.h"
 #include "sio/server.h"
 
 namespace dr {
@@ -405,7 +406,7 @@ int WorkerRuntime::run(int channel_fd) {
                        : sio::LocalAdapter::Relay();
   if (cfg_->core.redis.configured()) {
     // Every worker is a node of the Redis cluster; the relay serves while Redis is away.
-    auto a = std::make_unique<cluster::RedisAdapter>(&loop_, sio_, cfg_->core.redis, relay);
+    auto a = std::make_unique<cluster::RedisAdapter>(&loop_, sio_, cfg_->core.redis, relay, daemon_tag());
     redis_ = a.get();
     sio_.set_adapter(std::move(a));
     redis_->start();
