@@ -105,6 +105,20 @@ export class ChatTraffic {
     return n;
   }
 
+  // The whole chat:history of the conversation (oldest first), paged as a
+  // client pages it, through member `m`.
+  async history(m = this.members[0]) {
+    const all = [];
+    let before;
+    for (;;) {
+      const r = await withAck(m.s, 'chat:history', { conversationId: this.conversationId, limit: 200, ...(before ? { before } : {}) });
+      assert.ok(Array.isArray(r?.data), `chat:history: ${JSON.stringify(r)}`);
+      all.push(...r.data);
+      if (r.data.length < 200) return all.reverse();
+      before = r.data.at(-1).id;
+    }
+  }
+
   close() {
     for (const m of this.members) m.s.close();
   }
