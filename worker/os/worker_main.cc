@@ -405,7 +405,7 @@ int WorkerRuntime::run(int channel_fd) {
   auto relay = several ? sio::LocalAdapter::Relay([this](std::string bytes) { channel_.send(ChannelMsg::Broadcast, bytes); })
                        : sio::LocalAdapter::Relay();
   if (cfg_->core.redis.configured()) {
-    // Every worker is a node of the Redis cluster; the relay serves while Redis is away.
+    // Every worker is a node of the Redis cluster; its siblings here get broadcasts over the relay.
     auto a = std::make_unique<cluster::RedisAdapter>(&loop_, sio_, cfg_->core.redis, relay, daemon_tag());
     redis_ = a.get();
     sio_.set_adapter(std::move(a));
