@@ -9,6 +9,7 @@ import { describe } from 'node:test';
 import {
   test, ack, rnd, startRedis, redisLines, waitFor, once, request, freePort, workerOf, isAlive, Inbox, sleep, waitSubscribed,
 } from './lib/harness.mjs';
+import { ChatTraffic, CHAT_MODULES } from './lib/chat-traffic.mjs';
 
 const readyz = async (srv) => (await request(srv, { path: '/readyz' })).status;
 // Workers of `srv` whose two Redis connections are up (/readyz asks only one).
@@ -113,6 +114,47 @@ describe('Redis failures', () => {
     assert.match(srv.logText(), /no reply within redis_command_timeout/);
     process.kill(redis.child.pid, 'SIGCONT');
     await waitFor(async () => (await readyz(srv)) === 200, { ms: 20000, every: 200, what: 'ready again' });
+  });
+});
+
+describe('Redis restarted under traffic', () => {
+  // Issue 9: in the first ~0.4 s after Redis came back, a worker published on
+  // Redis while its siblings had not subscribed again yet (each reconnects on
+  // its own backoff), and their members missed messages that were acked.
+  test('steady chat traffic over 2 workers: every acked message reaches every member exactly once', { timeout: 60000 }, async (t, ctx) => {
+    const redis = await startRedis();
+    ctx.defer(() => redis.stop());
+    const srv = await ctx.startServer({ workers: 2, modules: CHAT_MODULES, probe: false, extraServer: redisLines(redis) });
+    const conversation = `c-${rnd()}`;
+    const traffic = new ChatTraffic(ctx, conversation, { every: 40 });
+    const owners = new Set();
+    for (let i = 0; i < 6; i++) owners.add(await workerOf(srv, (await traffic.add(srv, `m${i}`)).s));
+    assert.equal(owners.size, 2, 'members on both workers');
+    const channel = `socket.io#/chat#conversation:${conversation}#`;
+    const subscribers = async () => Number((await redis.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]);
+    await waitFor(async () => (await subscribers()) === 2, { what: 'both workers subscribed' });
+
+    traffic.start();
+    await waitFor(() => traffic.acked.size >= 30, { what: '30 messages acked' });
+    // Which worker's connections come back last is luck (each has its own
+    // backoff): a few restarts, so that every order is likely to happen.
+    for (let round = 0; round < 4; round++) {
+      await redis.stop();
+      await waitFor(async () => (await redisUp(srv)) === 0, { what: 'both workers cut off' });
+      await sleep(600);  // Redis stays away a moment: the reconnect backoffs drift apart
+      await redis.start();
+      const backAt = Date.now();
+      await waitFor(async () => (await redisUp(srv)) === 2 && (await subscribers()) === 2,
+        { ms: 20000, every: 50, what: 'both workers connected and subscribed again' });
+      await waitFor(() => traffic.ackedSince(backAt) >= 60, { ms: 20000, what: '60 messages acked after Redis is back' });
+      const firstAfter = Math.min(...[...traffic.acked.values()].filter((a) => a.ackedAt >= backAt).map((a) => a.ackedAt));
+      assert.ok(firstAfter - backAt < 2000, `acks resumed ${firstAfter - backAt} ms after Redis came back`);
+    }
+    await traffic.stop();
+
+    const { acked, deliveries } = await traffic.assertDelivered();
+    assert.ok(traffic.refused > 0, 'some messages were refused while Redis was away');
+    t.diagnostic(`${acked} acked, ${deliveries} deliveries checked, ${traffic.refused} refused, ${traffic.unanswered} unanswered`);
   });
 });
 

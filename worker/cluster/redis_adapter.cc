@@ -174,12 +174,17 @@ Json broadcast_data(const sio::EncodedBroadcast& b) {
 
 // ------------------------------------------------------------ lifecycle
 
-RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay)
+RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay,
+                           const std::string& daemon_tag)
     : loop_(loop),
       server_(server),
       conf_(conf),
       relay_(std::move(relay)),
-      uid_(new_id()),
+      siblings_(daemon_tag),
+      // Without a relay (one worker), not tagged: what it publishes reaches the
+      // workers of another generation (a reload changing worker_processes) only
+      // through Redis, so they must not drop it.
+      uid_((relay_ ? siblings_ : std::string()) + new_id()),
       link_(
           loop, conf, [this](std::string_view ch, std::string_view body) { on_message(ch, body); },
           [this](bool up) { on_state(up); }),
@@ -332,11 +337,12 @@ std::string RedisAdapter::encode(const sio::EncodedBroadcast& b) {
 void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
   server_.deliver(b);
   if (b.opts.local) return;
-  if (!link_.ready()) {
-    // Redis is away: this machine's other workers still get it.
-    if (relay_) relay_(b.serialize());
-    return;
-  }
+  // This process's other workers: always through the master, never waiting
+  // for their Redis subscriptions.
+  if (relay_) relay_(b.serialize());
+  // The other nodes: as soon as a PUBLISH can leave, our own subscriber
+  // connection back or not.
+  if (!link_.commands_up()) return;
   std::string msg = encode(b);
   if (msg.empty()) return;
   std::string channel = bcast_channel(b.opts.nsp);
@@ -375,7 +381,18 @@ void RedisAdapter::on_message(std::string_view channel, std::string_view body) {
     if (starts_with(channel, n.bcast)) return on_broadcast(n, channel, body);
 }
 
+// [uid, ...] with the uid a fixstr starting with our daemon's tag: a sibling
+// worker's, which the relay delivered already. (Checked on the bytes: this is
+// every sibling broadcast, and it needs no decoding.)
+bool RedisAdapter::from_sibling(std::string_view body) const {
+  if (siblings_.empty() || body.size() < 2 + siblings_.size()) return false;
+  auto at = [&](size_t i) { return uint8_t(body[i]); };
+  if (at(0) != 0x93 || (at(1) & 0xe0) != 0xa0 || (at(1) & 0x1f) < siblings_.size()) return false;
+  return body.substr(2, siblings_.size()) == siblings_;
+}
+
 void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_view body) {
+  if (from_sibling(body)) return;
   // A room channel whose last local member just left: nothing to do.
   std::string_view room = channel.substr(n.bcast.size());
   if (!room.empty()) {

@@ -20,8 +20,11 @@
 //    PUBLISH; a disconnected socket's session waits in
 //    <app>recovery:session:<pid>, so a client may resume on any node.
 //
-// While Redis is away, delivery stays local: broadcasts reach this process's
-// other workers through the master, as without Redis.
+// The other workers of this process get every broadcast through the master
+// (the relay), with Redis or without: Redis carries it to the other nodes
+// only, and a worker drops what Redis brings from a sibling (its uid starts
+// with the daemon's tag). So when Redis comes back, no broadcast between
+// siblings is lost while their subscriptions are being restored one by one.
 #pragma once
 
 #include <map>
@@ -42,7 +45,9 @@ namespace dr::cluster {
 class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public Ops {
  public:
   using Relay = std::function<void(std::string bytes)>;  // to this process's other workers
-  RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay);
+  // `daemon_tag`: shared by this process's workers (see siblings_).
+  RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay,
+               const std::string& daemon_tag = {});
   ~RedisAdapter() override;
 
   void start();
@@ -116,6 +121,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void on_state(bool ready);
   void on_message(std::string_view channel, std::string_view body);
   void on_broadcast(Nsp& n, std::string_view channel, std::string_view body);
+  bool from_sibling(std::string_view body) const;
   void on_request(Nsp& n, std::string_view body);
   void on_response(std::string_view body);
   void respond(const Nsp& n, const json_t* request, Json response);
@@ -146,6 +152,9 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   sio::Server& server_;
   CoreConf::Redis conf_;
   Relay relay_;
+  // The uid prefix of this process's workers that relay: what Redis brings
+  // with it, the master has brought already.
+  std::string siblings_;
   std::string uid_;
   RedisLink link_;
   LocalOps local_;

@@ -152,6 +152,10 @@ void RedisLink::connected(Conn& c) {
   c.down_since = 0;
   c.last_warn = 0;
   if (&c == &sub_) resubscribe();
+  // Redis is back: the other connection need not wait out its backoff (while
+  // our subscriber is away, the other nodes' broadcasts pass us by).
+  Conn& other = &c == &cmd_ ? sub_ : cmd_;
+  if (other.state == State::Down) connect(other);
   after_ready_change(was_ready);
 }
 

@@ -63,6 +63,9 @@ class RedisLink {
   void start();
   // Both connections are up (authenticated, database selected).
   bool ready() const { return cmd_.state == State::Up && sub_.state == State::Up; }
+  // The commands connection is up: a PUBLISH can leave (whether or not ours
+  // to receive is).
+  bool commands_up() const { return cmd_.state == State::Up; }
 
   // Sends a command. False when Redis is away or too much is pending: the
   // command is dropped (and counted) and `reply` is never called.

@@ -365,6 +365,8 @@ const Directive core_directives[] = {
     {"pid", M, 1, 1, set_str<&CoreConf::pid_file>, "(none)", false, "file the master writes its pid to"},
     {"worker_shutdown_timeout", M, 1, 1, set_msec<&CoreConf::worker_shutdown_timeout>, "10s", true,
      "how long a gracefully stopping worker waits for its clients before it exits"},
+    {"worker_heartbeat_timeout", M, 1, 1, set_msec<&CoreConf::worker_heartbeat_timeout>, "10s", true,
+     "a worker whose loop does not answer the master's heartbeat for this long is killed and replaced; 0: off"},
     {"event_log", M | S, 1, 2, set_event_log, "off", true,
      "JSON lines of client events (userId, event, time, ip): off, or PATH [all | sample=RATE]"},
     {"worker_shutdown_spread", M, 1, 1, set_msec<&CoreConf::worker_shutdown_spread>, "5s", true,

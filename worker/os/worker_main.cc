@@ -18,6 +18,7 @@
 #include "eio/session.h"
 #include "http/connection.h"
 #include "os/channel.h"
+#include "os/master.h"
 #include "sio/server.h"
 
 namespace dr {
@@ -410,8 +411,8 @@ int WorkerRuntime::run(int channel_fd) {
   auto relay = several ? sio::LocalAdapter::Relay([this](std::string bytes) { channel_.send(ChannelMsg::Broadcast, bytes); })
                        : sio::LocalAdapter::Relay();
   if (cfg_->core.redis.configured()) {
-    // Every worker is a node of the Redis cluster; the relay serves while Redis is away.
-    auto a = std::make_unique<cluster::RedisAdapter>(&loop_, sio_, cfg_->core.redis, relay);
+    // Every worker is a node of the Redis cluster; its siblings here get broadcasts over the relay.
+    auto a = std::make_unique<cluster::RedisAdapter>(&loop_, sio_, cfg_->core.redis, relay, daemon_tag());
     redis_ = a.get();
     sio_.set_adapter(std::move(a));
     redis_->start();
@@ -429,6 +430,7 @@ int WorkerRuntime::run(int channel_fd) {
             if (type == ChannelMsg::Connection && h) accept(std::move(h), body);
             else if (type == ChannelMsg::Broadcast) sio_.adapter().on_remote(body);
             else if (type == ChannelMsg::Reload) reload_in_place();
+            else if (type == ChannelMsg::Heartbeat) channel_.send(ChannelMsg::Heartbeat, body);  // from the loop: alive
             else if (h) close_handle(std::move(h));
           },
           [this] {
