@@ -165,8 +165,19 @@ void Session::answer_get() {
   if (closed_ && !close_queued_) queue_close();  // for the next GET
 }
 
+// Closes for an error end a long-polling session at once, as Engine.IO does:
+// its queue is dropped and the next request for it gets 400. Only a close by
+// the server's choice (disconnect(), drain) or the client's delivers first.
+static bool error_close(std::string_view reason) {
+  return reason == "parse error" || reason == "transport error" || reason == "ping timeout";
+}
+
 void Session::close(std::string_view reason) {
   if (closed_) return;
+  if (transport_ == Transport::Polling && error_close(reason)) {
+    abort(reason);
+    return;
+  }
   closed_ = true;
   // Reasons are the server's own few strings, so the label set stays small.
   metrics::add(metrics::get("depth_realtime_engine_sessions_closed_total", metrics::label("reason", reason)));
@@ -395,9 +406,12 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
 
   if (req.upgrade) {
     if (!valid_websocket_request(req)) return error(c, req, 3);
-    // polling -> WebSocket
+    // polling -> WebSocket. One that cannot be (already upgraded or
+    // upgrading, closed, not a WebSocket) is completed and closed at once, as
+    // Engine.IO does: an answer, never a hang-up, and the session untouched.
     if (t != Transport::WebSocket || s.transport_ != Transport::Polling || s.probe_ || s.closed_) {
-      c.close();
+      accept_websocket(c, req);
+      c.close_websocket();
       return;
     }
     accept_websocket(c, req);
