@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/timers.h"
 #include "eio/eio_packet.h"
 #include "http/connection.h"
 
@@ -67,7 +68,11 @@ class Session {
   void post_abort();
 
   std::unique_ptr<SessionHandler> handler;
-  int64_t connect_deadline = 0;  // Socket.IO: close unless a namespace joins by then
+  // Socket.IO: the session closes unless a namespace joins within connect_timeout.
+  void cancel_connect_timeout() {
+    connect_deadline_ = 0;
+    schedule();
+  }
 
  private:
   friend class Server;
@@ -78,6 +83,9 @@ class Session {
   // Ends the session at once, queue dropped: a request for it then gets 400.
   void abort(std::string_view reason);
   void detach(http::Connection& c);
+  // One timer per session, armed for the earliest of its deadlines below.
+  void schedule();
+  void on_timer();
   metrics::Entry* gauge() const;  // sessions of this transport
 
   Server& server_;
@@ -99,9 +107,11 @@ class Session {
   uint64_t ping_timeout_ = 0;
   int64_t next_ping_ = 0;
   int64_t pong_deadline_ = 0;
+  int64_t connect_deadline_ = 0;
   int64_t upgrade_deadline_ = 0;
   int64_t next_noop_ = 0;
   int64_t close_deadline_ = 0;  // closed, waiting for a GET to deliver the rest
+  Timer timer_;
   bool close_queued_ = false;
   bool closed_ = false;
 };
@@ -110,7 +120,7 @@ class Server {
  public:
   using HandlerFactory = std::function<std::unique_ptr<SessionHandler>(Session&)>;
 
-  Server(const CoreConf& conf, int slot, int workers, HandlerFactory factory);
+  Server(const CoreConf& conf, int slot, int workers, Timers& timers, HandlerFactory factory);
   ~Server();
 
   bool matches(std::string_view path) const;
@@ -120,8 +130,6 @@ class Server {
   void on_ws_message(http::Connection& c, bool binary, std::string_view data);
   void on_connection_closed(http::Connection& c);
 
-  // Heartbeats and timeouts; called by the worker's tick.
-  void tick(int64_t now);
   // Answers GETs that got data this loop turn, and ends the sessions that
   // overflowed: once, just before polling.
   void flush();
@@ -151,6 +159,7 @@ class Server {
   const CoreConf* conf_;
   int slot_;
   int workers_;
+  Timers& timers_;
   HandlerFactory factory_;
   std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;  // keys view the sids
   std::vector<Session*> poll_flush_;

@@ -97,7 +97,10 @@ const std::string* Request::query_param(std::string_view name) const {
 }
 
 Connection::Connection(Host& host, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
-    : host_(host), limits_(limits), tcp_(std::move(tcp)) {
+    : host_(host),
+      limits_(limits),
+      tcp_(std::move(tcp)),
+      timeout_(host.timers(), [](void* c) { static_cast<Connection*>(c)->on_timeout(); }, this) {
   tcp_->data = this;
   metrics::add(metrics::core().http_connections, 1);
 }
@@ -117,7 +120,7 @@ void Connection::start(std::string_view initial) {
   http_ = std::make_unique<HttpState>();
   llhttp_init(&http_->parser, HTTP_REQUEST, settings());
   http_->parser.data = this;
-  deadline_ = now_ms() + int64_t(limits_.header_timeout);
+  timeout_.arm_in(int64_t(limits_.header_timeout));
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(tcp_.get()),
       [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(g_read_buf, sizeof g_read_buf); }, on_read);
@@ -207,7 +210,7 @@ void Connection::parse() {
 
 void Connection::handle_message_complete() {
   in_request_ = true;
-  deadline_ = 0;
+  timeout_.cancel();
   Request& r = http_->req;
   r.method = llhttp_method_name(llhttp_method_t(http_->parser.method));
   r.keep_alive = llhttp_should_keep_alive(&http_->parser);
@@ -226,7 +229,7 @@ void Connection::finish_request() {
     close_after_flush();
     return;
   }
-  deadline_ = now_ms() + int64_t(limits_.keepalive_timeout);
+  timeout_.arm_in(int64_t(limits_.keepalive_timeout));
   if (!in_.empty()) parse();
 }
 
@@ -251,7 +254,7 @@ void Connection::fail(int status, std::string_view message) {
 
 void Connection::drain(int64_t grace_ms) {
   draining_ = true;
-  if (!in_request_ && !ws_ && !owner) deadline_ = now_ms() + grace_ms;
+  if (!in_request_ && !ws_ && !owner) timeout_.arm_in(grace_ms);
 }
 
 void Connection::respond(int status, std::string_view content_type, std::string_view body,
@@ -281,7 +284,7 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
   out.append("\r\n");
   send(std::move(out));
   in_request_ = false;
-  deadline_ = 0;
+  timeout_.cancel();
   ws_ = std::make_unique<ws::Reader>(
       limits_.max_ws_message, deflate,
       ws::Reader::Callbacks{
@@ -444,6 +447,7 @@ void Connection::close_websocket() {
 void Connection::close() {
   if (closed_) return;
   closed_ = true;
+  timeout_.cancel();
   host_.on_closed(*this);
   if (!tcp_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
@@ -462,22 +466,20 @@ void Connection::close() {
 
 std::unique_ptr<uv_tcp_t> Connection::release_tcp() {
   closed_ = true;
+  timeout_.cancel();
   host_.on_closed(*this);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   tcp_->data = nullptr;
   return std::move(tcp_);
 }
 
-void Connection::on_timeout() {
-  deadline_ = 0;
-  close();
-}
+void Connection::on_timeout() { close(); }
 
 // ------------------------------------------------------ llhttp callbacks
 
 int Connection::cb_message_begin(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  c->deadline_ = now_ms() + int64_t(c->limits_.header_timeout);
+  c->timeout_.arm_in(int64_t(c->limits_.header_timeout));
   return 0;
 }
 
@@ -540,7 +542,7 @@ int Connection::cb_header_value(llhttp_t* p, const char* at, size_t len) {
 
 int Connection::cb_headers_complete(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  c->deadline_ = now_ms() + int64_t(c->limits_.body_timeout);
+  c->timeout_.arm_in(int64_t(c->limits_.body_timeout));
   if (p->content_length > c->limits_.max_body && p->content_length != ULLONG_MAX) {
     c->error_status_ = 413;
     return HPE_USER;

@@ -14,6 +14,7 @@
 #include "core/event_log.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/timers.h"
 #include "core/uv_util.h"
 #include "eio/session.h"
 #include "http/connection.h"
@@ -40,7 +41,9 @@ class WorkerRuntime final : public Worker, public http::Host {
         slot_(slot),
         conf_path_(std::move(conf_path)),
         load_(std::move(load)),
-        eio_(cfg.core, id, cfg.core.workers(), [this](eio::Session& s) { return sio_.make_client(s); }),
+        loop_ready_(uv_loop_init(&loop_) == 0),
+        timers_(&loop_),
+        eio_(cfg.core, id, cfg.core.workers(), timers_, [this](eio::Session& s) { return sio_.make_client(s); }),
         sio_(cfg) {
     set_limits();
   }
@@ -112,6 +115,7 @@ class WorkerRuntime final : public Worker, public http::Host {
     c.dirty = true;
     dirty_.push_back(&c);
   }
+  Timers& timers() override { return timers_; }
   void destroy(http::Connection& c) override {
     auto it = conns_.find(&c);
     if (it == conns_.end()) return;
@@ -142,6 +146,8 @@ class WorkerRuntime final : public Worker, public http::Host {
   LoadOptions load_;
   tls::Context tls_ctx_;  // for listeners marked ssl; rebuilt on reload
   uv_loop_t loop_{};
+  bool loop_ready_;  // initialised first: the timer facility lives on it
+  Timers timers_;  // every session's and connection's deadlines, on one uv_timer
   http::Limits limits_;
   eio::Server eio_;
   sio::Server sio_;
@@ -337,14 +343,9 @@ void WorkerRuntime::before_poll() {
 
 void WorkerRuntime::tick() {
   int64_t now = now_ms();
-  eio_.tick(now);
   sio_.tick(now);
   if (redis_) redis_->tick(now);
   if (local_ops_) local_ops_->tick(now);
-  std::vector<http::Connection*> late;
-  for (auto& [raw, c] : conns_)
-    if (c->deadline() && now >= c->deadline()) late.push_back(raw);
-  for (auto* c : late) c->on_timeout();
   if (stopping_) {
     // Tell clients to reconnect a slice at a time across the spread window.
     if (drain_per_tick_) eio_.close_some("server shutting down", drain_per_tick_);
@@ -383,7 +384,7 @@ void WorkerRuntime::on_signal(int sig) {
 }
 
 int WorkerRuntime::run(int channel_fd) {
-  if (uv_loop_init(&loop_) != 0) return kExitFatal;
+  if (!loop_ready_) return kExitFatal;
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, SIG_IGN);  // the master decides; a terminal's ^C reaches it too
   signal(SIGHUP, SIG_IGN);

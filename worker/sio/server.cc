@@ -217,7 +217,7 @@ void SocketImpl::run_connect_hooks(size_t index) {
   wants_batches_ = json_is_true(json_object_get(auth_.get(), "batch"));
   metrics::add(ns_.connections_total);
   metrics::add(ns_.connected, 1);
-  client_->session().connect_deadline = 0;
+  client_->session().cancel_connect_timeout();
   Packet p;
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
