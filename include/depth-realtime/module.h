@@ -29,11 +29,11 @@ namespace dr {
 
 // Bumped whenever a type below changes layout. A module built against another
 // ABI (or another C++ standard library) is refused at load time.
-inline constexpr uint32_t kModuleAbi = 3;
+inline constexpr uint32_t kModuleAbi = 4;
 #if defined(_GLIBCXX_RELEASE)
-#define DR_MODULE_SIGNATURE "dr-abi-3/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
+#define DR_MODULE_SIGNATURE "dr-abi-4/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
 #else
-#define DR_MODULE_SIGNATURE "dr-abi-3/other"
+#define DR_MODULE_SIGNATURE "dr-abi-4/other"
 #endif
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)

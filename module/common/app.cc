@@ -107,6 +107,24 @@ void invalid(Socket& s, const Event& ev, std::string_view details) {
 void internal_error(Socket& s, const Event& ev, std::string_view details) {
   send_error(s, ev, "SOCKET_ERROR", kSocketErrorMessage, details);
 }
+void outcome_unknown(Socket& s, const Event& ev, std::string_view details, std::string_view client_key) {
+  Json err(json_object());
+  json_object_set_new(err.get(), "code", json_string("SOCKET_ERROR"));
+  json_object_set_new(err.get(), "message", json_string(kSocketErrorMessage));
+  json_object_set_new(err.get(), "details", json_stringn(details.data(), details.size()));
+  if (!client_key.empty()) {
+    json_object_set_new(err.get(), "retry", json_true());
+    json_object_set_new(err.get(), "clientMessageId", json_stringn(client_key.data(), client_key.size()));
+  }
+  if (ev.ack_id) {
+    Json wrap(json_object());
+    json_object_set_new(wrap.get(), "error", err.release());
+    s.ack(*ev.ack_id, Payload::of(std::move(wrap)));
+  } else {
+    s.emit("error", Payload::of(std::move(err)));
+  }
+}
+
 void refuse(Socket& s, const Event& ev, Access a, std::string_view what) {
   if (a == Access::Unavailable) internal_error(s, ev, "Redis unavailable: cannot check access");
   else forbidden(s, ev, std::string("not a member of ") + std::string(what));

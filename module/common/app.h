@@ -81,6 +81,11 @@ void not_found(Socket& s, const Event& ev, std::string_view details = {});
 void invalid(Socket& s, const Event& ev, std::string_view details);
 // SOCKET_ERROR: an internal failure (Redis away, a bad reply); the connection stays.
 void internal_error(Socket& s, const Event& ev, std::string_view details);
+// SOCKET_ERROR for a write Redis may have applied (sent, no answer came):
+// `details` says the outcome is unknown; with the client's idempotency key it
+// also carries `retry: true` and `clientMessageId`: sending the same event
+// with the same key again is safe and returns what was stored.
+void outcome_unknown(Socket& s, const Event& ev, std::string_view details, std::string_view client_key = {});
 // The answer for an Access that is not Allowed.
 void refuse(Socket& s, const Event& ev, Access a, std::string_view what);
 
