@@ -271,6 +271,14 @@ using DisconnectHandler = std::function<void(Socket& socket, std::string_view re
 // room (its id) is not reported. On disconnect it leaves every room first.
 using RoomHandler = std::function<void(Socket& socket, std::string_view room, bool joined)>;
 
+// May `socket` be in `room`? Asked when connection state recovery would give a
+// socket its rooms back (its identity already confirmed by the CONNECT hooks):
+// answer through `done`, at once or later; only the first call counts, and a
+// call after the client went away does nothing. A room a guard does not know
+// is not its to refuse (answer true); a room any guard refuses is not rejoined.
+using RoomVerdict = std::function<void(bool allowed)>;
+using RoomGuard = std::function<void(Socket& socket, const std::string& room, RoomVerdict done)>;
+
 // ---------------------------------------------------------------- broadcast
 
 struct BroadcastOptions {
@@ -347,6 +355,8 @@ class Worker {
   virtual void on_room(std::string_view nsp, RoomHandler h) = 0;
   // The socket's connection changed transport (upgraded to WebSocket).
   virtual void on_transport(std::string_view nsp, ConnectionHandler h) = 0;
+  // Access to the rooms a recovered session restores (see RoomGuard).
+  virtual void on_room_check(std::string_view nsp, RoomGuard guard) = 0;
 
   // Through the adapter: reaches every worker (and, with Redis, every node).
   virtual void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) = 0;

@@ -589,6 +589,11 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.on(kNsp, "chat:read", on_read);
   w.on(kNsp, "chat:history", on_history);
   w.on(kNsp, "message:edit", on_edit);
+  // A recovered session rejoins a conversation's room only if still a member.
+  w.on_room_check(kNsp, [](dr::Socket& s, const std::string& room, dr::RoomVerdict done) {
+    ChatConf conf = current_conf(s);
+    dr::app::check_room(s, room, room_of(""), conf.access_claim, conf.members_key, std::move(done));
+  });
   return true;
 }
 

@@ -42,6 +42,12 @@ enum class Access { Allowed, Denied, Unavailable };
 void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
                   std::function<void(Socket& s, Access a)> done);
 
+// The room guard (Worker::on_room_check) of the rooms named <prefix><id>: the
+// same check as joining one (check_access), for a socket that is not
+// connected yet; Redis unable to tell refuses. Other rooms are not its to refuse.
+void check_room(Socket& s, const std::string& room, std::string_view prefix, std::string_view claim,
+                std::string_view key_pattern, RoomVerdict done);
+
 // `pattern` with "{id}" replaced by `id`.
 std::string expand(std::string_view pattern, std::string_view id);
 

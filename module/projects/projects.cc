@@ -395,6 +395,11 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.on(kNsp, "project:statusUpdate", [&w, &self](dr::Socket& s, dr::Event& e) { on_status(w, self, s, e); });
   w.on(kNsp, "project:progress", [&w, &self](dr::Socket& s, dr::Event& e) { on_progress(w, self, s, e); });
   w.on(kNsp, "project:comment", [&w, &self](dr::Socket& s, dr::Event& e) { on_comment(w, self, s, e); });
+  // A recovered session rejoins a project's room only if still a member.
+  w.on_room_check(kNsp, [&w, &self](dr::Socket& s, const std::string& room, dr::RoomVerdict done) {
+    ProjectsConf conf = settings(w, self);
+    dr::app::check_room(s, room, room_of(""), conf.access_claim, conf.members_key, std::move(done));
+  });
   return true;
 }
 

@@ -199,7 +199,6 @@ RedisAdapter::~RedisAdapter() {
   uninstall_redis_api();
   for (auto& n : nsps_)
     if (n.ns) n.ns->observer = nullptr;
-  server_.recovery = nullptr;
 }
 
 std::string RedisAdapter::new_id() const {
@@ -242,8 +241,6 @@ void RedisAdapter::start() {
     ns->observer = this;
     nsps_.push_back(std::move(n));
   }
-  server_.recovery = [this](const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid,
-                            const std::string& offset) { return try_recover(s, pid, offset); };
   install(this);
   logf(LogLevel::Info, "cluster: node %s, redis %s, channels %s#<nsp>#", uid_.c_str(), conf_.text().c_str(),
        conf_.key_prefix.c_str());
@@ -931,6 +928,7 @@ void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   Json data(json_object());
   for (auto& [k, v] : s.data()) json_object_set_new(data.get(), k.c_str(), json_stringn(v.data(), v.size()));
   json_object_set_new(session.get(), "data", data.release());
+  json_object_set_new(session.get(), "connectKeys", json_strings(s.connect_keys()).release());
   json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now_ms())));
   link_.command({"SET", session_key(s.pid()), json_text(session.get()), "PX", std::to_string(window())});
 }
@@ -990,56 +988,65 @@ void RedisAdapter::record(const sio::EncodedBroadcast& b) {
   link_.command({"XADD", stream_key(b.opts.nsp), "MINID", "~", minid, "*", "o", b.offset, "p", b.serialize()});
 }
 
-bool RedisAdapter::try_recover(const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid,
-                               const std::string& offset) {
+void RedisAdapter::recovery_done(bool recovered) { metrics::add(recovered ? m_recovered_ : m_not_recovered_); }
+
+namespace {
+
+// A stored session from its JSON; nullopt unless it is whole and of `nsp`.
+std::optional<sio::StoredSession> parse_session(std::string_view text, const std::string& nsp) {
+  Json j = json_parse(text);
+  const char* n = json_str(j.get(), "nsp");
+  const char* sid = json_str(j.get(), "sid");
+  const char* pid = json_str(j.get(), "pid");
+  if (!n || nsp != n || !sid || !pid) return std::nullopt;
+  sio::StoredSession s;
+  s.sid = sid;
+  s.pid = pid;
+  s.rooms = str_list(json_object_get(j.get(), "rooms"));
+  const char* key;
+  json_t* value;
+  json_object_foreach(json_object_get(j.get(), "data"), key, value) {
+    if (json_is_string(value)) s.data.emplace_back(key, json_string_value(value));
+  }
+  // A session stored before connectKeys existed: all of its data counts as the hooks'.
+  if (json_t* keys = json_object_get(j.get(), "connectKeys")) s.connect_keys = str_list(keys);
+  else
+    for (auto& [k, v] : s.data) s.connect_keys.push_back(k);
+  return s;
+}
+
+}  // namespace
+
+bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, FoundSession cb) {
+  if (!recovers() || !link_.ready() || !find(nsp)) return false;
+  return link_.command({"GET", session_key(pid)}, [nsp, cb = std::move(cb)](redisReply* r) {
+    if (!r || r->type != REDIS_REPLY_STRING) return cb(std::nullopt);
+    cb(parse_session(std::string_view(r->str, r->len), nsp));
+  });
+}
+
+bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid, const std::string& sid,
+                                 const std::string& offset, ClaimedSession cb) {
   if (!recovers() || !link_.ready()) return false;
   int64_t ms = unyeast(std::string_view(offset).substr(0, offset.find('.')));
   std::string start = ms > kOffsetClockMarginMs ? std::to_string(ms - kOffsetClockMarginMs) : "-";
-  std::weak_ptr<sio::SocketImpl> weak = s;
-  return link_.command({"EVAL", kRecoverScript, "0", session_key(pid), stream_key(s->nsp()), start, offset,
+  return link_.command({"EVAL", kRecoverScript, "0", session_key(pid), stream_key(nsp), start, offset,
                         std::to_string(kMaxMissedPackets)},
-                       [this, weak](redisReply* r) {
-                         auto s = weak.lock();
-                         if (s) resume(s, r);
+                       [nsp, sid, cb = std::move(cb)](redisReply* r) {
+                         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+                             r->element[0]->type != REDIS_REPLY_STRING)
+                           return cb(std::nullopt);
+                         auto session = parse_session(std::string_view(r->element[0]->str, r->element[0]->len), nsp);
+                         if (!session || session->sid != sid) return cb(std::nullopt);
+                         std::vector<sio::EncodedBroadcast> missed;
+                         for (size_t i = 1; i < r->elements; i++) {
+                           if (r->element[i]->type != REDIS_REPLY_STRING) continue;
+                           sio::EncodedBroadcast b;
+                           if (b.parse(std::string_view(r->element[i]->str, r->element[i]->len)))
+                             missed.push_back(std::move(b));
+                         }
+                         cb(std::move(missed));
                        });
-}
-
-void RedisAdapter::resume(const std::shared_ptr<sio::SocketImpl>& s, redisReply* r) {
-  Json session;
-  if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_STRING)
-    session = json_parse(std::string_view(r->element[0]->str, r->element[0]->len));
-  const char* nsp = json_str(session.get(), "nsp");
-  const char* sid = json_str(session.get(), "sid");
-  const char* pid = json_str(session.get(), "pid");
-  if (!nsp || nsp != s->nsp() || !sid || !pid) {
-    metrics::add(m_not_recovered_);
-    s->start_connect();  // unknown or expired: a fresh connection
-    return;
-  }
-  std::vector<std::string> rooms = str_list(json_object_get(session.get(), "rooms"));
-  std::vector<std::pair<std::string, std::string>> data;
-  const char* key;
-  json_t* value;
-  json_object_foreach(json_object_get(session.get(), "data"), key, value) {
-    if (json_is_string(value)) data.emplace_back(key, json_string_value(value));
-  }
-  auto in_rooms = [&](const std::vector<std::string>& list) {
-    for (auto& r : list)
-      if (std::find(rooms.begin(), rooms.end(), r) != rooms.end()) return true;
-    return false;
-  };
-  std::vector<std::vector<eio::OutRef>> missed;
-  for (size_t i = 1; i < r->elements; i++) {
-    if (r->element[i]->type != REDIS_REPLY_STRING) continue;
-    sio::EncodedBroadcast b;
-    if (!b.parse(std::string_view(r->element[i]->str, r->element[i]->len))) continue;
-    if (!b.opts.rooms.empty() && !in_rooms(b.opts.rooms)) continue;
-    if (in_rooms(b.opts.except)) continue;
-    missed.push_back(sio::encode_packets(b.header, b.attachments));
-  }
-  metrics::add(m_recovered_);
-  logf(LogLevel::Debug, "recovery: socket %s on %s resumed with %zu missed packets", sid, nsp, missed.size());
-  s->recover(sid, pid, std::move(rooms), std::move(data), missed);
 }
 
 }  // namespace dr::cluster

@@ -61,6 +61,10 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   bool recovers() const override;
   std::string next_offset() override;
   void record(const sio::EncodedBroadcast& b) override;
+  bool find_session(const std::string& nsp, const std::string& pid, FoundSession cb) override;
+  bool claim_session(const std::string& nsp, const std::string& pid, const std::string& sid, const std::string& offset,
+                     ClaimedSession cb) override;
+  void recovery_done(bool recovered) override;
 
   // ---- sio::RoomObserver
   void joined(sio::SocketImpl& s, const std::string& room, bool first) override;
@@ -144,8 +148,6 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void presence_remove(sio::SocketImpl& s, const std::string& room);
 
   // Connection state recovery.
-  bool try_recover(const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid, const std::string& offset);
-  void resume(const std::shared_ptr<sio::SocketImpl>& s, redisReply* r);
   uint64_t window() const;
 
   uv_loop_t* loop_;

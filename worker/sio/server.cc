@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 
 #include "core/event_log.h"
 #include "core/metrics.h"
@@ -25,6 +26,9 @@ std::vector<eio::OutRef> encode_packets(std::string_view header, const std::vect
 std::vector<eio::OutRef> encode_packets(const Packet& p) { return encode_packets(encode(p), p.attachments); }
 
 namespace {
+
+// A client's pid and offset are ours (20 characters, a few dozen): longer ones name no session.
+constexpr size_t kMaxRecoveryIdLength = 128;
 
 // [event, ...args] as one JSON array.
 Json event_array(std::string_view event, const Payload& args) {
@@ -207,7 +211,18 @@ void SocketImpl::run_connect_hooks(size_t index) {
     }
     return;
   }
-  // Every hook agreed: the socket is connected.
+  // Every hook agreed. What they set is theirs to set again on a recovery.
+  connect_keys_.clear();
+  for (auto& [k, v] : data_) connect_keys_.push_back(k);
+  if (recovery_) {
+    confirm_recovery();
+    return;
+  }
+  connect_now();
+}
+
+void SocketImpl::connect_now() {
+  if (gone_ || !client_ || connected_) return;
   connected_ = true;
   ns_.check_not_walking();
   ns_.sockets_[id_] = this;
@@ -665,10 +680,23 @@ void Client::handle(Packet& p, size_t wire_bytes) {
     else last_auth_ = json_share(auth.get());
     auto s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
     sockets_.emplace(p.nsp, s);
-    // Connection state recovery: a CONNECT with pid and offset may resume a session.
+    // Connection state recovery: a CONNECT with pid and offset may resume a
+    // session, once its hooks pass (see SocketImpl::begin_recovery).
     const char* pid = json_str(s->auth(), "pid");
     const char* offset = json_str(s->auth(), "offset");
-    if (pid && offset && server_.recovery && server_.recovery(s, pid, offset)) return;
+    Adapter& adapter = server_.adapter();
+    if (pid && offset && adapter.recovers() && strlen(pid) <= kMaxRecoveryIdLength &&
+        strlen(offset) <= kMaxRecoveryIdLength) {
+      std::weak_ptr<SocketImpl> weak = s;
+      bool asked = adapter.find_session(p.nsp, pid, [weak, offset = std::string(offset)](std::optional<StoredSession> found) {
+        auto s = weak.lock();
+        if (!s) return;
+        if (found) return s->begin_recovery(std::move(*found), offset);
+        s->server_.adapter().recovery_done(false);  // unknown or expired: a fresh connection
+        s->start_connect();
+      });
+      if (asked) return;
+    }
     s->run_connect_hooks(0);
     return;
   }
@@ -828,18 +856,116 @@ void Server::tick(int64_t now) {
 
 // ------------------------------------------------ for the cluster adapter
 
-void SocketImpl::recover(std::string sid, std::string pid, std::vector<std::string> rooms,
-                         std::vector<std::pair<std::string, std::string>> data,
-                         const std::vector<std::vector<eio::OutRef>>& missed) {
+void SocketImpl::begin_recovery(StoredSession session, std::string offset) {
   if (gone_ || !client_ || connected_) return;
-  id_ = std::move(sid);
-  pid_ = std::move(pid);
-  rooms_ = std::move(rooms);
-  data_ = std::move(data);
-  // Socket.IO sends the missed packets before the CONNECT reply; the client
-  // delivers them after `connect`.
-  for (auto& packets : missed) client_->send_encoded(packets, false);
-  run_connect_hooks(ns_.connect_hooks.size());
+  id_ = session.sid;  // the hooks see the id the socket will keep (rate limits key on it)
+  recovery_ = std::make_unique<Recovery>(Recovery{std::move(session), std::move(offset)});
+  run_connect_hooks(0);
+}
+
+// The hooks passed: the token's user must be the session's.
+void SocketImpl::confirm_recovery() {
+  const std::string* was = recovery_->session.get("userId");
+  const std::string* now = get("userId");
+  if ((was ? *was : std::string()) != (now ? *now : std::string())) return abandon_recovery("another user's session");
+  std::vector<std::string> rooms;  // to vet: the restored ones but its own and those the hooks joined
+  for (auto& r : recovery_->session.rooms)
+    if (r != id_ && !in_room(r)) rooms.push_back(r);
+  if (rooms.empty() || ns_.room_guards.empty()) return rooms_checked(std::move(rooms));
+  // Every guard on every room, at once; the last answer goes on.
+  struct Checks {
+    size_t pending;
+    std::vector<std::string> rooms;
+    std::vector<bool> allowed;
+  };
+  auto checks = std::make_shared<Checks>();
+  checks->pending = rooms.size() * ns_.room_guards.size() + 1;  // + 1: the loop below
+  checks->allowed.assign(rooms.size(), true);
+  checks->rooms = std::move(rooms);
+  auto answered = [weak = weak_from_this(), checks] {
+    if (--checks->pending) return;
+    auto s = weak.lock();
+    if (!s) return;
+    std::vector<std::string> kept;
+    for (size_t i = 0; i < checks->rooms.size(); i++)
+      if (checks->allowed[i]) kept.push_back(checks->rooms[i]);
+    s->rooms_checked(std::move(kept));
+  };
+  auto self = shared_from_this();
+  for (size_t i = 0; i < checks->rooms.size(); i++) {
+    for (auto& guard : ns_.room_guards) {
+      auto once = std::make_shared<bool>(false);
+      RoomVerdict done = [checks, i, once, answered](bool allowed) {
+        if (*once) return;
+        *once = true;
+        if (!allowed) checks->allowed[i] = false;
+        answered();
+      };
+      try {
+        guard(*this, checks->rooms[i], done);
+      } catch (const std::exception& e) {
+        logf(LogLevel::Error, "room guard on %s: %s", ns_.name().c_str(), e.what());
+        done(false);
+      } catch (...) {
+        logf(LogLevel::Error, "room guard on %s: unknown exception", ns_.name().c_str());
+        done(false);
+      }
+    }
+  }
+  answered();
+}
+
+void SocketImpl::rooms_checked(std::vector<std::string> kept) {
+  if (gone_ || !client_ || connected_ || !recovery_) return;
+  const Recovery& rec = *recovery_;
+  bool asked = server_.adapter().claim_session(
+      ns_.name(), rec.session.pid, rec.session.sid, rec.offset,
+      [weak = weak_from_this(), kept = std::move(kept)](std::optional<std::vector<EncodedBroadcast>> missed) {
+        auto s = weak.lock();
+        if (!s) return;
+        if (!missed) return s->abandon_recovery("the session is gone or its offset unknown");
+        s->finish_recovery(kept, *missed);
+      });
+  if (!asked) abandon_recovery("the session store is unavailable");
+}
+
+void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed) {
+  if (gone_ || !client_ || connected_ || !recovery_) return;
+  auto rec = std::move(recovery_);
+  pid_ = rec->session.pid;
+  for (auto& r : kept) join(r);  // not connected yet: only listed, indexed by connect_now
+  // Data: what the hooks set now, then the rest of the session's, never what
+  // its hooks set then (the claims of an older token).
+  const auto& then = rec->session.connect_keys;
+  for (auto& [k, v] : rec->session.data)
+    if (std::find(then.begin(), then.end(), k) == then.end() && !get(k)) data_.emplace_back(k, v);
+  // The missed packets of the rooms it has now. Socket.IO sends them before
+  // the CONNECT reply; the client delivers them after `connect`.
+  auto in_any = [&](const std::vector<std::string>& list) {
+    for (auto& r : list)
+      if (r == id_ || in_room(r)) return true;
+    return false;
+  };
+  for (auto& b : missed) {
+    if (!b.opts.rooms.empty() && !in_any(b.opts.rooms)) continue;
+    if (in_any(b.opts.except)) continue;
+    client_->send_encoded(encode_packets(b.header, b.attachments), false);
+  }
+  server_.adapter().recovery_done(true);
+  logf(LogLevel::Debug, "recovery: socket %s on %s resumed, %zu of %zu rooms kept", id_.c_str(), ns_.name().c_str(),
+       kept.size(), rec->session.rooms.size());
+  connect_now();
+}
+
+// A fresh connection after all: new id, new pid, none of the session.
+void SocketImpl::abandon_recovery(const char* why) {
+  if (gone_ || !client_ || connected_) return;
+  logf(LogLevel::Info, "recovery: a CONNECT to %s from %s starts fresh: %s", ns_.name().c_str(),
+       client_->session().handshake()->address.c_str(), why);
+  recovery_.reset();
+  id_ = server_.new_socket_id();
+  server_.adapter().recovery_done(false);
+  connect_now();
 }
 
 void SocketImpl::expect_ack(uint64_t id, int64_t deadline, AckCallback cb) {

@@ -67,11 +67,16 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   const std::string& pid() const { return pid_; }  // connection state recovery session id
   // Starts the CONNECT: the modules' hooks, then the CONNECT reply.
   void start_connect() { run_connect_hooks(0); }
-  // Connection state recovery: takes over a stored session (before the
-  // CONNECT completes), sends the missed packets, then connects without the
-  // hooks (as Socket.IO skips middlewares on recovery).
-  void recover(std::string sid, std::string pid, std::vector<std::string> rooms,
-               std::vector<std::pair<std::string, std::string>> data, const std::vector<std::vector<eio::OutRef>>& missed);
+  // Connection state recovery, unlike Socket.IO's, runs the CONNECT hooks:
+  // identity comes from the token, so a session id alone resumes nothing.
+  // With `session` found, the hooks run under its socket id; then, only if
+  // they pass and name the session's user, the room guards vet its rooms,
+  // the session is claimed, the missed packets of the rooms kept are sent
+  // and the socket connects with its id, pid, rooms and data. Anything else
+  // is a fresh connection. Nothing of the session shows before that.
+  void begin_recovery(StoredSession session, std::string offset);
+  // The data keys the CONNECT hooks set (kept with a stored session).
+  const std::vector<std::string>& connect_keys() const { return connect_keys_; }
   // A server -> client ack under an id chosen by the caller (broadcasts with
   // acks share one id among their recipients).
   void expect_ack(uint64_t id, int64_t deadline, AckCallback cb);
@@ -82,6 +87,12 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   friend class Namespace;
   friend class Server;
   void run_connect_hooks(size_t index);
+  void connect_now();  // every hook agreed
+  // Connection state recovery after the hooks (see begin_recovery).
+  void confirm_recovery();
+  void rooms_checked(std::vector<std::string> kept);
+  void finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed);
+  void abandon_recovery(const char* why);
   void on_event(Packet& p, size_t wire_bytes);
   // Middleware, then handlers; a malformed item (INVALID_DATA details) only the Limit phase.
   void dispatch(Event& ev, const std::string& malformed = {});
@@ -135,6 +146,12 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::string batch_buf_;       // items, comma-separated
   std::unordered_set<uint64_t> answered_;  // client ack ids answered already
   std::string pid_;  // recovery session id (with connection state recovery)
+  std::vector<std::string> connect_keys_;
+  struct Recovery {
+    StoredSession session;
+    std::string offset;
+  };
+  std::unique_ptr<Recovery> recovery_;  // only while a CONNECT may resume a session
 };
 
 class Namespace {
@@ -150,6 +167,7 @@ class Namespace {
   std::vector<DisconnectHandler> disconnect_handlers;
   std::vector<RoomHandler> room_handlers;
   std::vector<ConnectionHandler> transport_handlers;
+  std::vector<RoomGuard> room_guards;  // asked about a recovered session's rooms
 
   // Sends the encoded packet to every local member the options select.
   void deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets);
@@ -253,9 +271,6 @@ class Server {
                           const std::function<void(bool timed_out, Payload reply)>& on_ack);
   // {"event":...,"data":...} when server batching takes this event, else "".
   std::string batch_item_for(std::string_view event, const Payload& args) const { return batch_item(event, args); }
-  // CONNECT with pid + offset (connection state recovery): the adapter may take it over.
-  std::function<bool(const std::shared_ptr<SocketImpl>& s, const std::string& pid, const std::string& offset)> recovery;
-
  private:
   const Config* cfg_;
   std::vector<std::unique_ptr<Namespace>> namespaces_;
