@@ -743,7 +743,7 @@ void on_connect(State& st, dr::Socket& s, const dr::ConnectNext& next) {
 void on_connection(State& st, dr::Socket& s) {
   auto it = st.tracked.find(socket_key(s));
   if (it == st.tracked.end()) {
-    track_socket(st, s, true, 0);  // recovered sessions skip the CONNECT hooks; they count, unrefused
+    track_socket(st, s, true, 0);  // a socket the hook did not see (it ran under another id): it counts, unrefused
     it = st.tracked.find(socket_key(s));
   }
   it->second.connected = true;
