@@ -123,6 +123,27 @@ describe('connection state recovery across processes', () => {
     }
   });
 
+  test('missing more than 4 × max_output_buffer of events: a fresh connection, never an unbounded reply', async (t, ctx) => {
+    const small = await ctx.startServer({ workers: 1, extraServer: redisLines(redis, { extra: ['recovery_window 3s;', 'max_output_buffer 64k;'] }) });
+    const p = await proxy(small);
+    try {
+      const room = `csr-big-${rnd()}`;
+      const s = client(p, 'csr-big');
+      await once(s, 'connect');
+      await ack(s, 'probe:join', { room });
+      const talker = await ctx.connect(small, '/', { userId: 'talker-big' });
+      const gone = once(s, 'disconnect');
+      p.drop();
+      await gone;
+      // 300 KB of the namespace's events while it is away: past 4 × 64 KB.
+      for (let i = 0; i < 3; i++) await ack(talker, 'probe:emit', { rooms: [room], event: 'missed', args: ['x'.repeat(100000)] });
+      await once(s, 'connect', 5000);
+      assert.equal(s.recovered, false);
+    } finally {
+      p.close();
+    }
+  });
+
   test('after the window the session is gone: a fresh connection', async () => {
     const p = await proxy(A);
     try {

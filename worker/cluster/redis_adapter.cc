@@ -29,6 +29,7 @@ enum RequestType {
 constexpr char kAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
 constexpr int64_t kOffsetClockMarginMs = 10000;  // node clocks vs Redis' stream ids
 constexpr size_t kMaxMissedPackets = 10000;       // more: a fresh connection instead
+constexpr uint64_t kMissedBytesPerOutputBuffer = 4;  // and more than 4 × max_output_buffer of them
 constexpr size_t kResyncChunk = 500;
 
 // Heartbeat of this node, and purge of the nodes silent for the TTL (and of
@@ -61,12 +62,13 @@ return {added, #dead}
 
 // Connection state recovery lookup: the session, then the packets recorded
 // after `offset`. ARGV: session key, stream key, first stream id to scan,
-// offset, max packets. Returns nil (unknown session or offset, too many
+// offset, max packets, max bytes. Returns nil (unknown session or offset, too many
 // packets) or {session, packet...}; a found session is consumed.
 const char kRecoverScript[] = R"(
 local session = redis.call('GET', ARGV[1])
 if not session then return nil end
 local start, found, out, max = ARGV[3], false, {session}, tonumber(ARGV[5])
+local bytes, max_bytes = 0, tonumber(ARGV[6])
 while true do
   local batch = redis.call('XRANGE', ARGV[2], start, '+', 'COUNT', 512)
   if #batch == 0 then break end
@@ -74,11 +76,12 @@ while true do
     local f = e[2]
     if found then
       out[#out + 1] = f[4]
+      bytes = bytes + #f[4]
     elseif f[2] == ARGV[4] then
       found = true
     end
   end
-  if #out > max + 1 then return nil end
+  if #out > max + 1 or bytes > max_bytes then return nil end
   start = '(' .. batch[#batch][1]
 end
 if not found then return nil end
@@ -1030,8 +1033,11 @@ bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid,
   if (!recovers() || !link_.ready()) return false;
   int64_t ms = unyeast(std::string_view(offset).substr(0, offset.find('.')));
   std::string start = ms > kOffsetClockMarginMs ? std::to_string(ms - kOffsetClockMarginMs) : "-";
+  // The missed packets are bounded in bytes too (they are the namespace's,
+  // before the rooms are filtered here): past that, a fresh connection.
+  uint64_t max_bytes = kMissedBytesPerOutputBuffer * server_.config().core.max_output_buffer;
   return link_.command({"EVAL", kRecoverScript, "0", session_key(pid), stream_key(nsp), start, offset,
-                        std::to_string(kMaxMissedPackets)},
+                        std::to_string(kMaxMissedPackets), std::to_string(max_bytes)},
                        [nsp, sid, cb = std::move(cb)](redisReply* r) {
                          if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
                              r->element[0]->type != REDIS_REPLY_STRING)
