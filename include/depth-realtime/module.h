@@ -240,6 +240,9 @@ void ack_data(Socket& s, const Event& ev, Json data);
 // the client asked for one, else the `error` event with {code,message,details?}.
 void send_error(Socket& s, const Event& ev, std::string_view code, std::string_view message,
                 std::string_view details = {});
+// The same with an error object the caller built ({code, message, ...} with
+// fields of its own, such as retryAfterMs).
+void send_error_object(Socket& s, const Event& ev, Json error);
 // A copy of `value` holding only the binary attachments (of `in`) it refers
 // to, appended to `out`, its placeholders renumbered to match.
 Json copy_with_binary(const json_t* value, const std::vector<std::string>& in, std::vector<std::string>& out);

@@ -134,13 +134,7 @@ void outcome_unknown(Socket& s, const Event& ev, std::string_view details, std::
     json_object_set_new(err.get(), "retry", json_true());
     json_object_set_new(err.get(), "clientMessageId", json_stringn(client_key.data(), client_key.size()));
   }
-  if (ev.ack_id) {
-    Json wrap(json_object());
-    json_object_set_new(wrap.get(), "error", err.release());
-    s.ack(*ev.ack_id, Payload::of(std::move(wrap)));
-  } else {
-    s.emit("error", Payload::of(std::move(err)));
-  }
+  send_error_object(s, ev, std::move(err));
 }
 
 void refuse(Socket& s, const Event& ev, Access a, std::string_view what) {

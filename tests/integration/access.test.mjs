@@ -17,11 +17,11 @@
 // receives them in order). /chat takes chat events only (its schema), so the
 // probe's events are used on / where a test needs them.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, describe } from 'node:test';
 import {
   test, Scope, startServer, startRedis, redisLines, request, waitFor, waitSubscribed, once, Inbox, io, token, ack, rnd,
   refused, connected,
+  switchableProxy,
 } from './lib/harness.mjs';
 
 const KEY = 'access-test-key-0123456789';
@@ -32,26 +32,6 @@ let A;
 let B;
 let scope;
 
-// A TCP proxy to `target`; drop() cuts every connection through it.
-function proxy(target) {
-  const conns = new Set();
-  const p = {
-    target,
-    port: 0,
-    server: net.createServer((client) => {
-      const up = net.connect(p.target.port, '127.0.0.1');
-      conns.add(client);
-      conns.add(up);
-      client.pipe(up);
-      up.pipe(client);
-      const close = () => { client.destroy(); up.destroy(); conns.delete(client); conns.delete(up); };
-      for (const s of [client, up]) { s.on('error', close); s.on('close', close); }
-    }),
-    drop() { for (const c of conns) c.destroy(); conns.clear(); },
-    close() { p.drop(); p.server.close(); },
-  };
-  return new Promise((resolve) => p.server.listen(0, '127.0.0.1', () => { p.port = p.server.address().port; resolve(p); }));
-}
 
 before(async () => {
   redis = await startRedis();
@@ -125,7 +105,7 @@ const heard = (inbox, conv) =>
 // message is said in `conv` while it is away. Resolves what a thief would
 // need, its pid and offset, and its socket to resume later.
 async function cutOff(userId, { conv, fence }, talker, { beforeMissed } = {}) {
-  const p = await proxy(A);
+  const p = await switchableProxy(A);
   scope.defer(() => p.close());
   const s = scope.track(io(`http://127.0.0.1:${p.port}${NSP}`, {
     transports: ['websocket'], forceNew: true, reconnection: false, timeout: 5000,

@@ -44,7 +44,7 @@ class WorkerRuntime final : public Worker, public http::Host {
         loop_ready_(uv_loop_init(&loop_) == 0),
         timers_(&loop_),
         eio_(cfg.core, id, cfg.core.workers(), timers_, [this](eio::Session& s) { return sio_.make_client(s); }),
-        sio_(cfg) {
+        sio_(cfg, timers_) {
     set_limits();
   }
 

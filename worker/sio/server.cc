@@ -758,7 +758,8 @@ void Client::on_close(std::string_view reason) {
 
 // ---------------------------------------------------------------- server
 
-Server::Server(const Config& cfg) : cfg_(&cfg) {
+Server::Server(const Config& cfg, Timers& timers)
+    : cfg_(&cfg), batch_timer_(timers, [](void* s) { static_cast<Server*>(s)->flush_batches(); }, this) {
   for (auto& ns : cfg.namespaces) {
     namespaces_.push_back(std::make_unique<Namespace>(ns.name));
     auto label = metrics::label("namespace", ns.name);
@@ -839,14 +840,19 @@ void Server::schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s,
   ack_timeouts_.emplace(deadline, std::make_pair(std::move(s), id));
 }
 
+void Server::batch_pending(std::weak_ptr<SocketImpl> s) {
+  batch_pending_.push_back(std::move(s));
+  if (!batch_timer_.armed()) batch_timer_.arm_in(int64_t(cfg_->core.server_batch_interval));
+}
+
+void Server::flush_batches() {
+  auto pending = std::move(batch_pending_);
+  batch_pending_.clear();
+  for (auto& w : pending)
+    if (auto s = w.lock()) s->flush_batch();
+}
+
 void Server::tick(int64_t now) {
-  if (!batch_pending_.empty() && now >= next_batch_flush_) {
-    auto pending = std::move(batch_pending_);
-    batch_pending_.clear();
-    for (auto& w : pending)
-      if (auto s = w.lock()) s->flush_batch();
-    next_batch_flush_ = now + int64_t(cfg_->core.server_batch_interval);
-  }
   while (!ack_timeouts_.empty() && ack_timeouts_.begin()->first <= now) {
     auto [weak, id] = ack_timeouts_.begin()->second;
     ack_timeouts_.erase(ack_timeouts_.begin());

@@ -241,7 +241,7 @@ class Client final : public eio::SessionHandler {
 
 class Server {
  public:
-  explicit Server(const Config& cfg);
+  Server(const Config& cfg, Timers& timers);
   ~Server();
 
   void set_adapter(std::unique_ptr<Adapter> a) { adapter_ = std::move(a); }
@@ -261,7 +261,8 @@ class Server {
   void set_config(const Config& cfg) { cfg_ = &cfg; }  // a reload applied in place
   std::string new_socket_id();
   void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);
-  void batch_pending(std::weak_ptr<SocketImpl> s) { batch_pending_.push_back(std::move(s)); }
+  // A socket's first server-batch item: the batch leaves server_batch_interval after it.
+  void batch_pending(std::weak_ptr<SocketImpl> s);
   uint64_t sockets_connected = 0;
 
   // ---- for the cluster adapter
@@ -277,7 +278,8 @@ class Server {
   std::unique_ptr<Adapter> adapter_;
   std::multimap<int64_t, std::pair<std::weak_ptr<SocketImpl>, uint64_t>> ack_timeouts_;
   std::vector<std::weak_ptr<SocketImpl>> batch_pending_;
-  int64_t next_batch_flush_ = 0;
+  Timer batch_timer_;
+  void flush_batches();
   std::string batch_item(std::string_view event, const Payload& args) const;
 };
 
