@@ -34,6 +34,7 @@ class Timer {
   void cancel();
   bool armed() const { return index_ != kNotArmed; }
   int64_t deadline() const { return deadline_; }
+  Timers& timers() const { return timers_; }
 
  private:
   friend class Timers;

@@ -346,7 +346,6 @@ void WorkerRuntime::before_poll() {
 
 void WorkerRuntime::tick() {
   int64_t now = now_ms();
-  sio_.tick(now);
   if (redis_) redis_->tick(now);
   if (local_ops_) local_ops_->tick(now);
   if (stopping_) {

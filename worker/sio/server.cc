@@ -759,7 +759,9 @@ void Client::on_close(std::string_view reason) {
 // ---------------------------------------------------------------- server
 
 Server::Server(const Config& cfg, Timers& timers)
-    : cfg_(&cfg), batch_timer_(timers, [](void* s) { static_cast<Server*>(s)->flush_batches(); }, this) {
+    : cfg_(&cfg),
+      ack_timer_(timers, [](void* s) { static_cast<Server*>(s)->expire_acks(); }, this),
+      batch_timer_(timers, [](void* s) { static_cast<Server*>(s)->flush_batches(); }, this) {
   for (auto& ns : cfg.namespaces) {
     namespaces_.push_back(std::make_unique<Namespace>(ns.name));
     auto label = metrics::label("namespace", ns.name);
@@ -836,8 +838,32 @@ void Server::deliver(const EncodedBroadcast& b) {
   ns->deliver(b, encode_packets(b.header, b.attachments));  // encoded once for every recipient
 }
 
+// Deadlines are on the wall clock (they come from other nodes too); one timer
+// of the facility is armed for the earliest.
 void Server::schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id) {
   ack_timeouts_.emplace(deadline, std::make_pair(std::move(s), id));
+  arm_ack_timer();
+}
+
+void Server::arm_ack_timer() {
+  if (ack_timeouts_.empty()) {
+    ack_timer_.cancel();
+    return;
+  }
+  int64_t in = std::max<int64_t>(0, ack_timeouts_.begin()->first - now_ms());
+  int64_t at = ack_timer_.timers().now() + in;
+  if (!ack_timer_.armed() || at < ack_timer_.deadline()) ack_timer_.arm_at(at);
+}
+
+void Server::expire_acks() {
+  int64_t now = now_ms();
+  while (!ack_timeouts_.empty() && ack_timeouts_.begin()->first <= now) {
+    auto [weak, id] = ack_timeouts_.begin()->second;
+    ack_timeouts_.erase(ack_timeouts_.begin());
+    if (auto s = weak.lock()) s->expire_ack(id);  // may schedule more
+  }
+  ack_timer_.cancel();
+  arm_ack_timer();
 }
 
 void Server::batch_pending(std::weak_ptr<SocketImpl> s) {
@@ -850,14 +876,6 @@ void Server::flush_batches() {
   batch_pending_.clear();
   for (auto& w : pending)
     if (auto s = w.lock()) s->flush_batch();
-}
-
-void Server::tick(int64_t now) {
-  while (!ack_timeouts_.empty() && ack_timeouts_.begin()->first <= now) {
-    auto [weak, id] = ack_timeouts_.begin()->second;
-    ack_timeouts_.erase(ack_timeouts_.begin());
-    if (auto s = weak.lock()) s->expire_ack(id);
-  }
 }
 
 // ------------------------------------------------ for the cluster adapter

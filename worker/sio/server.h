@@ -254,8 +254,6 @@ class Server {
   void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args);
   // Delivery of a broadcast on this worker (from here or from elsewhere).
   void deliver(const EncodedBroadcast& b);
-  // Expires server -> client acks.
-  void tick(int64_t now);
 
   const Config& config() const { return *cfg_; }
   void set_config(const Config& cfg) { cfg_ = &cfg; }  // a reload applied in place
@@ -277,6 +275,9 @@ class Server {
   std::vector<std::unique_ptr<Namespace>> namespaces_;
   std::unique_ptr<Adapter> adapter_;
   std::multimap<int64_t, std::pair<std::weak_ptr<SocketImpl>, uint64_t>> ack_timeouts_;
+  Timer ack_timer_;  // for the earliest of ack_timeouts_
+  void arm_ack_timer();
+  void expire_acks();
   std::vector<std::weak_ptr<SocketImpl>> batch_pending_;
   Timer batch_timer_;
   void flush_batches();
