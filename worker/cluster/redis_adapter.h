@@ -25,6 +25,8 @@
 // only, and a worker drops what Redis brings from a sibling (its uid starts
 // with the daemon's tag). So when Redis comes back, no broadcast between
 // siblings is lost while their subscriptions are being restored one by one.
+// What other processes published while this worker's subscriber was away is
+// read back from the recovery stream once it is subscribed again (catch_up.h).
 #pragma once
 
 #include <map>
@@ -34,6 +36,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cluster/catch_up.h"
 #include "cluster/ops.h"
 #include "cluster/redis_link.h"
 #include "core/metrics.h"
@@ -94,6 +97,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
     std::string request;   // <key>-request#<nsp>#
     std::string response;  // <key>-response#<nsp>#
     std::string specific;  // <key>-response#<nsp>#<uid>#
+    CatchUp catch_up;
   };
   // A request of ours waiting for the other nodes' answers.
   struct Pending {
@@ -119,6 +123,10 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::string new_id() const;
 
   void on_state(bool ready);
+  void on_subscriber(bool subscribed);
+  void catch_up(Nsp& n);
+  void caught_up(const std::string& nsp, redisReply* r);
+  bool foreign(std::string_view offset) const;
   void on_message(std::string_view channel, std::string_view body);
   void on_broadcast(Nsp& n, std::string_view channel, std::string_view body);
   bool from_sibling(std::string_view body) const;
@@ -172,6 +180,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   metrics::Entry* m_publish_us_sum_ = nullptr;
   metrics::Entry* m_publish_count_ = nullptr;
   metrics::Entry* m_received_ = nullptr;
+  metrics::Entry* m_caught_up_ = nullptr;
   metrics::Entry* m_recovered_ = nullptr;
   metrics::Entry* m_not_recovered_ = nullptr;
 };
