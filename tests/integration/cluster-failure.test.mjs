@@ -215,6 +215,38 @@ describe('Redis restarted under traffic', () => {
   });
 });
 
+describe('a broadcast Redis never ran', () => {
+  // A module may ack once the broadcast is sent (chat acks after the store,
+  // not after the PUBLISH): if Redis dies before running it, the other
+  // processes' members would never get it.
+  test('sent to a frozen Redis that is then killed: published again when Redis is back, reaches the other process once', { timeout: 60000 }, async (t, ctx) => {
+    const redis = await startRedis();
+    ctx.defer(() => redis.stop());
+    const extraServer = redisLines(redis);
+    const A = await ctx.startServer({ workers: 1, extraServer });
+    const B = await ctx.startServer({ workers: 1, extraServer });
+    const a = await ctx.connect(A, '/', { userId: 'ua' });
+    const b = await ctx.connect(B, '/', { userId: 'ub' });
+    const room = `r-${rnd()}`;
+    for (const s of [a, b]) await ack(s, 'probe:join', { room });
+    await waitSubscribed(redis, room, 2);
+    await reachesOnce(a, [a, b], { rooms: [room] });
+
+    const inboxes = [a, b].map((s) => new Inbox(s, ['late', 'fence']));
+    process.kill(redis.child.pid, 'SIGSTOP');
+    await ack(a, 'probe:emit', { rooms: [room], event: 'late', args: [1] });  // acked; Redis has not read it
+    await redis.kill();  // never ran
+    await redis.start();
+    await waitFor(async () => (await readyz(A)) === 200 && (await readyz(B)) === 200, { ms: 20000, every: 100, what: 'ready again' });
+    await inboxes[1].wait('late', () => true, 10000);
+    await waitSubscribed(redis, room, 2);
+    await ack(a, 'probe:emit', { rooms: [room], event: 'fence', args: [1] });
+    await Promise.all(inboxes.map((ib) => ib.wait('fence')));
+    for (const ib of inboxes) assert.equal(ib.of('late').length, 1);
+    assert.match(A.logText(), /publishing again 1 broadcast\(s\) Redis had not answered/);
+  });
+});
+
 describe('dead nodes', () => {
   test('kill -9 of a process: its membership is purged within redis_node_ttl', { timeout: 60000 }, async (t, ctx) => {
     const redis = await startRedis();

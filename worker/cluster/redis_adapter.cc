@@ -116,6 +116,25 @@ end
 return out
 )";
 
+// A recordable broadcast whose MULTI ... EXEC got no answer: recorded and
+// published unless the stream has its offset already. ARGV: stream key,
+// channel, offset, stored entry, message, MINID, first stream id to scan.
+// Returns 1 when published, 0 when it was there.
+const char kRepublishScript[] = R"(
+local key, start = ARGV[1], ARGV[7]
+while true do
+  local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if e[2][2] == ARGV[3] then return 0 end
+  end
+  start = '(' .. batch[#batch][1]
+end
+redis.call('XADD', key, 'MINID', '~', ARGV[6], '*', 'o', ARGV[3], 'p', ARGV[4])
+redis.call('PUBLISH', ARGV[2], ARGV[5])
+return 1
+)";
+
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 std::string yeast(uint64_t v) {
@@ -375,6 +394,7 @@ void RedisAdapter::tick(int64_t now) {
     n.catch_up.tick(now);
     catch_up(n);
   }
+  if (!unconfirmed_.empty()) republish();
   std::vector<std::string> late;
   for (auto& [id, p] : pending_)
     if (now >= p->deadline) late.push_back(id);
@@ -458,16 +478,58 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
     publish(channel, msg);
     return;
   }
-  // Recorded and published atomically: the stream's order is the order
-  // subscribers see, which recovery relies on.
-  std::string key = stream_key(b.opts.nsp);
+  if (!unconfirmed_.empty()) republish();  // first, in their order
+  send_recorded({stream_key(b.opts.nsp), std::move(channel), b.offset, b.serialize(), std::move(msg), now_ms()}, false);
+}
+
+void RedisAdapter::send_recorded(Recorded r, bool again) {
   std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
-  std::string stored = b.serialize();
-  link_.commands({{"MULTI"},
-                  {"XADD", key, "MINID", "~", minid, "*", "o", b.offset, "p", stored},
-                  {"PUBLISH", channel, msg},
-                  {"EXEC"}},
-                 timed_publish());
+  uint64_t seq = ++recorded_seq_;
+  const Recorded& e = unanswered_.emplace(seq, std::move(r)).first->second;
+  auto answered = [this, seq](redisReply* reply) {
+    auto it = unanswered_.find(seq);
+    if (it == unanswered_.end()) return;
+    if (!reply) unconfirmed_.push_back(std::move(it->second));
+    unanswered_.erase(it);
+  };
+  bool sent;
+  if (!again) {
+    // Recorded and published atomically: the stream's order is the order
+    // subscribers see, which recovery and catch-up rely on.
+    sent = link_.commands({{"MULTI"},
+                           {"XADD", e.key, "MINID", "~", minid, "*", "o", e.offset, "p", e.stored},
+                           {"PUBLISH", e.channel, e.msg},
+                           {"EXEC"}},
+                          [timer = timed_publish(), answered](redisReply* reply) {
+                            timer(reply);
+                            answered(reply);
+                          });
+  } else {
+    std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
+    sent = link_.command({"EVAL", kRepublishScript, "0", e.key, e.channel, e.offset, e.stored, e.msg, minid, start},
+                         answered);
+  }
+  if (!sent) unanswered_.erase(seq);
+}
+
+// What Redis had not answered when the commands connection was lost: it may
+// never have run (Redis stopped, the bytes were not sent), so it is sent again
+// (in the stream's order) unless the stream has it; older than the recovery
+// window, it is given up.
+void RedisAdapter::republish() {
+  if (!link_.commands_up()) return;
+  std::deque<Recorded> list = std::move(unconfirmed_);
+  unconfirmed_.clear();
+  int64_t oldest = now_ms() - int64_t(window());
+  size_t again = 0;
+  for (auto& r : list) {
+    if (r.at < oldest) continue;
+    send_recorded(std::move(r), true);
+    again++;
+  }
+  if (again)
+    logf(LogLevel::Notice, "cluster: node %s publishing again %zu broadcast(s) Redis had not answered when it went away",
+         uid_.c_str(), again);
 }
 
 void RedisAdapter::on_remote(std::string_view bytes) {

@@ -29,6 +29,7 @@
 // read back from the recovery stream once it is subscribed again (catch_up.h).
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -133,6 +134,15 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void on_request(Nsp& n, std::string_view body);
   void on_response(std::string_view body);
   void respond(const Nsp& n, const json_t* request, Json response);
+  // A recordable broadcast sent to Redis: kept until Redis answers, and
+  // published again (unless the stream shows it was) when the commands
+  // connection was lost first; a module may have acked it already.
+  struct Recorded {
+    std::string key, channel, offset, stored, msg;
+    int64_t at = 0;
+  };
+  void send_recorded(Recorded r, bool again);
+  void republish();
   RedisLink::Reply timed_publish();
   bool publish(const std::string& channel, std::string_view body);
   void publish_json(const std::string& channel, const json_t* body);
@@ -169,6 +179,9 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::vector<Nsp> nsps_;
   std::string request_prefix_, response_prefix_, bcast_prefix_;
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
+  std::map<uint64_t, Recorded> unanswered_;  // by send order
+  std::deque<Recorded> unconfirmed_;         // the connection was lost before their answer
+  uint64_t recorded_seq_ = 0;
   int64_t next_heartbeat_ = 0;
   bool synced_ = false;  // membership written since the link came up
   int64_t offset_ms_ = 0;
