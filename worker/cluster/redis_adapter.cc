@@ -485,12 +485,13 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
 void RedisAdapter::send_recorded(Recorded r, bool again) {
   std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
   uint64_t seq = ++recorded_seq_;
-  const Recorded& e = unanswered_.emplace(seq, std::move(r)).first->second;
+  const Recorded& e = unanswered_.emplace_back(seq, std::move(r)).second;
+  // Answers (or their absence, when the connection is lost) come in order.
   auto answered = [this, seq](redisReply* reply) {
-    auto it = unanswered_.find(seq);
-    if (it == unanswered_.end()) return;
-    if (!reply) unconfirmed_.push_back(std::move(it->second));
-    unanswered_.erase(it);
+    while (!unanswered_.empty() && unanswered_.front().first < seq) unanswered_.pop_front();
+    if (unanswered_.empty() || unanswered_.front().first != seq) return;
+    if (!reply) unconfirmed_.push_back(std::move(unanswered_.front().second));
+    unanswered_.pop_front();
   };
   bool sent;
   if (!again) {
@@ -509,7 +510,7 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
     sent = link_.command({"EVAL", kRepublishScript, "0", e.key, e.channel, e.offset, e.stored, e.msg, minid, start},
                          answered);
   }
-  if (!sent) unanswered_.erase(seq);
+  if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link
 }
 
 // What Redis had not answered when the commands connection was lost: it may
@@ -586,10 +587,8 @@ void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_vi
   if (auto id = as_int(map_get(packet, "id")); id && *id >= 0) p.id = uint64_t(*id);
   p.data = to_json(*data, p.attachments);
   sio::EncodedBroadcast b;
-  b.opts.is_volatile = [&] {
-    const msgpack_object* flags = map_get(opts, "flags");
-    return flags && as_true(map_get(*flags, "volatile"));
-  }();
+  const msgpack_object* flags = map_get(opts, "flags");
+  b.opts.is_volatile = flags && as_true(map_get(*flags, "volatile"));
   // Our nodes append a recordable broadcast's offset last (catch-up dedupes by it).
   std::string offset;
   if (size_t args = json_array_size(p.data.get()); args >= 2 && !b.opts.is_volatile && recovers()) {

@@ -179,7 +179,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::vector<Nsp> nsps_;
   std::string request_prefix_, response_prefix_, bcast_prefix_;
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
-  std::map<uint64_t, Recorded> unanswered_;  // by send order
+  std::deque<std::pair<uint64_t, Recorded>> unanswered_;  // in send order, as Redis answers
   std::deque<Recorded> unconfirmed_;         // the connection was lost before their answer
   uint64_t recorded_seq_ = 0;
   int64_t next_heartbeat_ = 0;
