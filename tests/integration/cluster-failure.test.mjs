@@ -207,6 +207,18 @@ describe('Redis restarted under traffic', () => {
 
     const { acked, deliveries } = await traffic.assertDelivered();
     assert.equal(traffic.members.filter((m) => m.disconnects.length === 0).length, 8, 'every member stayed connected');
+    // And in the order each sender sent them (what was read back came before
+    // what arrived live meanwhile).
+    for (const m of traffic.members) {
+      const last = new Map();
+      for (const id of m.got.keys()) {
+        const a = traffic.acked.get(id);
+        if (!a) continue;
+        const n = Number(a.content.split('-').at(-1));
+        assert.ok((last.get(a.sender) ?? -1) < n, `${m.userId} got ${a.content} after ${a.sender}-${last.get(a.sender)}`);
+        last.set(a.sender, n);
+      }
+    }
     const caughtUp = async (srv) => Number(/^cluster_messages_caught_up_total (\d+)/m.exec((await request(srv, { path: '/metrics' })).text)?.[1] ?? 0);
     const read = (await caughtUp(daemons[0])) + (await caughtUp(daemons[1]));
     assert.ok(read > 0, 'some broadcasts came while a subscriber was away and were read back');

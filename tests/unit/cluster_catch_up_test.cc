@@ -96,7 +96,10 @@ TEST(CatchUp, CommandsAwayLiveIsDeliveredAndTheReadSkipsIt) {
   Fixture f;
   f.c.lost(now_ms());
   f.c.subscribed();
-  f.c.wait();  // no commands connection yet: live delivery meanwhile
+  int64_t t = now_ms();
+  f.c.wait(t);  // no commands connection yet: held a moment
+  EXPECT_TRUE(f.c.holding());
+  f.c.wait(t + CatchUp::kWaitMs);  // still none: live delivery meanwhile
   EXPECT_FALSE(f.c.holding());
   std::string b2 = off("otherB", 2);
   f.c.live(bc("m2"), b2);

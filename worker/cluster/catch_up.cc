@@ -59,10 +59,21 @@ void CatchUp::live(sio::EncodedBroadcast b, std::string offset) {
 void CatchUp::lost(int64_t now) {
   if (!lost_at_) lost_at_ = now;
   subscribed_ = false;
+  hold_ = true;
+  wait_since_ = 0;
+}
+
+void CatchUp::wait(int64_t now) {
+  if (!hold_) return;
+  if (!wait_since_) wait_since_ = now;
+  if (now - wait_since_ < kWaitMs) return;
+  hold_ = false;
+  release();
 }
 
 CatchUp::Read CatchUp::begin() {
   reading_ = true;
+  hold_ = true;
   Read r;
   int64_t from = lost_at_;
   if (!anchor_.empty()) {
@@ -93,6 +104,8 @@ size_t CatchUp::read(const std::vector<Entry>& entries) {
 
 void CatchUp::failed() {
   reading_ = false;
+  hold_ = false;
+  wait_since_ = 0;
   release();
 }
 

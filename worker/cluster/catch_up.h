@@ -8,8 +8,9 @@
 // reaches the local members once and in the stream's order:
 //
 //  - from the loss until the read is answered, broadcasts arriving live are
-//    held (bounded), then delivered after the entries read, minus those the
-//    read delivered already;
+//    held (bounded, and for at most kWaitMs while the commands connection is
+//    not back), then delivered after the entries read, minus those the read
+//    delivered already;
 //  - the offsets delivered since the loss are remembered (bounded) so that a
 //    live copy of an entry read (published between the SUBSCRIBE and the
 //    read, still on its way) is dropped; the first live broadcast not in that
@@ -36,6 +37,7 @@ class CatchUp {
   static constexpr size_t kMaxHeld = 10000;     // live broadcasts held during the read
   static constexpr int64_t kClockMarginMs = 10000;  // stream ids (Redis' clock) vs offsets (a node's)
   static constexpr int64_t kSkewMs = 1000;           // with no anchor: from this long before the loss
+  static constexpr int64_t kWaitMs = 1000;           // live broadcasts held for the commands connection
 
   using Deliver = std::function<void(const sio::EncodedBroadcast& b)>;
   // True for an offset published by another process (not this node, not a sibling).
@@ -65,19 +67,20 @@ class CatchUp {
   // The entries after the anchor (or from the cutoff), oldest first, at most
   // kMaxEntries. Returns how many were delivered.
   size_t read(const std::vector<Entry>& entries);
-  // No answer (the commands connection was lost): live broadcasts are
-  // delivered, the read is tried again when Redis is back.
+  // No answer (the commands connection was lost, or too much is pending):
+  // live broadcasts are delivered, the read is tried again.
   void failed();
   // Cannot be read (an error, or the namespace has no local sockets): live
   // delivery only, the gap is left to recovery and history.
   void skip();
-  // No read possible yet (commands connection away): stop holding.
-  void wait() { release(); }
+  // No read possible yet (commands connection away): past kWaitMs, live
+  // broadcasts are delivered meanwhile.
+  void wait(int64_t now);
 
   // Forgets the remembered offsets some time after a read.
   void tick(int64_t now);
 
-  bool holding() const { return lost_at_ && (!subscribed_ || reading_); }
+  bool holding() const { return lost_at_ && hold_; }
   size_t remembered() const { return delivered_.size(); }
   const std::string& anchor() const { return anchor_; }
 
@@ -96,6 +99,8 @@ class CatchUp {
   int64_t lost_at_ = 0;    // wall ms; 0 = nothing to catch up
   bool subscribed_ = false;
   bool reading_ = false;
+  bool hold_ = false;
+  int64_t wait_since_ = 0;
   std::vector<Held> held_;
   std::unordered_set<std::string> delivered_;  // offsets delivered since the loss
   int64_t forget_at_ = 0;

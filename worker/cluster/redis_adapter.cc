@@ -334,7 +334,7 @@ void RedisAdapter::on_subscriber(bool subscribed) {
 void RedisAdapter::catch_up(Nsp& n) {
   if (!n.catch_up.due()) return;
   if (!recovers() || n.ns->socket_count() == 0) return n.catch_up.skip();  // nothing recorded, or nobody to tell
-  if (!link_.commands_up()) return n.catch_up.wait();                      // again when it is back
+  if (!link_.commands_up()) return n.catch_up.wait(now_ms());              // again when it is back
   CatchUp::Read rd = n.catch_up.begin();
   std::string max = std::to_string(CatchUp::kMaxEntries);
   if (!link_.command({"EVAL", kCatchUpScript, "0", stream_key(n.name), rd.start, rd.anchor, rd.cutoff, max},
