@@ -89,6 +89,55 @@ redis.call('DEL', ARGV[1])
 return out
 )";
 
+// What this node missed while its subscriber was away (see catch_up.h): the
+// stream entries after the anchor or, when the anchor is not there (Redis
+// restarted empty, or it was trimmed), from the cutoff on. ARGV: stream key,
+// first stream id to scan for the anchor, anchor offset ('' = none), cutoff
+// stream id, max entries. Returns {more, offset, payload, ...}.
+const char kCatchUpScript[] = R"(
+local key, start, anchor, from, max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+while anchor ~= '' do
+  local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if e[2][2] == anchor then
+      from, anchor = '(' .. e[1], ''
+      break
+    end
+  end
+  start = '(' .. batch[#batch][1]
+end
+local out = {0}
+for i, e in ipairs(redis.call('XRANGE', key, from, '+', 'COUNT', max + 1)) do
+  if i > max then
+    out[1] = 1
+    break
+  end
+  out[#out + 1] = e[2][2]
+  out[#out + 1] = e[2][4]
+end
+return out
+)";
+
+// A recordable broadcast whose MULTI ... EXEC got no answer: recorded and
+// published unless the stream has its offset already. ARGV: stream key,
+// channel, offset, stored entry, message, MINID, first stream id to scan.
+// Returns 1 when published, 0 when it was there.
+const char kRepublishScript[] = R"(
+local key, start = ARGV[1], ARGV[7]
+while true do
+  local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if e[2][2] == ARGV[3] then return 0 end
+  end
+  start = '(' .. batch[#batch][1]
+end
+redis.call('XADD', key, 'MINID', '~', ARGV[6], '*', 'o', ARGV[3], 'p', ARGV[4])
+redis.call('PUBLISH', ARGV[2], ARGV[5])
+return 1
+)";
+
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 std::string yeast(uint64_t v) {
@@ -192,6 +241,7 @@ RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf:
           loop, conf, [this](std::string_view ch, std::string_view body) { on_message(ch, body); },
           [this](bool up) { on_state(up); }),
       local_(loop, server) {
+  link_.on_subscriber([this](bool subscribed) { on_subscriber(subscribed); });
   request_prefix_ = conf_.key_prefix + "-request#";
   response_prefix_ = conf_.key_prefix + "-response#";
   bcast_prefix_ = conf_.key_prefix + "#";
@@ -229,17 +279,22 @@ void RedisAdapter::start() {
   m_publish_us_sum_ = metrics::get("redis_publish_latency_microseconds_sum");
   m_publish_count_ = metrics::get("redis_publish_latency_microseconds_count");
   m_received_ = metrics::get("cluster_messages_received_total");
+  metrics::declare("cluster_messages_caught_up_total", MetricType::Counter,
+                   "Broadcasts from other processes read back from the recovery stream after a resubscribe");
+  m_caught_up_ = metrics::get("cluster_messages_caught_up_total");
   m_recovered_ = metrics::get("recovery_total", metrics::label("result", "recovered"));
   m_not_recovered_ = metrics::get("recovery_total", metrics::label("result", "fresh"));
 
   for (auto* ns : server_.all()) {
-    Nsp n;
-    n.name = ns->name();
-    n.ns = ns;
-    n.bcast = bcast_channel(n.name);
-    n.request = request_prefix_ + n.name + "#";
-    n.response = response_prefix_ + n.name + "#";
-    n.specific = n.response + uid_ + "#";
+    std::string name = ns->name();
+    Nsp n{.name = name,
+          .ns = ns,
+          .bcast = bcast_channel(name),
+          .request = request_prefix_ + name + "#",
+          .response = response_prefix_ + name + "#",
+          .specific = response_prefix_ + name + "#" + uid_ + "#",
+          .catch_up = CatchUp([this](const sio::EncodedBroadcast& b) { server_.deliver(b); },
+                              [this](std::string_view offset) { return foreign(offset); })};
     for (auto* ch : {&n.bcast, &n.request, &n.response, &n.specific}) link_.subscribe(*ch);
     ns->observer = this;
     nsps_.push_back(std::move(n));
@@ -259,6 +314,72 @@ void RedisAdapter::on_state(bool up) {
   }
   logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), conf_.text().c_str());
   resync();
+  for (auto& n : nsps_) catch_up(n);  // subscribed before the commands connection was back
+}
+
+void RedisAdapter::on_subscriber(bool subscribed) {
+  int64_t now = now_ms();
+  for (auto& n : nsps_) {
+    if (!subscribed) {
+      n.catch_up.lost(now);
+      continue;
+    }
+    n.catch_up.subscribed();
+    catch_up(n);
+  }
+}
+
+// The broadcasts other processes published while our subscriber was away:
+// one EVAL per namespace with local sockets, once every SUBSCRIBE is confirmed.
+void RedisAdapter::catch_up(Nsp& n) {
+  if (!n.catch_up.due()) return;
+  if (!recovers() || n.ns->socket_count() == 0) return n.catch_up.skip();  // nothing recorded, or nobody to tell
+  if (!link_.commands_up()) return n.catch_up.wait(now_ms());              // again when it is back
+  CatchUp::Read rd = n.catch_up.begin();
+  std::string max = std::to_string(CatchUp::kMaxEntries);
+  if (!link_.command({"EVAL", kCatchUpScript, "0", stream_key(n.name), rd.start, rd.anchor, rd.cutoff, max},
+                     [this, nsp = n.name](redisReply* r) { caught_up(nsp, r); }))
+    n.catch_up.failed();  // too much pending: tried again at a tick
+}
+
+void RedisAdapter::caught_up(const std::string& nsp, redisReply* r) {
+  Nsp* n = find(nsp);
+  if (!n) return;
+  if (!r) return n->catch_up.failed();  // the connection was lost: again when it is back
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER) {
+    logf(LogLevel::Warn, "cluster: could not read back what %s missed on %s: %s", uid_.c_str(), nsp.c_str(),
+         r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    return n->catch_up.skip();
+  }
+  std::vector<CatchUp::Entry> entries;
+  entries.reserve(r->elements / 2);
+  for (size_t i = 1; i + 1 < r->elements; i += 2) {
+    redisReply* o = r->element[i];
+    redisReply* p = r->element[i + 1];
+    if (o->type != REDIS_REPLY_STRING || p->type != REDIS_REPLY_STRING) continue;
+    entries.push_back({std::string(o->str, o->len), std::string(p->str, p->len)});
+  }
+  bool more = r->element[0]->integer != 0;
+  size_t got = n->catch_up.read(entries);
+  if (got) {
+    metrics::add(m_caught_up_, int64_t(got));
+    logf(LogLevel::Notice, "cluster: node %s delivered %zu broadcast(s) on %s that came while its subscriber was away",
+         uid_.c_str(), got, nsp.c_str());
+  }
+  if (more)
+    logf(LogLevel::Warn,
+         "cluster: node %s missed more than %zu broadcasts on %s; the rest are left to connection state recovery "
+         "and history",
+         uid_.c_str(), CatchUp::kMaxEntries, nsp.c_str());
+}
+
+// An offset ("<ms>.<uid><seq>") published by another process: not ours, not a
+// sibling's (the relay brought those).
+bool RedisAdapter::foreign(std::string_view offset) const {
+  size_t dot = offset.find('.');
+  if (dot == std::string_view::npos) return false;
+  std::string_view who = offset.substr(dot + 1);
+  return !starts_with(who, uid_) && (siblings_.empty() || !starts_with(who, siblings_));
 }
 
 void RedisAdapter::tick(int64_t now) {
@@ -269,6 +390,11 @@ void RedisAdapter::tick(int64_t now) {
     dropped_reported_ = link_.dropped();
   }
   if (link_.ready() && now >= next_heartbeat_) heartbeat(false);
+  for (auto& n : nsps_) {
+    n.catch_up.tick(now);
+    catch_up(n);
+  }
+  if (!unconfirmed_.empty()) republish();
   std::vector<std::string> late;
   for (auto& [id, p] : pending_)
     if (now >= p->deadline) late.push_back(id);
@@ -352,16 +478,59 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
     publish(channel, msg);
     return;
   }
-  // Recorded and published atomically: the stream's order is the order
-  // subscribers see, which recovery relies on.
-  std::string key = stream_key(b.opts.nsp);
+  if (!unconfirmed_.empty()) republish();  // first, in their order
+  send_recorded({stream_key(b.opts.nsp), std::move(channel), b.offset, b.serialize(), std::move(msg), now_ms()}, false);
+}
+
+void RedisAdapter::send_recorded(Recorded r, bool again) {
   std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
-  std::string stored = b.serialize();
-  link_.commands({{"MULTI"},
-                  {"XADD", key, "MINID", "~", minid, "*", "o", b.offset, "p", stored},
-                  {"PUBLISH", channel, msg},
-                  {"EXEC"}},
-                 timed_publish());
+  uint64_t seq = ++recorded_seq_;
+  const Recorded& e = unanswered_.emplace_back(seq, std::move(r)).second;
+  // Answers (or their absence, when the connection is lost) come in order.
+  auto answered = [this, seq](redisReply* reply) {
+    while (!unanswered_.empty() && unanswered_.front().first < seq) unanswered_.pop_front();
+    if (unanswered_.empty() || unanswered_.front().first != seq) return;
+    if (!reply) unconfirmed_.push_back(std::move(unanswered_.front().second));
+    unanswered_.pop_front();
+  };
+  bool sent;
+  if (!again) {
+    // Recorded and published atomically: the stream's order is the order
+    // subscribers see, which recovery and catch-up rely on.
+    sent = link_.commands({{"MULTI"},
+                           {"XADD", e.key, "MINID", "~", minid, "*", "o", e.offset, "p", e.stored},
+                           {"PUBLISH", e.channel, e.msg},
+                           {"EXEC"}},
+                          [timer = timed_publish(), answered](redisReply* reply) {
+                            timer(reply);
+                            answered(reply);
+                          });
+  } else {
+    std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
+    sent = link_.command({"EVAL", kRepublishScript, "0", e.key, e.channel, e.offset, e.stored, e.msg, minid, start},
+                         answered);
+  }
+  if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link
+}
+
+// What Redis had not answered when the commands connection was lost: it may
+// never have run (Redis stopped, the bytes were not sent), so it is sent again
+// (in the stream's order) unless the stream has it; older than the recovery
+// window, it is given up.
+void RedisAdapter::republish() {
+  if (!link_.commands_up()) return;
+  std::deque<Recorded> list = std::move(unconfirmed_);
+  unconfirmed_.clear();
+  int64_t oldest = now_ms() - int64_t(window());
+  size_t again = 0;
+  for (auto& r : list) {
+    if (r.at < oldest) continue;
+    send_recorded(std::move(r), true);
+    again++;
+  }
+  if (again)
+    logf(LogLevel::Notice, "cluster: node %s publishing again %zu broadcast(s) Redis had not answered when it went away",
+         uid_.c_str(), again);
 }
 
 void RedisAdapter::on_remote(std::string_view bytes) {
@@ -418,11 +587,18 @@ void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_vi
   if (auto id = as_int(map_get(packet, "id")); id && *id >= 0) p.id = uint64_t(*id);
   p.data = to_json(*data, p.attachments);
   sio::EncodedBroadcast b;
+  const msgpack_object* flags = map_get(opts, "flags");
+  b.opts.is_volatile = flags && as_true(map_get(*flags, "volatile"));
+  // Our nodes append a recordable broadcast's offset last (catch-up dedupes by it).
+  std::string offset;
+  if (size_t args = json_array_size(p.data.get()); args >= 2 && !b.opts.is_volatile && recovers()) {
+    json_t* last = json_array_get(p.data.get(), args - 1);
+    if (json_is_string(last)) offset.assign(json_string_value(last), json_string_length(last));
+    if (offset_ms(offset) < 0) offset.clear();
+  }
   b.opts.nsp = n.name;
   b.opts.rooms = as_rooms(map_get(opts, "rooms"));
   b.opts.except = as_rooms(map_get(opts, "except"));
-  const msgpack_object* flags = map_get(opts, "flags");
-  b.opts.is_volatile = flags && as_true(map_get(*flags, "volatile"));
   b.header = sio::encode(p);
   b.attachments = std::move(p.attachments);
   const char* event = json_string_value(json_array_get(p.data.get(), 0));
@@ -433,7 +609,7 @@ void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_vi
     b.batch_item = server_.batch_item_for(event, Payload(std::move(args)));
   }
   metrics::add(m_received_);
-  server_.deliver(b);
+  n.catch_up.live(std::move(b), std::move(offset));
 }
 
 // -------------------------------------------------------------- requests

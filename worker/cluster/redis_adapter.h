@@ -25,8 +25,11 @@
 // only, and a worker drops what Redis brings from a sibling (its uid starts
 // with the daemon's tag). So when Redis comes back, no broadcast between
 // siblings is lost while their subscriptions are being restored one by one.
+// What other processes published while this worker's subscriber was away is
+// read back from the recovery stream once it is subscribed again (catch_up.h).
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -34,6 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cluster/catch_up.h"
 #include "cluster/ops.h"
 #include "cluster/redis_link.h"
 #include "core/metrics.h"
@@ -98,6 +102,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
     std::string request;   // <key>-request#<nsp>#
     std::string response;  // <key>-response#<nsp>#
     std::string specific;  // <key>-response#<nsp>#<uid>#
+    CatchUp catch_up;
   };
   // A request of ours waiting for the other nodes' answers.
   struct Pending {
@@ -123,12 +128,25 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::string new_id() const;
 
   void on_state(bool ready);
+  void on_subscriber(bool subscribed);
+  void catch_up(Nsp& n);
+  void caught_up(const std::string& nsp, redisReply* r);
+  bool foreign(std::string_view offset) const;
   void on_message(std::string_view channel, std::string_view body);
   void on_broadcast(Nsp& n, std::string_view channel, std::string_view body);
   bool from_sibling(std::string_view body) const;
   void on_request(Nsp& n, std::string_view body);
   void on_response(std::string_view body);
   void respond(const Nsp& n, const json_t* request, Json response);
+  // A recordable broadcast sent to Redis: kept until Redis answers, and
+  // published again (unless the stream shows it was) when the commands
+  // connection was lost first; a module may have acked it already.
+  struct Recorded {
+    std::string key, channel, offset, stored, msg;
+    int64_t at = 0;
+  };
+  void send_recorded(Recorded r, bool again);
+  void republish();
   RedisLink::Reply timed_publish();
   bool publish(const std::string& channel, std::string_view body);
   void publish_json(const std::string& channel, const json_t* body);
@@ -163,6 +181,9 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::vector<Nsp> nsps_;
   std::string request_prefix_, response_prefix_, bcast_prefix_;
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
+  std::deque<std::pair<uint64_t, Recorded>> unanswered_;  // in send order, as Redis answers
+  std::deque<Recorded> unconfirmed_;         // the connection was lost before their answer
+  uint64_t recorded_seq_ = 0;
   int64_t next_heartbeat_ = 0;
   bool synced_ = false;  // membership written since the link came up
   int64_t offset_ms_ = 0;
@@ -174,6 +195,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   metrics::Entry* m_publish_us_sum_ = nullptr;
   metrics::Entry* m_publish_count_ = nullptr;
   metrics::Entry* m_received_ = nullptr;
+  metrics::Entry* m_caught_up_ = nullptr;
   metrics::Entry* m_recovered_ = nullptr;
   metrics::Entry* m_not_recovered_ = nullptr;
 };
