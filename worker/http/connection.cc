@@ -312,9 +312,12 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
 
 void Connection::send(Bytes b) {
   if (closed_ || overflowed_ || b->empty()) return;
+  bool pending = out_bytes_ > 0;
   out_bytes_ += b->size();
   out_.push_back(std::move(b));
-  if (out_bytes_ > limits_.max_output) {
+  // One answer may be larger than the bound (a long-polling response of a
+  // full queue, base64 and headers added); what piles up behind it may not.
+  if (pending && out_bytes_ > limits_.max_output) {
     // A client that does not read cannot make the worker hold unbounded memory.
     // The close is posted, as nginx posts events: the sender may be walking a
     // room this client is in, and closing ends sessions, sockets, memberships.
