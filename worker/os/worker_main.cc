@@ -334,13 +334,13 @@ void WorkerRuntime::before_poll() {
   for (int round = 0; round < 8; round++) {
     if (redis_) redis_->flush();  // Redis first: a join's SUBSCRIBE leaves before its ack
     eio_.flush();
+    event_log::flush();  // an event is logged before its answer leaves
     std::vector<http::Connection*> todo;
     todo.swap(dirty_);
     for (auto* c : todo)
       if (!c->closed()) c->flush();
     if (dirty_.empty() && !eio_.flush_pending()) break;
   }
-  event_log::flush();
   dead_.clear();
 }
 
