@@ -93,7 +93,9 @@ size_t Reader::scan(bool& fatal) {
       fatal = true;
       return 0;
     }
-    if (in_.size() - pos - hdr < len) break;
+    // TCP may split anywhere, the mask key included: wait for the whole header.
+    size_t have = in_.size() - pos;
+    if (have < hdr || have - hdr < len) break;
     pos += hdr + len;
     if (op < 8) fragmented = !fin;  // control frames may come between fragments
     if (!fragmented) usable = pos;

@@ -1,0 +1,148 @@
+// ws::Reader reads a client's byte stream the same however TCP splits it:
+// inside the 2-byte header, the extended length, the mask key, the payload,
+// between frames and between the fragments of one message.
+#include "http/websocket.h"
+
+#include <gtest/gtest.h>
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace dr::ws {
+namespace {
+
+// A masked client frame (RFC 6455 5.2).
+std::string client_frame(uint8_t opcode, std::string_view payload, bool fin = true,
+                         const char mask[4] = "\x37\xfa\x21\x3d") {
+  std::string f;
+  f.push_back(char((fin ? 0x80 : 0) | opcode));
+  size_t n = payload.size();
+  if (n < 126) {
+    f.push_back(char(0x80 | n));
+  } else if (n < 65536) {
+    f.push_back(char(0x80 | 126));
+    f.push_back(char(n >> 8));
+    f.push_back(char(n & 0xff));
+  } else {
+    f.push_back(char(0x80 | 127));
+    for (int i = 7; i >= 0; i--) f.push_back(char((uint64_t(n) >> (8 * i)) & 0xff));
+  }
+  f.append(mask, 4);
+  for (size_t i = 0; i < n; i++) f.push_back(char(payload[i] ^ mask[i % 4]));
+  return f;
+}
+
+// What the reader reported: messages and closes in order ("T:<size>:<text start>",
+// "B:<size>", "C:<code>"), and the bytes it answered with (pongs, close frames),
+// whose timing relative to the messages depends on the chunks and does not matter.
+struct Outcome {
+  std::vector<std::string> events;
+  std::string sent;
+  bool alive = true;
+  bool operator==(const Outcome& o) const { return events == o.events && sent == o.sent && alive == o.alive; }
+};
+
+std::ostream& operator<<(std::ostream& os, const Outcome& o) {
+  for (auto& e : o.events) os << e << " ";
+  return os << "| sent " << o.sent.size() << " bytes | " << (o.alive ? "open" : "closed");
+}
+
+Outcome read_in_chunks(const std::string& stream, const std::vector<size_t>& cuts) {
+  Outcome run;
+  Reader r(1000000, false,
+           Reader::Callbacks{
+               [&](bool binary, bool, std::string_view data) {
+                 run.events.push_back(binary ? "B:" + std::to_string(data.size())
+                                             : "T:" + std::to_string(data.size()) + ":" + std::string(data.substr(0, 16)));
+               },
+               [&](std::string_view bytes) { run.sent.append(bytes); },
+               [&](uint16_t code) { run.events.push_back("C:" + std::to_string(code)); },
+           });
+  size_t pos = 0;
+  for (size_t cut : cuts) {
+    if (cut <= pos || cut > stream.size()) continue;
+    if (run.alive) run.alive = r.feed(std::string_view(stream).substr(pos, cut - pos));
+    pos = cut;
+  }
+  if (pos < stream.size() && run.alive) run.alive = r.feed(std::string_view(stream).substr(pos));
+  return run;
+}
+
+Outcome read_whole(const std::string& stream) { return read_in_chunks(stream, {}); }
+
+// Every kind of frame header and the boundaries between them.
+std::string mixed_stream() {
+  std::string s;
+  s += client_frame(1, "42[\"hi\"]");                      // 7-bit length
+  s += client_frame(1, std::string(300, 'a'));             // 16-bit length
+  s += client_frame(2, std::string(200, '\x01'));          // binary
+  s += client_frame(1, "42[\"frag", false);                // a fragmented message ...
+  s += client_frame(9, "ping!");                           // ... a ping between its fragments ...
+  s += client_frame(0, "mented\"]", true);                 // ... and its last fragment
+  s += client_frame(1, "3");
+  return s;
+}
+
+TEST(WebSocketReader, WholeStreamReference) {
+  Outcome run = read_whole(mixed_stream());
+  EXPECT_TRUE(run.alive);
+  std::vector<std::string> want = {"T:8:42[\"hi\"]", "T:300:" + std::string(16, 'a'), "B:200", "T:16:42[\"fragmented\"]",
+                                   "T:1:3"};
+  EXPECT_EQ(run.events, want);
+  EXPECT_EQ(run.sent, "\x8a\x05ping!");  // the pong
+}
+
+TEST(WebSocketReader, EverySplitPointReadsTheSame) {
+  const std::string s = mixed_stream();
+  Outcome whole = read_whole(s);
+  for (size_t i = 1; i < s.size(); i++) {
+    ASSERT_EQ(read_in_chunks(s, {i}), whole) << "split at byte " << i;
+  }
+}
+
+TEST(WebSocketReader, EveryPairOfSplitPointsInTheHeadersReadsTheSame) {
+  // Two cuts inside the first frames' headers and mask keys, where a
+  // miscount of the header's size shows.
+  const std::string s = client_frame(1, std::string(300, 'b')) + client_frame(1, "x");
+  Outcome whole = read_whole(s);
+  for (size_t i = 1; i < 12; i++)
+    for (size_t j = i + 1; j < 12; j++) {
+      ASSERT_EQ(read_in_chunks(s, {i, j}), whole) << "cuts at " << i << " and " << j;
+    }
+  for (size_t i = 300 + 8 - 2; i < s.size(); i++)
+    for (size_t j = i + 1; j < s.size(); j++) ASSERT_EQ(read_in_chunks(s, {i, j}), whole) << i << ", " << j;
+}
+
+TEST(WebSocketReader, OneByteSegmentsReadTheSame) {
+  std::string s = mixed_stream() + client_frame(1, std::string(70000, 'z'));  // and a 64-bit length
+  Outcome whole = read_whole(s);
+  ASSERT_EQ(whole.events.back(), "T:70000:" + std::string(16, 'z'));
+  std::vector<size_t> cuts;
+  for (size_t i = 1; i < s.size(); i++) cuts.push_back(i);
+  EXPECT_EQ(read_in_chunks(s, cuts), whole);
+}
+
+TEST(WebSocketReader, SplitInsideTheMaskKeyOfA64BitFrame) {
+  std::string s = client_frame(1, std::string(70000, 'q'));
+  Outcome whole = read_whole(s);
+  for (size_t i = 1; i <= 14; i++) ASSERT_EQ(read_in_chunks(s, {i}), whole) << "split at " << i;
+}
+
+TEST(WebSocketReader, ProtocolErrorsAreTheSameSplitOrNot) {
+  // An unmasked frame, and a frame over the message limit, however split.
+  std::string unmasked = "\x81\x02hi";
+  std::string big = client_frame(2, std::string(10, 'x'));
+  big[1] = char(0x80 | 127);
+  big.replace(2, 0, std::string("\x00\x00\x00\x00\x7f\x00\x00\x00", 8));  // a 2 GB length
+  for (const std::string& s : {unmasked, big}) {
+    Outcome whole = read_whole(s);
+    ASSERT_FALSE(whole.alive);
+    for (size_t i = 1; i < s.size(); i++) {
+      EXPECT_EQ(read_in_chunks(s, {i}), whole) << "split at " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dr::ws
