@@ -143,5 +143,13 @@ TEST_F(ConnectionTest, ErrorInsideAnEngineIoUrlIsText) {
   EXPECT_NE(out.find("Content-Type: text/plain\r\n"), std::string::npos) << out;
 }
 
+// A URL over max_header is refused with its own status line (it read "414 Unknown").
+TEST_F(ConnectionTest, LongUrlIsUriTooLong) {
+  send_raw("GET /api/" + std::string(limits_.max_header + 10, 'a') + " HTTP/1.1\r\n\r\n");
+  std::string out = read_until_eof();
+  EXPECT_EQ(out.find("HTTP/1.1 414 URI Too Long\r\n"), 0u) << out.substr(0, 200);
+  EXPECT_NE(out.find("\"code\":\"URI_TOO_LONG\""), std::string::npos) << out.substr(0, 300);
+}
+
 }  // namespace
 }  // namespace dr::http
