@@ -72,7 +72,7 @@ for t in "${targets[@]}"; do
       echo "  CRASH $t: $c"
       echo "    reproduce: $build/fuzz/fuzz_$t $c"
     done
-    grep -m1 -E 'ERROR: |fuzz check failed|^missing ' "$log" | sed 's/^/    /'
+    grep -m1 -E 'ERROR: |runtime error: |fuzz check failed|^missing ' "$log" | sed 's/^/    /'
     echo "    log: $log"
   fi
 done

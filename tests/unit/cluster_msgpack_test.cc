@@ -2,6 +2,8 @@
 // shared/protocols/redis-adapter.md), and its conversion to JSON + attachments.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "cluster/msgpack_json.h"
 
 using namespace dr;
@@ -170,4 +172,26 @@ TEST(ClusterMsgpack, EveryTypeAndWidthParses) {
   EXPECT_TRUE(v.parse(big));
   Unpacked w;  // array32 and map32 forms
   EXPECT_TRUE(w.parse(unhex("dd00000002df0000000101029100")));
+}
+
+// Found by tests/fuzz/msgpack_json.cc: a float room name or map key beyond
+// int64 (1e300, inf) was converted to an integer (undefined behaviour).
+TEST(ClusterMsgpack, FloatsBeyondInt64AreNoIntegers) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double d : {1e300, -1e300, 9223372036854775808.0, inf, -inf}) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_double(&pk, d);
+    msgpack_pack_double(&pk, -9223372036854775808.0);  // -2^63 itself fits
+    std::string bytes(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    Unpacked u;
+    ASSERT_TRUE(u.parse(bytes));
+    EXPECT_FALSE(as_int(&u.root().via.array.ptr[0])) << d;
+    EXPECT_EQ(as_int(&u.root().via.array.ptr[1]), INT64_MIN);
+    EXPECT_EQ(as_rooms(&u.root()), std::vector<std::string>{"-9223372036854775808"});
+  }
 }

@@ -200,7 +200,9 @@ std::optional<int64_t> as_int(const msgpack_object* o) {
   if (!o) return std::nullopt;
   if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) return int64_t(o->via.u64);
   if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) return o->via.i64;
-  if ((o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32) && std::trunc(o->via.f64) == o->via.f64)
+  // Whole and within int64 (converting 1e300 or inf is undefined behaviour).
+  if ((o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32) && std::trunc(o->via.f64) == o->via.f64 &&
+      o->via.f64 >= -0x1p63 && o->via.f64 < 0x1p63)
     return int64_t(o->via.f64);
   return std::nullopt;
 }
