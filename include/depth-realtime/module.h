@@ -29,11 +29,11 @@ namespace dr {
 
 // Bumped whenever a type below changes layout. A module built against another
 // ABI (or another C++ standard library) is refused at load time.
-inline constexpr uint32_t kModuleAbi = 3;
+inline constexpr uint32_t kModuleAbi = 4;
 #if defined(_GLIBCXX_RELEASE)
-#define DR_MODULE_SIGNATURE "dr-abi-3/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
+#define DR_MODULE_SIGNATURE "dr-abi-4/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
 #else
-#define DR_MODULE_SIGNATURE "dr-abi-3/other"
+#define DR_MODULE_SIGNATURE "dr-abi-4/other"
 #endif
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -240,6 +240,9 @@ void ack_data(Socket& s, const Event& ev, Json data);
 // the client asked for one, else the `error` event with {code,message,details?}.
 void send_error(Socket& s, const Event& ev, std::string_view code, std::string_view message,
                 std::string_view details = {});
+// The same with an error object the caller built ({code, message, ...} with
+// fields of its own, such as retryAfterMs).
+void send_error_object(Socket& s, const Event& ev, Json error);
 // A copy of `value` holding only the binary attachments (of `in`) it refers
 // to, appended to `out`, its placeholders renumbered to match.
 Json copy_with_binary(const json_t* value, const std::vector<std::string>& in, std::vector<std::string>& out);
@@ -270,6 +273,14 @@ using DisconnectHandler = std::function<void(Socket& socket, std::string_view re
 // A local socket joined (`joined` true) or left a named room; a socket's own
 // room (its id) is not reported. On disconnect it leaves every room first.
 using RoomHandler = std::function<void(Socket& socket, std::string_view room, bool joined)>;
+
+// May `socket` be in `room`? Asked when connection state recovery would give a
+// socket its rooms back (its identity already confirmed by the CONNECT hooks):
+// answer through `done`, at once or later; only the first call counts, and a
+// call after the client went away does nothing. A room a guard does not know
+// is not its to refuse (answer true); a room any guard refuses is not rejoined.
+using RoomVerdict = std::function<void(bool allowed)>;
+using RoomGuard = std::function<void(Socket& socket, const std::string& room, RoomVerdict done)>;
 
 // ---------------------------------------------------------------- broadcast
 
@@ -347,6 +358,8 @@ class Worker {
   virtual void on_room(std::string_view nsp, RoomHandler h) = 0;
   // The socket's connection changed transport (upgraded to WebSocket).
   virtual void on_transport(std::string_view nsp, ConnectionHandler h) = 0;
+  // Access to the rooms a recovered session restores (see RoomGuard).
+  virtual void on_room_check(std::string_view nsp, RoomGuard guard) = 0;
 
   // Through the adapter: reaches every worker (and, with Redis, every node).
   virtual void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) = 0;

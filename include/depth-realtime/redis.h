@@ -5,8 +5,11 @@
 //
 // Redis may be away. A command is then not queued: its callback gets an error
 // reply saying so, so a module can tell its client ("the ack says so and
-// nothing is half-written"). Callbacks run later on the worker's loop, never
-// inside the call.
+// nothing is half-written"). A command that was sent but got no answer (Redis
+// stalled past redis_command_timeout, or the connection was lost meanwhile)
+// gets the same error with `unanswered` set: Redis may still have applied it,
+// so a module must not tell its client "not stored". Callbacks run later on
+// the worker's loop, never inside the call.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +26,9 @@ struct Reply {
   long long integer = 0;
   std::string str;             // String, Status, Error
   std::vector<Reply> elements; // Array
+  // Error kUnavailable only: the command had been sent (its outcome is
+  // unknown) rather than refused before sending (it was not applied).
+  bool unanswered = false;
 
   bool error() const { return type == Type::Error; }
   bool nil() const { return type == Type::Nil; }
@@ -31,7 +37,7 @@ struct Reply {
 };
 
 // The text of the error reply given when a command cannot be sent or no
-// answer came in time.
+// answer came in time (`unanswered` tells the two apart).
 inline constexpr std::string_view kUnavailable = "Redis unavailable";
 
 using Callback = std::function<void(Reply reply)>;

@@ -8,6 +8,9 @@
 //                                  in /notifications; {data: {notification, userIds}}
 //   POST /api/v1/disconnect     {userId} -> every socket in user:<userId>, every
 //                               namespace, every node; {data: {userId}}
+//   POST /api/v1/rooms/leave    {namespace, room, userIds} -> the sockets of these
+//                               users (by identity) leave `room` on every node;
+//                               {data: {namespace, room, userIds, sockets}}
 //   GET  /api/v1/stats          -> {data: <the node's statistics>}
 //
 // Success is 200 {data}; a failure is {error: {code, message, details?}}: 400
@@ -199,6 +202,10 @@ const dr::schema::EventShape kNotification{"notification",
                                             {"body", Kind::String, false, 0, 10000},
                                             {"data", Kind::Object}}};
 const dr::schema::EventShape kDisconnect{"disconnect", {{"userId", Kind::Id, true}}};
+const dr::schema::EventShape kRoomsLeave{"rooms/leave",
+                                         {{"namespace", Kind::String, true, 1, 256},
+                                          {"room", Kind::String, true, 1, 1024},
+                                          {"userIds", Kind::Array, true, 1, double(kMaxRecipients)}}};
 
 // Socket.IO's own event names: a client could not tell them from the real thing.
 const char* const kReserved[] = {"connect",       "connect_error", "disconnect",
@@ -228,20 +235,28 @@ void emit(dr::Worker& w, const ApiConf&, const json_t* body, dr::HttpRespond res
   respond(ok(std::move(out)));
 }
 
-void notify(dr::Worker& w, const ApiConf& conf, const json_t* body, dr::HttpRespond respond) {
-  std::string details;
-  if (!dr::schema::validate(body, kNotify, details)) return respond(invalid(details));
-  std::vector<std::string> users;
+// The ids of `userIds` (an array the schema checked), each once, in order;
+// false with `details` when one is not an id.
+bool user_ids(const json_t* body, std::vector<std::string>& users, std::string& details) {
   std::unordered_set<std::string> seen;
   size_t i;
   json_t* item;
   json_array_foreach(json_object_get(body, "userIds"), i, item) {
     std::optional<std::string> id = dr::schema::id_string(item);
-    if (!id)
-      return respond(invalid("userIds[" + std::to_string(i) +
-                             "]: must be an id (string of 1-128 characters or non-negative integer)"));
+    if (!id) {
+      details = "userIds[" + std::to_string(i) + "]: must be an id (string of 1-128 characters or non-negative integer)";
+      return false;
+    }
     if (seen.insert(*id).second) users.push_back(std::move(*id));
   }
+  return true;
+}
+
+void notify(dr::Worker& w, const ApiConf& conf, const json_t* body, dr::HttpRespond respond) {
+  std::string details;
+  if (!dr::schema::validate(body, kNotify, details)) return respond(invalid(details));
+  std::vector<std::string> users;
+  if (!user_ids(body, users, details)) return respond(invalid(details));
   const json_t* in = json_object_get(body, "notification");
   if (!dr::schema::validate(in, kNotification, details)) return respond(invalid("notification." + details));
 
@@ -287,6 +302,49 @@ void disconnect(dr::Worker& w, const ApiConf&, const json_t* body, dr::HttpRespo
   respond(ok(dr::Json(json_pack("{s:s%}", "userId", user.data(), user.size()))));
 }
 
+// Revoking access live: the members of `room` are fetched from every node,
+// those whose identity (the userId auth_jwt set) is one of `userIds` are
+// picked, and each leaves through its own room (its socket id), so that every
+// node, Node.js servers with the Redis adapter too, applies socketsLeave to
+// exactly those sockets. Not by user:<id>: an admin may be in another user's
+// room, and a socket may have left its own user's.
+void rooms_leave(dr::Worker& w, const ApiConf&, const json_t* body, dr::HttpRespond respond) {
+  std::string details;
+  if (!dr::schema::validate(body, kRoomsLeave, details)) return respond(invalid(details));
+  std::string nsp = dr::json_str(body, "namespace");
+  if (!declared(w, nsp)) return respond(invalid("namespace: unknown namespace \"" + nsp + "\""));
+  std::string room = dr::json_str(body, "room");
+  std::vector<std::string> users;
+  if (!user_ids(body, users, details)) return respond(invalid(details));
+  if (dr::cluster::configured() && !dr::cluster::ready())
+    return respond(failure(503, "UNAVAILABLE", "Service unavailable", "Redis unavailable: no socket left the room"));
+  dr::BroadcastOptions members;
+  members.nsp = nsp;
+  members.rooms = {room};
+  dr::cluster::fetch_sockets(members, [nsp, room, users, respond](std::string error,
+                                                                  std::vector<dr::cluster::RemoteSocket> sockets) {
+    std::unordered_set<std::string> wanted(users.begin(), users.end());
+    dr::BroadcastOptions targets;
+    targets.nsp = nsp;
+    for (const auto& s : sockets) {
+      std::optional<std::string> user = dr::schema::id_string(json_object_get(s.data.get(), "userId"));
+      if (user && wanted.count(*user)) targets.rooms.push_back(s.id);
+    }
+    // Never with no rooms: that would select the whole namespace.
+    if (!targets.rooms.empty()) dr::cluster::sockets_leave(targets, {room});
+    std::string left = std::to_string(targets.rooms.size());
+    if (!error.empty())
+      return respond(failure(503, "UNAVAILABLE", "Service unavailable",
+                             error + ": " + left + " socket(s) left the room, others may not have; call again"));
+    dr::Json out(json_object());
+    json_object_set_new(out.get(), "namespace", json_stringn(nsp.data(), nsp.size()));
+    json_object_set_new(out.get(), "room", json_stringn(room.data(), room.size()));
+    json_object_set_new(out.get(), "userIds", dr::app::string_array(users).release());
+    json_object_set_new(out.get(), "sockets", json_integer(json_int_t(targets.rooms.size())));
+    respond(ok(std::move(out)));
+  });
+}
+
 void stats(dr::Worker& w, const ApiConf&, const json_t*, dr::HttpRespond respond) {
   respond(ok(dr::app::node_stats(w)));
 }
@@ -300,6 +358,7 @@ const Endpoint kEndpoints[] = {
     {"/api/v1/emit", "POST", emit},
     {"/api/v1/notifications", "POST", notify},
     {"/api/v1/disconnect", "POST", disconnect},
+    {"/api/v1/rooms/leave", "POST", rooms_leave},
     {"/api/v1/stats", "GET", stats},
 };
 

@@ -7,8 +7,13 @@
 //
 // What it keeps in Redis (keys under the app prefix, `depth:` by default):
 //   chat:<conversationId>         stream, one entry per message, fields conversationId,
-//                                 senderId, content, type, metadata (JSON text), createdAt;
+//                                 senderId, content, type, metadata (JSON text), createdAt,
+//                                 clientMessageId (when the client gave one);
 //                                 the entry id is the message id; MAXLEN ~ chat_stream_maxlen
+//   idem:chat:<n>:<conversationId>:<n>:<userId>:<clientMessageId>
+//                                 hash {id, delivered}: a message sent with that key is
+//                                 stored once (see idempotent.h); expires after
+//                                 chat_idempotency_ttl
 //   chat:<conversationId>:read    hash: user id -> id of the last message read
 //   chat:<conversationId>:edits   hash: message id -> {"content","editedAt","editedBy"}
 //                                 (JSON text). Stream entries cannot change, so an edit is
@@ -33,6 +38,7 @@
 #include <vector>
 
 #include "app.h"
+#include "idempotent.h"
 #include "stored_json.h"
 
 namespace {
@@ -40,6 +46,7 @@ namespace {
 using dr::Json;
 using dr::app::Access;
 namespace redis = dr::redis;
+namespace idem = dr::app::idem;
 
 constexpr const char* kNsp = "/chat";
 constexpr const char* kMessagesMetric = "depth_realtime_chat_messages_total";
@@ -52,6 +59,7 @@ struct ChatConf : dr::ModuleConfBase<ChatConf> {
   std::string access_claim = "conversations";  // empty: the token grants nothing
   uint64_t history_limit = 50;
   uint64_t history_max = 200;
+  uint64_t idempotency_ttl = idem::kDefaultTtlMs;
 };
 
 constexpr unsigned S = dr::kConfServer;
@@ -69,12 +77,15 @@ const dr::Directive kDirectives[] = {
      "Messages chat:history returns when the client gives no limit."},
     {"chat_history_max", S | N, 1, 1, dr::set_uint<&ChatConf::history_max>, "200", true,
      "Largest limit chat:history honours; larger ones are clamped to it."},
+    {"chat_idempotency_ttl", S | N, 1, 1, dr::set_msec<&ChatConf::idempotency_ttl>, "24h", true,
+     "How long a message's clientMessageId is remembered: a retry with it within this time returns the stored message."},
     {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
 };
 
 bool check_chat_conf(const ChatConf& c, std::string& err) {
   if (c.stream_maxlen < 1) err = "chat_stream_maxlen must be at least 1";
   else if (c.history_max < 1) err = "chat_history_max must be at least 1";
+  else if (c.idempotency_ttl < 1000) err = "chat_idempotency_ttl must be at least 1s";
   else if (c.history_limit < 1 || c.history_limit > c.history_max)
     err = "chat_history_limit must be between 1 and chat_history_max";
   return err.empty();
@@ -92,12 +103,14 @@ const dr::schema::Table kEvents = {
      {{"conversationId", Kind::Id, true},
       {"content", Kind::String, true, 1, 10000},
       {"type", Kind::String, false, 0, 0, {"text", "image", "file"}},
-      {"metadata", Kind::Object}}},
+      {"metadata", Kind::Object},
+      {idem::kField, Kind::String, false, 1, idem::kMaxLength}}},
     {"message:send",
      {{"conversationId", Kind::Id, true},
       {"content", Kind::String, true, 1, 10000},
       {"type", Kind::String, false, 0, 0, {"text", "image", "file"}},
-      {"metadata", Kind::Object}}},
+      {"metadata", Kind::Object},
+      {idem::kField, Kind::String, false, 1, idem::kMaxLength}}},
     {"chat:typing", {{"conversationId", Kind::Id, true}, {"isTyping", Kind::Boolean, true}}},
     {"chat:read", {{"conversationId", Kind::Id, true}, {"messageId", Kind::Id, true}}},
     // limit: positive (checked by the handler: the schema bounds numbers only
@@ -158,8 +171,11 @@ std::string stream_key(const std::string& conversation) { return redis::key("cha
 std::string read_key(const std::string& conversation) { return redis::key("chat:" + conversation + ":read"); }
 std::string edits_key(const std::string& conversation) { return redis::key("chat:" + conversation + ":edits"); }
 
-// "Redis unavailable: the message was not stored".
-std::string failure(const redis::Reply& r, const char* consequence) {
+// "Redis unavailable: the read marker was not stored". A write that was sent
+// but not answered may have been applied: then `maybe` ("... may have been
+// stored") is what the client is told.
+std::string failure(const redis::Reply& r, const char* consequence, const char* maybe = nullptr) {
+  if (maybe && r.unanswered) return std::string("Redis did not answer: ") + maybe;
   std::string why = r.error() && !r.str.empty() ? r.str : "unexpected Redis reply";
   return why + ": " + consequence;
 }
@@ -221,6 +237,7 @@ Json message_of(const std::string& id, const json_t* fields, const std::string& 
   json_object_set_new(m.get(), "createdAt",
                       created ? json_copy(const_cast<json_t*>(created))
                               : ms >= 0 ? jstr(dr::app::iso_time(ms)) : json_null());
+  if (const char* key = dr::json_str(fields, idem::kField)) json_object_set_new(m.get(), idem::kField, json_string(key));
   if (edit) {
     Json e = dr::json_parse(edit);
     const json_t* text = json_object_get(e.get(), "content");
@@ -271,9 +288,32 @@ void on_leave(dr::Socket& s, dr::Event& ev) {
   dr::ack_data(s, ev, id_object("conversationId", conversation));
 }
 
+// The answer to a message Redis did not answer for: it may be stored.
+void unknown(const Call& c, const std::string& key) {
+  auto s = c.live();
+  if (!s) return;
+  if (key.empty())
+    dr::app::outcome_unknown(*s, c.ev,
+                             "Redis did not answer: the message may have been stored (a clientMessageId makes a retry safe)");
+  else
+    dr::app::outcome_unknown(
+        *s, c.ev, "Redis did not answer: the message may have been stored; send it again with the same clientMessageId",
+        key);
+}
+
+// To the whole room as both chat:message and message:new.
+void deliver(const Call& c, const json_t* m, const std::vector<std::string>& bin) {
+  broadcast(c, "chat:message", m, bin);
+  broadcast(c, "message:new", m, bin);
+}
+
 // Stored first (the ack means it is), then to the whole room as both
-// chat:message and message:new, then the ack.
+// chat:message and message:new, then the ack. With a clientMessageId the
+// store is idempotent: a retry gets the stored message, and the room hears of
+// it once (from the retry when the first attempt's answer was lost).
 void on_message(dr::Socket& s, dr::Event& ev) {
+  const char* given = dr::json_str(dr::app::payload(ev), idem::kField);
+  if (given && !idem::valid_key(given)) return dr::app::invalid(s, ev, idem::kInvalidDetails);
   when_member(
       s, start(s, ev),
       [](dr::Socket&, const CallPtr& c) {
@@ -281,15 +321,17 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         const json_t* content = json_object_get(in, "content");
         const char* type = dr::json_str(in, "type");
         const json_t* metadata = json_object_get(in, "metadata");
+        const char* given = dr::json_str(in, idem::kField);
+        std::string key = given ? given : "";
         Json empty(json_object());
         if (!json_is_object(metadata)) metadata = empty.get();
         std::string created = dr::app::iso_now();
 
         std::string text(json_string_value(content), json_string_length(content));
-        std::vector<std::string> argv{
-            "XADD", stream_key(c->conversation), "MAXLEN", "~", std::to_string(c->conf.stream_maxlen), "*",
+        std::vector<std::string> fields{
             "conversationId", c->conversation, "senderId", c->user, "content", text, "type", type ? type : "text",
             "metadata", dr::json_text(dr::app::to_stored(metadata, c->ev.args.attachments).get()), "createdAt", created};
+        if (!key.empty()) fields.insert(fields.end(), {idem::kField, key});
 
         // The message as clients see it, but for its id.
         std::vector<std::string> bin;
@@ -301,17 +343,63 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         json_object_set_new(m.get(), "type", json_string(type ? type : "text"));
         json_object_set_new(m.get(), "metadata", dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
         json_object_set_new(m.get(), "createdAt", jstr(created));
+        if (!key.empty()) json_object_set_new(m.get(), idem::kField, jstr(key));
 
-        redis::command(std::move(argv), [c, m, bin = std::move(bin)](redis::Reply r) {
-          if (r.type != redis::Reply::Type::String) {
-            if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the message was not stored"));
-            return;
+        if (key.empty()) {
+          std::vector<std::string> argv{"XADD", stream_key(c->conversation), "MAXLEN", "~",
+                                        std::to_string(c->conf.stream_maxlen), "*"};
+          argv.insert(argv.end(), fields.begin(), fields.end());
+          redis::command(std::move(argv), [c, m, bin = std::move(bin)](redis::Reply r) {
+            if (r.type != redis::Reply::Type::String) {
+              if (r.unanswered) return unknown(*c, {});
+              if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the message was not stored"));
+              return;
+            }
+            if (g_worker) g_worker->metric_add(kMessagesMetric, "");
+            json_object_set_new(m.get(), "id", jstr(r.str));
+            // Stored: the room gets it even if the sender has gone meanwhile.
+            deliver(*c, m.get(), bin);
+            if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
+          });
+          return;
+        }
+
+        idem::Append a;
+        a.record = idem::record_key("chat", c->conversation, c->user, key);
+        a.stream = stream_key(c->conversation);
+        a.edits = edits_key(c->conversation);
+        a.maxlen = c->conf.stream_maxlen;
+        a.ttl_ms = c->conf.idempotency_ttl;
+        a.fields = std::move(fields);
+        idem::append(std::move(a), [c, m, key, bin = std::move(bin)](idem::Result r) mutable {
+          switch (r.outcome) {
+            case idem::Outcome::Unknown:
+              return unknown(*c, key);
+            case idem::Outcome::NotStored:
+              if (auto s = c->live())
+                dr::app::internal_error(*s, c->ev, std::string(redis::kUnavailable) + ": the message was not stored");
+              return;
+            case idem::Outcome::Failed:
+              if (auto s = c->live()) dr::app::internal_error(*s, c->ev, r.error + ": the message was not stored");
+              return;
+            case idem::Outcome::Stored:
+              if (g_worker) g_worker->metric_add(kMessagesMetric, "");
+              json_object_set_new(m.get(), "id", jstr(r.id));
+              break;
+            case idem::Outcome::Found:
+              if (r.fields) {
+                bin.clear();
+                Json stored = message_of(r.id, r.fields.get(), c->conversation,
+                                         r.edit.empty() ? nullptr : r.edit.c_str(), bin);
+                m.reset(stored.release(), json_decref);
+              } else {  // trimmed from the stream since: as sent, timed by its id
+                json_object_set_new(m.get(), "id", jstr(r.id));
+                int64_t ms = dr::app::stream_id_ms(r.id);
+                if (ms >= 0) json_object_set_new(m.get(), "createdAt", jstr(dr::app::iso_time(ms)));
+              }
+              break;
           }
-          if (g_worker) g_worker->metric_add(kMessagesMetric, "");
-          json_object_set_new(m.get(), "id", jstr(r.str));
-          // Stored: the room gets it even if the sender has gone meanwhile.
-          broadcast(*c, "chat:message", m.get(), bin);
-          broadcast(*c, "message:new", m.get(), bin);
+          if (r.deliver) deliver(*c, m.get(), bin);
           if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
         });
       },
@@ -334,7 +422,7 @@ void on_read(dr::Socket& s, dr::Event& ev) {
     std::string message = dr::app::id_field(c->ev, "messageId");
     redis::command({"HSET", read_key(c->conversation), c->user, message}, [c, message](redis::Reply r) {
       if (r.error()) {
-        if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the read marker was not stored"));
+        if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the read marker was not stored", "the read marker may have been stored"));
         return;
       }
       Json data(json_object());
@@ -450,7 +538,8 @@ void on_edit(dr::Socket& s, dr::Event& ev) {
                      [c, id, shared_fields, edit_text](redis::Reply r) {
                        if (r.error()) {
                          if (auto s = c->live())
-                           dr::app::internal_error(*s, c->ev, failure(r, "the edit was not stored"));
+                           dr::app::internal_error(
+                               *s, c->ev, failure(r, "the edit was not stored", "the edit may have been stored"));
                          return;
                        }
                        std::vector<std::string> bin;
@@ -500,6 +589,11 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.on(kNsp, "chat:read", on_read);
   w.on(kNsp, "chat:history", on_history);
   w.on(kNsp, "message:edit", on_edit);
+  // A recovered session rejoins a conversation's room only if still a member.
+  w.on_room_check(kNsp, [](dr::Socket& s, const std::string& room, dr::RoomVerdict done) {
+    ChatConf conf = current_conf(s);
+    dr::app::check_room(s, room, room_of(""), conf.access_claim, conf.members_key, std::move(done));
+  });
   return true;
 }
 

@@ -76,8 +76,12 @@ bool claim_grants(const Socket& s, std::string_view claim, const std::string& id
 
 }  // namespace
 
-void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
-                  std::function<void(Socket& s, Access a)> done) {
+namespace {
+
+// `connecting`: the socket is not connected yet (a room guard), so only its
+// going away stops the answer.
+void access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id, bool connecting,
+            std::function<void(Socket& s, Access a)> done) {
   const std::string& user = user_id(s);
   if (is_admin(s) || claim_grants(s, claim, id)) {
     done(s, Access::Allowed);
@@ -88,11 +92,25 @@ void check_access(Socket& s, std::string_view claim, std::string_view key_patter
     return;
   }
   redis::command({"SISMEMBER", redis::key(expand(key_pattern, id)), user},
-                 [weak = s.weak(), done = std::move(done)](redis::Reply r) {
+                 [weak = s.weak(), connecting, done = std::move(done)](redis::Reply r) {
                    auto sock = weak.lock();
-                   if (!sock || !sock->connected()) return;
+                   if (!sock || (!connecting && !sock->connected())) return;
                    done(*sock, r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied);
                  });
+}
+
+}  // namespace
+
+void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
+                  std::function<void(Socket& s, Access a)> done) {
+  access(s, claim, key_pattern, id, false, std::move(done));
+}
+
+void check_room(Socket& s, const std::string& room, std::string_view prefix, std::string_view claim,
+                std::string_view key_pattern, RoomVerdict done) {
+  if (room.size() <= prefix.size() || room.compare(0, prefix.size(), prefix) != 0) return done(true);
+  access(s, claim, key_pattern, room.substr(prefix.size()), true,
+         [done](Socket&, Access a) { done(a == Access::Allowed); });
 }
 
 void forbidden(Socket& s, const Event& ev, std::string_view details) {
@@ -107,6 +125,18 @@ void invalid(Socket& s, const Event& ev, std::string_view details) {
 void internal_error(Socket& s, const Event& ev, std::string_view details) {
   send_error(s, ev, "SOCKET_ERROR", kSocketErrorMessage, details);
 }
+void outcome_unknown(Socket& s, const Event& ev, std::string_view details, std::string_view client_key) {
+  Json err(json_object());
+  json_object_set_new(err.get(), "code", json_string("SOCKET_ERROR"));
+  json_object_set_new(err.get(), "message", json_string(kSocketErrorMessage));
+  json_object_set_new(err.get(), "details", json_stringn(details.data(), details.size()));
+  if (!client_key.empty()) {
+    json_object_set_new(err.get(), "retry", json_true());
+    json_object_set_new(err.get(), "clientMessageId", json_stringn(client_key.data(), client_key.size()));
+  }
+  send_error_object(s, ev, std::move(err));
+}
+
 void refuse(Socket& s, const Event& ev, Access a, std::string_view what) {
   if (a == Access::Unavailable) internal_error(s, ev, "Redis unavailable: cannot check access");
   else forbidden(s, ev, std::string("not a member of ") + std::string(what));

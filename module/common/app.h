@@ -42,6 +42,12 @@ enum class Access { Allowed, Denied, Unavailable };
 void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
                   std::function<void(Socket& s, Access a)> done);
 
+// The room guard (Worker::on_room_check) of the rooms named <prefix><id>: the
+// same check as joining one (check_access), for a socket that is not
+// connected yet; Redis unable to tell refuses. Other rooms are not its to refuse.
+void check_room(Socket& s, const std::string& room, std::string_view prefix, std::string_view claim,
+                std::string_view key_pattern, RoomVerdict done);
+
 // `pattern` with "{id}" replaced by `id`.
 std::string expand(std::string_view pattern, std::string_view id);
 
@@ -81,6 +87,11 @@ void not_found(Socket& s, const Event& ev, std::string_view details = {});
 void invalid(Socket& s, const Event& ev, std::string_view details);
 // SOCKET_ERROR: an internal failure (Redis away, a bad reply); the connection stays.
 void internal_error(Socket& s, const Event& ev, std::string_view details);
+// SOCKET_ERROR for a write Redis may have applied (sent, no answer came):
+// `details` says the outcome is unknown; with the client's idempotency key it
+// also carries `retry: true` and `clientMessageId`: sending the same event
+// with the same key again is safe and returns what was stored.
+void outcome_unknown(Socket& s, const Event& ev, std::string_view details, std::string_view client_key = {});
 // The answer for an Access that is not Allowed.
 void refuse(Socket& s, const Event& ev, Access a, std::string_view what);
 

@@ -1,9 +1,10 @@
 # Code the application modules share (access checks, timestamps, stats,
-# the notification inbox, binary in stored JSON), as a
-# static library linked into each of them; hidden, so that two modules never
-# bind to each other's copy.
+# the notification inbox, binary in stored JSON, entries stored once per
+# client key), as a static library linked into each of them; hidden, so that
+# two modules never bind to each other's copy.
 add_library(dr_app STATIC
   ${CMAKE_CURRENT_LIST_DIR}/app.cc
+  ${CMAKE_CURRENT_LIST_DIR}/idempotent.cc
   ${CMAKE_CURRENT_LIST_DIR}/inbox.cc
   ${CMAKE_CURRENT_LIST_DIR}/stats.cc
   ${CMAKE_CURRENT_LIST_DIR}/stored_json.cc)

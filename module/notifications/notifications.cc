@@ -109,6 +109,13 @@ bool init_worker(dr::Worker& w, const dr::Module&) {
     return true;
   }
   w.use_event(kNamespace, dr::schema::middleware(kEvents));
+  // A recovered session gets back only the user rooms the fresh token may
+  // subscribe to: its own, or any for an admin.
+  w.on_room_check(kNamespace, [](dr::Socket& s, const std::string& room, dr::RoomVerdict done) {
+    const std::string prefix = user_room("");
+    if (room.rfind(prefix, 0) != 0) return done(true);
+    done(room.substr(prefix.size()) == dr::app::user_id(s) || dr::app::is_admin(s));
+  });
   w.on(kNamespace, "notifications:subscribe", on_subscribe);
   w.on(kNamespace, "notifications:unsubscribe", on_unsubscribe);
   w.on(kNamespace, "notification:read", [&w](dr::Socket& s, dr::Event& ev) { on_read(w, s, ev); });

@@ -10,10 +10,11 @@
 //   project:progress {projectId, progress, milestone?}
 //                                      member only; project:update to the whole room,
 //                                      activity to the others; ack = the update
-//   project:comment {projectId, comment, attachments?}
+//   project:comment {projectId, comment, attachments?, clientMessageId?}
 //                                      member only; XADD to the comment stream first, then
 //                                      project:comment to the whole room, activity to the
-//                                      others; ack = the comment
+//                                      others; ack = the comment. With a clientMessageId a
+//                                      retry returns the stored comment (idempotent.h)
 //
 // Members are those the Redis set projects_members_key holds, those whose
 // token's `projects` claim names the project, and admins (dr::app::check_access).
@@ -21,8 +22,10 @@
 // membership. Project ids are handled as their string form (42 -> "42").
 //
 // Comment stream (projects_comments_key, default <prefix>project:<id>:comments):
-// fields projectId, userId, comment, attachments (JSON text), createdAt; the
-// entry id is the comment id. JSON has no bytes, so a binary value anywhere
+// fields projectId, userId, comment, attachments (JSON text), createdAt,
+// clientMessageId (when given); the entry id is the comment id. A comment's
+// key record: <prefix>idem:comment:<n>:<projectId>:<n>:<userId>:<clientMessageId>,
+// kept projects_idempotency_ttl. JSON has no bytes, so a binary value anywhere
 // inside `attachments` is stored as {"$binary":"<base64>"} (standard base64,
 // padded); clients get it as binary.
 
@@ -36,11 +39,13 @@
 #include <vector>
 
 #include "app.h"
+#include "idempotent.h"
 #include "stored_json.h"
 
 namespace {
 
 constexpr const char* kNsp = "/projects";
+namespace idem = dr::app::idem;
 
 // ---------------------------------------------------------- configuration
 
@@ -49,6 +54,7 @@ struct ProjectsConf : dr::ModuleConfBase<ProjectsConf> {
   std::string comments_key = "project:{id}:comments";
   uint64_t comments_maxlen = 10000;  // 0: not trimmed
   std::string access_claim = "projects";
+  uint64_t idempotency_ttl = idem::kDefaultTtlMs;
 };
 
 constexpr unsigned S = dr::kConfServer;
@@ -63,6 +69,8 @@ const dr::Directive kDirectives[] = {
      "Redis Stream the comments of a project are appended to (redis_app_prefix added, {id} = the project id)."},
     {"projects_comments_maxlen", S | N, 1, 1, dr::set_uint<&ProjectsConf::comments_maxlen>, "10000", true,
      "Approximate length a comment stream is trimmed to on each comment (XADD MAXLEN ~); 0: never trimmed."},
+    {"projects_idempotency_ttl", S | N, 1, 1, dr::set_msec<&ProjectsConf::idempotency_ttl>, "24h", true,
+     "How long a comment's clientMessageId is remembered: a retry with it within this time returns the stored comment."},
     {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
 };
 
@@ -84,7 +92,10 @@ const dr::schema::Table kEvents = {
     {"project:progress",
      {{"projectId", Kind::Id, true}, {"progress", Kind::Number, true, 0, 100}, {"milestone", Kind::String, false, 1, 256}}},
     {"project:comment",
-     {{"projectId", Kind::Id, true}, {"comment", Kind::String, true, 1, 10000}, {"attachments", Kind::Array, false, 0, 10}}},
+     {{"projectId", Kind::Id, true},
+      {"comment", Kind::String, true, 1, 10000},
+      {"attachments", Kind::Array, false, 0, 10},
+      {idem::kField, Kind::String, false, 1, idem::kMaxLength}}},
 };
 
 std::string room_of(const std::string& project) { return "project:" + project; }
@@ -217,11 +228,93 @@ void on_progress(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event
   });
 }
 
+// A comment as clients see it, with `list` (its attachments, placeholders
+// numbered into `bin`).
+dr::Payload comment_payload(const std::string& id, const std::string& project, const std::string& user,
+                            const std::string& comment, const json_t* list, std::vector<std::string> bin,
+                            const std::string& created, const std::string& key) {
+  dr::Json c(json_object());
+  json_object_set_new(c.get(), "id", str(id));
+  json_object_set_new(c.get(), "projectId", str(project));
+  json_object_set_new(c.get(), "userId", str(user));
+  json_object_set_new(c.get(), "comment", str(comment));
+  json_object_set_new(c.get(), "attachments", json_deep_copy(list));
+  json_object_set_new(c.get(), "createdAt", str(created));
+  if (!key.empty()) json_object_set_new(c.get(), idem::kField, str(key));
+  dr::Payload p = dr::Payload::of(std::move(c));
+  p.attachments = std::move(bin);
+  return p;
+}
+
+// The stored comment of a stream entry's `fields` (a retry found it).
+dr::Payload stored_comment(const std::string& id, const std::string& project, const json_t* fields) {
+  auto field = [fields](const char* name) {
+    const char* v = dr::json_str(fields, name);
+    return std::string(v ? v : "");
+  };
+  std::vector<std::string> bin;
+  dr::Json stored = dr::app::json_field(fields, "attachments", dr::Json(json_array()));
+  dr::Json list = dr::app::from_stored(stored.get(), bin);
+  std::string created = field("createdAt");
+  if (created.empty() && dr::app::stream_id_ms(id) >= 0) created = dr::app::iso_time(dr::app::stream_id_ms(id));
+  return comment_payload(id, project, field("userId"), field("comment"), list.get(), std::move(bin), created,
+                         field(idem::kField));
+}
+
+// What the comment's Redis answer is told to.
+struct CommentCall {
+  dr::Worker* w;
+  std::weak_ptr<dr::Socket> socket;
+  std::string sid;
+  Request req;
+  Hold hold;
+  std::string project, user, comment, created, key;
+  std::shared_ptr<const dr::Payload> attachments;
+
+  std::shared_ptr<dr::Socket> live() const {
+    auto s = socket.lock();
+    return s && s->connected() ? s : nullptr;
+  }
+  // To the room and activity to the others (when `deliver`), then the ack.
+  void finish(const dr::Payload& p, bool deliver) const {
+    if (deliver) {
+      // Stored: the room hears of it even if the sender has gone meanwhile.
+      to_room(*w, project, "project:comment", p.copy());
+      activity(*w, sid, project, user, "comment", dr::json_str(json_array_get(p.args.get(), 0), "createdAt"));
+    }
+    if (auto s = live()) dr::app::ack_with(*s, *req, json_array_get(p.args.get(), 0), p.attachments);
+  }
+  // This attempt's comment under `id`; `at` overrides createdAt.
+  dr::Payload as_sent(const std::string& id, const std::string& at = {}) const {
+    return comment_payload(id, project, user, comment, json_array_get(attachments->args.get(), 0),
+                           attachments->attachments, at.empty() ? created : at, key);
+  }
+};
+
+void comment_unknown(const CommentCall& c) {
+  auto s = c.live();
+  if (!s) return;
+  if (c.key.empty())
+    dr::app::outcome_unknown(*s, *c.req,
+                             "comment may have been stored: Redis did not answer (a clientMessageId makes a retry safe)");
+  else
+    dr::app::outcome_unknown(
+        *s, *c.req, "comment may have been stored: Redis did not answer; send it again with the same clientMessageId",
+        c.key);
+}
+
+void comment_not_stored(const CommentCall& c, const std::string& why) {
+  if (auto s = c.live()) dr::app::internal_error(*s, *c.req, "comment not stored: " + why);
+}
+
 // The comment is stored before anyone hears of it: no ack, no broadcast when
-// the XADD fails (contract §5).
+// the XADD fails (contract §5); "not stored" only when it surely was not.
 void on_comment(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event& ev) {
   std::string project = dr::app::id_field(ev, "projectId");
   const json_t* in = dr::app::payload(ev);
+  const char* given_key = dr::json_str(in, idem::kField);
+  if (given_key && !idem::valid_key(given_key)) return dr::app::invalid(s, ev, idem::kInvalidDetails);
+  std::string key = given_key ? given_key : "";
   const json_t* text = json_object_get(in, "comment");
   std::string comment(json_string_value(text), json_string_length(text));
   const json_t* given = json_object_get(in, "attachments");
@@ -230,39 +323,54 @@ void on_comment(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event&
   auto attachments = std::make_shared<const dr::Payload>(
       dr::payload_of(json_is_array(given) ? given : none.get(), ev.args.attachments));
 
-  with_access(w, self, s, ev, project, [&w, &self, project, comment, attachments](dr::Socket& s, const dr::Event& ev,
-                                                                                  Hold hold) {
+  with_access(w, self, s, ev, project, [&w, &self, project, comment, key, attachments](dr::Socket& s,
+                                                                                       const dr::Event& ev, Hold hold) {
     ProjectsConf conf = settings(w, self);
-    std::string user = dr::app::user_id(s);
-    std::string created = dr::app::iso_now();
+    auto c = std::make_shared<CommentCall>(CommentCall{&w, s.weak(), s.id(), request_of(ev), hold, project,
+                                                       dr::app::user_id(s), comment, dr::app::iso_now(), key,
+                                                       attachments});
     const json_t* list = json_array_get(attachments->args.get(), 0);
-    std::vector<std::string> argv{"XADD", dr::redis::key(dr::app::expand(conf.comments_key, project))};
-    if (conf.comments_maxlen > 0) argv.insert(argv.end(), {"MAXLEN", "~", std::to_string(conf.comments_maxlen)});
-    argv.insert(argv.end(), {"*", "projectId", project, "userId", user, "comment", comment, "attachments",
-                             dr::json_text(dr::app::to_stored(list, attachments->attachments).get()), "createdAt", created});
+    std::vector<std::string> fields{"projectId", project, "userId", c->user, "comment", comment, "attachments",
+                                    dr::json_text(dr::app::to_stored(list, attachments->attachments).get()),
+                                    "createdAt", c->created};
+    if (!key.empty()) fields.insert(fields.end(), {idem::kField, key});
+    std::string stream = dr::redis::key(dr::app::expand(conf.comments_key, project));
 
-    dr::redis::command(std::move(argv), [&w, weak = s.weak(), sid = s.id(), req = request_of(ev), hold, project, user,
-                                         comment, created, attachments](dr::redis::Reply r) {
-      auto sock = weak.lock();
-      bool here = sock && sock->connected();
-      if (r.type != dr::redis::Reply::Type::String) {
-        if (here)
-          dr::app::internal_error(*sock, *req, "comment not stored: " + (r.error() ? r.str : std::string("unexpected reply")));
-        return;
+    if (key.empty()) {
+      std::vector<std::string> argv{"XADD", stream};
+      if (conf.comments_maxlen > 0) argv.insert(argv.end(), {"MAXLEN", "~", std::to_string(conf.comments_maxlen)});
+      argv.push_back("*");
+      argv.insert(argv.end(), fields.begin(), fields.end());
+      dr::redis::command(std::move(argv), [c](dr::redis::Reply r) {
+        if (r.type == dr::redis::Reply::Type::String) return c->finish(c->as_sent(r.str), true);
+        if (r.unanswered) return comment_unknown(*c);
+        comment_not_stored(*c, r.error() ? r.str : std::string("unexpected reply"));
+      });
+      return;
+    }
+
+    idem::Append a;
+    a.record = idem::record_key("comment", project, c->user, key);
+    a.stream = std::move(stream);
+    a.maxlen = conf.comments_maxlen;
+    a.ttl_ms = conf.idempotency_ttl;
+    a.fields = std::move(fields);
+    idem::append(std::move(a), [c](idem::Result r) {
+      switch (r.outcome) {
+        case idem::Outcome::Unknown:
+          return comment_unknown(*c);
+        case idem::Outcome::NotStored:
+          return comment_not_stored(*c, std::string(dr::redis::kUnavailable));
+        case idem::Outcome::Failed:
+          return comment_not_stored(*c, r.error);
+        case idem::Outcome::Stored:
+          return c->finish(c->as_sent(r.id), r.deliver);
+        case idem::Outcome::Found:
+          if (r.fields) return c->finish(stored_comment(r.id, c->project, r.fields.get()), r.deliver);
+          // Trimmed from the stream since: as sent, timed by its id.
+          return c->finish(c->as_sent(r.id, dr::app::iso_time(std::max<int64_t>(0, dr::app::stream_id_ms(r.id)))),
+                           r.deliver);
       }
-      dr::Json c(json_object());
-      json_object_set_new(c.get(), "id", str(r.str));
-      json_object_set_new(c.get(), "projectId", str(project));
-      json_object_set_new(c.get(), "userId", str(user));
-      json_object_set_new(c.get(), "comment", str(comment));
-      json_object_set_new(c.get(), "attachments", json_deep_copy(json_array_get(attachments->args.get(), 0)));
-      json_object_set_new(c.get(), "createdAt", str(created));
-      dr::Payload p = dr::Payload::of(std::move(c));
-      p.attachments = attachments->attachments;
-      // Stored: the room hears of it even if the sender has gone meanwhile.
-      to_room(w, project, "project:comment", p.copy());
-      activity(w, sid, project, user, "comment", created);
-      if (here) dr::app::ack_with(*sock, *req, json_array_get(p.args.get(), 0), p.attachments);
     });
   });
 }
@@ -270,7 +378,10 @@ void on_comment(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event&
 // ------------------------------------------------------------- lifecycle
 
 std::unique_ptr<dr::ModuleConf> create_conf() { return std::make_unique<ProjectsConf>(); }
-bool check_conf(dr::ModuleConf*, std::string&) { return true; }
+bool check_conf(dr::ModuleConf* conf, std::string& err) {
+  if (static_cast<ProjectsConf*>(conf)->idempotency_ttl < 1000) err = "projects_idempotency_ttl must be at least 1s";
+  return err.empty();
+}
 
 bool init_worker(dr::Worker& w, const dr::Module& self) {
   std::vector<std::string> names = w.namespaces();
@@ -284,6 +395,11 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.on(kNsp, "project:statusUpdate", [&w, &self](dr::Socket& s, dr::Event& e) { on_status(w, self, s, e); });
   w.on(kNsp, "project:progress", [&w, &self](dr::Socket& s, dr::Event& e) { on_progress(w, self, s, e); });
   w.on(kNsp, "project:comment", [&w, &self](dr::Socket& s, dr::Event& e) { on_comment(w, self, s, e); });
+  // A recovered session rejoins a project's room only if still a member.
+  w.on_room_check(kNsp, [&w, &self](dr::Socket& s, const std::string& room, dr::RoomVerdict done) {
+    ProjectsConf conf = settings(w, self);
+    dr::app::check_room(s, room, room_of(""), conf.access_claim, conf.members_key, std::move(done));
+  });
   return true;
 }
 

@@ -535,19 +535,13 @@ int64_t retry_after(const UserState& u, int64_t now, int64_t window, int64_t buc
 }
 
 // {code, message, retryAfterMs}: to the ack when the client asked for one,
-// else the `error` event (as dr::send_error does, with a number field).
+// else the `error` event.
 void send_rate_limited(dr::Socket& s, const dr::Event& ev, const std::string& message, int64_t retry_ms) {
   dr::Json err(json_object());
   json_object_set_new(err.get(), "code", json_string("RATE_LIMITED"));
   json_object_set_new(err.get(), "message", json_stringn(message.data(), message.size()));
   json_object_set_new(err.get(), "retryAfterMs", json_integer(json_int_t(retry_ms)));
-  if (ev.ack_id) {
-    dr::Json wrap(json_object());
-    json_object_set_new(wrap.get(), "error", err.release());
-    s.ack(*ev.ack_id, dr::Payload::of(std::move(wrap)));
-  } else {
-    s.emit("error", dr::Payload::of(std::move(err)));
-  }
+  dr::send_error_object(s, ev, std::move(err));
 }
 
 // ---------------------------------------------------------------- events
@@ -743,7 +737,7 @@ void on_connect(State& st, dr::Socket& s, const dr::ConnectNext& next) {
 void on_connection(State& st, dr::Socket& s) {
   auto it = st.tracked.find(socket_key(s));
   if (it == st.tracked.end()) {
-    track_socket(st, s, true, 0);  // recovered sessions skip the CONNECT hooks; they count, unrefused
+    track_socket(st, s, true, 0);  // a socket the hook did not see (it ran under another id): it counts, unrefused
     it = st.tracked.find(socket_key(s));
   }
   it->second.connected = true;

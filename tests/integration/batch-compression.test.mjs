@@ -9,7 +9,7 @@ let srv;
 before(async () => {
   srv = await startServer({
     workers: 2,
-    extraServer: 'client_batch on;\nserver_batch_events user:typing project:update[kind=progress];\nserver_batch_interval 100ms;',
+    extraServer: 'client_batch on;\nserver_batch_events user:typing project:update[kind=progress];\nserver_batch_interval 1s;',
   });
 });
 after(() => srv?.stop());

@@ -9,6 +9,7 @@ import { describe } from 'node:test';
 import {
   test, ack, rnd, startRedis, redisLines, waitFor, once, request, freePort, workerOf, isAlive, Inbox, sleep, waitSubscribed,
 } from './lib/harness.mjs';
+import { ChatTraffic, CHAT_MODULES } from './lib/chat-traffic.mjs';
 
 const readyz = async (srv) => (await request(srv, { path: '/readyz' })).status;
 // Workers of `srv` whose two Redis connections are up (/readyz asks only one).
@@ -113,6 +114,148 @@ describe('Redis failures', () => {
     assert.match(srv.logText(), /no reply within redis_command_timeout/);
     process.kill(redis.child.pid, 'SIGCONT');
     await waitFor(async () => (await readyz(srv)) === 200, { ms: 20000, every: 200, what: 'ready again' });
+  });
+});
+
+describe('Redis restarted under traffic', () => {
+  // Issue 9: in the first ~0.4 s after Redis came back, a worker published on
+  // Redis while its siblings had not subscribed again yet (each reconnects on
+  // its own backoff), and their members missed messages that were acked.
+  test('steady chat traffic over 2 workers: every acked message reaches every member exactly once', { timeout: 60000 }, async (t, ctx) => {
+    const redis = await startRedis();
+    ctx.defer(() => redis.stop());
+    const srv = await ctx.startServer({ workers: 2, modules: CHAT_MODULES, probe: false, extraServer: redisLines(redis) });
+    const conversation = `c-${rnd()}`;
+    const traffic = new ChatTraffic(ctx, conversation, { every: 40 });
+    const owners = new Set();
+    for (let i = 0; i < 6; i++) owners.add(await workerOf(srv, (await traffic.add(srv, `m${i}`)).s));
+    assert.equal(owners.size, 2, 'members on both workers');
+    const channel = `socket.io#/chat#conversation:${conversation}#`;
+    const subscribers = async () => Number((await redis.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]);
+    await waitFor(async () => (await subscribers()) === 2, { what: 'both workers subscribed' });
+
+    traffic.start();
+    await waitFor(() => traffic.acked.size >= 30, { what: '30 messages acked' });
+    // Which worker's connections come back last is luck (each has its own
+    // backoff): a few restarts, so that every order is likely to happen.
+    for (let round = 0; round < 4; round++) {
+      await redis.stop();
+      await waitFor(async () => (await redisUp(srv)) === 0, { what: 'both workers cut off' });
+      await sleep(600);  // Redis stays away a moment: the reconnect backoffs drift apart
+      await redis.start();
+      const backAt = Date.now();
+      await waitFor(async () => (await redisUp(srv)) === 2 && (await subscribers()) === 2,
+        { ms: 20000, every: 50, what: 'both workers connected and subscribed again' });
+      await waitFor(() => traffic.ackedSince(backAt) >= 60, { ms: 20000, what: '60 messages acked after Redis is back' });
+      const firstAfter = Math.min(...[...traffic.acked.values()].filter((a) => a.ackedAt >= backAt).map((a) => a.ackedAt));
+      assert.ok(firstAfter - backAt < 2000, `acks resumed ${firstAfter - backAt} ms after Redis came back`);
+    }
+    await traffic.stop();
+
+    const { acked, deliveries } = await traffic.assertDelivered();
+    assert.ok(traffic.refused > 0, 'some messages were refused while Redis was away');
+    t.diagnostic(`${acked} acked, ${deliveries} deliveries checked, ${traffic.refused} refused, ${traffic.unanswered} unanswered`);
+  });
+
+  // Issue 9: between processes only Redis carries a broadcast; what another
+  // process published while a worker's subscriber was away or not subscribed
+  // yet is read back from the recovery stream once it is subscribed again.
+  test('steady chat traffic over 2 daemons: every acked message reaches every member exactly once', { timeout: 90000 }, async (t, ctx) => {
+    const redis = await startRedis();
+    ctx.defer(() => redis.stop());
+    const opts = { workers: 2, modules: CHAT_MODULES, probe: false, extraServer: redisLines(redis) };
+    const daemons = [await ctx.startServer(opts), await ctx.startServer(opts)];
+    const conversation = `c-${rnd()}`;
+    const traffic = new ChatTraffic(ctx, conversation, { every: 60 });
+    // Two members on every worker of both daemons.
+    for (const [d, srv] of daemons.entries()) {
+      const perWorker = new Map();
+      for (let i = 0; perWorker.size < 2 || [...perWorker.values()].some((n) => n < 2); i++) {
+        assert.ok(i < 30, 'members did not spread over both workers');
+        const m = await traffic.add(srv, `d${d}m${i}`);
+        const w = await workerOf(srv, m.s);
+        if ((perWorker.get(w) ?? 0) >= 2) {
+          m.s.close();
+          traffic.members.pop();
+          continue;
+        }
+        perWorker.set(w, (perWorker.get(w) ?? 0) + 1);
+      }
+    }
+    assert.equal(traffic.members.length, 8);
+    const channel = `socket.io#/chat#conversation:${conversation}#`;
+    const subscribers = async () => Number((await redis.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]);
+    const allUp = async () => (await redisUp(daemons[0])) === 2 && (await redisUp(daemons[1])) === 2;
+    await waitFor(async () => (await subscribers()) === 4, { what: 'every worker subscribed' });
+
+    traffic.start();
+    await waitFor(() => traffic.acked.size >= 30, { what: '30 messages acked' });
+    // Each worker's connections come back on their own backoff: a worker
+    // publishes while another process's worker is not subscribed yet.
+    for (let round = 0; round < 4; round++) {
+      await redis.stop();
+      await waitFor(async () => (await redisUp(daemons[0])) === 0 && (await redisUp(daemons[1])) === 0,
+        { what: 'every worker cut off' });
+      await sleep(600);  // Redis stays away a moment: the reconnect backoffs drift apart
+      await redis.start();
+      const backAt = Date.now();
+      await waitFor(async () => (await allUp()) && (await subscribers()) === 4,
+        { ms: 20000, every: 50, what: 'every worker connected and subscribed again' });
+      await waitFor(() => traffic.ackedSince(backAt) >= 60, { ms: 20000, what: '60 messages acked after Redis is back' });
+    }
+    await traffic.stop();
+
+    const { acked, deliveries } = await traffic.assertDelivered();
+    assert.equal(traffic.members.filter((m) => m.disconnects.length === 0).length, 8, 'every member stayed connected');
+    // And in the order each sender sent them (what was read back came before
+    // what arrived live meanwhile).
+    for (const m of traffic.members) {
+      const last = new Map();
+      for (const id of m.got.keys()) {
+        const a = traffic.acked.get(id);
+        if (!a) continue;
+        const n = Number(a.content.split('-').at(-1));
+        assert.ok((last.get(a.sender) ?? -1) < n, `${m.userId} got ${a.content} after ${a.sender}-${last.get(a.sender)}`);
+        last.set(a.sender, n);
+      }
+    }
+    const caughtUp = async (srv) => Number(/^cluster_messages_caught_up_total (\d+)/m.exec((await request(srv, { path: '/metrics' })).text)?.[1] ?? 0);
+    const read = (await caughtUp(daemons[0])) + (await caughtUp(daemons[1]));
+    assert.ok(read > 0, 'some broadcasts came while a subscriber was away and were read back');
+    assert.match(daemons[0].logText() + daemons[1].logText(), /delivered \d+ broadcast\(s\) on \/chat that came while its subscriber was away/);
+    t.diagnostic(`${acked} acked, ${deliveries} deliveries checked, ${read} broadcasts read back, ${traffic.refused} refused, ${traffic.unanswered} unanswered`);
+  });
+});
+
+describe('a broadcast Redis never ran', () => {
+  // A module may ack once the broadcast is sent (chat acks after the store,
+  // not after the PUBLISH): if Redis dies before running it, the other
+  // processes' members would never get it.
+  test('sent to a frozen Redis that is then killed: published again when Redis is back, reaches the other process once', { timeout: 60000 }, async (t, ctx) => {
+    const redis = await startRedis();
+    ctx.defer(() => redis.stop());
+    const extraServer = redisLines(redis);
+    const A = await ctx.startServer({ workers: 1, extraServer });
+    const B = await ctx.startServer({ workers: 1, extraServer });
+    const a = await ctx.connect(A, '/', { userId: 'ua' });
+    const b = await ctx.connect(B, '/', { userId: 'ub' });
+    const room = `r-${rnd()}`;
+    for (const s of [a, b]) await ack(s, 'probe:join', { room });
+    await waitSubscribed(redis, room, 2);
+    await reachesOnce(a, [a, b], { rooms: [room] });
+
+    const inboxes = [a, b].map((s) => new Inbox(s, ['late', 'fence']));
+    process.kill(redis.child.pid, 'SIGSTOP');
+    await ack(a, 'probe:emit', { rooms: [room], event: 'late', args: [1] });  // acked; Redis has not read it
+    await redis.kill();  // never ran
+    await redis.start();
+    await waitFor(async () => (await readyz(A)) === 200 && (await readyz(B)) === 200, { ms: 20000, every: 100, what: 'ready again' });
+    await inboxes[1].wait('late', () => true, 10000);
+    await waitSubscribed(redis, room, 2);
+    await ack(a, 'probe:emit', { rooms: [room], event: 'fence', args: [1] });
+    await Promise.all(inboxes.map((ib) => ib.wait('fence')));
+    for (const ib of inboxes) assert.equal(ib.of('late').length, 1);
+    assert.match(A.logText(), /publishing again 1 broadcast\(s\) Redis had not answered/);
   });
 });
 

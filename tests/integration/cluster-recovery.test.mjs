@@ -6,11 +6,11 @@
 // start fresh. The official client goes through a TCP proxy whose target the
 // test switches from process A to process B.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, describe } from 'node:test';
 import {
   test, Scope, startServer, ack, rnd, startRedis, redisLines, waitFor, once, io, token, sleep, withTimeout, Inbox,
   waitSubscribed,
+  switchableProxy,
 } from './lib/harness.mjs';
 
 let redis;
@@ -18,29 +18,6 @@ let A;
 let B;
 let scope;
 
-// A TCP proxy to one of the servers; drop() cuts every connection.
-function proxy(target) {
-  const conns = new Set();
-  const p = {
-    target,
-    port: 0,
-    server: net.createServer((client) => {
-      const up = net.connect(p.target.port, '127.0.0.1');
-      conns.add(client);
-      conns.add(up);
-      client.pipe(up);
-      up.pipe(client);
-      const close = () => { client.destroy(); up.destroy(); conns.delete(client); conns.delete(up); };
-      client.on('error', close);
-      up.on('error', close);
-      client.on('close', close);
-      up.on('close', close);
-    }),
-    drop() { for (const c of conns) c.destroy(); conns.clear(); },
-    close() { p.drop(); p.server.close(); },
-  };
-  return new Promise((resolve) => p.server.listen(0, '127.0.0.1', () => { p.port = p.server.address().port; resolve(p); }));
-}
 
 before(async () => {
   redis = await startRedis();
@@ -69,7 +46,7 @@ function client(p, userId) {
 
 describe('connection state recovery across processes', () => {
   test('the CONNECT reply carries a pid and events carry offsets', async () => {
-    const p = await proxy(A);
+    const p = await switchableProxy(A);
     try {
       const s = client(p, 'csr0');
       const hello = once(s, 'probe:hello');
@@ -87,7 +64,7 @@ describe('connection state recovery across processes', () => {
   });
 
   test('a client cut off from A resumes on B with its id, rooms and the events it missed', async () => {
-    const p = await proxy(A);
+    const p = await switchableProxy(A);
     try {
       const room = `csr-${rnd()}`;
       const s = client(p, 'csr1');
@@ -123,8 +100,29 @@ describe('connection state recovery across processes', () => {
     }
   });
 
+  test('missing more than 4 × max_output_buffer of events: a fresh connection, never an unbounded reply', async (t, ctx) => {
+    const small = await ctx.startServer({ workers: 1, extraServer: redisLines(redis, { extra: ['recovery_window 3s;', 'max_output_buffer 64k;'] }) });
+    const p = await switchableProxy(small);
+    try {
+      const room = `csr-big-${rnd()}`;
+      const s = client(p, 'csr-big');
+      await once(s, 'connect');
+      await ack(s, 'probe:join', { room });
+      const talker = await ctx.connect(small, '/', { userId: 'talker-big' });
+      const gone = once(s, 'disconnect');
+      p.drop();
+      await gone;
+      // 300 KB of the namespace's events while it is away: past 4 × 64 KB.
+      for (let i = 0; i < 3; i++) await ack(talker, 'probe:emit', { rooms: [room], event: 'missed', args: ['x'.repeat(100000)] });
+      await once(s, 'connect', 5000);
+      assert.equal(s.recovered, false);
+    } finally {
+      p.close();
+    }
+  });
+
   test('after the window the session is gone: a fresh connection', async () => {
-    const p = await proxy(A);
+    const p = await switchableProxy(A);
     try {
       const s = client(p, 'csr2');
       await once(s, 'connect');
@@ -145,7 +143,7 @@ describe('connection state recovery across processes', () => {
   });
 
   test('an explicit disconnect is never recovered', async () => {
-    const p = await proxy(B);
+    const p = await switchableProxy(B);
     try {
       const s = client(p, 'csr3');
       await once(s, 'connect');
@@ -164,7 +162,7 @@ describe('connection state recovery across processes', () => {
 
   test('a graceful stop of a process hands its clients\' sessions to the other one', async () => {
     const C = await startServer({ workers: 1, extraServer: redisLines(redis, { extra: ['recovery_window 10s;'] }) });
-    const p = await proxy(C);
+    const p = await switchableProxy(C);
     try {
       const room = `drain-${rnd()}`;
       const s = client(p, 'csr4');

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe } from 'node:test';
 import {
   test, startServer, ackAll, once, rawSioWs, rawWs, rawPollingSession, pollingHandshake, pollGet, pollPost,
-  records, withTimeout,
+  records, withTimeout, waitFor, request,
 } from './lib/harness.mjs';
 
 const INTERVAL = 300;
@@ -116,6 +116,18 @@ describe('raw clients', () => {
     assert.ok(sawClose, 'got the close packet after the unanswered ping');
     const g = await pollGet(srv, sid);
     assert.equal(g.status, 400);
+    assert.equal(g.text, JSON.stringify({ code: 1, message: 'Session ID unknown' }));
+  });
+
+  test('polling: an idle session polled after its ping timeout gets 400, not the stale ping', async () => {
+    const closedBy = async (reason) => Number(new RegExp(`^depth_realtime_engine_sessions_closed_total\\{reason="${reason}"\\} (\\d+)`, 'm')
+      .exec((await request(srv, { path: '/metrics' })).text)?.[1] ?? 0);
+    const before = await closedBy('ping timeout');
+    const { sid } = await rawPollingSession(srv);
+    // no GET: the ping waits in the queue, unanswered, until the timeout ends the session
+    await waitFor(async () => (await closedBy('ping timeout')) > before, { ms: INTERVAL + TIMEOUT + 3000, what: 'the ping timeout' });
+    const g = await pollGet(srv, sid);
+    assert.equal(g.status, 400, `GET ${g.status} ${g.text}`);
     assert.equal(g.text, JSON.stringify({ code: 1, message: 'Session ID unknown' }));
   });
 

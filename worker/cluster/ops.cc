@@ -184,21 +184,28 @@ void LocalOps::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
   later_([cb = std::move(cb), sockets] { cb({}, std::move(*sockets)); });
 }
 
+// The sockets are held weakly: a room or disconnect handler run by one may
+// end others of the selection.
+std::vector<std::weak_ptr<Socket>> LocalOps::select_weak(const BroadcastOptions& opts) const {
+  std::vector<std::weak_ptr<Socket>> out;
+  for (auto* s : select(opts)) out.push_back(s->weak());
+  return out;
+}
+
 void LocalOps::sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
-  for (auto* s : select(opts))
-    for (auto& r : rooms) s->join(r);
+  for (auto& w : select_weak(opts))
+    for (auto& r : rooms)
+      if (auto s = w.lock()) s->join(r);
 }
 
 void LocalOps::sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
-  for (auto* s : select(opts))
-    for (auto& r : rooms) s->leave(r);
+  for (auto& w : select_weak(opts))
+    for (auto& r : rooms)
+      if (auto s = w.lock()) s->leave(r);
 }
 
 void LocalOps::disconnect_sockets(const BroadcastOptions& opts, bool close) {
-  // Disconnecting one socket may end others (close): hold them weakly.
-  std::vector<std::weak_ptr<Socket>> targets;
-  for (auto* s : select(opts)) targets.push_back(s->weak());
-  for (auto& w : targets)
+  for (auto& w : select_weak(opts))
     if (auto s = w.lock()) s->disconnect(close);
 }
 

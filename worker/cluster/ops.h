@@ -76,6 +76,7 @@ class LocalOps : public Ops {
 
   // ---- the pieces the Redis adapter builds on
   std::vector<sio::SocketImpl*> select(const BroadcastOptions& opts) const;
+  std::vector<std::weak_ptr<Socket>> select_weak(const BroadcastOptions& opts) const;
   std::vector<RemoteSocket> fetch_local(const BroadcastOptions& opts) const;
   std::vector<std::string> room_names(const std::string& nsp) const;
   std::vector<Member> members_local(const std::string& nsp, const std::string& room, const std::string& node) const;

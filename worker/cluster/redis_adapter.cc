@@ -29,6 +29,7 @@ enum RequestType {
 constexpr char kAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
 constexpr int64_t kOffsetClockMarginMs = 10000;  // node clocks vs Redis' stream ids
 constexpr size_t kMaxMissedPackets = 10000;       // more: a fresh connection instead
+constexpr uint64_t kMissedBytesPerOutputBuffer = 4;  // and more than 4 × max_output_buffer of them
 constexpr size_t kResyncChunk = 500;
 
 // Heartbeat of this node, and purge of the nodes silent for the TTL (and of
@@ -61,12 +62,13 @@ return {added, #dead}
 
 // Connection state recovery lookup: the session, then the packets recorded
 // after `offset`. ARGV: session key, stream key, first stream id to scan,
-// offset, max packets. Returns nil (unknown session or offset, too many
+// offset, max packets, max bytes. Returns nil (unknown session or offset, too many
 // packets) or {session, packet...}; a found session is consumed.
 const char kRecoverScript[] = R"(
 local session = redis.call('GET', ARGV[1])
 if not session then return nil end
 local start, found, out, max = ARGV[3], false, {session}, tonumber(ARGV[5])
+local bytes, max_bytes = 0, tonumber(ARGV[6])
 while true do
   local batch = redis.call('XRANGE', ARGV[2], start, '+', 'COUNT', 512)
   if #batch == 0 then break end
@@ -74,16 +76,66 @@ while true do
     local f = e[2]
     if found then
       out[#out + 1] = f[4]
+      bytes = bytes + #f[4]
     elseif f[2] == ARGV[4] then
       found = true
     end
   end
-  if #out > max + 1 then return nil end
+  if #out > max + 1 or bytes > max_bytes then return nil end
   start = '(' .. batch[#batch][1]
 end
 if not found then return nil end
 redis.call('DEL', ARGV[1])
 return out
+)";
+
+// What this node missed while its subscriber was away (see catch_up.h): the
+// stream entries after the anchor or, when the anchor is not there (Redis
+// restarted empty, or it was trimmed), from the cutoff on. ARGV: stream key,
+// first stream id to scan for the anchor, anchor offset ('' = none), cutoff
+// stream id, max entries. Returns {more, offset, payload, ...}.
+const char kCatchUpScript[] = R"(
+local key, start, anchor, from, max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+while anchor ~= '' do
+  local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if e[2][2] == anchor then
+      from, anchor = '(' .. e[1], ''
+      break
+    end
+  end
+  start = '(' .. batch[#batch][1]
+end
+local out = {0}
+for i, e in ipairs(redis.call('XRANGE', key, from, '+', 'COUNT', max + 1)) do
+  if i > max then
+    out[1] = 1
+    break
+  end
+  out[#out + 1] = e[2][2]
+  out[#out + 1] = e[2][4]
+end
+return out
+)";
+
+// A recordable broadcast whose MULTI ... EXEC got no answer: recorded and
+// published unless the stream has its offset already. ARGV: stream key,
+// channel, offset, stored entry, message, MINID, first stream id to scan.
+// Returns 1 when published, 0 when it was there.
+const char kRepublishScript[] = R"(
+local key, start = ARGV[1], ARGV[7]
+while true do
+  local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
+  if #batch == 0 then break end
+  for _, e in ipairs(batch) do
+    if e[2][2] == ARGV[3] then return 0 end
+  end
+  start = '(' .. batch[#batch][1]
+end
+redis.call('XADD', key, 'MINID', '~', ARGV[6], '*', 'o', ARGV[3], 'p', ARGV[4])
+redis.call('PUBLISH', ARGV[2], ARGV[5])
+return 1
 )";
 
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
@@ -174,16 +226,22 @@ Json broadcast_data(const sio::EncodedBroadcast& b) {
 
 // ------------------------------------------------------------ lifecycle
 
-RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay)
+RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay,
+                           const std::string& daemon_tag)
     : loop_(loop),
       server_(server),
       conf_(conf),
       relay_(std::move(relay)),
-      uid_(new_id()),
+      siblings_(daemon_tag),
+      // Without a relay (one worker), not tagged: what it publishes reaches the
+      // workers of another generation (a reload changing worker_processes) only
+      // through Redis, so they must not drop it.
+      uid_((relay_ ? siblings_ : std::string()) + new_id()),
       link_(
           loop, conf, [this](std::string_view ch, std::string_view body) { on_message(ch, body); },
           [this](bool up) { on_state(up); }),
       local_(loop, server) {
+  link_.on_subscriber([this](bool subscribed) { on_subscriber(subscribed); });
   request_prefix_ = conf_.key_prefix + "-request#";
   response_prefix_ = conf_.key_prefix + "-response#";
   bcast_prefix_ = conf_.key_prefix + "#";
@@ -194,7 +252,6 @@ RedisAdapter::~RedisAdapter() {
   uninstall_redis_api();
   for (auto& n : nsps_)
     if (n.ns) n.ns->observer = nullptr;
-  server_.recovery = nullptr;
 }
 
 std::string RedisAdapter::new_id() const {
@@ -222,23 +279,26 @@ void RedisAdapter::start() {
   m_publish_us_sum_ = metrics::get("redis_publish_latency_microseconds_sum");
   m_publish_count_ = metrics::get("redis_publish_latency_microseconds_count");
   m_received_ = metrics::get("cluster_messages_received_total");
+  metrics::declare("cluster_messages_caught_up_total", MetricType::Counter,
+                   "Broadcasts from other processes read back from the recovery stream after a resubscribe");
+  m_caught_up_ = metrics::get("cluster_messages_caught_up_total");
   m_recovered_ = metrics::get("recovery_total", metrics::label("result", "recovered"));
   m_not_recovered_ = metrics::get("recovery_total", metrics::label("result", "fresh"));
 
   for (auto* ns : server_.all()) {
-    Nsp n;
-    n.name = ns->name();
-    n.ns = ns;
-    n.bcast = bcast_channel(n.name);
-    n.request = request_prefix_ + n.name + "#";
-    n.response = response_prefix_ + n.name + "#";
-    n.specific = n.response + uid_ + "#";
+    std::string name = ns->name();
+    Nsp n{.name = name,
+          .ns = ns,
+          .bcast = bcast_channel(name),
+          .request = request_prefix_ + name + "#",
+          .response = response_prefix_ + name + "#",
+          .specific = response_prefix_ + name + "#" + uid_ + "#",
+          .catch_up = CatchUp([this](const sio::EncodedBroadcast& b) { server_.deliver(b); },
+                              [this](std::string_view offset) { return foreign(offset); })};
     for (auto* ch : {&n.bcast, &n.request, &n.response, &n.specific}) link_.subscribe(*ch);
     ns->observer = this;
     nsps_.push_back(std::move(n));
   }
-  server_.recovery = [this](const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid,
-                            const std::string& offset) { return try_recover(s, pid, offset); };
   install(this);
   logf(LogLevel::Info, "cluster: node %s, redis %s, channels %s#<nsp>#", uid_.c_str(), conf_.text().c_str(),
        conf_.key_prefix.c_str());
@@ -254,6 +314,72 @@ void RedisAdapter::on_state(bool up) {
   }
   logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), conf_.text().c_str());
   resync();
+  for (auto& n : nsps_) catch_up(n);  // subscribed before the commands connection was back
+}
+
+void RedisAdapter::on_subscriber(bool subscribed) {
+  int64_t now = now_ms();
+  for (auto& n : nsps_) {
+    if (!subscribed) {
+      n.catch_up.lost(now);
+      continue;
+    }
+    n.catch_up.subscribed();
+    catch_up(n);
+  }
+}
+
+// The broadcasts other processes published while our subscriber was away:
+// one EVAL per namespace with local sockets, once every SUBSCRIBE is confirmed.
+void RedisAdapter::catch_up(Nsp& n) {
+  if (!n.catch_up.due()) return;
+  if (!recovers() || n.ns->socket_count() == 0) return n.catch_up.skip();  // nothing recorded, or nobody to tell
+  if (!link_.commands_up()) return n.catch_up.wait(now_ms());              // again when it is back
+  CatchUp::Read rd = n.catch_up.begin();
+  std::string max = std::to_string(CatchUp::kMaxEntries);
+  if (!link_.command({"EVAL", kCatchUpScript, "0", stream_key(n.name), rd.start, rd.anchor, rd.cutoff, max},
+                     [this, nsp = n.name](redisReply* r) { caught_up(nsp, r); }))
+    n.catch_up.failed();  // too much pending: tried again at a tick
+}
+
+void RedisAdapter::caught_up(const std::string& nsp, redisReply* r) {
+  Nsp* n = find(nsp);
+  if (!n) return;
+  if (!r) return n->catch_up.failed();  // the connection was lost: again when it is back
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER) {
+    logf(LogLevel::Warn, "cluster: could not read back what %s missed on %s: %s", uid_.c_str(), nsp.c_str(),
+         r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    return n->catch_up.skip();
+  }
+  std::vector<CatchUp::Entry> entries;
+  entries.reserve(r->elements / 2);
+  for (size_t i = 1; i + 1 < r->elements; i += 2) {
+    redisReply* o = r->element[i];
+    redisReply* p = r->element[i + 1];
+    if (o->type != REDIS_REPLY_STRING || p->type != REDIS_REPLY_STRING) continue;
+    entries.push_back({std::string(o->str, o->len), std::string(p->str, p->len)});
+  }
+  bool more = r->element[0]->integer != 0;
+  size_t got = n->catch_up.read(entries);
+  if (got) {
+    metrics::add(m_caught_up_, int64_t(got));
+    logf(LogLevel::Notice, "cluster: node %s delivered %zu broadcast(s) on %s that came while its subscriber was away",
+         uid_.c_str(), got, nsp.c_str());
+  }
+  if (more)
+    logf(LogLevel::Warn,
+         "cluster: node %s missed more than %zu broadcasts on %s; the rest are left to connection state recovery "
+         "and history",
+         uid_.c_str(), CatchUp::kMaxEntries, nsp.c_str());
+}
+
+// An offset ("<ms>.<uid><seq>") published by another process: not ours, not a
+// sibling's (the relay brought those).
+bool RedisAdapter::foreign(std::string_view offset) const {
+  size_t dot = offset.find('.');
+  if (dot == std::string_view::npos) return false;
+  std::string_view who = offset.substr(dot + 1);
+  return !starts_with(who, uid_) && (siblings_.empty() || !starts_with(who, siblings_));
 }
 
 void RedisAdapter::tick(int64_t now) {
@@ -264,6 +390,11 @@ void RedisAdapter::tick(int64_t now) {
     dropped_reported_ = link_.dropped();
   }
   if (link_.ready() && now >= next_heartbeat_) heartbeat(false);
+  for (auto& n : nsps_) {
+    n.catch_up.tick(now);
+    catch_up(n);
+  }
+  if (!unconfirmed_.empty()) republish();
   std::vector<std::string> late;
   for (auto& [id, p] : pending_)
     if (now >= p->deadline) late.push_back(id);
@@ -332,11 +463,12 @@ std::string RedisAdapter::encode(const sio::EncodedBroadcast& b) {
 void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
   server_.deliver(b);
   if (b.opts.local) return;
-  if (!link_.ready()) {
-    // Redis is away: this machine's other workers still get it.
-    if (relay_) relay_(b.serialize());
-    return;
-  }
+  // This process's other workers: always through the master, never waiting
+  // for their Redis subscriptions.
+  if (relay_) relay_(b.serialize());
+  // The other nodes: as soon as a PUBLISH can leave, our own subscriber
+  // connection back or not.
+  if (!link_.commands_up()) return;
   std::string msg = encode(b);
   if (msg.empty()) return;
   std::string channel = bcast_channel(b.opts.nsp);
@@ -346,16 +478,59 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
     publish(channel, msg);
     return;
   }
-  // Recorded and published atomically: the stream's order is the order
-  // subscribers see, which recovery relies on.
-  std::string key = stream_key(b.opts.nsp);
+  if (!unconfirmed_.empty()) republish();  // first, in their order
+  send_recorded({stream_key(b.opts.nsp), std::move(channel), b.offset, b.serialize(), std::move(msg), now_ms()}, false);
+}
+
+void RedisAdapter::send_recorded(Recorded r, bool again) {
   std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
-  std::string stored = b.serialize();
-  link_.commands({{"MULTI"},
-                  {"XADD", key, "MINID", "~", minid, "*", "o", b.offset, "p", stored},
-                  {"PUBLISH", channel, msg},
-                  {"EXEC"}},
-                 timed_publish());
+  uint64_t seq = ++recorded_seq_;
+  const Recorded& e = unanswered_.emplace_back(seq, std::move(r)).second;
+  // Answers (or their absence, when the connection is lost) come in order.
+  auto answered = [this, seq](redisReply* reply) {
+    while (!unanswered_.empty() && unanswered_.front().first < seq) unanswered_.pop_front();
+    if (unanswered_.empty() || unanswered_.front().first != seq) return;
+    if (!reply) unconfirmed_.push_back(std::move(unanswered_.front().second));
+    unanswered_.pop_front();
+  };
+  bool sent;
+  if (!again) {
+    // Recorded and published atomically: the stream's order is the order
+    // subscribers see, which recovery and catch-up rely on.
+    sent = link_.commands({{"MULTI"},
+                           {"XADD", e.key, "MINID", "~", minid, "*", "o", e.offset, "p", e.stored},
+                           {"PUBLISH", e.channel, e.msg},
+                           {"EXEC"}},
+                          [timer = timed_publish(), answered](redisReply* reply) {
+                            timer(reply);
+                            answered(reply);
+                          });
+  } else {
+    std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
+    sent = link_.command({"EVAL", kRepublishScript, "0", e.key, e.channel, e.offset, e.stored, e.msg, minid, start},
+                         answered);
+  }
+  if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link
+}
+
+// What Redis had not answered when the commands connection was lost: it may
+// never have run (Redis stopped, the bytes were not sent), so it is sent again
+// (in the stream's order) unless the stream has it; older than the recovery
+// window, it is given up.
+void RedisAdapter::republish() {
+  if (!link_.commands_up()) return;
+  std::deque<Recorded> list = std::move(unconfirmed_);
+  unconfirmed_.clear();
+  int64_t oldest = now_ms() - int64_t(window());
+  size_t again = 0;
+  for (auto& r : list) {
+    if (r.at < oldest) continue;
+    send_recorded(std::move(r), true);
+    again++;
+  }
+  if (again)
+    logf(LogLevel::Notice, "cluster: node %s publishing again %zu broadcast(s) Redis had not answered when it went away",
+         uid_.c_str(), again);
 }
 
 void RedisAdapter::on_remote(std::string_view bytes) {
@@ -375,7 +550,18 @@ void RedisAdapter::on_message(std::string_view channel, std::string_view body) {
     if (starts_with(channel, n.bcast)) return on_broadcast(n, channel, body);
 }
 
+// [uid, ...] with the uid a fixstr starting with our daemon's tag: a sibling
+// worker's, which the relay delivered already. (Checked on the bytes: this is
+// every sibling broadcast, and it needs no decoding.)
+bool RedisAdapter::from_sibling(std::string_view body) const {
+  if (siblings_.empty() || body.size() < 2 + siblings_.size()) return false;
+  auto at = [&](size_t i) { return uint8_t(body[i]); };
+  if (at(0) != 0x93 || (at(1) & 0xe0) != 0xa0 || (at(1) & 0x1f) < siblings_.size()) return false;
+  return body.substr(2, siblings_.size()) == siblings_;
+}
+
 void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_view body) {
+  if (from_sibling(body)) return;
   // A room channel whose last local member just left: nothing to do.
   std::string_view room = channel.substr(n.bcast.size());
   if (!room.empty()) {
@@ -401,11 +587,18 @@ void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_vi
   if (auto id = as_int(map_get(packet, "id")); id && *id >= 0) p.id = uint64_t(*id);
   p.data = to_json(*data, p.attachments);
   sio::EncodedBroadcast b;
+  const msgpack_object* flags = map_get(opts, "flags");
+  b.opts.is_volatile = flags && as_true(map_get(*flags, "volatile"));
+  // Our nodes append a recordable broadcast's offset last (catch-up dedupes by it).
+  std::string offset;
+  if (size_t args = json_array_size(p.data.get()); args >= 2 && !b.opts.is_volatile && recovers()) {
+    json_t* last = json_array_get(p.data.get(), args - 1);
+    if (json_is_string(last)) offset.assign(json_string_value(last), json_string_length(last));
+    if (offset_ms(offset) < 0) offset.clear();
+  }
   b.opts.nsp = n.name;
   b.opts.rooms = as_rooms(map_get(opts, "rooms"));
   b.opts.except = as_rooms(map_get(opts, "except"));
-  const msgpack_object* flags = map_get(opts, "flags");
-  b.opts.is_volatile = flags && as_true(map_get(*flags, "volatile"));
   b.header = sio::encode(p);
   b.attachments = std::move(p.attachments);
   const char* event = json_string_value(json_array_get(p.data.get(), 0));
@@ -416,7 +609,7 @@ void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_vi
     b.batch_item = server_.batch_item_for(event, Payload(std::move(args)));
   }
   metrics::add(m_received_);
-  server_.deliver(b);
+  n.catch_up.live(std::move(b), std::move(offset));
 }
 
 // -------------------------------------------------------------- requests
@@ -914,6 +1107,7 @@ void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   Json data(json_object());
   for (auto& [k, v] : s.data()) json_object_set_new(data.get(), k.c_str(), json_stringn(v.data(), v.size()));
   json_object_set_new(session.get(), "data", data.release());
+  json_object_set_new(session.get(), "connectKeys", json_strings(s.connect_keys()).release());
   json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now_ms())));
   link_.command({"SET", session_key(s.pid()), json_text(session.get()), "PX", std::to_string(window())});
 }
@@ -973,56 +1167,68 @@ void RedisAdapter::record(const sio::EncodedBroadcast& b) {
   link_.command({"XADD", stream_key(b.opts.nsp), "MINID", "~", minid, "*", "o", b.offset, "p", b.serialize()});
 }
 
-bool RedisAdapter::try_recover(const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid,
-                               const std::string& offset) {
+void RedisAdapter::recovery_done(bool recovered) { metrics::add(recovered ? m_recovered_ : m_not_recovered_); }
+
+namespace {
+
+// A stored session from its JSON; nullopt unless it is whole and of `nsp`.
+std::optional<sio::StoredSession> parse_session(std::string_view text, const std::string& nsp) {
+  Json j = json_parse(text);
+  const char* n = json_str(j.get(), "nsp");
+  const char* sid = json_str(j.get(), "sid");
+  const char* pid = json_str(j.get(), "pid");
+  if (!n || nsp != n || !sid || !pid) return std::nullopt;
+  sio::StoredSession s;
+  s.sid = sid;
+  s.pid = pid;
+  s.rooms = str_list(json_object_get(j.get(), "rooms"));
+  const char* key;
+  json_t* value;
+  json_object_foreach(json_object_get(j.get(), "data"), key, value) {
+    if (json_is_string(value)) s.data.emplace_back(key, json_string_value(value));
+  }
+  // A session stored before connectKeys existed: all of its data counts as the hooks'.
+  if (json_t* keys = json_object_get(j.get(), "connectKeys")) s.connect_keys = str_list(keys);
+  else
+    for (auto& [k, v] : s.data) s.connect_keys.push_back(k);
+  return s;
+}
+
+}  // namespace
+
+bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, FoundSession cb) {
+  if (!recovers() || !link_.ready() || !find(nsp)) return false;
+  return link_.command({"GET", session_key(pid)}, [nsp, cb = std::move(cb)](redisReply* r) {
+    if (!r || r->type != REDIS_REPLY_STRING) return cb(std::nullopt);
+    cb(parse_session(std::string_view(r->str, r->len), nsp));
+  });
+}
+
+bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid, const std::string& sid,
+                                 const std::string& offset, ClaimedSession cb) {
   if (!recovers() || !link_.ready()) return false;
   int64_t ms = unyeast(std::string_view(offset).substr(0, offset.find('.')));
   std::string start = ms > kOffsetClockMarginMs ? std::to_string(ms - kOffsetClockMarginMs) : "-";
-  std::weak_ptr<sio::SocketImpl> weak = s;
-  return link_.command({"EVAL", kRecoverScript, "0", session_key(pid), stream_key(s->nsp()), start, offset,
-                        std::to_string(kMaxMissedPackets)},
-                       [this, weak](redisReply* r) {
-                         auto s = weak.lock();
-                         if (s) resume(s, r);
+  // The missed packets are bounded in bytes too (they are the namespace's,
+  // before the rooms are filtered here): past that, a fresh connection.
+  uint64_t max_bytes = kMissedBytesPerOutputBuffer * server_.config().core.max_output_buffer;
+  return link_.command({"EVAL", kRecoverScript, "0", session_key(pid), stream_key(nsp), start, offset,
+                        std::to_string(kMaxMissedPackets), std::to_string(max_bytes)},
+                       [nsp, sid, cb = std::move(cb)](redisReply* r) {
+                         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+                             r->element[0]->type != REDIS_REPLY_STRING)
+                           return cb(std::nullopt);
+                         auto session = parse_session(std::string_view(r->element[0]->str, r->element[0]->len), nsp);
+                         if (!session || session->sid != sid) return cb(std::nullopt);
+                         std::vector<sio::EncodedBroadcast> missed;
+                         for (size_t i = 1; i < r->elements; i++) {
+                           if (r->element[i]->type != REDIS_REPLY_STRING) continue;
+                           sio::EncodedBroadcast b;
+                           if (b.parse(std::string_view(r->element[i]->str, r->element[i]->len)))
+                             missed.push_back(std::move(b));
+                         }
+                         cb(std::move(missed));
                        });
-}
-
-void RedisAdapter::resume(const std::shared_ptr<sio::SocketImpl>& s, redisReply* r) {
-  Json session;
-  if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_STRING)
-    session = json_parse(std::string_view(r->element[0]->str, r->element[0]->len));
-  const char* nsp = json_str(session.get(), "nsp");
-  const char* sid = json_str(session.get(), "sid");
-  const char* pid = json_str(session.get(), "pid");
-  if (!nsp || nsp != s->nsp() || !sid || !pid) {
-    metrics::add(m_not_recovered_);
-    s->start_connect();  // unknown or expired: a fresh connection
-    return;
-  }
-  std::vector<std::string> rooms = str_list(json_object_get(session.get(), "rooms"));
-  std::vector<std::pair<std::string, std::string>> data;
-  const char* key;
-  json_t* value;
-  json_object_foreach(json_object_get(session.get(), "data"), key, value) {
-    if (json_is_string(value)) data.emplace_back(key, json_string_value(value));
-  }
-  auto in_rooms = [&](const std::vector<std::string>& list) {
-    for (auto& r : list)
-      if (std::find(rooms.begin(), rooms.end(), r) != rooms.end()) return true;
-    return false;
-  };
-  std::vector<std::vector<eio::OutRef>> missed;
-  for (size_t i = 1; i < r->elements; i++) {
-    if (r->element[i]->type != REDIS_REPLY_STRING) continue;
-    sio::EncodedBroadcast b;
-    if (!b.parse(std::string_view(r->element[i]->str, r->element[i]->len))) continue;
-    if (!b.opts.rooms.empty() && !in_rooms(b.opts.rooms)) continue;
-    if (in_rooms(b.opts.except)) continue;
-    missed.push_back(sio::encode_packets(b.header, b.attachments));
-  }
-  metrics::add(m_recovered_);
-  logf(LogLevel::Debug, "recovery: socket %s on %s resumed with %zu missed packets", sid, nsp, missed.size());
-  s->recover(sid, pid, std::move(rooms), std::move(data), missed);
 }
 
 }  // namespace dr::cluster

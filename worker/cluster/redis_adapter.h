@@ -20,10 +20,16 @@
 //    PUBLISH; a disconnected socket's session waits in
 //    <app>recovery:session:<pid>, so a client may resume on any node.
 //
-// While Redis is away, delivery stays local: broadcasts reach this process's
-// other workers through the master, as without Redis.
+// The other workers of this process get every broadcast through the master
+// (the relay), with Redis or without: Redis carries it to the other nodes
+// only, and a worker drops what Redis brings from a sibling (its uid starts
+// with the daemon's tag). So when Redis comes back, no broadcast between
+// siblings is lost while their subscriptions are being restored one by one.
+// What other processes published while this worker's subscriber was away is
+// read back from the recovery stream once it is subscribed again (catch_up.h).
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -31,6 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cluster/catch_up.h"
 #include "cluster/ops.h"
 #include "cluster/redis_link.h"
 #include "core/metrics.h"
@@ -42,7 +49,9 @@ namespace dr::cluster {
 class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public Ops {
  public:
   using Relay = std::function<void(std::string bytes)>;  // to this process's other workers
-  RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay);
+  // `daemon_tag`: shared by this process's workers (see siblings_).
+  RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf::Redis& conf, Relay relay,
+               const std::string& daemon_tag = {});
   ~RedisAdapter() override;
 
   void start();
@@ -56,6 +65,10 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   bool recovers() const override;
   std::string next_offset() override;
   void record(const sio::EncodedBroadcast& b) override;
+  bool find_session(const std::string& nsp, const std::string& pid, FoundSession cb) override;
+  bool claim_session(const std::string& nsp, const std::string& pid, const std::string& sid, const std::string& offset,
+                     ClaimedSession cb) override;
+  void recovery_done(bool recovered) override;
 
   // ---- sio::RoomObserver
   void joined(sio::SocketImpl& s, const std::string& room, bool first) override;
@@ -89,6 +102,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
     std::string request;   // <key>-request#<nsp>#
     std::string response;  // <key>-response#<nsp>#
     std::string specific;  // <key>-response#<nsp>#<uid>#
+    CatchUp catch_up;
   };
   // A request of ours waiting for the other nodes' answers.
   struct Pending {
@@ -114,11 +128,25 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::string new_id() const;
 
   void on_state(bool ready);
+  void on_subscriber(bool subscribed);
+  void catch_up(Nsp& n);
+  void caught_up(const std::string& nsp, redisReply* r);
+  bool foreign(std::string_view offset) const;
   void on_message(std::string_view channel, std::string_view body);
   void on_broadcast(Nsp& n, std::string_view channel, std::string_view body);
+  bool from_sibling(std::string_view body) const;
   void on_request(Nsp& n, std::string_view body);
   void on_response(std::string_view body);
   void respond(const Nsp& n, const json_t* request, Json response);
+  // A recordable broadcast sent to Redis: kept until Redis answers, and
+  // published again (unless the stream shows it was) when the commands
+  // connection was lost first; a module may have acked it already.
+  struct Recorded {
+    std::string key, channel, offset, stored, msg;
+    int64_t at = 0;
+  };
+  void send_recorded(Recorded r, bool again);
+  void republish();
   RedisLink::Reply timed_publish();
   bool publish(const std::string& channel, std::string_view body);
   void publish_json(const std::string& channel, const json_t* body);
@@ -138,20 +166,24 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void presence_remove(sio::SocketImpl& s, const std::string& room);
 
   // Connection state recovery.
-  bool try_recover(const std::shared_ptr<sio::SocketImpl>& s, const std::string& pid, const std::string& offset);
-  void resume(const std::shared_ptr<sio::SocketImpl>& s, redisReply* r);
   uint64_t window() const;
 
   uv_loop_t* loop_;
   sio::Server& server_;
   CoreConf::Redis conf_;
   Relay relay_;
+  // The uid prefix of this process's workers that relay: what Redis brings
+  // with it, the master has brought already.
+  std::string siblings_;
   std::string uid_;
   RedisLink link_;
   LocalOps local_;
   std::vector<Nsp> nsps_;
   std::string request_prefix_, response_prefix_, bcast_prefix_;
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
+  std::deque<std::pair<uint64_t, Recorded>> unanswered_;  // in send order, as Redis answers
+  std::deque<Recorded> unconfirmed_;         // the connection was lost before their answer
+  uint64_t recorded_seq_ = 0;
   int64_t next_heartbeat_ = 0;
   bool synced_ = false;  // membership written since the link came up
   int64_t offset_ms_ = 0;
@@ -163,6 +195,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   metrics::Entry* m_publish_us_sum_ = nullptr;
   metrics::Entry* m_publish_count_ = nullptr;
   metrics::Entry* m_received_ = nullptr;
+  metrics::Entry* m_caught_up_ = nullptr;
   metrics::Entry* m_recovered_ = nullptr;
   metrics::Entry* m_not_recovered_ = nullptr;
 };

@@ -17,11 +17,14 @@ struct Api {
 };
 Api g_api;
 
-redis::Reply convert(const redisReply* r) {
+// A null `r`: no reply. `sent` says whether the command had left (then
+// the connection went before its answer) or was refused.
+redis::Reply convert(const redisReply* r, bool sent = true) {
   redis::Reply out;
   if (!r) {
     out.type = redis::Reply::Type::Error;
     out.str = redis::kUnavailable;
+    out.unanswered = sent;
     return out;
   }
   switch (r->type) {
@@ -55,7 +58,7 @@ redis::Reply convert(const redisReply* r) {
 void unavailable(redis::Callback cb) {
   if (!cb) return;
   if (!g_api.later) return;
-  (*g_api.later)([cb = std::move(cb)] { cb(convert(nullptr)); });
+  (*g_api.later)([cb = std::move(cb)] { cb(convert(nullptr, false)); });
 }
 
 RedisLink::Reply adapt(redis::Callback cb) {

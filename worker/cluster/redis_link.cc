@@ -152,6 +152,10 @@ void RedisLink::connected(Conn& c) {
   c.down_since = 0;
   c.last_warn = 0;
   if (&c == &sub_) resubscribe();
+  // Redis is back: the other connection need not wait out its backoff (while
+  // our subscriber is away, the other nodes' broadcasts pass us by).
+  Conn& other = &c == &cmd_ ? sub_ : cmd_;
+  if (other.state == State::Down) connect(other);
   after_ready_change(was_ready);
 }
 
@@ -168,6 +172,10 @@ void RedisLink::lost(Conn& c, const char* why) {
   c.backoff = c.backoff ? std::min(c.backoff * 2, kBackoffMaxMs) : kBackoffFirstMs;
   c.retry_at = now + int64_t(jitter(c.backoff));
   c.failures++;
+  if (&c == &sub_) {
+    resubscribed_last_.clear();
+    subscriber_event(false);
+  }
   if (was == State::Up) {
     c.down_since = now;
     c.last_warn = now;
@@ -199,6 +207,15 @@ void RedisLink::after_ready_change(bool was_ready) {
     on_state_(now_ready);
   } catch (const std::exception& e) {
     logf(LogLevel::Error, "redis: state handler: %s", e.what());
+  }
+}
+
+void RedisLink::subscriber_event(bool subscribed) {
+  if (destroying_ || !on_subscriber_) return;
+  try {
+    on_subscriber_(subscribed);
+  } catch (const std::exception& e) {
+    logf(LogLevel::Error, "redis: subscriber handler: %s", e.what());
   }
 }
 
@@ -243,10 +260,20 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   RedisLink* self = c->link;
   if (!r || self->destroying_ || r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
   redisReply* kind = r->element[0];
-  if (kind->type != REDIS_REPLY_STRING || std::string_view(kind->str, kind->len) != "message") return;
   redisReply* ch = r->element[1];
+  if (kind->type != REDIS_REPLY_STRING || ch->type != REDIS_REPLY_STRING) return;
+  std::string_view verb(kind->str, kind->len);
+  // Redis answers a connection's SUBSCRIBEs in order: the last one's answer
+  // confirms them all.
+  if (verb == "subscribe" && !self->resubscribed_last_.empty() &&
+      std::string_view(ch->str, ch->len) == self->resubscribed_last_) {
+    self->resubscribed_last_.clear();
+    self->subscriber_event(true);
+    return;
+  }
+  if (verb != "message") return;
   redisReply* body = r->element[2];
-  if (ch->type != REDIS_REPLY_STRING || body->type != REDIS_REPLY_STRING) return;
+  if (body->type != REDIS_REPLY_STRING) return;
   try {
     self->on_message_(std::string_view(ch->str, ch->len), std::string_view(body->str, body->len));
   } catch (const std::exception& e) {
@@ -325,6 +352,8 @@ void RedisLink::unsubscribe(const std::string& channel) {
 }
 
 void RedisLink::resubscribe() {
+  if (channels_.empty()) return subscriber_event(true);
+  resubscribed_last_ = *channels_.rbegin();
   std::vector<std::string> chunk;
   for (auto& ch : channels_) {
     chunk.push_back(ch);

@@ -54,6 +54,9 @@ class RedisLink {
   using Reply = std::function<void(redisReply* reply)>;
   using Message = std::function<void(std::string_view channel, std::string_view body)>;
   using StateChange = std::function<void(bool ready)>;
+  // The subscriber connection was lost (false), or is back with the SUBSCRIBE
+  // of every channel confirmed (true): from then on nothing published is missed.
+  using Subscriber = std::function<void(bool subscribed)>;
 
   RedisLink(uv_loop_t* loop, const CoreConf::Redis& conf, Message on_message, StateChange on_state);
   ~RedisLink();
@@ -63,6 +66,9 @@ class RedisLink {
   void start();
   // Both connections are up (authenticated, database selected).
   bool ready() const { return cmd_.state == State::Up && sub_.state == State::Up; }
+  // The commands connection is up: a PUBLISH can leave (whether or not ours
+  // to receive is).
+  bool commands_up() const { return cmd_.state == State::Up; }
 
   // Sends a command. False when Redis is away or too much is pending: the
   // command is dropped (and counted) and `reply` is never called.
@@ -75,6 +81,7 @@ class RedisLink {
   void unsubscribe(const std::string& channel);
   bool subscribed(const std::string& channel) const { return channels_.count(channel) != 0; }
   size_t subscription_count() const { return channels_.size(); }
+  void on_subscriber(Subscriber fn) { on_subscriber_ = std::move(fn); }
 
   // Reconnects and command timeouts; call every ~100 ms.
   void tick(int64_t now);
@@ -120,6 +127,7 @@ class RedisLink {
   void after_ready_change(bool was_ready);
   void resubscribe();
   void send_subscription(const char* verb, const std::vector<std::string>& channels);
+  void subscriber_event(bool subscribed);
   bool raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted);
 
   static void on_connect(const redisAsyncContext* ac, int status);
@@ -134,6 +142,8 @@ class RedisLink {
   Conn cmd_{this, "commands"};
   Conn sub_{this, "subscriber"};
   std::set<std::string> channels_;
+  std::string resubscribed_last_;  // the last channel of a resubscribe, until its SUBSCRIBE is confirmed
+  Subscriber on_subscriber_;
   std::deque<Sent> sent_;  // commands awaiting replies on cmd_, oldest first
   size_t pending_bytes_ = 0;
   uint64_t dropped_ = 0;

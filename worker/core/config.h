@@ -29,6 +29,7 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   std::string pid_file;
   uint64_t worker_shutdown_timeout = 10000;
   uint64_t worker_shutdown_spread = 5000;  // clients are told to reconnect over this long
+  uint64_t worker_heartbeat_timeout = 10000;  // a worker silent this long is killed and replaced; 0 = off
   std::string event_log = "off";  // JSON lines, one per client event
   double event_log_sample = 1.0;
 

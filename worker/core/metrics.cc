@@ -198,6 +198,8 @@ void declare_core() {
       {"depth_realtime_reloads_total", MetricType::Counter, "Configuration reloads, by result"},
       {"depth_realtime_last_reload_success", MetricType::Gauge, "1 if the last reload applied, 0 if it was refused"},
       {"depth_realtime_last_reload_timestamp_seconds", MetricType::Gauge, "When the last reload was tried"},
+      {"depth_realtime_slow_clients_closed_total", MetricType::Counter,
+       "Clients closed for holding more unsent data than max_output_buffer, by queue"},
   };
   for (auto& m : ms) declare(m.name, m.type, m.help);
   Core& c = g_core;
@@ -217,6 +219,9 @@ void declare_core() {
   c.last_reload_success = get("depth_realtime_last_reload_success");
   c.last_reload_time = get("depth_realtime_last_reload_timestamp_seconds");
   c.events_other = get("websocket_events_total", "event=\"_other\"");
+  c.slow_closed_output = get("depth_realtime_slow_clients_closed_total", "queue=\"output\"");
+  c.slow_closed_polling = get("depth_realtime_slow_clients_closed_total", "queue=\"polling\"");
+  c.slow_closed_events = get("depth_realtime_slow_clients_closed_total", "queue=\"events\"");
 }
 
 }  // namespace dr::metrics

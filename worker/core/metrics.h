@@ -70,6 +70,10 @@ struct Core {
   Entry* last_reload_success = nullptr;
   Entry* last_reload_time = nullptr;
   Entry* events_other = nullptr;
+  // Clients closed for holding more than their bound of unsent data, by queue.
+  Entry* slow_closed_output = nullptr;   // a connection's output (WebSocket, HTTP)
+  Entry* slow_closed_polling = nullptr;  // a long-polling session's packet queue
+  Entry* slow_closed_events = nullptr;   // events waiting for a held handler
 };
 Core& core();
 void declare_core();  // declares and resolves core(); once per process

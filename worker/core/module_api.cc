@@ -25,6 +25,10 @@ void send_error(Socket& s, const Event& ev, std::string_view code, std::string_v
   json_object_set_new(err.get(), "code", json_stringn(code.data(), code.size()));
   json_object_set_new(err.get(), "message", json_stringn(message.data(), message.size()));
   if (!details.empty()) json_object_set_new(err.get(), "details", json_stringn(details.data(), details.size()));
+  send_error_object(s, ev, std::move(err));
+}
+
+void send_error_object(Socket& s, const Event& ev, Json err) {
   if (ev.ack_id) {
     Json wrap(json_object());
     json_object_set_new(wrap.get(), "error", err.release());

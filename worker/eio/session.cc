@@ -79,16 +79,21 @@ const std::vector<std::pair<std::string, std::string>> kNoStore = {{"Cache-Contr
 // ----------------------------------------------------------------- session
 
 Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<const Handshake> hs)
-    : server_(server), sid_(std::move(sid)), transport_(t), handshake_(std::move(hs)) {
+    : server_(server),
+      sid_(std::move(sid)),
+      transport_(t),
+      handshake_(std::move(hs)),
+      timer_(server.timers_, [](void* s) { static_cast<Session*>(s)->on_timer(); }, this) {
   // The heartbeat the open packet announced holds for the session's life,
   // whatever a reload changes: the client timed its expectations on it.
   ping_interval_ = server_.conf_->ping_interval;
   const std::string* b64 = handshake_->query_param("b64");
   b64_ = b64 && (*b64 == "1" || *b64 == "true");
   ping_timeout_ = server_.conf_->ping_timeout;
-  int64_t now = now_ms();
+  int64_t now = server_.timers_.now();
   next_ping_ = now + int64_t(ping_interval_);
-  connect_deadline = now + int64_t(server_.conf_->connect_timeout);
+  connect_deadline_ = now + int64_t(server_.conf_->connect_timeout);
+  schedule();
   metrics::add(gauge(), 1);
   metrics::add(metrics::core().sessions_opened);
 }
@@ -100,7 +105,7 @@ metrics::Entry* Session::gauge() const {
 }
 
 bool Session::send(const OutRef& p, bool is_volatile) {
-  if (closed_) return false;
+  if (closed_ || overflowed_) return false;
   if (transport_ == Transport::WebSocket && ws_) {
     if (is_volatile && !ws_->writable()) return false;
     auto& conf = *server_.conf_;
@@ -118,6 +123,15 @@ bool Session::send(const OutRef& p, bool is_volatile) {
   }
   if (is_volatile && !held_get_) return false;
   queue_.push_back(p);
+  queued_bytes_ += p->data.size() + 1;
+  if (queued_bytes_ > server_.conf_->max_output_buffer) {
+    // A poller that never fetches cannot make the worker hold unbounded memory.
+    logf(LogLevel::Info, "client %s: %zu bytes queued for long-polling, closing the session",
+         handshake_->address.c_str(), queued_bytes_);
+    metrics::add(metrics::core().slow_closed_polling);
+    post_abort();
+    return false;
+  }
   if (held_get_ && !poll_pending_) {
     poll_pending_ = true;
     server_.poll_flush_.push_back(this);
@@ -137,6 +151,7 @@ void Session::answer_get() {
     queue_[i]->polling_record(body);
   }
   queue_.clear();
+  queued_bytes_ = 0;
   http::Connection* c = held_get_;
   held_get_ = nullptr;
   c->owner = nullptr;
@@ -155,8 +170,19 @@ void Session::answer_get() {
   if (closed_ && !close_queued_) queue_close();  // for the next GET
 }
 
+// Closes for an error end a long-polling session at once, as Engine.IO does:
+// its queue is dropped and the next request for it gets 400. Only a close by
+// the server's choice (disconnect(), drain) or the client's delivers first.
+static bool error_close(std::string_view reason) {
+  return reason == "parse error" || reason == "transport error" || reason == "ping timeout";
+}
+
 void Session::close(std::string_view reason) {
   if (closed_) return;
+  if (transport_ == Transport::Polling && error_close(reason)) {
+    abort(reason);
+    return;
+  }
   closed_ = true;
   // Reasons are the server's own few strings, so the label set stays small.
   metrics::add(metrics::get("depth_realtime_engine_sessions_closed_total", metrics::label("reason", reason)));
@@ -180,9 +206,47 @@ void Session::close(std::string_view reason) {
   // next GET, as Node does; the client handles Socket.IO packets a tick late,
   // so a close in the same response would overtake them.
   if (queue_.empty() && !close_queued_) queue_close();
-  close_deadline_ = now_ms() + 10000;  // how long the client may take to fetch it
+  close_deadline_ = server_.timers_.now() + 10000;  // how long the client may take to fetch it
+  schedule();
   if (held_get_) answer_get();
   finish_if_closed();
+}
+
+void Session::post_abort() {
+  if (closed_ || overflowed_) return;
+  std::vector<OutRef>().swap(queue_);
+  queued_bytes_ = 0;
+  overflowed_ = true;
+  server_.aborts_.push_back(this);
+}
+
+void Session::abort(std::string_view reason) {
+  if (closed_) return;
+  closed_ = true;
+  timer_.cancel();
+  metrics::add(metrics::get("depth_realtime_engine_sessions_closed_total", metrics::label("reason", reason)));
+  if (handler) handler->on_close(reason);
+  queue_.clear();
+  queued_bytes_ = 0;
+  if (probe_) {
+    probe_->owner = nullptr;
+    probe_->close_websocket();
+    probe_ = nullptr;
+  }
+  if (ws_) {
+    ws_->owner = nullptr;
+    ws_->close_websocket();
+    ws_ = nullptr;
+  }
+  if (held_get_) {  // told the session is over
+    http::Connection* c = held_get_;
+    held_get_ = nullptr;
+    c->owner = nullptr;
+    std::string body;
+    make_text(PacketType::Close, "")->polling_record(body);
+    c->respond(200, "text/plain; charset=UTF-8", body, get_headers_);
+  }
+  server_.remove(*this);
 }
 
 void Session::queue_close() {
@@ -199,6 +263,7 @@ void Session::detach(http::Connection& c) {
     probe_ = nullptr;
     probed_ = false;
     upgrade_deadline_ = 0;
+    schedule();
   }
   if (&c == held_get_) {
     held_get_ = nullptr;
@@ -216,7 +281,8 @@ void Session::on_packet(const Packet& p) {
   switch (p.type) {
     case PacketType::Pong:
       pong_deadline_ = 0;
-      next_ping_ = now_ms() + int64_t(ping_interval_);
+      next_ping_ = server_.timers_.now() + int64_t(ping_interval_);
+      schedule();
       return;
     case PacketType::Message:
       metrics::add(metrics::core().messages_received);
@@ -228,6 +294,7 @@ void Session::on_packet(const Packet& p) {
       // The client is gone: nothing more to deliver, a held GET gets a noop.
       close_queued_ = true;
       queue_.clear();
+      queued_bytes_ = 0;
       if (held_get_) queue_.push_back(make_text(PacketType::Noop, ""));
       close("transport close");
       return;
@@ -240,8 +307,8 @@ void Session::on_packet(const Packet& p) {
 
 // ------------------------------------------------------------------ server
 
-Server::Server(const CoreConf& conf, int slot, int workers, HandlerFactory factory)
-    : conf_(&conf), slot_(slot), workers_(workers), factory_(std::move(factory)) {}
+Server::Server(const CoreConf& conf, int slot, int workers, Timers& timers, HandlerFactory factory)
+    : conf_(&conf), slot_(slot), workers_(workers), timers_(timers), factory_(std::move(factory)) {}
 
 Server::~Server() = default;
 
@@ -348,15 +415,19 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
 
   if (req.upgrade) {
     if (!valid_websocket_request(req)) return error(c, req, 3);
-    // polling -> WebSocket
+    // polling -> WebSocket. One that cannot be (already upgraded or
+    // upgrading, closed, not a WebSocket) is completed and closed at once, as
+    // Engine.IO does: an answer, never a hang-up, and the session untouched.
     if (t != Transport::WebSocket || s.transport_ != Transport::Polling || s.probe_ || s.closed_) {
-      c.close();
+      accept_websocket(c, req);
+      c.close_websocket();
       return;
     }
     accept_websocket(c, req);
     c.owner = &s;
     s.probe_ = &c;
-    s.upgrade_deadline_ = now_ms() + int64_t(conf_->upgrade_timeout);
+    s.upgrade_deadline_ = timers_.now() + int64_t(conf_->upgrade_timeout);
+    s.schedule();
     return;
   }
   if (t != s.transport_) return error(c, req, 3);
@@ -369,6 +440,7 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
       return;
     }
     s.held_get_ = &c;
+    s.schedule();  // an upgrade in progress keeps it answered with noops
     s.get_headers_ = cors;
     s.get_encoding_.clear();
     if (conf_->http_compression)
@@ -474,7 +546,8 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
       s->probed_ = true;
       c.send(ws::frame(ws::Opcode::Text, "3probe"));
       s->send(make_text(PacketType::Noop, ""));  // ends the client's current poll
-      s->next_noop_ = now_ms() + 100;
+      s->next_noop_ = timers_.now() + 100;
+      s->schedule();
     } else if (p.type == PacketType::Upgrade && s->probed_) {
       s->probe_ = nullptr;
       s->ws_ = &c;
@@ -491,6 +564,7 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
       }
       for (auto& q : s->queue_) c.send(q->ws_frame());
       s->queue_.clear();
+      s->queued_bytes_ = 0;
       if (s->handler) s->handler->on_upgrade();
     } else {
       s->probe_ = nullptr;
@@ -518,44 +592,63 @@ void Server::remove(Session& s) {
   sessions_.erase(it);
 }
 
-void Server::tick(int64_t now) {
-  std::vector<Session*> expired;
-  for (auto& [sid, sp] : sessions_) {
-    Session& s = *sp;
-    if (s.closed_) {
-      if (s.close_deadline_ && now >= s.close_deadline_) expired.push_back(&s);
-      continue;
-    }
-    if (s.pong_deadline_ && now >= s.pong_deadline_) {
-      expired.push_back(&s);
-      continue;
-    }
-    if (s.connect_deadline && now >= s.connect_deadline) {
-      expired.push_back(&s);
-      continue;
-    }
-    if (!s.pong_deadline_ && now >= s.next_ping_) {
-      s.send(make_text(PacketType::Ping, ""));
-      s.pong_deadline_ = now + int64_t(s.ping_timeout_);
-    }
-    if (s.probe_ && s.upgrade_deadline_ && now >= s.upgrade_deadline_) {
-      http::Connection* probe = s.probe_;
-      s.probe_ = nullptr;
-      probe->owner = nullptr;
-      probe->close();
-    } else if (s.probe_ && s.probed_ && s.held_get_ && now >= s.next_noop_) {
-      s.send(make_text(PacketType::Noop, ""));
-      s.next_noop_ = now + 100;
-    }
+// The earliest deadline the session's state makes live.
+void Session::schedule() {
+  int64_t next = 0;
+  auto take = [&next](int64_t d) {
+    if (d && (!next || d < next)) next = d;
+  };
+  if (closed_) {
+    take(close_deadline_);
+  } else {
+    take(pong_deadline_ ? pong_deadline_ : next_ping_);
+    take(connect_deadline_);
+    if (probe_) take(upgrade_deadline_);
+    if (probe_ && probed_ && held_get_) take(next_noop_);
   }
-  for (Session* s : expired) {
-    if (s->closed_) remove(*s);
-    else s->close(s->pong_deadline_ && now >= s->pong_deadline_ ? "ping timeout" : "transport close");
+  if (!next) timer_.cancel();
+  else if (!timer_.armed() || timer_.deadline() != next) timer_.arm_at(next);
+}
+
+// What is due of heartbeats and timeouts (a deadline moved since the timer
+// was armed is just not due yet).
+void Session::on_timer() {
+  int64_t now = server_.timers_.now();
+  if (closed_) {
+    if (close_deadline_ && now >= close_deadline_) server_.remove(*this);
+    return;
   }
+  if (pong_deadline_ && now >= pong_deadline_) {
+    close("ping timeout");
+    return;
+  }
+  if (connect_deadline_ && now >= connect_deadline_) {
+    close("transport close");
+    return;
+  }
+  if (!pong_deadline_ && now >= next_ping_) {
+    send(make_text(PacketType::Ping, ""));
+    pong_deadline_ = now + int64_t(ping_timeout_);
+  }
+  if (probe_ && upgrade_deadline_ && now >= upgrade_deadline_) {
+    http::Connection* probe = probe_;
+    probe_ = nullptr;
+    probed_ = false;
+    upgrade_deadline_ = 0;
+    probe->owner = nullptr;
+    probe->close();
+  } else if (probe_ && probed_ && held_get_ && now >= next_noop_) {
+    send(make_text(PacketType::Noop, ""));
+    next_noop_ = now + 100;
+  }
+  if (!closed_) schedule();
 }
 
 void Server::flush() {
   // A session may close (and be buried) while answering; the list only holds live ones.
+  std::vector<Session*> aborts;
+  aborts.swap(aborts_);
+  for (Session* s : aborts) s->abort("transport error");
   std::vector<Session*> todo;
   todo.swap(poll_flush_);
   for (Session* s : todo) {

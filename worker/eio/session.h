@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/metrics.h"
+#include "core/timers.h"
 #include "eio/eio_packet.h"
 #include "http/connection.h"
 
@@ -62,9 +63,16 @@ class Session {
   bool send(const OutRef& p, bool is_volatile = false);
   void close(std::string_view reason);
   bool closed() const { return closed_; }
+  // Ends the session at the next flush, its queue dropped (a client past its
+  // bound). Never at once: the caller may be walking sockets or rooms.
+  void post_abort();
 
   std::unique_ptr<SessionHandler> handler;
-  int64_t connect_deadline = 0;  // Socket.IO: close unless a namespace joins by then
+  // Socket.IO: the session closes unless a namespace joins within connect_timeout.
+  void cancel_connect_timeout() {
+    connect_deadline_ = 0;
+    schedule();
+  }
 
  private:
   friend class Server;
@@ -72,7 +80,12 @@ class Session {
   void answer_get();  // completes the held GET with everything queued
   void queue_close();
   void finish_if_closed();  // the close packet has left: forget the session
+  // Ends the session at once, queue dropped: a request for it then gets 400.
+  void abort(std::string_view reason);
   void detach(http::Connection& c);
+  // One timer per session, armed for the earliest of its deadlines below.
+  void schedule();
+  void on_timer();
   metrics::Entry* gauge() const;  // sessions of this transport
 
   Server& server_;
@@ -84,6 +97,8 @@ class Session {
   http::Connection* probe_ = nullptr;     // a WebSocket being upgraded to
   bool probed_ = false;
   std::vector<OutRef> queue_;             // polling: waits for a GET
+  size_t queued_bytes_ = 0;               // of queue_, bounded by max_output_buffer
+  bool overflowed_ = false;               // past the bound: aborted at the next flush
   std::vector<std::pair<std::string, std::string>> get_headers_;  // CORS of the held GET
   std::string get_encoding_;              // "gzip"/"deflate" when the held GET accepts it
   bool poll_pending_ = false;             // queued on the server's flush list
@@ -92,9 +107,11 @@ class Session {
   uint64_t ping_timeout_ = 0;
   int64_t next_ping_ = 0;
   int64_t pong_deadline_ = 0;
+  int64_t connect_deadline_ = 0;
   int64_t upgrade_deadline_ = 0;
   int64_t next_noop_ = 0;
   int64_t close_deadline_ = 0;  // closed, waiting for a GET to deliver the rest
+  Timer timer_;
   bool close_queued_ = false;
   bool closed_ = false;
 };
@@ -103,7 +120,7 @@ class Server {
  public:
   using HandlerFactory = std::function<std::unique_ptr<SessionHandler>(Session&)>;
 
-  Server(const CoreConf& conf, int slot, int workers, HandlerFactory factory);
+  Server(const CoreConf& conf, int slot, int workers, Timers& timers, HandlerFactory factory);
   ~Server();
 
   bool matches(std::string_view path) const;
@@ -113,10 +130,10 @@ class Server {
   void on_ws_message(http::Connection& c, bool binary, std::string_view data);
   void on_connection_closed(http::Connection& c);
 
-  // Heartbeats and timeouts; called by the worker's tick.
-  void tick(int64_t now);
-  // Answers GETs that got data this loop turn: once, just before polling.
+  // Answers GETs that got data this loop turn, and ends the sessions that
+  // overflowed: once, just before polling.
   void flush();
+  bool flush_pending() const { return !poll_flush_.empty() || !aborts_.empty(); }
   // CORS headers for a request (empty when the origin is not allowed).
   std::vector<std::pair<std::string, std::string>> cors_headers(const http::Request& req) const;
 
@@ -142,9 +159,12 @@ class Server {
   const CoreConf* conf_;
   int slot_;
   int workers_;
+  Timers& timers_;
   HandlerFactory factory_;
   std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;  // keys view the sids
   std::vector<Session*> poll_flush_;
+  std::vector<Session*> aborts_;  // posted by send(): ending a session inside a send could end
+                                  // sockets a caller is walking
   std::vector<std::unique_ptr<Session>> graveyard_;
   uint32_t counter_ = 0;
 };

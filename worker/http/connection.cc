@@ -109,7 +109,10 @@ const std::string* Request::query_param(std::string_view name) const {
 }
 
 Connection::Connection(Host& host, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
-    : host_(host), limits_(limits), tcp_(std::move(tcp)) {
+    : host_(host),
+      limits_(limits),
+      tcp_(std::move(tcp)),
+      timeout_(host.timers(), [](void* c) { static_cast<Connection*>(c)->on_timeout(); }, this) {
   tcp_->data = this;
   metrics::add(metrics::core().http_connections, 1);
 }
@@ -129,7 +132,7 @@ void Connection::start(std::string_view initial) {
   http_ = std::make_unique<HttpState>();
   llhttp_init(&http_->parser, HTTP_REQUEST, settings());
   http_->parser.data = this;
-  deadline_ = now_ms() + int64_t(limits_.header_timeout);
+  timeout_.arm_in(int64_t(limits_.header_timeout));
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(tcp_.get()),
       [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(g_read_buf, sizeof g_read_buf); }, on_read);
@@ -224,7 +227,7 @@ void Connection::parse() {
 
 void Connection::handle_message_complete() {
   in_request_ = true;
-  deadline_ = 0;
+  timeout_.cancel();
   Request& r = http_->req;
   r.method = llhttp_method_name(llhttp_method_t(http_->parser.method));
   r.keep_alive = llhttp_should_keep_alive(&http_->parser);
@@ -243,7 +246,7 @@ void Connection::finish_request() {
     close_after_flush();
     return;
   }
-  deadline_ = now_ms() + int64_t(limits_.keepalive_timeout);
+  timeout_.arm_in(int64_t(limits_.keepalive_timeout));
   if (!in_.empty()) parse();
 }
 
@@ -278,7 +281,7 @@ void Connection::fail(int status, std::string_view message) {
 
 void Connection::drain(int64_t grace_ms) {
   draining_ = true;
-  if (!in_request_ && !ws_ && !owner) deadline_ = now_ms() + grace_ms;
+  if (!in_request_ && !ws_ && !owner) timeout_.arm_in(grace_ms);
 }
 
 void Connection::respond(int status, std::string_view content_type, std::string_view body,
@@ -308,7 +311,7 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
   out.append("\r\n");
   send(std::move(out));
   in_request_ = false;
-  deadline_ = 0;
+  timeout_.cancel();
   ws_ = std::make_unique<ws::Reader>(
       limits_.max_ws_message, deflate,
       ws::Reader::Callbacks{
@@ -335,16 +338,22 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
 }
 
 void Connection::send(Bytes b) {
-  if (closed_ || b->empty()) return;
+  if (closed_ || overflowed_ || b->empty()) return;
+  bool pending = out_bytes_ > 0;
   out_bytes_ += b->size();
   out_.push_back(std::move(b));
-  if (out_bytes_ > limits_.max_output) {
+  // One answer may be larger than the bound (a long-polling response of a
+  // full queue, base64 and headers added); what piles up behind it may not.
+  if (pending && out_bytes_ > limits_.max_output) {
     // A client that does not read cannot make the worker hold unbounded memory.
+    // The close is posted, as nginx posts events: the sender may be walking a
+    // room this client is in, and closing ends sessions, sockets, memberships.
     logf(LogLevel::Info, "client %s: %zu bytes unsent, closing the connection", address_.c_str(), out_bytes_);
+    metrics::add(metrics::core().slow_closed_output);
     out_.clear();
     out_bytes_ = 0;
-    close();
-    return;
+    overflowed_ = true;
+    if (tcp_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   }
   if (!dirty) host_.mark_dirty(*this);
 }
@@ -371,7 +380,12 @@ void Connection::tls_encrypt_output() {
 
 void Connection::flush() {
   dirty = false;
-  if (closed_ || writing_) return;
+  if (closed_) return;
+  if (overflowed_) {
+    close();  // the posted close of send()
+    return;
+  }
+  if (writing_) return;
   if (tls_) {
     // Plaintext held back during the handshake goes first.
     if (!held_plain_.empty()) {
@@ -463,6 +477,7 @@ void Connection::close_websocket() {
 void Connection::close() {
   if (closed_) return;
   closed_ = true;
+  timeout_.cancel();
   host_.on_closed(*this);
   if (!tcp_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
@@ -481,22 +496,20 @@ void Connection::close() {
 
 std::unique_ptr<uv_tcp_t> Connection::release_tcp() {
   closed_ = true;
+  timeout_.cancel();
   host_.on_closed(*this);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   tcp_->data = nullptr;
   return std::move(tcp_);
 }
 
-void Connection::on_timeout() {
-  deadline_ = 0;
-  close();
-}
+void Connection::on_timeout() { close(); }
 
 // ------------------------------------------------------ llhttp callbacks
 
 int Connection::cb_message_begin(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  c->deadline_ = now_ms() + int64_t(c->limits_.header_timeout);
+  c->timeout_.arm_in(int64_t(c->limits_.header_timeout));
   return 0;
 }
 
@@ -559,7 +572,7 @@ int Connection::cb_header_value(llhttp_t* p, const char* at, size_t len) {
 
 int Connection::cb_headers_complete(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  c->deadline_ = now_ms() + int64_t(c->limits_.body_timeout);
+  c->timeout_.arm_in(int64_t(c->limits_.body_timeout));
   if (p->content_length > c->limits_.max_body && p->content_length != ULLONG_MAX) {
     c->error_status_ = 413;
     return HPE_USER;

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/timers.h"
 #include "depth-realtime/module.h"
 #include "http/tls.h"
 #include "http/websocket.h"
@@ -53,6 +54,7 @@ class Host {
   virtual void hand_off(Connection& c, int slot, std::string bytes) = 0;
   virtual void mark_dirty(Connection& c) = 0;
   virtual void destroy(Connection& c) = 0;
+  virtual Timers& timers() = 0;  // the worker's timer facility
 };
 
 struct Limits {
@@ -107,9 +109,7 @@ class Connection {
   void close_websocket();
   bool closed() const { return closed_; }
 
-  // Timeouts, checked by the worker's tick.
-  int64_t deadline() const { return deadline_; }
-  void on_timeout();
+  void on_timeout();  // header, body, keep-alive or drain timeout
 
   const std::string& address() const { return address_; }
   Listener listener = Listener::Main;  // which kind of listener accepted it
@@ -177,9 +177,10 @@ class Connection {
   size_t out_bytes_ = 0;
   bool writing_ = false;
   bool close_after_flush_ = false;
+  bool overflowed_ = false;  // past max_output: closed at the next flush, not inside the send
   bool draining_ = false;
   bool closed_ = false;
-  int64_t deadline_ = 0;
+  Timer timeout_;  // the header, body, keep-alive or drain deadline, when one runs
 };
 
 const char* status_text(int status);

@@ -18,6 +18,7 @@ enum class ChannelMsg : uint32_t {
   Handoff = 2,     // worker -> master, fd attached; body = u32 target slot + u32 listener kind + bytes
   Broadcast = 3,   // both ways; body = an encoded adapter broadcast (worker/sio/adapter.h)
   Reload = 4,      // master -> worker: the configuration changed in ways it can apply in place
+  Heartbeat = 5,   // master -> worker, answered with the same body from the worker's loop: it is not hung
 };
 
 // Flag in the listener kind of a Connection message: the listener is TLS.

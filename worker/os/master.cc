@@ -3,10 +3,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -23,6 +25,8 @@
 
 namespace dr {
 namespace {
+
+std::string g_daemon_tag;
 
 void notify(const char* state) {
 #ifdef DR_HAVE_SYSTEMD
@@ -49,9 +53,11 @@ struct WorkerProc {
   int id = 0;  // unique among live workers, old generations included; named by session ids
   int generation = 0;
   int64_t started_ms = 0;
+  int64_t answered_ms = 0;  // its loop last answered a heartbeat
   int quick_failures = 0;  // deaths soon after start, for backoff
   std::unique_ptr<Channel> channel;
   bool retiring = false;   // told to stop (reload or shutdown)
+  bool hung = false;       // killed for not answering: gets nothing more
 };
 
 class Master;
@@ -76,7 +82,9 @@ class Master {
   bool bind_one(const ListenAddress& a, Listener kind, std::vector<std::unique_ptr<uv_tcp_t>>& out);
   void close_listeners();
   bool spawn(int slot);
-  void on_worker_message(int slot, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h);
+  void on_worker_message(WorkerProc& from, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h);
+  void start_heartbeat();
+  void heartbeat();
   void hand_to_worker(int slot_hint, std::string_view body, std::unique_ptr<uv_tcp_t> h);
   void hand_to_id(int id, std::string_view body, std::unique_ptr<uv_tcp_t> h);
   void handle_signal(int sig);
@@ -94,6 +102,9 @@ class Master {
   std::unique_ptr<uv_poll_t> signal_poll_;
   std::unique_ptr<uv_timer_t> respawn_timer_;
   std::unique_ptr<uv_timer_t> kill_timer_;
+  std::unique_ptr<uv_timer_t> heartbeat_timer_;
+  uint64_t heartbeat_every_ = 0;
+  int64_t last_heartbeat_ms_ = 0;
   std::vector<std::unique_ptr<ListenerTag>> tags_;
   size_t next_worker_ = 0;
   int next_id_ = 0;
@@ -142,7 +153,7 @@ void Master::close_listeners() {
 
 WorkerProc* Master::current(int slot) {
   for (auto& p : procs_)
-    if (p->slot == slot && !p->retiring && p->pid > 0) return p.get();
+    if (p->slot == slot && !p->retiring && !p->hung && p->pid > 0) return p.get();
   return nullptr;
 }
 
@@ -205,12 +216,13 @@ bool Master::spawn(int slot) {
   proc->id = id;
   proc->generation = generation_;
   proc->started_ms = now_ms();
+  proc->answered_ms = proc->started_ms;
   proc->channel = std::make_unique<Channel>();
   WorkerProc* raw = proc.get();
   proc->channel->open(
       &loop_, sv[0],
       [this, raw](ChannelMsg t, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
-        on_worker_message(raw->slot, t, body, std::move(h));
+        on_worker_message(*raw, t, body, std::move(h));
       },
       [] {});
   // Keep the failure count of the slot's previous worker for the backoff.
@@ -238,7 +250,7 @@ void Master::hand_to_worker(int slot_hint, std::string_view body, std::unique_pt
 // A request for a session: to the worker that holds it, draining or not.
 void Master::hand_to_id(int id, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
   for (auto& p : procs_)
-    if (p->pid > 0 && p->id == id && p->channel && p->channel->is_open()) {
+    if (p->pid > 0 && !p->hung && p->id == id && p->channel && p->channel->is_open()) {
       p->channel->send(ChannelMsg::Connection, body, std::move(h));
       return;
     }
@@ -281,7 +293,7 @@ void Master::on_accept(uv_tcp_t* listener) {
   hand_to_worker(slot, std::string_view(reinterpret_cast<const char*>(&kind), 4), std::move(client));
 }
 
-void Master::on_worker_message(int from_slot, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
+void Master::on_worker_message(WorkerProc& from, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h) {
   switch (type) {
     case ChannelMsg::Handoff: {
       // A request for a session another worker owns: pass the connection on.
@@ -295,12 +307,61 @@ void Master::on_worker_message(int from_slot, ChannelMsg type, std::string_view 
       return;
     }
     case ChannelMsg::Broadcast:
+      // To every other worker, the other generation's of the same slot included.
       for (auto& p : procs_)
-        if (p->pid > 0 && p->slot != from_slot && p->channel && p->channel->is_open())
+        if (p.get() != &from && p->pid > 0 && !p->hung && p->channel && p->channel->is_open())
           p->channel->send(ChannelMsg::Broadcast, body);
+      return;
+    case ChannelMsg::Heartbeat:
+      from.answered_ms = now_ms();
       return;
     default:
       if (h) close_handle(std::move(h));
+  }
+}
+
+// Each worker's loop echoes the heartbeat; one that has not for
+// worker_heartbeat_timeout is hung (stopped, or its loop blocked): it gets no
+// more connections, is killed, and reap() starts another in its slot.
+void Master::start_heartbeat() {
+  uint64_t timeout = cfg_->core.worker_heartbeat_timeout;
+  uint64_t every = timeout ? std::clamp<uint64_t>(timeout / 4, 50, 1000) : 0;
+  if (every == heartbeat_every_) return;
+  heartbeat_every_ = every;
+  if (!heartbeat_timer_) {
+    heartbeat_timer_ = make_handle<uv_timer_t>();
+    uv_timer_init(&loop_, heartbeat_timer_.get());
+    heartbeat_timer_->data = this;
+  }
+  if (!every) {
+    uv_timer_stop(heartbeat_timer_.get());
+    return;
+  }
+  last_heartbeat_ms_ = 0;
+  uv_timer_start(heartbeat_timer_.get(), [](uv_timer_t* t) { static_cast<Master*>(t->data)->heartbeat(); }, every,
+                 every);
+}
+
+void Master::heartbeat() {
+  int64_t now = now_ms();
+  int64_t timeout = int64_t(cfg_->core.worker_heartbeat_timeout);
+  // The master itself was held up (suspended, stopped): nobody could answer.
+  bool master_late = last_heartbeat_ms_ && now - last_heartbeat_ms_ > timeout / 2;
+  last_heartbeat_ms_ = now;
+  if (stopping_ || !timeout) return;
+  for (auto& p : procs_) {
+    if (p->pid <= 0 || p->hung || !p->channel || !p->channel->is_open()) continue;
+    if (master_late) p->answered_ms = now;
+    if (now - p->answered_ms > timeout) {
+      p->hung = true;
+      logf(LogLevel::Crit,
+           "worker %d (pid %d) has not answered for %.1fs (worker_heartbeat_timeout): it is hung; killing it, "
+           "new connections go to the other workers",
+           p->slot, int(p->pid), double(now - p->answered_ms) / 1000);
+      kill(p->pid, SIGKILL);  // reap() replaces it
+      continue;
+    }
+    p->channel->send(ChannelMsg::Heartbeat, {});
   }
 }
 
@@ -373,6 +434,7 @@ void Master::reload() {
   bool in_place = same_listen && fresh->restart_fingerprint == cfg_->restart_fingerprint &&
                   fresh->core.workers() == cfg_->core.workers();
   cfg_ = std::move(fresh);
+  start_heartbeat();
   if (in_place) {
     // Nothing needs new workers: each re-reads the configuration and applies
     // it without closing a connection.
@@ -535,6 +597,7 @@ int Master::run() {
   logf(LogLevel::Notice, "depth-realtime %s master started, %d workers", DR_VERSION, cfg_->core.workers());
   for (int i = 0; i < cfg_->core.workers(); i++)
     if (!spawn(i)) return 1;
+  start_heartbeat();
   notify("READY=1\nSTATUS=serving");
   uv_run(&loop_, UV_RUN_DEFAULT);
 
@@ -545,6 +608,7 @@ int Master::run() {
   close_handle(std::move(signal_poll_));
   close_handle(std::move(respawn_timer_));
   close_handle(std::move(kill_timer_));
+  close_handle(std::move(heartbeat_timer_));
   procs_.clear();  // their channels close
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
@@ -555,7 +619,18 @@ int Master::run() {
 
 }  // namespace
 
+const std::string& daemon_tag() { return g_daemon_tag; }
+
 int run_master(std::unique_ptr<Config> cfg, const MasterOptions& opts) {
+  // Before any fork: every worker inherits it.
+  static constexpr char kAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+  uint8_t b[8] = {};
+  if (getrandom(b, sizeof b, 0) != sizeof b) {
+    uint64_t x = uv_hrtime() ^ (uint64_t(getpid()) << 32);
+    memcpy(b, &x, sizeof b);
+  }
+  g_daemon_tag.clear();
+  for (uint8_t c : b) g_daemon_tag += kAlphabet[c & 63];
   Master m(std::move(cfg), opts);
   return m.run();
 }

@@ -18,4 +18,9 @@ struct MasterOptions {
 
 int run_master(std::unique_ptr<Config> cfg, const MasterOptions& opts);
 
+// A random tag of this daemon, made before the first fork: its workers share
+// it, so each can tell a sibling's broadcasts (which the relay brings) from
+// other nodes' in Redis.
+const std::string& daemon_tag();
+
 }  // namespace dr

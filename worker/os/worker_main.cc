@@ -14,10 +14,12 @@
 #include "core/event_log.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/timers.h"
 #include "core/uv_util.h"
 #include "eio/session.h"
 #include "http/connection.h"
 #include "os/channel.h"
+#include "os/master.h"
 #include "sio/server.h"
 
 namespace dr {
@@ -39,8 +41,10 @@ class WorkerRuntime final : public Worker, public http::Host {
         slot_(slot),
         conf_path_(std::move(conf_path)),
         load_(std::move(load)),
-        eio_(cfg.core, id, cfg.core.workers(), [this](eio::Session& s) { return sio_.make_client(s); }),
-        sio_(cfg) {
+        loop_ready_(uv_loop_init(&loop_) == 0),
+        timers_(&loop_),
+        eio_(cfg.core, id, cfg.core.workers(), timers_, [this](eio::Session& s) { return sio_.make_client(s); }),
+        sio_(cfg, timers_) {
     set_limits();
   }
 
@@ -79,6 +83,9 @@ class WorkerRuntime final : public Worker, public http::Host {
   void on_transport(std::string_view nsp, ConnectionHandler h) override {
     for (auto* ns : select(nsp)) ns->transport_handlers.push_back(h);
   }
+  void on_room_check(std::string_view nsp, RoomGuard guard) override {
+    for (auto* ns : select(nsp)) ns->room_guards.push_back(guard);
+  }
   void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) override {
     sio_.broadcast(opts, event, std::move(args));
   }
@@ -111,6 +118,7 @@ class WorkerRuntime final : public Worker, public http::Host {
     c.dirty = true;
     dirty_.push_back(&c);
   }
+  Timers& timers() override { return timers_; }
   void destroy(http::Connection& c) override {
     auto it = conns_.find(&c);
     if (it == conns_.end()) return;
@@ -141,6 +149,8 @@ class WorkerRuntime final : public Worker, public http::Host {
   LoadOptions load_;
   tls::Context tls_ctx_;  // for listeners marked ssl; rebuilt on reload
   uv_loop_t loop_{};
+  bool loop_ready_;  // initialised first: the timer facility lives on it
+  Timers timers_;  // every session's and connection's deadlines, on one uv_timer
   http::Limits limits_;
   eio::Server eio_;
   sio::Server sio_;
@@ -317,27 +327,27 @@ void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
 
 // Just before the loop polls: answer long-polls that got data, then write
 // everything queued this turn, one write per connection.
+// A flush may close a connection (a posted close, a write error), and the
+// disconnect handlers that runs may queue more output: go round until
+// nothing is left, so that nothing waits for the next wake-up.
 void WorkerRuntime::before_poll() {
-  if (redis_) redis_->flush();  // Redis first: a join's SUBSCRIBE leaves before its ack
-  eio_.flush();
+  for (int round = 0; round < 8; round++) {
+    if (redis_) redis_->flush();  // Redis first: a join's SUBSCRIBE leaves before its ack
+    eio_.flush();
+    std::vector<http::Connection*> todo;
+    todo.swap(dirty_);
+    for (auto* c : todo)
+      if (!c->closed()) c->flush();
+    if (dirty_.empty() && !eio_.flush_pending()) break;
+  }
   event_log::flush();
-  std::vector<http::Connection*> todo;
-  todo.swap(dirty_);
-  for (auto* c : todo)
-    if (!c->closed()) c->flush();
   dead_.clear();
 }
 
 void WorkerRuntime::tick() {
   int64_t now = now_ms();
-  eio_.tick(now);
-  sio_.tick(now);
   if (redis_) redis_->tick(now);
   if (local_ops_) local_ops_->tick(now);
-  std::vector<http::Connection*> late;
-  for (auto& [raw, c] : conns_)
-    if (c->deadline() && now >= c->deadline()) late.push_back(raw);
-  for (auto* c : late) c->on_timeout();
   if (stopping_) {
     // Tell clients to reconnect a slice at a time across the spread window.
     if (drain_per_tick_) eio_.close_some("server shutting down", drain_per_tick_);
@@ -376,7 +386,7 @@ void WorkerRuntime::on_signal(int sig) {
 }
 
 int WorkerRuntime::run(int channel_fd) {
-  if (uv_loop_init(&loop_) != 0) return kExitFatal;
+  if (!loop_ready_) return kExitFatal;
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, SIG_IGN);  // the master decides; a terminal's ^C reaches it too
   signal(SIGHUP, SIG_IGN);
@@ -404,8 +414,8 @@ int WorkerRuntime::run(int channel_fd) {
   auto relay = several ? sio::LocalAdapter::Relay([this](std::string bytes) { channel_.send(ChannelMsg::Broadcast, bytes); })
                        : sio::LocalAdapter::Relay();
   if (cfg_->core.redis.configured()) {
-    // Every worker is a node of the Redis cluster; the relay serves while Redis is away.
-    auto a = std::make_unique<cluster::RedisAdapter>(&loop_, sio_, cfg_->core.redis, relay);
+    // Every worker is a node of the Redis cluster; its siblings here get broadcasts over the relay.
+    auto a = std::make_unique<cluster::RedisAdapter>(&loop_, sio_, cfg_->core.redis, relay, daemon_tag());
     redis_ = a.get();
     sio_.set_adapter(std::move(a));
     redis_->start();
@@ -423,6 +433,7 @@ int WorkerRuntime::run(int channel_fd) {
             if (type == ChannelMsg::Connection && h) accept(std::move(h), body);
             else if (type == ChannelMsg::Broadcast) sio_.adapter().on_remote(body);
             else if (type == ChannelMsg::Reload) reload_in_place();
+            else if (type == ChannelMsg::Heartbeat) channel_.send(ChannelMsg::Heartbeat, body);  // from the loop: alive
             else if (h) close_handle(std::move(h));
           },
           [this] {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +32,22 @@ struct EncodedBroadcast {
   bool parse(std::string_view bytes);
 };
 
+// A disconnected socket's session, waiting for its client (connection state
+// recovery). `connect_keys`: the data keys its CONNECT hooks set, which a
+// recovery takes from the hooks again, never from the store.
+struct StoredSession {
+  std::string sid;
+  std::string pid;
+  std::vector<std::string> rooms;
+  std::vector<std::pair<std::string, std::string>> data;
+  std::vector<std::string> connect_keys;
+  const std::string* get(std::string_view key) const {
+    for (auto& [k, v] : data)
+      if (k == key) return &v;
+    return nullptr;
+  }
+};
+
 class Adapter {
  public:
   virtual ~Adapter() = default;
@@ -45,6 +62,21 @@ class Adapter {
   virtual bool recovers() const { return false; }
   virtual std::string next_offset() { return {}; }
   virtual void record(const EncodedBroadcast&) {}
+  // The session of `pid` in `nsp`, looked up without taking it (nullopt: none).
+  // `cb` runs later; false: no lookup possible now (then it never runs).
+  using FoundSession = std::function<void(std::optional<StoredSession>)>;
+  virtual bool find_session(const std::string& /*nsp*/, const std::string& /*pid*/, FoundSession) { return false; }
+  // Takes the session over (no other CONNECT can then) and reads what was
+  // recorded for the namespace after `offset`; nullopt when it is gone or no
+  // longer `sid`'s, or the offset is unknown or too old. `cb` runs later;
+  // false: not possible now (then it never runs).
+  // Counts a CONNECT that carried a session id: resumed, or started fresh.
+  virtual void recovery_done(bool /*recovered*/) {}
+  using ClaimedSession = std::function<void(std::optional<std::vector<EncodedBroadcast>> missed)>;
+  virtual bool claim_session(const std::string& /*nsp*/, const std::string& /*pid*/, const std::string& /*sid*/,
+                             const std::string& /*offset*/, ClaimedSession) {
+    return false;
+  }
 };
 
 // Local delivery is the Socket.IO server's; relaying is the worker's channel.

@@ -3,6 +3,8 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <cassert>
+#include <cstring>
 
 #include "core/event_log.h"
 #include "core/metrics.h"
@@ -24,6 +26,9 @@ std::vector<eio::OutRef> encode_packets(std::string_view header, const std::vect
 std::vector<eio::OutRef> encode_packets(const Packet& p) { return encode_packets(encode(p), p.attachments); }
 
 namespace {
+
+// A client's pid and offset are ours (20 characters, a few dozen): longer ones name no session.
+constexpr size_t kMaxRecoveryIdLength = 128;
 
 // [event, ...args] as one JSON array.
 Json event_array(std::string_view event, const Payload& args) {
@@ -143,14 +148,16 @@ void SocketImpl::ack(uint64_t ack_id, Payload reply) {
 void SocketImpl::join(std::string_view room) {
   if (in_room(room)) return;
   rooms_.emplace_back(room);
-  if (connected_) ns_.index_add(this, rooms_.back());
+  // A copy: room handlers may join or leave further rooms, moving rooms_.
+  if (connected_) ns_.index_add(this, std::string(room));
 }
 
 void SocketImpl::leave(std::string_view room) {
   auto it = std::find(rooms_.begin(), rooms_.end(), room);
   if (it == rooms_.end()) return;
-  if (connected_) ns_.index_remove(this, *it);
-  rooms_.erase(it);
+  std::string name = std::move(*it);
+  rooms_.erase(it);  // first: room handlers may join or leave further rooms
+  if (connected_) ns_.index_remove(this, name);
 }
 
 bool SocketImpl::in_room(std::string_view room) const {
@@ -204,16 +211,28 @@ void SocketImpl::run_connect_hooks(size_t index) {
     }
     return;
   }
-  // Every hook agreed: the socket is connected.
+  // Every hook agreed. What they set is theirs to set again on a recovery.
+  connect_keys_.clear();
+  for (auto& [k, v] : data_) connect_keys_.push_back(k);
+  if (recovery_) {
+    confirm_recovery();
+    return;
+  }
+  connect_now();
+}
+
+void SocketImpl::connect_now() {
+  if (gone_ || !client_ || connected_) return;
   connected_ = true;
+  ns_.check_not_walking();
   ns_.sockets_[id_] = this;
   join(id_);  // every socket is in the room named after its id
-  for (auto& r : rooms_) ns_.index_add(this, r);
+  for (auto& r : std::vector<std::string>(rooms_)) ns_.index_add(this, r);  // handlers may change rooms_
   server_.sockets_connected++;
   wants_batches_ = json_is_true(json_object_get(auth_.get(), "batch"));
   metrics::add(ns_.connections_total);
   metrics::add(ns_.connected, 1);
-  client_->session().connect_deadline = 0;
+  client_->session().cancel_connect_timeout();
   Packet p;
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
@@ -233,7 +252,7 @@ void SocketImpl::run_connect_hooks(size_t index) {
   }
 }
 
-void SocketImpl::on_event(Packet& p) {
+void SocketImpl::on_event(Packet& p, size_t wire_bytes) {
   auto self = shared_from_this();  // a handler may disconnect us
   Event ev;
   json_t* first = json_array_get(p.data.get(), 0);
@@ -246,13 +265,13 @@ void SocketImpl::on_event(Packet& p) {
   if (event_log::enabled() && client_)
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
   if (ev.name == "batch" && server_.config().core.client_batch) {
-    on_batch(ev);  // only its items count
+    on_batch(ev, wire_bytes);  // only its items count
   } else if (holds_ == 0 && !pumping_ && !inbox_) {
     auto self = shared_from_this();
     dispatch(ev);  // the common case: nothing waits, no queue
     return;
   } else {
-    enqueue(std::move(ev));
+    enqueue(std::move(ev), {}, wire_bytes);
   }
   pump();
 }
@@ -261,13 +280,23 @@ void SocketImpl::on_event(Packet& p) {
 // refused past this many, so that the queue stays bounded.
 constexpr size_t kMaxQueuedEvents = 1024;
 
-void SocketImpl::enqueue(Event ev, std::string error) {
+void SocketImpl::enqueue(Event ev, std::string error, size_t wire_bytes) {
+  if (gone_ || !client_) return;
   if (!inbox_) inbox_ = std::make_unique<std::deque<Queued>>();
   if (inbox_->size() >= kMaxQueuedEvents) {
     send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", "too many events waiting");
     return;
   }
-  inbox_->push_back(Queued{std::move(ev), std::move(error)});
+  if (inbox_bytes_ + wire_bytes > server_.config().core.max_output_buffer) {
+    // Bounded in bytes too: 1,024 events of max_payload would be a gigabyte.
+    logf(LogLevel::Info, "client %s: %zu bytes of events waiting on %s, closing the session",
+         client_->session().handshake()->address.c_str(), inbox_bytes_ + wire_bytes, ns_.name().c_str());
+    metrics::add(metrics::core().slow_closed_events);
+    client_->session().post_abort();
+    return;
+  }
+  inbox_bytes_ += wire_bytes;
+  inbox_->push_back(Queued{std::move(ev), std::move(error), wire_bytes});
 }
 
 void SocketImpl::pump() {
@@ -277,9 +306,13 @@ void SocketImpl::pump() {
   while (!gone_ && holds_ == 0 && inbox_ && !inbox_->empty()) {
     Queued q = std::move(inbox_->front());
     inbox_->pop_front();
+    inbox_bytes_ -= q.bytes;
     dispatch(q.ev, q.error);
   }
-  if (inbox_ && inbox_->empty()) inbox_.reset();  // an idle socket keeps no queue
+  if (inbox_ && inbox_->empty()) {
+    inbox_.reset();  // an idle socket keeps no queue
+    inbox_bytes_ = 0;
+  }
   pumping_ = false;
 }
 
@@ -341,11 +374,11 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed) {
 
 // `batch [{event, data}, ...]`: each item is handled as if sent alone; with an
 // ack, the answer is {data: [each item's answer]} once every item answered.
-void SocketImpl::on_batch(Event& ev) {
+void SocketImpl::on_batch(Event& ev, size_t wire_bytes) {
   json_t* items = json_array_get(ev.args.args.get(), 0);
   size_t n = json_array_size(items);
   if (!json_is_array(items) || n < 1 || n > 100) {
-    enqueue(std::move(ev), "batch: must be an array of 1 to 100 items");
+    enqueue(std::move(ev), "batch: must be an array of 1 to 100 items", wire_bytes);
     return;
   }
   std::optional<uint64_t> batch;
@@ -366,7 +399,7 @@ void SocketImpl::on_batch(Event& ev) {
       std::string details = "batch[" + std::to_string(i) + "]: " +
                             (sub.name == "batch" ? std::string("a batch cannot hold a batch")
                                                  : std::string("must be {event, data} with an event name"));
-      enqueue(std::move(sub), std::move(details));
+      enqueue(std::move(sub), std::move(details), std::exchange(wire_bytes, 0));
       continue;
     }
     json_t* data = json_object_get(item, "data");
@@ -377,7 +410,7 @@ void SocketImpl::on_batch(Event& ev) {
     metrics::add(ns_.event_counter(sub.name));
     if (event_log::enabled() && client_)
       event_log::record(ns_.name(), sub.name, get("userId"), client_->session().handshake()->address, id_);
-    enqueue(std::move(sub));
+    enqueue(std::move(sub), {}, std::exchange(wire_bytes, 0));  // the envelope is counted once
   }
 }
 
@@ -404,6 +437,9 @@ void SocketImpl::queue_batch_item(const std::string& item) {
   if (batch_buf_.empty()) server_.batch_pending(weak_from_this());
   else batch_buf_.push_back(',');
   batch_buf_ += item;
+  // Bounded: past max_output_buffer it leaves now, and the connection's own
+  // bound decides whether this client keeps up.
+  if (batch_buf_.size() > server_.config().core.max_output_buffer) flush_batch();
 }
 
 void SocketImpl::flush_batch() {
@@ -466,10 +502,12 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   auto self = shared_from_this();
   gone_ = true;
   inbox_.reset();
+  inbox_bytes_ = 0;
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
-    for (auto& r : rooms_) ns_.index_remove(this, r);
+    for (auto& r : std::vector<std::string>(rooms_)) ns_.index_remove(this, r);  // handlers may change rooms_
+    ns_.check_not_walking();
     ns_.sockets_.erase(id_);
     server_.sockets_connected--;
     metrics::add(ns_.connected, -1);
@@ -500,8 +538,13 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
   return e;
 }
 
+void Namespace::check_not_walking() const {
+  assert(walking_ == 0 && "room membership changed while a delivery walks it");
+}
+
 void Namespace::index_add(SocketImpl* s, const std::string& room) {
   if (room == s->id_) return;
+  check_not_walking();
   auto& members = rooms_[room];
   bool added = members.insert(s).second;
   if (added && members.size() == 1) metrics::add(room_count, 1);
@@ -510,6 +553,7 @@ void Namespace::index_add(SocketImpl* s, const std::string& room) {
 }
 
 void Namespace::index_remove(SocketImpl* s, const std::string& room) {
+  check_not_walking();
   auto it = rooms_.find(room);
   if (it == rooms_.end()) return;
   bool removed = it->second.erase(s);
@@ -538,6 +582,7 @@ void Namespace::room_changed(SocketImpl& s, const std::string& room, bool joined
 
 template <class F>
 void Namespace::for_members(const std::string& room, F&& f) const {
+  Walk walk(*this);
   if (auto it = rooms_.find(room); it != rooms_.end())
     for (SocketImpl* s : it->second) f(s);
   if (auto it = sockets_.find(room); it != sockets_.end()) f(it->second);  // its own room
@@ -564,6 +609,7 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
     if (s->wants_batches_ && !b.batch_item.empty()) s->queue_batch_item(b.batch_item);
     else s->client_->send_encoded(packets, b.opts.is_volatile);
   };
+  Walk walk(*this);
   if (b.opts.rooms.empty()) {
     for (auto& [id, s] : sockets_) send(s);
     return;
@@ -599,18 +645,20 @@ void Client::send_encoded(const std::vector<eio::OutRef>& packets, bool is_volat
 void Client::on_message(bool binary, std::string_view data) {
   Packet p;
   std::string err;
+  packet_bytes_ += data.size();
   auto r = binary ? decoder_.add_binary(data, p, err) : decoder_.add_text(data, p, err);
   if (r == Decoder::Result::NeedMore) return;
+  size_t wire_bytes = std::exchange(packet_bytes_, 0);
   if (r == Decoder::Result::Error) {
     logf(LogLevel::Info, "client %s: invalid Socket.IO packet (%s), closing", session_.handshake()->address.c_str(),
          err.c_str());
     session_.close("parse error");
     return;
   }
-  handle(p);
+  handle(p, wire_bytes);
 }
 
-void Client::handle(Packet& p) {
+void Client::handle(Packet& p, size_t wire_bytes) {
   auto it = sockets_.find(p.nsp);
   if (p.type == PacketType::Connect) {
     if (it != sockets_.end()) {
@@ -632,10 +680,23 @@ void Client::handle(Packet& p) {
     else last_auth_ = json_share(auth.get());
     auto s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
     sockets_.emplace(p.nsp, s);
-    // Connection state recovery: a CONNECT with pid and offset may resume a session.
+    // Connection state recovery: a CONNECT with pid and offset may resume a
+    // session, once its hooks pass (see SocketImpl::begin_recovery).
     const char* pid = json_str(s->auth(), "pid");
     const char* offset = json_str(s->auth(), "offset");
-    if (pid && offset && server_.recovery && server_.recovery(s, pid, offset)) return;
+    Adapter& adapter = server_.adapter();
+    if (pid && offset && adapter.recovers() && strlen(pid) <= kMaxRecoveryIdLength &&
+        strlen(offset) <= kMaxRecoveryIdLength) {
+      std::weak_ptr<SocketImpl> weak = s;
+      bool asked = adapter.find_session(p.nsp, pid, [weak, offset = std::string(offset)](std::optional<StoredSession> found) {
+        auto s = weak.lock();
+        if (!s) return;
+        if (found) return s->begin_recovery(std::move(*found), offset);
+        s->server_.adapter().recovery_done(false);  // unknown or expired: a fresh connection
+        s->start_connect();
+      });
+      if (asked) return;
+    }
     s->run_connect_hooks(0);
     return;
   }
@@ -651,7 +712,7 @@ void Client::handle(Packet& p) {
       return;
     case PacketType::Event:
     case PacketType::BinaryEvent:
-      s->on_event(p);
+      s->on_event(p, wire_bytes);
       return;
     case PacketType::Ack:
     case PacketType::BinaryAck:
@@ -697,7 +758,10 @@ void Client::on_close(std::string_view reason) {
 
 // ---------------------------------------------------------------- server
 
-Server::Server(const Config& cfg) : cfg_(&cfg) {
+Server::Server(const Config& cfg, Timers& timers)
+    : cfg_(&cfg),
+      ack_timer_(timers, [](void* s) { static_cast<Server*>(s)->expire_acks(); }, this),
+      batch_timer_(timers, [](void* s) { static_cast<Server*>(s)->flush_batches(); }, this) {
   for (auto& ns : cfg.namespaces) {
     namespaces_.push_back(std::make_unique<Namespace>(ns.name));
     auto label = metrics::label("namespace", ns.name);
@@ -774,39 +838,158 @@ void Server::deliver(const EncodedBroadcast& b) {
   ns->deliver(b, encode_packets(b.header, b.attachments));  // encoded once for every recipient
 }
 
+// Deadlines are on the wall clock (they come from other nodes too); one timer
+// of the facility is armed for the earliest.
 void Server::schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id) {
   ack_timeouts_.emplace(deadline, std::make_pair(std::move(s), id));
+  arm_ack_timer();
 }
 
-void Server::tick(int64_t now) {
-  if (!batch_pending_.empty() && now >= next_batch_flush_) {
-    auto pending = std::move(batch_pending_);
-    batch_pending_.clear();
-    for (auto& w : pending)
-      if (auto s = w.lock()) s->flush_batch();
-    next_batch_flush_ = now + int64_t(cfg_->core.server_batch_interval);
+void Server::arm_ack_timer() {
+  if (ack_timeouts_.empty()) {
+    ack_timer_.cancel();
+    return;
   }
+  int64_t in = std::max<int64_t>(0, ack_timeouts_.begin()->first - now_ms());
+  int64_t at = ack_timer_.timers().now() + in;
+  if (!ack_timer_.armed() || at < ack_timer_.deadline()) ack_timer_.arm_at(at);
+}
+
+void Server::expire_acks() {
+  int64_t now = now_ms();
   while (!ack_timeouts_.empty() && ack_timeouts_.begin()->first <= now) {
     auto [weak, id] = ack_timeouts_.begin()->second;
     ack_timeouts_.erase(ack_timeouts_.begin());
-    if (auto s = weak.lock()) s->expire_ack(id);
+    if (auto s = weak.lock()) s->expire_ack(id);  // may schedule more
   }
+  ack_timer_.cancel();
+  arm_ack_timer();
+}
+
+void Server::batch_pending(std::weak_ptr<SocketImpl> s) {
+  batch_pending_.push_back(std::move(s));
+  if (!batch_timer_.armed()) batch_timer_.arm_in(int64_t(cfg_->core.server_batch_interval));
+}
+
+void Server::flush_batches() {
+  auto pending = std::move(batch_pending_);
+  batch_pending_.clear();
+  for (auto& w : pending)
+    if (auto s = w.lock()) s->flush_batch();
 }
 
 // ------------------------------------------------ for the cluster adapter
 
-void SocketImpl::recover(std::string sid, std::string pid, std::vector<std::string> rooms,
-                         std::vector<std::pair<std::string, std::string>> data,
-                         const std::vector<std::vector<eio::OutRef>>& missed) {
+void SocketImpl::begin_recovery(StoredSession session, std::string offset) {
   if (gone_ || !client_ || connected_) return;
-  id_ = std::move(sid);
-  pid_ = std::move(pid);
-  rooms_ = std::move(rooms);
-  data_ = std::move(data);
-  // Socket.IO sends the missed packets before the CONNECT reply; the client
-  // delivers them after `connect`.
-  for (auto& packets : missed) client_->send_encoded(packets, false);
-  run_connect_hooks(ns_.connect_hooks.size());
+  id_ = session.sid;  // the hooks see the id the socket will keep (rate limits key on it)
+  recovery_ = std::make_unique<Recovery>(Recovery{std::move(session), std::move(offset)});
+  run_connect_hooks(0);
+}
+
+// The hooks passed: the token's user must be the session's.
+void SocketImpl::confirm_recovery() {
+  const std::string* was = recovery_->session.get("userId");
+  const std::string* now = get("userId");
+  if ((was ? *was : std::string()) != (now ? *now : std::string())) return abandon_recovery("another user's session");
+  std::vector<std::string> rooms;  // to vet: the restored ones but its own and those the hooks joined
+  for (auto& r : recovery_->session.rooms)
+    if (r != id_ && !in_room(r)) rooms.push_back(r);
+  if (rooms.empty() || ns_.room_guards.empty()) return rooms_checked(std::move(rooms));
+  // Every guard on every room, at once; the last answer goes on.
+  struct Checks {
+    size_t pending;
+    std::vector<std::string> rooms;
+    std::vector<bool> allowed;
+  };
+  auto checks = std::make_shared<Checks>();
+  checks->pending = rooms.size() * ns_.room_guards.size() + 1;  // + 1: the loop below
+  checks->allowed.assign(rooms.size(), true);
+  checks->rooms = std::move(rooms);
+  auto answered = [weak = weak_from_this(), checks] {
+    if (--checks->pending) return;
+    auto s = weak.lock();
+    if (!s) return;
+    std::vector<std::string> kept;
+    for (size_t i = 0; i < checks->rooms.size(); i++)
+      if (checks->allowed[i]) kept.push_back(checks->rooms[i]);
+    s->rooms_checked(std::move(kept));
+  };
+  auto self = shared_from_this();
+  for (size_t i = 0; i < checks->rooms.size(); i++) {
+    for (auto& guard : ns_.room_guards) {
+      auto once = std::make_shared<bool>(false);
+      RoomVerdict done = [checks, i, once, answered](bool allowed) {
+        if (*once) return;
+        *once = true;
+        if (!allowed) checks->allowed[i] = false;
+        answered();
+      };
+      try {
+        guard(*this, checks->rooms[i], done);
+      } catch (const std::exception& e) {
+        logf(LogLevel::Error, "room guard on %s: %s", ns_.name().c_str(), e.what());
+        done(false);
+      } catch (...) {
+        logf(LogLevel::Error, "room guard on %s: unknown exception", ns_.name().c_str());
+        done(false);
+      }
+    }
+  }
+  answered();
+}
+
+void SocketImpl::rooms_checked(std::vector<std::string> kept) {
+  if (gone_ || !client_ || connected_ || !recovery_) return;
+  const Recovery& rec = *recovery_;
+  bool asked = server_.adapter().claim_session(
+      ns_.name(), rec.session.pid, rec.session.sid, rec.offset,
+      [weak = weak_from_this(), kept = std::move(kept)](std::optional<std::vector<EncodedBroadcast>> missed) {
+        auto s = weak.lock();
+        if (!s) return;
+        if (!missed) return s->abandon_recovery("the session is gone or its offset unknown");
+        s->finish_recovery(kept, *missed);
+      });
+  if (!asked) abandon_recovery("the session store is unavailable");
+}
+
+void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed) {
+  if (gone_ || !client_ || connected_ || !recovery_) return;
+  auto rec = std::move(recovery_);
+  pid_ = rec->session.pid;
+  for (auto& r : kept) join(r);  // not connected yet: only listed, indexed by connect_now
+  // Data: what the hooks set now, then the rest of the session's, never what
+  // its hooks set then (the claims of an older token).
+  const auto& then = rec->session.connect_keys;
+  for (auto& [k, v] : rec->session.data)
+    if (std::find(then.begin(), then.end(), k) == then.end() && !get(k)) data_.emplace_back(k, v);
+  // The missed packets of the rooms it has now. Socket.IO sends them before
+  // the CONNECT reply; the client delivers them after `connect`.
+  auto in_any = [&](const std::vector<std::string>& list) {
+    for (auto& r : list)
+      if (r == id_ || in_room(r)) return true;
+    return false;
+  };
+  for (auto& b : missed) {
+    if (!b.opts.rooms.empty() && !in_any(b.opts.rooms)) continue;
+    if (in_any(b.opts.except)) continue;
+    client_->send_encoded(encode_packets(b.header, b.attachments), false);
+  }
+  server_.adapter().recovery_done(true);
+  logf(LogLevel::Debug, "recovery: socket %s on %s resumed, %zu of %zu rooms kept", id_.c_str(), ns_.name().c_str(),
+       kept.size(), rec->session.rooms.size());
+  connect_now();
+}
+
+// A fresh connection after all: new id, new pid, none of the session.
+void SocketImpl::abandon_recovery(const char* why) {
+  if (gone_ || !client_ || connected_) return;
+  logf(LogLevel::Info, "recovery: a CONNECT to %s from %s starts fresh: %s", ns_.name().c_str(),
+       client_->session().handshake()->address.c_str(), why);
+  recovery_.reset();
+  id_ = server_.new_socket_id();
+  server_.adapter().recovery_done(false);
+  connect_now();
 }
 
 void SocketImpl::expect_ack(uint64_t id, int64_t deadline, AckCallback cb) {

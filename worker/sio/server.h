@@ -67,11 +67,16 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   const std::string& pid() const { return pid_; }  // connection state recovery session id
   // Starts the CONNECT: the modules' hooks, then the CONNECT reply.
   void start_connect() { run_connect_hooks(0); }
-  // Connection state recovery: takes over a stored session (before the
-  // CONNECT completes), sends the missed packets, then connects without the
-  // hooks (as Socket.IO skips middlewares on recovery).
-  void recover(std::string sid, std::string pid, std::vector<std::string> rooms,
-               std::vector<std::pair<std::string, std::string>> data, const std::vector<std::vector<eio::OutRef>>& missed);
+  // Connection state recovery, unlike Socket.IO's, runs the CONNECT hooks:
+  // identity comes from the token, so a session id alone resumes nothing.
+  // With `session` found, the hooks run under its socket id; then, only if
+  // they pass and name the session's user, the room guards vet its rooms,
+  // the session is claimed, the missed packets of the rooms kept are sent
+  // and the socket connects with its id, pid, rooms and data. Anything else
+  // is a fresh connection. Nothing of the session shows before that.
+  void begin_recovery(StoredSession session, std::string offset);
+  // The data keys the CONNECT hooks set (kept with a stored session).
+  const std::vector<std::string>& connect_keys() const { return connect_keys_; }
   // A server -> client ack under an id chosen by the caller (broadcasts with
   // acks share one id among their recipients).
   void expect_ack(uint64_t id, int64_t deadline, AckCallback cb);
@@ -82,13 +87,20 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   friend class Namespace;
   friend class Server;
   void run_connect_hooks(size_t index);
-  void on_event(Packet& p);
+  void connect_now();  // every hook agreed
+  // Connection state recovery after the hooks (see begin_recovery).
+  void confirm_recovery();
+  void rooms_checked(std::vector<std::string> kept);
+  void finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed);
+  void abandon_recovery(const char* why);
+  void on_event(Packet& p, size_t wire_bytes);
   // Middleware, then handlers; a malformed item (INVALID_DATA details) only the Limit phase.
   void dispatch(Event& ev, const std::string& malformed = {});
   // Events wait in inbox_ while a handler holds the socket (see Socket::hold).
-  void enqueue(Event ev, std::string error = {});
+  // `wire_bytes`: what the event took on the wire, counted against max_output_buffer.
+  void enqueue(Event ev, std::string error = {}, size_t wire_bytes = 0);
   void pump();
-  void on_batch(Event& ev);
+  void on_batch(Event& ev, size_t wire_bytes);
   void batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments = {});
   // Server batching: items wait here until the server's next batch flush.
   void queue_batch_item(const std::string& item);
@@ -125,13 +137,21 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   struct Queued {
     Event ev;
     std::string error;  // INVALID_DATA details of a malformed batch item instead of a dispatch
+    size_t bytes;
   };
+  size_t inbox_bytes_ = 0;
   std::unique_ptr<std::deque<Queued>> inbox_;  // only while events wait (a deque allocates when made)
   int holds_ = 0;
   bool pumping_ = false;
   std::string batch_buf_;       // items, comma-separated
   std::unordered_set<uint64_t> answered_;  // client ack ids answered already
   std::string pid_;  // recovery session id (with connection state recovery)
+  std::vector<std::string> connect_keys_;
+  struct Recovery {
+    StoredSession session;
+    std::string offset;
+  };
+  std::unique_ptr<Recovery> recovery_;  // only while a CONNECT may resume a session
 };
 
 class Namespace {
@@ -147,6 +167,7 @@ class Namespace {
   std::vector<DisconnectHandler> disconnect_handlers;
   std::vector<RoomHandler> room_handlers;
   std::vector<ConnectionHandler> transport_handlers;
+  std::vector<RoomGuard> room_guards;  // asked about a recovered session's rooms
 
   // Sends the encoded packet to every local member the options select.
   void deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets);
@@ -177,6 +198,15 @@ class Namespace {
   void room_changed(SocketImpl& s, const std::string& room, bool joined);
   template <class F>
   void for_members(const std::string& room, F&& f) const;
+  // Membership must not change while it is walked (a send that ends a client
+  // is posted for later, see Connection::send): debug builds check it.
+  struct Walk {
+    explicit Walk(const Namespace& ns) : ns(ns) { ns.walking_++; }
+    ~Walk() { ns.walking_--; }
+    const Namespace& ns;
+  };
+  void check_not_walking() const;
+  mutable int walking_ = 0;
 
   std::string name_;
   std::unordered_map<std::string_view, SocketImpl*> sockets_;  // keys view the sockets' ids
@@ -200,17 +230,18 @@ class Client final : public eio::SessionHandler {
   void close_all();
 
  private:
-  void handle(Packet& p);
+  void handle(Packet& p, size_t wire_bytes);
   Server& server_;
   eio::Session& session_;
   Decoder decoder_;
+  size_t packet_bytes_ = 0;  // of the packet being decoded (its attachments come as more messages)
   std::map<std::string, std::shared_ptr<SocketImpl>> sockets_;  // by namespace
   Json last_auth_;  // shared by the sockets whose CONNECT carried the same auth
 };
 
 class Server {
  public:
-  explicit Server(const Config& cfg);
+  Server(const Config& cfg, Timers& timers);
   ~Server();
 
   void set_adapter(std::unique_ptr<Adapter> a) { adapter_ = std::move(a); }
@@ -223,14 +254,13 @@ class Server {
   void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args);
   // Delivery of a broadcast on this worker (from here or from elsewhere).
   void deliver(const EncodedBroadcast& b);
-  // Expires server -> client acks.
-  void tick(int64_t now);
 
   const Config& config() const { return *cfg_; }
   void set_config(const Config& cfg) { cfg_ = &cfg; }  // a reload applied in place
   std::string new_socket_id();
   void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);
-  void batch_pending(std::weak_ptr<SocketImpl> s) { batch_pending_.push_back(std::move(s)); }
+  // A socket's first server-batch item: the batch leaves server_batch_interval after it.
+  void batch_pending(std::weak_ptr<SocketImpl> s);
   uint64_t sockets_connected = 0;
 
   // ---- for the cluster adapter
@@ -240,16 +270,17 @@ class Server {
                           const std::function<void(bool timed_out, Payload reply)>& on_ack);
   // {"event":...,"data":...} when server batching takes this event, else "".
   std::string batch_item_for(std::string_view event, const Payload& args) const { return batch_item(event, args); }
-  // CONNECT with pid + offset (connection state recovery): the adapter may take it over.
-  std::function<bool(const std::shared_ptr<SocketImpl>& s, const std::string& pid, const std::string& offset)> recovery;
-
  private:
   const Config* cfg_;
   std::vector<std::unique_ptr<Namespace>> namespaces_;
   std::unique_ptr<Adapter> adapter_;
   std::multimap<int64_t, std::pair<std::weak_ptr<SocketImpl>, uint64_t>> ack_timeouts_;
+  Timer ack_timer_;  // for the earliest of ack_timeouts_
+  void arm_ack_timer();
+  void expire_acks();
   std::vector<std::weak_ptr<SocketImpl>> batch_pending_;
-  int64_t next_batch_flush_ = 0;
+  Timer batch_timer_;
+  void flush_batches();
   std::string batch_item(std::string_view event, const Payload& args) const;
 };
 

@@ -662,6 +662,28 @@ export function rawTcp(srv, bytes, { ms = 3000, endAfterWrite = false } = {}) {
   });
 }
 
+// A TCP proxy to `target` (a server), which the test may switch to another;
+// drop() cuts every connection through it, as a network would.
+export function switchableProxy(target) {
+  const conns = new Set();
+  const p = {
+    target,
+    port: 0,
+    server: net.createServer((client) => {
+      const up = net.connect(p.target.port, '127.0.0.1');
+      conns.add(client);
+      conns.add(up);
+      client.pipe(up);
+      up.pipe(client);
+      const close = () => { client.destroy(); up.destroy(); conns.delete(client); conns.delete(up); };
+      for (const s of [client, up]) { s.on('error', close); s.on('close', close); }
+    }),
+    drop() { for (const c of conns) c.destroy(); conns.clear(); },
+    close() { p.drop(); p.server.close(); },
+  };
+  return new Promise((resolve) => p.server.listen(0, '127.0.0.1', () => { p.port = p.server.address().port; resolve(p); }));
+}
+
 export const EIO_PATH = '/socket.io/';
 export const RS = '\x1e';
 

@@ -1,0 +1,145 @@
+#include "cluster/catch_up.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/uv_util.h"
+#include "depth-realtime/module.h"
+
+namespace dr::cluster {
+namespace {
+
+constexpr int64_t kForgetAfterMs = 30000;  // live copies of what a read delivered come within a round trip
+constexpr int64_t kOffsetSaneMs = 86400000;  // an offset's clock is within a day of ours
+
+constexpr char kYeast[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+
+std::string stream_id(int64_t ms) { return std::to_string(std::max<int64_t>(0, ms)) + "-0"; }
+
+}  // namespace
+
+int64_t offset_ms(std::string_view offset) {
+  size_t dot = offset.find('.');
+  if (dot == 0 || dot == std::string_view::npos || dot > 10 || dot + 1 == offset.size()) return -1;
+  int64_t v = 0;
+  for (char c : offset.substr(0, dot)) {
+    const char* p = c ? strchr(kYeast, c) : nullptr;
+    if (!p) return -1;
+    v = v * 64 + (p - kYeast);
+  }
+  int64_t now = now_ms();
+  return v > now - kOffsetSaneMs && v < now + kOffsetSaneMs ? v : -1;
+}
+
+void CatchUp::live(sio::EncodedBroadcast b, std::string offset) {
+  if (holding()) {
+    if (held_.size() < kMaxHeld) {
+      held_.push_back({std::move(b), std::move(offset)});
+      return;
+    }
+    if (!overflow_logged_) {
+      overflow_logged_ = true;
+      logf(LogLevel::Warn, "cluster: more than %zu broadcasts arrived during a catch-up on %s; delivering them now",
+           kMaxHeld, b.opts.nsp.c_str());
+    }
+    release();  // order is given up, nothing is lost
+  }
+  if (!offset.empty()) {
+    if (delivered_.count(offset)) return;  // the read delivered it already
+    if (lost_at_) {
+      remember(offset);  // delivered before the read: the read skips it
+    } else {
+      delivered_.clear();  // newer than anything read: no more copies to come
+      anchor_ = std::move(offset);
+    }
+  }
+  deliver_(b);
+}
+
+void CatchUp::lost(int64_t now) {
+  if (!lost_at_) lost_at_ = now;
+  subscribed_ = false;
+  hold_ = true;
+  wait_since_ = 0;
+}
+
+void CatchUp::wait(int64_t now) {
+  if (!hold_) return;
+  if (!wait_since_) wait_since_ = now;
+  if (now - wait_since_ < kWaitMs) return;
+  hold_ = false;
+  release();
+}
+
+CatchUp::Read CatchUp::begin() {
+  reading_ = true;
+  hold_ = true;
+  Read r;
+  int64_t from = lost_at_;
+  if (!anchor_.empty()) {
+    r.anchor = anchor_;
+    if (int64_t ms = offset_ms(anchor_); ms >= 0) from = std::min(from, ms);
+  }
+  r.start = stream_id(from - kClockMarginMs);
+  r.cutoff = stream_id(lost_at_ - kSkewMs);
+  return r;
+}
+
+size_t CatchUp::read(const std::vector<Entry>& entries) {
+  reading_ = false;
+  size_t n = 0;
+  for (auto& e : entries) {
+    anchor_ = e.offset;
+    if (!foreign_(e.offset) || delivered_.count(e.offset)) continue;
+    remember(e.offset);
+    sio::EncodedBroadcast b;
+    if (!b.parse(e.payload)) continue;
+    deliver_(b);
+    n++;
+  }
+  release();
+  if (subscribed_) done();
+  return n;
+}
+
+void CatchUp::failed() {
+  reading_ = false;
+  hold_ = false;
+  wait_since_ = 0;
+  release();
+}
+
+void CatchUp::skip() {
+  reading_ = false;
+  release();
+  done();
+}
+
+void CatchUp::tick(int64_t now) {
+  if (!lost_at_ && !delivered_.empty() && now >= forget_at_) delivered_.clear();
+}
+
+void CatchUp::remember(const std::string& offset) {
+  if (delivered_.size() >= kMaxEntries + kMaxHeld) return;  // bounded: a late copy may then come twice
+  delivered_.insert(offset);
+}
+
+void CatchUp::release() {
+  std::vector<Held> held = std::move(held_);
+  held_.clear();
+  for (auto& h : held) {
+    if (!h.offset.empty()) {
+      if (delivered_.count(h.offset)) continue;  // read from the stream already, in its place
+      remember(h.offset);
+    }
+    deliver_(h.b);
+  }
+}
+
+void CatchUp::done() {
+  lost_at_ = 0;
+  forget_at_ = now_ms() + kForgetAfterMs;
+  overflow_logged_ = false;
+}
+
+}  // namespace dr::cluster
