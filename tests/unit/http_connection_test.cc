@@ -34,11 +34,13 @@ class TestHost : public Host {
     dirty.push_back(&c);
   }
   void destroy(Connection&) override { destroyed = true; }
+  Timers& timers() override { return timers_; }  // a clock that stands still: no timeout fires
 
   std::vector<std::string> urls;
   std::vector<Connection*> dirty;
   size_t answer_limit = 3;
   bool destroyed = false;
+  Timers timers_{[] { return int64_t(0); }};
 };
 
 class ConnectionTest : public ::testing::Test {
