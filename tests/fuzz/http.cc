@@ -25,12 +25,6 @@
 #include "http/connection.h"
 #include "ws_log.h"
 
-namespace dr {
-// The daemon's clock lives with the worker's channel code (not linked here);
-// a fixed time also keeps the deadlines the same on every run.
-int64_t now_ms() { return 1800000000000; }
-}  // namespace dr
-
 namespace dr::http {
 
 class ConnectionFuzzPeer {
