@@ -2,6 +2,8 @@
 // shared/protocols/redis-adapter.md), and its conversion to JSON + attachments.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "cluster/msgpack_json.h"
 
 using namespace dr;
@@ -116,4 +118,80 @@ TEST(ClusterMsgpack, TimestampsBecomeIsoStrings) {
   ASSERT_TRUE(u.parse(bytes));
   std::vector<std::string> att;
   EXPECT_EQ(json_text(to_json(u.root(), att).get()), R"("1970-01-01T00:00:01.500Z")");
+}
+
+// Found by tests/fuzz/msgpack_json.cc: 8 bytes declaring an array of
+// 0xdcdcdcdc elements made msgpack-c allocate ~100 GB for them before reading
+// any (any process on the Redis can publish such a message).
+TEST(ClusterMsgpack, DeclaredCountsLargerThanTheInputAreRefusedUnread) {
+  std::vector<std::string> att;
+  EXPECT_FALSE(decode_body(std::string("\xdd\xdc\xdc\xdc\xdc\xdc\xc5\xf5", 8), att));
+  EXPECT_FALSE(decode_body(unhex("dfffffffff"), att));  // map32 with 2^32-1 pairs, no data
+  EXPECT_FALSE(decode_body(unhex("c6ffffffff00"), att));  // bin32 longer than the input
+  EXPECT_FALSE(decode_body(unhex("9201"), att));  // an array of 2 with one element
+  EXPECT_FALSE(decode_body(unhex("9101c0"), att));  // a trailing byte after the value
+}
+
+// Every msgpack type, in each width msgpack-c writes, still parses.
+TEST(ClusterMsgpack, EveryTypeAndWidthParses) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  std::string s300(300, 'x'), s70000(70000, 'y');
+  msgpack_pack_array(&pk, 29);
+  msgpack_pack_nil(&pk);
+  msgpack_pack_true(&pk);
+  msgpack_pack_false(&pk);
+  for (int64_t v : {int64_t(5), int64_t(-5), int64_t(200), int64_t(-100), int64_t(60000), int64_t(-30000),
+                    int64_t(4000000000), int64_t(-2000000000), int64_t(1) << 40, -(int64_t(1) << 40)})
+    msgpack_pack_int64(&pk, v);
+  msgpack_pack_float(&pk, 1.5f);
+  msgpack_pack_double(&pk, 2.25);
+  for (const std::string* s : {&s300, &s70000}) {
+    msgpack_pack_str(&pk, s->size());
+    msgpack_pack_str_body(&pk, s->data(), s->size());
+  }
+  msgpack_pack_str(&pk, 40);  // str8
+  msgpack_pack_str_body(&pk, s300.data(), 40);
+  for (size_t n : {size_t(3), size_t(300), size_t(70000)}) {
+    msgpack_pack_bin(&pk, n);
+    msgpack_pack_bin_body(&pk, s70000.data(), n);
+  }
+  for (size_t n : {size_t(1), size_t(2), size_t(4), size_t(8), size_t(16), size_t(5), size_t(300), size_t(70000)}) {
+    msgpack_pack_ext(&pk, n, 7);
+    msgpack_pack_ext_body(&pk, s70000.data(), n);
+  }
+  std::string bytes(sb.data, sb.size);
+  std::string big;  // array16 and map16 around the rest
+  big += unhex("dc0002") + bytes + unhex("de0001a16b") + bytes;
+  msgpack_sbuffer_destroy(&sb);
+  Unpacked u;
+  EXPECT_TRUE(u.parse(bytes));
+  Unpacked v;
+  EXPECT_TRUE(v.parse(big));
+  Unpacked w;  // array32 and map32 forms
+  EXPECT_TRUE(w.parse(unhex("dd00000002df0000000101029100")));
+}
+
+// Found by tests/fuzz/msgpack_json.cc: a float room name or map key beyond
+// int64 (1e300, inf) was converted to an integer (undefined behaviour).
+TEST(ClusterMsgpack, FloatsBeyondInt64AreNoIntegers) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double d : {1e300, -1e300, 9223372036854775808.0, inf, -inf}) {
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_double(&pk, d);
+    msgpack_pack_double(&pk, -9223372036854775808.0);  // -2^63 itself fits
+    std::string bytes(sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    Unpacked u;
+    ASSERT_TRUE(u.parse(bytes));
+    EXPECT_FALSE(as_int(&u.root().via.array.ptr[0])) << d;
+    EXPECT_EQ(as_int(&u.root().via.array.ptr[1]), INT64_MIN);
+    EXPECT_EQ(as_rooms(&u.root()), std::vector<std::string>{"-9223372036854775808"});
+  }
 }

@@ -113,7 +113,70 @@ void Packer::json(const json_t* v, const std::vector<std::string>& attachments, 
   }
 }
 
+namespace {
+
+// True when `bytes` could be exactly one msgpack value: every array/map
+// element and str/bin/ext body it declares fits in the input. msgpack-c
+// allocates a container's elements from its declared count before reading
+// them, so an unchecked 5-byte array32 header would ask for ~100 GB.
+bool plausible(std::string_view bytes) {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  const size_t n = bytes.size();
+  size_t pos = 0;
+  uint64_t pending = 1;  // values still to read; each takes at least one byte
+  while (pending > 0) {
+    if (pos >= n || pending > n - pos) return false;
+    const uint8_t t = p[pos++];
+    uint64_t body = 0, children = 0;
+    auto len = [&](int width) -> bool {  // a big-endian length field
+      if (n - pos < size_t(width)) return false;
+      body = be(bytes.data() + pos, width);
+      pos += size_t(width);
+      return true;
+    };
+    if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+      // fixint, nil, false, true
+    } else if (t >= 0x80 && t <= 0x8f) {
+      children = 2 * uint64_t(t & 0x0f);
+    } else if (t >= 0x90 && t <= 0x9f) {
+      children = t & 0x0f;
+    } else if (t >= 0xa0 && t <= 0xbf) {
+      body = t & 0x1f;
+    } else {
+      switch (t) {
+        case 0xc4: case 0xd9: if (!len(1)) return false; break;  // bin8, str8
+        case 0xc5: case 0xda: if (!len(2)) return false; break;  // bin16, str16
+        case 0xc6: case 0xdb: if (!len(4)) return false; break;  // bin32, str32
+        case 0xc7: if (!len(1)) return false; body += 1; break;  // ext8 (+ type)
+        case 0xc8: if (!len(2)) return false; body += 1; break;  // ext16
+        case 0xc9: if (!len(4)) return false; body += 1; break;  // ext32
+        case 0xca: case 0xd2: case 0xce: body = 4; break;        // float32, int32, uint32
+        case 0xcb: case 0xd3: case 0xcf: body = 8; break;        // float64, int64, uint64
+        case 0xcc: case 0xd0: body = 1; break;                   // uint8, int8
+        case 0xcd: case 0xd1: body = 2; break;                   // uint16, int16
+        case 0xd4: body = 2; break;                              // fixext1 (+ type)
+        case 0xd5: body = 3; break;
+        case 0xd6: body = 5; break;
+        case 0xd7: body = 9; break;
+        case 0xd8: body = 17; break;
+        case 0xdc: if (!len(2)) return false; children = body; body = 0; break;      // array16
+        case 0xdd: if (!len(4)) return false; children = body; body = 0; break;      // array32
+        case 0xde: if (!len(2)) return false; children = 2 * body; body = 0; break;  // map16
+        case 0xdf: if (!len(4)) return false; children = 2 * body; body = 0; break;  // map32
+        default: return false;  // 0xc1: never used
+      }
+    }
+    if (body > n - pos) return false;
+    pos += size_t(body);
+    pending = pending - 1 + children;
+  }
+  return pos == n;
+}
+
+}  // namespace
+
 bool Unpacked::parse(std::string_view bytes) {
+  if (!plausible(bytes)) return false;
   size_t off = 0;
   return msgpack_unpack_next(&u_, bytes.data(), bytes.size(), &off) == MSGPACK_UNPACK_SUCCESS && off == bytes.size();
 }
@@ -137,7 +200,9 @@ std::optional<int64_t> as_int(const msgpack_object* o) {
   if (!o) return std::nullopt;
   if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) return int64_t(o->via.u64);
   if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) return o->via.i64;
-  if ((o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32) && std::trunc(o->via.f64) == o->via.f64)
+  // Whole and within int64 (converting 1e300 or inf is undefined behaviour).
+  if ((o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32) && std::trunc(o->via.f64) == o->via.f64 &&
+      o->via.f64 >= -0x1p63 && o->via.f64 < 0x1p63)
     return int64_t(o->via.f64);
   return std::nullopt;
 }

@@ -63,6 +63,17 @@ void split_url(Request& r) {
   }
 }
 
+// The request's URL as far as the bytes read up to an error show it. llhttp
+// hands the URL to cb_url in pieces, as TCP cut it (none yet when the error
+// is inside it), and the answer must not depend on the cuts.
+std::string_view url_so_far(std::string_view raw) {
+  size_t i = raw.find_first_not_of("\r\n");  // llhttp skips empty lines between requests
+  size_t sp = i == std::string_view::npos ? i : raw.find(' ', i);
+  if (sp == std::string_view::npos) return {};
+  raw.remove_prefix(sp + 1);
+  return raw.substr(0, raw.find_first_of(" \r\n"));
+}
+
 }  // namespace
 
 const char* status_text(int status) {
@@ -77,6 +88,7 @@ const char* status_text(int status) {
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -177,12 +189,18 @@ void Connection::parse() {
       in_.clear();
       break;
     }
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    if (err == HPE_PAUSED_UPGRADE) {
+      // An upgrade the host refused: the request was reported at its
+      // HPE_PAUSED already, llhttp stays here, and what follows is not HTTP.
+      close_after_flush();
+      break;
+    }
+    if (err == HPE_PAUSED) {
       size_t used = size_t(llhttp_get_error_pos(p) - in_.data());
       in_.erase(0, used);
       consumed_.clear();
       parsed_bytes_ = 0;
-      if (err == HPE_PAUSED) llhttp_resume(p);
+      llhttp_resume(p);
       handle_message_complete();
       if (ws_) {
         http_.reset();  // the handshake request is done with: free it
@@ -191,7 +209,6 @@ void Connection::parse() {
         if (!rest.empty()) ws_->feed(rest);
         break;
       }
-      if (err == HPE_PAUSED_UPGRADE && !closed_) close_after_flush();  // an upgrade we refused
       continue;
     }
     if (handoff_slot_ >= 0) {
@@ -237,7 +254,17 @@ void Connection::fail(int status, std::string_view message) {
   if (closed_) return;
   std::string body = std::string(message);
   const char* type = "text/plain";
-  if (http_ && !http_->req.url.empty() && http_->req.url.rfind(limits_.text_errors_path, 0) != 0) {
+  // Called by parse() on llhttp's error: this request's bytes up to it are
+  // consumed_ and the start of in_.
+  std::string raw;
+  if (http_) {
+    const char* at = llhttp_get_error_pos(&http_->parser);
+    size_t used = at && at >= in_.data() && at <= in_.data() + in_.size() ? size_t(at - in_.data()) : in_.size();
+    raw = consumed_;
+    raw.append(in_, 0, used);
+  }
+  std::string_view url = url_so_far(raw);
+  if (!url.empty() && url.rfind(limits_.text_errors_path, 0) != 0) {
     // {"error":{"code":"PAYLOAD_TOO_LARGE","message":"Payload Too Large"}}, as the HTTP API answers
     std::string code = status_text(status), text = code;  // "Payload Too Large"
     for (char& ch : code) ch = ch == ' ' ? '_' : char(toupper(static_cast<unsigned char>(ch)));

@@ -71,6 +71,7 @@ struct Limits {
 };
 
 class Connection {
+  friend class ConnectionFuzzPeer;
  public:
   Connection(Host& host, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp);
   ~Connection();
