@@ -4,20 +4,8 @@
 // flags, the close code, the control frames answered) must not depend on the
 // cuts: any difference aborts.
 //
-// Three differences are known in worker/http/websocket.cc and reported to
-// its owner; until they are fixed they are tolerated (DR_FUZZ_WS_STRICT=1 in
-// the environment turns the tolerance off):
-//  1. A bad frame header refuses the whole buffer at once, so complete
-//     messages (or a close) that arrived in the same read before it are not
-//     delivered; they are when the read ends between them.
-//  2. An error that wslay finds queues wslay's own close frame; one that the
-//     reader's header scan finds sends none (the connection then adds its
-//     own, so a client may get two close frames, or one).
-//  3. Pings followed by a close in the same read get no pong (wslay sends
-//     the close first and then nothing).
-// So a run that ended on a protocol error may have stopped sooner than the
-// other, and either run may have answered fewer pings; what both delivered
-// and answered must still be the same.
+// Inputs that once showed a difference are in the corpus (fixed_*): messages
+// before a bad header, one close frame per error, pongs before a close.
 //
 // Input: byte 0 = flags (bit 0: permessage-deflate negotiated; bits 1-2: the
 // message size limit), byte 1 = number N of chunk sizes (mod 16), then N
@@ -58,18 +46,6 @@ WsLog run(std::string_view stream, uint64_t max_message, bool deflate, const std
   return log;
 }
 
-// Known issue 1: `a` ended on a protocol error that it found sooner than `b`
-// (which may have gone on to a clean close, or the same error).
-bool stopped_sooner(const WsLog& a, const WsLog& b) {
-  if (a.events.empty() || (a.events.back() != "C1002" && a.events.back() != "C1009")) return false;
-  return is_prefix(std::vector<std::string>(a.events.begin(), a.events.end() - 1), b.events);
-}
-
-bool agree_but_for_known_issues(const WsLog& a, const WsLog& b) {
-  bool events = a.events == b.events || stopped_sooner(a, b) || stopped_sooner(b, a);
-  return events && same_start(before_close(a.sent), before_close(b.sent));  // issues 2 and 3
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -86,8 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   WsLog whole = run(stream, max_message, deflate, {});
   WsLog split = run(stream, max_message, deflate, chunks);
-  static const bool strict = getenv("DR_FUZZ_WS_STRICT") != nullptr;
-  if (!(whole == split) && (strict || !agree_but_for_known_issues(whole, split))) {
+  if (!(whole == split)) {
     whole.print("whole stream");
     split.print("in chunks");
     FUZZ_CHECK(false, "the reader's output depends on how the stream was cut");

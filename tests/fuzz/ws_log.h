@@ -30,32 +30,3 @@ struct WsLog {
     for (const std::string& e : events) std::fprintf(stderr, "  %.80s%s\n", e.c_str(), e.size() > 80 ? "..." : "");
   }
 };
-
-// Helpers for the tolerance of the known reader issues (see websocket.cc).
-
-inline bool is_prefix(const std::vector<std::string>& a, const std::vector<std::string>& b) {
-  return a.size() <= b.size() && std::equal(a.begin(), a.end(), b.begin());
-}
-
-// One of the byte strings is the start of the other.
-inline bool same_start(const std::string& a, const std::string& b) {
-  return a.size() <= b.size() ? b.compare(0, a.size(), a) == 0 : a.compare(0, b.size(), b) == 0;
-}
-
-// The server frames in `sent` before the first close frame.
-inline std::string before_close(const std::string& sent) {
-  size_t pos = 0;
-  while (sent.size() - pos >= 2) {
-    if ((uint8_t(sent[pos]) & 0x0f) == 8) return sent.substr(0, pos);
-    uint64_t len = uint8_t(sent[pos + 1]) & 0x7f;
-    size_t hdr = len == 126 ? 4 : len == 127 ? 10 : 2;
-    if (sent.size() - pos < hdr) break;
-    if (len >= 126) {
-      len = 0;
-      for (size_t i = 2; i < hdr; i++) len = (len << 8) | uint8_t(sent[pos + i]);
-    }
-    if (sent.size() - pos - hdr < len) break;
-    pos += hdr + len;
-  }
-  return sent;
-}

@@ -144,5 +144,25 @@ TEST(WebSocketReader, ProtocolErrorsAreTheSameSplitOrNot) {
   }
 }
 
+TEST(WebSocketReader, MessagesBeforeABadHeaderAreDeliveredInTheSameRead) {
+  // A whole message, a close-worthy header: the message is read as if TCP had
+  // cut between them, then the reader closes with one close frame of its own.
+  std::string s = client_frame(1, "hello") + std::string("\x83\x80\x00\x00\x00\x00", 6);  // opcode 3
+  Outcome whole = read_whole(s);
+  EXPECT_EQ(whole.events, (std::vector<std::string>{"T:5:hello", "C:1002"}));
+  EXPECT_EQ(whole.sent, std::string("\x88\x02\x03\xea", 4));  // one close frame, 1002
+  EXPECT_FALSE(whole.alive);
+  for (size_t i = 1; i < s.size(); i++) EXPECT_EQ(read_in_chunks(s, {i}), whole) << "split at " << i;
+}
+
+TEST(WebSocketReader, AnErrorWslayFindsSendsOneCloseFrame) {
+  // A continuation frame with no message to continue: wslay's protocol error.
+  Outcome o = read_whole(client_frame(0, "orphan"));
+  EXPECT_FALSE(o.alive);
+  ASSERT_EQ(o.events.size(), 1u);
+  EXPECT_EQ(o.sent.size(), 4u) << "exactly one close frame with a status";
+  EXPECT_EQ(uint8_t(o.sent[0]), 0x88);
+}
+
 }  // namespace
 }  // namespace dr::ws

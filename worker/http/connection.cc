@@ -163,7 +163,7 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 void Connection::on_data(std::string_view data) {
   if (closed_) return;
   if (ws_) {
-    ws_->feed(data);  // on failure the reader's on_close has closed us
+    if (!close_after_flush_ && !overflowed_) ws_->feed(data);  // on failure the reader's on_close has closed us
     return;
   }
   in_.append(data);
@@ -316,7 +316,8 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
       limits_.max_ws_message, deflate,
       ws::Reader::Callbacks{
           [this](bool binary, bool compressed, std::string_view data) {
-            if (closed_) return;
+            // Once the connection is closing, what came in the same read is not read.
+            if (closed_ || close_after_flush_ || overflowed_) return;
             if (!compressed) {
               host_.on_ws_message(*this, binary, data);
               return;
@@ -330,10 +331,7 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
             host_.on_ws_message(*this, binary, plain);
           },
           [this](std::string_view bytes) { send(std::string(bytes)); },
-          [this](uint16_t code) {
-            if (code == 1009 || code == 1002) send(ws::close_frame(code));
-            close_after_flush();
-          },
+          [this](uint16_t) { close_after_flush(); },
       });
 }
 
@@ -353,6 +351,7 @@ void Connection::send(Bytes b) {
     out_.clear();
     out_bytes_ = 0;
     overflowed_ = true;
+    if (ws_) ws_->stop();
     if (tcp_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   }
   if (!dirty) host_.mark_dirty(*this);
@@ -464,6 +463,7 @@ void Connection::write_done(int status) {
 void Connection::close_after_flush() {
   if (closed_) return;
   close_after_flush_ = true;
+  if (ws_) ws_->stop();
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   if (!dirty) host_.mark_dirty(*this);
 }

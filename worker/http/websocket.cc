@@ -56,7 +56,9 @@ Reader::~Reader() = default;
 
 // Walks the complete frames buffered so far. Returns the end of the last
 // complete frame that ends a message (so wslay can be dropped after it), or
-// the end of the last complete frame when inside a fragmented message.
+// the end of the last complete frame when inside a fragmented message. A
+// header that can never be valid sets `fatal`; what came before it is still
+// returned, so it is read as it would be had TCP cut the stream there.
 size_t Reader::scan(bool& fatal) {
   size_t pos = 0, usable = 0;
   bool fragmented = in_fragmented_;
@@ -85,20 +87,25 @@ size_t Reader::scan(bool& fatal) {
     if (reserved_op || bad_rsv || !(b1 & 0x80) || (control && (!fin || len > 125))) {
       fatal_code_ = 1002;
       fatal = true;
-      return 0;
+      break;
     }
     hdr += 4;  // client frames are masked
     if (len > max_message_ + 125) {
       fatal_code_ = 1009;
       fatal = true;
-      return 0;
+      break;
     }
     // TCP may split anywhere, the mask key included: wait for the whole header.
     size_t have = in_.size() - pos;
     if (have < hdr || have - hdr < len) break;
+    // wslay answers a close (the client's, or an error's) before anything
+    // queued and then sends nothing: a ping ends a batch, so that its pong
+    // leaves before what follows is read, and a close starts one.
+    if (op == 8 && pos > 0) break;
     pos += hdr + len;
     if (op < 8) fragmented = !fin;  // control frames may come between fragments
     if (!fragmented) usable = pos;
+    if (op == 9) break;
   }
   // Inside a fragmented message wslay keeps state: hand it every whole frame.
   if (fragmented) usable = pos;
@@ -111,13 +118,25 @@ bool Reader::feed(std::string_view bytes) {
   in_.append(bytes);
   bool fatal = false;
   size_t usable = scan(fatal);
+  while (usable > 0) {
+    size_t before = in_.size();
+    if (!read_frames(usable)) return false;
+    if (fatal || in_.size() == before) break;
+    usable = scan(fatal);  // the close that ended the batch before, and what follows
+  }
   if (fatal) {
+    // Found by the scan: the close frame is ours to send (wslay sends its own
+    // for what it finds).
     closed_ = true;
+    cb_.send(close_frame(fatal_code_));
     cb_.on_close(fatal_code_);
     return false;
   }
-  if (usable == 0) return true;
+  return true;
+}
 
+// Hands wslay the first `usable` bytes (whole frames); false once closed.
+bool Reader::read_frames(size_t usable) {
   if (!ctx_) {
     static const wslay_event_callbacks callbacks = {
         // recv: hand wslay the buffered frames

@@ -36,7 +36,9 @@ class Reader {
     // `compressed`: RSV1 was set (permessage-deflate); the caller inflates.
     std::function<void(bool binary, bool compressed, std::string_view data)> on_message;
     std::function<void(std::string_view bytes)> send;  // control frames wslay answers with
-    std::function<void(uint16_t code)> on_close;       // peer closed, or protocol error / too big
+    // Peer closed, or protocol error / too big; the close frame (the answer,
+    // or the error's) has gone to `send` already.
+    std::function<void(uint16_t code)> on_close;
   };
 
   Reader(uint64_t max_message, bool allow_compressed, Callbacks cb);
@@ -45,6 +47,9 @@ class Reader {
   // Feeds bytes from the socket. Returns false once the connection must close
   // (on_close has been called).
   bool feed(std::string_view bytes);
+  // The connection is closing: nothing more is read, not even the rest of
+  // the bytes being fed.
+  void stop() { closed_ = true; }
 
  private:
   struct CtxDeleter {
@@ -52,6 +57,7 @@ class Reader {
   };
   // Where the buffered input ends on a message boundary (0 = inside a message).
   size_t scan(bool& fatal);
+  bool read_frames(size_t usable);
 
   uint64_t max_message_;
   bool allow_compressed_;
