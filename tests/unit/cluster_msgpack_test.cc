@@ -120,6 +120,16 @@ TEST(ClusterMsgpack, TimestampsBecomeIsoStrings) {
   EXPECT_EQ(json_text(to_json(u.root(), att).get()), R"("1970-01-01T00:00:01.500Z")");
 }
 
+// A timestamp no calendar holds (the 96-bit form, seconds near 2^63): the
+// epoch's date, not a date made of whatever was on the stack.
+TEST(ClusterMsgpack, TimestampsBeyondAnyYearBecomeTheEpoch) {
+  std::string bytes = unhex("c70cff000000007fffffffffffffff");
+  Unpacked u;
+  ASSERT_TRUE(u.parse(bytes));
+  std::vector<std::string> att;
+  EXPECT_EQ(json_text(to_json(u.root(), att).get()), R"("1970-01-01T00:00:00.000Z")");
+}
+
 // Found by tests/fuzz/msgpack_json.cc: 8 bytes declaring an array of
 // 0xdcdcdcdc elements made msgpack-c allocate ~100 GB for them before reading
 // any (any process on the Redis can publish such a message).

@@ -19,8 +19,14 @@ std::optional<size_t> placeholder_num(const json_t* v) {
 
 std::string iso8601(int64_t sec, uint32_t nsec) {
   time_t t = time_t(sec);
-  struct tm tm;
-  gmtime_r(&t, &tm);
+  struct tm tm {};
+  // A timestamp beyond what a struct tm holds (year past INT_MAX) has no date:
+  // the epoch's, rather than whatever was on the stack.
+  if (!gmtime_r(&t, &tm)) {
+    t = 0;
+    gmtime_r(&t, &tm);
+    nsec = 0;
+  }
   char buf[64];
   snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
            tm.tm_hour, tm.tm_min, tm.tm_sec, nsec / 1000000);
