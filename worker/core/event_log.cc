@@ -19,7 +19,7 @@ struct State {
   int fd = -1;
   double sample = 1.0;
   std::string pending;
-  std::minstd_rand rng{std::random_device{}()};
+  std::minstd_rand rng;  // seeded by open()
 };
 State g;
 
@@ -58,6 +58,9 @@ bool open(const std::string& path, double sample, std::string& err) {
   g.fd = fd;
   g.path = path;
   g.sample = sample;
+  // Seeded here, in the worker: a seed drawn before fork() gave every worker
+  // (and every respawn) the same sampling choices.
+  g.rng.seed(std::random_device{}());
   return true;
 }
 
