@@ -184,7 +184,9 @@ bool Reader::read_frames(size_t usable) {
   feed_pos_ = 0;
   feed_end_ = usable;
   int rc = wslay_event_recv(ctx_.get());
-  wslay_event_send(ctx_.get());  // pongs, the answer to a close, or the close frame of a protocol error
+  // Pongs, the answer to a close, or the close frame of a protocol error;
+  // none once the connection stopped us (it sends its own close frame).
+  if (!stopped_) wslay_event_send(ctx_.get());
   in_.erase(0, feed_pos_);
   if (in_.empty()) std::string().swap(in_);  // idle connections keep no read buffer
   feed_pos_ = feed_end_ = 0;

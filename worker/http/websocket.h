@@ -48,8 +48,12 @@ class Reader {
   // (on_close has been called).
   bool feed(std::string_view bytes);
   // The connection is closing: nothing more is read, not even the rest of
-  // the bytes being fed.
-  void stop() { closed_ = true; }
+  // the bytes being fed, and nothing more sent (unless the reader closed
+  // first: the answer to a client's close still goes).
+  void stop() {
+    if (!closed_) stopped_ = true;
+    closed_ = true;
+  }
 
  private:
   struct CtxDeleter {
@@ -68,6 +72,7 @@ class Reader {
   std::unique_ptr<wslay_event_context, CtxDeleter> ctx_;
   bool in_fragmented_ = false;  // a message continues in later frames
   bool closed_ = false;
+  bool stopped_ = false;  // by the connection: nothing more goes out either
   uint16_t fatal_code_ = 1002;
 };
 
