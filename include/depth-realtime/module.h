@@ -29,11 +29,11 @@ namespace dr {
 
 // Bumped whenever a type below changes layout. A module built against another
 // ABI (or another C++ standard library) is refused at load time.
-inline constexpr uint32_t kModuleAbi = 4;
+inline constexpr uint32_t kModuleAbi = 5;
 #if defined(_GLIBCXX_RELEASE)
-#define DR_MODULE_SIGNATURE "dr-abi-4/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
+#define DR_MODULE_SIGNATURE "dr-abi-5/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
 #else
-#define DR_MODULE_SIGNATURE "dr-abi-4/other"
+#define DR_MODULE_SIGNATURE "dr-abi-5/other"
 #endif
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -328,6 +328,20 @@ struct MetricSample {
   int64_t value;
 };
 
+// ------------------------------------------------------------------ timers
+
+// A deadline on the worker's one timer facility (a heap on one uv_timer: an
+// armed timeout costs nothing until it is due). The callback runs from the
+// loop, once per arm, never inside arm_in(); re-arm it there to repeat.
+// Destroying the Timeout cancels it, from its own callback too.
+class Timeout {
+ public:
+  virtual ~Timeout() = default;
+  virtual void arm_in(uint64_t ms) = 0;  // an armed timeout moves
+  virtual void cancel() = 0;
+  virtual bool armed() const = 0;
+};
+
 // Which listener a route is served on.
 enum class Listener { Main, Metrics };
 
@@ -342,6 +356,15 @@ class Worker {
 
   virtual uv_loop_t* loop() = 0;
   virtual int slot() const = 0;  // worker number, 0..worker_processes-1
+
+  // The timer facility's clock: monotonic milliseconds (the loop's time;
+  // tests drive their own). Deadlines are measured on it, not on the wall clock.
+  virtual int64_t now_ms() const = 0;
+  // A timeout that runs `fn`; not armed until arm_in().
+  virtual std::unique_ptr<Timeout> timeout(std::function<void()> fn) = 0;
+  // Runs `fn` from the loop once the current event is handled (a callback
+  // that must not run inside the call that asked for it).
+  virtual void post(std::function<void()> fn) = 0;
 
   // The module's configuration: server level, or as merged for namespace `nsp`.
   virtual const ModuleConf* conf(const Module& m, std::string_view nsp = {}) const = 0;
@@ -379,6 +402,22 @@ class Worker {
   // Every series of a metric, over all the processes of this node.
   virtual std::vector<MetricSample> metric_read(std::string_view name) const = 0;
 };
+
+// A repeating timeout: `fn` every `ms`, the first time `first_ms` from now,
+// until the returned Timeout goes.
+inline std::unique_ptr<Timeout> every(Worker& w, uint64_t ms, std::function<void()> fn, uint64_t first_ms) {
+  auto self = std::make_shared<Timeout*>(nullptr);
+  auto t = w.timeout([self, ms, fn = std::move(fn)] {
+    (*self)->arm_in(ms);  // first: `fn` may throw, or destroy the timeout
+    fn();
+  });
+  *self = t.get();
+  t->arm_in(first_ms);
+  return t;
+}
+inline std::unique_ptr<Timeout> every(Worker& w, uint64_t ms, std::function<void()> fn) {
+  return every(w, ms, std::move(fn), ms);
+}
 
 // name="value" with the value escaped for the Prometheus text format.
 std::string metric_label(std::string_view name, std::string_view value);

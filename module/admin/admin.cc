@@ -298,7 +298,7 @@ void on_announce(Worker& w, Socket& s, Event& ev) {
 
 // ------------------------------------------------------------ lifecycle
 
-Ticker* g_push = nullptr;
+std::unique_ptr<Timeout> g_push;  // admin:stats to the subscribers of this worker
 
 std::unique_ptr<ModuleConf> create_conf() {
   return std::make_unique<AdminConf>();
@@ -345,7 +345,7 @@ bool init_worker(Worker& w, const Module& self) {
     w.on(nsp, "admin:kick", [&w](Socket& s, Event& ev) { on_kick(w, s, ev); });
     w.on(nsp, "admin:announce", [&w](Socket& s, Event& ev) { on_announce(w, s, ev); });
     // Live statistics: each worker pushes to its own subscribers, encoded once.
-    g_push = Ticker::start(w.loop(), conf.stats_interval_ms, [&w, nsp] {
+    g_push = every(w, conf.stats_interval_ms, [&w, nsp] {
       if (w.local_sockets(nsp, kStatsRoom).empty()) return;
       BroadcastOptions opts;
       opts.nsp = nsp;
@@ -359,8 +359,7 @@ bool init_worker(Worker& w, const Module& self) {
 
 void exit_worker(Worker&, const Module&) {
   ui_exit_worker();
-  if (g_push) g_push->stop();
-  g_push = nullptr;
+  g_push.reset();
   app::stats_stop();
 }
 

@@ -11,39 +11,6 @@
 
 namespace dr::admin {
 
-// A repeating timer on the worker's loop that does not keep the loop alive.
-// stop() hands it to libuv, which frees it once the handle is closed.
-class Ticker {
- public:
-  static Ticker* start(uv_loop_t* loop, uint64_t every_ms, std::function<void()> fn) {
-    std::unique_ptr<Ticker> t(new Ticker(std::move(fn)));
-    uv_timer_init(loop, &t->timer_);
-    t->timer_.data = t.get();
-    uv_unref(reinterpret_cast<uv_handle_t*>(&t->timer_));
-    uv_timer_start(
-        &t->timer_,
-        [](uv_timer_t* h) {
-          try {
-            static_cast<Ticker*>(h->data)->fn_();
-          } catch (...) {
-            // nothing may leave a libuv callback; the next tick tries again
-          }
-        },
-        every_ms, every_ms);
-    return t.release();  // owned by the handle from now on
-  }
-  void stop() {
-    uv_timer_stop(&timer_);
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer_),
-             [](uv_handle_t* h) { std::unique_ptr<Ticker> gone(static_cast<Ticker*>(h->data)); });
-  }
-
- private:
-  explicit Ticker(std::function<void()> fn) : fn_(std::move(fn)) {}
-  uv_timer_t timer_{};
-  std::function<void()> fn_;
-};
-
 struct AdminConf : ModuleConfBase<AdminConf> {
   // The app's admin namespace (contract: /admin, role admin through auth_jwt).
   std::string nsp = "/admin";

@@ -67,7 +67,7 @@ struct UiState {
   const Module* self = nullptr;
   std::string nsp;
   std::string hostname;
-  Ticker* ticker = nullptr;
+  std::unique_ptr<Timeout> ticker;
   // Is a dashboard open anywhere?
   int64_t remote_until = 0;
   int64_t local_checked = 0;
@@ -737,7 +737,7 @@ bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
     w.on_transport("", on_transport);
     w.use_event("", on_event_received, EventPhase::Limit);
   }
-  g->ticker = Ticker::start(w.loop(), std::min<uint64_t>(1000, c.ui_stats_interval_ms), [] {
+  g->ticker = every(w, std::min<uint64_t>(1000, c.ui_stats_interval_ms), [] {
     if (g) tick();
   });
   return true;
@@ -745,7 +745,6 @@ bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
 
 void ui_exit_worker() {
   if (!g) return;
-  if (g->ticker) g->ticker->stop();
   g.reset();
 }
 

@@ -16,10 +16,10 @@ namespace dr::app {
 namespace {
 
 struct Sampler {
-  uv_timer_t timer{};
+  std::unique_ptr<Timeout> timer;
   std::deque<std::pair<int64_t, int64_t>> samples;  // (loop ms, events total), last 11
 };
-Sampler* g_sampler = nullptr;
+std::unique_ptr<Sampler> g_sampler;
 
 int64_t sum(Worker& w, std::string_view metric) {
   int64_t total = 0;
@@ -53,28 +53,18 @@ double uptime_of(int pid) {
 
 void stats_start(Worker& w) {
   if (g_sampler) return;
-  g_sampler = new Sampler;  // freed by stats_stop after libuv has closed the timer
-  uv_timer_init(w.loop(), &g_sampler->timer);
-  g_sampler->timer.data = &w;
-  uv_unref(reinterpret_cast<uv_handle_t*>(&g_sampler->timer));
-  uv_timer_start(
-      &g_sampler->timer,
-      [](uv_timer_t* t) {
-        auto& worker = *static_cast<Worker*>(t->data);
+  g_sampler = std::make_unique<Sampler>();
+  g_sampler->timer = every(
+      w, 1000,
+      [&w] {
         auto& s = g_sampler->samples;
-        s.emplace_back(int64_t(uv_now(t->loop)), sum(worker, "websocket_events_total"));
+        s.emplace_back(w.now_ms(), sum(w, "websocket_events_total"));
         while (s.size() > 11) s.pop_front();
       },
-      0, 1000);
+      0);
 }
 
-void stats_stop() {
-  if (!g_sampler) return;
-  uv_timer_stop(&g_sampler->timer);
-  uv_close(reinterpret_cast<uv_handle_t*>(&g_sampler->timer),
-           [](uv_handle_t* h) { delete reinterpret_cast<Sampler*>(reinterpret_cast<char*>(h) - offsetof(Sampler, timer)); });
-  g_sampler = nullptr;
-}
+void stats_stop() { g_sampler.reset(); }
 
 Json node_stats(Worker& w) {
   Json out(json_object());

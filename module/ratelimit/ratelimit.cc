@@ -67,6 +67,7 @@
 #include <iterator>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace {
 
@@ -416,12 +417,13 @@ struct Tracked {
 struct State {
   dr::Worker* w = nullptr;
   const dr::Module* self = nullptr;
-  uv_timer_t timer{};
+  std::unique_ptr<dr::Timeout> timer;  // armed only while there is something to sync or to expire
   std::unordered_map<std::string, UserState> users;               // by budget_of()
   std::unordered_map<std::string, std::deque<int64_t>> refusals;  // socket -> times of its refused events
   IpCounts ips;
   std::unordered_map<const void*, Session> sessions;  // by the session's handshake
   std::unordered_map<std::string, Tracked> tracked;   // socket -> its session
+  std::unordered_set<std::string> unconnected;         // tracked sockets whose CONNECT is not through yet
   bool redis_warned = false;
 };
 
@@ -546,9 +548,12 @@ void send_rate_limited(dr::Socket& s, const dr::Event& ev, const std::string& me
 
 // ---------------------------------------------------------------- events
 
+void ensure_timer(State& st);
+
 bool on_event(State& st, dr::Socket& s, dr::Event& ev) {
   const RateConf* conf = conf_of(st, s.nsp());
   if (!conf || !conf->enabled) return true;
+  ensure_timer(st);
   const int64_t now = wall_ms(), window = conf->window(), bucket = conf->bucket();
   UserState& u = st.users[budget_of(st, *conf, s)];
   prune(u, now, window, bucket);
@@ -679,6 +684,7 @@ void release_socket(State& st, const std::string& key) {
     st.ips.release(s->second.ip);
     st.sessions.erase(s);
   }
+  st.unconnected.erase(key);
   st.tracked.erase(it);
 }
 
@@ -694,6 +700,10 @@ bool track_socket(State& st, dr::Socket& s, bool connected, uint64_t max) {
   }
   it->second.sockets++;
   st.tracked[socket_key(s)] = Tracked{session, s.weak(), connected, wall_ms(), {}};
+  if (!connected) {
+    st.unconnected.insert(socket_key(s));
+    ensure_timer(st);
+  }
   return true;
 }
 
@@ -716,6 +726,7 @@ void read_totals(State& st, dr::Socket& s, const dr::ConnectNext& next) {
                          if (!u.limit) u.limit = uint64_t(limit);
                          if (!u.window_ms) u.window_ms = window;
                          apply_totals(u, first_bucket(now, window, bucket), r);
+                         ensure_timer(*st);
                        }
                        next(std::nullopt);
                      });
@@ -741,6 +752,7 @@ void on_connection(State& st, dr::Socket& s) {
     it = st.tracked.find(socket_key(s));
   }
   it->second.connected = true;
+  st.unconnected.erase(it->first);
   // The hook could not read the totals (recovery, Redis away, or it ran
   // before auth_jwt knew the user): the next sync reads them.
   const RateConf* conf = conf_of(st, s.nsp());
@@ -752,18 +764,27 @@ void on_connection(State& st, dr::Socket& s) {
     u.dirty = true;
     u.limit = conf->limit;
     u.window_ms = conf->window();
+    ensure_timer(st);
   }
 }
 
 // -------------------------------------------------------------------- tick
 
+// Runs every sync interval while users have counts to sync or to age out, or
+// CONNECTs are pending; an idle worker has no timer armed. It visits only
+// those, never every connected socket.
 void tick(State& st) {
   const int64_t now = wall_ms();
   // CONNECTs that a later hook refused (or whose client left) never connect.
-  for (auto it = st.tracked.begin(); it != st.tracked.end();) {
-    auto cur = it++;
-    const Tracked& t = cur->second;
-    if (!t.connected && (t.socket.expired() || now - t.since > kPendingConnectMs)) release_socket(st, cur->first);
+  std::vector<std::string> gone;
+  for (const std::string& key : st.unconnected) {
+    auto t = st.tracked.find(key);
+    if (t == st.tracked.end() || t->second.socket.expired() || now - t->second.since > kPendingConnectMs)
+      gone.push_back(key);
+  }
+  for (const std::string& key : gone) {
+    release_socket(st, key);
+    st.unconnected.erase(key);
   }
   if (dr::redis::configured()) sync(st, now);
   for (auto it = st.users.begin(); it != st.users.end();) {
@@ -774,21 +795,19 @@ void tick(State& st) {
   }
 }
 
-void arm_timer(State& st) {
+void ensure_timer(State& st) {
+  if (!st.timer || st.timer->armed()) return;
   const RateConf* server = conf_of(st);
-  uint64_t interval = server ? server->sync_interval_ms : 100;
-  uv_timer_start(
-      &st.timer,
-      [](uv_timer_t* t) {
-        auto* st = static_cast<State*>(t->data);
-        try {
-          tick(*st);
-        } catch (const std::exception& e) {
-          dr::logf(dr::LogLevel::Error, "ratelimit: %s", e.what());
-        }
-        arm_timer(*st);  // with the interval of the configuration now in force
-      },
-      interval, 0);
+  st.timer->arm_in(server ? server->sync_interval_ms : 100);  // the interval of the configuration in force
+}
+
+void on_timer(State& st) {
+  try {
+    tick(st);
+  } catch (const std::exception& e) {
+    dr::logf(dr::LogLevel::Error, "ratelimit: %s", e.what());
+  }
+  if (!st.users.empty() || !st.unconnected.empty()) ensure_timer(st);
 }
 
 // ------------------------------------------------------------ lifecycle
@@ -828,16 +847,12 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
     st.refusals.erase(socket_key(s));
   });
 
-  uv_timer_init(w.loop(), &st.timer);
-  st.timer.data = &st;
-  uv_unref(reinterpret_cast<uv_handle_t*>(&st.timer));  // never what keeps the loop running
-  arm_timer(st);
+  st.timer = w.timeout([&st] { on_timer(st); });
   return true;
 }
 
 void exit_worker(dr::Worker&, const dr::Module&) {
-  // The process ends next: the state stays (the timer handle is in the loop's list).
-  if (g_state) uv_timer_stop(&g_state->timer);
+  if (g_state) g_state->timer.reset();
 }
 
 const dr::Module kModule{

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -157,6 +158,80 @@ TEST(Timers, RandomOperationsFireEverythingInOrder) {
     EXPECT_LE(last, d);
     last = d;
   }
+}
+
+// ------------------------------------- timers owning callbacks, posted calls
+
+TEST(CallbackTimer, RearmsFromItsCallbackAndMayBeDestroyedThere) {
+  Clocked c;
+  int runs = 0;
+  std::unique_ptr<CallbackTimer> t;
+  t = std::make_unique<CallbackTimer>(c.timers, [&] {
+    if (++runs < 3) t->arm_in(50);  // a repeating timer re-arms itself
+    else t.reset();                 // and may go from inside its own callback
+  });
+  t->arm_in(50);
+  c.advance_to(1049);
+  EXPECT_EQ(runs, 0);
+  c.advance_to(1050);
+  EXPECT_EQ(runs, 1);
+  c.advance_to(1100);
+  EXPECT_EQ(runs, 2);
+  c.advance_to(1150);
+  EXPECT_EQ(runs, 3);
+  EXPECT_EQ(t, nullptr);
+  EXPECT_EQ(c.timers.size(), 0u);
+}
+
+TEST(CallbackTimer, AnExceptionStaysInsideAndTheTimerLives) {
+  Clocked c;
+  int runs = 0;
+  CallbackTimer t(c.timers, [&] {
+    runs++;
+    throw std::runtime_error("module bug");
+  });
+  t.arm_in(10);
+  c.advance_to(1010);
+  t.arm_in(10);  // its callback is still there
+  c.advance_to(1020);
+  EXPECT_EQ(runs, 2);
+}
+
+TEST(CallbackTimer, DestroyedBeforeItsDeadlineNeverRuns) {
+  Clocked c;
+  int runs = 0;
+  auto t = std::make_unique<CallbackTimer>(c.timers, [&] { runs++; });
+  t->arm_in(10);
+  t.reset();
+  c.advance_to(2000);
+  EXPECT_EQ(runs, 0);
+  EXPECT_EQ(c.timers.size(), 0u);
+}
+
+TEST(Timers, PostedCallsRunAfterTheCallerInPostOrder) {
+  Clocked c;
+  std::vector<int> order;
+  c.timers.post([&] {
+    order.push_back(1);
+    c.timers.post([&] { order.push_back(3); });  // posted from a posted call: after the others
+  });
+  c.timers.post([&] { order.push_back(2); });
+  EXPECT_TRUE(order.empty());  // never inside post()
+  c.timers.run_due();
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+}
+
+TEST(Timers, OneShotsRunOnceAtTheirDeadlineAndAreFreed) {
+  Clocked c;
+  std::vector<int> order;
+  c.timers.after(30, [&] { order.push_back(30); });
+  c.timers.after(10, [&] { order.push_back(10); });
+  c.advance_to(1029);
+  EXPECT_EQ(order, (std::vector<int>{10}));
+  c.advance_to(1030);
+  c.advance_to(5000);
+  EXPECT_EQ(order, (std::vector<int>{10, 30}));
+  EXPECT_EQ(c.timers.size(), 0u);
 }
 
 // ------------------------------------------ an Engine.IO session on the clock

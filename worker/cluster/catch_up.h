@@ -81,6 +81,8 @@ class CatchUp {
   void tick(int64_t now);
 
   bool holding() const { return lost_at_ && hold_; }
+  // Something is left to do over time: a read, a wait, offsets to forget.
+  bool busy() const { return lost_at_ || !delivered_.empty(); }
   size_t remembered() const { return delivered_.size(); }
   const std::string& anchor() const { return anchor_; }
 

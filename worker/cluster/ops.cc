@@ -55,32 +55,6 @@ void room_members(std::string_view nsp, std::string_view room, PresenceCallback 
   if (g_ops) g_ops->room_members(std::string(nsp), std::string(room), std::move(cb));
 }
 
-// ----------------------------------------------------------------- Later
-
-Later::Later(uv_loop_t* loop) {
-  uv_timer_init(loop, timer_.get());
-  timer_.initialized = true;
-  timer_.get()->data = this;
-}
-
-void Later::operator()(std::function<void()> fn) {
-  queue_.push_back(std::move(fn));
-  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(timer_.get())))
-    uv_timer_start(timer_.get(), [](uv_timer_t* t) { static_cast<Later*>(t->data)->run(); }, 0, 0);
-}
-
-void Later::run() {
-  auto queue = std::move(queue_);
-  queue_.clear();
-  for (auto& fn : queue) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      logf(LogLevel::Error, "cluster callback: %s", e.what());
-    }
-  }
-}
-
 // ------------------------------------------------------------ describing
 
 std::string js_date(int64_t ms) {
@@ -148,7 +122,7 @@ Json describe_json(const RemoteSocket& r) {
 
 // ------------------------------------------------------------- LocalOps
 
-LocalOps::LocalOps(uv_loop_t* loop, sio::Server& server) : server_(server), later_(loop) {}
+LocalOps::LocalOps(Timers& timers, sio::Server& server) : server_(server), timers_(timers) {}
 
 std::vector<sio::SocketImpl*> LocalOps::select(const BroadcastOptions& opts) const {
   sio::Namespace* ns = server_.find(opts.nsp);
@@ -180,8 +154,8 @@ std::vector<Member> LocalOps::members_local(const std::string& nsp, const std::s
 }
 
 void LocalOps::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
-  auto sockets = std::make_shared<std::vector<RemoteSocket>>(fetch_local(opts));  // Later needs copyable calls
-  later_([cb = std::move(cb), sockets] { cb({}, std::move(*sockets)); });
+  auto sockets = std::make_shared<std::vector<RemoteSocket>>(fetch_local(opts));  // a posted call must be copyable
+  timers_.post([cb = std::move(cb), sockets] { cb({}, std::move(*sockets)); });
 }
 
 // The sockets are held weakly: a room or disconnect handler run by one may
@@ -210,11 +184,11 @@ void LocalOps::disconnect_sockets(const BroadcastOptions& opts, bool close) {
 }
 
 void LocalOps::all_rooms(const std::string& nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
-  later_([cb = std::move(cb), rooms = room_names(nsp)]() mutable { cb({}, std::move(rooms)); });
+  timers_.post([cb = std::move(cb), rooms = room_names(nsp)]() mutable { cb({}, std::move(rooms)); });
 }
 
 void LocalOps::server_count(const std::string&, std::function<void(size_t)> cb) {
-  later_([cb = std::move(cb)] { cb(1); });
+  timers_.post([cb = std::move(cb)] { cb(1); });
 }
 
 void LocalOps::on_server_event(const std::string& nsp, const std::string& event, ServerEventHandler h) {
@@ -222,7 +196,7 @@ void LocalOps::on_server_event(const std::string& nsp, const std::string& event,
 }
 
 void LocalOps::server_side_emit_with_ack(const std::string&, const std::string&, Payload, uint64_t, ServerAcks cb) {
-  later_([cb = std::move(cb)] { cb({}, {}); });  // no other node to answer
+  timers_.post([cb = std::move(cb)] { cb({}, {}); });  // no other node to answer
 }
 
 void LocalOps::dispatch_server_event(const std::string& nsp, Json data, std::vector<std::string> attachments,
@@ -296,28 +270,14 @@ void LocalOps::broadcast_with_ack(const BroadcastOptions& opts, const std::strin
     if (st->replies.size() == st->expected) st->finish(false);
   });
   if (st->expected == 0) {
-    later_([st] { st->finish(false); });
+    timers_.post([st] { st->finish(false); });
     return;
   }
-  at(now_ms() + int64_t(timeout_ms), [st] { st->finish(true); });  // the state lives until then
-}
-
-void LocalOps::at(int64_t deadline, std::function<void()> fn) { deadlines_.emplace(deadline, std::move(fn)); }
-
-void LocalOps::tick(int64_t now) {
-  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-    auto fn = std::move(deadlines_.begin()->second);
-    deadlines_.erase(deadlines_.begin());
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      logf(LogLevel::Error, "cluster timeout: %s", e.what());
-    }
-  }
+  timers_.after(int64_t(timeout_ms), [st] { st->finish(true); });  // the state lives until then
 }
 
 void LocalOps::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
-  later_([cb = std::move(cb), members = members_local(nsp, room, {})]() mutable { cb({}, std::move(members)); });
+  timers_.post([cb = std::move(cb), members = members_local(nsp, room, {})]() mutable { cb({}, std::move(members)); });
 }
 
 }  // namespace dr::cluster

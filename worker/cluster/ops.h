@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/uv_util.h"
+#include "core/timers.h"
 #include "depth-realtime/cluster.h"
 #include "sio/server.h"
 
@@ -40,23 +40,10 @@ class Ops {
 // The process's implementation (one worker per process); null before start.
 void install(Ops* ops);
 
-// Calls deferred to the next loop turn, so that callbacks never run inside
-// the call that asked for them.
-class Later {
- public:
-  explicit Later(uv_loop_t* loop);
-  void operator()(std::function<void()> fn);
-
- private:
-  void run();
-  UvHandle<uv_timer_t> timer_;
-  std::vector<std::function<void()>> queue_;
-};
-
 // This worker's sockets: the local half of every operation.
 class LocalOps : public Ops {
  public:
-  LocalOps(uv_loop_t* loop, sio::Server& server);
+  LocalOps(Timers& timers, sio::Server& server);
 
   bool configured() const override { return false; }
   bool ready() const override { return false; }
@@ -86,17 +73,14 @@ class LocalOps : public Ops {
   // answer's first argument goes to `on_reply`. Returns the recipient count.
   size_t deliver_with_ack(const BroadcastOptions& opts, const json_t* data, const std::vector<std::string>& attachments,
                           uint64_t timeout_ms, std::function<void(Payload)> on_reply);
-  Later& later() { return later_; }
+  // Callbacks are posted on it, never run inside the call that asked for them.
+  Timers& timers() { return timers_; }
   sio::Server& server() { return server_; }
-  // Runs `fn` at `deadline` (ms since the epoch), from tick().
-  void at(int64_t deadline, std::function<void()> fn);
-  void tick(int64_t now);
 
  private:
   sio::Server& server_;
-  Later later_;
+  Timers& timers_;
   std::map<std::pair<std::string, std::string>, std::vector<ServerEventHandler>> server_events_;
-  std::multimap<int64_t, std::function<void()>> deadlines_;
   uint64_t next_ack_id_ = uint64_t(1) << 40;  // above any per-socket id, below 2^53 for JavaScript
 };
 

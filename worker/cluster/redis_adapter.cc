@@ -238,14 +238,18 @@ RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf:
       // through Redis, so they must not drop it.
       uid_((relay_ ? siblings_ : std::string()) + new_id()),
       link_(
-          loop, conf, [this](std::string_view ch, std::string_view body) { on_message(ch, body); },
+          loop, server.timers(), conf, [this](std::string_view ch, std::string_view body) { on_message(ch, body); },
           [this](bool up) { on_state(up); }),
-      local_(loop, server) {
+      local_(server.timers(), server),
+      heartbeat_timer_(server.timers(), [this] {
+        if (link_.ready()) heartbeat(false);  // else resync() beats when the link is back
+      }),
+      service_timer_(server.timers(), [this] { service(); }) {
   link_.on_subscriber([this](bool subscribed) { on_subscriber(subscribed); });
   request_prefix_ = conf_.key_prefix + "-request#";
   response_prefix_ = conf_.key_prefix + "-response#";
   bcast_prefix_ = conf_.key_prefix + "#";
-  install_redis_api(loop, &link_, conf_.app_prefix);
+  install_redis_api(server.timers(), &link_, conf_.app_prefix);
 }
 
 RedisAdapter::~RedisAdapter() {
@@ -315,6 +319,7 @@ void RedisAdapter::on_state(bool up) {
   logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), conf_.text().c_str());
   resync();
   for (auto& n : nsps_) catch_up(n);  // subscribed before the commands connection was back
+  want_service();
 }
 
 void RedisAdapter::on_subscriber(bool subscribed) {
@@ -327,6 +332,7 @@ void RedisAdapter::on_subscriber(bool subscribed) {
     n.catch_up.subscribed();
     catch_up(n);
   }
+  want_service();
 }
 
 // The broadcasts other processes published while our subscriber was away:
@@ -339,13 +345,16 @@ void RedisAdapter::catch_up(Nsp& n) {
   std::string max = std::to_string(CatchUp::kMaxEntries);
   if (!link_.command({"EVAL", kCatchUpScript, "0", stream_key(n.name), rd.start, rd.anchor, rd.cutoff, max},
                      [this, nsp = n.name](redisReply* r) { caught_up(nsp, r); }))
-    n.catch_up.failed();  // too much pending: tried again at a tick
+    n.catch_up.failed();  // too much pending: service() tries again
 }
 
 void RedisAdapter::caught_up(const std::string& nsp, redisReply* r) {
   Nsp* n = find(nsp);
   if (!n) return;
-  if (!r) return n->catch_up.failed();  // the connection was lost: again when it is back
+  if (!r) {
+    n->catch_up.failed();  // the connection was lost: again when it is back
+    return want_service();
+  }
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_INTEGER) {
     logf(LogLevel::Warn, "cluster: could not read back what %s missed on %s: %s", uid_.c_str(), nsp.c_str(),
          r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
@@ -382,23 +391,29 @@ bool RedisAdapter::foreign(std::string_view offset) const {
   return !starts_with(who, uid_) && (siblings_.empty() || !starts_with(who, siblings_));
 }
 
-void RedisAdapter::tick(int64_t now) {
-  link_.tick(now);
-  local_.tick(now);
+void RedisAdapter::flush() {
+  link_.flush();
   if (link_.dropped() != dropped_reported_) {
     metrics::add(m_dropped_, int64_t(link_.dropped() - dropped_reported_));
     dropped_reported_ = link_.dropped();
   }
-  if (link_.ready() && now >= next_heartbeat_) heartbeat(false);
+}
+
+void RedisAdapter::want_service() {
+  if (service_timer_.armed()) return;
+  bool busy = !unconfirmed_.empty();
+  for (auto& n : nsps_) busy = busy || n.catch_up.busy();
+  if (busy) service_timer_.arm_in(kServiceMs);
+}
+
+void RedisAdapter::service() {
+  int64_t now = now_ms();  // catch-ups compare offsets: the wall clock
   for (auto& n : nsps_) {
     n.catch_up.tick(now);
     catch_up(n);
   }
   if (!unconfirmed_.empty()) republish();
-  std::vector<std::string> late;
-  for (auto& [id, p] : pending_)
-    if (now >= p->deadline) late.push_back(id);
-  for (auto& id : late) finish(id, "timeout");
+  want_service();
 }
 
 RedisAdapter::Nsp* RedisAdapter::find(std::string_view nsp) {
@@ -490,7 +505,10 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
   auto answered = [this, seq](redisReply* reply) {
     while (!unanswered_.empty() && unanswered_.front().first < seq) unanswered_.pop_front();
     if (unanswered_.empty() || unanswered_.front().first != seq) return;
-    if (!reply) unconfirmed_.push_back(std::move(unanswered_.front().second));
+    if (!reply) {
+      unconfirmed_.push_back(std::move(unanswered_.front().second));
+      want_service();
+    }
     unanswered_.pop_front();
   };
   bool sent;
@@ -776,6 +794,8 @@ void RedisAdapter::on_response(std::string_view body) {
 }
 
 RedisAdapter::Pending* RedisAdapter::add_pending(const std::string& id, std::unique_ptr<Pending> p) {
+  p->timeout = std::make_unique<CallbackTimer>(server_.timers(), [this, id] { finish(id, "timeout"); });
+  p->timeout->arm_in(std::max<int64_t>(0, p->deadline - now_ms()));
   return pending_.emplace(id, std::move(p)).first->second.get();
 }
 
@@ -807,7 +827,7 @@ void RedisAdapter::numsub(const std::string& channel, std::function<void(size_t)
       n = size_t(std::max<long long>(0, r->element[1]->integer));
     cb(n);
   });
-  if (!sent) local_.later()([cb] { cb(0); });
+  if (!sent) server_.timers().post([cb] { cb(0); });
 }
 
 void RedisAdapter::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
@@ -969,7 +989,7 @@ void RedisAdapter::broadcast_with_ack(const BroadcastOptions& opts, const std::s
   Nsp* n = find(opts.nsp);
   if (!n || opts.local || !ready()) {
     pp->expected = 1;
-    local_.later()([this, id] { check(id); });  // never inside the call
+    server_.timers().post([this, id] { check(id); });  // never inside the call
     return;
   }
   // {uid, requestId, type: 7, packet: {type: 2, data, nsp}, opts: {rooms, except, flags: {timeout}}}, msgpack
@@ -1011,7 +1031,7 @@ void RedisAdapter::broadcast_with_ack(const BroadcastOptions& opts, const std::s
 // ---------------------------------------------------- shared membership
 
 void RedisAdapter::heartbeat(bool reset) {
-  next_heartbeat_ = now_ms() + int64_t(std::max<uint64_t>(conf_.node_ttl / 3, 100));
+  heartbeat_timer_.arm_in(int64_t(std::max<uint64_t>(conf_.node_ttl / 3, 100)));
   std::string ttl = std::to_string(conf_.node_ttl);
   link_.command({"EVAL", kHeartbeatScript, "0", conf_.app_prefix, uid_, ttl, reset ? "reset" : "beat"},
                 [this, reset](redisReply* r) {
@@ -1115,7 +1135,7 @@ void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
 void RedisAdapter::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
   if (!ready()) {
     auto members = local_.members_local(nsp, room, uid_);
-    local_.later()([cb = std::move(cb), members]() mutable {
+    server_.timers().post([cb = std::move(cb), members]() mutable {
       cb("redis is not connected: this worker's members only", std::move(members));
     });
     return;
@@ -1139,7 +1159,7 @@ void RedisAdapter::room_members(const std::string& nsp, const std::string& room,
   });
   if (!sent) {
     auto members = local_.members_local(nsp, room, uid_);
-    local_.later()([cb, members]() mutable { cb("redis is too slow: this worker's members only", members); });
+    server_.timers().post([cb, members]() mutable { cb("redis is too slow: this worker's members only", members); });
   }
 }
 

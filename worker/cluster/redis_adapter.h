@@ -55,8 +55,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   ~RedisAdapter() override;
 
   void start();
-  void tick(int64_t now);
-  void flush() { link_.flush(); }  // before the clients' output, each loop turn
+  void flush();  // before the clients' output, each loop turn
   const std::string& uid() const { return uid_; }
 
   // ---- sio::Adapter
@@ -116,6 +115,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
     size_t clients = 0;  // broadcast with acks: acks awaited
     std::vector<Payload> acks;
     std::function<void(Pending& p, std::string error)> done;
+    std::unique_ptr<CallbackTimer> timeout;  // finishes it with "timeout" at `deadline`
   };
 
   Nsp* find(std::string_view nsp);
@@ -168,6 +168,12 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   // Connection state recovery.
   uint64_t window() const;
 
+  // Catch-ups and republishing retry every kServiceMs while one is under way;
+  // an idle adapter has only its heartbeat armed.
+  static constexpr int64_t kServiceMs = 100;
+  void want_service();
+  void service();
+
   uv_loop_t* loop_;
   sio::Server& server_;
   CoreConf::Redis conf_;
@@ -184,7 +190,8 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::deque<std::pair<uint64_t, Recorded>> unanswered_;  // in send order, as Redis answers
   std::deque<Recorded> unconfirmed_;         // the connection was lost before their answer
   uint64_t recorded_seq_ = 0;
-  int64_t next_heartbeat_ = 0;
+  CallbackTimer heartbeat_timer_;
+  CallbackTimer service_timer_;
   bool synced_ = false;  // membership written since the link came up
   int64_t offset_ms_ = 0;
   uint64_t offset_seq_ = 0;

@@ -12,7 +12,7 @@ namespace {
 
 struct Api {
   RedisLink* link = nullptr;
-  std::unique_ptr<Later> later;
+  Timers* timers = nullptr;  // replies are posted, never given inside the call
   std::string prefix = "depth:";
 };
 Api g_api;
@@ -57,8 +57,8 @@ redis::Reply convert(const redisReply* r, bool sent = true) {
 
 void unavailable(redis::Callback cb) {
   if (!cb) return;
-  if (!g_api.later) return;
-  (*g_api.later)([cb = std::move(cb)] { cb(convert(nullptr, false)); });
+  if (!g_api.timers) return;
+  g_api.timers->post([cb = std::move(cb)] { cb(convert(nullptr, false)); });
 }
 
 RedisLink::Reply adapt(redis::Callback cb) {
@@ -74,15 +74,15 @@ RedisLink::Reply adapt(redis::Callback cb) {
 
 }  // namespace
 
-void install_redis_api(uv_loop_t* loop, RedisLink* link, std::string app_prefix) {
+void install_redis_api(Timers& timers, RedisLink* link, std::string app_prefix) {
   g_api.link = link;
-  g_api.later = std::make_unique<Later>(loop);
+  g_api.timers = &timers;
   g_api.prefix = std::move(app_prefix);
 }
 
 void uninstall_redis_api() {
   g_api.link = nullptr;
-  g_api.later.reset();
+  g_api.timers = nullptr;
 }
 
 }  // namespace dr::cluster

@@ -2,9 +2,9 @@
 // worker's RedisLink.
 #pragma once
 
-#include <uv.h>
-
 #include <string>
+
+#include "core/timers.h"
 
 namespace dr::cluster {
 
@@ -12,7 +12,7 @@ class RedisLink;
 
 // Called once per worker: `link` is null without Redis (every command then
 // answers "Redis unavailable"). `uninstall_redis_api` before the link goes.
-void install_redis_api(uv_loop_t* loop, RedisLink* link, std::string app_prefix);
+void install_redis_api(Timers& timers, RedisLink* link, std::string app_prefix);
 void uninstall_redis_api();
 
 }  // namespace dr::cluster

@@ -84,8 +84,9 @@ void AsyncContext::reset() {
   redisAsyncFree(ac);
 }
 
-RedisLink::RedisLink(uv_loop_t* loop, const CoreConf::Redis& conf, Message on_message, StateChange on_state)
-    : loop_(loop), conf_(conf), on_message_(std::move(on_message)), on_state_(std::move(on_state)) {}
+RedisLink::RedisLink(uv_loop_t* loop, Timers& timers, const CoreConf::Redis& conf, Message on_message,
+                     StateChange on_state)
+    : loop_(loop), timers_(timers), conf_(conf), on_message_(std::move(on_message)), on_state_(std::move(on_state)) {}
 
 RedisLink::~RedisLink() {
   destroying_ = true;
@@ -102,7 +103,7 @@ void RedisLink::start() {
 
 void RedisLink::connect(Conn& c) {
   c.gen++;
-  int64_t now = int64_t(uv_now(loop_));
+  int64_t now = timers_.now();
   redisAsyncContext* ac = conf_.unix_path.empty() ? redisAsyncConnect(conf_.host.c_str(), conf_.port)
                                                   : redisAsyncConnectUnix(conf_.unix_path.c_str());
   if (!ac || ac->err || !uv_events_attach(ac, loop_)) {
@@ -118,6 +119,7 @@ void RedisLink::connect(Conn& c) {
   c.ac.adopt(ac);
   c.state = State::Connecting;
   c.connect_deadline = now + int64_t(conf_.connect_timeout);
+  rearm();
   // The handshake is queued at once (hiredis sends it when the socket is
   // connected); the PING reply says the connection is usable.
   auto check = [this, &c](const char* what) {
@@ -140,7 +142,7 @@ void RedisLink::connect(Conn& c) {
 
 void RedisLink::connected(Conn& c) {
   bool was_ready = ready();
-  int64_t now = int64_t(uv_now(loop_));
+  int64_t now = timers_.now();
   if (c.down_since)
     logf(LogLevel::Notice, "redis: %s connection to %s is back after %.1fs", c.role, conf_.text().c_str(),
          double(now - c.down_since) / 1000);
@@ -151,6 +153,7 @@ void RedisLink::connected(Conn& c) {
   c.failures = 0;
   c.down_since = 0;
   c.last_warn = 0;
+  rearm();
   if (&c == &sub_) resubscribe();
   // Redis is back: the other connection need not wait out its backoff (while
   // our subscriber is away, the other nodes' broadcasts pass us by).
@@ -161,7 +164,7 @@ void RedisLink::connected(Conn& c) {
 
 void RedisLink::lost(Conn& c, const char* why) {
   bool was_ready = ready();
-  int64_t now = int64_t(uv_now(loop_));
+  int64_t now = timers_.now();
   State was = c.state;
   c.state = State::Down;
   c.gen++;  // callbacks of that connection still to come are stale
@@ -172,6 +175,7 @@ void RedisLink::lost(Conn& c, const char* why) {
   c.backoff = c.backoff ? std::min(c.backoff * 2, kBackoffMaxMs) : kBackoffFirstMs;
   c.retry_at = now + int64_t(jitter(c.backoff));
   c.failures++;
+  rearm();
   if (&c == &sub_) {
     resubscribed_last_.clear();
     subscriber_event(false);
@@ -298,8 +302,9 @@ bool RedisLink::raw_command(Conn& c, const std::vector<std::string_view>& argv, 
     return false;
   cb.release();  // on_reply owns it now
   if (counted) {
-    sent_.push_back({int64_t(uv_now(loop_)), bytes});
+    sent_.push_back({timers_.now(), bytes});
     pending_bytes_ += bytes;
+    if (sent_.size() == 1) rearm();  // later commands: the timer follows the oldest when it fires
   }
   return true;
 }
@@ -372,15 +377,27 @@ void RedisLink::flush() {
   }
 }
 
-void RedisLink::tick(int64_t) {
-  if (!started_) return;
-  int64_t now = int64_t(uv_now(loop_));
+void RedisLink::on_timer() {
+  int64_t now = timers_.now();
   for (Conn* c : {&cmd_, &sub_}) {
     if (c->state == State::Down && now >= c->retry_at) connect(*c);
     else if (c->state == State::Connecting && now >= c->connect_deadline) drop(*c, "connect timed out");
   }
-  if (cmd_.state == State::Up && !sent_.empty() && now - sent_.front().at > int64_t(conf_.command_timeout))
+  if (cmd_.state == State::Up && !sent_.empty() && now - sent_.front().at >= int64_t(conf_.command_timeout))
     drop(cmd_, "no reply within redis_command_timeout");
+  rearm();
+}
+
+void RedisLink::rearm() {
+  if (!started_ || destroying_) return;
+  int64_t next = INT64_MAX;
+  for (Conn* c : {&cmd_, &sub_}) {
+    if (c->state == State::Down) next = std::min(next, c->retry_at);
+    else if (c->state == State::Connecting) next = std::min(next, c->connect_deadline);
+  }
+  if (cmd_.state == State::Up && !sent_.empty()) next = std::min(next, sent_.front().at + int64_t(conf_.command_timeout));
+  if (next == INT64_MAX) timer_.cancel();
+  else if (!timer_.armed() || timer_.deadline() != next) timer_.arm_at(next);
 }
 
 }  // namespace dr::cluster

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/timers.h"
 #include "core/uv_util.h"
 
 namespace dr::cluster {
@@ -58,7 +59,7 @@ class RedisLink {
   // of every channel confirmed (true): from then on nothing published is missed.
   using Subscriber = std::function<void(bool subscribed)>;
 
-  RedisLink(uv_loop_t* loop, const CoreConf::Redis& conf, Message on_message, StateChange on_state);
+  RedisLink(uv_loop_t* loop, Timers& timers, const CoreConf::Redis& conf, Message on_message, StateChange on_state);
   ~RedisLink();
   RedisLink(const RedisLink&) = delete;
   RedisLink& operator=(const RedisLink&) = delete;
@@ -83,8 +84,6 @@ class RedisLink {
   size_t subscription_count() const { return channels_.size(); }
   void on_subscriber(Subscriber fn) { on_subscriber_ = std::move(fn); }
 
-  // Reconnects and command timeouts; call every ~100 ms.
-  void tick(int64_t now);
   // Writes what the commands of this loop turn queued, now rather than at the
   // next poll: called before clients' output is flushed, so that a SUBSCRIBE
   // (a join) or a PUBLISH leaves before the ack that tells a client it is done.
@@ -129,6 +128,11 @@ class RedisLink {
   void send_subscription(const char* verb, const std::vector<std::string>& channels);
   void subscriber_event(bool subscribed);
   bool raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted);
+  // One timer for the earliest of: a reconnect, a connect deadline, the
+  // oldest command's timeout (checked lazily: it fires at the deadline of the
+  // command that was oldest when armed, then follows the new oldest).
+  void rearm();
+  void on_timer();
 
   static void on_connect(const redisAsyncContext* ac, int status);
   static void on_disconnect(const redisAsyncContext* ac, int status);
@@ -136,6 +140,7 @@ class RedisLink {
   static void on_sub_reply(redisAsyncContext* ac, void* reply, void* privdata);
 
   uv_loop_t* loop_;
+  Timers& timers_;
   CoreConf::Redis conf_;
   Message on_message_;
   StateChange on_state_;
@@ -149,6 +154,7 @@ class RedisLink {
   uint64_t dropped_ = 0;
   bool destroying_ = false;
   bool started_ = false;
+  Timer timer_{timers_, [](void* l) { static_cast<RedisLink*>(l)->on_timer(); }, this};
 };
 
 }  // namespace dr::cluster

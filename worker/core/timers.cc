@@ -1,8 +1,59 @@
 #include "core/timers.h"
 
 #include <algorithm>
+#include <exception>
+
+#include "core/log.h"
 
 namespace dr {
+
+namespace {
+void run_guarded(const std::function<void()>& fn, const char* what) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    logf(LogLevel::Error, "%s: %s", what, e.what());
+  } catch (...) {
+    logf(LogLevel::Error, "%s: unknown exception", what);
+  }
+}
+}  // namespace
+
+void CallbackTimer::fire(void* p) {
+  auto* self = static_cast<CallbackTimer*>(p);
+  bool gone = false;
+  self->gone_ = &gone;
+  auto fn = std::move(self->fn_);  // kept alive even if the callback destroys its owner
+  run_guarded(fn, "timer callback");
+  if (gone) return;
+  self->gone_ = nullptr;
+  self->fn_ = std::move(fn);
+}
+
+void Timers::OneShot::fire(void* p) {
+  auto* self = static_cast<OneShot*>(p);
+  Timers& owner = self->timer.timers();
+  auto fn = std::move(self->fn);
+  owner.one_shots_.erase(self->self);
+  run_guarded(fn, "timer callback");
+}
+
+void Timers::post(std::function<void()> fn) {
+  posted_.push_back(std::move(fn));
+  if (!posted_timer_.armed()) posted_timer_.arm_at(now());
+}
+
+void Timers::run_posted() {
+  auto todo = std::move(posted_);
+  posted_.clear();
+  for (auto& fn : todo) run_guarded(fn, "posted callback");
+}
+
+void Timers::after(int64_t ms, std::function<void()> fn) {
+  auto& o = one_shots_.emplace_back(*this, std::move(fn));
+  o.self = std::prev(one_shots_.end());
+  o.timer.arm_in(ms);
+}
 
 void Timer::arm_at(int64_t deadline) {
   deadline_ = deadline;

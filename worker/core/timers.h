@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <vector>
 
 #include "core/uv_util.h"
@@ -47,6 +48,32 @@ class Timer {
   size_t index_ = kNotArmed;
 };
 
+// A timer that owns its callback, for code that keeps a function rather than
+// embedding a Timer in an object (cluster requests, modules). It may be
+// re-armed or destroyed from its own callback; a callback's exception is
+// logged, never let out into libuv.
+class CallbackTimer {
+ public:
+  CallbackTimer(Timers& timers, std::function<void()> fn) : fn_(std::move(fn)), timer_(timers, fire, this) {}
+  ~CallbackTimer() {
+    if (gone_) *gone_ = true;
+  }
+  CallbackTimer(const CallbackTimer&) = delete;
+  CallbackTimer& operator=(const CallbackTimer&) = delete;
+
+  void arm_at(int64_t deadline) { timer_.arm_at(deadline); }
+  void arm_in(int64_t ms) { timer_.arm_in(ms); }
+  void cancel() { timer_.cancel(); }
+  bool armed() const { return timer_.armed(); }
+  int64_t deadline() const { return timer_.deadline(); }
+
+ private:
+  static void fire(void* self);
+  std::function<void()> fn_;
+  bool* gone_ = nullptr;  // set while the callback runs: tells it the owner went
+  Timer timer_;
+};
+
 class Timers {
  public:
   using Clock = std::function<int64_t()>;
@@ -64,6 +91,14 @@ class Timers {
   // The earliest deadline (0 when none is armed).
   int64_t next_deadline() const { return heap_.empty() ? 0 : heap_.front()->deadline_; }
 
+  // Runs `fn` from the loop once the current event is handled, never inside
+  // the call that posts it (nginx's posted events): a callback that must not
+  // run inside the operation that asked for it, a close found mid-loop.
+  void post(std::function<void()> fn);
+  // Runs `fn` once, `ms` from now; the facility owns it (no cancelling: for
+  // deadlines whose callback checks whether it still matters).
+  void after(int64_t ms, std::function<void()> fn);
+
  private:
   friend class Timer;
   bool before(const Timer* a, const Timer* b) const {
@@ -80,8 +115,20 @@ class Timers {
   void remove(Timer& t);
   void rearm_loop_timer();
 
+  void run_posted();
+
+  struct OneShot {
+    OneShot(Timers& t, std::function<void()> f) : fn(std::move(f)), timer(t, fire, this) {}
+    static void fire(void* self);
+    std::function<void()> fn;
+    Timer timer;
+    std::list<OneShot>::iterator self;
+  };
   Clock clock_;
   std::vector<Timer*> heap_;
+  std::vector<std::function<void()>> posted_;
+  Timer posted_timer_{*this, [](void* t) { static_cast<Timers*>(t)->run_posted(); }, this};
+  std::list<OneShot> one_shots_;
   uint64_t next_order_ = 0;
   uv_loop_t* loop_ = nullptr;
   UvHandle<uv_timer_t> uv_timer_;

@@ -25,7 +25,19 @@
 namespace dr {
 namespace {
 
-constexpr uint64_t kTickMs = 100;
+// A module's Timeout (module.h) on the worker's facility.
+constexpr uint64_t kDrainStepMs = 10;  // the finest slice of a drain spread
+
+class ModuleTimeout final : public Timeout {
+ public:
+  ModuleTimeout(Timers& timers, std::function<void()> fn) : timer_(timers, std::move(fn)) {}
+  void arm_in(uint64_t ms) override { timer_.arm_in(int64_t(ms)); }
+  void cancel() override { timer_.cancel(); }
+  bool armed() const override { return timer_.armed(); }
+
+ private:
+  CallbackTimer timer_;
+};
 
 struct Route {
   Listener where;
@@ -53,6 +65,11 @@ class WorkerRuntime final : public Worker, public http::Host {
   // ---- Worker (the module API)
   uv_loop_t* loop() override { return &loop_; }
   int slot() const override { return slot_; }
+  int64_t now_ms() const override { return timers_.now(); }
+  std::unique_ptr<Timeout> timeout(std::function<void()> fn) override {
+    return std::make_unique<ModuleTimeout>(timers_, std::move(fn));
+  }
+  void post(std::function<void()> fn) override { timers_.post(std::move(fn)); }
   const ModuleConf* conf(const Module& m, std::string_view nsp) const override { return cfg_->module_conf(m, nsp); }
   std::vector<std::string> namespaces() const override {
     std::vector<std::string> out;
@@ -136,7 +153,7 @@ class WorkerRuntime final : public Worker, public http::Host {
   }
   void accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body);
   void before_poll();
-  void tick();
+  void drain_step();
   void on_signal(int sig);
   void stop_gracefully();
   void set_limits();
@@ -160,13 +177,14 @@ class WorkerRuntime final : public Worker, public http::Host {
   std::vector<std::unique_ptr<http::Connection>> dead_;
   std::vector<Route> routes_;
   UvHandle<uv_prepare_t> prepare_;
-  UvHandle<uv_timer_t> tick_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   cluster::RedisAdapter* redis_ = nullptr;       // owned by sio_, when Redis is configured
   std::unique_ptr<cluster::LocalOps> local_ops_;  // the cluster API without Redis
   bool stopping_ = false;
-  size_t drain_per_tick_ = 0;
-  int64_t stop_deadline_ = 0;
+  CallbackTimer drain_timer_{timers_, [this] { drain_step(); }};
+  CallbackTimer stop_timer_{timers_, [this] { uv_stop(&loop_); }};  // worker_shutdown_timeout
+  size_t drain_per_step_ = 0;
+  int64_t drain_step_ms_ = 0;
 };
 
 // `body`: the listener kind (u32) and the bytes another worker already read.
@@ -342,32 +360,30 @@ void WorkerRuntime::before_poll() {
     if (dirty_.empty() && !eio_.flush_pending()) break;
   }
   dead_.clear();
+  if (stopping_ && conns_.empty()) uv_stop(&loop_);  // a graceful stop ends with its last connection
 }
 
-void WorkerRuntime::tick() {
-  int64_t now = now_ms();
-  if (redis_) redis_->tick(now);
-  if (local_ops_) local_ops_->tick(now);
-  if (stopping_) {
-    // Tell clients to reconnect a slice at a time across the spread window.
-    if (drain_per_tick_) eio_.close_some("server shutting down", drain_per_tick_);
-    if (conns_.empty() || now >= stop_deadline_) uv_stop(&loop_);
-  }
-}
-
+// Clients are told to reconnect a slice at a time across the spread window,
+// so that they do not all come back to the other workers at once.
 void WorkerRuntime::stop_gracefully() {
   if (stopping_) return;
   stopping_ = true;
-  stop_deadline_ = now_ms() + int64_t(cfg_->core.worker_shutdown_timeout);
+  stop_timer_.arm_in(int64_t(cfg_->core.worker_shutdown_timeout));
   size_t polling = eio_.close_polling("server shutting down");
   size_t sessions = eio_.session_count() - std::min(polling, eio_.session_count());
   logf(LogLevel::Notice, "worker %d: graceful stop, %zu sessions", slot_, sessions + polling);
   uint64_t spread = std::min(cfg_->core.worker_shutdown_spread, cfg_->core.worker_shutdown_timeout);
-  uint64_t ticks = std::max<uint64_t>(1, spread / kTickMs);
-  drain_per_tick_ = std::max<size_t>(1, (sessions + ticks - 1) / ticks);
-  eio_.close_some("server shutting down", drain_per_tick_);
+  uint64_t steps = std::clamp<uint64_t>(spread / kDrainStepMs, 1, std::max<size_t>(sessions, 1));
+  drain_step_ms_ = int64_t(spread / steps);
+  drain_per_step_ = std::max<size_t>(1, (sessions + steps - 1) / steps);
+  drain_step();
   for (auto& [raw, c] : conns_)
     c->drain(1000);
+}
+
+void WorkerRuntime::drain_step() {
+  eio_.close_some("server shutting down", drain_per_step_);
+  if (eio_.session_count()) drain_timer_.arm_in(drain_step_ms_);
 }
 
 void WorkerRuntime::on_signal(int sig) {
@@ -422,9 +438,9 @@ int WorkerRuntime::run(int channel_fd) {
   } else {
     sio_.set_adapter(std::make_unique<sio::LocalAdapter>([this](const sio::EncodedBroadcast& b) { sio_.deliver(b); },
                                                          relay));
-    local_ops_ = std::make_unique<cluster::LocalOps>(&loop_, sio_);
+    local_ops_ = std::make_unique<cluster::LocalOps>(timers_, sio_);
     cluster::install(local_ops_.get());
-    cluster::install_redis_api(&loop_, nullptr, cfg_->core.redis.app_prefix);  // commands answer "unavailable"
+    cluster::install_redis_api(timers_, nullptr, cfg_->core.redis.app_prefix);  // commands answer "unavailable"
   }
 
   if (!channel_.open(
@@ -454,10 +470,6 @@ int WorkerRuntime::run(int channel_fd) {
   prepare_.initialized = true;
   prepare_.get()->data = this;
   uv_prepare_start(prepare_.get(), [](uv_prepare_t* p) { static_cast<WorkerRuntime*>(p->data)->before_poll(); });
-  uv_timer_init(&loop_, tick_.get());
-  tick_.initialized = true;
-  tick_.get()->data = this;
-  uv_timer_start(tick_.get(), [](uv_timer_t* t) { static_cast<WorkerRuntime*>(t->data)->tick(); }, kTickMs, kTickMs);
 
   uv_run(&loop_, UV_RUN_DEFAULT);
 

@@ -243,6 +243,7 @@ class Server {
  public:
   Server(const Config& cfg, Timers& timers);
   ~Server();
+  Timers& timers() const { return ack_timer_.timers(); }  // the worker's facility
 
   void set_adapter(std::unique_ptr<Adapter> a) { adapter_ = std::move(a); }
   Adapter& adapter() { return *adapter_; }
