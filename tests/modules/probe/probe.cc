@@ -345,37 +345,33 @@ void on_presence(dr::Socket& s, dr::Event& e) {
   });
 }
 
-// Answers later, holding the socket meanwhile: its next events must wait.
+// Answers later (on the worker's timer facility), holding the socket
+// meanwhile: its next events must wait.
 void on_later(dr::Worker& w, dr::Socket& s, dr::Event& e) {
   const json_t* in = arg0(e);
   json_int_t ms = json_integer_value(json_object_get(in, "ms"));
   struct Later {
-    uv_timer_t timer;
+    std::unique_ptr<dr::Timeout> timeout;
     std::shared_ptr<void> hold;
     std::weak_ptr<dr::Socket> socket;
     dr::Event event;  // name and ack id
     dr::Json value;
   };
-  auto later = std::make_unique<Later>();
+  auto later = std::make_shared<Later>();
   later->hold = s.hold();
   later->socket = s.weak();
   later->event.name = e.name;
   later->event.ack_id = e.ack_id;
   const json_t* v = json_object_get(in, "value");
   later->value = dr::Json(v ? json_incref(const_cast<json_t*>(v)) : json_null());
-  uv_timer_init(w.loop(), &later->timer);
-  later->timer.data = later.get();
-  uv_timer_start(
-      &later->timer,
-      [](uv_timer_t* t) {
-        auto* l = static_cast<Later*>(t->data);
-        if (auto sock = l->socket.lock()) dr::ack_data(*sock, l->event, std::move(l->value));
-        uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) {
-          std::unique_ptr<Later> owned(static_cast<Later*>(h->data));  // releases the hold
-        });
-      },
-      uint64_t(ms > 0 ? ms : 0), 0);
-  later.release();  // owned by the timer until its close callback
+  // The state lives in the timeout's callback; the callback lets the timeout
+  // go (a Timeout may be destroyed inside its own callback), which frees the
+  // state and releases the hold.
+  later->timeout = w.timeout([later] {
+    if (auto sock = later->socket.lock()) dr::ack_data(*sock, later->event, std::move(later->value));
+    auto gone = std::move(later->timeout);
+  });
+  later->timeout->arm_in(uint64_t(ms > 0 ? ms : 0));
 }
 
 dr::Json reply_json(const dr::redis::Reply& r) {
