@@ -245,6 +245,29 @@ test('through 1-byte TCP segments: binaries arrive whole and malformed msgpack s
   assert.equal((await ack(s, 'probe:whoami')).data.sid, s.id, 'the segmented client is still served');
 });
 
+// ------------------------------------------------------------ admin UI
+
+// @socket.io/admin-ui's dashboard has a "msgpack" parser choice: its
+// namespace goes through the server's parser like any other.
+test('the Admin UI namespace speaks msgpack under parser msgpack', async (t, ctx) => {
+  const HASH = '$2a$10$0AYDnleGO/R8/js8ewVwKei2HX1k8B5AYczpMgoHiUUL1fEze2SzC';  // bcrypt of "changeit"
+  const srv = await ctx.startServer({
+    workers: 1, modules: ['auth_jwt.so', 'admin.so'], probe: false,
+    extraServer: ['parser msgpack;', 'namespace /admin-ui { auth_jwt off; }', 'admin_ui_namespace /admin-ui;',
+      `admin_ui_auth basic admin ${HASH};`].join('\n'),
+  });
+  const s = ctx.socket(srv, '/admin-ui', { ...withParser, auth: { username: 'admin', password: 'changeit' } });
+  const inbox = new Inbox(s);
+  await withTimeout(new Promise((resolve, reject) => { s.once('connect', resolve); s.once('connect_error', reject); }),
+    5000, 'the dashboard connect');
+  const [sessionId] = await inbox.wait('session');
+  assert.match(sessionId, /^[0-9a-f]{16}$/);
+  const [config] = await inbox.wait('config');
+  assert.ok(config.supportedFeatures.includes('EMIT'));
+  const bad = await ctx.connectError(srv, '/admin-ui', { ...withParser, auth: { username: 'admin', password: 'nope' } });
+  assert.equal(bad.message, 'invalid credentials');
+});
+
 // ------------------------------------------------------------ configuration
 
 test('the parser directive: a bad value and a namespace block are refused with file:line', async () => {

@@ -250,6 +250,30 @@ TEST(SioMsgpackDecode, DeepNestingIsRefusedNotOverflowed) {
   EXPECT_FALSE(decode_err(m).empty());
 }
 
+TEST(SioMsgpackDecode, RepeatedKeyCountsLastAndLeavesNoOrphanBinary) {
+  // data ["x", {a: bin "1", a: bin "2"}] (found by the fuzz target: tests/fuzz/corpus/sio_msgpack)
+  Packet p = decode_ok("83a47479706502a36e7370a12fa46461746192a17882a161c40131a161c40132");
+  EXPECT_EQ(data_text(p), R"(["x",{"a":{"_placeholder":true,"num":0}}])");
+  ASSERT_EQ(p.attachments.size(), 1u);
+  EXPECT_EQ(p.attachments[0], "2");
+}
+
+TEST(SioMsgpackDecode, NulInAKeyIsRefused) {
+  EXPECT_EQ(decode_err(unhex("83a47479706502a36e7370a12fa46461746192a17881a20061c0")), "a map key holds a NUL");
+}
+
+TEST(SioMsgpackDecode, AnExtPairBeyondTheNestingTheEncoderCanWriteIsRefused) {
+  // The map, the data array and 30 arrays: 32 containers, the most msgpack-c
+  // reads; an unknown ext inside would need a 33rd for [type, bin].
+  std::string m = unhex("83a47479706502a36e7370a12fa464617461") + std::string(31, '\x91') + unhex("d50501 02");
+  EXPECT_EQ(decode_err(m), "nested too deep");
+  std::string ok = unhex("83a47479706502a36e7370a12fa464617461") + std::string(30, '\x91') + unhex("d50501 02");
+  Packet p;
+  std::string err;
+  EXPECT_FALSE(decode_msgpack(ok, p, err));  // [[...[pair]]]: the first element is not an event name
+  EXPECT_EQ(err, "invalid payload");
+}
+
 TEST(SioMsgpackDecode, IntegerKeysAndWholeFloatsAsJavaScriptReadsThem) {
   // {1: "a"} keys by text; type 2.0 (float64) is the integer 2.
   Packet p;

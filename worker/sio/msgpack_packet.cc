@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <unordered_map>
+#include <vector>
 
 #include "cluster/msgpack_json.h"
 
@@ -78,14 +80,18 @@ Json placeholder(std::vector<std::string>& attachments, const char* ptr, size_t 
   return ph;
 }
 
+// msgpack-c's parser reads at most this many nested containers (the packet's
+// map included): what the encoder writes must stay within it to be read back.
+constexpr int kMaxNesting = 32;
+
 // msgpack -> the JSON + attachments form. Null (with `err`) when the value is
-// refused; `undefined` is set for notepack's `undefined`. Nesting is bounded
-// by msgpack-c's parser (32 levels), so the recursion is too.
+// refused; `undefined` is set for notepack's `undefined`. `depth`: the
+// containers around `o`; msgpack-c's parser bounds it, so the recursion too.
 class Reader {
  public:
   Reader(std::vector<std::string>& attachments, std::string& err) : attachments_(attachments), err_(err) {}
 
-  Json value(const msgpack_object& o, bool& undefined) {
+  Json value(const msgpack_object& o, bool& undefined, int depth) {
     undefined = false;
     switch (o.type) {
       case MSGPACK_OBJECT_NIL:
@@ -98,19 +104,25 @@ class Reader {
       case MSGPACK_OBJECT_BIN:
         return placeholder(attachments_, o.via.bin.ptr, o.via.bin.size);
       case MSGPACK_OBJECT_EXT:
-        return ext(o.via.ext, undefined);
+        return ext(o.via.ext, undefined, depth);
       case MSGPACK_OBJECT_ARRAY: {
         Json arr(json_array());
         for (uint32_t i = 0; i < o.via.array.size; i++) {
           bool undef;
-          Json v = value(o.via.array.ptr[i], undef);
+          Json v = value(o.via.array.ptr[i], undef, depth + 1);
           if (!v) return v;
           json_array_append_new(arr.get(), v.release());  // undefined is null here, as in JSON
         }
         return arr;
       }
       case MSGPACK_OBJECT_MAP:
-        return map(o);
+        return map(o, depth);
+      case MSGPACK_OBJECT_FLOAT32:
+      case MSGPACK_OBJECT_FLOAT64:
+        // JavaScript has one number type: 2.0 is 2, as the text parser reads "2".
+        if (std::trunc(o.via.f64) == o.via.f64 && o.via.f64 >= -0x1p63 && o.via.f64 < 0x1p63)
+          return Json(json_integer(json_int_t(o.via.f64)));
+        [[fallthrough]];
       default: {  // booleans and numbers, as the Redis adapter reads them
         std::vector<std::string> none;
         return cluster::to_json(o, none);
@@ -124,19 +136,30 @@ class Reader {
     return nullptr;
   }
 
-  Json map(const msgpack_object& o) {
-    Json obj(json_object());
-    for (uint32_t i = 0; i < o.via.map.size; i++) {
+  Json map(const msgpack_object& o, int depth) {
+    // The keys first: a repeated key counts last, as in a JavaScript object,
+    // and only that value is read (an earlier one's binaries would be orphans).
+    const uint32_t n = o.via.map.size;
+    std::vector<std::string> keys(n);
+    std::unordered_map<std::string_view, uint32_t> last;
+    last.reserve(n);
+    for (uint32_t i = 0; i < n; i++) {
       const msgpack_object& k = o.via.map.ptr[i].key;
-      std::string key;
-      if (k.type == MSGPACK_OBJECT_STR) key.assign(k.via.str.ptr, k.via.str.size);
-      else if (auto n = cluster::as_int(&k)) key = std::to_string(*n);  // JavaScript keys numbers by their text
+      if (k.type == MSGPACK_OBJECT_STR) keys[i].assign(k.via.str.ptr, k.via.str.size);
+      else if (auto v = cluster::as_int(&k)) keys[i] = std::to_string(*v);  // JavaScript keys numbers by their text
       else return fail("a map key is neither a string nor an integer");
+      // Keys are C strings to jansson's iterators (and JSON text refuses \u0000 in them).
+      if (keys[i].find('\0') != std::string::npos) return fail("a map key holds a NUL");
+    }
+    for (uint32_t i = 0; i < n; i++) last[keys[i]] = i;
+    Json obj(json_object());
+    for (uint32_t i = 0; i < n; i++) {
+      if (last[keys[i]] != i) continue;
       bool undef;
-      Json v = value(o.via.map.ptr[i].val, undef);
+      Json v = value(o.via.map.ptr[i].val, undef, depth + 1);
       if (!v) return v;
       if (undef) continue;  // as JSON.stringify drops an undefined member
-      if (json_object_setn_new(obj.get(), key.data(), key.size(), v.release()) != 0)
+      if (json_object_setn_new(obj.get(), keys[i].data(), keys[i].size(), v.release()) != 0)
         return fail("a map key is not UTF-8");
     }
     if (json_is_true(json_object_get(obj.get(), "_placeholder")))
@@ -149,7 +172,7 @@ class Reader {
   // msgpack-c reads the ext in place in the message (ptr[-1] is its type
   // byte), so the byte before that is the fixext's own marker, or the last
   // byte of an ext 8/16/32 length, which a fixext's size never equals.
-  Json ext(const msgpack_object_ext& e, bool& undefined) {
+  Json ext(const msgpack_object_ext& e, bool& undefined, int depth) {
     const auto marker = e.size == 1 || e.size == 8 ? uint8_t(e.ptr[-2]) : 0;
     if (e.type == 0 && e.size == 1 && marker == 0xd4) {
       undefined = true;
@@ -157,7 +180,9 @@ class Reader {
     }
     if (e.type == 0 && e.size == 8 && marker == 0xd7) return iso_date(be64(e.ptr));
     if (e.type == 0) return placeholder(attachments_, e.ptr, e.size);
-    Json pair(json_array());  // [type, Buffer], as notepack.io decodes an unknown ext
+    // [type, Buffer], as notepack.io decodes an unknown ext: one level more.
+    if (depth + 1 > kMaxNesting) return fail("nested too deep");
+    Json pair(json_array());
     json_array_append_new(pair.get(), json_integer(e.type));
     json_array_append_new(pair.get(), placeholder(attachments_, e.ptr, e.size).release());
     return pair;
@@ -207,7 +232,7 @@ bool decode_msgpack(std::string_view bytes, Packet& out, std::string& err) {
   Reader reader(p.attachments, err);
   if (data) {
     bool undefined;
-    p.data = reader.value(*data, undefined);
+    p.data = reader.value(*data, undefined, 1);
     if (!p.data) return false;
     if (undefined) p.data = nullptr;  // as if absent
   }
