@@ -17,7 +17,7 @@ import { createAdapter } from '@socket.io/redis-adapter';
 import msgpackParser from 'socket.io-msgpack-parser';
 import {
   test, Scope, startServer, ack, Inbox, startRedis, redisLines, waitFor, waitSubscribed, rawWs, withTimeout,
-  closedWithin, token, testConfig, tmpDir, writeConf, freePort, rnd, once,
+  closedWithin, token, testConfig, tmpDir, writeConf, freePort, rnd, once, switchableProxy, io,
 } from './lib/harness.mjs';
 
 const encoder = new msgpackParser.Encoder();
@@ -154,6 +154,38 @@ test('broadcasts: json daemon → msgpack clients, msgpack daemon → json clien
   assert.ok(fromNode[1].equals(Buffer.from([9, 9])));
   assert.deepEqual(fromNode[2], { n: 1 });
   await jIn.wait('news', (args) => args[0] === 'from-node');
+});
+
+// Connection state recovery (on by default with Redis) records events as
+// text headers and replays them: under msgpack they reach the client as msgpack.
+test('connection state recovery under msgpack: offsets, and the missed events (with a Buffer) replayed', { timeout: 30000 }, async (t, ctx) => {
+  const srv = await ctx.startServer({ workers: 1, extraServer: `parser msgpack;\n${redisLines(redis)}` });
+  const p = await switchableProxy(srv);
+  ctx.defer(() => p.close());
+  const room = `rec-${rnd()}`;
+  const s = ctx.track(io(p.url ?? `http://127.0.0.1:${p.port}`, {
+    ...withParser, transports: ['websocket'], forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200,
+    timeout: 3000, auth: { token: token('rec') },
+  }));
+  const hello = once(s, 'probe:hello');
+  await once(s, 'connect');
+  const [greeting, offset] = await hello;  // a recorded socket.emit, through the text header and back
+  assert.equal(greeting, 'hi there');
+  assert.equal(s._lastOffset, offset);
+  await ack(s, 'probe:join', { room });
+  await waitSubscribed(redis, room, 1);
+  const inbox = new Inbox(s, ['missed']);
+  const talker = await ctx.connect(srv, '/', { ...withParser, userId: 'talker' });
+  const gone = once(s, 'disconnect');
+  p.drop();
+  await gone;
+  await ack(talker, 'probe:emit', { rooms: [room], event: 'missed', args: [1, Buffer.from('b1')] });
+  await ack(talker, 'probe:emit', { rooms: [room], event: 'missed', args: [2] });
+  await once(s, 'connect', 5000);
+  assert.equal(s.recovered, true);
+  await inbox.wait('missed', (a) => a[0] === 2);
+  assert.deepEqual(inbox.of('missed').map((a) => a[0]), [1, 2]);
+  assert.ok(inbox.of('missed')[0][1].equals(Buffer.from('b1')));
 });
 
 // ------------------------------------------------------ malformed input
