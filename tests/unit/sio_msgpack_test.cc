@@ -258,6 +258,20 @@ TEST(SioMsgpackDecode, RepeatedKeyCountsLastAndLeavesNoOrphanBinary) {
   EXPECT_EQ(p.attachments[0], "2");
 }
 
+TEST(SioMsgpackDecode, AThousandBinariesAtMost) {
+  auto with = [](size_t n) {
+    std::string m = unhex("83a47479706502a36e7370a12fa464617461dc") + char(n >> 8) + char(n & 0xff);
+    m += unhex("a178");  // the event name
+    for (size_t i = 1; i < n; i++) m += unhex("c400");
+    return m;
+  };
+  Packet p;
+  std::string err;
+  EXPECT_TRUE(decode_msgpack(with(1001), p, err)) << err;
+  EXPECT_EQ(p.attachments.size(), 1000u);
+  EXPECT_EQ(decode_err(with(1002)), "too many binaries");
+}
+
 TEST(SioMsgpackDecode, NulInAKeyIsRefused) {
   EXPECT_EQ(decode_err(unhex("83a47479706502a36e7370a12fa46461746192a17881a20061c0")), "a map key holds a NUL");
 }

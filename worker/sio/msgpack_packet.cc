@@ -83,6 +83,10 @@ Json placeholder(std::vector<std::string>& attachments, const char* ptr, size_t 
 // msgpack-c's parser reads at most this many nested containers (the packet's
 // map included): what the encoder writes must stay within it to be read back.
 constexpr int kMaxNesting = 32;
+// Each binary costs a placeholder object here: a message of 2-byte empty
+// bins must not become hundreds of thousands of them (the text parser's
+// limit is 10 attachments; msgpack clients inline binaries more freely).
+constexpr size_t kMaxBinaries = 1000;
 
 // msgpack -> the JSON + attachments form. Null (with `err`) when the value is
 // refused; `undefined` is set for notepack's `undefined`. `depth`: the
@@ -102,6 +106,7 @@ class Reader {
         return Json(s);
       }
       case MSGPACK_OBJECT_BIN:
+        if (attachments_.size() >= kMaxBinaries) return fail("too many binaries");
         return placeholder(attachments_, o.via.bin.ptr, o.via.bin.size);
       case MSGPACK_OBJECT_EXT:
         return ext(o.via.ext, undefined, depth);
@@ -179,6 +184,7 @@ class Reader {
       return Json(json_null());
     }
     if (e.type == 0 && e.size == 8 && marker == 0xd7) return iso_date(be64(e.ptr));
+    if (attachments_.size() >= kMaxBinaries) return fail("too many binaries");
     if (e.type == 0) return placeholder(attachments_, e.ptr, e.size);
     // [type, Buffer], as notepack.io decodes an unknown ext: one level more.
     if (depth + 1 > kMaxNesting) return fail("nested too deep");

@@ -24,7 +24,7 @@ std::string encode_msgpack(const Packet& p);
 // array, as JSON.stringify writes it), fixext 8 of type 0 is a Date (its ISO
 // 8601 string, as JSON.stringify writes it), any other ext is [type, bin].
 // A map shaped like a placeholder ({"_placeholder": true, ...}) is refused:
-// it would read as a binary of the packet.
+// it would read as a binary of the packet. At most 1000 binaries a packet.
 bool decode_msgpack(std::string_view bytes, Packet& out, std::string& err);
 
 }  // namespace dr::sio
