@@ -224,6 +224,18 @@ bool set_event_log(ModuleConf* c, const std::vector<std::string>& a, std::string
   return true;
 }
 
+// parser json | msgpack
+bool set_parser(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto* core = static_cast<CoreConf*>(c);
+  if (a[0] == "json") core->parser = CoreConf::Parser::Json;
+  else if (a[0] == "msgpack") core->parser = CoreConf::Parser::Msgpack;
+  else {
+    err = "unknown parser \"" + a[0] + "\", expected \"json\" or \"msgpack\"";
+    return false;
+  }
+  return true;
+}
+
 bool set_metrics_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   if (a.size() == 1 && a[0] == "off") {  // e.g. ${METRICS_PORT:-off}: served on the main listener
     static_cast<CoreConf*>(c)->metrics_listen.clear();
@@ -410,6 +422,8 @@ const Directive core_directives[] = {
      "a client whose unsent output (a connection's, a long-polling session's queue, events waiting for a handler) grows past this is closed"},
     {"client_batch", S, 1, 1, set_flag<&CoreConf::client_batch>, "off", true,
      "accept the client event \"batch\" [{event, data}, ...]: each item handled as if sent alone"},
+    {"parser", S, 1, 1, set_parser, "json", false,
+     "Socket.IO packet encoding of every client: json (socket.io-parser) or msgpack (socket.io-msgpack-parser)"},
     {"server_batch_events", S, 1, -1, set_server_batch_events, "(none)", true,
      "events coalesced per socket into one \"batch\" event for clients that connect with auth.batch: true"},
     {"server_batch_interval", S, 1, 1, set_msec<&CoreConf::server_batch_interval>, "100ms", true,

@@ -3,6 +3,7 @@
 // used, so a reload that fails leaves the running cycle untouched.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -52,6 +53,11 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   uint64_t client_max_header_size = 16 * 1024;
   uint64_t max_output_buffer = 4 * 1024 * 1024;  // a slower client is dropped
   bool client_batch = false;
+  // The Socket.IO parser of every client: socket.io-parser's text (json) or
+  // socket.io-msgpack-parser's. One for the server, as in Node: all the
+  // namespaces of a client share one Engine.IO connection.
+  enum class Parser : uint8_t { Json, Msgpack };
+  Parser parser = Parser::Json;
   // Server batching: events (optionally only when a field of their data has a
   // value) coalesced per socket for clients that connect with auth.batch true.
   struct BatchRule {

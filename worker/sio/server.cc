@@ -10,6 +10,7 @@
 #include "core/metrics.h"
 #include "core/uv_util.h"
 #include "depth-realtime/validate.h"
+#include "sio/msgpack_packet.h"
 
 namespace dr::sio {
 
@@ -106,7 +107,7 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   b.header = encode(p);
   b.attachments = std::move(p.attachments);
   b.offset = std::move(offset);
-  client_->send_encoded(encode_packets(b.header, b.attachments), false);
+  client_->send_encoded(server_.wire(b.header, b.attachments), false);
   server_.adapter().record(b);
 }
 
@@ -448,7 +449,7 @@ void SocketImpl::flush_batch() {
   if (ns_.name() != "/") header += ns_.name() + ",";
   header += "[\"batch\",[" + batch_buf_ + "]]";
   batch_buf_.clear();
-  client_->send_encoded(encode_packets(header, {}), false);
+  client_->send_encoded(server_.wire(header, {}), false);
 }
 
 void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments) {
@@ -627,12 +628,13 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
 
 // ---------------------------------------------------------------- client
 
-Client::Client(Server& server, eio::Session& session) : server_(server), session_(session) {}
+Client::Client(Server& server, eio::Session& session)
+    : server_(server), session_(session), msgpack_(server.config().core.parser == CoreConf::Parser::Msgpack) {}
 Client::~Client() {
   for (auto& [nsp, s] : sockets_) s->client_ = nullptr;
 }
 
-void Client::send(const Packet& p, bool is_volatile) { send_encoded(encode_packets(p), is_volatile); }
+void Client::send(const Packet& p, bool is_volatile) { send_encoded(server_.wire(p), is_volatile); }
 
 void Client::send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile) {
   for (size_t i = 0; i < packets.size(); i++) {
@@ -646,7 +648,13 @@ void Client::on_message(bool binary, std::string_view data) {
   Packet p;
   std::string err;
   packet_bytes_ += data.size();
-  auto r = binary ? decoder_.add_binary(data, p, err) : decoder_.add_text(data, p, err);
+  Decoder::Result r;
+  if (msgpack_) {  // one binary message a packet
+    if (!binary) err = "a text message under the msgpack parser";
+    r = binary && decode_msgpack(data, p, err) ? Decoder::Result::Packet : Decoder::Result::Error;
+  } else {
+    r = binary ? decoder_.add_binary(data, p, err) : decoder_.add_text(data, p, err);
+  }
   if (r == Decoder::Result::NeedMore) return;
   size_t wire_bytes = std::exchange(packet_bytes_, 0);
   if (r == Decoder::Result::Error) {
@@ -835,7 +843,24 @@ std::string Server::batch_item(std::string_view event, const Payload& args) cons
 void Server::deliver(const EncodedBroadcast& b) {
   Namespace* ns = find(b.opts.nsp);
   if (!ns) return;
-  ns->deliver(b, encode_packets(b.header, b.attachments));  // encoded once for every recipient
+  ns->deliver(b, wire(b.header, b.attachments));  // encoded once for every recipient
+}
+
+std::vector<eio::OutRef> Server::wire(const Packet& p) const {
+  if (cfg_->core.parser == CoreConf::Parser::Json) return encode_packets(p);
+  return {eio::make_binary(encode_msgpack(p))};
+}
+
+std::vector<eio::OutRef> Server::wire(std::string_view header, const std::vector<std::string>& attachments) const {
+  if (cfg_->core.parser == CoreConf::Parser::Json) return encode_packets(header, attachments);
+  // Broadcasts travel as text headers (between workers, in the recovery
+  // store): read back once per broadcast, not once per recipient.
+  Packet p;
+  if (!decode_encoded(header, attachments, p)) {
+    logf(LogLevel::Error, "a packet of this server does not parse, not sent: %.80s", std::string(header).c_str());
+    return {};
+  }
+  return wire(p);
 }
 
 // Deadlines are on the wall clock (they come from other nodes too); one timer
@@ -973,7 +998,7 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
   for (auto& b : missed) {
     if (!b.opts.rooms.empty() && !in_any(b.opts.rooms)) continue;
     if (in_any(b.opts.except)) continue;
-    client_->send_encoded(encode_packets(b.header, b.attachments), false);
+    client_->send_encoded(server_.wire(b.header, b.attachments), false);
   }
   server_.adapter().recovery_done(true);
   logf(LogLevel::Debug, "recovery: socket %s on %s resumed, %zu of %zu rooms kept", id_.c_str(), ns_.name().c_str(),
@@ -1040,7 +1065,7 @@ size_t Server::deliver_with_ack(const EncodedBroadcast& b, uint64_t ack_id, int6
                                 const std::function<void(bool timed_out, Payload reply)>& on_ack) {
   Namespace* ns = find(b.opts.nsp);
   if (!ns) return 0;
-  auto packets = encode_packets(b.header, b.attachments);  // encoded once for every recipient
+  auto packets = wire(b.header, b.attachments);  // encoded once for every recipient
   size_t n = 0;
   for (SocketImpl* s : ns->select(b.opts.rooms, b.opts.except)) {
     if (!s->client_) continue;

@@ -233,7 +233,8 @@ class Client final : public eio::SessionHandler {
   void handle(Packet& p, size_t wire_bytes);
   Server& server_;
   eio::Session& session_;
-  Decoder decoder_;
+  const bool msgpack_;  // the server's parser when the client came (a reload changing it starts new workers)
+  Decoder decoder_;     // of the json parser
   size_t packet_bytes_ = 0;  // of the packet being decoded (its attachments come as more messages)
   std::map<std::string, std::shared_ptr<SocketImpl>> sockets_;  // by namespace
   Json last_auth_;  // shared by the sockets whose CONNECT carried the same auth
@@ -257,6 +258,11 @@ class Server {
   void deliver(const EncodedBroadcast& b);
 
   const Config& config() const { return *cfg_; }
+  // The Engine.IO messages of a packet under the server's parser.
+  std::vector<eio::OutRef> wire(const Packet& p) const;
+  // Same, of a header this server encoded and its attachments (a broadcast's,
+  // turned into messages once for all its recipients).
+  std::vector<eio::OutRef> wire(std::string_view header, const std::vector<std::string>& attachments) const;
   void set_config(const Config& cfg) { cfg_ = &cfg; }  // a reload applied in place
   std::string new_socket_id();
   void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);

@@ -84,6 +84,8 @@ int append_json_chunk(const char* buffer, size_t size, void* data) {
   return 0;
 }
 
+}  // namespace
+
 // The checks socket.io-parser's isPayloadValid() makes, except that types
 // which need data here also reject its absence (Node lets "42" through with
 // undefined data; no client sends that).
@@ -109,6 +111,8 @@ bool payload_valid(PacketType type, const json_t* data) {
   }
   return false;
 }
+
+namespace {
 
 // After a parse that read every number as a double: the whole ones that fit
 // an int64 were integers in the text (JSON.stringify never writes 1.0).
@@ -296,7 +300,7 @@ Decoder::Result Decoder::add_text(std::string_view s, Packet& out, std::string& 
       return Result::Error;
     }
   }
-  if (!payload_valid(p.type, p.data.get())) {
+  if (check_payload_ && !payload_valid(p.type, p.data.get())) {
     err = "invalid payload";
     return Result::Error;
   }
@@ -332,6 +336,15 @@ Decoder::Result Decoder::add_binary(std::string_view bytes, Packet& out, std::st
   pending_.reset();
   expected_ = 0;
   return Result::Packet;
+}
+
+bool decode_encoded(std::string_view header, const std::vector<std::string>& attachments, Packet& out) {
+  Decoder d(attachments.size(), false);
+  std::string err;
+  auto r = d.add_text(header, out, err);
+  for (size_t i = 0; r == Decoder::Result::NeedMore && i < attachments.size(); i++)
+    r = d.add_binary(attachments[i], out, err);
+  return r == Decoder::Result::Packet;
 }
 
 }  // namespace dr::sio

@@ -31,6 +31,11 @@ bool replace_lone_surrogates(std::string_view in, std::string& out);
 // Reserved event names a client may not send (section 9 of the spec).
 bool is_reserved_event(std::string_view name);
 
+// The checks every decoder (text or msgpack) makes on a client packet's data:
+// socket.io-parser's isPayloadValid(), and an event needs a name that is a
+// number or a string other than a reserved one.
+bool payload_valid(PacketType type, const json_t* data);
+
 // The text header of `p` (without Engine.IO's leading '4'). When `p` has
 // attachments, Event/Ack are written as BinaryEvent/BinaryAck with the count
 // ("52-..."); the caller sends each attachment after it as a binary message.
@@ -45,7 +50,10 @@ class Decoder {
   enum class Result { Packet, NeedMore, Error };
 
   // `max_attachments`: more is an error (Node's default is 10).
-  explicit Decoder(size_t max_attachments = 10) : max_attachments_(max_attachments) {}
+  // `check_payload` false: a header this server encoded, which may carry
+  // what a client may not send (a reserved event name, a CONNECT reply).
+  explicit Decoder(size_t max_attachments = 10, bool check_payload = true)
+      : max_attachments_(max_attachments), check_payload_(check_payload) {}
 
   // A text message. A text message while attachments are awaited is an error.
   Result add_text(std::string_view text, Packet& out, std::string& err);
@@ -55,8 +63,13 @@ class Decoder {
 
  private:
   size_t max_attachments_;
+  bool check_payload_;
   size_t expected_ = 0;
   std::optional<Packet> pending_;
 };
+
+// A header and attachments this server encoded (encode()), back to a Packet,
+// without the checks made on client input. False when it does not parse.
+bool decode_encoded(std::string_view header, const std::vector<std::string>& attachments, Packet& out);
 
 }  // namespace dr::sio
