@@ -139,6 +139,7 @@ class WorkerRuntime final : public Worker, public http::Host {
   void tick();
   void on_signal(int sig);
   void stop_gracefully();
+  void stop_fast();
   void set_limits();
   void reload_in_place();
 
@@ -167,6 +168,9 @@ class WorkerRuntime final : public Worker, public http::Host {
   bool stopping_ = false;
   size_t drain_per_tick_ = 0;
   int64_t stop_deadline_ = 0;
+  // A fast stop waits this long at most for Redis to take the sessions.
+  static constexpr int64_t kFastStopWaitMs = 500;
+  Timer fast_stop_{timers_, [](void* self) { uv_stop(&static_cast<WorkerRuntime*>(self)->loop_); }, this};
 };
 
 // `body`: the listener kind (u32) and the bytes another worker already read.
@@ -370,10 +374,22 @@ void WorkerRuntime::stop_gracefully() {
     c->drain(1000);
 }
 
+// SIGTERM (systemctl stop / restart): no drain, but the clients' sessions
+// are written for recovery_window first, so a restart loses none of them.
+void WorkerRuntime::stop_fast() {
+  if (fast_stop_.armed()) return;
+  if (!redis_) {
+    uv_stop(&loop_);
+    return;
+  }
+  fast_stop_.arm_in(kFastStopWaitMs);
+  redis_->save_sessions([this] { uv_stop(&loop_); });
+}
+
 void WorkerRuntime::on_signal(int sig) {
   switch (sig) {
     case SIGTERM:
-      uv_stop(&loop_);
+      stop_fast();
       break;
     case SIGQUIT:
       stop_gracefully();
