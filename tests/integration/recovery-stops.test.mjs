@@ -142,6 +142,28 @@ describe('stops that keep the clients\' sessions', () => {
     }
   });
 
+  test('a connected socket\'s session is refreshed before it expires', async () => {
+    // recovery_window 2s: refreshed every second, kept 3 s past each refresh.
+    const A = await scope.startServer({ workers: 1, extraServer: redisLines(redis, { extra: ['recovery_window 2s;'] }) });
+    const s = client(A, 'stops-idle', { reconnection: false });
+    await once(s, 'connect');
+    const key = `depth:recovery:session:${s._pid}`;
+    const pttl = async () => Number((await redis.cli('PTTL', key)).trim());
+    await waitFor(async () => (await pttl()) > 0, { what: 'the live session' });
+    const first = await pttl();
+    assert.ok(first <= 3000, `expires window + refresh interval after the write (${first} ms)`);
+    // Well past the window, while nothing happens on the socket, it is still there: refreshed.
+    let low = first;
+    await waitFor(async () => {
+      const now = await pttl();
+      if (now < low) low = now;
+      return now > low + 200;
+    }, { ms: 4000, every: 50, what: 'a refresh of the session' });
+    assert.ok(low > 0, 'it never expired');
+    s.disconnect();
+    await A.stop();
+  });
+
   test('a client that disconnects itself is not recovered, and its stored session is gone', async () => {
     const A = await scope.startServer({ workers: 1, extraServer: extraServer() });
     const s = client(A, 'stops-leaver', { reconnection: false });

@@ -1235,13 +1235,12 @@ void RedisAdapter::write_sessions() {
 // Refreshes, spread as the writes were: each session refresh_interval() after
 // its last write. Entries superseded by a later write are skipped.
 void RedisAdapter::refresh_sessions(int64_t now) {
-  int64_t every = int64_t(refresh_interval());
   while (!refreshes_.empty() && refreshes_.front().first <= now) {
     std::string id = std::move(refreshes_.front().second);
     int64_t due = refreshes_.front().first;
     refreshes_.pop_front();
     auto it = tracked_.find(id);
-    if (it == tracked_.end() || it->second.written_at + every != due) continue;
+    if (it == tracked_.end() || it->second.refresh_at != due) continue;
     dirty_sessions_.insert(std::move(id));
   }
 }
@@ -1270,8 +1269,8 @@ void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
     return;
   }
   store_session(s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
-  t.written_at = now;
-  refreshes_.emplace_back(now + int64_t(refresh_interval()), session_id(s.nsp(), s.id()));
+  t.refresh_at = now + int64_t(refresh_interval());
+  refreshes_.emplace_back(t.refresh_at, session_id(s.nsp(), s.id()));
 }
 
 void RedisAdapter::store_session(const std::string& pid, uint64_t gen, const std::string& record, uint64_t ttl,

@@ -185,7 +185,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   // node still holding the socket's stale connection cannot overwrite it.
   struct Tracked {
     uint64_t gen = 0;
-    int64_t written_at = 0;
+    int64_t refresh_at = 0;  // the refresh its last write queued
   };
   static std::string session_id(std::string_view nsp, std::string_view sid);
   void session_changed(sio::SocketImpl& s);
