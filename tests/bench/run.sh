@@ -447,8 +447,8 @@ const rows = [
   ["recovery on/off: CPU/conn (us)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.cpu_per_conn_us)} / ${f(s.recovery.off?.idle?.cpu_per_conn_us)}` : "-"), null],
   ["recovery: session writes/join", (s) => f(s.recovery?.on?.redis?.join?.session_writes, 2), null],
   ["recovery: session writes/leave", (s) => f(s.recovery?.on?.redis?.leave?.session_writes, 2), null],
-  ["recovery on/off: Redis cmds/join", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.join?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.join?.redis_commands, 2)}` : "-"), null],
-  ["recovery on/off: Redis cmds/conn", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.connect?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.connect?.redis_commands, 2)}` : "-"), null],
+  ["recovery on/off: cmds/join", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.join?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.join?.redis_commands, 2)}` : "-"), null],
+  ["recovery on/off: cmds/connect", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.connect?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.connect?.redis_commands, 2)}` : "-"), null],
 ];
 const pad = (t, n) => String(t).padEnd(n);
 console.log(`\n${pad("", 32)}${pad("depth-realtime", 18)}${pad("node", 18)}ratio (>1: ours better)`);
