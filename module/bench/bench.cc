@@ -3,6 +3,8 @@
 //
 //   bench:echo      any args          -> ack with the same args (binary included)
 //   bench:join      {room}            -> joins the room; ack {data:{room}}
+//   bench:join      {rooms: [...]}    -> joins them all in one handler; ack {data:{rooms: n}}
+//   bench:leave     {room}            -> leaves the room; ack {data:{room}}
 //   bench:broadcast {room, payload}   -> "bench:msg" payload to the room; ack {data:true}
 
 #include <depth-realtime/module.h>
@@ -29,9 +31,29 @@ void on_echo(dr::Socket& s, dr::Event& e) {
 }
 
 void on_join(dr::Socket& s, dr::Event& e) {
+  const json_t* rooms = json_object_get(json_array_get(e.args.args.get(), 0), "rooms");
+  if (json_is_array(rooms)) {
+    size_t i, n = 0;
+    const json_t* r;
+    json_array_foreach(rooms, i, r) {
+      if (!json_is_string(r) || json_string_length(r) == 0) return reply_invalid(s, e, "rooms: non-empty strings");
+    }
+    json_array_foreach(rooms, i, r) {
+      s.join(std::string(json_string_value(r), json_string_length(r)));
+      n++;
+    }
+    return dr::ack_data(s, e, dr::Json(json_pack("{s:I}", "rooms", json_int_t(n))));
+  }
   std::optional<std::string> room = str_field(e, "room");
   if (!room) return reply_invalid(s, e, "room: is required");
   s.join(*room);
+  dr::ack_data(s, e, dr::Json(json_pack("{s:s%}", "room", room->data(), room->size())));
+}
+
+void on_leave(dr::Socket& s, dr::Event& e) {
+  std::optional<std::string> room = str_field(e, "room");
+  if (!room) return reply_invalid(s, e, "room: is required");
+  s.leave(*room);
   dr::ack_data(s, e, dr::Json(json_pack("{s:s%}", "room", room->data(), room->size())));
 }
 
@@ -61,6 +83,7 @@ bool init_worker(dr::Worker& w, const dr::Module&) {
   for (const std::string& nsp : w.namespaces()) {
     w.on(nsp, "bench:echo", on_echo);
     w.on(nsp, "bench:join", on_join);
+    w.on(nsp, "bench:leave", on_leave);
     w.on(nsp, "bench:broadcast", [&w, nsp](dr::Socket& s, dr::Event& e) { on_broadcast(w, nsp, s, e); });
   }
   dr::log(dr::LogLevel::Warn, "bench: module loaded; it lets any client broadcast, never use it in production");

@@ -12,6 +12,11 @@
 #             BENCH_FANOUT_CONNECTIONS (1000) clients spread over both join one
 #             room and one of them broadcasts BENCH_FANOUT_RATE (20) messages/s
 #             to it: delivered messages/s, latency p50/p99, CPU per delivery
+#   recovery  (BENCH_RECOVERY=1) one depth-realtime process on a private
+#             redis-server, recovery_window 120s and then 0: connect cost of
+#             BENCH_RECOVERY_CONNECTIONS (2000) connections (idle), and the Redis
+#             commands and session writes per connect, join, leave, several
+#             joins in one event and disconnect (recovery-cost.mjs)
 # Writes bench-results/bench-<timestamp>.json and bench-results/latest.json.
 #
 # A daemon that is missing or does not start is recorded, and Node is still
@@ -42,6 +47,8 @@ BENCH_FANOUT_CONNECTIONS=${BENCH_FANOUT_CONNECTIONS:-1000}
 BENCH_FANOUT_RATE=${BENCH_FANOUT_RATE:-20}
 BENCH_FANOUT_DURATION=${BENCH_FANOUT_DURATION:-10}
 BENCH_FANOUT_PAYLOAD=${BENCH_FANOUT_PAYLOAD:-64}
+BENCH_RECOVERY=${BENCH_RECOVERY:-1}
+BENCH_RECOVERY_CONNECTIONS=${BENCH_RECOVERY_CONNECTIONS:-2000}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-not-for-production}
 
 log() { echo "bench: $*" >&2; }
@@ -272,6 +279,52 @@ if [ "$BENCH_FANOUT" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; 
   fi
 fi
 
+# ------------------------------- connection state recovery cost (Redis)
+
+# One process on a fresh Redis per setting: recovery on (120s) and off (0).
+run_recovery() {
+  local mode window rport port p rc=0
+  for mode in on off; do
+    [ "$mode" = on ] && window=120s || window=0
+    rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no >"$TMP/redis-recovery.log" 2>&1 &
+    REDIS_PID=$!
+    for i in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    port=$(free_port)
+    PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr-recovery.pid" DR_BENCH_REDIS="127.0.0.1:$rport" \
+      DR_BENCH_RECOVERY_WINDOW=$window \
+      "$BUILD/depth-realtime" -c tests/bench/bench.conf -M "$BUILD/modules" >"$TMP/recovery-$mode.log" 2>&1 &
+    p=$!
+    CLUSTER_PIDS="$p"
+    if ! wait_ready "$port" "$p"; then
+      echo "{\"error\":\"did not start: $(tail -n 2 "$TMP/recovery-$mode.log" | tr '\n"' '  ')\"}" >"$TMP/recovery.$mode.idle.json"
+      stop_cluster
+      rc=1
+      continue
+    fi
+    log "depth-realtime: recovery $mode ($window): connect cost, $BENCH_RECOVERY_CONNECTIONS connections"
+    "$LOADGEN" idle --port "$port" --secret "$JWT_SECRET" --namespaces / --connections "$BENCH_RECOVERY_CONNECTIONS" \
+      --concurrency "$BENCH_CONCURRENCY" --settle 1 --max-seconds 120 --server-pid-tree "$p" \
+      >"$TMP/recovery.$mode.idle.json" 2>"$TMP/recovery.$mode.idle.err" || rc=1
+    sleep "$BENCH_PAUSE"
+    log "depth-realtime: recovery $mode: Redis commands per connect / join / leave / disconnect"
+    node tests/bench/recovery-cost.mjs --port "$port" --redis-port "$rport" \
+      >"$TMP/recovery.$mode.cost.json" 2>"$TMP/recovery.$mode.cost.err" || rc=1
+    stop_cluster
+  done
+  return $rc
+}
+
+if [ "$BENCH_RECOVERY" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; then
+  if ! command -v redis-server >/dev/null; then
+    log "recovery: redis-server is not installed (scripts/deps.sh installs it); skipped"
+  elif [ ! -x "$BUILD/depth-realtime" ]; then
+    log "recovery: $BUILD/depth-realtime is missing; skipped"
+  else
+    run_recovery || FAILED=1
+  fi
+fi
+
 # ------------------------------------------------------------ results
 
 mkdir -p bench-results
@@ -316,6 +369,14 @@ for (const name of ["depth-realtime", "node"]) {
     }
     s.fanout = fanout;
   }
+  // Connection state recovery on and off (depth-realtime only).
+  const recovery = {};
+  for (const mode of ["on", "off"]) {
+    const idle = readJson(`recovery.${mode}.idle.json`);
+    const cost = readJson(`recovery.${mode}.cost.json`);
+    if (name === "depth-realtime" && (idle || cost)) recovery[mode] = { idle, redis: cost };
+  }
+  if (Object.keys(recovery).length) s.recovery = recovery;
   servers[name] = s;
 }
 
@@ -382,6 +443,12 @@ const rows = [
   ["fanout: latency p50 / p99 (ms)", (s) => (s.fanout ? `${f(s.fanout.latency_p50_ms, 2)} / ${f(s.fanout.latency_p99_ms, 2)}` : "-"), null],
   ["fanout: CPU/delivery (us)", (s) => f(s.fanout?.cpu_per_delivered_us, 2), null],
   ["fanout: Redis CPU/deliv. (us)", (s) => f(s.fanout?.redis_cpu_per_delivered_us, 3), null],
+  ["recovery on/off: connect (s)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.connect_seconds, 2)} / ${f(s.recovery.off?.idle?.connect_seconds, 2)}` : "-"), null],
+  ["recovery on/off: CPU/conn (us)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.cpu_per_conn_us)} / ${f(s.recovery.off?.idle?.cpu_per_conn_us)}` : "-"), null],
+  ["recovery: session writes/join", (s) => f(s.recovery?.on?.redis?.join?.session_writes, 2), null],
+  ["recovery: session writes/leave", (s) => f(s.recovery?.on?.redis?.leave?.session_writes, 2), null],
+  ["recovery on/off: cmds/join", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.join?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.join?.redis_commands, 2)}` : "-"), null],
+  ["recovery on/off: cmds/connect", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.connect?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.connect?.redis_commands, 2)}` : "-"), null],
 ];
 const pad = (t, n) => String(t).padEnd(n);
 console.log(`\n${pad("", 32)}${pad("depth-realtime", 18)}${pad("node", 18)}ratio (>1: ours better)`);

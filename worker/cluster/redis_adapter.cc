@@ -89,6 +89,19 @@ redis.call('DEL', ARGV[1])
 return out
 )";
 
+// A session record written unless a later generation of it is stored (a
+// recovery elsewhere took the session over: this writer is stale). ARGV:
+// session key, generation, record, ttl ms. Returns 1 when written.
+const char kStoreSessionScript[] = R"(
+local cur = redis.call('GET', ARGV[1])
+if cur then
+  local ok, s = pcall(cjson.decode, cur)
+  if ok and type(s) == 'table' and (tonumber(s.gen) or 0) > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[4])
+return 1
+)";
+
 // What this node missed while its subscriber was away (see catch_up.h): the
 // stream entries after the anchor or, when the anchor is not there (Redis
 // restarted empty, or it was trimmed), from the cutoff on. ARGV: stream key,
@@ -244,7 +257,8 @@ RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf:
       heartbeat_timer_(server.timers(), [this] {
         if (link_.ready()) heartbeat(false);  // else resync() beats when the link is back
       }),
-      service_timer_(server.timers(), [this] { service(); }) {
+      service_timer_(server.timers(), [this] { service(); }),
+      refresh_timer_(server.timers(), [this] { refresh_sessions(); }) {
   link_.on_subscriber([this](bool subscribed) { on_subscriber(subscribed); });
   request_prefix_ = conf_.key_prefix + "-request#";
   response_prefix_ = conf_.key_prefix + "-response#";
@@ -288,6 +302,9 @@ void RedisAdapter::start() {
   m_caught_up_ = metrics::get("cluster_messages_caught_up_total");
   m_recovered_ = metrics::get("recovery_total", metrics::label("result", "recovered"));
   m_not_recovered_ = metrics::get("recovery_total", metrics::label("result", "fresh"));
+  metrics::declare("recovery_session_writes_total", MetricType::Counter,
+                   "Recovery session records written to Redis (connect, join, leave, refresh, disconnect, stop)");
+  m_session_writes_ = metrics::get("recovery_session_writes_total");
 
   for (auto* ns : server_.all()) {
     std::string name = ns->name();
@@ -318,6 +335,7 @@ void RedisAdapter::on_state(bool up) {
   }
   logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), conf_.text().c_str());
   resync();
+  resync_sessions();
   for (auto& n : nsps_) catch_up(n);  // subscribed before the commands connection was back
   want_service();
 }
@@ -392,6 +410,7 @@ bool RedisAdapter::foreign(std::string_view offset) const {
 }
 
 void RedisAdapter::flush() {
+  write_sessions();
   link_.flush();
   if (link_.dropped() != dropped_reported_) {
     metrics::add(m_dropped_, int64_t(link_.dropped() - dropped_reported_));
@@ -1102,6 +1121,7 @@ void RedisAdapter::joined(sio::SocketImpl& s, const std::string& room, bool firs
   if (!n) return;
   if (first) link_.subscribe(room_channel(*n, room));
   presence_add(s, room);
+  session_changed(s);
 }
 
 void RedisAdapter::left(sio::SocketImpl& s, const std::string& room, bool last) {
@@ -1109,27 +1129,38 @@ void RedisAdapter::left(sio::SocketImpl& s, const std::string& room, bool last) 
   if (!n) return;
   if (last) link_.unsubscribe(room_channel(*n, room));
   presence_remove(s, room);
+  session_changed(s);  // not while disconnecting: disconnected() writes it whole
 }
 
 void RedisAdapter::connected(sio::SocketImpl& s) {
-  if (Nsp* n = find(s.nsp())) link_.subscribe(room_channel(*n, s.id()));
+  Nsp* n = find(s.nsp());
+  if (!n) return;
+  link_.subscribe(room_channel(*n, s.id()));
+  if (!recovers() || s.pid().empty()) return;
+  std::string id = session_id(s.nsp(), s.id());
+  Tracked& t = tracked_[id];
+  t.gen = claiming_ && *claiming_ == id ? claimed_gen_ : 0;
+  dirty_sessions_.insert(std::move(id));
 }
 
 void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   if (Nsp* n = find(s.nsp())) link_.unsubscribe(room_channel(*n, s.id()));
-  if (!recovers() || s.pid().empty() || !recoverable(reason) || !link_.ready()) return;
-  // The session waits for its client in Redis for the recovery window.
-  Json session(json_object());
-  json_object_set_new(session.get(), "nsp", json_string(s.nsp().c_str()));
-  json_object_set_new(session.get(), "sid", json_string(s.id().c_str()));
-  json_object_set_new(session.get(), "pid", json_string(s.pid().c_str()));
-  json_object_set_new(session.get(), "rooms", json_strings(s.rooms()).release());
-  Json data(json_object());
-  for (auto& [k, v] : s.data()) json_object_set_new(data.get(), k.c_str(), json_stringn(v.data(), v.size()));
-  json_object_set_new(session.get(), "data", data.release());
-  json_object_set_new(session.get(), "connectKeys", json_strings(s.connect_keys()).release());
-  json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now_ms())));
-  link_.command({"SET", session_key(s.pid()), json_text(session.get()), "PX", std::to_string(window())});
+  std::string id = session_id(s.nsp(), s.id());
+  dirty_sessions_.erase(id);
+  Tracked t;
+  if (auto it = tracked_.find(id); it != tracked_.end()) {
+    t = it->second;
+    tracked_.erase(it);
+  }
+  if (!recovers() || s.pid().empty() || !link_.ready()) return;
+  if (recoverable(reason)) return write_session(s, t, true);  // waits for its client for the recovery window
+  // Closed on purpose (by the client, a kick): nothing to resume. What is left
+  // is a stub of the same generation, so that a node still holding a stale
+  // connection of this session cannot bring the session back either.
+  Json stub(json_object());
+  json_object_set_new(stub.get(), "gen", json_integer(json_int_t(t.gen)));
+  json_object_set_new(stub.get(), "closed", json_true());
+  store_session(s.pid(), t.gen, json_text(stub.get()), window());
 }
 
 void RedisAdapter::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
@@ -1189,6 +1220,107 @@ void RedisAdapter::record(const sio::EncodedBroadcast& b) {
 
 void RedisAdapter::recovery_done(bool recovered) { metrics::add(recovered ? m_recovered_ : m_not_recovered_); }
 
+// A live session is refreshed at this interval and lives recovery_window
+// past it: a client of a worker killed at any moment has at least the window.
+uint64_t RedisAdapter::refresh_interval() const { return std::max<uint64_t>(window() / 2, 1000); }
+
+std::string RedisAdapter::session_id(std::string_view nsp, std::string_view sid) {
+  std::string id(nsp);
+  id += '\n';
+  id += sid;
+  return id;
+}
+
+void RedisAdapter::session_changed(sio::SocketImpl& s) {
+  if (!s.connected()) return;  // connecting: connected() writes it; disconnecting: disconnected()
+  std::string id = session_id(s.nsp(), s.id());
+  if (tracked_.count(id)) dirty_sessions_.insert(std::move(id));
+}
+
+// The sessions that changed this loop turn: one write each, however many
+// rooms they joined or left.
+void RedisAdapter::write_sessions() {
+  if (dirty_sessions_.empty()) return;
+  std::set<std::string> todo;
+  todo.swap(dirty_sessions_);
+  for (auto& id : todo) {
+    auto it = tracked_.find(id);
+    if (it == tracked_.end()) continue;
+    size_t cut = id.find('\n');
+    Nsp* n = find(std::string_view(id).substr(0, cut));
+    sio::SocketImpl* s = n ? n->ns->socket(std::string_view(id).substr(cut + 1)) : nullptr;
+    if (s && s->connected()) write_session(*s, it->second, false);
+  }
+}
+
+// Refreshes, spread as the writes were: each session refresh_interval() after
+// its last write. Entries superseded by a later write are skipped.
+void RedisAdapter::refresh_sessions() {
+  int64_t now = now_ms();
+  while (!refreshes_.empty() && refreshes_.front().first <= now) {
+    std::string id = std::move(refreshes_.front().second);
+    int64_t due = refreshes_.front().first;
+    refreshes_.pop_front();
+    auto it = tracked_.find(id);
+    if (it == tracked_.end() || it->second.refresh_at != due) continue;
+    dirty_sessions_.insert(std::move(id));
+  }
+  if (!refreshes_.empty()) refresh_timer_.arm_in(std::max<int64_t>(0, refreshes_.front().first - now));
+}
+
+// The link is back (Redis may have restarted empty): every session again.
+void RedisAdapter::resync_sessions() {
+  for (auto& [id, t] : tracked_) dirty_sessions_.insert(id);
+}
+
+void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
+  if (!link_.commands_up()) return;  // all written again when the link is back
+  Json session(json_object());
+  json_object_set_new(session.get(), "nsp", json_string(s.nsp().c_str()));
+  json_object_set_new(session.get(), "sid", json_string(s.id().c_str()));
+  json_object_set_new(session.get(), "pid", json_string(s.pid().c_str()));
+  json_object_set_new(session.get(), "gen", json_integer(json_int_t(t.gen)));
+  json_object_set_new(session.get(), "rooms", json_strings(s.rooms()).release());
+  Json data(json_object());
+  for (auto& [k, v] : s.data()) json_object_set_new(data.get(), k.c_str(), json_stringn(v.data(), v.size()));
+  json_object_set_new(session.get(), "data", data.release());
+  json_object_set_new(session.get(), "connectKeys", json_strings(s.connect_keys()).release());
+  int64_t now = now_ms();
+  if (parked) {
+    json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now)));
+    store_session(s.pid(), t.gen, json_text(session.get()), window());
+    return;
+  }
+  store_session(s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
+  t.refresh_at = now + int64_t(refresh_interval());
+  refreshes_.emplace_back(t.refresh_at, session_id(s.nsp(), s.id()));
+  if (!refresh_timer_.armed()) refresh_timer_.arm_in(int64_t(refresh_interval()));
+}
+
+void RedisAdapter::store_session(const std::string& pid, uint64_t gen, const std::string& record, uint64_t ttl,
+                                 RedisLink::Reply reply) {
+  metrics::add(m_session_writes_);
+  link_.command({"EVAL", kStoreSessionScript, "0", session_key(pid), std::to_string(gen), record, std::to_string(ttl)},
+                std::move(reply));
+}
+
+void RedisAdapter::save_sessions(std::function<void()> done) {
+  dirty_sessions_.clear();
+  if (!recovers() || !link_.commands_up()) return done();
+  size_t saved = 0;
+  for (auto& n : nsps_) {
+    for (auto* s : n.ns->select({}, {})) {
+      auto it = tracked_.find(session_id(n.name, s->id()));
+      if (it == tracked_.end() || s->pid().empty()) continue;
+      write_session(*s, it->second, true);
+      saved++;
+    }
+  }
+  logf(LogLevel::Notice, "cluster: node %s saved %zu session(s) for recovery", uid_.c_str(), saved);
+  // Answers come in order: the PING's is the last.
+  if (!link_.command({"PING"}, [done](redisReply*) { done(); })) done();
+}
+
 namespace {
 
 // A stored session from its JSON; nullopt unless it is whole and of `nsp`.
@@ -1218,9 +1350,14 @@ std::optional<sio::StoredSession> parse_session(std::string_view text, const std
 
 bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, FoundSession cb) {
   if (!recovers() || !link_.ready() || !find(nsp)) return false;
-  return link_.command({"GET", session_key(pid)}, [nsp, cb = std::move(cb)](redisReply* r) {
+  return link_.command({"GET", session_key(pid)}, [this, nsp, cb = std::move(cb)](redisReply* r) {
     if (!r || r->type != REDIS_REPLY_STRING) return cb(std::nullopt);
-    cb(parse_session(std::string_view(r->str, r->len), nsp));
+    auto session = parse_session(std::string_view(r->str, r->len), nsp);
+    // Its stale connection is still here (not timed out yet): the sid must
+    // stay one socket's on this worker, so this CONNECT starts fresh.
+    Nsp* n = find(nsp);
+    if (session && n && n->ns->socket(session->sid)) return cb(std::nullopt);
+    cb(std::move(session));
   });
 }
 
@@ -1234,11 +1371,12 @@ bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid,
   uint64_t max_bytes = kMissedBytesPerOutputBuffer * server_.config().core.max_output_buffer;
   return link_.command({"EVAL", kRecoverScript, "0", session_key(pid), stream_key(nsp), start, offset,
                         std::to_string(kMaxMissedPackets), std::to_string(max_bytes)},
-                       [nsp, sid, cb = std::move(cb)](redisReply* r) {
+                       [this, nsp, sid, cb = std::move(cb)](redisReply* r) {
                          if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
                              r->element[0]->type != REDIS_REPLY_STRING)
                            return cb(std::nullopt);
-                         auto session = parse_session(std::string_view(r->element[0]->str, r->element[0]->len), nsp);
+                         std::string_view text(r->element[0]->str, r->element[0]->len);
+                         auto session = parse_session(text, nsp);
                          if (!session || session->sid != sid) return cb(std::nullopt);
                          std::vector<sio::EncodedBroadcast> missed;
                          for (size_t i = 1; i < r->elements; i++) {
@@ -1247,7 +1385,13 @@ bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid,
                            if (b.parse(std::string_view(r->element[i]->str, r->element[i]->len)))
                              missed.push_back(std::move(b));
                          }
+                         // The socket connects inside cb: connected() takes the next generation.
+                         Json j = json_parse(text);
+                         std::string id = session_id(nsp, sid);
+                         claiming_ = &id;
+                         claimed_gen_ = uint64_t(json_integer_value(json_object_get(j.get(), "gen"))) + 1;
                          cb(std::move(missed));
+                         claiming_ = nullptr;
                        });
 }
 

@@ -18,7 +18,10 @@
 //  - connection state recovery: recordable events get an offset and go to the
 //    stream <app>recovery:<nsp> (trimmed to the window) atomically with their
 //    PUBLISH; a disconnected socket's session waits in
-//    <app>recovery:session:<pid>, so a client may resume on any node.
+//    <app>recovery:session:<pid>, so a client may resume on any node. A
+//    connected socket's session is kept there too (written at connect, join
+//    and leave, refreshed before it expires), so that the clients of a worker
+//    that crashed or was stopped fast resume as well.
 //
 // The other workers of this process get every broadcast through the master
 // (the relay), with Redis or without: Redis carries it to the other nodes
@@ -30,6 +33,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -68,6 +72,10 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   bool claim_session(const std::string& nsp, const std::string& pid, const std::string& sid, const std::string& offset,
                      ClaimedSession cb) override;
   void recovery_done(bool recovered) override;
+  // A fast stop (SIGTERM): every connected socket's session is written to wait
+  // recovery_window for its client; `done` runs once Redis has answered them
+  // all, or at once when it cannot be asked.
+  void save_sessions(std::function<void()> done);
 
   // ---- sio::RoomObserver
   void joined(sio::SocketImpl& s, const std::string& room, bool first) override;
@@ -167,6 +175,24 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
 
   // Connection state recovery.
   uint64_t window() const;
+  // The sessions of connected sockets, kept in Redis while they are
+  // connected: written (coalesced: once per loop turn at most) when one
+  // connects, joins or leaves, refreshed every refresh_interval(). `gen`
+  // orders the writers of one pid: a recovery takes the stored gen + 1, so a
+  // node still holding the socket's stale connection cannot overwrite it.
+  struct Tracked {
+    uint64_t gen = 0;
+    int64_t refresh_at = 0;  // the refresh its last write queued
+  };
+  static std::string session_id(std::string_view nsp, std::string_view sid);
+  void session_changed(sio::SocketImpl& s);
+  void write_sessions();
+  void refresh_sessions();  // on refresh_timer_, for the refreshes due
+  void resync_sessions();
+  void write_session(sio::SocketImpl& s, Tracked& t, bool parked);
+  void store_session(const std::string& pid, uint64_t gen, const std::string& record, uint64_t ttl,
+                     RedisLink::Reply reply = {});
+  uint64_t refresh_interval() const;
 
   // Catch-ups and republishing retry every kServiceMs while one is under way;
   // an idle adapter has only its heartbeat armed.
@@ -192,6 +218,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   uint64_t recorded_seq_ = 0;
   CallbackTimer heartbeat_timer_;
   CallbackTimer service_timer_;
+  CallbackTimer refresh_timer_;  // the earliest of refreshes_
   bool synced_ = false;  // membership written since the link came up
   int64_t offset_ms_ = 0;
   uint64_t offset_seq_ = 0;
@@ -205,6 +232,12 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   metrics::Entry* m_caught_up_ = nullptr;
   metrics::Entry* m_recovered_ = nullptr;
   metrics::Entry* m_not_recovered_ = nullptr;
+  std::unordered_map<std::string, Tracked> tracked_;        // session_id() -> state
+  std::set<std::string> dirty_sessions_;                     // session_id()s to write this turn
+  std::deque<std::pair<int64_t, std::string>> refreshes_;    // (due, session_id()), in write order
+  const std::string* claiming_ = nullptr;                    // session_id() of the recovery connecting now
+  uint64_t claimed_gen_ = 0;
+  metrics::Entry* m_session_writes_ = nullptr;
 };
 
 }  // namespace dr::cluster

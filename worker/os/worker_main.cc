@@ -156,6 +156,7 @@ class WorkerRuntime final : public Worker, public http::Host {
   void drain_step();
   void on_signal(int sig);
   void stop_gracefully();
+  void stop_fast();
   void set_limits();
   void reload_in_place();
 
@@ -185,6 +186,9 @@ class WorkerRuntime final : public Worker, public http::Host {
   CallbackTimer stop_timer_{timers_, [this] { uv_stop(&loop_); }};  // worker_shutdown_timeout
   size_t drain_per_step_ = 0;
   int64_t drain_step_ms_ = 0;
+  // A fast stop waits this long at most for Redis to take the sessions.
+  static constexpr int64_t kFastStopWaitMs = 500;
+  Timer fast_stop_{timers_, [](void* self) { uv_stop(&static_cast<WorkerRuntime*>(self)->loop_); }, this};
 };
 
 // `body`: the listener kind (u32) and the bytes another worker already read.
@@ -386,10 +390,22 @@ void WorkerRuntime::drain_step() {
   if (eio_.session_count()) drain_timer_.arm_in(drain_step_ms_);
 }
 
+// SIGTERM (systemctl stop / restart): no drain, but the clients' sessions
+// are written for recovery_window first, so a restart loses none of them.
+void WorkerRuntime::stop_fast() {
+  if (fast_stop_.armed()) return;
+  if (!redis_) {
+    uv_stop(&loop_);
+    return;
+  }
+  fast_stop_.arm_in(kFastStopWaitMs);
+  redis_->save_sessions([this] { uv_stop(&loop_); });
+}
+
 void WorkerRuntime::on_signal(int sig) {
   switch (sig) {
     case SIGTERM:
-      uv_stop(&loop_);
+      stop_fast();
       break;
     case SIGQUIT:
       stop_gracefully();
