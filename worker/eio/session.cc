@@ -76,6 +76,13 @@ const std::vector<std::pair<std::string, std::string>> kNoStore = {{"Cache-Contr
 
 }  // namespace
 
+int sid_worker(std::string_view sid) {
+  if (sid.size() < 2) return -1;
+  int a = url_digit(sid[0]), b = url_digit(sid[1]);
+  if (a < 0 || b < 0) return -1;
+  return (a << 2) | (b >> 4);
+}
+
 // ----------------------------------------------------------------- session
 
 Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<const Handshake> hs)
@@ -328,10 +335,8 @@ int Server::owner_slot(std::string_view url) const {
     if (qs[pos - 1] == '?' || qs[pos - 1] == '&') break;
     pos += 4;
   }
-  if (pos == std::string_view::npos || qs.size() < pos + 4 + 2) return -1;
-  int a = url_digit(qs[pos + 4]), b = url_digit(qs[pos + 5]);
-  if (a < 0 || b < 0) return -1;
-  int slot = (a << 2) | (b >> 4);
+  if (pos == std::string_view::npos) return -1;
+  int slot = sid_worker(qs.substr(pos + 4));
   return slot != slot_ ? slot : -1;  // (slot_ is this worker's id; ids outlive reloads)
 }
 

@@ -19,8 +19,10 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/timers.h"
 #include "core/uv_util.h"
 #include "os/channel.h"
+#include "os/router.h"
 #include "os/worker_main.h"
 
 namespace dr {
@@ -106,6 +108,8 @@ class Master {
   uint64_t heartbeat_every_ = 0;
   int64_t last_heartbeat_ms_ = 0;
   std::vector<std::unique_ptr<ListenerTag>> tags_;
+  std::unique_ptr<Timers> timers_;  // on loop_, once it exists
+  std::unique_ptr<Router> router_;  // plain-HTTP connections to the worker of their session
   size_t next_worker_ = 0;
   int next_id_ = 0;
   int generation_ = 0;
@@ -289,6 +293,8 @@ void Master::on_accept(uv_tcp_t* listener) {
       for (int i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
     }
     slot = int(h % uint32_t(cfg_->core.workers()));
+  } else if (tag->kind == Listener::Main && cfg_->core.workers() > 1) {
+    return router_->route(std::move(client));
   }
   hand_to_worker(slot, std::string_view(reinterpret_cast<const char*>(&kind), 4), std::move(client));
 }
@@ -434,6 +440,7 @@ void Master::reload() {
   bool in_place = same_listen && fresh->restart_fingerprint == cfg_->restart_fingerprint &&
                   fresh->core.workers() == cfg_->core.workers();
   cfg_ = std::move(fresh);
+  router_->set_path(cfg_->core.path);
   start_heartbeat();
   if (in_place) {
     // Nothing needs new workers: each re-reads the configuration and applies
@@ -559,6 +566,15 @@ void Master::handle_signal(int sig) {
 
 int Master::run() {
   if (uv_loop_init(&loop_) != 0) return 1;
+  timers_ = std::make_unique<Timers>(&loop_);
+  router_ = std::make_unique<Router>(&loop_, *timers_, [this](int worker, std::string bytes, std::unique_ptr<uv_tcp_t> h) {
+    uint32_t kind = uint32_t(Listener::Main);
+    std::string body(reinterpret_cast<const char*>(&kind), 4);
+    body += bytes;
+    if (worker >= 0) hand_to_id(worker, body, std::move(h));
+    else hand_to_worker(-1, body, std::move(h));
+  });
+  router_->set_path(cfg_->core.path);
   if (!metrics::init()) {
     log(LogLevel::Crit, "cannot map the shared metrics table");
     return 1;
@@ -605,6 +621,8 @@ int Master::run() {
   logf(LogLevel::Notice, "master exiting");
   // Close every handle and let libuv finish, so the loop is released cleanly.
   close_listeners();
+  router_.reset();
+  timers_.reset();
   close_handle(std::move(signal_poll_));
   close_handle(std::move(respawn_timer_));
   close_handle(std::move(kill_timer_));
