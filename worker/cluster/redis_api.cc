@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cluster/ops.h"
+#include "cluster/replica_wait.h"
 #include "cluster/redis_link.h"
 #include "depth-realtime/redis.h"
 
@@ -14,6 +15,8 @@ struct Api {
   RedisLink* link = nullptr;
   std::unique_ptr<Later> later;
   std::string prefix = "depth:";
+  uv_loop_t* loop = nullptr;
+  std::unique_ptr<ReplicaWait> wait;  // redis_wait_replicas (null: off)
 };
 Api g_api;
 
@@ -78,11 +81,19 @@ void install_redis_api(uv_loop_t* loop, RedisLink* link, std::string app_prefix)
   g_api.link = link;
   g_api.later = std::make_unique<Later>(loop);
   g_api.prefix = std::move(app_prefix);
+  g_api.loop = loop;
 }
 
 void uninstall_redis_api() {
+  g_api.wait.reset();
   g_api.link = nullptr;
   g_api.later.reset();
+}
+
+void set_wait_replicas(uint64_t replicas, uint64_t timeout_ms) {
+  g_api.wait.reset();
+  if (replicas && g_api.later)
+    g_api.wait = std::make_unique<ReplicaWait>(g_api.loop, g_api.link, *g_api.later, replicas, timeout_ms);
 }
 
 }  // namespace dr::cluster
@@ -114,6 +125,21 @@ void transaction(std::vector<std::vector<std::string>> commands, Callback cb) {
   for (auto& c : commands) cmds.emplace_back(c.begin(), c.end());
   cmds.push_back({"EXEC"});
   if (!link || !link->commands(cmds, cluster::adapt(cb))) cluster::unavailable(std::move(cb));
+}
+
+std::string Replication::details() const {
+  std::string s = "stored on the Redis master, ";
+  if (replicas < 0) s += "but Redis did not answer whether its replicas have it";
+  else
+    s += "confirmed on " + std::to_string(replicas) + " of " + std::to_string(wanted) + " replicas" +
+         (timeout_ms ? " within " + std::to_string(timeout_ms) + "ms" : " (they were missing a moment ago)");
+  return s;
+}
+
+void replicated(std::function<void(Replication)> cb) {
+  if (!cb) return;
+  if (cluster::g_api.wait) return cluster::g_api.wait->wait(std::move(cb));
+  if (cluster::g_api.later) (*cluster::g_api.later)([cb = std::move(cb)] { cb(Replication{}); });
 }
 
 std::string key(std::string_view suffix) { return cluster::g_api.prefix + std::string(suffix); }
