@@ -5,8 +5,6 @@
 // message is in the new master's stream. Real redis-server and
 // redis-sentinel processes on loopback.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { describe } from 'node:test';
 import {
   test, request, waitFor, freePort, tmpDir, writeConf, testConfig, startRedis, token, workerOf,
@@ -40,6 +38,8 @@ describe('Redis Sentinel', () => {
     assert.match(r.stderr, /invalid parameter "bogus=1", expected master=NAME/);
     r = testConfig(conf('redis 127.0.0.1:6379;\nredis_wait_replicas 1 5s;'));
     assert.match(r.stderr, /depth-realtime\.conf:\d+: redis_wait_replicas' TIMEOUT must be shorter than redis_command_timeout/);
+    r = testConfig(conf('redis cluster=127.0.0.1:7000;'));
+    assert.match(r.stderr, /depth-realtime\.conf:\d+: Redis Cluster \("redis cluster=\.\.\."\) is not supported yet/);
     r = testConfig(conf('redis 127.0.0.1:6379;\nredis_wait_replicas 0 1s;'));
     assert.match(r.stderr, /must be greater than 0/);
   });
@@ -143,8 +143,9 @@ describe('Redis Sentinel', () => {
 describe('redis_wait_replicas', () => {
   test('a message the replica does not confirm is acked as an error that says so; a retry with the same clientMessageId confirms it once',
     { timeout: 60000 }, async (t, ctx) => {
-      const master = await startRedis({ t });
-      const replica = await startRedis({ t, args: ['--replicaof', '127.0.0.1', String(master.port)] });
+      const dir = tmpDir();
+      const master = await startRedis({ t, args: ['--dir', dir] });
+      const replica = await startRedis({ t, args: ['--dir', dir, '--replicaof', '127.0.0.1', String(master.port)] });
       await waitFor(async () => (await info(replica.port, 'replication', 'master_link_status')) === 'up',
         { ms: 10000, what: 'the replica in sync' });
       const srv = await ctx.startServer({

@@ -114,10 +114,10 @@ void RedisLink::master_is(const std::string& host, int port) {
   std::string was = conf_.host.empty() ? std::string("not known") : conf_.host + ":" + std::to_string(conf_.port);
   logf(LogLevel::Notice, "redis: master %s is at %s:%d (was %s)", conf_.master_name.c_str(), host.c_str(), port,
        was.c_str());
+  for (Conn* c : {&cmd_, &sub_}) drop(*c, "the master moved");
   conf_.host = host;
   conf_.port = port;
   for (Conn* c : {&cmd_, &sub_}) {
-    drop(*c, "the master moved");
     c->backoff = 0;
     connect(*c);
   }

@@ -318,6 +318,10 @@ bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& er
   r.sentinels.clear();
   r.master_name.clear();
   bool sentinel = addr.rfind("sentinel=", 0) == 0;
+  if (addr.rfind("cluster=", 0) == 0) {
+    err = "Redis Cluster (\"redis cluster=...\") is not supported yet: use one Redis or sentinel=...";
+    return false;
+  }
   if (sentinel) {
     if (!parse_sentinels(addr.substr(9), r.sentinels, err)) return false;
   } else if (a.size() > 3) {

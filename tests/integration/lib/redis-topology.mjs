@@ -72,8 +72,9 @@ export async function startSentinelTopology({
   t, masterName = 'mymaster', sentinels = 3, downAfterMs = 1000, failoverTimeoutMs = 3000,
 } = {}) {
   const dir = tmpDir('dr-sentinel-');
-  const master = await startRedis();
-  const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+  // A replica writes the RDB it receives: into our directory, not the cwd.
+  const master = await startRedis({ args: ['--dir', dir] });
+  const replica = await startRedis({ args: ['--dir', dir, '--replicaof', '127.0.0.1', String(master.port)] });
   await waitFor(async () => (await info(replica.port, 'replication', 'master_link_status')) === 'up',
     { ms: 10000, what: 'the replica in sync' });
   const list = [];
