@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES="build-essential cmake pkgconf libuv1-dev node-llhttp libwslay-dev libhiredis-dev \
 libjansson-dev libjwt-dev libgtest-dev zlib1g-dev libssl-dev libmsgpack-dev libsystemd-dev \
-redis-server procps clang libclang-rt-14-dev"
+redis-server redis-sentinel procps clang libclang-rt-14-dev"
 
 missing_apt() {
   for p in $APT_PACKAGES; do

@@ -52,6 +52,22 @@ void command(std::vector<std::string> argv, Callback cb = {});
 // EXEC reply (an array with one reply per command) or an error.
 void transaction(std::vector<std::vector<std::string>> commands, Callback cb = {});
 
+// `redis_wait_replicas N TIMEOUT`: is what this worker wrote so far on N
+// replicas? Call it once a write is answered, before acking it: `cb` gets
+// `confirmed` once WAIT says N replicas have it, or not when WAIT gave up
+// (`replicas` had it by then) or Redis did not answer (`replicas` -1). The
+// write is on the master either way: tell the client "stored, replication not
+// confirmed", not "not stored". Off (the default): confirmed at once.
+struct Replication {
+  bool confirmed = true;
+  long long replicas = 0;  // how many WAIT counted
+  long long wanted = 0;    // N (0: off)
+  long long timeout_ms = 0; // how long WAIT waited (0: not asked, replicas were missing a moment ago)
+  // For a client: "stored on the Redis master, confirmed on 0 of 1 replicas within 500ms".
+  std::string details() const;
+};
+void replicated(std::function<void(Replication)> cb);
+
 // The prefix of the keys the application keeps (`redis_app_prefix`, default
 // "depth:") followed by `suffix`: key("chat:42") = "depth:chat:42".
 std::string key(std::string_view suffix);

@@ -301,6 +301,18 @@ void unknown(const Call& c, const std::string& key) {
         key);
 }
 
+// Stored on the master, but redis_wait_replicas' replicas did not confirm it
+// in time: a failover now could lose it, so the ack must not say "stored".
+void unreplicated(const Call& c, const std::string& key, const redis::Replication& rep) {
+  auto s = c.live();
+  if (!s) return;
+  dr::app::outcome_unknown(*s, c.ev,
+                           "the message is " + rep.details() +
+                               (key.empty() ? ": a failover now may lose it (a clientMessageId makes a retry safe)"
+                                            : "; send it again with the same clientMessageId"),
+                           key);
+}
+
 // To the whole room as both chat:message and message:new.
 void deliver(const Call& c, const json_t* m, const std::vector<std::string>& bin) {
   broadcast(c, "chat:message", m, bin);
@@ -357,9 +369,12 @@ void on_message(dr::Socket& s, dr::Event& ev) {
             }
             if (g_worker) g_worker->metric_add(kMessagesMetric, "");
             json_object_set_new(m.get(), "id", jstr(r.str));
-            // Stored: the room gets it even if the sender has gone meanwhile.
-            deliver(*c, m.get(), bin);
-            if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
+            redis::replicated([c, m, bin](redis::Replication rep) {
+              // Stored: the room gets it even if the sender has gone meanwhile.
+              deliver(*c, m.get(), bin);
+              if (!rep.confirmed) return unreplicated(*c, {}, rep);
+              if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
+            });
           });
           return;
         }
@@ -400,6 +415,7 @@ void on_message(dr::Socket& s, dr::Event& ev) {
               break;
           }
           if (r.deliver) deliver(*c, m.get(), bin);
+          if (!r.replication.confirmed) return unreplicated(*c, key, r.replication);
           if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
         });
       },

@@ -67,12 +67,20 @@ Json fields_of(const redis::Reply& kv) {
   return o;
 }
 
+// Stored or found: done once redis_wait_replicas says whether replicas have it.
+void confirm(std::shared_ptr<Result> res, std::function<void(Result)> done) {
+  redis::replicated([res, done = std::move(done)](redis::Replication rep) {
+    res->replication = rep;
+    done(std::move(*res));
+  });
+}
+
 void claim(const std::string& record, std::shared_ptr<Result> res, std::function<void(Result)> done) {
-  redis::command({"EVAL", kClaimScript, "1", record}, [res, done = std::move(done)](redis::Reply r) {
+  redis::command({"EVAL", kClaimScript, "1", record}, [res, done = std::move(done)](redis::Reply r) mutable {
     // Stored, whatever the claim says; without its answer, broadcasting is
     // better than leaving a stored message unheard.
     res->deliver = r.type != redis::Reply::Type::Integer || r.integer == 1;
-    done(std::move(*res));
+    confirm(res, std::move(done));
   });
 }
 
@@ -115,7 +123,7 @@ void append(Append a, std::function<void(Result)> done) {
     if (e.size() > 2 && e[2].type == redis::Reply::Type::Array) res->fields = fields_of(e[2]);
     if (e.size() > 3 && e[3].type == redis::Reply::Type::String) res->edit = e[3].str;
     res->deliver = e.size() > 4 && e[4].integer == 1;
-    done(std::move(*res));
+    confirm(res, done);
   });
 }
 

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <depth-realtime/module.h>
+#include <depth-realtime/redis.h>
 
 #include <cstdint>
 #include <functional>
@@ -51,6 +52,10 @@ struct Result {
   std::string edit;    // Found, with an edits hash: the entry's edit (JSON text) or empty
   bool deliver = false;  // Stored / Found: this call won the broadcast: do it now
   std::string error;
+  // Stored / Found: whether redis_wait_replicas' replicas have it (confirmed
+  // when that is off). Not confirmed: ack an error saying so, and that a
+  // retry with the same key is safe.
+  dr::redis::Replication replication;
 };
 
 struct Append {
@@ -64,7 +69,8 @@ struct Append {
 
 // Stores `a` unless its record exists, then calls `done` (later, on the
 // worker's loop). For Stored, `deliver` comes from a claim sent after the
-// store: false only when a concurrent retry already broadcast it.
+// store: false only when a concurrent retry already broadcast it. Stored and
+// Found wait for redis::replicated() before `done`.
 void append(Append a, std::function<void(Result)> done);
 
 }  // namespace dr::app::idem

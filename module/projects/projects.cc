@@ -276,13 +276,23 @@ struct CommentCall {
     return s && s->connected() ? s : nullptr;
   }
   // To the room and activity to the others (when `deliver`), then the ack.
-  void finish(const dr::Payload& p, bool deliver) const {
+  // Not `rep.confirmed` (redis_wait_replicas): stored, and broadcast, but the
+  // ack says the replicas have not confirmed it.
+  void finish(const dr::Payload& p, bool deliver, const dr::redis::Replication& rep = {}) const {
     if (deliver) {
       // Stored: the room hears of it even if the sender has gone meanwhile.
       to_room(*w, project, "project:comment", p.copy());
       activity(*w, sid, project, user, "comment", dr::json_str(json_array_get(p.args.get(), 0), "createdAt"));
     }
-    if (auto s = live()) dr::app::ack_with(*s, *req, json_array_get(p.args.get(), 0), p.attachments);
+    auto s = live();
+    if (!s) return;
+    if (!rep.confirmed)
+      return dr::app::outcome_unknown(*s, *req,
+                                      "comment " + rep.details() +
+                                          (key.empty() ? ": a failover now may lose it"
+                                                       : "; send it again with the same clientMessageId"),
+                                      key);
+    dr::app::ack_with(*s, *req, json_array_get(p.args.get(), 0), p.attachments);
   }
   // This attempt's comment under `id`; `at` overrides createdAt.
   dr::Payload as_sent(const std::string& id, const std::string& at = {}) const {
@@ -342,7 +352,10 @@ void on_comment(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event&
       argv.push_back("*");
       argv.insert(argv.end(), fields.begin(), fields.end());
       dr::redis::command(std::move(argv), [c](dr::redis::Reply r) {
-        if (r.type == dr::redis::Reply::Type::String) return c->finish(c->as_sent(r.str), true);
+        if (r.type == dr::redis::Reply::Type::String)
+          return dr::redis::replicated([c, id = r.str](dr::redis::Replication rep) {
+            c->finish(c->as_sent(id), true, rep);
+          });
         if (r.unanswered) return comment_unknown(*c);
         comment_not_stored(*c, r.error() ? r.str : std::string("unexpected reply"));
       });
@@ -364,12 +377,12 @@ void on_comment(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event&
         case idem::Outcome::Failed:
           return comment_not_stored(*c, r.error);
         case idem::Outcome::Stored:
-          return c->finish(c->as_sent(r.id), r.deliver);
+          return c->finish(c->as_sent(r.id), r.deliver, r.replication);
         case idem::Outcome::Found:
-          if (r.fields) return c->finish(stored_comment(r.id, c->project, r.fields.get()), r.deliver);
+          if (r.fields) return c->finish(stored_comment(r.id, c->project, r.fields.get()), r.deliver, r.replication);
           // Trimmed from the stream since: as sent, timed by its id.
           return c->finish(c->as_sent(r.id, dr::app::iso_time(std::max<int64_t>(0, dr::app::stream_id_ms(r.id)))),
-                           r.deliver);
+                           r.deliver, r.replication);
       }
     });
   });

@@ -264,6 +264,7 @@ RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf:
   response_prefix_ = conf_.key_prefix + "-response#";
   bcast_prefix_ = conf_.key_prefix + "#";
   install_redis_api(server.timers(), &link_, conf_.app_prefix);
+  set_wait_replicas(conf_.wait_replicas, conf_.wait_timeout);
 }
 
 RedisAdapter::~RedisAdapter() {
@@ -333,7 +334,7 @@ void RedisAdapter::on_state(bool up) {
     logf(LogLevel::Warn, "cluster: node %s is cut off from redis; delivering on this machine only", uid_.c_str());
     return;
   }
-  logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), conf_.text().c_str());
+  logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), link_.where().c_str());
   resync();
   resync_sessions();
   for (auto& n : nsps_) catch_up(n);  // subscribed before the commands connection was back

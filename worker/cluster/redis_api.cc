@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cluster/ops.h"
+#include "cluster/replica_wait.h"
 #include "cluster/redis_link.h"
 #include "depth-realtime/redis.h"
 
@@ -14,6 +15,7 @@ struct Api {
   RedisLink* link = nullptr;
   Timers* timers = nullptr;  // replies are posted, never given inside the call
   std::string prefix = "depth:";
+  std::unique_ptr<ReplicaWait> wait;  // redis_wait_replicas (null: off)
 };
 Api g_api;
 
@@ -81,8 +83,15 @@ void install_redis_api(Timers& timers, RedisLink* link, std::string app_prefix) 
 }
 
 void uninstall_redis_api() {
+  g_api.wait.reset();
   g_api.link = nullptr;
   g_api.timers = nullptr;
+}
+
+void set_wait_replicas(uint64_t replicas, uint64_t timeout_ms) {
+  g_api.wait.reset();
+  if (replicas && g_api.timers)
+    g_api.wait = std::make_unique<ReplicaWait>(*g_api.timers, g_api.link, replicas, timeout_ms);
 }
 
 }  // namespace dr::cluster
@@ -114,6 +123,21 @@ void transaction(std::vector<std::vector<std::string>> commands, Callback cb) {
   for (auto& c : commands) cmds.emplace_back(c.begin(), c.end());
   cmds.push_back({"EXEC"});
   if (!link || !link->commands(cmds, cluster::adapt(cb))) cluster::unavailable(std::move(cb));
+}
+
+std::string Replication::details() const {
+  std::string s = "stored on the Redis master, ";
+  if (replicas < 0) s += "but Redis did not answer whether its replicas have it";
+  else
+    s += "confirmed on " + std::to_string(replicas) + " of " + std::to_string(wanted) + " replicas" +
+         (timeout_ms ? " within " + std::to_string(timeout_ms) + "ms" : " (they were missing a moment ago)");
+  return s;
+}
+
+void replicated(std::function<void(Replication)> cb) {
+  if (!cb) return;
+  if (cluster::g_api.wait) return cluster::g_api.wait->wait(std::move(cb));
+  if (cluster::g_api.timers) cluster::g_api.timers->post([cb = std::move(cb)] { cb(Replication{}); });
 }
 
 std::string key(std::string_view suffix) { return cluster::g_api.prefix + std::string(suffix); }

@@ -2,6 +2,7 @@
 // worker's RedisLink.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "core/timers.h"
@@ -14,5 +15,7 @@ class RedisLink;
 // answers "Redis unavailable"). `uninstall_redis_api` before the link goes.
 void install_redis_api(Timers& timers, RedisLink* link, std::string app_prefix);
 void uninstall_redis_api();
+// redis_wait_replicas N TIMEOUT (0: off), for redis::replicated().
+void set_wait_replicas(uint64_t replicas, uint64_t timeout_ms);
 
 }  // namespace dr::cluster

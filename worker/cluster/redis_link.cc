@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cluster/redis_sentinel.h"
 #include "depth-realtime/module.h"
 
 namespace dr::cluster {
@@ -76,6 +77,8 @@ bool uv_events_attach(redisAsyncContext* ac, uv_loop_t* loop) {
 
 }  // namespace
 
+bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop) { return uv_events_attach(ac, loop); }
+
 void AsyncContext::reset() {
   if (!ac_) return;
   redisAsyncContext* ac = ac_;
@@ -97,13 +100,39 @@ RedisLink::~RedisLink() {
 void RedisLink::start() {
   if (started_) return;
   started_ = true;
+  if (conf_.sentinel()) {  // the sentinels first: master_is() connects
+    sentinel_ = std::make_unique<RedisSentinel>(loop_, timers_, conf_,
+                                                [this](const std::string& host, int port) { master_is(host, port); });
+    sentinel_->start();
+    return;
+  }
   connect(cmd_);
   connect(sub_);
+}
+
+void RedisLink::master_is(const std::string& host, int port) {
+  if (host == conf_.host && port == conf_.port) return;  // known: a lost connection is retried with backoff
+  std::string was = conf_.host.empty() ? std::string("not known") : conf_.host + ":" + std::to_string(conf_.port);
+  logf(LogLevel::Notice, "redis: master %s is at %s:%d (was %s)", conf_.master_name.c_str(), host.c_str(), port,
+       was.c_str());
+  for (Conn* c : {&cmd_, &sub_}) drop(*c, "the master moved");
+  conf_.host = host;
+  conf_.port = port;
+  for (Conn* c : {&cmd_, &sub_}) {
+    c->backoff = 0;
+    connect(*c);
+  }
 }
 
 void RedisLink::connect(Conn& c) {
   c.gen++;
   int64_t now = timers_.now();
+  if (conf_.sentinel() && conf_.host.empty()) {  // no master known yet: master_is() connects
+    c.state = State::Down;
+    c.retry_at = now + int64_t(kBackoffMaxMs);
+    rearm();
+    return;
+  }
   redisAsyncContext* ac = conf_.unix_path.empty() ? redisAsyncConnect(conf_.host.c_str(), conf_.port)
                                                   : redisAsyncConnectUnix(conf_.unix_path.c_str());
   if (!ac || ac->err || !uv_events_attach(ac, loop_)) {
@@ -135,6 +164,16 @@ void RedisLink::connect(Conn& c) {
   std::string db = std::to_string(conf_.db);
   if (&c == &cmd_ && conf_.db) raw_command(c, {"SELECT", db}, check("SELECT"), false);
   uint64_t gen = c.gen;
+  // What a sentinel said may be stale (a failover under way): only a master will do.
+  if (sentinel_)
+    raw_command(c, {"ROLE"}, [this, &c, gen](redisReply* r) {
+      if (!r || c.gen != gen || c.state != State::Connecting) return;
+      bool master = r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING &&
+                    std::string_view(r->element[0]->str, r->element[0]->len) == "master";
+      if (master) return;
+      logf(LogLevel::Warn, "redis: %s is not the master (ROLE); asking the sentinels again", conf_.text().c_str());
+      drop(c, "not the master");
+    }, false);
   raw_command(c, {"PING"}, [this, &c, gen](redisReply* r) {
     if (r && r->type != REDIS_REPLY_ERROR && c.gen == gen && c.state == State::Connecting) connected(c);
   }, false);
@@ -196,6 +235,7 @@ void RedisLink::lost(Conn& c, const char* why) {
          (unsigned long long)c.failures, why);
   }
   after_ready_change(was_ready);
+  if (sentinel_) sentinel_->ask();  // after any loss: has the master moved?
 }
 
 void RedisLink::drop(Conn& c, const char* why) {

@@ -49,6 +49,11 @@ class AsyncContext {
   redisAsyncContext* ac_ = nullptr;
 };
 
+// Puts hiredis' events of `ac` on `loop` (a uv_poll_t, freed with the context).
+bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop);
+
+class RedisSentinel;
+
 class RedisLink {
  public:
   // `reply` is null when no answer will come (connection lost).
@@ -89,6 +94,8 @@ class RedisLink {
   // (a join) or a PUBLISH leaves before the ack that tells a client it is done.
   void flush();
 
+  // Where it connects, for logs (with Sentinel: the master last learnt).
+  std::string where() const { return conf_.text(); }
   uint64_t dropped() const { return dropped_; }
   size_t pending_bytes() const { return pending_bytes_; }
 
@@ -139,6 +146,9 @@ class RedisLink {
   static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
   static void on_sub_reply(redisAsyncContext* ac, void* reply, void* privdata);
 
+  // Sentinel mode (conf_.sentinel()): the sentinels told where the master is.
+  void master_is(const std::string& host, int port);
+
   uv_loop_t* loop_;
   Timers& timers_;
   CoreConf::Redis conf_;
@@ -155,6 +165,7 @@ class RedisLink {
   bool destroying_ = false;
   bool started_ = false;
   Timer timer_{timers_, [](void* l) { static_cast<RedisLink*>(l)->on_timer(); }, this};
+  std::unique_ptr<RedisSentinel> sentinel_;  // sentinel mode: where the master is (redis_sentinel.h)
 };
 
 }  // namespace dr::cluster

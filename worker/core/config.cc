@@ -66,6 +66,8 @@ std::string ListenAddress::text() const {
 }
 
 std::string CoreConf::Redis::text() const {
+  if (sentinel())
+    return "master " + master_name + (host.empty() ? " (not known yet)" : " at " + host + ":" + std::to_string(port));
   return unix_path.empty() ? host + ":" + std::to_string(port) : "unix:" + unix_path;
 }
 
@@ -298,20 +300,52 @@ bool set_cors_origins(ModuleConf* c, const std::vector<std::string>& a, std::str
   return true;
 }
 
+// sentinel=HOST[:PORT],HOST[:PORT],... (port 26379 by default)
+bool parse_sentinels(const std::string& list, std::vector<CoreConf::Redis::Endpoint>& out, std::string& err) {
+  out.clear();
+  size_t start = 0;
+  for (;;) {
+    size_t comma = list.find(',', start);
+    std::string addr = list.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    ListenAddress la;
+    std::string e;
+    if (addr.empty() || addr[0] == ':' ||
+        !parse_listen(addr.find(':') == std::string::npos ? addr + ":26379" : addr, la, e)) {
+      err = "invalid sentinel address \"" + addr + "\", expected sentinel=HOST[:PORT],HOST[:PORT],...";
+      return false;
+    }
+    out.push_back({la.host, la.port});
+    if (comma == std::string::npos) return true;
+    start = comma + 1;
+  }
+}
+
 // redis HOST:PORT | unix:/PATH [password=SECRET] [db=N]
+// redis sentinel=HOST:PORT,... master=NAME [password=SECRET] [sentinel_password=SECRET] [db=N]
 bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   auto& r = static_cast<CoreConf*>(c)->redis;
   const std::string& addr = a[0];
   r.host.clear();
   r.unix_path.clear();
-  if (addr == "off") {
+  r.sentinels.clear();
+  r.master_name.clear();
+  bool sentinel = addr.rfind("sentinel=", 0) == 0;
+  if (addr.rfind("cluster=", 0) == 0) {
+    err = "Redis Cluster (\"redis cluster=...\") is not supported yet: use one Redis or sentinel=...";
+    return false;
+  }
+  if (sentinel) {
+    if (!parse_sentinels(addr.substr(9), r.sentinels, err)) return false;
+  } else if (a.size() > 3) {
+    err = "too many parameters: expected HOST[:PORT] [password=SECRET] [db=N]";
+    return false;
+  } else if (addr == "off") {
     if (a.size() > 1) {
       err = "\"redis off\" takes no more arguments";
       return false;
     }
     return true;
-  }
-  if (addr.rfind("unix:", 0) == 0) {
+  } else if (addr.rfind("unix:", 0) == 0) {
     r.unix_path = addr.substr(5);
     if (r.unix_path.empty()) {
       err = "invalid address \"" + addr + "\", expected unix:/path/to/redis.sock";
@@ -321,7 +355,7 @@ bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& er
     ListenAddress la;
     std::string e;
     if (addr.empty() || addr[0] == ':' || !parse_listen(addr.find(':') == std::string::npos ? addr + ":6379" : addr, la, e)) {
-      err = "invalid address \"" + addr + "\", expected HOST[:PORT] or unix:/path";
+      err = "invalid address \"" + addr + "\", expected HOST[:PORT], unix:/path or sentinel=HOST:PORT,...";
       return false;
     }
     r.host = la.host;
@@ -332,11 +366,42 @@ bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& er
       r.password = a[i].substr(9);
     } else if (a[i].rfind("db=", 0) == 0) {
       if (!conf_parse_uint({a[i].substr(3)}, r.db, err)) return false;
+    } else if (sentinel && a[i].rfind("master=", 0) == 0) {
+      r.master_name = a[i].substr(7);
+    } else if (sentinel && a[i].rfind("sentinel_password=", 0) == 0) {
+      r.sentinel_password = a[i].substr(18);
     } else {
-      err = "invalid parameter \"" + a[i] + "\", expected password=SECRET or db=N";
+      err = "invalid parameter \"" + a[i] + "\", expected " +
+            (sentinel ? "master=NAME, password=SECRET, sentinel_password=SECRET or db=N" : "password=SECRET or db=N");
       return false;
     }
   }
+  if (sentinel && r.master_name.empty()) {
+    err = "\"redis sentinel=...\" needs master=NAME (the name the sentinels monitor)";
+    return false;
+  }
+  return true;
+}
+
+// redis_wait_replicas N TIMEOUT | off
+bool set_redis_wait_replicas(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  auto& r = static_cast<CoreConf*>(c)->redis;
+  if (a[0] == "off" && a.size() == 1) {
+    r.wait_replicas = r.wait_timeout = 0;
+    return true;
+  }
+  if (a.size() != 2) {
+    err = "expected N TIMEOUT (e.g. 1 500ms) or off";
+    return false;
+  }
+  uint64_t n = 0, ms = 0;
+  if (!conf_parse_uint({a[0]}, n, err) || !conf_parse_msec({a[1]}, ms, err)) return false;
+  if (n == 0 || ms == 0) {
+    err = "N and TIMEOUT must be greater than 0 (WAIT 0 would wait for ever); use \"off\" to turn it off";
+    return false;
+  }
+  r.wait_replicas = n;
+  r.wait_timeout = ms;
   return true;
 }
 
@@ -436,8 +501,11 @@ const Directive core_directives[] = {
      "smallest message or polling response that is compressed"},
     {"compression_level", S, 1, 1, set_uint<&CoreConf::compression_level>, "6", true,
      "zlib level, 1 (fast) to 9 (small)"},
-    {"redis", S, 1, 3, set_redis, "off", false,
-     "HOST[:PORT] | unix:/PATH [password=SECRET] [db=N]: the Redis that joins the workers and nodes into one cluster"},
+    {"redis", S, 1, 5, set_redis, "off", false,
+     "HOST[:PORT] | unix:/PATH | sentinel=HOST:PORT,... master=NAME [password=SECRET] [sentinel_password=SECRET] "
+     "[db=N]: the Redis that joins the workers and nodes into one cluster"},
+    {"redis_wait_replicas", S, 1, 2, set_redis_wait_replicas, "off", false,
+     "N TIMEOUT: a chat message or comment is acked as stored once WAIT says N replicas have it"},
     {"redis_password", S, 1, 1, set_redis_password, "(none)", false, "AUTH password for redis (empty: none)"},
     {"redis_db", S, 1, 1, set_redis_db, "0", false, "database number for the keys the daemon keeps (SELECT)"},
     {"redis_key_prefix", S, 1, 1, set_redis_key_prefix, "socket.io", false,
@@ -658,6 +726,12 @@ std::unique_ptr<Config> load_config(const std::string& path, const LoadOptions& 
   if (cfg->core.redis.node_ttl < 1000 || cfg->core.redis.connect_timeout == 0 ||
       cfg->core.redis.command_timeout == 0 || cfg->core.redis.requests_timeout == 0) {
     err = path + ": redis_node_ttl must be at least 1s, and the redis timeouts greater than 0";
+    return nullptr;
+  }
+  // WAIT blocks the worker's commands connection: it must give up first.
+  if (cfg->core.redis.wait_replicas && cfg->core.redis.wait_timeout >= cfg->core.redis.command_timeout) {
+    err = cfg->where("redis_wait_replicas", path) + ": redis_wait_replicas' TIMEOUT must be shorter than redis_command_timeout (" +
+          std::to_string(cfg->core.redis.command_timeout) + "ms)";
     return nullptr;
   }
   if (cfg->core.compression_level < 1 || cfg->core.compression_level > 9) {

@@ -90,8 +90,22 @@ struct CoreConf : ModuleConfBase<CoreConf> {
     uint64_t requests_timeout = 5000;  // cluster requests (fetchSockets, serverSideEmit acks, ...)
     uint64_t node_ttl = 15000;         // a node silent this long is dead and its membership removed
     uint64_t max_pending = 16 * 1024 * 1024;  // bytes of commands waiting for Redis; more are dropped
-    bool configured() const { return !host.empty() || !unix_path.empty(); }
-    std::string text() const;  // for logs: "127.0.0.1:6379" or "unix:/path"
+    // Sentinel: the master `master_name` is asked of these sentinels; `host`
+    // and `port` then hold the master last learnt (empty: none known yet).
+    struct Endpoint {
+      std::string host;
+      int port = 26379;
+    };
+    std::vector<Endpoint> sentinels;
+    std::string master_name;
+    std::string sentinel_password;
+    // redis_wait_replicas N TIMEOUT: a stored message is acked once WAIT says
+    // N replicas have it (0: off).
+    uint64_t wait_replicas = 0;
+    uint64_t wait_timeout = 0;
+    bool sentinel() const { return !sentinels.empty(); }
+    bool configured() const { return !host.empty() || !unix_path.empty() || sentinel(); }
+    std::string text() const;  // for logs: "127.0.0.1:6379", "unix:/path", "master NAME at H:P"
   } redis;
   uint64_t recovery_window = 120000;  // connection state recovery (with Redis); 0 = off
 
