@@ -209,6 +209,7 @@ struct Options {
   std::vector<std::string> namespaces{"/", "/chat"};
   std::string secret;
   double settle_s = 5;
+  uint32_t sources = 1;  // 127.0.0.1.. source addresses: ~28k connections each to one port
   double handshake_timeout_s = 15;
   double max_seconds = 900;
   std::vector<pid_t> server_pids;
@@ -243,7 +244,9 @@ void usage() {
       "  --concurrency N          handshakes in flight at once (200)\n"
       "  --namespaces LIST        comma list of namespaces to join (/,/chat)\n"
       "  --handshake-timeout SEC  per connection (15)\n"
-      "  --settle SEC             idle: hold time before sampling (5)\n"
+      "  --settle SEC             idle: hold time before sampling (5); the server's CPU over it\n"
+      "                           is its idle cost (cover a ping interval to include pings)\n"
+      "  --sources N              IPv4: bind connections to 127.0.0.1..127.0.0.N (beyond ~28k)\n"
       "  --max-seconds SEC        hard limit for the whole run (900)\n"
       "  --server-pids LIST       comma list of server pids to sample\n"
       "  --server-pid-tree PID    sample PID and all its descendants\n"
@@ -327,6 +330,7 @@ bool parse_options(int argc, char** argv, Options& o) {
     }
     else if (name == "--handshake-timeout") ok = parse_number(value, o.handshake_timeout_s) && o.handshake_timeout_s > 0;
     else if (name == "--settle") ok = parse_number(value, o.settle_s);
+    else if (name == "--sources") ok = parse_number(value, o.sources);
     else if (name == "--max-seconds") ok = parse_number(value, o.max_seconds) && o.max_seconds > 0;
     else if (name == "--server-pids") {
       for (auto& p : split(value, ',')) {
@@ -708,6 +712,7 @@ struct FleetConfig {
   std::string secret;
   uint32_t concurrency = 200;
   uint64_t handshake_timeout_ms = 15000;
+  uint32_t sources = 1;  // IPv4 only: source address 127.0.0.(1 + index % sources)
 };
 
 // What a scenario hears from its fleet.
@@ -817,6 +822,13 @@ class Fleet {
     c.connect_req.data = &c;
     c.state = ConnState::Connecting;
     uv_tcp_nodelay(&c.tcp, 1);
+    if (cfg_.sources > 1 && cfg_.addr.ss_family == AF_INET) {
+      sockaddr_in src{};
+      src.sin_family = AF_INET;
+      src.sin_addr.s_addr = htonl((127u << 24) | uint32_t(1 + c.index % cfg_.sources));
+      if (int brc = uv_tcp_bind(&c.tcp, reinterpret_cast<const sockaddr*>(&src), 0); brc != 0)
+        return fail(c, "bind", uv_strerror(brc));
+    }
     int rc = uv_tcp_connect(&c.connect_req, &c.tcp, reinterpret_cast<const sockaddr*>(&cfg_.addr),
                             [](uv_connect_t* req, int status) {
                               auto& c = *static_cast<Conn*>(req->data);
@@ -1350,8 +1362,10 @@ class IdleScenario : public ScenarioBase {
     log_established();
     if (finishing_) return;
     if (fleet_.ready() == 0) return finish();
+    settle_start_ms_ = uv_now(ctx_.loop);
     phase_timer_.start(uint64_t(ctx_.opt.settle_s * 1000), 0, [this] {
       after_settle_ = ctx_.probe.sample();
+      settled_s_ = double(uv_now(ctx_.loop) - settle_start_ms_) / 1000.0;
       alive_at_sample_ = fleet_.alive();
       sampled_ = true;
       progress("held %zu connections for %.1fs; closing", alive_at_sample_, ctx_.opt.settle_s);
@@ -1369,12 +1383,21 @@ class IdleScenario : public ScenarioBase {
       rss_per_conn = (double(after_settle_->rss_kb) - double(before_->rss_kb)) * 1024.0 / double(n);
     if (before_ && after_connect_) cpu_ms = ServerProbe::ticks_to_ms(after_connect_->cpu_ticks - before_->cpu_ticks);
     if (cpu_ms && n > 0) cpu_per_conn = *cpu_ms * 1000.0 / double(n);
+    // What holding them costs: the server's CPU over the settle time, per
+    // connection per second (heartbeats, timers, anything that visits them).
+    std::optional<double> idle_cpu_ms, idle_per_conn_s;
+    if (after_connect_ && after_settle_) {
+      idle_cpu_ms = ServerProbe::ticks_to_ms(after_settle_->cpu_ticks - after_connect_->cpu_ticks);
+      if (n > 0 && settled_s_ > 0) idle_per_conn_s = *idle_cpu_ms * 1000.0 / double(n) / settled_s_;
+    }
     j.number("rss_before_kb", rss_before, 0)
         .number("rss_after_kb", rss_after, 0)
         .number("rss_per_conn_bytes", rss_per_conn, 0)
         .number("cpu_connect_ms", cpu_ms, 1)
         .number("cpu_per_conn_us", cpu_per_conn, 1)
         .number("settle_seconds", ctx_.opt.settle_s, 1)
+        .number("idle_cpu_ms", idle_cpu_ms, 1)
+        .number("idle_cpu_per_conn_per_s_us", idle_per_conn_s, 3)
         .number("held_at_sample", sampled_ ? std::optional(double(alive_at_sample_)) : std::nullopt, 0)
         .number("server_processes", after_settle_ ? std::optional(double(after_settle_->processes)) : std::nullopt, 0)
         .number("loadgen_cpu_connect_ms", loadgen_cpu_connect_ms_, 1);
@@ -1387,6 +1410,8 @@ class IdleScenario : public ScenarioBase {
   double cpu_self_start_ = 0, loadgen_cpu_connect_ms_ = 0;
   size_t alive_at_sample_ = 0;
   bool sampled_ = false;
+  uint64_t settle_start_ms_ = 0;
+  double settled_s_ = 0;
 };
 
 // echo: M connections send `bench:echo` with an ack, either at a fixed rate
@@ -1811,6 +1836,7 @@ int main(int argc, char** argv) {
   ctx.fleet.namespaces = opt.namespaces;
   ctx.fleet.secret = opt.secret;
   ctx.fleet.concurrency = opt.concurrency;
+  ctx.fleet.sources = std::max<uint32_t>(1, std::min<uint32_t>(opt.sources, 254));
   ctx.fleet.handshake_timeout_ms = uint64_t(opt.handshake_timeout_s * 1000);
 
   const rlim_t nofile = raise_nofile();

@@ -3,7 +3,11 @@
 #
 # Measures depth-realtime (bench.conf, 2 workers) and the Node reference
 # (node-reference.mjs, socket.io 4.8) with the same load generator, on loopback:
-#   idle      BENCH_CONNECTIONS (10000) connections on / and /chat: RSS and CPU per connection
+#   idle      BENCH_CONNECTIONS (10000) connections on / and /chat: RSS and CPU per
+#             connection, and, held for BENCH_SETTLE (30 s: a ping interval), the
+#             CPU an idle connection costs per second
+#   idle_large the same with BENCH_LARGE_CONNECTIONS (100000; 0: skipped), from
+#             several loopback source addresses
 #   echo      BENCH_ECHO_CONNECTIONS x BENCH_ECHO_RATE acked events/s: latency at a fixed load
 #   echo_max  closed loop (BENCH_MAX_WINDOW acks in flight per connection): throughput
 # each after a warm-up of BENCH_WARMUP (1000) connections that is not reported.
@@ -32,7 +36,8 @@ case $BUILD in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 BENCH_SERVERS=${BENCH_SERVERS:-"depth-realtime node"}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-10000}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-200}
-BENCH_SETTLE=${BENCH_SETTLE:-5}
+BENCH_SETTLE=${BENCH_SETTLE:-30}
+BENCH_LARGE_CONNECTIONS=${BENCH_LARGE_CONNECTIONS:-100000}
 BENCH_ECHO_CONNECTIONS=${BENCH_ECHO_CONNECTIONS:-200}
 BENCH_ECHO_RATE=${BENCH_ECHO_RATE:-50}
 BENCH_ECHO_DURATION=${BENCH_ECHO_DURATION:-10}
@@ -52,6 +57,14 @@ BENCH_RECOVERY_CONNECTIONS=${BENCH_RECOVERY_CONNECTIONS:-2000}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-not-for-production}
 
 log() { echo "bench: $*" >&2; }
+
+# 100,000 connections need as many descriptors in the loadgen and the server
+# (root may raise the hard limit; others get what the hard limit allows).
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
+if [ "$BENCH_LARGE_CONNECTIONS" -gt 0 ] && [ "$(ulimit -n)" -lt $((BENCH_LARGE_CONNECTIONS + 1000)) ]; then
+  log "idle_large: only $(ulimit -n) file descriptors allowed; skipped"
+  BENCH_LARGE_CONNECTIONS=0
+fi
 
 # ------------------------------------------------------------ prerequisites
 
@@ -198,6 +211,10 @@ for server in $BENCH_SERVERS; do
   fi
   run_scenario "$server" idle idle --connections "$BENCH_CONNECTIONS" --concurrency "$BENCH_CONCURRENCY" \
     --namespaces /,/chat --settle "$BENCH_SETTLE" --max-seconds 300
+  if [ "$BENCH_LARGE_CONNECTIONS" -gt 0 ]; then
+    run_scenario "$server" idle_large idle --connections "$BENCH_LARGE_CONNECTIONS" --concurrency 500 \
+      --sources $(( (BENCH_LARGE_CONNECTIONS + 24999) / 25000 )) --namespaces / --settle "$BENCH_SETTLE" --max-seconds 900
+  fi
   run_scenario "$server" echo echo --connections "$BENCH_ECHO_CONNECTIONS" --rate "$BENCH_ECHO_RATE" \
     --duration "$BENCH_ECHO_DURATION" --max-seconds 120
   run_scenario "$server" echo_max echo --connections "$BENCH_MAX_CONNECTIONS" --rate 0 \
@@ -352,7 +369,7 @@ const servers = {};
 for (const name of ["depth-realtime", "node"]) {
   if (!process.env.BENCH_SERVERS.split(/\s+/).includes(name)) continue;
   const s = { status: read(`${name}.status`) ?? "not run", command: read(`${name}.command`) };
-  for (const sc of ["idle", "echo", "echo_max"]) {
+  for (const sc of ["idle", "idle_large", "echo", "echo_max"]) {
     const r = readJson(`${name}.${sc}.json`);
     if (r) s[sc] = r;
   }
@@ -386,6 +403,8 @@ const ratios = {
   // > 1 means depth-realtime is better
   rss_per_conn_node_over_ours: ratio(node.idle?.rss_per_conn_bytes, ours.idle?.rss_per_conn_bytes),
   cpu_per_conn_node_over_ours: ratio(node.idle?.cpu_per_conn_us, ours.idle?.cpu_per_conn_us),
+  idle_cpu_node_over_ours: ratio(node.idle?.idle_cpu_per_conn_per_s_us, ours.idle?.idle_cpu_per_conn_per_s_us),
+  idle_large_cpu_node_over_ours: ratio(node.idle_large?.idle_cpu_per_conn_per_s_us, ours.idle_large?.idle_cpu_per_conn_per_s_us),
   echo_throughput_ours_over_node: ratio(ours.echo_max?.acks_per_sec, node.echo_max?.acks_per_sec),
   echo_cpu_per_ack_node_over_ours: ratio(node.echo?.cpu_per_ack_us, ours.echo?.cpu_per_ack_us),
   echo_p99_node_over_ours: ratio(node.echo?.latency_p99_ms, ours.echo?.latency_p99_ms),
@@ -401,7 +420,7 @@ for (const [name, s] of Object.entries(servers)) {
     const busy = r.loadgen_cpu_echo_ms / (r.duration_seconds * 1000);
     if (busy > 0.8) warnings.push(`${name} ${sc}: the loadgen was ${Math.round(busy * 100)}% busy; acks/s is a lower bound`);
   }
-  for (const sc of ["idle", "echo", "echo_max"]) {
+  for (const sc of ["idle", "idle_large", "echo", "echo_max"]) {
     const r = s[sc];
     if (r?.failures > 0) warnings.push(`${name} ${sc}: ${r.failures} connections failed (${r.first_error ?? "?"})`);
     if (r?.lost_after_connect > 0) warnings.push(`${name} ${sc}: ${r.lost_after_connect} connections dropped after connecting`);
@@ -435,6 +454,10 @@ const rows = [
   ["idle: connect time (s)", (s) => f(s.idle?.connect_seconds, 2), null],
   ["idle: RSS per connection", (s) => kb(s.idle?.rss_per_conn_bytes), ratios.rss_per_conn_node_over_ours],
   ["idle: CPU per connection (us)", (s) => f(s.idle?.cpu_per_conn_us), ratios.cpu_per_conn_node_over_ours],
+  ["idle: CPU/conn/s held (us)", (s) => f(s.idle?.idle_cpu_per_conn_per_s_us, 3), ratios.idle_cpu_node_over_ours],
+  ["idle_large: established", (s) => s.idle_large ? `${s.idle_large.established}/${s.idle_large.connections}` : "-", null],
+  ["idle_large: RSS per connection", (s) => kb(s.idle_large?.rss_per_conn_bytes), null],
+  ["idle_large: CPU/conn/s held (us)", (s) => f(s.idle_large?.idle_cpu_per_conn_per_s_us, 3), ratios.idle_large_cpu_node_over_ours],
   ["echo: acks/s at fixed rate", (s) => f(s.echo?.acks_per_sec, 0), null],
   ["echo: latency p50 / p99 (ms)", (s) => `${f(s.echo?.latency_p50_ms, 2)} / ${f(s.echo?.latency_p99_ms, 2)}`, ratios.echo_p99_node_over_ours],
   ["echo: server CPU per ack (us)", (s) => f(s.echo?.cpu_per_ack_us), ratios.echo_cpu_per_ack_node_over_ours],
