@@ -210,6 +210,7 @@ struct Options {
   std::string secret;
   double settle_s = 5;
   uint32_t sources = 1;  // 127.0.0.1.. source addresses: ~28k connections each to one port
+  uint32_t source_first = 1;
   double handshake_timeout_s = 15;
   double max_seconds = 900;
   std::vector<pid_t> server_pids;
@@ -246,7 +247,8 @@ void usage() {
       "  --handshake-timeout SEC  per connection (15)\n"
       "  --settle SEC             idle: hold time before sampling (5); the server's CPU over it\n"
       "                           is its idle cost (cover a ping interval to include pings)\n"
-      "  --sources N              IPv4: bind connections to 127.0.0.1..127.0.0.N (beyond ~28k)\n"
+      "  --sources N              IPv4: bind connections to N source addresses (beyond ~28k)\n"
+      "  --source-first K         the first of them is 127.0.0.K (1)\n"
       "  --max-seconds SEC        hard limit for the whole run (900)\n"
       "  --server-pids LIST       comma list of server pids to sample\n"
       "  --server-pid-tree PID    sample PID and all its descendants\n"
@@ -331,6 +333,7 @@ bool parse_options(int argc, char** argv, Options& o) {
     else if (name == "--handshake-timeout") ok = parse_number(value, o.handshake_timeout_s) && o.handshake_timeout_s > 0;
     else if (name == "--settle") ok = parse_number(value, o.settle_s);
     else if (name == "--sources") ok = parse_number(value, o.sources);
+    else if (name == "--source-first") ok = parse_number(value, o.source_first);
     else if (name == "--max-seconds") ok = parse_number(value, o.max_seconds) && o.max_seconds > 0;
     else if (name == "--server-pids") {
       for (auto& p : split(value, ',')) {
@@ -712,7 +715,8 @@ struct FleetConfig {
   std::string secret;
   uint32_t concurrency = 200;
   uint64_t handshake_timeout_ms = 15000;
-  uint32_t sources = 1;  // IPv4 only: source address 127.0.0.(1 + index % sources)
+  uint32_t sources = 1;  // IPv4 only: source address 127.0.0.(first + index % sources)
+  uint32_t source_first = 1;
 };
 
 // What a scenario hears from its fleet.
@@ -822,10 +826,10 @@ class Fleet {
     c.connect_req.data = &c;
     c.state = ConnState::Connecting;
     uv_tcp_nodelay(&c.tcp, 1);
-    if (cfg_.sources > 1 && cfg_.addr.ss_family == AF_INET) {
+    if ((cfg_.sources > 1 || cfg_.source_first != 1) && cfg_.addr.ss_family == AF_INET) {
       sockaddr_in src{};
       src.sin_family = AF_INET;
-      src.sin_addr.s_addr = htonl((127u << 24) | uint32_t(1 + c.index % cfg_.sources));
+      src.sin_addr.s_addr = htonl((127u << 24) | uint32_t(cfg_.source_first + c.index % cfg_.sources));
       if (int brc = uv_tcp_bind(&c.tcp, reinterpret_cast<const sockaddr*>(&src), 0); brc != 0)
         return fail(c, "bind", uv_strerror(brc));
     }
@@ -1836,7 +1840,8 @@ int main(int argc, char** argv) {
   ctx.fleet.namespaces = opt.namespaces;
   ctx.fleet.secret = opt.secret;
   ctx.fleet.concurrency = opt.concurrency;
-  ctx.fleet.sources = std::max<uint32_t>(1, std::min<uint32_t>(opt.sources, 254));
+  ctx.fleet.source_first = std::clamp<uint32_t>(opt.source_first, 1, 254);
+  ctx.fleet.sources = std::clamp<uint32_t>(opt.sources, 1, 255 - ctx.fleet.source_first);
   ctx.fleet.handshake_timeout_ms = uint64_t(opt.handshake_timeout_s * 1000);
 
   const rlim_t nofile = raise_nofile();

@@ -6,8 +6,11 @@
 #   idle      BENCH_CONNECTIONS (10000) connections on / and /chat: RSS and CPU per
 #             connection, and, held for BENCH_SETTLE (30 s: a ping interval), the
 #             CPU an idle connection costs per second
-#   idle_large the same with BENCH_LARGE_CONNECTIONS (100000; 0: skipped), from
-#             several loopback source addresses
+#   idle_large BENCH_LARGE_CONNECTIONS (100000; 0: skipped) idle connections on /,
+#             opened by several loadgens (15,000 each, one source address each:
+#             a process may hold no more descriptors than the hard limit), on
+#             enough workers for the same reason: RSS per connection and the CPU
+#             an idle connection costs per second over BENCH_SETTLE
 #   echo      BENCH_ECHO_CONNECTIONS x BENCH_ECHO_RATE acked events/s: latency at a fixed load
 #   echo_max  closed loop (BENCH_MAX_WINDOW acks in flight per connection): throughput
 # each after a warm-up of BENCH_WARMUP (1000) connections that is not reported.
@@ -58,18 +61,16 @@ export JWT_SECRET=${JWT_SECRET:-bench-secret-not-for-production}
 
 log() { echo "bench: $*" >&2; }
 
-# 100,000 connections need as many descriptors in the loadgen and the server
-# (root may raise the hard limit; others get what the hard limit allows).
+# Descriptors: as many as the hard limit allows (a machine may forbid raising it).
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
-if [ "$BENCH_LARGE_CONNECTIONS" -gt 0 ] && [ "$(ulimit -n)" -lt $((BENCH_LARGE_CONNECTIONS + 1000)) ]; then
-  log "idle_large: only $(ulimit -n) file descriptors allowed; skipped"
-  BENCH_LARGE_CONNECTIONS=0
-fi
+NOFILE=$(ulimit -n)
+LARGE_PER_PROC=$(( NOFILE - 2000 < 15000 ? NOFILE - 2000 : 15000 ))
 
 # ------------------------------------------------------------ prerequisites
 
-LOADGEN="$BUILD/tests/bench/dr_loadgen"
+LOADGEN=${BENCH_LOADGEN:-"$BUILD/tests/bench/dr_loadgen"}  # BENCH_LOADGEN: measure another build's daemon with this one
 build_loadgen() {
+  [ -n "${BENCH_LOADGEN:-}" ] && [ -x "$LOADGEN" ] && return 0
   if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || return 1
   fi
@@ -211,10 +212,6 @@ for server in $BENCH_SERVERS; do
   fi
   run_scenario "$server" idle idle --connections "$BENCH_CONNECTIONS" --concurrency "$BENCH_CONCURRENCY" \
     --namespaces /,/chat --settle "$BENCH_SETTLE" --max-seconds 300
-  if [ "$BENCH_LARGE_CONNECTIONS" -gt 0 ]; then
-    run_scenario "$server" idle_large idle --connections "$BENCH_LARGE_CONNECTIONS" --concurrency 500 \
-      --sources $(( (BENCH_LARGE_CONNECTIONS + 24999) / 25000 )) --namespaces / --settle "$BENCH_SETTLE" --max-seconds 900
-  fi
   run_scenario "$server" echo echo --connections "$BENCH_ECHO_CONNECTIONS" --rate "$BENCH_ECHO_RATE" \
     --duration "$BENCH_ECHO_DURATION" --max-seconds 120
   run_scenario "$server" echo_max echo --connections "$BENCH_MAX_CONNECTIONS" --rate 0 \
@@ -225,6 +222,76 @@ for server in $BENCH_SERVERS; do
   fi
   stop_server
 done
+
+# ------------------------------------------------------- idle at scale
+
+tree_sum() {  # tree_sum PID FIELD: utime+stime ticks (cpu) or VmRSS kB (rss) over PID and its descendants
+  local p total=0
+  for p in $1 $(descendants "$1"); do
+    if [ "$2" = cpu ]; then total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+    else total=$(( total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) )); fi
+  done
+  echo "$total"
+}
+
+# run_idle_large SERVER: $TMP/SERVER.idle_large.json
+run_idle_large() {
+  local server=$1 out="$TMP/$1.idle_large.json" n=$BENCH_LARGE_CONNECTIONS per=$LARGE_PER_PROC
+  local procs=$(( (n + per - 1) / per )) workers port i pids="" est=0 rss0 rss1 cpu0 cpu1 t0 t1 waited
+  if [ "$server" = node ] && [ "$n" -gt $((NOFILE - 1000)) ]; then
+    echo "{\"skipped\":\"one Node process cannot hold $n connections with $NOFILE descriptors (the hard limit here)\"}" >"$out"
+    return 0
+  fi
+  workers=$(( procs > BENCH_WORKERS ? procs : BENCH_WORKERS ))
+  port=$(free_port)
+  log "$server: idle_large ($n connections from $procs loadgens; depth-realtime on $workers workers)"
+  BENCH_WORKERS_SAVED=$BENCH_WORKERS
+  BENCH_WORKERS=$workers
+  PORT=$port
+  if ! start_server "$server" "$port"; then
+    BENCH_WORKERS=$BENCH_WORKERS_SAVED
+    echo "{\"error\":\"$server did not start for idle_large\"}" >"$out"
+    return 1
+  fi
+  BENCH_WORKERS=$BENCH_WORKERS_SAVED
+  rss0=$(tree_sum "$SERVER_PID" rss)
+  for i in $(seq 1 "$procs"); do
+    local c=$(( i < procs ? per : n - per * (procs - 1) ))
+    "$LOADGEN" idle --port "$port" --secret "$JWT_SECRET" --connections "$c" --concurrency 100 --namespaces / \
+      --source-first "$i" --settle 100000 --max-seconds 100000 >"$TMP/large-$i.json" 2>"$TMP/large-$i.err" &
+    pids="$pids $!"
+  done
+  # Held once every loadgen has established its connections (or gave up).
+  for waited in $(seq 1 600); do
+    [ "$(grep -l '^loadgen: established' "$TMP"/large-*.err 2>/dev/null | wc -l)" -ge "$procs" ] && break
+    sleep 1
+  done
+  sleep "$BENCH_PAUSE"
+  for i in $(seq 1 "$procs"); do
+    est=$(( est + $(sed -n 's/^loadgen: established \([0-9]*\)\/.*/\1/p' "$TMP/large-$i.err" | head -n 1 | grep . || echo 0) ))
+  done
+  rss1=$(tree_sum "$SERVER_PID" rss)
+  cpu0=$(tree_sum "$SERVER_PID" cpu); t0=$(date +%s.%N)
+  sleep "$BENCH_SETTLE"
+  cpu1=$(tree_sum "$SERVER_PID" cpu); t1=$(date +%s.%N)
+  for p in $pids; do kill -TERM "$p" 2>/dev/null; done
+  for p in $pids; do wait "$p" 2>/dev/null; done
+  stop_server
+  node -e '
+    const [n, est, rss0, rss1, cpu0, cpu1, t0, t1, tck, procs, workers] = process.argv.slice(1).map(Number);
+    const held = t1 - t0, cpuMs = (cpu1 - cpu0) * 1000 / tck;
+    console.log(JSON.stringify({
+      scenario: "idle_large", connections: n, established: est, loadgens: procs, server_workers: workers,
+      rss_per_conn_bytes: est ? Math.round((rss1 - rss0) * 1024 / est) : null,
+      held_seconds: +held.toFixed(1), idle_cpu_ms: +cpuMs.toFixed(1),
+      idle_cpu_per_conn_per_s_us: est ? +(cpuMs * 1000 / est / held).toFixed(3) : null,
+    }));' "$n" "$est" "$rss0" "$rss1" "$cpu0" "$cpu1" "$t0" "$t1" "$(getconf CLK_TCK)" "$procs" "$workers" >"$out"
+  sleep "$BENCH_PAUSE"
+}
+
+if [ "$BENCH_LARGE_CONNECTIONS" -gt 0 ]; then
+  for server in $BENCH_SERVERS; do run_idle_large "$server" || FAILED=1; done
+fi
 
 # ---------------------------------------------- cross-process fan-out (Redis)
 
