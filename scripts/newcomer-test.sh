@@ -76,6 +76,12 @@ in_root apt-get update -qq
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git >/dev/null
 readme_has "sudo apt-get install -y make git"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y make git >/dev/null  # as root: no sudo
+# This host's own trusted CAs (as its resolv.conf): a TLS proxy between the
+# machine and the npm registry must be trusted in the root as on the host.
+if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1 && [ -x "$ROOT/usr/sbin/update-ca-certificates" ]; then
+  cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  in_root update-ca-certificates >/dev/null 2>&1
+fi
 lap "apt-get install git; the README's prerequisite (make git)"
 
 git clone -q --no-checkout "$SRC" "$ROOT$APP"
