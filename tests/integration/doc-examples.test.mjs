@@ -4,16 +4,19 @@
 // real redis-server), the way `make run` starts it: LISTEN_ADDRESS=localhost,
 // so `http://localhost:PORT` must answer whichever address the resolver gives.
 // The one change made to a block: the port 3000 of `http://localhost:3000`
-// becomes the test's free port. The block's environment has TOKEN, made by
-// `make token USER=42 CONVERSATIONS=c1` (the README's command), and API_KEY.
+// becomes the test's free port (and in a sh block, which runs in the source
+// tree, `build/depth-realtime` and `build/modules` the build under test). The block's environment has API_KEY and TOKEN,
+// made by the command its document gives (`TOKEN=$(make -s token USER=42 ...)`).
 // A ```text block right after an example is its output, compared exactly.
-// Every ```js block of README.md must be marked `test`, so none can drift.
+// Every ```js block of README.md and docs/*.md must be marked `test`, so none can
+// drift; one that cannot run outside a browser may be ```js no-test, with its
+// reason in an HTML comment (<!-- ... -->) right above it.
 import assert from 'node:assert/strict';
 import { spawnSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, before, after } from 'node:test';
-import { test, freePort, startServer, startRedis, tmpDir, withTimeout, SOURCE_DIR } from './lib/harness.mjs';
+import { test, freePort, startServer, startRedis, tmpDir, withTimeout, SOURCE_DIR, BINARY, MODULES_DIR } from './lib/harness.mjs';
 
 const SECRET = 'doc-examples-secret';
 const API_KEY = 'doc-examples-api-key';
@@ -41,6 +44,8 @@ const DOCS = ['README.md', ...fs.readdirSync(path.join(SOURCE_DIR, 'docs')).filt
 const EXAMPLES = DOCS.flatMap((doc) => blocks(path.join(SOURCE_DIR, doc))
   .filter((b) => /^(js|sh) test$/.test(b.info))
   .map((b) => ({ ...b, doc, lang: b.info.split(' ')[0] })));
+// How a document says its examples run: `TOKEN=$(make -s token ARGS) node FILE`.
+const tokenArgs = (doc) => /TOKEN=\$\(make -s token ([^)]+)\)/.exec(fs.readFileSync(path.join(SOURCE_DIR, doc), 'utf8'))?.[1];
 
 function run(cmd, args, { cwd, env, input, ms = 20000 }) {
   return withTimeout(new Promise((resolve) => {
@@ -54,7 +59,8 @@ function run(cmd, args, { cwd, env, input, ms = 20000 }) {
 }
 
 describe('the examples of README.md and docs/', () => {
-  let redis, srv, token, dir;
+  let redis, srv, dir;
+  const tokens = new Map(); // make token's arguments → the token
   before(async () => {
     dir = tmpDir('dr-doc-');
     // Node resolves socket.io-client from the example's folder.
@@ -66,18 +72,35 @@ describe('the examples of README.md and docs/', () => {
       conf: path.join(SOURCE_DIR, 'conf', 'depth-realtime.conf'),
       env: { PORT: String(port), JWT_SECRET: SECRET, API_KEY, LISTEN_ADDRESS: 'localhost', REDIS_HOST: '127.0.0.1', REDIS_PORT: String(redis.port) },
     });
-    const made = spawnSync('make', ['-s', '--no-print-directory', 'token', 'USER=42', 'CONVERSATIONS=c1'],
-      { cwd: SOURCE_DIR, env: { ...process.env, JWT_SECRET: SECRET }, encoding: 'utf8' });
-    assert.equal(made.status, 0, `make token: ${made.stderr}`);
-    token = made.stdout.trim();
-    assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'make token prints one JWT');
+    for (const args of new Set(EXAMPLES.map((e) => tokenArgs(e.doc)).filter(Boolean))) {
+      const made = spawnSync('make', ['-s', '--no-print-directory', 'token', ...args.split(/\s+/)],
+        { cwd: SOURCE_DIR, env: { ...process.env, JWT_SECRET: SECRET }, encoding: 'utf8' });
+      assert.equal(made.status, 0, `make token ${args}: ${made.stderr}`);
+      assert.match(made.stdout.trim(), /^[\w-]+\.[\w-]+\.[\w-]+$/, `make token ${args} prints one JWT`);
+      tokens.set(args, made.stdout.trim());
+    }
   });
   after(async () => { await srv?.stop(); await redis?.stop(); });
 
-  test('the README has runnable examples, and every js block in it is one', () => {
-    assert.ok(EXAMPLES.some((e) => e.doc === 'README.md' && e.lang === 'js'), 'no `js test` block in README.md');
-    const unmarked = blocks(path.join(SOURCE_DIR, 'README.md')).filter((b) => b.info === 'js');
-    assert.deepEqual(unmarked.map((b) => `README.md:${b.line}`), [], 'js blocks not marked `js test`');
+  test('README.md and docs/client-api.md have runnable examples, and every js block of the docs is one', () => {
+    for (const doc of ['README.md', 'docs/client-api.md']) {
+      assert.ok(EXAMPLES.some((e) => e.doc === doc && e.lang === 'js'), `no \`js test\` block in ${doc}`);
+    }
+    const unmarked = [], unexplained = [];
+    for (const doc of DOCS) {
+      const text = fs.readFileSync(path.join(SOURCE_DIR, doc), 'utf8').split('\n');
+      for (const b of blocks(path.join(SOURCE_DIR, doc))) {
+        if (/^(js|javascript|mjs)$/.test(b.info)) unmarked.push(`${doc}:${b.line}`);
+        if (b.info === 'js no-test' && !/^<!--.+-->$/.test(text[b.line - 2] ?? '')) unexplained.push(`${doc}:${b.line}`);
+      }
+    }
+    assert.deepEqual(unmarked, [], 'js blocks not marked `js test` (or `js no-test` with a reason)');
+    assert.deepEqual(unexplained, [], '`js no-test` blocks without an <!-- reason --> line right above');
+  });
+
+  test('each document with examples says how to run them (TOKEN=$(make -s token ...))', () => {
+    const silent = [...new Set(EXAMPLES.map((e) => e.doc))].filter((doc) => !tokenArgs(doc));
+    assert.deepEqual(silent, [], 'documents with examples that do not say which token they take');
   });
 
   test('localhost answers over IPv4 and IPv6 (the shipped conf with LISTEN_ADDRESS=localhost)', async () => {
@@ -90,11 +113,12 @@ describe('the examples of README.md and docs/', () => {
 
   for (const ex of EXAMPLES) {
     test(`${ex.doc}:${ex.line} (${ex.lang}) runs as written`, { timeout: 30000 }, async () => {
-      const source = ex.body.replaceAll('http://localhost:3000', `http://localhost:${srv.port}`);
+      let source = ex.body.replaceAll('http://localhost:3000', `http://localhost:${srv.port}`);
+      if (ex.lang === 'sh') source = source.replaceAll('build/depth-realtime', path.resolve(BINARY)).replaceAll('build/modules', path.resolve(MODULES_DIR));
       const file = path.join(dir, `example-${ex.line}.${ex.lang === 'js' ? 'mjs' : 'sh'}`);
       fs.writeFileSync(file, source);
       const r = await run(ex.lang === 'js' ? process.execPath : 'bash', ex.lang === 'js' ? [file] : ['-eo', 'pipefail', file],
-        { cwd: dir, env: { TOKEN: token, API_KEY } });
+        { cwd: ex.lang === 'js' ? dir : SOURCE_DIR, env: { TOKEN: tokens.get(tokenArgs(ex.doc)), API_KEY } });
       assert.equal(r.code, 0, `exit ${r.code} ${r.signal ?? ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
       if (ex.output !== undefined) assert.equal(r.stdout, ex.output, `the output shown in ${ex.doc} after line ${ex.line}`);
     });
