@@ -132,9 +132,12 @@ if [ "${NEWCOMER_SKIP_MAKE_TEST:-0}" = 1 ]; then
 else
   readme_has "make test    # adds the test tools; unit + integration tests (the real socket.io-client), again under ASan+UBSan, then a short fuzzing run"
   log "make test"
-  rc=0
-  in_root sh -c "cd $APP && make test" 2>&1 | tee "$W/make-test.log" | grep --line-buffered -E '^=====|tests passed|FAILED|^make test' || true
+  # make test's own status: PIPESTATUS right after the pipeline (an `|| true`
+  # after it would leave only true's status there and hide a failed make test).
+  set +e
+  in_root sh -c "cd $APP && make test" 2>&1 | tee "$W/make-test.log" | grep --line-buffered -E '^=====|tests passed|FAILED|^make test'
   rc=${PIPESTATUS[0]}
+  set -e
   sed -n '/^===== make test: summary/,$p' "$W/make-test.log"
   lap "make test (inside the root)"
   [ "$rc" = 0 ] || { echo "newcomer-test: make test failed (rc $rc)" >&2; exit 1; }
