@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 RUN_PACKAGES="build-essential cmake pkgconf libuv1-dev node-llhttp libwslay-dev libhiredis-dev \
 libjansson-dev libjwt-dev zlib1g-dev libssl-dev libmsgpack-dev libsystemd-dev redis-server procps openssl"
 # The tests add: GoogleTest, clang + libFuzzer (make fuzz-ci), Node with npm
-# (the socket.io-client peers), curl (the README's HTTP API example).
-TEST_PACKAGES="libgtest-dev clang libclang-rt-14-dev curl"
+# (the socket.io-client peers), curl (the README's HTTP API example), iproute2
+# (a test of `listen localhost` in a network namespace without IPv6).
+TEST_PACKAGES="libgtest-dev clang libclang-rt-14-dev curl iproute2"
 
 if [ "$1" = check ]; then check=1; shift; fi
 mode=${1:-test}

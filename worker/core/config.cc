@@ -175,8 +175,9 @@ bool set_ssl_protocols(ModuleConf* c, const std::vector<std::string>& a, std::st
 bool is_localhost(const std::string& s) { return s.rfind("localhost:", 0) == 0; }
 
 void add_listener(std::vector<ListenAddress>& to, const std::string& text, ListenAddress addr) {
+  addr.localhost = is_localhost(text);
   to.push_back(addr);
-  if (is_localhost(text)) {
+  if (addr.localhost) {
     addr.host = "::1";
     to.push_back(addr);
   }
