@@ -595,7 +595,13 @@ int Master::run() {
   }
   metrics::declare_core();
   metrics::set(metrics::core().last_reload_success, 1);
-  if (!bind_listeners(*cfg_, listeners_)) return 1;
+  if (!bind_listeners(*cfg_, listeners_)) {
+    // Let the closes of what was bound (and failed) finish: nothing left behind.
+    close_listeners();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    return 1;
+  }
 
   if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
   struct sigaction sa {};
