@@ -47,7 +47,7 @@ copy_tree() {
 }
 
 build_deb() {
-  need debhelper dpkg-dev fakeroot cmake pkgconf libuv1-dev libjansson-dev libjwt-dev \
+  need build-essential debhelper dpkg-dev fakeroot cmake pkgconf libuv1-dev libjansson-dev libjwt-dev \
        libhiredis-dev libmsgpack-dev libwslay-dev libssl-dev zlib1g-dev libsystemd-dev node-llhttp
   local chver
   chver=$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)
@@ -65,7 +65,7 @@ build_deb() {
 }
 
 build_rpm() {
-  need rpm cmake pkgconf libuv1-dev libjansson-dev libjwt-dev libhiredis-dev libmsgpack-dev libwslay-dev \
+  need build-essential rpm cmake pkgconf libuv1-dev libjansson-dev libjwt-dev libhiredis-dev libmsgpack-dev libwslay-dev \
        libssl-dev zlib1g-dev libsystemd-dev node-llhttp
   local specver
   specver=$(sed -n 's/^Version:[[:space:]]*//p' packaging/rpm/depth-realtime.spec)

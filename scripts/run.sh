@@ -24,5 +24,13 @@ if ! redis-cli -h "$host" -p "$port" ping >/dev/null 2>&1; then
   echo "make run: no Redis at ${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}; started one for this run on $host:$port" >&2
 fi
 export REDIS_HOST=$host REDIS_PORT=$port
-echo "make run: http://localhost:${PORT:-3000}/  (JWT_SECRET=$JWT_SECRET, API_KEY=${API_KEY:-unset: HTTP API off})" >&2
+# The address the conf listens on: LISTEN_ADDRESS (the Makefile's default is
+# localhost: 127.0.0.1 and ::1, as the development secrets are public).
+case ${LISTEN_ADDRESS:-[::]} in
+  localhost) url_host=localhost where="loopback only (127.0.0.1 and ::1); LISTEN_ADDRESS=[::] for every address" ;;
+  "[::]" | 0.0.0.0 | "*") url_host=localhost where="every address (LISTEN_ADDRESS=$LISTEN_ADDRESS)" ;;
+  *) url_host=$LISTEN_ADDRESS where="LISTEN_ADDRESS=$LISTEN_ADDRESS" ;;
+esac
+echo "make run: http://$url_host:${PORT:-3000}/  $where" >&2
+echo "make run: JWT_SECRET=$JWT_SECRET (make token USER=<id> signs with it), API_KEY=${API_KEY:-unset: HTTP API off}" >&2
 "$build/depth-realtime" -c "$conf" -M "$build/modules"

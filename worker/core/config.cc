@@ -172,10 +172,23 @@ bool set_ssl_protocols(ModuleConf* c, const std::vector<std::string>& a, std::st
   return true;
 }
 
+// `localhost:PORT` is both loopbacks, 127.0.0.1 and [::1]: resolvers hand out
+// either first (Debian maps localhost to ::1 before 127.0.0.1).
+bool is_localhost(const std::string& s) { return s.rfind("localhost:", 0) == 0; }
+
+void add_listener(std::vector<ListenAddress>& to, const std::string& text, ListenAddress addr) {
+  addr.localhost = is_localhost(text);
+  to.push_back(addr);
+  if (addr.localhost) {
+    addr.host = "::1";
+    to.push_back(addr);
+  }
+}
+
 bool set_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   ListenAddress addr;
   if (!parse_listen_args(a, addr, err)) return false;
-  static_cast<CoreConf*>(c)->listen.push_back(addr);
+  add_listener(static_cast<CoreConf*>(c)->listen, a[0], addr);
   return true;
 }
 
@@ -245,7 +258,7 @@ bool set_metrics_listen(ModuleConf* c, const std::vector<std::string>& a, std::s
   }
   ListenAddress addr;
   if (!parse_listen_args(a, addr, err)) return false;
-  static_cast<CoreConf*>(c)->metrics_listen.push_back(addr);
+  add_listener(static_cast<CoreConf*>(c)->metrics_listen, a[0], addr);
   return true;
 }
 
@@ -449,7 +462,7 @@ const Directive core_directives[] = {
     {"worker_shutdown_spread", M, 1, 1, set_msec<&CoreConf::worker_shutdown_spread>, "5s", true,
      "a stopping worker closes its sessions gradually over this time, so clients do not reconnect all at once"},
     {"listen", S, 1, 2, set_listen, "0.0.0.0:3000", false,
-     "[ADDRESS:]PORT [ssl] to accept clients on; repeatable"},
+     "[ADDRESS:]PORT [ssl] to accept clients on ([::] is both families, localhost both loopbacks); repeatable"},
     {"metrics_listen", S, 1, 2, set_metrics_listen, "(on listen)", false,
      "[ADDRESS:]PORT [ssl] of the metrics listener (/metrics, /healthz, /readyz); repeatable; off: on the main listener"},
     {"ssl_certificate", S, 1, 1, set_str<&CoreConf::ssl_certificate>, "(none)", true,

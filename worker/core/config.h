@@ -18,6 +18,9 @@ struct ListenAddress {
   std::string host;  // "0.0.0.0", "127.0.0.1", "::"
   int port = 0;
   bool ssl = false;  // `listen 443 ssl;`
+  // One half of `localhost:PORT` (127.0.0.1 or ::1): an address the machine
+  // lacks (no IPv6) is skipped, as long as the other half is bound.
+  bool localhost = false;
   std::string text() const;
 };
 

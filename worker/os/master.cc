@@ -82,6 +82,7 @@ class Master {
  private:
   bool bind_listeners(const Config& cfg, std::vector<std::unique_ptr<uv_tcp_t>>& out);
   bool bind_one(const ListenAddress& a, Listener kind, std::vector<std::unique_ptr<uv_tcp_t>>& out);
+  static bool localhost_bound(const Config& cfg, const std::vector<std::unique_ptr<uv_tcp_t>>& bound);
   void close_listeners();
   bool spawn(int slot);
   void on_worker_message(WorkerProc& from, ChannelMsg type, std::string_view body, std::unique_ptr<uv_tcp_t> h);
@@ -122,7 +123,29 @@ bool Master::bind_listeners(const Config& cfg, std::vector<std::unique_ptr<uv_tc
     if (!bind_one(a, Listener::Main, out)) return false;
   for (auto& a : cfg.core.metrics_listen)
     if (!bind_one(a, Listener::Metrics, out)) return false;
-  return true;
+  return localhost_bound(cfg, out);
+}
+
+// `localhost:PORT` is served as long as one of its loopbacks is bound (a
+// machine without IPv6 has no ::1); with neither it is an error.
+bool Master::localhost_bound(const Config& cfg, const std::vector<std::unique_ptr<uv_tcp_t>>& bound) {
+  auto has = [&](const std::string& key) {
+    return std::any_of(bound.begin(), bound.end(),
+                       [&](auto& h) { return h && static_cast<ListenerTag*>(h->data)->key == key; });
+  };
+  auto check = [&](const std::vector<ListenAddress>& list, const std::string& kind) {
+    for (auto a : list) {
+      if (!a.localhost) continue;
+      a.host = "127.0.0.1";
+      std::string v4 = kind + a.text();
+      a.host = "::1";
+      if (has(v4) || has(kind + a.text())) continue;
+      logf(LogLevel::Crit, "cannot listen on localhost:%d: neither 127.0.0.1 nor [::1] can be bound", a.port);
+      return false;
+    }
+    return true;
+  };
+  return check(cfg.core.listen, "main ") && check(cfg.core.metrics_listen, "metrics ");
 }
 
 bool Master::bind_one(const ListenAddress& a, Listener kind, std::vector<std::unique_ptr<uv_tcp_t>>& out) {
@@ -140,6 +163,12 @@ bool Master::bind_one(const ListenAddress& a, Listener kind, std::vector<std::un
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(h.get()), 4096, [](uv_stream_t* s, int status) {
       if (status == 0) static_cast<ListenerTag*>(s->data)->master->on_accept(reinterpret_cast<uv_tcp_t*>(s));
     });
+  if (rc != 0 && a.localhost && (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT)) {
+    // This machine lacks this loopback; localhost_bound() wants the other one.
+    logf(LogLevel::Warn, "not listening on %s (localhost): %s", a.text().c_str(), uv_strerror(rc));
+    close_handle(std::move(h));
+    return true;
+  }
   if (rc != 0) {
     logf(LogLevel::Crit, "cannot listen on %s: %s", a.text().c_str(), uv_strerror(rc));
     close_handle(std::move(h));
@@ -414,6 +443,7 @@ void Master::reload() {
     };
     for (auto& a : fresh->core.listen) keep_or_bind(a, Listener::Main);
     for (auto& a : fresh->core.metrics_listen) keep_or_bind(a, Listener::Metrics);
+    if (ok) ok = localhost_bound(*fresh, fresh_listeners);
     if (!ok) {
       // Give the kept ones back, close the new ones.
       for (auto& l : fresh_listeners) {
@@ -581,7 +611,13 @@ int Master::run() {
   }
   metrics::declare_core();
   metrics::set(metrics::core().last_reload_success, 1);
-  if (!bind_listeners(*cfg_, listeners_)) return 1;
+  if (!bind_listeners(*cfg_, listeners_)) {
+    // Let the closes of what was bound (and failed) finish: nothing left behind.
+    close_listeners();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    return 1;
+  }
 
   if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
   struct sigaction sa {};
