@@ -92,6 +92,7 @@ class Master {
   void hand_to_id(int id, std::string_view body, std::unique_ptr<uv_tcp_t> h);
   void handle_signal(int sig);
   void reap();
+  void respawn_dead();  // a worker in each slot left without one
   void reload();
   void signal_workers(int sig, bool retiring_only = false);
   void maybe_exit();
@@ -103,9 +104,10 @@ class Master {
   std::vector<std::unique_ptr<uv_tcp_t>> listeners_;
   std::vector<std::unique_ptr<WorkerProc>> procs_;  // current and retiring workers
   std::unique_ptr<uv_poll_t> signal_poll_;
-  std::unique_ptr<uv_timer_t> respawn_timer_;
-  std::unique_ptr<uv_timer_t> kill_timer_;
-  std::unique_ptr<uv_timer_t> heartbeat_timer_;
+  // On timers_ (made in run(), once the loop exists).
+  std::unique_ptr<CallbackTimer> respawn_timer_;
+  std::unique_ptr<CallbackTimer> kill_timer_;  // workers that do not stop in time
+  std::unique_ptr<CallbackTimer> heartbeat_timer_;
   uint64_t heartbeat_every_ = 0;
   int64_t last_heartbeat_ms_ = 0;
   std::vector<std::unique_ptr<ListenerTag>> tags_;
@@ -115,6 +117,7 @@ class Master {
   int next_id_ = 0;
   int generation_ = 0;
   bool stopping_ = false;
+  bool kill_scheduled_ = false;
   int exit_code_ = 0;
 };
 
@@ -363,21 +366,16 @@ void Master::start_heartbeat() {
   uint64_t every = timeout ? std::clamp<uint64_t>(timeout / 4, 50, 1000) : 0;
   if (every == heartbeat_every_) return;
   heartbeat_every_ = every;
-  if (!heartbeat_timer_) {
-    heartbeat_timer_ = make_handle<uv_timer_t>();
-    uv_timer_init(&loop_, heartbeat_timer_.get());
-    heartbeat_timer_->data = this;
-  }
   if (!every) {
-    uv_timer_stop(heartbeat_timer_.get());
+    heartbeat_timer_->cancel();
     return;
   }
   last_heartbeat_ms_ = 0;
-  uv_timer_start(heartbeat_timer_.get(), [](uv_timer_t* t) { static_cast<Master*>(t->data)->heartbeat(); }, every,
-                 every);
+  heartbeat_timer_->arm_in(int64_t(every));
 }
 
 void Master::heartbeat() {
+  if (heartbeat_every_) heartbeat_timer_->arm_in(int64_t(heartbeat_every_));
   int64_t now = now_ms();
   int64_t timeout = int64_t(cfg_->core.worker_heartbeat_timeout);
   // The master itself was held up (suspended, stopped): nobody could answer.
@@ -529,21 +527,17 @@ void Master::reap() {
     uint64_t delay = p->quick_failures ? (100u << std::min(p->quick_failures, 5)) : 0;
     logf(LogLevel::Notice, "respawning worker %d%s", p->slot, delay ? " after a delay" : "");
     metrics::add(metrics::core().worker_restarts);
-    if (!respawn_timer_) {
-      respawn_timer_ = make_handle<uv_timer_t>();
-      uv_timer_init(&loop_, respawn_timer_.get());
-      respawn_timer_->data = this;
-    }
-    uv_timer_start(respawn_timer_.get(), [](uv_timer_t* t) {
-      auto* m = static_cast<Master*>(t->data);
-      if (m->stopping_) return;
-      for (int i = 0; i < m->cfg_->core.workers(); i++) {
-        bool dead = true;
-        for (auto& q : m->procs_)
-          if (q->slot == i && !q->retiring && q->pid > 0) dead = false;
-        if (dead) m->spawn(i);
-      }
-    }, delay, 0);
+    respawn_timer_->arm_in(int64_t(delay));
+  }
+}
+
+void Master::respawn_dead() {
+  if (stopping_) return;
+  for (int i = 0; i < cfg_->core.workers(); i++) {
+    bool dead = true;
+    for (auto& q : procs_)
+      if (q->slot == i && !q->retiring && q->pid > 0) dead = false;
+    if (dead) spawn(i);
   }
 }
 
@@ -577,16 +571,9 @@ void Master::handle_signal(int sig) {
       close_listeners();
       signal_workers(graceful ? SIGQUIT : SIGTERM);
       // Workers that do not exit in time are killed.
-      if (!kill_timer_) {
-        kill_timer_ = make_handle<uv_timer_t>();
-        uv_timer_init(&loop_, kill_timer_.get());
-        kill_timer_->data = this;
-        uint64_t grace = graceful ? cfg_->core.worker_shutdown_timeout + 2000 : 5000;
-        uv_timer_start(kill_timer_.get(), [](uv_timer_t* t) {
-          auto* m = static_cast<Master*>(t->data);
-          log(LogLevel::Warn, "workers did not stop in time, killing them");
-          m->signal_workers(SIGKILL);
-        }, grace, 0);
+      if (!kill_scheduled_) {
+        kill_scheduled_ = true;
+        kill_timer_->arm_in(graceful ? int64_t(cfg_->core.worker_shutdown_timeout) + 2000 : 5000);
       }
       maybe_exit();
       return;
@@ -597,6 +584,12 @@ void Master::handle_signal(int sig) {
 int Master::run() {
   if (uv_loop_init(&loop_) != 0) return 1;
   timers_ = std::make_unique<Timers>(&loop_);
+  respawn_timer_ = std::make_unique<CallbackTimer>(*timers_, [this] { respawn_dead(); });
+  kill_timer_ = std::make_unique<CallbackTimer>(*timers_, [this] {
+    log(LogLevel::Warn, "workers did not stop in time, killing them");
+    signal_workers(SIGKILL);
+  });
+  heartbeat_timer_ = std::make_unique<CallbackTimer>(*timers_, [this] { heartbeat(); });
   router_ = std::make_unique<Router>(&loop_, *timers_, [this](int worker, std::string bytes, std::unique_ptr<uv_tcp_t> h) {
     uint32_t kind = uint32_t(Listener::Main);
     std::string body(reinterpret_cast<const char*>(&kind), 4);
@@ -658,11 +651,11 @@ int Master::run() {
   // Close every handle and let libuv finish, so the loop is released cleanly.
   close_listeners();
   router_.reset();
+  respawn_timer_.reset();
+  kill_timer_.reset();
+  heartbeat_timer_.reset();
   timers_.reset();
   close_handle(std::move(signal_poll_));
-  close_handle(std::move(respawn_timer_));
-  close_handle(std::move(kill_timer_));
-  close_handle(std::move(heartbeat_timer_));
   procs_.clear();  // their channels close
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -51,19 +52,17 @@ Router::~Router() {
   }
 }
 
-// True when the request line is complete in what was read already plus what
-// the kernel holds (peeked, left there for the worker to read).
-bool Router::peek_line(uv_tcp_t* tcp, std::string_view read_already, int* worker, std::string_view path) {
+// Reads what the kernel holds now (without blocking), up to the longest line.
+Router::Got Router::read_now(uv_tcp_t* tcp, std::string& bytes) {
   uv_os_fd_t fd = -1;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(tcp), &fd) != 0) return false;
-  char peek[2048];
-  ssize_t n = recv(fd, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT);
-  if (n <= 0) return false;
-  std::string line(read_already);
-  line.append(peek, size_t(n));
-  if (line.find('\n') == std::string::npos) return false;
-  *worker = session_worker(path, line);
-  return true;
+  if (uv_fileno(reinterpret_cast<uv_handle_t*>(tcp), &fd) != 0) return Got::More;
+  while (!line_complete(bytes)) {
+    ssize_t n = recv(fd, g_read_buffer, kMaxLine - bytes.size(), MSG_DONTWAIT);
+    if (n == 0) return Got::End;
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? Got::More : Got::End;
+    bytes.append(g_read_buffer, size_t(n));
+  }
+  return Got::Line;
 }
 
 // Connections still waiting whose line has come since go before a new one:
@@ -71,21 +70,31 @@ bool Router::peek_line(uv_tcp_t* tcp, std::string_view read_already, int* worker
 // wake-up of the loop, in any order).
 void Router::finish_arrived() {
   if (waiting_.empty() || waiting_.size() > kRecheck) return;
-  std::vector<std::pair<uv_tcp_t*, int>> ready;
-  int worker;
-  for (auto& [key, w] : waiting_)
-    if (peek_line(key, w->bytes, &worker, path_)) ready.emplace_back(key, worker);
-  for (auto [key, to] : ready) finish(key, false, to);
+  std::vector<std::pair<uv_tcp_t*, bool>> done;
+  for (auto& [key, w] : waiting_) {
+    Got g = read_now(key, w->bytes);
+    if (g != Got::More) done.emplace_back(key, g == Got::End && w->bytes.empty());
+  }
+  for (auto [key, drop] : done) finish(key, drop);
 }
 
+// The bytes are read here, not peeked, and travel with the connection: the
+// worker handles them as it takes the connection, in the order the master
+// sent it, where reading them itself would race the next connection's read.
 void Router::route(std::unique_ptr<uv_tcp_t> tcp) {
   if (waiting_.size() >= kMaxWaiting) return deliver_(-1, {}, std::move(tcp));
   finish_arrived();
-  int worker = -1;
-  if (peek_line(tcp.get(), {}, &worker, path_)) return deliver_(worker, {}, std::move(tcp));
-  // Not there yet (or a line longer than the peek): read it here.
+  std::string bytes;
+  Got g = read_now(tcp.get(), bytes);
+  if (g == Got::End && bytes.empty()) return close_handle(std::move(tcp));
+  if (g != Got::More) {
+    int worker = session_worker(path_, bytes);
+    return deliver_(worker, std::move(bytes), std::move(tcp));
+  }
+  // Not all there yet: read it as it comes, kWaitMs at most.
   uv_tcp_t* key = tcp.get();
   auto w = std::make_unique<Waiting>(*this, std::move(tcp));
+  w->bytes = std::move(bytes);
   key->data = w.get();
   w->deadline.arm_in(kWaitMs);
   waiting_.emplace(key, std::move(w));
@@ -102,7 +111,7 @@ void Router::route(std::unique_ptr<uv_tcp_t> tcp) {
   if (rc != 0) finish(key, false);
 }
 
-void Router::finish(uv_tcp_t* key, bool drop, int worker) {
+void Router::finish(uv_tcp_t* key, bool drop) {
   auto it = waiting_.find(key);
   if (it == waiting_.end()) return;
   std::unique_ptr<Waiting> w = std::move(it->second);
@@ -110,7 +119,7 @@ void Router::finish(uv_tcp_t* key, bool drop, int worker) {
   uv_read_stop(reinterpret_cast<uv_stream_t*>(key));
   key->data = nullptr;
   if (drop) return close_handle(std::move(w->tcp));
-  if (worker == -2) worker = session_worker(path_, w->bytes);
+  int worker = session_worker(path_, w->bytes);
   deliver_(worker, std::move(w->bytes), std::move(w->tcp));
   // `w` goes here, its deadline with it (finish may run from that deadline's
   // callback: a CallbackTimer may be destroyed inside it).

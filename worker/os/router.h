@@ -6,9 +6,9 @@
 // another worker and the master again, where a later request (a close) could
 // overtake an earlier one (a poll).
 //
-// The line is peeked when it is there at accept time (the worker then reads
-// the bytes itself); otherwise the master reads until the line is complete,
-// kWaitMs at most, and hands the bytes read with the connection. A client
+// The master reads what has come at accept time and, if the line is not
+// complete, goes on reading it kWaitMs at most; the bytes read travel with
+// the connection, and the worker handles them as it takes it. A client
 // slower than that, or more than kMaxWaiting of them, go to any worker, which
 // passes them on as before.
 #pragma once
@@ -60,10 +60,10 @@ class Router {
     std::string bytes;
     CallbackTimer deadline;
   };
-  // `worker` -2: found in the bytes read.
-  void finish(uv_tcp_t* key, bool drop, int worker = -2);
+  void finish(uv_tcp_t* key, bool drop);
   void finish_arrived();
-  static bool peek_line(uv_tcp_t* tcp, std::string_view read_already, int* worker, std::string_view path);
+  enum class Got { More, Line, End };
+  static Got read_now(uv_tcp_t* tcp, std::string& bytes);
 
   uv_loop_t* loop_;
   Timers& timers_;
