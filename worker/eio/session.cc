@@ -11,6 +11,7 @@
 #include "core/uv_util.h"
 #include "http/compress.h"
 #include "depth-realtime/json.h"
+#include "eio/sid.h"
 
 namespace dr::eio {
 
@@ -54,34 +55,9 @@ OutRef make_binary(std::string bytes) {
 
 namespace {
 
-// Session ids: 15 bytes as 20 URL-safe base64 characters. The first byte is the
-// owning worker's slot, so any worker can pass a request to the right one.
-const char kUrlAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-std::string base64url(const uint8_t* b, size_t n) {
-  std::string out;
-  for (size_t i = 0; i + 2 < n; i += 3) {
-    uint32_t v = (uint32_t(b[i]) << 16) | (uint32_t(b[i + 1]) << 8) | b[i + 2];
-    for (int k = 3; k >= 0; k--) out.push_back(kUrlAlphabet[(v >> (6 * k)) & 63]);
-  }
-  return out;
-}
-
-int url_digit(char c) {
-  const char* p = strchr(kUrlAlphabet, c);
-  return c && p ? int(p - kUrlAlphabet) : -1;
-}
-
 const std::vector<std::pair<std::string, std::string>> kNoStore = {{"Cache-Control", "no-store"}};
 
 }  // namespace
-
-int sid_worker(std::string_view sid) {
-  if (sid.size() < 2) return -1;
-  int a = url_digit(sid[0]), b = url_digit(sid[1]);
-  if (a < 0 || b < 0) return -1;
-  return (a << 2) | (b >> 4);
-}
 
 // ----------------------------------------------------------------- session
 
@@ -341,12 +317,9 @@ int Server::owner_slot(std::string_view url) const {
 }
 
 std::string Server::new_sid() {
-  uint8_t b[15];
-  b[0] = uint8_t(slot_);
-  RAND_bytes(b + 1, 10);
-  uint32_t n = counter_++;
-  memcpy(b + 11, &n, 4);
-  return base64url(b, sizeof b);
+  uint8_t random[10];
+  RAND_bytes(random, sizeof random);
+  return make_sid(slot_, random, counter_++);
 }
 
 std::string Server::open_packet(Transport t, const std::string& sid) const {

@@ -116,10 +116,6 @@ class Session {
   bool closed_ = false;
 };
 
-// The id of the worker that made session id `sid` (its first two
-// characters carry it), -1 when it cannot be one.
-int sid_worker(std::string_view sid);
-
 class Server {
  public:
   using HandlerFactory = std::function<std::unique_ptr<SessionHandler>(Session&)>;

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/uv_util.h"
-#include "eio/session.h"
+#include "eio/sid.h"
 
 namespace dr {
 namespace {
