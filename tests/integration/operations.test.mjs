@@ -9,7 +9,7 @@ import { after, before, describe } from 'node:test';
 import {
   test, startServer, writeConf, tmpDir, freePort, token, connected, ack, ackAll, once, waitFor, withTimeout,
   sleep, workerOf, isAlive, pollingHandshake, pollPost, pollGet, rawPollingSession, request, eioUrl, rnd, io,
-  ALLOWED_ORIGINS, SECRET,
+  ALLOWED_ORIGINS, SECRET, RS,
 } from './lib/harness.mjs';
 
 // ----------------------------------------------------------------- helpers
@@ -246,7 +246,10 @@ describe('500 clients on 2 workers', () => {
         assert.equal(p.status, 200, `existing polling session after reload ${i}: ${p.status} ${p.text}`);
         assert.equal(p.headers['access-control-allow-origin'], `http://app-${i}.example`);
         const g = await pollGet(srv, raw.sid, { headers: { origin: `http://app-${i}.example` } });
-        assert.equal(g.text, `43${i}["raw ${i}"]`);
+        // A slow run may find the session's ping in the same poll: answered, not asserted.
+        const got = g.text.split(RS);
+        if (got.includes('2')) await pollPost(srv, raw.sid, '3');
+        assert.deepEqual(got.filter((x) => x !== '2'), [`43${i}["raw ${i}"]`]);
         assert.equal(g.headers['access-control-allow-origin'], `http://app-${i}.example`);
 
         // Existing clients keep exchanging acked events, and nobody was dropped.
