@@ -26,7 +26,7 @@ n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   mine[tonumber(ARGV[i])] = tonumber(ARGV[i + 1]); i = i + 2
 end
-local held, alive, fresh, extra = 0, 1, 1, {}
+local held, alive, fresh = 0, 1, 1
 local leases = redis.call('HGETALL', KEYS[2])
 for j = 1, #leases, 2 do
   local h, e = string.match(leases[j + 1], '^(%d+) (%d+)$')
@@ -40,8 +40,6 @@ for j = 1, #leases, 2 do
   else
     held = held + h
     alive = alive + 1
-    extra[b] = (extra[b] or 0) + h
-    if b > last then last = b end
   end
 end
 local totals, used = {}, mine_exact
@@ -68,8 +66,8 @@ else
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], window + 2 * bucket + ttl + grace) end
 local out = {}
-for b = first, last do out[#out + 1] = (totals[b] or 0) + (extra[b] or 0) end
-return {grant, fresh, first, out}
+for b = first, last do out[#out + 1] = totals[b] or 0 end
+return {grant, fresh, first, out, held, free - grant}
 )lua";
 
 void append_map(std::vector<std::string>& argv, const std::map<int64_t, int64_t>& m) {
@@ -112,9 +110,11 @@ std::vector<std::string> lease_command(const LeaseRequest& r) {
 
 bool parse_grant(const dr::redis::Reply& r, LeaseGrant& out) {
   using T = dr::redis::Reply::Type;
-  if (r.type != T::Array || r.elements.size() != 4 || r.elements[3].type != T::Array) return false;
-  for (size_t i = 0; i < 3; i++)
+  if (r.type != T::Array || r.elements.size() != 6 || r.elements[3].type != T::Array) return false;
+  for (size_t i : {0, 1, 2, 4, 5})
     if (r.elements[i].type != T::Integer) return false;
+  out.held_by_others = r.elements[4].integer;
+  out.left = r.elements[5].integer;
   out.units = r.elements[0].integer;
   out.fresh = r.elements[1].integer != 0;
   out.first_bucket = r.elements[2].integer;

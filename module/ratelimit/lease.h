@@ -11,7 +11,8 @@
 // than any it admitted, so that the limit holds without knowing them.
 //
 // One request: report new events, keep `keep` units of the current share,
-// and (want) get more. The grant is half of what is left in the window over
+// and (want) get more. Refused because other workers hold what is left, a
+// worker asks again a little later: they give idle shares back near the limit. The grant is half of what is left in the window over
 // the leases alive (at least 1 while anything is left), so far from the limit
 // one lease covers many events and near it every worker must ask. What is
 // left never goes below zero: no worker can admit past the limit.
@@ -47,9 +48,11 @@ struct LeaseGrant {
   int64_t units = 0;
   bool fresh = false;     // Redis had no lease of this worker: nothing was kept
   int64_t first_bucket = 0;
-  // Events per bucket from first_bucket on, everyone's, the other leases'
-  // units counted at their expiry (for retryAfterMs and the per-worker fallback).
+  // Events per bucket from first_bucket on, everyone's (for retryAfterMs and
+  // the per-worker fallback).
   std::vector<int64_t> totals;
+  int64_t held_by_others = 0;  // units other workers' leases hold now
+  int64_t left = 0;            // of the limit, neither counted nor held (after this grant)
 };
 
 // Redis keeps a lease this long after the worker stops using it, so that a

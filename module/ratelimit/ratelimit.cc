@@ -431,6 +431,9 @@ struct UserState {
   int64_t last_grant = 0;
   int64_t lease_until = 0;
   int64_t denied_until = 0;  // Redis said nothing is left: refused without asking until then
+  int64_t retry_at = 0;      // other workers held what is left: waiting events ask again then
+  int64_t last_use = 0;      // when the share was last used
+  bool near = false;         // little was left at the last grant (under a quarter of the limit, or 8)
   bool requesting = false;   // a lease request is in flight
   int64_t request_sent = 0;
   bool failing = false;      // the last request failed: per-worker limits until one succeeds
@@ -591,11 +594,14 @@ enum LeaseMode { kRenew, kReport, kReturn };  // get more / only report / report
 int64_t lease_ttl(const RateConf& server, int64_t window) { return std::min<int64_t>(int64_t(server.lease_ms), window); }
 
 // The event is refused: RATE_LIMITED, the metric, and past `limit` refusals
-// within one window the socket goes (persistent abuse).
-void refuse(State& st, dr::Socket& s, const dr::Event& ev, const RateConf& conf, int64_t retry_ms) {
+// within one window the socket goes (persistent abuse). Refusals because no
+// lease came in time (Redis slow) are not the client's doing: not counted.
+void refuse(State& st, dr::Socket& s, const dr::Event& ev, const RateConf& conf, int64_t retry_ms,
+            bool abuse = true) {
   const int64_t now = wall_ms(), window = conf.window();
   st.w->metric_add(kMetric, dr::metric_label("kind", "event"));
   send_rate_limited(s, ev, conf.message, retry_ms);
+  if (!abuse) return;
   auto& refused = st.refusals[socket_key(s)];
   while (!refused.empty() && refused.front() <= now - window) refused.pop_front();
   refused.push_back(now);
@@ -629,11 +635,15 @@ Verdict decide(State& st, const std::string& key, UserState& u, const RateConf& 
   if (u.share > 0 && mono >= u.lease_until) u.share = 0;          // the lease is over (the tick gives it back)
   if (u.share > 0) {
     u.share--;
+    u.last_use = mono;
     admit();
-    // Ask for more before the share runs out, or the lease ends.
+    // Ask for more before the share runs out, or the lease ends. Not for
+    // small shares (near the limit): a share asked for ahead would sit here
+    // while the user's next event comes to another worker.
     const RateConf* server = conf_of(st);
     int64_t ttl = lease_ttl(server ? *server : conf, u.window_ms);
-    if (u.share * 2 < u.last_grant || u.lease_until - mono < ttl / 4) request_lease(st, key, u, kRenew);
+    if (u.last_grant >= 4 && (u.share * 2 < u.last_grant || u.lease_until - mono < ttl / 4))
+      request_lease(st, key, u, kRenew);
     return Verdict::Admit;
   }
   if (!dr::redis::configured() || !dr::redis::ready() || u.failing)
@@ -668,7 +678,7 @@ bool on_event(State& st, dr::Socket& s, dr::Event& ev) {
   const RateConf* server = conf_of(st);
   const int64_t wait_ms = int64_t(server ? server->lease_wait_ms : 250);
   if (u.waiters.size() >= kMaxWaiters || (u.requesting && st.w->now_ms() - u.request_sent >= wait_ms)) {
-    refuse(st, s, ev, *conf, wait_ms);
+    refuse(st, s, ev, *conf, wait_ms, false);
     return false;
   }
   dr::Event reply_to;
@@ -695,7 +705,6 @@ void settle_waiters(State& st, const std::string& key, UserState& u) {
   if (u.waiters.empty()) return;
   std::vector<Waiter> waiting = std::move(u.waiters);
   u.waiters.clear();
-  if (u.wait_timer) u.wait_timer->cancel();
   for (Waiter& w : waiting) {
     auto s = w.socket.lock();
     const RateConf* conf = s ? conf_of(st, s->nsp()) : nullptr;
@@ -713,7 +722,10 @@ void settle_waiters(State& st, const std::string& key, UserState& u) {
         break;
     }
   }
-  if (!u.waiters.empty()) {
+  // The bound runs from the first waiter's arrival: a later one may be refused sooner.
+  if (u.waiters.empty()) {
+    if (u.wait_timer) u.wait_timer->cancel();
+  } else {
     request_lease(st, key, u, kRenew);
     const RateConf* server = conf_of(st);
     if (u.wait_timer && !u.wait_timer->armed()) u.wait_timer->arm_in(server ? server->lease_wait_ms : 250);
@@ -728,7 +740,7 @@ void refuse_waiters(State& st, UserState& u, int64_t retry_ms) {
     auto s = w.socket.lock();
     const RateConf* conf = s ? conf_of(st, s->nsp()) : nullptr;
     if (!s || !s->connected() || !conf) continue;
-    refuse(st, *s, w.reply_to, *conf, retry_ms);
+    refuse(st, *s, w.reply_to, *conf, retry_ms, false);
     w.resume(false);
   }
 }
@@ -766,10 +778,16 @@ void lease_done(const std::weak_ptr<State>& weak, const std::string& key, int64_
     // Redis moved the lease's expiry on whenever it holds something for us;
     // the worker stops using it earlier than Redis drops it.
     if (u.share > 0) u.lease_until = sent_at + ttl;
+    u.near = grant.left < std::max<int64_t>(int64_t(u.limit) / 4, 8);
     if (mode == kRenew) {
       u.last_grant = grant.units;
       const RateConf* server = conf_of(*st);
-      u.denied_until = grant.units > 0 ? 0 : st->w->now_ms() + int64_t(server ? server->sync_interval_ms : 100);
+      const int64_t interval = int64_t(server ? server->sync_interval_ms : 100), mono = st->w->now_ms();
+      u.denied_until = 0;
+      // Nothing left but what other workers hold: the waiting events ask again
+      // after an interval (idle shares near the limit go back on the tick).
+      if (grant.units == 0 && grant.held_by_others > 0 && !u.waiters.empty()) u.retry_at = mono + interval;
+      else if (grant.units == 0) u.denied_until = mono + interval;
     }
     for (size_t i = 0; i < grant.totals.size(); i++) {
       int64_t b = grant.first_bucket + int64_t(i);
@@ -789,6 +807,7 @@ void request_lease(State& st, const std::string& key, UserState& u, int mode) {
   if (u.requesting || !dr::redis::ready() || !u.bucket_ms || !u.window_ms) return;
   const RateConf* server = conf_of(st);
   const int64_t now = wall_ms(), mono = st.w->now_ms();
+  if (mode == kRenew && mono < u.retry_at) return;  // the tick asks then
   const int64_t ttl = lease_ttl(server ? *server : RateConf(), u.window_ms);
   prune(u, now, u.window_ms, u.bucket_ms);
   if (mode == kReturn || mono >= u.lease_until) u.share = 0;
@@ -895,6 +914,8 @@ void on_connection(State& st, dr::Socket& s) {
 // while Redis failed goes back with the events it covered.
 void tick(State& st) {
   const int64_t now = wall_ms(), mono = st.w->now_ms();
+  const RateConf* server = conf_of(st);
+  const int64_t interval = int64_t(server ? server->sync_interval_ms : 100);
   // CONNECTs that a later hook refused (or whose client left) never connect.
   std::vector<std::string> gone;
   for (const std::string& key : st.unconnected) {
@@ -911,8 +932,12 @@ void tick(State& st) {
     if (u.window_ms) prune(u, now, u.window_ms, u.bucket_ms);
     if (!u.requesting && dr::redis::ready()) {
       bool over = mono >= u.lease_until;
-      if ((over && (u.share > 0 || !u.unsent.empty())) || u.failing)
-        request_lease(st, it->first, u, over ? kReturn : kReport);
+      // Near the limit a share unused for an interval goes back: the user's
+      // events may be on another worker now.
+      bool idle = u.near && u.share > 0 && mono - u.last_use >= interval;
+      if ((over || idle) && (u.share > 0 || !u.unsent.empty())) request_lease(st, it->first, u, kReturn);
+      else if (u.failing) request_lease(st, it->first, u, kReport);
+      else if (!u.waiters.empty() && mono >= u.retry_at) request_lease(st, it->first, u, kRenew);
     }
     bool idle = !u.requesting && u.waiters.empty() && u.share == 0 && u.local.empty() && u.unsent.empty() &&
                 u.others.empty();
