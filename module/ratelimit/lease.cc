@@ -4,7 +4,8 @@ namespace ratelimit {
 
 namespace {
 
-// KEYS: buckets, leases. ARGV: id now window bucket limit want keep ttl grace
+// KEYS: buckets, leases. ARGV: id now window bucket limit want (units, 0:
+// none) keep ttl grace
 // mine_exact, then the report (n, bucket count ...) and this worker's buckets
 // (n, bucket count ...). The times of leases are Redis's (TIME): one clock
 // for every node's leases; the buckets are the nodes' wall clocks.
@@ -57,7 +58,12 @@ end
 if fresh == 1 then keep = 0 end
 local free = limit - used - held - keep
 local grant = 0
-if want == 1 and free > 0 then grant = math.ceil(free / (2 * alive)) end
+if want > 0 and free > 0 then
+  grant = math.ceil(free / (2 * alive))
+  -- Near the limit only what the worker's waiting events need: a share
+  -- kept here would be missing where the user's next event comes.
+  if free < math.max(limit / 4, 8) then grant = math.min(grant, want) end
+end
 if keep + grant > 0 then
   redis.call('HSET', KEYS[2], id, (keep + grant) .. ' ' .. (rnow + ttl + grace))
   redis.call('PEXPIRE', KEYS[2], ttl + 2 * grace)
@@ -98,7 +104,7 @@ std::vector<std::string> lease_command(const LeaseRequest& r) {
                                 std::to_string(r.window_ms),
                                 std::to_string(r.bucket_ms),
                                 std::to_string(r.limit),
-                                r.want ? "1" : "0",
+                                std::to_string(r.want),
                                 std::to_string(r.keep),
                                 std::to_string(r.ttl_ms),
                                 std::to_string(kLeaseGraceMs),

@@ -14,7 +14,9 @@
 // and (want) get more. Refused because other workers hold what is left, a
 // worker asks again a little later: they give idle shares back near the limit. The grant is half of what is left in the window over
 // the leases alive (at least 1 while anything is left), so far from the limit
-// one lease covers many events and near it every worker must ask. What is
+// one lease covers many events; near it (under a quarter of the limit, or 8,
+// left) no more than the worker's waiting events need, so every worker must
+// ask and none sits on units another one's events wait for. What is
 // left never goes below zero: no worker can admit past the limit.
 #pragma once
 
@@ -34,7 +36,7 @@ struct LeaseRequest {
   int64_t window_ms = 0;
   int64_t bucket_ms = 0;
   int64_t limit = 0;
-  bool want = false;
+  int64_t want = 0;    // units wanted: 0 none; near the limit at most this many are granted
   int64_t keep = 0;    // units of the current share this worker keeps
   int64_t ttl_ms = 0;  // how long the worker may use the share
   // This worker's events in the window, exact: the script counts them so

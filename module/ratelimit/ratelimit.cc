@@ -282,8 +282,8 @@ const dr::Directive kDirectives[] = {
      "Addresses or ADDRESS/BITS of reverse proxies: for their connections the client IP is the last untrusted "
      "address of X-Forwarded-For."},
     {"ratelimit_sync_interval", S, 1, 1, set_sync_interval, "100ms", true,
-     "How often each worker gives back the budget leases that are over (and reports what it counted while Redis "
-     "was away); a worker told that a user has nothing left refuses without asking Redis again for this long."},
+     "How often each worker gives back the budget leases that are over, or idle near the limit (and reports what it "
+     "counted while Redis was away); a worker told that a user has nothing left refuses without asking again this long."},
     {"ratelimit_lease", S, 1, 1, set_lease, "10s", true,
      "How long a worker may use a lease of a user's budget before it asks Redis again (at most the window); "
      "the lease of a worker that crashed counts as used until then, plus 1s."},
@@ -818,7 +818,7 @@ void request_lease(State& st, const std::string& key, UserState& u, int mode) {
   req.window_ms = u.window_ms;
   req.bucket_ms = u.bucket_ms;
   req.limit = int64_t(u.limit);
-  req.want = mode == kRenew;
+  req.want = mode != kRenew ? 0 : u.waiters.empty() ? int64_t(u.limit) : int64_t(u.waiters.size());
   req.keep = u.share;
   req.ttl_ms = ttl;
   req.mine_exact = int64_t(u.local.size());
