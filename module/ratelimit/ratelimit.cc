@@ -798,6 +798,8 @@ void lease_done(const std::weak_ptr<State>& weak, const std::string& key, int64_
     }
   }
   settle_waiters(*st, key, u);
+  // The user's last socket here left while this was in flight: give it back now.
+  if (!u.requesting && u.share > 0 && !st->present.count(key)) request_lease(*st, key, u, kReturn);
   ensure_timer(*st);
 }
 
@@ -1005,7 +1007,10 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
 }
 
 void exit_worker(dr::Worker&, const dr::Module&) {
-  if (g_state) g_state->timer.reset();
+  if (!g_state) return;
+  g_state->timer.reset();
+  auto users = std::move(g_state->users);  // their wait timers and waiting events go before the worker
+  g_state->users.clear();
 }
 
 const dr::Module kModule{
