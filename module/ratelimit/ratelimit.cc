@@ -28,7 +28,9 @@
 // exact), the others' until their bucket's end leaves the window, so
 // retryAfterMs may be up to a bucket longer than exact when other workers'
 // events decide it. The rest of a share goes back when the user's last socket
-// here leaves or the lease is over. Without Redis, or while it is away, each
+// here leaves or the lease is over; near the limit at once (a used one is
+// reported at once), and an event that finds the rest held by another worker
+// asks again a few ms later. Without Redis, or while it is away, each
 // worker limits on its own (its counts reach Redis when it is back). Buckets
 // are wall-clock aligned: the nodes' clocks should agree (NTP).
 //
@@ -439,6 +441,7 @@ struct UserState {
   bool failing = false;      // the last request failed: per-worker limits until one succeeds
   std::vector<Waiter> waiters;
   std::unique_ptr<dr::Timeout> wait_timer;
+  std::unique_ptr<dr::Timeout> retry_timer;  // at retry_at
 };
 
 // A client connection (Engine.IO session) that counts for its IP.
@@ -644,6 +647,10 @@ Verdict decide(State& st, const std::string& key, UserState& u, const RateConf& 
     int64_t ttl = lease_ttl(server ? *server : conf, u.window_ms);
     if (u.last_grant >= 4 && (u.share * 2 < u.last_grant || u.lease_until - mono < ttl / 4))
       request_lease(st, key, u, kRenew);
+    // Near the limit Redis hears of a used share at once: another worker's
+    // event may be waiting for what it thinks this one still holds.
+    else if (u.near && u.share == 0)
+      request_lease(st, key, u, kReport);
     return Verdict::Admit;
   }
   if (!dr::redis::configured() || !dr::redis::ready() || u.failing)
@@ -784,10 +791,21 @@ void lease_done(const std::weak_ptr<State>& weak, const std::string& key, int64_
       const RateConf* server = conf_of(*st);
       const int64_t interval = int64_t(server ? server->sync_interval_ms : 100), mono = st->w->now_ms();
       u.denied_until = 0;
-      // Nothing left but what other workers hold: the waiting events ask again
-      // after an interval (idle shares near the limit go back on the tick).
-      if (grant.units == 0 && grant.held_by_others > 0 && !u.waiters.empty()) u.retry_at = mono + interval;
-      else if (grant.units == 0) u.denied_until = mono + interval;
+      // Nothing left but what other workers hold (maybe used, not reported
+      // yet): the waiting events ask again shortly.
+      if (grant.units == 0 && grant.held_by_others > 0 && !u.waiters.empty()) {
+        const int64_t delay = std::max<int64_t>(5, interval / 10);
+        u.retry_at = mono + delay;
+        if (!u.retry_timer) {
+          u.retry_timer = st->w->timeout([&st = *st, key] {
+            auto it = st.users.find(key);
+            if (it != st.users.end() && !it->second.waiters.empty()) request_lease(st, key, it->second, kRenew);
+          });
+        }
+        u.retry_timer->arm_in(uint64_t(delay));
+      } else if (grant.units == 0) {
+        u.denied_until = mono + interval;
+      }
     }
     for (size_t i = 0; i < grant.totals.size(); i++) {
       int64_t b = grant.first_bucket + int64_t(i);
@@ -800,6 +818,9 @@ void lease_done(const std::weak_ptr<State>& weak, const std::string& key, int64_
   settle_waiters(*st, key, u);
   // The user's last socket here left while this was in flight: give it back now.
   if (!u.requesting && u.share > 0 && !st->present.count(key)) request_lease(*st, key, u, kReturn);
+  // Near the limit a share taken earlier, far from it, would sit here while
+  // the user's events come to another worker: it goes back (every event asks).
+  if (!u.requesting && u.near && u.share > 0 && u.waiters.empty()) request_lease(*st, key, u, kReturn);
   ensure_timer(*st);
 }
 
