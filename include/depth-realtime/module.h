@@ -29,11 +29,11 @@ namespace dr {
 
 // Bumped whenever a type below changes layout. A module built against another
 // ABI (or another C++ standard library) is refused at load time.
-inline constexpr uint32_t kModuleAbi = 5;
+inline constexpr uint32_t kModuleAbi = 6;
 #if defined(_GLIBCXX_RELEASE)
-#define DR_MODULE_SIGNATURE "dr-abi-5/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
+#define DR_MODULE_SIGNATURE "dr-abi-6/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
 #else
-#define DR_MODULE_SIGNATURE "dr-abi-5/other"
+#define DR_MODULE_SIGNATURE "dr-abi-6/other"
 #endif
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -175,6 +175,8 @@ struct Handshake {
 // an empty payload when the client did not answer in time or went away.
 using AckCallback = std::function<void(bool timed_out, Payload reply)>;
 
+struct Event;
+
 // One namespace connection of a client (a Socket.IO "socket").
 class Socket {
  public:
@@ -215,6 +217,15 @@ class Socket {
   // that finishes later (after a Redis reply) takes a hold: the socket's next
   // events wait, queued, until every copy of the returned token is gone.
   virtual std::shared_ptr<void> hold() = 0;
+
+  // A middleware that cannot decide yet (it waits for Redis) calls defer(ev)
+  // and returns false: the event leaves the pipeline for now and the socket's
+  // next events wait behind it. Call the returned function once, later (never
+  // inside the middleware): true runs the event on from the next middleware,
+  // false drops it (the middleware has told the client). Dropping it uncalled
+  // drops the event; after the client went away it does nothing.
+  using Resume = std::function<void(bool go_on)>;
+  virtual Resume defer(Event& ev) = 0;
 
   // The client connection the socket belongs to: an id its namespace sockets
   // share (the first 12 characters of the Engine.IO session id, as the

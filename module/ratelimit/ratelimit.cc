@@ -13,28 +13,26 @@
 // socket refused more than `limit` times within one window is disconnected.
 // Sockets without a user id (auth off) are limited per client IP.
 //
-// Deciding never waits for Redis. Each worker keeps, per user:
-//   - the exact times of the events it admitted itself (at most `limit` in the
-//     window), which makes the single-worker case exact;
-//   - what the rest of the cluster counted, per time bucket (window / 10).
-// Every `ratelimit_sync_interval` (100 ms) Redis transactions carry, for every
-// user that sent events since the last sync (or that is past half its budget),
-// INCRBY + PEXPIRE of this worker's new counts on the shared bucket keys and an
-// MGET of the buckets the window covers; the others' share of a bucket is its
-// total minus this worker's. A bucket counts until its end leaves the window
-// (never less than the truth, so retryAfterMs may be up to a bucket longer than
-// exact when other workers' events decide it, capped at the window).
-//
-// The trade-off: a worker sees another worker's events once both have synced,
-// so a user with sockets on several workers or nodes can exceed the limit by
-// what the others admitted in about one to two sync intervals (after an idle
-// spell on a worker, by at most one burst there before its first sync). Users
-// past half their budget are re-read every interval, so the slack is small
-// where it matters. A socket reads its user's totals during its CONNECT (one
-// MGET, once auth_jwt has set the user: load ratelimit after auth_jwt), so
-// moving to another node does not reset the budget. Without Redis, or while it
-// is away, each worker limits on its own (its counts reach Redis when it is
-// back). Buckets are wall-clock aligned: the nodes' clocks should agree (NTP).
+// Exact across workers and nodes, without a Redis round trip per event:
+// budget leases (the script and its keys: lease.h). A worker takes a share of
+// the user's budget left in the window from Redis (one EVAL), admits from it
+// locally until it is used or `ratelimit_lease` is over, and asks again
+// before it runs out; the share is half of what is left over the workers
+// holding one, so near the limit every worker asks for each event, and no
+// worker can admit past it. While a worker waits for a lease, the user's
+// event waits (Socket::defer: the socket's next events wait behind it) for at
+// most `ratelimit_lease_wait`, then it is refused; a worker told that nothing
+// is left refuses without asking again for `ratelimit_sync_interval`. The
+// requests report the events admitted, per time bucket (window / 10); this
+// worker's own events count at their exact times (one worker alone is
+// exact), the others' until their bucket's end leaves the window, so
+// retryAfterMs may be up to a bucket longer than exact when other workers'
+// events decide it. The rest of a share goes back when the user's last socket
+// here leaves or the lease is over; near the limit at once (a used one is
+// reported at once), and an event that finds the rest held by another worker
+// asks again a few ms later. Without Redis, or while it is away, each
+// worker limits on its own (its counts reach Redis when it is back). Buckets
+// are wall-clock aligned: the nodes' clocks should agree (NTP).
 //
 // Connections. `ratelimit_connections_per_ip` bounds the Engine.IO
 // connections of one client IP (a connection counts from its first namespace
@@ -49,6 +47,8 @@
 
 #include <depth-realtime/module.h>
 #include <depth-realtime/redis.h>
+
+#include "lease.h"
 
 #include <arpa/inet.h>
 #include <signal.h>
@@ -73,11 +73,11 @@ namespace {
 
 constexpr const char* kMetric = "depth_realtime_rate_limited_total";
 constexpr int64_t kBucketsPerWindow = 10;
-// Users per sync transaction (a tick sends as many as it needs): Redis
-// serves other clients between two.
-constexpr size_t kMaxUsersPerSync = 500;
 // A CONNECT still waiting for the other hooks after this long is forgotten.
 constexpr int64_t kPendingConnectMs = 120000;
+// Events of one user waiting for a lease on one worker (one per socket: the
+// socket's next events wait behind it); more are refused.
+constexpr size_t kMaxWaiters = 1024;
 
 int64_t wall_ms() {
   using namespace std::chrono;
@@ -139,6 +139,8 @@ struct RateConf : dr::ModuleConfBase<RateConf> {
   std::string connections_message = "Too many connections";
   std::vector<Cidr> trusted_proxies;
   uint64_t sync_interval_ms = 100;
+  uint64_t lease_ms = 10000;
+  uint64_t lease_wait_ms = 250;
 
   int64_t window() const { return int64_t(window_ms); }
   int64_t bucket() const { return std::max<int64_t>(1, window() / kBucketsPerWindow); }
@@ -241,6 +243,23 @@ bool set_sync_interval(dr::ModuleConf* c, const std::vector<std::string>& a, std
   return true;
 }
 
+bool set_msec_in(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err, uint64_t RateConf::*field,
+                 uint64_t lo, uint64_t hi, const char* range) {
+  uint64_t ms = 0;
+  if (!dr::conf_parse_msec(a, ms, err) || ms < lo || ms > hi) {
+    err = "invalid time \"" + a[0] + "\", expected " + range;
+    return false;
+  }
+  static_cast<RateConf*>(c)->*field = ms;
+  return true;
+}
+bool set_lease(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  return set_msec_in(c, a, err, &RateConf::lease_ms, 100, 600000, "a time from 100ms to 10m");
+}
+bool set_lease_wait(dr::ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
+  return set_msec_in(c, a, err, &RateConf::lease_wait_ms, 1, 10000, "a time from 1ms to 10s");
+}
+
 constexpr unsigned S = dr::kConfServer;
 constexpr unsigned N = dr::kConfNamespace;
 
@@ -265,8 +284,13 @@ const dr::Directive kDirectives[] = {
      "Addresses or ADDRESS/BITS of reverse proxies: for their connections the client IP is the last untrusted "
      "address of X-Forwarded-For."},
     {"ratelimit_sync_interval", S, 1, 1, set_sync_interval, "100ms", true,
-     "How often each worker sends its event counts to Redis and reads the cluster's (the limit may be exceeded "
-     "by what other workers admit in about this long)."},
+     "How often each worker gives back the budget leases that are over, or idle near the limit (and reports what it "
+     "counted while Redis was away); a worker told that a user has nothing left refuses without asking again this long."},
+    {"ratelimit_lease", S, 1, 1, set_lease, "10s", true,
+     "How long a worker may use a lease of a user's budget before it asks Redis again (at most the window); "
+     "the lease of a worker that crashed counts as used until then, plus 1s."},
+    {"ratelimit_lease_wait", S, 1, 1, set_lease_wait, "250ms", true,
+     "How long a user's events may wait for a lease from Redis; past it they are refused with RATE_LIMITED."},
     {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
 };
 
@@ -387,17 +411,37 @@ class IpCounts {
 
 // ------------------------------------------------------------ worker state
 
+// An event waiting for a lease (its socket is held meanwhile).
+struct Waiter {
+  dr::Socket::Resume resume;
+  std::weak_ptr<dr::Socket> socket;
+  dr::Event reply_to;  // its name and ack id, to refuse it
+};
+
 // One user's events in one zone, as this worker knows them.
 struct UserState {
   std::deque<int64_t> local;          // times of the events admitted here, oldest first
   int64_t bucket_ms = 0;              // width of the buckets below; a change (reload) resets them
-  std::map<int64_t, int64_t> unsent;  // bucket -> events admitted here, not yet sent to Redis
+  std::map<int64_t, int64_t> unsent;  // bucket -> events admitted here, not yet reported to Redis
   std::map<int64_t, int64_t> sent;    // bucket -> events admitted here and counted in Redis
-  std::map<int64_t, int64_t> others;  // bucket -> events the other workers and nodes admitted
+  std::map<int64_t, int64_t> others;  // bucket -> events (and leases) of the other workers and nodes
   uint64_t limit = 0;                 // of the last event's namespace, for the tick
   int64_t window_ms = 0;
-  bool dirty = false;    // used since the last sync: read the totals again
-  bool syncing = false;  // a sync is in flight
+  // The lease: `share` units this worker may admit until `lease_until`
+  // (the worker's clock, Worker::now_ms), reserved for it in Redis.
+  int64_t share = 0;
+  int64_t last_grant = 0;
+  int64_t lease_until = 0;
+  int64_t denied_until = 0;  // Redis said nothing is left: refused without asking until then
+  int64_t retry_at = 0;      // other workers held what is left: waiting events ask again then
+  int64_t last_use = 0;      // when the share was last used
+  bool near = false;         // little was left at the last grant (under a quarter of the limit, or 8)
+  bool requesting = false;   // a lease request is in flight
+  int64_t request_sent = 0;
+  bool failing = false;      // the last request failed: per-worker limits until one succeeds
+  std::vector<Waiter> waiters;
+  std::unique_ptr<dr::Timeout> wait_timer;
+  std::unique_ptr<dr::Timeout> retry_timer;  // at retry_at
 };
 
 // A client connection (Engine.IO session) that counts for its IP.
@@ -411,14 +455,16 @@ struct Tracked {
   std::weak_ptr<dr::Socket> socket;
   bool connected = false;
   int64_t since = 0;
-  std::string totals_read;  // the budget whose totals the CONNECT read
+  std::string budget;  // of its events, once connected ("" with ratelimit off)
 };
 
 struct State {
   dr::Worker* w = nullptr;
   const dr::Module* self = nullptr;
-  std::unique_ptr<dr::Timeout> timer;  // armed only while there is something to sync or to expire
+  std::string lease_id;                // this worker's name in the leases of Redis
+  std::unique_ptr<dr::Timeout> timer;  // armed only while there is something to return or to expire
   std::unordered_map<std::string, UserState> users;               // by budget_of()
+  std::unordered_map<std::string, size_t> present;                // budget -> its connected sockets here
   std::unordered_map<std::string, std::deque<int64_t>> refusals;  // socket -> times of its refused events
   IpCounts ips;
   std::unordered_map<const void*, Session> sessions;  // by the session's handshake
@@ -477,13 +523,6 @@ std::string budget_of(const State& st, const RateConf& conf, const dr::Socket& s
   return conf.zone + '|' + std::to_string(conf.window_ms) + '|' + subject_of(st, s);
 }
 
-// depth:ratelimit:{default|60000|u:42}:6000:285000123 = the events of bucket
-// 285000123 (6000 ms wide); the braces keep one budget's keys in one Redis
-// Cluster slot.
-std::string redis_key(const std::string& budget, int64_t bucket_ms, int64_t bucket) {
-  return dr::redis::key("ratelimit:{" + budget + "}:" + std::to_string(bucket_ms) + ":" + std::to_string(bucket));
-}
-
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 // The oldest bucket that still counts: buckets count until their end leaves the window.
@@ -497,9 +536,12 @@ void prune(UserState& u, int64_t now, int64_t window, int64_t bucket) {
     u.unsent.clear();
     u.sent.clear();
     u.others.clear();
+    u.share = 0;  // the lease was in the keys of the old width
+    u.lease_until = 0;
   }
   int64_t first = first_bucket(now, window, bucket);
-  for (auto* m : {&u.unsent, &u.sent, &u.others}) m->erase(m->begin(), m->lower_bound(first));
+  for (auto* m : {&u.unsent, &u.sent}) m->erase(m->begin(), m->lower_bound(first));
+  u.others.erase(u.others.begin(), u.others.lower_bound(first));
 }
 
 int64_t others_count(const UserState& u) {
@@ -549,129 +591,271 @@ void send_rate_limited(dr::Socket& s, const dr::Event& ev, const std::string& me
 // ---------------------------------------------------------------- events
 
 void ensure_timer(State& st);
+void request_lease(State& st, const std::string& key, UserState& u, int mode);
+enum LeaseMode { kRenew, kReport, kReturn };  // get more / only report / report and give the share back
 
-bool on_event(State& st, dr::Socket& s, dr::Event& ev) {
-  const RateConf* conf = conf_of(st, s.nsp());
-  if (!conf || !conf->enabled) return true;
-  ensure_timer(st);
-  const int64_t now = wall_ms(), window = conf->window(), bucket = conf->bucket();
-  UserState& u = st.users[budget_of(st, *conf, s)];
-  prune(u, now, window, bucket);
-  u.dirty = true;
-  u.limit = conf->limit;
-  u.window_ms = window;
-  int64_t used = int64_t(u.local.size()) + others_count(u);
-  if (used < int64_t(conf->limit)) {
-    u.local.push_back(now);
-    if (dr::redis::configured()) u.unsent[floor_div(now, bucket)]++;
-    return true;
-  }
+int64_t lease_ttl(const RateConf& server, int64_t window) { return std::min<int64_t>(int64_t(server.lease_ms), window); }
 
+// The event is refused: RATE_LIMITED, the metric, and past `limit` refusals
+// within one window the socket goes (persistent abuse). Refusals because no
+// lease came in time (Redis slow) are not the client's doing: not counted.
+void refuse(State& st, dr::Socket& s, const dr::Event& ev, const RateConf& conf, int64_t retry_ms,
+            bool abuse = true) {
+  const int64_t now = wall_ms(), window = conf.window();
   st.w->metric_add(kMetric, dr::metric_label("kind", "event"));
-  send_rate_limited(s, ev, conf->message, retry_after(u, now, window, bucket, used - int64_t(conf->limit) + 1));
-  // Persistent abuse: more refusals than the limit within one window.
+  send_rate_limited(s, ev, conf.message, retry_ms);
+  if (!abuse) return;
   auto& refused = st.refusals[socket_key(s)];
   while (!refused.empty() && refused.front() <= now - window) refused.pop_front();
   refused.push_back(now);
-  if (refused.size() > conf->limit) {
+  if (refused.size() > conf.limit) {
     const std::string* user = s.get("userId");
     dr::logf(dr::LogLevel::Info, "ratelimit: %s socket %s of user %s disconnected: %zu events refused within %lld ms",
              s.nsp().c_str(), s.id().c_str(), user ? user->c_str() : "-", refused.size(), (long long)window);
     st.refusals.erase(socket_key(s));
     s.disconnect();
   }
+}
+
+enum class Verdict { Admit, Refuse, Wait };
+
+// Admits from the lease while it lasts, else: Redis away -> this worker's
+// own count and the cluster's last known; Redis said nothing is left a
+// moment ago -> refused; otherwise the event waits for a lease.
+Verdict decide(State& st, const std::string& key, UserState& u, const RateConf& conf) {
+  const int64_t now = wall_ms(), mono = st.w->now_ms();
+  const int64_t limit = int64_t(conf.limit);
+  prune(u, now, conf.window(), conf.bucket());
+  u.limit = conf.limit;
+  u.window_ms = conf.window();
+  auto admit = [&] {
+    u.local.push_back(now);
+    if (dr::redis::configured()) u.unsent[floor_div(now, u.bucket_ms)]++;
+    ensure_timer(st);
+    return Verdict::Admit;
+  };
+  if (int64_t(u.local.size()) >= limit) return Verdict::Refuse;  // this worker alone fills the window
+  if (u.share > 0 && mono >= u.lease_until) u.share = 0;          // the lease is over (the tick gives it back)
+  if (u.share > 0) {
+    u.share--;
+    u.last_use = mono;
+    admit();
+    // Ask for more before the share runs out, or the lease ends. Not for
+    // small shares (near the limit): a share asked for ahead would sit here
+    // while the user's next event comes to another worker.
+    const RateConf* server = conf_of(st);
+    int64_t ttl = lease_ttl(server ? *server : conf, u.window_ms);
+    if (u.last_grant >= 4 && (u.share * 2 < u.last_grant || u.lease_until - mono < ttl / 4))
+      request_lease(st, key, u, kRenew);
+    // Near the limit Redis hears of a used share at once: another worker's
+    // event may be waiting for what it thinks this one still holds.
+    else if (u.near && u.share == 0)
+      request_lease(st, key, u, kReport);
+    return Verdict::Admit;
+  }
+  if (!dr::redis::configured() || !dr::redis::ready() || u.failing)
+    return int64_t(u.local.size()) + others_count(u) < limit ? admit() : Verdict::Refuse;
+  if (mono < u.denied_until) return Verdict::Refuse;
+  return Verdict::Wait;
+}
+
+int64_t retry_of(const UserState& u, const RateConf& conf) {
+  int64_t used = int64_t(u.local.size()) + others_count(u);
+  return retry_after(u, wall_ms(), conf.window(), conf.bucket(), std::max<int64_t>(1, used - int64_t(conf.limit) + 1));
+}
+
+void refuse_waiters(State& st, UserState& u, int64_t retry_ms);
+
+bool on_event(State& st, dr::Socket& s, dr::Event& ev) {
+  const RateConf* conf = conf_of(st, s.nsp());
+  if (!conf || !conf->enabled) return true;
+  const std::string key = budget_of(st, *conf, s);
+  UserState& u = st.users[key];
+  switch (decide(st, key, u, *conf)) {
+    case Verdict::Admit:
+      return true;
+    case Verdict::Refuse:
+      refuse(st, s, ev, *conf, retry_of(u, *conf));
+      return false;
+    case Verdict::Wait:
+      break;
+  }
+  // Waiting is bounded: in number, and in time (a request slower than
+  // ratelimit_lease_wait gets the events refused until it is answered).
+  const RateConf* server = conf_of(st);
+  const int64_t wait_ms = int64_t(server ? server->lease_wait_ms : 250);
+  if (u.waiters.size() >= kMaxWaiters || (u.requesting && st.w->now_ms() - u.request_sent >= wait_ms)) {
+    refuse(st, s, ev, *conf, wait_ms, false);
+    return false;
+  }
+  dr::Event reply_to;
+  reply_to.name = ev.name;
+  reply_to.ack_id = ev.ack_id;
+  u.waiters.push_back(Waiter{s.defer(ev), s.weak(), std::move(reply_to)});
+  if (!u.wait_timer) {
+    u.wait_timer = st.w->timeout([&st, key] {
+      auto it = st.users.find(key);
+      if (it == st.users.end()) return;
+      const RateConf* server = conf_of(st);
+      refuse_waiters(st, it->second, int64_t(server ? server->lease_wait_ms : 250));
+    });
+  }
+  if (!u.wait_timer->armed()) u.wait_timer->arm_in(uint64_t(wait_ms));
+  request_lease(st, key, u, kRenew);
   return false;
 }
 
-// ------------------------------------------------------------ Redis sync
-
-// An MGET of the buckets first, first + 1, ...: the others' share of each is
-// its total less what this worker has sent.
-void apply_totals(UserState& u, int64_t first, const dr::redis::Reply& mget) {
-  for (size_t i = 0; i < mget.elements.size(); i++) {
-    int64_t b = first + int64_t(i);
-    auto mine = u.sent.find(b);
-    int64_t others = mget.elements[i].as_int(0) - (mine != u.sent.end() ? mine->second : 0);
-    if (others > 0) u.others[b] = others;
-    else u.others.erase(b);
+// Decides the waiting events again (a lease came, or Redis failed). A socket
+// gone meanwhile drops its event. What the resumed events trigger (handlers,
+// the next queued events, a disconnect) may add waiters: they are new ones.
+void settle_waiters(State& st, const std::string& key, UserState& u) {
+  if (u.waiters.empty()) return;
+  std::vector<Waiter> waiting = std::move(u.waiters);
+  u.waiters.clear();
+  for (Waiter& w : waiting) {
+    auto s = w.socket.lock();
+    const RateConf* conf = s ? conf_of(st, s->nsp()) : nullptr;
+    if (!s || !s->connected() || !conf || !conf->enabled) continue;  // its Resume goes: the event with it
+    switch (decide(st, key, u, *conf)) {
+      case Verdict::Admit:
+        w.resume(true);
+        break;
+      case Verdict::Refuse:
+        refuse(st, *s, w.reply_to, *conf, retry_of(u, *conf));
+        w.resume(false);
+        break;
+      case Verdict::Wait:
+        u.waiters.push_back(std::move(w));
+        break;
+    }
+  }
+  // The bound runs from the first waiter's arrival: a later one may be refused sooner.
+  if (u.waiters.empty()) {
+    if (u.wait_timer) u.wait_timer->cancel();
+  } else {
+    request_lease(st, key, u, kRenew);
+    const RateConf* server = conf_of(st);
+    if (u.wait_timer && !u.wait_timer->armed()) u.wait_timer->arm_in(server ? server->lease_wait_ms : 250);
   }
 }
 
-std::vector<std::string> mget_window(const std::string& user, int64_t now, int64_t window, int64_t bucket) {
-  std::vector<std::string> mget{"MGET"};
-  for (int64_t b = first_bucket(now, window, bucket); b <= floor_div(now, bucket); b++)
-    mget.push_back(redis_key(user, bucket, b));
-  return mget;
+// Past ratelimit_lease_wait: refused rather than kept waiting.
+void refuse_waiters(State& st, UserState& u, int64_t retry_ms) {
+  std::vector<Waiter> waiting = std::move(u.waiters);
+  u.waiters.clear();
+  for (Waiter& w : waiting) {
+    auto s = w.socket.lock();
+    const RateConf* conf = s ? conf_of(st, s->nsp()) : nullptr;
+    if (!s || !s->connected() || !conf) continue;
+    refuse(st, *s, w.reply_to, *conf, retry_ms, false);
+    w.resume(false);
+  }
 }
 
-struct SyncItem {
-  std::string user;
-  int64_t bucket_ms;
-  std::map<int64_t, int64_t> inflight;  // bucket -> count sent by this transaction
-  int64_t first_bucket;                 // the MGET reads first_bucket, first_bucket + 1, ...
-  size_t mget;                          // index of the MGET's reply
-};
+// ------------------------------------------------------------ leases
 
-void sync_done(const std::weak_ptr<State>& weak, std::vector<SyncItem>& items, const dr::redis::Reply& r) {
+void lease_done(const std::weak_ptr<State>& weak, const std::string& key, int64_t bucket_ms, int64_t sent_at,
+                int64_t ttl, int mode, std::map<int64_t, int64_t>& inflight, const dr::redis::Reply& r) {
   auto st = weak.lock();
   if (!st) return;
-  bool ok = r.type == dr::redis::Reply::Type::Array;
-  for (auto& e : r.elements) ok = ok && !e.error();
+  auto it = st->users.find(key);
+  if (it == st->users.end()) return;
+  UserState& u = it->second;
+  u.requesting = false;
+  ratelimit::LeaseGrant grant;
+  bool ok = ratelimit::parse_grant(r, grant);
   if (!ok && !st->redis_warned) {
-    dr::logf(dr::LogLevel::Warn, "ratelimit: cannot sync event counts with Redis (%s); limiting per worker meanwhile",
+    dr::logf(dr::LogLevel::Warn, "ratelimit: cannot lease event budgets from Redis (%s); limiting per worker meanwhile",
              r.error() ? r.str.c_str() : "unexpected reply");
     st->redis_warned = true;
   } else if (ok && st->redis_warned) {
-    dr::log(dr::LogLevel::Notice, "ratelimit: event counts are synced with Redis again");
+    dr::log(dr::LogLevel::Notice, "ratelimit: event budgets are leased from Redis again");
     st->redis_warned = false;
   }
-  for (auto& item : items) {
-    auto it = st->users.find(item.user);
-    if (it == st->users.end()) continue;
-    UserState& u = it->second;
-    u.syncing = false;
-    if (u.bucket_ms != item.bucket_ms) continue;  // reset meanwhile: these buckets are gone
-    if (!ok || item.mget >= r.elements.size() || r.elements[item.mget].type != dr::redis::Reply::Type::Array) {
-      for (auto& [b, n] : item.inflight) u.unsent[b] += n;  // sent again with the next sync
-      continue;
+  if (u.bucket_ms != bucket_ms) {
+    // A reload changed the window meanwhile: these buckets and this lease are gone.
+  } else if (!ok) {
+    u.failing = true;
+    for (auto& [b, n] : inflight) u.unsent[b] += n;  // reported again with the next request
+  } else {
+    u.failing = false;
+    for (auto& [b, n] : inflight) u.sent[b] += n;
+    if (grant.fresh) u.share = 0;  // Redis kept nothing for this worker (it lost its data)
+    u.share += grant.units;
+    // Redis moved the lease's expiry on whenever it holds something for us;
+    // the worker stops using it earlier than Redis drops it.
+    if (u.share > 0) u.lease_until = sent_at + ttl;
+    u.near = grant.left < std::max<int64_t>(int64_t(u.limit) / 4, 8);
+    if (mode == kRenew) {
+      u.last_grant = grant.units;
+      const RateConf* server = conf_of(*st);
+      const int64_t interval = int64_t(server ? server->sync_interval_ms : 100), mono = st->w->now_ms();
+      u.denied_until = 0;
+      // Nothing left but what other workers hold (maybe used, not reported
+      // yet): the waiting events ask again shortly.
+      if (grant.units == 0 && grant.held_by_others > 0 && !u.waiters.empty()) {
+        const int64_t delay = std::max<int64_t>(5, interval / 10);
+        u.retry_at = mono + delay;
+        if (!u.retry_timer) {
+          u.retry_timer = st->w->timeout([&st = *st, key] {
+            auto it = st.users.find(key);
+            if (it != st.users.end() && !it->second.waiters.empty()) request_lease(st, key, it->second, kRenew);
+          });
+        }
+        u.retry_timer->arm_in(uint64_t(delay));
+      } else if (grant.units == 0) {
+        u.denied_until = mono + interval;
+      }
     }
-    for (auto& [b, n] : item.inflight) u.sent[b] += n;
-    apply_totals(u, item.first_bucket, r.elements[item.mget]);
+    for (size_t i = 0; i < grant.totals.size(); i++) {
+      int64_t b = grant.first_bucket + int64_t(i);
+      auto mine = u.sent.find(b);
+      int64_t others = grant.totals[i] - (mine != u.sent.end() ? mine->second : 0);
+      if (others > 0) u.others[b] = others;
+      else u.others.erase(b);
+    }
   }
+  settle_waiters(*st, key, u);
+  // The user's last socket here left while this was in flight: give it back now.
+  if (!u.requesting && u.share > 0 && !st->present.count(key)) request_lease(*st, key, u, kReturn);
+  // Near the limit a share taken earlier, far from it, would sit here while
+  // the user's events come to another worker: it goes back (every event asks).
+  if (!u.requesting && u.near && u.share > 0 && u.waiters.empty()) request_lease(*st, key, u, kReturn);
+  ensure_timer(*st);
 }
 
-void send_sync(std::vector<std::vector<std::string>>& cmds, std::vector<SyncItem>& items) {
-  if (items.empty()) return;
-  dr::redis::transaction(std::move(cmds), [weak = std::weak_ptr<State>(g_state), items = std::move(items)](
-                                              dr::redis::Reply r) mutable { sync_done(weak, items, r); });
-  cmds.clear();
-  items.clear();
-}
-
-void sync(State& st, int64_t now) {
-  if (!dr::redis::ready()) return;
-  std::vector<std::vector<std::string>> cmds;
-  std::vector<SyncItem> items;
-  for (auto& [key, u] : st.users) {
-    if (u.syncing || !u.bucket_ms) continue;
-    bool near_limit = u.limit && (int64_t(u.local.size()) + others_count(u)) * 2 >= int64_t(u.limit);
-    if (!u.dirty && u.unsent.empty() && !near_limit) continue;
-    SyncItem item{key, u.bucket_ms, std::move(u.unsent), first_bucket(now, u.window_ms, u.bucket_ms), 0};
-    u.unsent.clear();
-    std::string ttl = std::to_string(u.window_ms + 2 * u.bucket_ms);
-    for (auto& [b, n] : item.inflight) {
-      std::string k = redis_key(key, u.bucket_ms, b);
-      cmds.push_back({"INCRBY", k, std::to_string(n)});
-      cmds.push_back({"PEXPIRE", k, ttl});
-    }
-    item.mget = cmds.size();
-    cmds.push_back(mget_window(key, now, u.window_ms, u.bucket_ms));
-    u.syncing = true;
-    u.dirty = false;
-    items.push_back(std::move(item));
-    if (items.size() == kMaxUsersPerSync) send_sync(cmds, items);
-  }
-  send_sync(cmds, items);
+// One EVAL (lease.h): report this worker's new events, and keep, renew or
+// give back its share. One request per user at a time.
+void request_lease(State& st, const std::string& key, UserState& u, int mode) {
+  if (u.requesting || !dr::redis::ready() || !u.bucket_ms || !u.window_ms) return;
+  const RateConf* server = conf_of(st);
+  const int64_t now = wall_ms(), mono = st.w->now_ms();
+  if (mode == kRenew && mono < u.retry_at) return;  // the tick asks then
+  const int64_t ttl = lease_ttl(server ? *server : RateConf(), u.window_ms);
+  prune(u, now, u.window_ms, u.bucket_ms);
+  if (mode == kReturn || mono >= u.lease_until) u.share = 0;
+  ratelimit::LeaseRequest req;
+  req.id = st.lease_id;
+  req.budget = key;
+  req.now_ms = now;
+  req.window_ms = u.window_ms;
+  req.bucket_ms = u.bucket_ms;
+  req.limit = int64_t(u.limit);
+  req.want = mode != kRenew ? 0 : u.waiters.empty() ? int64_t(u.limit) : int64_t(u.waiters.size());
+  req.keep = u.share;
+  req.ttl_ms = ttl;
+  req.mine_exact = int64_t(u.local.size());
+  req.report = std::move(u.unsent);
+  u.unsent.clear();
+  req.mine = u.sent;
+  for (auto& [b, n] : req.report) req.mine[b] += n;
+  u.requesting = true;
+  u.request_sent = mono;
+  std::vector<std::string> cmd = ratelimit::lease_command(req);  // before the report moves into the callback
+  dr::redis::command(std::move(cmd), [weak = std::weak_ptr<State>(g_state), key, bucket = u.bucket_ms, mono, ttl, mode,
+                                      inflight = std::move(req.report)](dr::redis::Reply r) mutable {
+    lease_done(weak, key, bucket, mono, ttl, mode, inflight, r);
+  });
 }
 
 // ------------------------------------------------------------ connections
@@ -684,8 +868,17 @@ void release_socket(State& st, const std::string& key) {
     st.ips.release(s->second.ip);
     st.sessions.erase(s);
   }
+  // The user's last socket here: the rest of the share goes back at once.
+  const std::string budget = it->second.budget;
   st.unconnected.erase(key);
   st.tracked.erase(it);
+  if (budget.empty()) return;
+  auto p = st.present.find(budget);
+  if (p == st.present.end() || --p->second > 0) return;
+  st.present.erase(p);
+  auto u = st.users.find(budget);
+  if (u != st.users.end() && (u->second.share > 0 || !u->second.unsent.empty()))
+    request_lease(st, budget, u->second, kReturn);
 }
 
 // Counts the socket's connection for its IP; false when that is one too many.
@@ -707,36 +900,11 @@ bool track_socket(State& st, dr::Socket& s, bool connected, uint64_t max) {
   return true;
 }
 
-// Before a socket's first event, its user's cluster-wide totals (one MGET,
-// the CONNECT waits for it), so that a user moving to another worker or node
-// keeps their budget. Redis away: the CONNECT goes on without.
-void read_totals(State& st, dr::Socket& s, const dr::ConnectNext& next) {
-  const RateConf* conf = conf_of(st, s.nsp());
-  auto tracked = st.tracked.find(socket_key(s));
-  if (!conf || !conf->enabled || !dr::redis::ready() || tracked == st.tracked.end()) return next(std::nullopt);
-  std::string budget = budget_of(st, *conf, s);
-  tracked->second.totals_read = budget;
-  const int64_t now = wall_ms(), window = conf->window(), bucket = conf->bucket(), limit = int64_t(conf->limit);
-  dr::redis::command(mget_window(budget, now, window, bucket),
-                     [weak = std::weak_ptr<State>(g_state), budget, now, window, bucket, limit, next](dr::redis::Reply r) {
-                       auto st = weak.lock();
-                       if (st && r.type == dr::redis::Reply::Type::Array) {
-                         UserState& u = st->users[budget];
-                         prune(u, wall_ms(), window, bucket);
-                         if (!u.limit) u.limit = uint64_t(limit);
-                         if (!u.window_ms) u.window_ms = window;
-                         apply_totals(u, first_bucket(now, window, bucket), r);
-                         ensure_timer(*st);
-                       }
-                       next(std::nullopt);
-                     });
-}
-
 void on_connect(State& st, dr::Socket& s, const dr::ConnectNext& next) {
   if (st.tracked.count(socket_key(s))) return next(std::nullopt);
   const RateConf* server = conf_of(st);
   uint64_t max = server ? server->connections_per_ip : 0;
-  if (track_socket(st, s, false, max)) return read_totals(st, s, next);
+  if (track_socket(st, s, false, max)) return next(std::nullopt);
   st.w->metric_add(kMetric, dr::metric_label("kind", "connection"));
   dr::logf(dr::LogLevel::Info, "ratelimit: %s refused for %s: more than %llu connections from that IP",
            s.nsp().c_str(), client_ip(s, *server).c_str(), (unsigned long long)max);
@@ -753,28 +921,24 @@ void on_connection(State& st, dr::Socket& s) {
   }
   it->second.connected = true;
   st.unconnected.erase(it->first);
-  // The hook could not read the totals (recovery, Redis away, or it ran
-  // before auth_jwt knew the user): the next sync reads them.
+  // Counted per budget, so that the last socket to leave gives the share back.
   const RateConf* conf = conf_of(st, s.nsp());
-  if (conf && conf->enabled && dr::redis::configured()) {
-    std::string budget = budget_of(st, *conf, s);
-    if (budget == it->second.totals_read) return;
-    UserState& u = st.users[budget];
-    prune(u, wall_ms(), conf->window(), conf->bucket());
-    u.dirty = true;
-    u.limit = conf->limit;
-    u.window_ms = conf->window();
-    ensure_timer(st);
+  if (conf && conf->enabled && it->second.budget.empty()) {
+    it->second.budget = budget_of(st, *conf, s);
+    st.present[it->second.budget]++;
   }
 }
 
 // -------------------------------------------------------------------- tick
 
-// Runs every sync interval while users have counts to sync or to age out, or
+// Runs every sync interval while users have counts or leases here, or
 // CONNECTs are pending; an idle worker has no timer armed. It visits only
-// those, never every connected socket.
+// those, never every connected socket. A lease over (its time is up) or kept
+// while Redis failed goes back with the events it covered.
 void tick(State& st) {
-  const int64_t now = wall_ms();
+  const int64_t now = wall_ms(), mono = st.w->now_ms();
+  const RateConf* server = conf_of(st);
+  const int64_t interval = int64_t(server ? server->sync_interval_ms : 100);
   // CONNECTs that a later hook refused (or whose client left) never connect.
   std::vector<std::string> gone;
   for (const std::string& key : st.unconnected) {
@@ -786,11 +950,20 @@ void tick(State& st) {
     release_socket(st, key);
     st.unconnected.erase(key);
   }
-  if (dr::redis::configured()) sync(st, now);
   for (auto it = st.users.begin(); it != st.users.end();) {
     UserState& u = it->second;
     if (u.window_ms) prune(u, now, u.window_ms, u.bucket_ms);
-    bool idle = !u.syncing && !u.dirty && u.local.empty() && u.unsent.empty() && u.others.empty();
+    if (!u.requesting && dr::redis::ready()) {
+      bool over = mono >= u.lease_until;
+      // Near the limit a share unused for an interval goes back: the user's
+      // events may be on another worker now.
+      bool idle = u.near && u.share > 0 && mono - u.last_use >= interval;
+      if ((over || idle) && (u.share > 0 || !u.unsent.empty())) request_lease(st, it->first, u, kReturn);
+      else if (u.failing) request_lease(st, it->first, u, kReport);
+      else if (!u.waiters.empty() && mono >= u.retry_at) request_lease(st, it->first, u, kRenew);
+    }
+    bool idle = !u.requesting && u.waiters.empty() && u.share == 0 && u.local.empty() && u.unsent.empty() &&
+                u.others.empty();
     it = idle ? st.users.erase(it) : std::next(it);
   }
 }
@@ -832,6 +1005,9 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   State& st = *g_state;
   st.w = &w;
   st.self = &self;
+  char host[256] = "";
+  gethostname(host, sizeof host - 1);
+  st.lease_id = std::string(host) + ':' + std::to_string(getpid()) + ':' + std::to_string(wall_ms());
 
   w.metric_declare(kMetric, dr::MetricType::Counter,
                    "Client events and connections refused by the rate limits, by kind");
@@ -852,7 +1028,10 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
 }
 
 void exit_worker(dr::Worker&, const dr::Module&) {
-  if (g_state) g_state->timer.reset();
+  if (!g_state) return;
+  g_state->timer.reset();
+  auto users = std::move(g_state->users);  // their wait timers and waiting events go before the worker
+  g_state->users.clear();
 }
 
 const dr::Module kModule{

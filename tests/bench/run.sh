@@ -24,6 +24,9 @@
 #             BENCH_RECOVERY_CONNECTIONS (2000) connections (idle), and the Redis
 #             commands and session writes per connect, join, leave, several
 #             joins in one event and disconnect (recovery-cost.mjs)
+#   ratelimit (BENCH_RATELIMIT=1) two depth-realtime processes on a private
+#             redis-server: Redis commands per 1,000 admitted events of a user
+#             far from the limit, ack latency near the limit (ratelimit-cost.mjs)
 # Writes bench-results/bench-<timestamp>.json and bench-results/latest.json.
 #
 # A daemon that is missing or does not start is recorded, and Node is still
@@ -57,6 +60,7 @@ BENCH_FANOUT_DURATION=${BENCH_FANOUT_DURATION:-10}
 BENCH_FANOUT_PAYLOAD=${BENCH_FANOUT_PAYLOAD:-64}
 BENCH_RECOVERY=${BENCH_RECOVERY:-1}
 BENCH_RECOVERY_CONNECTIONS=${BENCH_RECOVERY_CONNECTIONS:-2000}
+BENCH_RATELIMIT=${BENCH_RATELIMIT:-1}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-not-for-production}
 
 log() { echo "bench: $*" >&2; }
@@ -409,6 +413,14 @@ if [ "$BENCH_RECOVERY" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]
   fi
 fi
 
+# ------------------------------------- exact rate limit: budget leases (Redis)
+
+if [ "$BENCH_RATELIMIT" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]] &&
+  command -v redis-server >/dev/null && [ -x "$BUILD/depth-realtime" ]; then
+  log "depth-realtime: rate limit leases: Redis commands per 1,000 events, latency at the limit"
+  node tests/bench/ratelimit-cost.mjs --build "$BUILD" >"$TMP/ratelimit.json" 2>"$TMP/ratelimit.err" || FAILED=1
+fi
+
 # ------------------------------------------------------------ results
 
 mkdir -p bench-results
@@ -461,6 +473,8 @@ for (const name of ["depth-realtime", "node"]) {
     if (name === "depth-realtime" && (idle || cost)) recovery[mode] = { idle, redis: cost };
   }
   if (Object.keys(recovery).length) s.recovery = recovery;
+  const ratelimit = name === "depth-realtime" ? readJson("ratelimit.json") : null;
+  if (ratelimit) s.ratelimit = ratelimit;
   servers[name] = s;
 }
 
@@ -539,6 +553,8 @@ const rows = [
   ["recovery: session writes/leave", (s) => f(s.recovery?.on?.redis?.leave?.session_writes, 2), null],
   ["recovery on/off: cmds/join", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.join?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.join?.redis_commands, 2)}` : "-"), null],
   ["recovery on/off: cmds/connect", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.connect?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.connect?.redis_commands, 2)}` : "-"), null],
+  ["ratelimit: Redis cmds/1000 events", (s) => f(s.ratelimit?.far?.redis_commands_per_1000_events, 2), null],
+  ["ratelimit: at limit p50/p99 (us)", (s) => (s.ratelimit ? `${f(s.ratelimit.at_limit?.last_quarter?.p50_us, 0)} / ${f(s.ratelimit.at_limit?.last_quarter?.p99_us, 0)}` : "-"), null],
 ];
 const pad = (t, n) => String(t).padEnd(n);
 console.log(`\n${pad("", 32)}${pad("depth-realtime", 18)}${pad("node", 18)}ratio (>1: ours better)`);

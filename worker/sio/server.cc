@@ -334,6 +334,27 @@ std::shared_ptr<void> SocketImpl::hold() {
   return std::make_shared<HoldToken>(weak_from_this());
 }
 
+namespace {
+struct Deferred {
+  std::weak_ptr<SocketImpl> socket;
+  Event ev;
+  std::string malformed;
+  size_t next;
+  std::shared_ptr<void> hold;  // the socket's next events wait until this goes
+};
+}  // namespace
+
+Socket::Resume SocketImpl::defer(Event& ev) {
+  auto d = std::make_shared<Deferred>(
+      Deferred{weak_from_this(), std::move(ev), mw_malformed_ ? *mw_malformed_ : std::string(), mw_index_ + 1, hold()});
+  return [d](bool go_on) {
+    if (!d->hold) return;  // called already
+    auto hold = std::move(d->hold);  // released after the dispatch: what waits behind it follows
+    auto s = d->socket.lock();
+    if (go_on && s && !s->gone_) s->dispatch(d->ev, d->malformed, d->next);
+  };
+}
+
 void SocketImpl::release_hold() {
   if (holds_ > 0 && --holds_ == 0) {
     try {
@@ -348,11 +369,15 @@ void SocketImpl::release_hold() {
 // worker's: no exception may cross back into libuv. A malformed batch item or
 // envelope still passes the Limit phase (rate limits count every received
 // event, valid or not) before it is refused as INVALID_DATA.
-void SocketImpl::dispatch(Event& ev, const std::string& malformed) {
+void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) {
   try {
-    for (size_t i = 0; i < ns_.middleware.size(); i++) {
+    for (size_t i = from; i < ns_.middleware.size(); i++) {
       if (i == ns_.limit_middleware && !malformed.empty()) break;
-      if (!ns_.middleware[i](*this, ev) || gone_) return;
+      mw_index_ = i;
+      mw_malformed_ = &malformed;
+      bool go_on = ns_.middleware[i](*this, ev);
+      mw_malformed_ = nullptr;
+      if (!go_on || gone_) return;
     }
     if (!malformed.empty()) {
       send_error(*this, ev, "INVALID_DATA", "Invalid data", malformed);

@@ -58,6 +58,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::weak_ptr<Socket> weak() override { return weak_from_this(); }
   std::shared_ptr<void> hold() override;
   void release_hold();  // the last copy of a hold() token is gone
+  Resume defer(Event& ev) override;
   const std::string& client_id() const override { return client_id_; }
   std::string_view transport() const override;
 
@@ -95,7 +96,8 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   void abandon_recovery(const char* why);
   void on_event(Packet& p, size_t wire_bytes);
   // Middleware, then handlers; a malformed item (INVALID_DATA details) only the Limit phase.
-  void dispatch(Event& ev, const std::string& malformed = {});
+  // `from`: the first middleware to run (a deferred event resumes after the one that deferred it).
+  void dispatch(Event& ev, const std::string& malformed = {}, size_t from = 0);
   // Events wait in inbox_ while a handler holds the socket (see Socket::hold).
   // `wire_bytes`: what the event took on the wire, counted against max_output_buffer.
   void enqueue(Event ev, std::string error = {}, size_t wire_bytes = 0);
@@ -142,6 +144,9 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   size_t inbox_bytes_ = 0;
   std::unique_ptr<std::deque<Queued>> inbox_;  // only while events wait (a deque allocates when made)
   int holds_ = 0;
+  // The middleware running now, and its event's INVALID_DATA details (for defer()).
+  size_t mw_index_ = 0;
+  const std::string* mw_malformed_ = nullptr;
   bool pumping_ = false;
   std::string batch_buf_;       // items, comma-separated
   std::unordered_set<uint64_t> answered_;  // client ack ids answered already
