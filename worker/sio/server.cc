@@ -774,7 +774,7 @@ Server::Server(const Config& cfg, Timers& timers)
     namespaces_.push_back(std::make_unique<Namespace>(ns.name));
     auto label = metrics::label("namespace", ns.name);
     namespaces_.back()->connections_total = metrics::get("websocket_connections_total", label);
-    namespaces_.back()->connected = metrics::get("websocket_connected_clients", label);
+    namespaces_.back()->connected = metrics::get("websocket_namespace_sockets", label);
     namespaces_.back()->room_count = metrics::get("depth_realtime_rooms", label);
   }
 }
