@@ -134,7 +134,7 @@ bool watching() {
     g->local_checked = now;
     g->local_watch = false;
     std::string label = metric_label("namespace", g->nsp);
-    for (auto& m : g->w->metric_read("websocket_connected_clients"))
+    for (auto& m : g->w->metric_read("websocket_namespace_sockets"))
       if (m.label == label && m.value > 0) g->local_watch = true;
   }
   return g->local_watch;
