@@ -4,7 +4,8 @@
 // admin:announce on `/` to everyone or to several rooms (each socket once),
 // validation, the default namespace refusing client events, and the server
 // side of the Socket.IO Admin UI (@socket.io/admin-ui) protocol, spoken by a
-// socket.io-client the way the dashboard does.
+// socket.io-client the way the dashboard does (admin-ui-node.test.mjs compares
+// it with the package's own Node instrumentation).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -334,7 +335,9 @@ describe('Socket.IO Admin UI', () => {
     assert.deepEqual(config, {
       supportedFeatures: ['EMIT', 'JOIN', 'LEAVE', 'DISCONNECT', 'MJOIN', 'MLEAVE', 'MDISCONNECT', 'AGGREGATED_EVENTS', 'ALL_EVENTS'],
     });
-    assert.deepEqual(inbox.got.slice(0, 2).map((m) => m.event), ['session', 'config']);
+    // Node's order (admin-ui-node.test.mjs holds it against the package): the
+    // session first, the dashboard's own arrival, then config.
+    assert.deepEqual(inbox.got.slice(0, 4).map((m) => m.event), ['session', 'room_joined', 'socket_connected', 'config']);
     const [all] = await inbox.wait('all_sockets');
     const find = (id) => all.find((x) => x.id === id);
     for (const [sock, nsp, user] of [[onA, '/chat', `ua-${tag}`], [onB, '/', `ub-${tag}`], [s, '/admin-ui', null]]) {
