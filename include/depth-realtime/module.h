@@ -284,6 +284,11 @@ using DisconnectHandler = std::function<void(Socket& socket, std::string_view re
 // A local socket joined (`joined` true) or left a named room; a socket's own
 // room (its id) is not reported. On disconnect it leaves every room first.
 using RoomHandler = std::function<void(Socket& socket, std::string_view room, bool joined)>;
+// An event the server sent to a local socket (its own emit, or its share of a
+// broadcast), after it was handed to the transport: `sent` is [event, ...args]
+// (with the recovery offset last when one was appended). Called after the
+// delivery loop, never inside it.
+using SentHandler = std::function<void(Socket& socket, const Payload& sent)>;
 
 // May `socket` be in `room`? Asked when connection state recovery would give a
 // socket its rooms back (its identity already confirmed by the CONNECT hooks):
@@ -394,6 +399,8 @@ class Worker {
   virtual void on_transport(std::string_view nsp, ConnectionHandler h) = 0;
   // Access to the rooms a recovered session restores (see RoomGuard).
   virtual void on_room_check(std::string_view nsp, RoomGuard guard) = 0;
+  // Events sent to local sockets (see SentHandler); costs nothing while none is registered.
+  virtual void on_event_sent(std::string_view nsp, SentHandler h) = 0;
 
   // Through the adapter: reaches every worker (and, with Redis, every node).
   virtual void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) = 0;

@@ -11,7 +11,9 @@
 //  - worker 0 of each node sends `server_stats` for its node;
 //  - development mode: each worker reports its own sockets (socket_connected,
 //    socket_disconnected, room_joined, room_left, socket_updated on a
-//    transport upgrade, event_received) as broadcasts to the dashboards;
+//    transport upgrade, event_received, event_sent) as broadcasts to the
+//    dashboards, in Node's order (a disconnect: socket_disconnected, then a
+//    room_left for each of its rooms in the order joined);
 //  - the dashboard's actions: join, leave, _disconnect, emit, cluster-wide.
 //
 // The verbose reports cost a broadcast each, so they are only sent while a
@@ -19,9 +21,8 @@
 // says so for this node, and a worker holding dashboards tells the other
 // nodes every few seconds (a server-side event).
 //
-// Not done: `event_sent` (outgoing events are encoded once per broadcast in
-// the core, below any module) and `socket_updated` for changes of a socket's
-// data (modules set it at CONNECT, before `socket_connected` reports it).
+// Not done: `socket_updated` for changes of a socket's data (modules set it
+// at CONNECT, before `socket_connected` reports it).
 
 #include <crypt.h>
 #include <depth-realtime/cluster.h>
@@ -134,7 +135,7 @@ bool watching() {
     g->local_checked = now;
     g->local_watch = false;
     std::string label = metric_label("namespace", g->nsp);
-    for (auto& m : g->w->metric_read("websocket_connected_clients"))
+    for (auto& m : g->w->metric_read("websocket_namespace_sockets"))
       if (m.label == label && m.value > 0) g->local_watch = true;
   }
   return g->local_watch;
@@ -159,6 +160,20 @@ Json pairs_object(const std::vector<std::pair<std::string, std::string>>& pairs)
   Json o(json_object());
   for (auto& [k, v] : pairs) json_object_set_new(o.get(), k.c_str(), json_stringn(v.data(), v.size()));
   return o;
+}
+
+// Socket data as the dashboard shows it: token claims kept as JSON text
+// (auth_jwt's "claim:<name>", e.g. an array of project ids) become the values
+// they are, as a Node app that put them in socket.data would show them.
+void ui_data(json_t* data) {
+  const char* key;
+  json_t* value;
+  void* tmp;
+  json_object_foreach_safe(data, tmp, key, value) {
+    if (strncmp(key, "claim:", 6) != 0 || !json_is_string(value)) continue;
+    Json parsed(json_loadb(json_string_value(value), json_string_length(value), JSON_DECODE_ANY, nullptr));
+    if (parsed) json_object_set_new(data, key, parsed.release());
+  }
 }
 
 
@@ -196,7 +211,9 @@ Json ui_socket(Socket& s) {
   json_object_set_new(o.get(), "clientId", str(s.client_id()).release());
   json_object_set_new(o.get(), "transport", str(s.transport()).release());
   json_object_set_new(o.get(), "nsp", str(s.nsp()).release());
-  json_object_set_new(o.get(), "data", pairs_object(s.data()).release());
+  Json data = pairs_object(s.data());
+  ui_data(data.get());
+  json_object_set_new(o.get(), "data", data.release());
   json_object_set_new(o.get(), "handshake", handshake_json(s.handshake()).release());
   json_object_set_new(o.get(), "rooms", app::string_array(s.rooms()).release());
   return o;
@@ -215,6 +232,7 @@ Json ui_socket(const cluster::RemoteSocket& r, const std::string& nsp) {
   json_object_set_new(o.get(), "transport", json_string(transport ? transport : "websocket"));
   json_object_set_new(o.get(), "nsp", str(nsp).release());
   json_object_del(data.get(), "_admin");
+  ui_data(data.get());
   json_object_set_new(o.get(), "data", data.release());
   Json hs(r.handshake && json_is_object(r.handshake.get()) ? json_deep_copy(r.handshake.get()) : json_object());
   ui_handshake(hs.get());
@@ -475,16 +493,21 @@ void send_all_sockets(Socket& dashboard) {
   }
 }
 
+// A fresh login's session id, first (Node sends it from the login middleware).
+void send_session(Socket& s) {
+  if (auto it = g->new_sessions.find(s.id()); it != g->new_sessions.end()) {
+    s.emit("session", Payload::of(str(it->second)));
+    g->new_sessions.erase(it);
+  }
+}
+
 void on_dashboard(Socket& s) {
   if (!g) return;
   const AdminConf& c = conf();
   g->local_watch = true;
   g->local_checked = app::now_ms();
   ping();  // the other nodes start reporting before they answer the fetch below
-  if (auto it = g->new_sessions.find(s.id()); it != g->new_sessions.end()) {
-    s.emit("session", Payload::of(str(it->second)));
-    g->new_sessions.erase(it);
-  }
+  send_session(s);
   s.emit("config", Payload::of(Json(json_pack("{s:o}", "supportedFeatures", features(c).release()))));
   if (c.ui_development) send_all_sockets(s);
 }
@@ -492,6 +515,11 @@ void on_dashboard(Socket& s) {
 // ------------------------------------------------------ verbose reports
 
 void on_socket_connected(Socket& s) {
+  if (s.nsp() == g->nsp) {  // a dashboard: it hears of itself (on_dashboard runs after this)
+    g->local_watch = true;
+    g->local_checked = app::now_ms();
+    send_session(s);
+  }
   if (!watching()) return;
   Json ts = str(app::iso_now());
   // As Node: the socket's own room first.
@@ -500,17 +528,33 @@ void on_socket_connected(Socket& s) {
   tell("socket_connected", array_of({ui_socket(s).release(), ts.release()}));
 }
 
+// Node's instrumentation reports a leave on the next tick (process.nextTick),
+// so after whatever the current event does: here, from the loop once it is done.
+void tell_left_later(const std::string& nsp, std::vector<std::string> rooms, const std::string& id) {
+  g->w->post([nsp, rooms = std::move(rooms), id, ts = app::iso_now()] {
+    if (!g) return;
+    for (const std::string& room : rooms)
+      tell("room_left", array_of({str(nsp).release(), str(room).release(), str(id).release(), str(ts).release()}));
+  });
+}
+
+// Node: "disconnect" is emitted once the socket left its rooms, whose
+// leave-rooms are reported on the next tick: socket_disconnected (those of
+// every socket of a closed connection), then room_left for each of its rooms,
+// its own included, in the order joined (the socket's room list still holds them).
 void on_socket_disconnected(Socket& s, std::string_view reason) {
   if (!watching()) return;
-  Json ts = str(app::iso_now());
   tell("socket_disconnected",
-       array_of({str(s.nsp()).release(), str(s.id()).release(), str(reason).release(), json_incref(ts.get())}));
-  tell("room_left", array_of({str(s.nsp()).release(), str(s.id()).release(), str(s.id()).release(), ts.release()}));
+       array_of({str(s.nsp()).release(), str(s.id()).release(), str(reason).release(), str(app::iso_now()).release()}));
+  tell_left_later(s.nsp(), s.rooms(), s.id());
 }
 
 void on_room(Socket& s, std::string_view room, bool joined) {
   if (!watching()) return;
-  tell(joined ? "room_joined" : "room_left",
+  // Leaving because it is disconnecting (no longer connected): told after socket_disconnected.
+  if (!joined && !s.connected()) return;
+  if (!joined) return tell_left_later(s.nsp(), {std::string(room)}, s.id());
+  tell("room_joined",
        array_of({str(s.nsp()).release(), str(room).release(), str(s.id()).release(), str(app::iso_now()).release()}));
 }
 
@@ -530,6 +574,15 @@ bool on_event_received(Socket& s, Event& ev) {
        array_of({str(s.nsp()).release(), str(s.id()).release(), args.release(), str(app::iso_now()).release()}),
        ev.args.attachments);
   return true;
+}
+
+// Every event sent to a socket of a non-admin namespace, one per recipient.
+void on_event_sent(Socket& s, const Payload& sent) {
+  if (!watching() || s.nsp() == g->nsp) return;
+  tell("event_sent",
+       array_of({str(s.nsp()).release(), str(s.id()).release(), json_deep_copy(sent.args.get()),
+                 str(app::iso_now()).release()}),
+       sent.attachments);
 }
 
 // ---------------------------------------------------------------- actions
@@ -726,7 +779,6 @@ bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
     w.on(nsp, "_disconnect", on_disconnect_action);
     w.on(nsp, "emit", on_emit);
   }
-  w.on_connection(nsp, on_dashboard);
   cluster::on_server_event(nsp, kWatchEvent, [](const Payload&, cluster::ServerAck) {
     if (g) g->remote_until = app::now_ms() + 3 * int64_t(conf().ui_stats_interval_ms);  // two pings may be lost
   });
@@ -736,7 +788,10 @@ bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
     w.on_room("", on_room);
     w.on_transport("", on_transport);
     w.use_event("", on_event_received, EventPhase::Limit);
+    w.on_event_sent("", on_event_sent);
   }
+  // After socket_connected, as Node's instrumentation: a dashboard hears of itself first.
+  w.on_connection(nsp, on_dashboard);
   g->ticker = every(w, std::min<uint64_t>(1000, c.ui_stats_interval_ms), [] {
     if (g) tick();
   });

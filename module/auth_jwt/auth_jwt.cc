@@ -1,9 +1,11 @@
 // auth_jwt: authenticates every namespace CONNECT with the JWT in `auth.token`
-// (the token checks themselves are in token.cc).
+// (the token checks themselves are in token.cc), and holds live sockets to
+// their token's exp, with `auth:refresh` to extend it (expiry.cc).
 
 #include <depth-realtime/module.h>
 #include <depth-realtime/redis.h>
 
+#include "expiry.h"
 #include "token.h"
 
 #include <jwt.h>
@@ -35,6 +37,7 @@ constexpr std::array<CodeText, kCodeCount> kCodes{{
     {"USER_NOT_FOUND", "User not found"},  // auth_jwt_user_key
     {"AUTH_FAILED", "Authentication failed"},
     {"FORBIDDEN", "Forbidden"},
+    {"TOKEN_EXPIRED", "Token expired"},  // a live socket's, at exp
 }};
 
 // A secret or key file larger than this is a wrong path, not a key.
@@ -68,6 +71,8 @@ struct AuthConf : dr::ModuleConfBase<AuthConf> {
   std::string user_room = "user:";          // empty: off
   std::string user_key;                     // Redis key pattern of existing users ({id}); empty: no lookup
   std::array<std::string, kCodeCount> messages = default_messages();
+  bool expiry = true;                       // auth_jwt_expiry
+  uint64_t refresh_before_ms = 60000;       // auth_jwt_refresh_before
 };
 
 bool read_small_file(const std::string& path, std::string& out, std::string& err) {
@@ -158,7 +163,7 @@ bool set_message(dr::ModuleConf* c, const std::vector<std::string>& a, std::stri
     static_cast<AuthConf*>(c)->messages[i] = a.at(1);
     return true;
   }
-  err = "unknown code \"" + a.at(0) + "\", expected TOKEN_REQUIRED, INVALID_TOKEN, USER_NOT_FOUND, AUTH_FAILED or FORBIDDEN";
+  err = "unknown code \"" + a.at(0) + "\", expected TOKEN_REQUIRED, INVALID_TOKEN, USER_NOT_FOUND, AUTH_FAILED, FORBIDDEN or TOKEN_EXPIRED";
   return false;
 }
 
@@ -240,7 +245,12 @@ const dr::Directive kDirectives[] = {
      "Check that the user exists: EXISTS of this key (with redis_app_prefix; {id} = the user id), e.g. user:{id}. "
      "Missing: USER_NOT_FOUND; Redis unavailable: AUTH_FAILED."},
     {"auth_jwt_message", S, 2, 2, set_message, "English texts", true,
-     "Message sent with a CONNECT_ERROR code (TOKEN_REQUIRED, INVALID_TOKEN, USER_NOT_FOUND, AUTH_FAILED, FORBIDDEN)."},
+     "Message sent with an error code (TOKEN_REQUIRED, INVALID_TOKEN, USER_NOT_FOUND, AUTH_FAILED, FORBIDDEN; TOKEN_EXPIRED at a live socket's exp)."},
+    {"auth_jwt_expiry", S, 1, 1, dr::set_flag<&AuthConf::expiry>, "on", false,
+     "Hold connected sockets to their token's exp: warn with auth:expiring, accept auth:refresh, disconnect with "
+     "TOKEN_EXPIRED at exp + leeway (off: a socket outlives its token)."},
+    {"auth_jwt_refresh_before", S, 1, 1, dr::set_msec<&AuthConf::refresh_before_ms>, "60s", true,
+     "How long before exp auth:expiring {expiresAt} is sent (at once when less is left)."},
     {nullptr, 0, 0, 0, nullptr, nullptr, false, nullptr},
 };
 
@@ -296,6 +306,9 @@ int64_t now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+// Live token lifetimes; null with auth_jwt_expiry off.
+std::unique_ptr<Expiry> g_expiry;
+
 void authenticate(dr::Worker& w, const dr::Module& self, dr::Socket& socket, const dr::ConnectNext& next) {
   const auto* conf = static_cast<const AuthConf*>(w.conf(self, socket.nsp()));
   try {
@@ -327,6 +340,7 @@ void authenticate(dr::Worker& w, const dr::Module& self, dr::Socket& socket, con
       socket.set("role", v.role);
       for (auto& [name, value] : v.claims) socket.set("claim:" + name, value);
       if (!conf->user_room.empty()) socket.join(conf->user_room + v.user_id);
+      if (g_expiry) g_expiry->admitted(socket, v.exp);
     };
     if (conf->user_key.empty()) {
       admit(conf, socket, v);
@@ -365,6 +379,85 @@ void authenticate(dr::Worker& w, const dr::Module& self, dr::Socket& socket, con
   }
 }
 
+// ------------------------------------------------------------ refresh
+
+// Why a refresh token does not do for this socket (nullptr: it does). The
+// refresh only extends the lifetime: identity, role and access claims must be
+// those the socket was admitted with (changed rights need a new CONNECT).
+const char* refresh_mismatch(const AuthConf& conf, dr::Socket& s, const Verdict& v) {
+  const std::string* user = s.get("userId");
+  if (!user || *user != v.user_id) return "the token names another user";
+  const std::string* role = s.get("role");
+  if (!role || *role != v.role) return "the token's role differs: reconnect";
+  for (const std::string& name : conf.token.access_claims) {
+    const std::string* had = s.get("claim:" + name);
+    const std::string* now = nullptr;
+    for (auto& [n, value] : v.claims)
+      if (n == name) now = &value;
+    if ((had == nullptr) != (now == nullptr) || (had && *had != *now)) return "the token's access claims differ: reconnect";
+  }
+  return nullptr;
+}
+
+void refresh_refused(dr::Worker& w, const AuthConf& conf, dr::Socket& s, const dr::Event& ev, const char* why) {
+  dr::logf(dr::LogLevel::Info, "auth_jwt: %s refresh refused for %s: %s", s.nsp().c_str(),
+           s.handshake().address.c_str(), why);
+  w.metric_add("depth_realtime_auth_refreshes_total", dr::metric_label("result", "refused"));
+  dr::send_error(s, ev, kCodes[kInvalidToken].code, conf.messages[kInvalidToken], why);
+}
+
+void refresh_accepted(dr::Worker& w, dr::Socket& s, const dr::Event& ev, const Verdict& v) {
+  if (!g_expiry) return;
+  std::optional<int64_t> at = g_expiry->refreshed(s, v.exp);
+  w.metric_add("depth_realtime_auth_refreshes_total", dr::metric_label("result", "ok"));
+  dr::ack_data(s, ev, dr::Json(json_pack("{s:o}", "expiresAt", at ? json_integer(json_int_t(*at)) : json_null())));
+}
+
+// auth:refresh {token}: verified as a CONNECT token is, user lookup included.
+void refresh(dr::Worker& w, const dr::Module& self, dr::Socket& s, const dr::Event& ev) {
+  const auto* conf = static_cast<const AuthConf*>(w.conf(self, s.nsp()));
+  if (!conf) return;
+  const json_t* body = json_array_get(ev.args.args.get(), 0);
+  Verdict v = verify_token(json_is_object(body) ? json_object_get(body, "token") : nullptr, conf->token, now_ms());
+  if (!v.ok) return refresh_refused(w, *conf, s, ev, v.code == kTokenRequired ? "no token" : "the token does not verify");
+  if (!conf->require_role.empty() && v.role != conf->require_role) return refresh_refused(w, *conf, s, ev, "role not allowed");
+  if (const char* why = refresh_mismatch(*conf, s, v)) return refresh_refused(w, *conf, s, ev, why);
+  if (conf->user_key.empty()) return refresh_accepted(w, s, ev, v);
+  std::string key = conf->user_key;
+  key.replace(key.find("{id}"), 4, v.user_id);
+  // The socket's next events wait for the answer (the hold).
+  dr::redis::command({"EXISTS", dr::redis::key(key)}, [&w, &self, weak = s.weak(), hold = s.hold(), ack_id = ev.ack_id,
+                                                        v = std::move(v)](dr::redis::Reply r) {
+    auto s = weak.lock();
+    if (!s || !s->connected()) return;
+    dr::Event reply;
+    reply.name = "auth:refresh";
+    reply.ack_id = ack_id;
+    const auto* conf = static_cast<const AuthConf*>(w.conf(self, s->nsp()));
+    if (!conf) return;
+    if (r.error()) return refresh_refused(w, *conf, *s, reply, "user lookup failed");
+    if (r.as_int() <= 0) return refresh_refused(w, *conf, *s, reply, "no such user");
+    refresh_accepted(w, *s, reply, v);
+  });
+}
+
+// First on every event: nothing reaches a handler after exp, whether or not
+// the timer has run yet; auth:refresh is answered here, before the namespaces'
+// event tables (which do not list it).
+bool on_event(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event& ev) {
+  if (!g_expiry || !s.get("userId")) return true;
+  if (g_expiry->expired(s)) {
+    // Ended from the loop, not inside this event's dispatch.
+    w.post([weak = s.weak()] {
+      if (auto p = weak.lock(); p && g_expiry) g_expiry->expire(*p);
+    });
+    return false;
+  }
+  if (ev.name != "auth:refresh") return true;
+  refresh(w, self, s, ev);
+  return false;
+}
+
 // ------------------------------------------------------------ lifecycle
 
 std::unique_ptr<dr::ModuleConf> create_conf() { return std::make_unique<AuthConf>(); }
@@ -373,7 +466,7 @@ bool check_conf(dr::ModuleConf* conf, std::string& err) {
   return check_auth_conf(*static_cast<AuthConf*>(conf), err);
 }
 
-void exit_worker(dr::Worker&, const dr::Module&) {}
+void exit_worker(dr::Worker&, const dr::Module&) { g_expiry.reset(); }
 
 bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.metric_declare("depth_realtime_auth_failures_total", dr::MetricType::Counter,
@@ -389,6 +482,31 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.use_connect("", [&w, &self](dr::Socket& socket, dr::ConnectNext next) {
     authenticate(w, self, socket, next);
   });
+  const auto* main = static_cast<const AuthConf*>(w.conf(self));
+  if (main && main->expiry) {
+    w.metric_declare("depth_realtime_auth_expired_total", dr::MetricType::Counter,
+                     "Sockets disconnected because their token expired (TOKEN_EXPIRED)");
+    w.metric_declare("depth_realtime_auth_refreshes_total", dr::MetricType::Counter,
+                     "auth:refresh requests, by result");
+    g_expiry = std::make_unique<Expiry>(w, [&w, &self] {
+      Expiry::Settings st;
+      // Looked up each time: a reload may change these in place.
+      if (const auto* c = static_cast<const AuthConf*>(w.conf(self))) {
+        st.refresh_before_ms = c->refresh_before_ms;
+        st.leeway_ms = c->token.leeway_ms;
+        st.expired_message = c->messages[kTokenExpired];
+      }
+      return st;
+    });
+    w.on_connection("", [](dr::Socket& s) {
+      if (g_expiry) g_expiry->connected(s);
+    });
+    w.on_disconnect("", [](dr::Socket& s, std::string_view) {
+      if (g_expiry) g_expiry->disconnected(s);
+    });
+    w.use_event("", [&w, &self](dr::Socket& s, dr::Event& ev) { return on_event(w, self, s, ev); },
+                dr::EventPhase::Limit);
+  }
   return true;
 }
 

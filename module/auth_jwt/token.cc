@@ -140,6 +140,7 @@ Verdict check_claims(const json_t* claims, const TokenRules& rules, int64_t now_
   Verdict v;
   v.ok = true;
   v.user_id = std::move(*id);
+  if (const json_t* exp = json_object_get(claims, "exp")) v.exp = json_number_value(exp);
   // A role of another type counts as no role: an ordinary user.
   const json_t* role = json_object_get(claims, rules.role_claim.c_str());
   if (json_is_string(role)) v.role.assign(json_string_value(role), json_string_length(role));

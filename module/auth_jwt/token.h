@@ -15,7 +15,8 @@
 
 namespace dr::auth_jwt {
 
-enum Code : size_t { kTokenRequired, kInvalidToken, kUserNotFound, kAuthFailed, kForbidden, kCodeCount };
+// kTokenExpired is never a verify_token verdict: a live socket's token ran out.
+enum Code : size_t { kTokenRequired, kInvalidToken, kUserNotFound, kAuthFailed, kForbidden, kTokenExpired, kCodeCount };
 
 enum class Family { None, Hmac, Rsa, Ec };
 Family family_of(jwt_alg_t alg);
@@ -41,6 +42,7 @@ struct Verdict {
   std::string user_id;
   std::string role;
   std::vector<std::pair<std::string, std::string>> claims;  // access claims, as JSON text
+  std::optional<double> exp;  // the exp claim (seconds since the epoch), when the token has one
 };
 
 // The whole decision: `token` is the value of auth.token (nullptr when

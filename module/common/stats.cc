@@ -77,7 +77,7 @@ Json node_stats(Worker& w) {
     json_object_set_new(nsps.get(), nsp.c_str(), o);
   }
   std::map<int, std::pair<int64_t, int64_t>> workers;  // pid -> (connections, sockets)
-  for (auto& s : w.metric_read("websocket_connected_clients")) {
+  for (auto& s : w.metric_read("websocket_namespace_sockets")) {
     json_t* o = json_object_get(nsps.get(), label_value(s.label, "namespace").c_str());
     if (o) json_integer_set(json_object_get(o, "sockets"), json_integer_value(json_object_get(o, "sockets")) + s.value);
     workers[s.pid].second += s.value;

@@ -4,7 +4,8 @@
 // admin:announce on `/` to everyone or to several rooms (each socket once),
 // validation, the default namespace refusing client events, and the server
 // side of the Socket.IO Admin UI (@socket.io/admin-ui) protocol, spoken by a
-// socket.io-client the way the dashboard does.
+// socket.io-client the way the dashboard does (admin-ui-node.test.mjs compares
+// it with the package's own Node instrumentation).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -334,7 +335,9 @@ describe('Socket.IO Admin UI', () => {
     assert.deepEqual(config, {
       supportedFeatures: ['EMIT', 'JOIN', 'LEAVE', 'DISCONNECT', 'MJOIN', 'MLEAVE', 'MDISCONNECT', 'AGGREGATED_EVENTS', 'ALL_EVENTS'],
     });
-    assert.deepEqual(inbox.got.slice(0, 2).map((m) => m.event), ['session', 'config']);
+    // Node's order (admin-ui-node.test.mjs holds it against the package): the
+    // session first, the dashboard's own arrival, then config.
+    assert.deepEqual(inbox.got.slice(0, 4).map((m) => m.event), ['session', 'room_joined', 'socket_connected', 'config']);
     const [all] = await inbox.wait('all_sockets');
     const find = (id) => all.find((x) => x.id === id);
     for (const [sock, nsp, user] of [[onA, '/chat', `ua-${tag}`], [onB, '/', `ub-${tag}`], [s, '/admin-ui', null]]) {
@@ -432,6 +435,35 @@ describe('Socket.IO Admin UI', () => {
     assert.deepEqual(gone.slice(0, 3), ['/chat', cid, 'client namespace disconnect']);
     await inbox.wait('room_left', ([nsp, room, id]) => nsp === '/chat' && room === `user:${user}` && id === cid);
     await inbox.wait('room_left', ([nsp, room, id]) => nsp === '/chat' && room === cid && id === cid);
+  });
+
+  test('event_sent: a socket\'s own emits and each recipient of a broadcast, binary included, with array claims as values', async (t, ctx) => {
+    const { s, inbox } = await dashboard(ctx, A);
+    await inbox.wait('all_sockets');
+    const tag = rnd();
+    // A token with less than auth_jwt_refresh_before (60 s) left: the server's own
+    // emit of auth:expiring to that socket, at once.
+    const exp = Math.floor(Date.now() / 1000) + 30;
+    const one = await ctx.connect(A, '/chat', { auth: { token: token(`s1-${tag}`, { exp, projects: ['p1', 'p2'] }) } });
+    const two = await ctx.connect(A, '/chat', { userId: `s2-${tag}` });
+    const [conn] = await inbox.wait('socket_connected', ([x]) => x.id === one.id);
+    assert.deepEqual(conn.data['claim:projects'], ['p1', 'p2']);
+    const own = await inbox.wait('event_sent', ([, id, args]) => id === one.id && args[0] === 'auth:expiring');
+    // (then the recovery offset, as Node's instrumentation reports it with recovery on)
+    assert.deepEqual(own.slice(0, 2), ['/chat', one.id]);
+    assert.deepEqual(own[2].slice(0, 2), ['auth:expiring', { expiresAt: exp * 1000 }]);
+    assert.match(own[3], ISO);
+    // A broadcast to the namespace from the dashboard: one event_sent per recipient.
+    const bin = Buffer.from([1, 2, 3]);
+    s.emit('emit', '/chat', null, `all-${tag}`, { n: 1 }, bin);
+    for (const c of [one, two]) {
+      const [nsp, id, args] = await inbox.wait('event_sent', ([, x, a]) => x === c.id && a[0] === `all-${tag}`);
+      assert.equal(nsp, '/chat');
+      assert.deepEqual(args.slice(0, 2), [`all-${tag}`, { n: 1 }]);
+      assert.deepEqual(Buffer.from(args[2]), bin);
+    }
+    // Nothing about the dashboards' own namespace.
+    assert.equal(inbox.of('event_sent').filter(([nsp]) => nsp === '/admin-ui').length, 0);
   });
 
   test('actions: join, leave, emit, _disconnect (one socket, or with close its connection), cluster-wide', async (t, ctx) => {

@@ -266,7 +266,7 @@ describe('500 clients on 2 workers', () => {
       assert.equal(m.get('depth_realtime_last_reload_success'), 1);
       assert.equal(m.get('depth_realtime_worker_restarts_total') ?? 0, 0);
       // the 500, plus the raw session (the fresh ones have gone)
-      await metricBecomes(srv.port, 'websocket_connected_clients{namespace="/"}', N + 1);
+      await metricBecomes(srv.port, 'websocket_namespace_sockets{namespace="/"}', N + 1);
     });
 
   test('a listen change rolls the workers: clients reconnect, spread out, and no acked message is lost',
@@ -352,7 +352,7 @@ describe('500 clients on 2 workers', () => {
       const m = await scrape(srv.port);
       assert.equal(m.get('depth_realtime_reloads_total{result="ok"}'), 21);
       assert.equal(m.get('depth_realtime_worker_restarts_total') ?? 0, 0, 'a rolled worker counts as a restart');
-      await metricBecomes(srv.port, 'websocket_connected_clients{namespace="/"}', N + 1);
+      await metricBecomes(srv.port, 'websocket_namespace_sockets{namespace="/"}', N + 1);
     });
 });
 
@@ -471,14 +471,16 @@ test('after kill -9 of a worker, the gauges count only the clients still connect
   for (const s of ws) owner.set(s, await workerOf(srv, s));
   const victim = owner.get(ws[0]);
   const gone = ws.filter((s) => owner.get(s) === victim);
-  await metricBecomes(srv.port, 'websocket_connected_clients{namespace="/chat"}', 10);
+  await metricBecomes(srv.port, 'websocket_namespace_sockets{namespace="/chat"}', 10);
+  await metricBecomes(srv.port, 'websocket_connected_clients', 10);  // clients on /chat only: not 0
   await metricBecomes(srv.port, 'depth_realtime_engine_sessions{transport="websocket"}', 10);
   const closed = gone.map((s) => once(s, 'disconnect', 5000));
   process.kill(victim, 'SIGKILL');
   await Promise.all(closed);
   await waitFor(() => srv.workerPids().length === 2 && !srv.workerPids().includes(victim), { ms: 10000, what: 'respawn' });
   const left = 10 - gone.length;
-  await metricBecomes(srv.port, 'websocket_connected_clients{namespace="/chat"}', left);
+  await metricBecomes(srv.port, 'websocket_namespace_sockets{namespace="/chat"}', left);
+  await metricBecomes(srv.port, 'websocket_connected_clients', left);
   await metricBecomes(srv.port, 'depth_realtime_engine_sessions{transport="websocket"}', left);
 });
 
@@ -578,8 +580,11 @@ test('metrics on their own listener: per-namespace clients, events by name, byte
   const text = m.res.text;
   assert.equal(m.get('websocket_connections_total{namespace="/chat"}'), 6);
   assert.equal(m.get('websocket_connections_total{namespace="/"}'), 3);
-  assert.equal(m.get('websocket_connected_clients{namespace="/chat"}'), 6);
-  assert.equal(m.get('websocket_connected_clients{namespace="/"}'), 3);
+  assert.equal(m.get('websocket_namespace_sockets{namespace="/chat"}'), 6);
+  assert.equal(m.get('websocket_namespace_sockets{namespace="/"}'), 3);
+  // the seed's io.engine.clientsCount: one unlabelled series, every Engine.IO client
+  assert.equal(m.get('websocket_connected_clients'), 9);
+  assert.ok(!/^websocket_connected_clients\{/m.test(text), 'websocket_connected_clients carries a label');
   assert.equal(m.get('websocket_events_total{event="bench:echo"}'), 31);
   assert.equal(m.get('websocket_events_total{event="probe:emit"}'), 1);
   assert.equal(m.get('websocket_events_total{event="probe:ask"}'), 1);
@@ -594,6 +599,7 @@ test('metrics on their own listener: per-namespace clients, events by name, byte
   assert.ok(m.get('depth_realtime_bytes_sent_total') > 1000);
   assert.equal(m.get('depth_realtime_last_reload_success'), 1);
   assert.match(text, /# TYPE websocket_connected_clients gauge/);
+  assert.match(text, /# TYPE websocket_namespace_sockets gauge/);
   assert.match(text, /# TYPE websocket_connections_total counter/);
   assert.match(text, /# TYPE websocket_events_total counter/);
   assert.match(text, /# HELP websocket_events_total \S/);
@@ -605,7 +611,8 @@ test('metrics on their own listener: per-namespace clients, events by name, byte
   // The gauge goes down when clients leave; the counter does not.
   chat[5].disconnect();
   chat[0].disconnect();
-  await metricBecomes(mport, 'websocket_connected_clients{namespace="/chat"}', 4);
+  await metricBecomes(mport, 'websocket_namespace_sockets{namespace="/chat"}', 4);
+  await metricBecomes(mport, 'websocket_connected_clients', 7);
   await metricBecomes(mport, 'depth_realtime_engine_sessions{transport="polling"}', 1);
   const m2 = await scrape(mport);
   assert.equal(m2.get('websocket_connections_total{namespace="/chat"}'), 6);

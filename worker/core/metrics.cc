@@ -181,7 +181,9 @@ void declare_core() {
   };
   static const M ms[] = {
       {"websocket_connections_total", MetricType::Counter, "Socket.IO namespace connections accepted"},
-      {"websocket_connected_clients", MetricType::Gauge, "Socket.IO namespace connections open now"},
+      {"websocket_connected_clients", MetricType::Gauge,
+       "Engine.IO clients connected to the node now (Socket.IO's io.engine.clientsCount)"},
+      {"websocket_namespace_sockets", MetricType::Gauge, "Socket.IO namespace connections open now, by namespace"},
       {"websocket_events_total", MetricType::Counter, "Client events received, by event name"},
       {"depth_realtime_rooms", MetricType::Gauge, "Named rooms with members, summed over the workers (a room on two workers counts twice)"},
       {"depth_realtime_bytes_received_total", MetricType::Counter, "Bytes read from clients"},
@@ -211,6 +213,7 @@ void declare_core() {
   c.sessions_polling = get("depth_realtime_engine_sessions", "transport=\"polling\"");
   c.sessions_websocket = get("depth_realtime_engine_sessions", "transport=\"websocket\"");
   c.http_connections = get("depth_realtime_http_connections");
+  c.connected_clients = get("websocket_connected_clients");
   c.sessions_opened = get("depth_realtime_engine_sessions_opened_total");
   c.messages_received = get("depth_realtime_messages_received_total");
   c.worker_restarts = get("depth_realtime_worker_restarts_total");

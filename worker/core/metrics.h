@@ -61,6 +61,7 @@ struct Core {
   Entry* acks_timed_out = nullptr;
   Entry* sessions_polling = nullptr;
   Entry* sessions_websocket = nullptr;
+  Entry* connected_clients = nullptr;  // every Engine.IO session, unlabelled
   Entry* http_connections = nullptr;
   Entry* sessions_opened = nullptr;
   Entry* messages_received = nullptr;

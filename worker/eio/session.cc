@@ -78,10 +78,14 @@ Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<c
   connect_deadline_ = now + int64_t(server_.conf_->connect_timeout);
   schedule();
   metrics::add(gauge(), 1);
+  metrics::add(metrics::core().connected_clients, 1);
   metrics::add(metrics::core().sessions_opened);
 }
 
-Session::~Session() { metrics::add(gauge(), -1); }
+Session::~Session() {
+  metrics::add(gauge(), -1);
+  metrics::add(metrics::core().connected_clients, -1);
+}
 
 metrics::Entry* Session::gauge() const {
   return transport_ == Transport::WebSocket ? metrics::core().sessions_websocket : metrics::core().sessions_polling;

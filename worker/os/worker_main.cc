@@ -103,6 +103,9 @@ class WorkerRuntime final : public Worker, public http::Host {
   void on_room_check(std::string_view nsp, RoomGuard guard) override {
     for (auto* ns : select(nsp)) ns->room_guards.push_back(guard);
   }
+  void on_event_sent(std::string_view nsp, SentHandler h) override {
+    for (auto* ns : select(nsp)) ns->sent_handlers.push_back(h);
+  }
   void broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) override {
     sio_.broadcast(opts, event, std::move(args));
   }

@@ -98,6 +98,7 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   std::string offset = is_volatile ? std::string() : server_.adapter().next_offset();
   if (offset.empty()) {
     client_->send(p, is_volatile);
+    if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, p.attachments);
     return;
   }
   json_array_append_new(p.data.get(), json_stringn(offset.data(), offset.size()));
@@ -109,6 +110,7 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   b.offset = std::move(offset);
   client_->send_encoded(server_.wire(b.header, b.attachments), false);
   server_.adapter().record(b);
+  if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, b.attachments);
 }
 
 void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t timeout_ms, AckCallback cb) {
@@ -126,6 +128,7 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
   p.data = event_array(event, args);
   p.attachments = std::move(args.attachments);
   client_->send(p);
+  if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, p.attachments);
 }
 
 void SocketImpl::ack(uint64_t ack_id, Payload reply) {
@@ -625,6 +628,9 @@ std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
 }
 
 void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets) {
+  // The recipients, for the sent handlers once the walk is over (only when there are some).
+  std::vector<std::weak_ptr<SocketImpl>> sent;
+  const bool report = !sent_handlers.empty();
   auto excluded = [&](SocketImpl* s) {
     for (auto& r : b.opts.except)
       if (s->in_room(r)) return true;
@@ -634,21 +640,47 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
     if (!s->client_ || excluded(s)) return;
     if (s->wants_batches_ && !b.batch_item.empty()) s->queue_batch_item(b.batch_item);
     else s->client_->send_encoded(packets, b.opts.is_volatile);
+    if (report) sent.push_back(s->weak_from_this());
   };
-  Walk walk(*this);
-  if (b.opts.rooms.empty()) {
-    for (auto& [id, s] : sockets_) send(s);
-    return;
+  {
+    Walk walk(*this);
+    if (b.opts.rooms.empty()) {
+      for (auto& [id, s] : sockets_) send(s);
+    } else if (b.opts.rooms.size() == 1) {
+      for_members(b.opts.rooms[0], send);
+    } else {
+      std::unordered_set<SocketImpl*> seen;  // each socket once, whatever rooms it is in
+      for (auto& r : b.opts.rooms)
+        for_members(r, [&](SocketImpl* s) {
+          if (seen.insert(s).second) send(s);
+        });
+    }
   }
-  if (b.opts.rooms.size() == 1) {
-    for_members(b.opts.rooms[0], send);
-    return;
+  if (!sent.empty()) report_sent(sent, b.data ? b.data.get() : nullptr, b.header, b.attachments);
+}
+
+void Namespace::report_sent(const std::vector<std::weak_ptr<SocketImpl>>& to, const json_t* data,
+                            std::string_view header, const std::vector<std::string>& attachments) {
+  Packet decoded;
+  if (!data) {
+    if (!decode_encoded(header, attachments, decoded) || !decoded.data) return;
+    data = decoded.data.get();
   }
-  std::unordered_set<SocketImpl*> seen;  // each socket once, whatever rooms it is in
-  for (auto& r : b.opts.rooms)
-    for_members(r, [&](SocketImpl* s) {
-      if (seen.insert(s).second) send(s);
-    });
+  const Payload sent(Json(json_deep_copy(data)), attachments);
+  auto handlers = sent_handlers;  // a handler may register another
+  for (auto& weak : to) {
+    auto s = weak.lock();
+    if (!s || !s->connected()) continue;
+    for (auto& h : handlers) {
+      try {
+        h(*s, sent);
+      } catch (const std::exception& e) {
+        logf(LogLevel::Error, "event-sent handler on %s: %s", name_.c_str(), e.what());
+      } catch (...) {
+        logf(LogLevel::Error, "event-sent handler on %s: unknown exception", name_.c_str());
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------- client
@@ -759,12 +791,17 @@ void Client::handle(Packet& p, size_t wire_bytes) {
 void Client::remove(const std::string& nsp) { sockets_.erase(nsp); }
 
 void Client::close_all() {
-  for (auto& [nsp, s] : sockets_) {
+  // As Socket.IO's client._disconnect(): every namespace socket is
+  // disconnected by the server ("server namespace disconnect", not
+  // recoverable), then the connection is closed ("forced close").
+  auto sockets = sockets_;  // disconnect handlers may change the map
+  for (auto& [nsp, s] : sockets) {
     if (!s->connected()) continue;
     Packet p;
     p.type = PacketType::Disconnect;
     p.nsp = nsp;
     send(p);
+    s->on_disconnect("server namespace disconnect");
   }
   session_.close("forced close");
 }
@@ -799,7 +836,7 @@ Server::Server(const Config& cfg, Timers& timers)
     namespaces_.push_back(std::make_unique<Namespace>(ns.name));
     auto label = metrics::label("namespace", ns.name);
     namespaces_.back()->connections_total = metrics::get("websocket_connections_total", label);
-    namespaces_.back()->connected = metrics::get("websocket_connected_clients", label);
+    namespaces_.back()->connected = metrics::get("websocket_namespace_sockets", label);
     namespaces_.back()->room_count = metrics::get("depth_realtime_rooms", label);
   }
 }
@@ -1092,12 +1129,15 @@ size_t Server::deliver_with_ack(const EncodedBroadcast& b, uint64_t ack_id, int6
   if (!ns) return 0;
   auto packets = wire(b.header, b.attachments);  // encoded once for every recipient
   size_t n = 0;
+  std::vector<std::weak_ptr<SocketImpl>> sent;
   for (SocketImpl* s : ns->select(b.opts.rooms, b.opts.except)) {
     if (!s->client_) continue;
     s->expect_ack(ack_id, deadline, on_ack);
     s->client_->send_encoded(packets, b.opts.is_volatile);
+    if (!ns->sent_handlers.empty()) sent.push_back(s->weak_from_this());
     n++;
   }
+  if (!sent.empty()) ns->report_sent(sent, b.data ? b.data.get() : nullptr, b.header, b.attachments);
   return n;
 }
 

@@ -173,6 +173,12 @@ class Namespace {
   std::vector<RoomHandler> room_handlers;
   std::vector<ConnectionHandler> transport_handlers;
   std::vector<RoomGuard> room_guards;  // asked about a recovered session's rooms
+  std::vector<SentHandler> sent_handlers;  // told of events sent to local sockets
+
+  // Tells the sent handlers about an event (`data` [event, ...args], or null:
+  // read from `header`) that reached these sockets. After a delivery walk.
+  void report_sent(const std::vector<std::weak_ptr<SocketImpl>>& to, const json_t* data, std::string_view header,
+                   const std::vector<std::string>& attachments);
 
   // Sends the encoded packet to every local member the options select.
   void deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets);
