@@ -115,6 +115,7 @@ class TestSocket final : public Socket, public std::enable_shared_from_this<Test
   }
   std::weak_ptr<Socket> weak() override { return weak_from_this(); }
   std::shared_ptr<void> hold() override { return nullptr; }
+  Resume defer(Event&) override { return [](bool) {}; }
   const std::string& client_id() const override { return client_; }
   std::string_view transport() const override { return "websocket"; }
 
