@@ -10,11 +10,11 @@ import { createCluster } from 'redis';
 import { Server } from 'socket.io';
 import { createShardedAdapter } from '@socket.io/redis-adapter';
 import {
-  test, Scope, startServer, ack, rnd, waitFor, once, io, freePort, withTimeout, workerOf, request, token, tmpDir,
-  writeConf, testConfig,
+  test, Scope, startServer, ack, rnd, waitFor, once, io, freePort, withTimeout, request, token, tmpDir,
+  writeConf, testConfig, switchableProxy, sleep,
 } from './lib/harness.mjs';
-import { ChatTraffic, withAck } from './lib/chat-traffic.mjs';
-import { startClusterTopology, slotOf, keyInSlot } from './lib/redis-topology.mjs';
+import { ChatTraffic } from './lib/chat-traffic.mjs';
+import { startClusterTopology, slotOf, cli } from './lib/redis-topology.mjs';
 
 const MODULES = ['auth_jwt.so', 'chat.so', 'projects.so', 'notifications.so', 'ratelimit.so', 'api.so'];
 const API_KEY = 'cluster-test-key';
@@ -234,5 +234,110 @@ describe('Redis Cluster', () => {
     assert.equal((await live)[0].type, 'mention');
     assert.notEqual(slotOf(`depth:notifications:{${u1}}:order`), slotOf(`depth:notifications:{${u2}}:order`));
     for (const u of [u1, u2]) assert.equal(await db.lLen(`depth:notifications:{${u}}:order`), 1, u);
+  });
+
+  test('rate limit: one budget across two daemons, counted on the user\'s slot', { timeout: 30000 }, async (t, ctx) => {
+    const extraServer = [cl.directive(), 'redis_node_ttl 3s;', 'ratelimit_events 6 10s;', 'ratelimit_sync_interval 50ms;'].join('\n');
+    const [X, Y] = await Promise.all([0, 1].map(() => ctx.startServer({ workers: 1, modules: ['auth_jwt.so', 'ratelimit.so'], extraServer })));
+    for (const srv of [X, Y]) await waitFor(async () => (await readyz(srv)) === 200, { ms: 15000, what: 'on the cluster' });
+    const user = `rl-${rnd()}`;
+    const tag = `{default|10000|u:${user}}`;
+    const port = await cl.portOf(tag);
+    // The user's counters: every bucket key has the user's tag.
+    const count = async () => {
+      const keys = (await cli(port, 'KEYS', `depth:ratelimit:${tag}:*`)).split('\n').filter(Boolean);
+      let n = 0;
+      for (const k of keys) n += Number((await cli(port, 'GET', k)).trim());
+      return n;
+    };
+    const whoami = (s) => ack(s, 'probe:whoami', {});
+    const a = await ctx.connect(X, '/', { userId: user });
+    const b = await ctx.connect(Y, '/', { userId: user });
+    // Another user synced in the same transaction: a slot of its own.
+    const other = await ctx.connect(X, '/', { userId: `rl-other-${rnd()}` });
+    for (let i = 0; i < 3; i++) {
+      assert.ok((await whoami(a)).data);
+      assert.ok((await whoami(other)).data);
+    }
+    await waitFor(async () => (await count()) === 3, { what: 'X to send its 3 events to the user\'s shard' });
+    // Y admits on its own view, then reads the totals with its next sync.
+    assert.ok((await whoami(b)).data);
+    await waitFor(async () => (await count()) === 4, { what: 'Y to send its event to the user\'s shard' });
+    let accepted = 0;
+    let refused;
+    for (let i = 0; i < 10 && !refused; i++) {
+      const r = await whoami(b);
+      if (r.error) refused = r.error;
+      else accepted++;
+    }
+    assert.equal(refused?.code, 'RATE_LIMITED', JSON.stringify(refused));
+    assert.ok(accepted >= 2 && accepted <= 3, `Y accepted ${accepted} of the 2 left (one sync of slack)`);
+    await waitFor(async () => (await count()) === 4 + accepted, { what: 'every accepted event counted' });
+    await sleep(300);  // a few sync intervals: X reads the totals too
+    assert.equal((await whoami(a)).error?.code, 'RATE_LIMITED');
+  });
+
+  test('connection state recovery: a chat member cut off from A resumes on B with what it missed', { timeout: 30000 }, async (t, ctx) => {
+    const conv = `r-${rnd()}`;
+    const p = await switchableProxy(A);
+    ctx.defer(() => p.close());
+    const s = ctx.track(io(`http://127.0.0.1:${p.port}/chat`, {
+      transports: ['websocket'], forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200, timeout: 3000,
+      auth: { token: token('r-away', { conversations: [conv] }) },
+    }));
+    await once(s, 'connect');
+    assert.ok((await ack(s, 'chat:join', { conversationId: conv })).data);
+    const talker = await chatSocket(ctx, B, 'r-talker', [conv]);
+    assert.ok((await ack(talker, 'chat:join', { conversationId: conv })).data);
+    await waitFor(async () => (await shardNumSub(`socket.io#/chat#conversation:${conv}#`)) >= 2, { what: 'the room on both daemons' });
+    const got = [];
+    s.on('chat:message', (m) => got.push(m.content));
+    await ack(talker, 'chat:message', { conversationId: conv, content: 'live' });
+    await waitFor(() => got.includes('live'), { what: 'the live message' });
+    const id = s.id;
+    const gone = once(s, 'disconnect');
+    p.target = B;
+    p.drop();
+    assert.equal((await gone)[0], 'transport close');
+    for (let i = 1; i <= 3; i++) assert.ok((await ack(talker, 'chat:message', { conversationId: conv, content: `missed${i}` })).data);
+    await once(s, 'connect', 5000);
+    assert.equal(s.recovered, true);
+    assert.equal(s.id, id);
+    await waitFor(() => got.includes('missed3'), { what: 'the missed messages' });
+    assert.deepEqual(got, ['live', 'missed1', 'missed2', 'missed3']);
+    // Its room is back, on B.
+    await ack(talker, 'chat:message', { conversationId: conv, content: 'after' });
+    await waitFor(() => got.includes('after'), { what: 'live again' });
+  });
+
+  test('slot migration mid-run: the conversation\'s keys and its room\'s channel move to another master; nothing acked is lost', { timeout: 90000 }, async (t, ctx) => {
+    const conv = `m-${rnd()}`;
+    const traffic = new ChatTraffic(ctx, conv, { every: 25 });
+    for (let i = 0; i < 4; i++) await traffic.add(i % 2 ? B : A, `mu${i}`);
+    traffic.start();
+    await waitFor(() => traffic.acked.size >= 30, { ms: 15000, what: '30 messages acked before the migration' });
+    const keySlot = slotOf(`{${conv}}`);
+    const channel = `socket.io#/chat#conversation:${conv}#`;
+    const channelSlot = slotOf(channel);
+    const from = [await cl.portOf(`{${conv}}`), await cl.portOf(channel)];
+    const to = [cl.ports.find((p) => p !== from[0]), cl.ports.find((p) => p !== from[1])];
+    await cl.moveSlot(keySlot, to[0]);
+    await cl.moveSlot(channelSlot, to[1]);
+    assert.equal(await cl.portOf(`{${conv}}`), to[0]);
+    assert.equal(await cl.portOf(channel), to[1]);
+    const movedAt = Date.now();
+    await waitFor(() => traffic.ackedSince(movedAt) >= 30, { ms: 20000, what: '30 messages acked after the migration' });
+    await traffic.stop();
+    t.diagnostic(`${traffic.acked.size} acked, ${traffic.refused} refused, ${traffic.unanswered} unanswered`);
+    // Every acked message is in the stream, now on the new master ...
+    const ids = new Set((await cli(to[0], '--no-raw', 'XRANGE', `depth:chat:{${conv}}`, '-', '+')).match(/"\d+-\d+"/g).map((x) => x.slice(1, -1)));
+    for (const id of traffic.acked.keys()) assert.ok(ids.has(id), `acked ${id} stored`);
+    // ... and reached every member, once.
+    await waitFor(() => traffic.members.every((m) => [...traffic.acked.keys()].every((id) => m.got.has(id))),
+      { ms: 10000, what: 'every acked message at every member' });
+    for (const m of traffic.members) for (const id of traffic.acked.keys()) assert.equal(m.got.get(id), 1, `${m.userId} got ${id} once`);
+    // The daemons subscribe on the channel's new master.
+    await waitFor(async () => Number((await cli(to[1], 'PUBSUB', 'SHARDNUMSUB', channel)).trim().split('\n')[1]) >= 2,
+      { what: 'the room subscribed on its new master' });
   });
 });

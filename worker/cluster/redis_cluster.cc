@@ -105,7 +105,10 @@ RedisCluster::Node& RedisCluster::node(const std::string& host, int port) {
   c.db = 0;
   Node* np = n.get();
   n->link = std::make_unique<RedisLink>(loop_, timers_, c, on_message_, [this, np](bool) { node_state(*np); });
-  n->link->shard_mode([this](std::string_view ch) { lost_channel(ch); });
+  n->link->shard_mode([this, np](std::string_view ch) { lost_channel(*np, ch); },
+                      [this](std::string_view ch) {
+                        if (moving_.erase(std::string(ch)) && moving_.empty() && changed_) changed_();
+                      });
   n->link->on_subscriber([this, np](bool subscribed) {
     np->subscribed = subscribed;
     if (changed_) changed_();
@@ -138,7 +141,7 @@ bool RedisCluster::subscribed() const {
   if (!ready()) return false;
   for (Node* n : masters_)
     if (!n->subscribed) return false;
-  return true;
+  return moving_.empty();
 }
 
 RedisCluster::Node* RedisCluster::owner(std::string_view key) { return slots_[key_slot(key)]; }
@@ -158,9 +161,9 @@ void RedisCluster::node_state(Node& n) {
   if (changed_) changed_();
 }
 
-void RedisCluster::refresh() {
+void RedisCluster::refresh(Node* ask) {
   if (refreshing_) return;
-  Node* n = any_up();
+  Node* n = ask && ask->link->commands_up() ? ask : any_up();
   if (!n) return;  // node_state() asks when one is up
   refreshing_ = true;
   bool sent = n->link->command({"CLUSTER", "SLOTS"}, [this, n, alive = alive_](redisReply* r) {
@@ -219,18 +222,24 @@ void RedisCluster::place_channels() {
   for (auto& [ch, at] : channels_) {
     Node* want = owner(ch);
     if (want == at) continue;
-    if (at) at->link->unsubscribe(ch);
+    if (at) {
+      at->link->unsubscribe(ch);
+      moving_.insert(ch);
+    }
     at = want;
     if (at) at->link->subscribe(ch);
   }
 }
 
-void RedisCluster::lost_channel(std::string_view channel) {
-  // The shard dropped it (its slot moved): where it lives now, after a refresh.
+void RedisCluster::lost_channel(Node& from, std::string_view channel) {
+  // The shard dropped it (its slot moved): where it lives now, after a
+  // refresh asked of that shard (it knows; another node may not yet).
   auto it = channels_.find(std::string(channel));
   if (it == channels_.end()) return;
   it->second = nullptr;
-  refresh();
+  moving_.insert(it->first);
+  if (changed_) changed_();
+  refresh(&from);
 }
 
 void RedisCluster::subscribe(const std::string& channel) {
@@ -244,6 +253,7 @@ void RedisCluster::unsubscribe(const std::string& channel) {
   auto it = channels_.find(channel);
   if (it == channels_.end()) return;
   if (it->second) it->second->link->unsubscribe(channel);
+  moving_.erase(channel);
   channels_.erase(it);
 }
 

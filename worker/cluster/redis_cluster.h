@@ -76,14 +76,14 @@ class RedisCluster {
   Node& node(const std::string& host, int port);
   Node* owner(std::string_view key);
   Node* any_up();
-  void refresh();
+  void refresh(Node* ask = nullptr);  // of `ask` when it is up, else of any node
   void refreshed(Node& asked, redisReply* r);
   void place_channels();
   void node_state(Node& n);
   void dispatch(std::shared_ptr<Sent> s);
   void redirected(std::shared_ptr<Sent> s, redisReply* r);
   void retry(std::shared_ptr<Sent> s, int64_t delay_ms);
-  void lost_channel(std::string_view channel);
+  void lost_channel(Node& from, std::string_view channel);
 
   static constexpr int64_t kRefreshMs = 10000;
   static constexpr int64_t kRetryMs = 50;
@@ -100,6 +100,10 @@ class RedisCluster {
   bool refreshing_ = false;
   int64_t refreshed_at_ = 0;
   std::map<std::string, Node*> channels_;  // wanted channel -> the node it is subscribed on (null: not placed)
+  // Channels whose slot moved, until their shard confirms the SSUBSCRIBE: what
+  // was published meanwhile is read back from the recovery stream then (the
+  // link's subscriber event, as after a reconnect).
+  std::set<std::string> moving_;
   uint64_t dropped_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for retries the facility owns
   CallbackTimer refresh_timer_;

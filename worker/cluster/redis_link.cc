@@ -362,6 +362,7 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   }
   if (self->sharded_) {
     if (kind->len < 2 || kind->str[0] != 's') return;  // the classic twin's replies (see send_shard_subscription)
+    if (verb == "subscribe" && self->on_confirmed_channel_) self->on_confirmed_channel_(std::string_view(ch->str, ch->len));
     if (verb == "unsubscribe") {
       std::string channel(ch->str, ch->len);
       if (auto it = self->unsubscribing_.find(channel); it != self->unsubscribing_.end()) {

@@ -80,9 +80,12 @@ class RedisLink {
   // A link to one shard of a Redis Cluster (RedisCluster makes them):
   // channels are SSUBSCRIBEd, and `lost` is told of one the shard dropped
   // (its slot moved elsewhere), which is then no longer in the set.
-  void shard_mode(std::function<void(std::string_view channel)> lost) {
+  // `confirmed` is told of each SSUBSCRIBE Redis confirmed.
+  void shard_mode(std::function<void(std::string_view channel)> lost,
+                  std::function<void(std::string_view channel)> confirmed) {
     sharded_ = true;
     on_lost_channel_ = std::move(lost);
+    on_confirmed_channel_ = std::move(confirmed);
   }
   bool cluster() const { return cluster_ != nullptr; }
 
@@ -185,6 +188,7 @@ class RedisLink {
   bool sharded_ = false;
   std::multiset<std::string> unsubscribing_;  // our SUNSUBSCRIBEs awaiting their reply
   std::function<void(std::string_view)> on_lost_channel_;
+  std::function<void(std::string_view)> on_confirmed_channel_;
 };
 
 }  // namespace dr::cluster
