@@ -105,8 +105,12 @@ describe('Redis Cluster', () => {
 
   test('the daemons map the slots and subscribe on the shards', async () => {
     assert.match(A.logText(), /redis: cluster of 3 master\(s\) mapped/);
-    // Every worker of both daemons (4 nodes) on the namespace's shard channel.
-    await waitFor(async () => (await shardNumSub('socket.io#/chat#')) === 4, { ms: 10000, what: '4 workers on socket.io#/chat#' });
+    // Every worker of both daemons (4 nodes) and the Node server on the
+    // namespace's shard channel, and each on its own response channel.
+    await waitFor(async () => (await shardNumSub('socket.io#/chat#')) === 5, { ms: 10000, what: '5 servers on socket.io#/chat#' });
+    const uids = [...new Set([A, B].flatMap((srv) => [...srv.logText().matchAll(/cluster: node (\S+), redis cluster/g)].map((m) => m[1])))];
+    assert.equal(uids.length, 4);
+    for (const uid of uids) assert.equal(await shardNumSub(`socket.io#/chat#${uid}#`), 1, uid);
   });
 
   test('chat across two daemons: acked messages reach every member, stored on the conversation\'s slot', { timeout: 60000 }, async (t, ctx) => {

@@ -338,10 +338,6 @@ void RedisLink::on_reply(redisAsyncContext*, void* reply, void* privdata) {
   }
 }
 
-namespace {
-redisAsyncContext* ac_of(const auto& conn) { return conn.ac.get(); }
-}  // namespace
-
 void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   auto* c = static_cast<Conn*>(privdata);
   auto* r = static_cast<redisReply*>(reply);
@@ -351,7 +347,14 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   redisReply* ch = r->element[1];
   if (kind->type != REDIS_REPLY_STRING || ch->type != REDIS_REPLY_STRING) return;
   std::string_view verb(kind->str, kind->len);
-  if (self->sharded_ && verb.size() > 1 && verb[0] == 's') verb.remove_prefix(1);  // ssubscribe, smessage, ...
+  if (self->sharded_) {
+    // Only the sharded kinds: the classic twins' replies (see
+    // send_shard_subscription) are not news.
+    if (verb != "ssubscribe" && verb != "sunsubscribe" && verb != "smessage") return;
+    verb.remove_prefix(1);
+    if (verb == "subscribe" && self->on_confirmed_channel_)
+      self->on_confirmed_channel_(std::string_view(ch->str, ch->len));
+  }
   // Redis answers a connection's SUBSCRIBEs in order: the last one's answer
   // confirms them all.
   if (verb == "subscribe" && !self->resubscribed_last_.empty() &&
@@ -360,23 +363,19 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
     self->subscriber_event(true);
     return;
   }
-  if (self->sharded_) {
-    if (kind->len < 2 || kind->str[0] != 's') return;  // the classic twin's replies (see send_shard_subscription)
-    if (verb == "subscribe" && self->on_confirmed_channel_) self->on_confirmed_channel_(std::string_view(ch->str, ch->len));
-    if (verb == "unsubscribe") {
-      std::string channel(ch->str, ch->len);
-      if (auto it = self->unsubscribing_.find(channel); it != self->unsubscribing_.end()) {
-        self->unsubscribing_.erase(it);  // ours
-        return;
-      }
-      // The shard dropped a channel we still want: its slot moved.
-      if (self->channels_.erase(channel)) {
-        redisAsyncCommand(ac_of(self->sub_), on_sub_reply, &self->sub_, "UNSUBSCRIBE %b", channel.data(),
-                          channel.size());  // the classic twin
-        if (self->on_lost_channel_) self->on_lost_channel_(channel);
-      }
+  if (self->sharded_ && verb == "unsubscribe") {
+    std::string channel(ch->str, ch->len);
+    if (auto it = self->unsubscribing_.find(channel); it != self->unsubscribing_.end()) {
+      self->unsubscribing_.erase(it);  // ours
       return;
     }
+    // The shard dropped a channel we still want: its slot moved.
+    if (self->channels_.erase(channel)) {
+      redisAsyncCommand(self->sub_.ac.get(), on_sub_reply, &self->sub_, "UNSUBSCRIBE %b", channel.data(),
+                        channel.size());  // the classic twin
+      if (self->on_lost_channel_) self->on_lost_channel_(channel);
+    }
+    return;
   }
   if (verb != "message") return;
   redisReply* body = r->element[2];
