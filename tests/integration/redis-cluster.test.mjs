@@ -9,6 +9,7 @@ import { after, before, describe } from 'node:test';
 import { createCluster } from 'redis';
 import { Server } from 'socket.io';
 import { createShardedAdapter } from '@socket.io/redis-adapter';
+import { Emitter } from '@socket.io/redis-emitter';
 import {
   test, Scope, startServer, ack, rnd, waitFor, once, io, freePort, withTimeout, request, token, tmpDir,
   writeConf, testConfig, switchableProxy, sleep,
@@ -207,6 +208,17 @@ describe('Redis Cluster', () => {
     const aGone = once(a, 'disconnect');
     nodeIo.serverSideEmit('depth:disconnect-user', { userId: 'na', close: true });
     assert.deepEqual((await aGone).slice(0, 1), ['io server disconnect']);
+  });
+
+  test('@socket.io/redis-emitter with a cluster client reaches the daemons\' sockets (a classic PUBLISH)', async (t, ctx) => {
+    const conv = `e-${rnd()}`;
+    const a = await chatSocket(ctx, A, 'ea', [conv]);
+    const b = await chatSocket(ctx, B, 'eb', [conv]);
+    for (const s of [a, b]) assert.ok((await ack(s, 'chat:join', { conversationId: conv })).data);
+    await waitFor(async () => (await shardNumSub(`socket.io#/chat#conversation:${conv}#`)) >= 2, { what: 'the room on both daemons' });
+    const got = [once(a, 'from-emitter'), once(b, 'from-emitter')];
+    new Emitter(db).of('/chat').to(`conversation:${conv}`).emit('from-emitter', { n: 1 });
+    for (const args of await Promise.all(got)) assert.deepEqual(args.slice(0, 1), [{ n: 1 }]);
   });
 
   test('projects, notifications and the HTTP API over the cluster', async (t, ctx) => {

@@ -350,8 +350,9 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   if (self->sharded_) {
     // Only the sharded kinds: the classic twins' replies (see
     // send_shard_subscription) are not news.
-    if (verb != "ssubscribe" && verb != "sunsubscribe" && verb != "smessage") return;
-    verb.remove_prefix(1);
+    // A classic PUBLISH on a twin (@socket.io/redis-emitter) is a message too.
+    if (verb != "ssubscribe" && verb != "sunsubscribe" && verb != "smessage" && verb != "message") return;
+    if (verb[0] == 's') verb.remove_prefix(1);
     if (verb == "subscribe" && self->on_confirmed_channel_)
       self->on_confirmed_channel_(std::string_view(ch->str, ch->len));
   }
@@ -455,9 +456,10 @@ void RedisLink::send_subscription(const char* verb, const std::vector<std::strin
 
 // hiredis 0.14 knows nothing of sharded Pub/Sub: the replies of a subscribed
 // connection reach the callback registered for their channel by a classic
-// SUBSCRIBE, whatever their kind. So each shard channel is SUBSCRIBEd too
-// (nobody PUBLISHes on it in a cluster; the connection's first SUBSCRIBE, of
-// a channel nobody uses, keeps it in subscribed mode), and the SSUBSCRIBE /
+// SUBSCRIBE, whatever their kind. So each shard channel is SUBSCRIBEd too (a
+// classic PUBLISH on it, from @socket.io/redis-emitter, is then received as
+// well; the connection's first SUBSCRIBE, of a channel nobody uses, keeps it
+// in subscribed mode), and the SSUBSCRIBE /
 // SUNSUBSCRIBE bytes are appended without a callback of their own, whose
 // reply hiredis would otherwise wait for in vain. One channel per command:
 // the channels of one SSUBSCRIBE must share a slot.

@@ -157,6 +157,9 @@ void RedisAdapter::on_sharded(Nsp& n, std::string_view channel, std::string_view
     if (room.back() == '#') room.remove_suffix(1);
     if (!n.ns->has_room(std::string(room))) return;
   }
+  // [uid, packet, opts] (msgpack): a classic PUBLISH, from
+  // @socket.io/redis-emitter with a cluster client.
+  if (!body.empty() && uint8_t(body[0]) == 0x93) return on_broadcast(n, channel, body);
   std::vector<std::string> attachments;
   Json msg = decode_body(body, attachments);
   if (!json_is_object(msg.get())) return;
