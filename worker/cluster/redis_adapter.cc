@@ -254,6 +254,7 @@ void RedisAdapter::start() {
           .specific = response_prefix_ + name + "#" + uid_ + "#",
           .catch_up = CatchUp([this](const sio::EncodedBroadcast& b) { server_.deliver(b); },
                               [this](std::string_view offset) { return foreign(offset); })};
+    n.catch_up.set_unordered(sharded_);
     if (sharded_) {  // one channel for everything, one for the answers to this node
       n.request = n.response = n.bcast;
       n.specific = n.bcast + uid_ + "#";
