@@ -236,7 +236,9 @@ redis_ticks() { local p t=0; for p in $REDIS_PIDS; do t=$((t + $(cpu_ticks "$p")
 
 # One redis-server (`redis HOST:PORT`), or (cluster) three with cluster mode
 # joined by `redis-cli --cluster create` (`redis cluster=...`). Sets REDIS_PIDS
-# and prints the `redis` directive's argument.
+# and REDIS_ARG (the `redis` directive's argument); not in a subshell, so that
+# the servers' pids are known to stop_cluster.
+REDIS_ARG=""
 start_redis_for_fanout() {
   local mode=$1 n=1 i rport ports=() dir="$TMP/rcluster"
   [ "$mode" = cluster ] && n=3
@@ -259,24 +261,24 @@ start_redis_for_fanout() {
       redis-cli -p "${ports[0]##*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && break
       sleep 0.1
     done
-    (IFS=,; echo "cluster=${ports[*]}")
+    REDIS_ARG="cluster=$(IFS=,; echo "${ports[*]}")"
   else
-    echo "${ports[0]}"
+    REDIS_ARG="${ports[0]}"
   fi
 }
 
 # run_fanout single|cluster: two processes, one room, one publisher.
 run_fanout() {
-  local mode=$1 sfx="" p i port pids="" ports=() t0 t1 redis_arg
+  local mode=$1 sfx="" p i port pids="" ports=() t0 t1
   [ "$mode" = cluster ] && sfx="_cluster"
-  redis_arg=$(start_redis_for_fanout "$mode") || {
+  start_redis_for_fanout "$mode" || {
     echo "{\"error\":\"the Redis Cluster could not be created: $(tail -n 2 "$TMP/rcluster.log" | tr '\n"' '  ')\"}" >"$TMP/depth-realtime.fanout$sfx.json"
     stop_cluster
     return 1
   }
   for i in 1 2; do
     port=$(free_port)
-    PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr-fanout-$i.pid" DR_BENCH_REDIS="$redis_arg" \
+    PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr-fanout-$i.pid" DR_BENCH_REDIS="$REDIS_ARG" \
       "$BUILD/depth-realtime" -c tests/bench/bench.conf -M "$BUILD/modules" >"$TMP/fanout$sfx-$i.log" 2>&1 &
     p=$!
     CLUSTER_PIDS="$CLUSTER_PIDS $p"
@@ -493,10 +495,10 @@ const rows = [
   ["fanout: latency p50 / p99 (ms)", (s) => (s.fanout ? `${f(s.fanout.latency_p50_ms, 2)} / ${f(s.fanout.latency_p99_ms, 2)}` : "-"), null],
   ["fanout: CPU/delivery (us)", (s) => f(s.fanout?.cpu_per_delivered_us, 2), null],
   ["fanout: Redis CPU/deliv. (us)", (s) => f(s.fanout?.redis_cpu_per_delivered_us, 3), null],
-  ["fanout 3-shard: delivered msgs/s", (s) => (s.fanout_cluster ? `${f(s.fanout_cluster.delivered_per_sec, 0)} (${f(100 * (s.fanout_cluster.delivered_ratio ?? 0), 2)}%)` : "-"), null],
+  ["fanout 3-shard: delivered/s", (s) => (s.fanout_cluster ? `${f(s.fanout_cluster.delivered_per_sec, 0)} (${f(100 * (s.fanout_cluster.delivered_ratio ?? 0), 2)}%)` : "-"), null],
   ["fanout 3-shard: p50 / p99 (ms)", (s) => (s.fanout_cluster ? `${f(s.fanout_cluster.latency_p50_ms, 2)} / ${f(s.fanout_cluster.latency_p99_ms, 2)}` : "-"), null],
   ["fanout 3-shard: CPU/deliv. (us)", (s) => f(s.fanout_cluster?.cpu_per_delivered_us, 2), null],
-  ["fanout 3-shard: Redis CPU/deliv.", (s) => f(s.fanout_cluster?.redis_cpu_per_delivered_us, 3), null],
+  ["fanout 3-shard: Redis CPU/dl", (s) => f(s.fanout_cluster?.redis_cpu_per_delivered_us, 3), null],
   ["recovery on/off: connect (s)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.connect_seconds, 2)} / ${f(s.recovery.off?.idle?.connect_seconds, 2)}` : "-"), null],
   ["recovery on/off: CPU/conn (us)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.cpu_per_conn_us)} / ${f(s.recovery.off?.idle?.cpu_per_conn_us)}` : "-"), null],
   ["recovery: session writes/join", (s) => f(s.recovery?.on?.redis?.join?.session_writes, 2), null],
