@@ -104,6 +104,21 @@ describe('Redis Cluster', () => {
     assert.match(r.stderr, /invalid cluster address ""/);
   });
 
+  test('no seed answers: the daemon serves, /readyz is 503, stores are refused with "Redis unavailable"', async (t, ctx) => {
+    const ports = [await freePort(), await freePort()];
+    const srv = await ctx.startServer({
+      workers: 1, modules: MODULES, probe: false,
+      extraServer: `redis cluster=${ports.map((p) => `127.0.0.1:${p}`).join(',')};\nredis_connect_timeout 1s;`,
+    });
+    assert.equal(await readyz(srv), 503);
+    await waitFor(() => new RegExp(`redis: cannot connect the commands connection to 127\\.0\\.0\\.1:${ports[0]}`).test(srv.logText()),
+      { what: 'the log line' });
+    const s = await chatSocket(ctx, srv, 'lonely', ['c1']);
+    const r = await ack(s, 'chat:message', { conversationId: 'c1', content: 'hi' });
+    assert.equal(r.error?.code, 'SOCKET_ERROR', JSON.stringify(r));
+    assert.match(r.error.details, /Redis unavailable/);
+  });
+
   test('the daemons map the slots and subscribe on the shards', async () => {
     assert.match(A.logText(), /redis: cluster of 3 master\(s\) mapped/);
     // Every worker of both daemons (4 nodes) and the Node server on the
