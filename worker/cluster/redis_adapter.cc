@@ -52,8 +52,9 @@ return {added, #dead}
 )";
 
 // Connection state recovery lookup: the session, then the packets recorded
-// after `offset`. ARGV: session key, stream key, first stream id to scan,
-// offset, max packets, max bytes. Returns nil (unknown session or offset, too many
+// after `offset`. KEYS[1]: the session key (for a cluster's routing; with a
+// cluster the stream shares its slot). ARGV: session key, stream key, first
+// stream id to scan, offset, max packets, max bytes. Returns nil (unknown session or offset, too many
 // packets) or {session, packet...}; a found session is consumed.
 const char kRecoverScript[] = R"(
 local session = redis.call('GET', ARGV[1])
@@ -81,8 +82,9 @@ return out
 )";
 
 // A session record written unless a later generation of it is stored (a
-// recovery elsewhere took the session over: this writer is stale). ARGV:
-// session key, generation, record, ttl ms. Returns 1 when written.
+// recovery elsewhere took the session over: this writer is stale). KEYS[1]
+// (for a cluster's routing) and ARGV[1]: the session key; then ARGV:
+// generation, record, ttl ms. Returns 1 when written.
 const char kStoreSessionScript[] = R"(
 local cur = redis.call('GET', ARGV[1])
 if cur then
@@ -126,8 +128,9 @@ return out
 // A recordable broadcast whose MULTI ... EXEC got no answer: recorded and
 // published unless the stream has its offset already (KEYS[1]: the stream,
 // for a cluster's routing). ARGV: stream key, channel ('': the caller
-// publishes: a cluster's channel and stream are on different slots), offset, stored entry, message, MINID, first stream id to scan.
-// Returns 1 when published, 0 when it was there.
+// publishes: a cluster's channel and stream are on different slots),
+// offset, stored entry, message, MINID, first stream id to scan. Returns 1
+// when published, 0 when it was there.
 const char kRepublishScript[] = R"(
 local key, start = ARGV[1], ARGV[7]
 while true do
@@ -304,7 +307,8 @@ void RedisAdapter::catch_up(Nsp& n) {
   if (!link_.commands_up()) return n.catch_up.wait(now_ms());              // again when it is back
   CatchUp::Read rd = n.catch_up.begin();
   std::string max = std::to_string(CatchUp::kMaxEntries);
-  if (!link_.command({"EVAL", kCatchUpScript, "1", stream_key(n.name), stream_key(n.name), rd.start, rd.anchor, rd.cutoff, max},
+  std::string key = stream_key(n.name);
+  if (!link_.command({"EVAL", kCatchUpScript, "1", key, key, rd.start, rd.anchor, rd.cutoff, max},
                      [this, nsp = n.name](redisReply* r) { caught_up(nsp, r); }))
     n.catch_up.failed();  // too much pending: service() tries again
 }
@@ -498,7 +502,8 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
     if (sharded_)
       sent = link_.command({"EVAL", kRepublishScript, "1", e.key, e.key, "", e.offset, e.stored, e.msg, minid, start},
                            [this, answered, channel = e.channel, msg = e.msg](redisReply* reply) {
-                             if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) publish(channel, msg);
+                             if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
+                               publish(channel, msg);
                              answered(reply);
                            });
     else

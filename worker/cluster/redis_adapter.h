@@ -198,8 +198,8 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void refresh_sessions();  // on refresh_timer_, for the refreshes due
   void resync_sessions();
   void write_session(sio::SocketImpl& s, Tracked& t, bool parked);
-  void store_session(const std::string& nsp, const std::string& pid, uint64_t gen, const std::string& record, uint64_t ttl,
-                     RedisLink::Reply reply = {});
+  void store_session(const std::string& nsp, const std::string& pid, uint64_t gen, const std::string& record,
+                     uint64_t ttl, RedisLink::Reply reply = {});
   uint64_t refresh_interval() const;
 
   // Catch-ups and republishing retry every kServiceMs while one is under way;
