@@ -46,10 +46,21 @@ using Callback = std::function<void(Reply reply)>;
 bool configured();
 bool ready();
 
+// `redis cluster=...`: the keys are spread over the cluster's shards by slot.
+// A command goes to the shard of its first key: argv[1] for most commands;
+// for EVAL/EVALSHA/FCALL, KEYS[1], so numkeys must be right and every key a
+// script touches must be passed in KEYS and share KEYS[1]'s slot (give them
+// one hash tag: tag() below); XREAD/XREADGROUP, the first stream. A command
+// without a key (EVAL with numkeys 0, PING) goes to any shard.
+bool cluster();
+
 // Sends one command, e.g. {"XADD", key, "MAXLEN", "~", "10000", "*", ...}.
 void command(std::vector<std::string> argv, Callback cb = {});
 // MULTI, the commands, EXEC: all of them are applied or none. `cb` gets the
-// EXEC reply (an array with one reply per command) or an error.
+// EXEC reply (an array with one reply per command) or an error. With a
+// cluster, the commands of each slot are one MULTI ... EXEC on their shard
+// (all or none per slot), and the reply is the same array, in order; the
+// commands of a slot whose transaction failed have its error as their reply.
 void transaction(std::vector<std::vector<std::string>> commands, Callback cb = {});
 
 // `redis_wait_replicas N TIMEOUT`: is what this worker wrote so far on N
@@ -71,5 +82,10 @@ void replicated(std::function<void(Replication)> cb);
 // The prefix of the keys the application keeps (`redis_app_prefix`, default
 // "depth:") followed by `suffix`: key("chat:42") = "depth:chat:42".
 std::string key(std::string_view suffix);
+// `id` (a conversation, project, user) as the part of a key that chooses its
+// slot: "{id}" with a cluster (a hash tag: the keys of one id share a slot,
+// so its scripts and transactions run on one shard), `id` as it is with one
+// Redis (the key layout of one Redis does not change).
+std::string tag(std::string_view id);
 
 }  // namespace dr::redis

@@ -167,9 +167,15 @@ CallPtr start(dr::Socket& s, const dr::Event& ev) {
 }
 
 std::string room_of(const std::string& conversation) { return "conversation:" + conversation; }
-std::string stream_key(const std::string& conversation) { return redis::key("chat:" + conversation); }
-std::string read_key(const std::string& conversation) { return redis::key("chat:" + conversation + ":read"); }
-std::string edits_key(const std::string& conversation) { return redis::key("chat:" + conversation + ":edits"); }
+// With a cluster, the conversation is the keys' hash tag: its stream, read
+// markers, edits and idempotency records (one script) share a slot.
+std::string stream_key(const std::string& conversation) { return redis::key("chat:" + redis::tag(conversation)); }
+std::string read_key(const std::string& conversation) {
+  return redis::key("chat:" + redis::tag(conversation) + ":read");
+}
+std::string edits_key(const std::string& conversation) {
+  return redis::key("chat:" + redis::tag(conversation) + ":edits");
+}
 
 // "Redis unavailable: the read marker was not stored". A write that was sent
 // but not answered may have been applied: then `maybe` ("... may have been

@@ -22,8 +22,9 @@ bool is_admin(const Socket& s) {
 
 std::string expand(std::string_view pattern, std::string_view id) {
   std::string out(pattern);
-  for (size_t at = out.find("{id}"); at != std::string::npos; at = out.find("{id}", at + id.size()))
-    out.replace(at, 4, id);
+  std::string value = redis::tag(id);  // with a cluster, "{id}" stays a hash tag: "{42}"
+  for (size_t at = out.find("{id}"); at != std::string::npos; at = out.find("{id}", at + value.size()))
+    out.replace(at, 4, value);
   return out;
 }
 

@@ -98,7 +98,9 @@ bool valid_key(std::string_view key) {
 
 std::string record_key(std::string_view kind, std::string_view scope, std::string_view user, std::string_view key) {
   std::string k = "idem:";
-  k.append(kind).append(":").append(std::to_string(scope.size())).append(":").append(scope);
+  // The scope (conversation, project) is the hash tag: the record shares the
+  // slot of the stream its script writes.
+  k.append(kind).append(":").append(std::to_string(scope.size())).append(":").append(redis::tag(scope));
   k.append(":").append(std::to_string(user.size())).append(":").append(user);
   k.append(":").append(key);
   return redis::key(k);

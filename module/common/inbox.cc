@@ -2,6 +2,8 @@
 
 #include <depth-realtime/redis.h>
 
+#include <memory>
+
 namespace dr::app::inbox {
 namespace {
 
@@ -46,7 +48,7 @@ return out
 )lua";
 
 std::string key_of(const std::string& user, const char* what) {
-  return redis::key("notifications:" + user + ":" + what);
+  return redis::key("notifications:" + redis::tag(user) + ":" + what);  // a user's inbox: one slot
 }
 
 }  // namespace
@@ -62,6 +64,20 @@ std::string unread_key(const std::string& user) {
 }
 
 void add(const std::vector<std::string>& users, const json_t* notification, uint64_t max_items, Done done) {
+  // A cluster: the users' inboxes are on different slots. One script per
+  // user (each inbox gets it or not); `done` once all have answered, with
+  // the first error.
+  if (redis::cluster() && users.size() > 1) {
+    auto left = std::make_shared<size_t>(users.size());
+    auto error = std::make_shared<std::string>();
+    auto shared_done = std::make_shared<Done>(std::move(done));
+    for (const std::string& u : users)
+      add({u}, notification, max_items, [left, error, shared_done](std::string e) {
+        if (!e.empty() && error->empty()) *error = std::move(e);
+        if (--*left == 0 && *shared_done) (*shared_done)(*error);
+      });
+    return;
+  }
   std::vector<std::string> argv{"EVAL", kAddScript, std::to_string(users.size() * 3)};
   for (const std::string& u : users) {
     argv.push_back(items_key(u));

@@ -19,6 +19,9 @@
 #             BENCH_FANOUT_CONNECTIONS (1000) clients spread over both join one
 #             room and one of them broadcasts BENCH_FANOUT_RATE (20) messages/s
 #             to it: delivered messages/s, latency p50/p99, CPU per delivery
+#   fanout_cluster (BENCH_FANOUT_CLUSTER=1) the same through a 3-master Redis
+#             Cluster (sharded Pub/Sub; `redis cluster=...`), Redis CPU summed
+#             over the three
 #   recovery  (BENCH_RECOVERY=1) one depth-realtime process on a private
 #             redis-server, recovery_window 120s and then 0: connect cost of
 #             BENCH_RECOVERY_CONNECTIONS (2000) connections (idle), and the Redis
@@ -58,6 +61,7 @@ BENCH_FANOUT_CONNECTIONS=${BENCH_FANOUT_CONNECTIONS:-1000}
 BENCH_FANOUT_RATE=${BENCH_FANOUT_RATE:-20}
 BENCH_FANOUT_DURATION=${BENCH_FANOUT_DURATION:-10}
 BENCH_FANOUT_PAYLOAD=${BENCH_FANOUT_PAYLOAD:-64}
+BENCH_FANOUT_CLUSTER=${BENCH_FANOUT_CLUSTER:-1}
 BENCH_RECOVERY=${BENCH_RECOVERY:-1}
 BENCH_RECOVERY_CONNECTIONS=${BENCH_RECOVERY_CONNECTIONS:-2000}
 BENCH_RATELIMIT=${BENCH_RATELIMIT:-1}
@@ -300,7 +304,7 @@ fi
 # ---------------------------------------------- cross-process fan-out (Redis)
 
 CLUSTER_PIDS=""
-REDIS_PID=""
+REDIS_PIDS=""
 stop_cluster() {
   local p k kids=""
   for p in $CLUSTER_PIDS; do kids="$kids $(descendants "$p")"; kill -TERM "$p" 2>/dev/null; done
@@ -310,28 +314,66 @@ stop_cluster() {
   done
   for k in $kids; do kill -KILL "$k" 2>/dev/null; done
   CLUSTER_PIDS=""
-  [ -n "$REDIS_PID" ] && { kill -TERM "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
-  REDIS_PID=""
+  for p in $REDIS_PIDS; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  REDIS_PIDS=""
   return 0
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+redis_ticks() { local p t=0; for p in $REDIS_PIDS; do t=$((t + $(cpu_ticks "$p"))); done; echo "$t"; }
 
+# One redis-server (`redis HOST:PORT`), or (cluster) three with cluster mode
+# joined by `redis-cli --cluster create` (`redis cluster=...`). Sets REDIS_PIDS
+# and REDIS_ARG (the `redis` directive's argument); not in a subshell, so that
+# the servers' pids are known to stop_cluster.
+REDIS_ARG=""
+start_redis_for_fanout() {
+  local mode=$1 n=1 i rport ports=() dir="$TMP/rcluster"
+  [ "$mode" = cluster ] && n=3
+  mkdir -p "$dir"
+  for i in $(seq 1 "$n"); do
+    rport=$(free_port)
+    if [ "$mode" = cluster ]; then
+      redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --cluster-enabled yes \
+        --cluster-config-file "$dir/nodes-$rport.conf" >"$TMP/redis-$rport.log" 2>&1 &
+    else
+      redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no >"$TMP/redis-$rport.log" 2>&1 &
+    fi
+    REDIS_PIDS="$REDIS_PIDS $!"
+    ports+=("127.0.0.1:$rport")
+    for j in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  if [ "$mode" = cluster ]; then
+    redis-cli --cluster create "${ports[@]}" --cluster-replicas 0 --cluster-yes >"$TMP/rcluster.log" 2>&1 || return 1
+    for j in $(seq 1 100); do
+      redis-cli -p "${ports[0]##*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && break
+      sleep 0.1
+    done
+    REDIS_ARG="cluster=$(IFS=,; echo "${ports[*]}")"
+  else
+    REDIS_ARG="${ports[0]}"
+  fi
+}
+
+# run_fanout single|cluster: two processes, one room, one publisher.
 run_fanout() {
-  local rport p i port pids="" ports=() t0 t1
-  rport=$(free_port)
-  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no >"$TMP/redis.log" 2>&1 &
-  REDIS_PID=$!
-  for i in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  local mode=$1 sfx="" p i port pids="" ports=() t0 t1
+  [ "$mode" = cluster ] && sfx="_cluster"
+  start_redis_for_fanout "$mode" || {
+    echo "{\"error\":\"the Redis Cluster could not be created: $(tail -n 2 "$TMP/rcluster.log" | tr '\n"' '  ')\"}" >"$TMP/depth-realtime.fanout$sfx.json"
+    stop_cluster
+    return 1
+  }
   for i in 1 2; do
     port=$(free_port)
-    PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr-fanout-$i.pid" DR_BENCH_REDIS="127.0.0.1:$rport" \
-      "$BUILD/depth-realtime" -c tests/bench/bench.conf -M "$BUILD/modules" >"$TMP/fanout-$i.log" 2>&1 &
+    PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr-fanout-$i.pid" DR_BENCH_REDIS="$REDIS_ARG" \
+      "$BUILD/depth-realtime" -c tests/bench/bench.conf -M "$BUILD/modules" >"$TMP/fanout$sfx-$i.log" 2>&1 &
     p=$!
     CLUSTER_PIDS="$CLUSTER_PIDS $p"
     ports+=("$port")
     if ! wait_ready "$port" "$p"; then
-      echo "{\"error\":\"process $i did not start: $(tail -n 2 "$TMP/fanout-$i.log" | tr '\n"' '  ')\"}" >"$TMP/depth-realtime.fanout.json"
+      echo "{\"error\":\"process $i did not start: $(tail -n 2 "$TMP/fanout$sfx-$i.log" | tr '\n"' '  ')\"}" >"$TMP/depth-realtime.fanout$sfx.json"
+      stop_cluster
       return 1
     fi
     # Ready means joined to the cluster through Redis.
@@ -341,19 +383,24 @@ run_fanout() {
     done
   done
   for p in $CLUSTER_PIDS; do pids="$pids,$p$(descendants "$p" | tr '\n' ',' | sed 's/^/,/; s/,$//')"; done
-  echo "$BUILD/depth-realtime x2 (workers: $BENCH_WORKERS each) on redis-server $(redis-server --version | awk '{print $3}')" \
-    >"$TMP/fanout.command"
-  log "depth-realtime: fanout ($BENCH_FANOUT_CONNECTIONS clients on 2 processes, $BENCH_FANOUT_RATE msg/s)"
-  t0=$(cpu_ticks "$REDIS_PID")
+  if [ "$mode" = cluster ]; then
+    echo "$BUILD/depth-realtime x2 (workers: $BENCH_WORKERS each) on a 3-master Redis Cluster $(redis-server --version | awk '{print $3}')" \
+      >"$TMP/fanout$sfx.command"
+  else
+    echo "$BUILD/depth-realtime x2 (workers: $BENCH_WORKERS each) on redis-server $(redis-server --version | awk '{print $3}')" \
+      >"$TMP/fanout$sfx.command"
+  fi
+  log "depth-realtime: fanout$sfx ($BENCH_FANOUT_CONNECTIONS clients on 2 processes, $BENCH_FANOUT_RATE msg/s)"
+  t0=$(redis_ticks)
   "$LOADGEN" fanout --port "${ports[0]}" --port2 "${ports[1]}" --secret "$JWT_SECRET" --namespaces / \
     --connections "$BENCH_FANOUT_CONNECTIONS" --rate "$BENCH_FANOUT_RATE" --duration "$BENCH_FANOUT_DURATION" \
     --payload "$BENCH_FANOUT_PAYLOAD" --settle 1 --max-seconds 120 --server-pids "${pids#,}" \
-    >"$TMP/depth-realtime.fanout.json" 2>"$TMP/fanout.err"
+    >"$TMP/depth-realtime.fanout$sfx.json" 2>"$TMP/fanout$sfx.err"
   local rc=$?
-  t1=$(cpu_ticks "$REDIS_PID")
-  echo "$(( (t1 - t0) * 1000 / $(getconf CLK_TCK) ))" >"$TMP/fanout.redis_cpu_ms"
+  t1=$(redis_ticks)
+  echo "$(( (t1 - t0) * 1000 / $(getconf CLK_TCK) ))" >"$TMP/fanout$sfx.redis_cpu_ms"
   stop_cluster
-  [ $rc -eq 0 ] || { log "fanout could not run (loadgen exit $rc): $(tail -n 3 "$TMP/fanout.err" | tr '\n' ' ')"; return 1; }
+  [ $rc -eq 0 ] || { log "fanout$sfx could not run (loadgen exit $rc): $(tail -n 3 "$TMP/fanout$sfx.err" | tr '\n' ' ')"; return 1; }
   return 0
 }
 
@@ -363,7 +410,8 @@ if [ "$BENCH_FANOUT" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; 
   elif [ ! -x "$BUILD/depth-realtime" ]; then
     log "fanout: $BUILD/depth-realtime is missing; skipped"
   else
-    run_fanout || FAILED=1
+    run_fanout single || FAILED=1
+    if [ "$BENCH_FANOUT_CLUSTER" = 1 ]; then run_fanout cluster || FAILED=1; fi
   fi
 fi
 
@@ -376,7 +424,7 @@ run_recovery() {
     [ "$mode" = on ] && window=120s || window=0
     rport=$(free_port)
     redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no >"$TMP/redis-recovery.log" 2>&1 &
-    REDIS_PID=$!
+    REDIS_PIDS=$!
     for i in $(seq 1 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
     port=$(free_port)
     PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr-recovery.pid" DR_BENCH_REDIS="127.0.0.1:$rport" \
@@ -454,16 +502,18 @@ for (const name of ["depth-realtime", "node"]) {
   }
   const logText = read(`${name}.log`);
   if (s.status !== "ok" && logText) s.log_tail = logText.split("\n").slice(-20).join("\n");
-  // Cross-process fan-out through Redis (depth-realtime only).
-  const fanout = readJson(`${name}.fanout.json`);
-  if (fanout) {
-    const redisCpu = Number(read("fanout.redis_cpu_ms"));
-    fanout.command = read("fanout.command");
+  // Cross-process fan-out through one Redis, and through a 3-master Redis
+  // Cluster (depth-realtime only).
+  for (const sc of ["fanout", "fanout_cluster"]) {
+    const fanout = readJson(`${name}.${sc}.json`);
+    if (!fanout) continue;
+    const redisCpu = Number(read(`${sc}.redis_cpu_ms`));
+    fanout.command = read(`${sc}.command`);
     if (Number.isFinite(redisCpu)) {
       fanout.redis_cpu_ms = redisCpu;
       if (fanout.delivered > 0) fanout.redis_cpu_per_delivered_us = +(redisCpu * 1000 / fanout.delivered).toFixed(3);
     }
-    s.fanout = fanout;
+    s[sc] = fanout;
   }
   // Connection state recovery on and off (depth-realtime only).
   const recovery = {};
@@ -507,12 +557,14 @@ for (const [name, s] of Object.entries(servers)) {
     if (r?.lost_after_connect > 0) warnings.push(`${name} ${sc}: ${r.lost_after_connect} connections dropped after connecting`);
     if (r?.unacked > 0) warnings.push(`${name} ${sc}: ${r.unacked} events never acked`);
   }
-  const fo = s.fanout;
-  if (fo?.error) warnings.push(`${name} fanout: ${fo.error}`);
-  if (fo && typeof fo.delivered_ratio === "number" && fo.delivered_ratio < 1)
-    warnings.push(`${name} fanout: ${fo.expected_deliveries - fo.delivered} of ${fo.expected_deliveries} deliveries missing`);
-  if (fo?.loadgen_cpu_ms && fo.duration_seconds && fo.loadgen_cpu_ms / (fo.duration_seconds * 1000) > 0.8)
-    warnings.push(`${name} fanout: the loadgen was busy over 80%; latency includes its queueing`);
+  for (const sc of ["fanout", "fanout_cluster"]) {
+    const fo = s[sc];
+    if (fo?.error) warnings.push(`${name} ${sc}: ${fo.error}`);
+    if (fo && typeof fo.delivered_ratio === "number" && fo.delivered_ratio < 1)
+      warnings.push(`${name} ${sc}: ${fo.expected_deliveries - fo.delivered} of ${fo.expected_deliveries} deliveries missing`);
+    if (fo?.loadgen_cpu_ms && fo.duration_seconds && fo.loadgen_cpu_ms / (fo.duration_seconds * 1000) > 0.8)
+      warnings.push(`${name} ${sc}: the loadgen was busy over 80%; latency includes its queueing`);
+  }
 }
 
 const result = {
@@ -547,6 +599,10 @@ const rows = [
   ["fanout: latency p50 / p99 (ms)", (s) => (s.fanout ? `${f(s.fanout.latency_p50_ms, 2)} / ${f(s.fanout.latency_p99_ms, 2)}` : "-"), null],
   ["fanout: CPU/delivery (us)", (s) => f(s.fanout?.cpu_per_delivered_us, 2), null],
   ["fanout: Redis CPU/deliv. (us)", (s) => f(s.fanout?.redis_cpu_per_delivered_us, 3), null],
+  ["fanout 3-shard: delivered/s", (s) => (s.fanout_cluster ? `${f(s.fanout_cluster.delivered_per_sec, 0)} (${f(100 * (s.fanout_cluster.delivered_ratio ?? 0), 2)}%)` : "-"), null],
+  ["fanout 3-shard: p50 / p99 (ms)", (s) => (s.fanout_cluster ? `${f(s.fanout_cluster.latency_p50_ms, 2)} / ${f(s.fanout_cluster.latency_p99_ms, 2)}` : "-"), null],
+  ["fanout 3-shard: CPU/deliv. (us)", (s) => f(s.fanout_cluster?.cpu_per_delivered_us, 2), null],
+  ["fanout 3-shard: Redis CPU/dl", (s) => f(s.fanout_cluster?.redis_cpu_per_delivered_us, 3), null],
   ["recovery on/off: connect (s)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.connect_seconds, 2)} / ${f(s.recovery.off?.idle?.connect_seconds, 2)}` : "-"), null],
   ["recovery on/off: CPU/conn (us)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.cpu_per_conn_us)} / ${f(s.recovery.off?.idle?.cpu_per_conn_us)}` : "-"), null],
   ["recovery: session writes/join", (s) => f(s.recovery?.on?.redis?.join?.session_writes, 2), null],

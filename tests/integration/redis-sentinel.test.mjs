@@ -38,8 +38,8 @@ describe('Redis Sentinel', () => {
     assert.match(r.stderr, /invalid parameter "bogus=1", expected master=NAME/);
     r = testConfig(conf('redis 127.0.0.1:6379;\nredis_wait_replicas 1 5s;'));
     assert.match(r.stderr, /depth-realtime\.conf:\d+: redis_wait_replicas' TIMEOUT must be shorter than redis_command_timeout/);
-    r = testConfig(conf('redis cluster=127.0.0.1:7000;'));
-    assert.match(r.stderr, /depth-realtime\.conf:\d+: Redis Cluster \("redis cluster=\.\.\."\) is not supported yet/);
+    r = testConfig(conf('redis cluster=127.0.0.1:7000;\nredis_wait_replicas 1 500ms;'));
+    assert.match(r.stderr, /depth-realtime\.conf:\d+: redis_wait_replicas is not supported with "redis cluster=\.\.\." yet/);
     r = testConfig(conf('redis 127.0.0.1:6379;\nredis_wait_replicas 0 1s;'));
     assert.match(r.stderr, /must be greater than 0/);
   });

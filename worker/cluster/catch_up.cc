@@ -45,7 +45,8 @@ void CatchUp::live(sio::EncodedBroadcast b, std::string offset) {
     release();  // order is given up, nothing is lost
   }
   if (!offset.empty()) {
-    if (delivered_.count(offset)) return;  // the read delivered it already
+    if (seen(offset)) return;  // the read delivered it already
+    note_recent(offset);
     if (lost_at_) {
       remember(offset);  // delivered before the read: the read skips it
     } else {
@@ -90,8 +91,9 @@ size_t CatchUp::read(const std::vector<Entry>& entries) {
   size_t n = 0;
   for (auto& e : entries) {
     anchor_ = e.offset;
-    if (!foreign_(e.offset) || delivered_.count(e.offset)) continue;
+    if (!foreign_(e.offset) || seen(e.offset)) continue;
     remember(e.offset);
+    note_recent(e.offset);
     sio::EncodedBroadcast b;
     if (!b.parse(e.payload)) continue;
     deliver_(b);
@@ -124,13 +126,22 @@ void CatchUp::remember(const std::string& offset) {
   delivered_.insert(offset);
 }
 
+void CatchUp::note_recent(const std::string& offset) {
+  if (!unordered_ || !recent_.insert(offset).second) return;
+  if (recent_ring_.size() < kRecent) return recent_ring_.push_back(offset);
+  recent_.erase(recent_ring_[recent_next_]);  // the oldest
+  recent_ring_[recent_next_] = offset;
+  recent_next_ = (recent_next_ + 1) % kRecent;
+}
+
 void CatchUp::release() {
   std::vector<Held> held = std::move(held_);
   held_.clear();
   for (auto& h : held) {
     if (!h.offset.empty()) {
-      if (delivered_.count(h.offset)) continue;  // read from the stream already, in its place
+      if (seen(h.offset)) continue;  // read from the stream already, in its place
       remember(h.offset);
+      note_recent(h.offset);
     }
     deliver_(h.b);
   }

@@ -45,6 +45,15 @@ class CatchUp {
 
   CatchUp(Deliver deliver, Foreign foreign) : deliver_(std::move(deliver)), foreign_(std::move(foreign)) {}
 
+  // With Redis Cluster a broadcast's stream entry and its SPUBLISH are two
+  // commands on two shards: the stream's order is not quite the live order
+  // (an entry after the anchor may have been delivered live before it, a
+  // live copy of an entry read may come after newer ones). The offsets of
+  // the last kRecent broadcasts delivered are then remembered too, and
+  // neither a read nor a live copy delivers them again.
+  static constexpr size_t kRecent = 1024;
+  void set_unordered(bool unordered) { unordered_ = unordered; }
+
   // A broadcast from another process, arrived live; `offset` "" when it has none.
   void live(sio::EncodedBroadcast b, std::string offset);
 
@@ -107,6 +116,12 @@ class CatchUp {
   std::unordered_set<std::string> delivered_;  // offsets delivered since the loss
   int64_t forget_at_ = 0;
   bool overflow_logged_ = false;
+  bool unordered_ = false;
+  bool seen(const std::string& offset) const { return delivered_.count(offset) || recent_.count(offset); }
+  void note_recent(const std::string& offset);
+  std::unordered_set<std::string> recent_;  // set_unordered: the last kRecent offsets delivered
+  std::vector<std::string> recent_ring_;  // in delivery order, from recent_next_ (a vector: CatchUp moves noexcept)
+  size_t recent_next_ = 0;
 };
 
 // The publisher's clock in an offset ("<yeast ms>.<uid><yeast seq>"), -1 when

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cluster/adapter_wire.h"
 #include "cluster/msgpack_json.h"
 #include "cluster/redis_api.h"
 #include "core/uv_util.h"
@@ -12,19 +13,7 @@
 namespace dr::cluster {
 namespace {
 
-// Request types of @socket.io/redis-adapter.
-enum RequestType {
-  kSockets = 0,
-  kAllRooms = 1,
-  kRemoteJoin = 2,
-  kRemoteLeave = 3,
-  kRemoteDisconnect = 4,
-  kRemoteFetch = 5,
-  kServerSideEmit = 6,
-  kBroadcast = 7,
-  kBroadcastClientCount = 8,
-  kBroadcastAck = 9,
-};
+using namespace wire;
 
 constexpr char kAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
 constexpr int64_t kOffsetClockMarginMs = 10000;  // node clocks vs Redis' stream ids
@@ -34,7 +23,9 @@ constexpr size_t kResyncChunk = 500;
 
 // Heartbeat of this node, and purge of the nodes silent for the TTL (and of
 // this node's own stale entries with 'reset'). Redis' clock decides.
-// ARGV: app prefix, uid, ttl ms, 'reset' | 'beat'. Returns {added, purged}.
+// KEYS[1]: the nodes key (for a cluster's routing: every key it touches has
+// the membership's hash tag). ARGV: membership prefix, uid, ttl ms, 'reset' |
+// 'beat'. Returns {added, purged}.
 const char kHeartbeatScript[] = R"(
 local prefix, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local nodes = prefix .. 'nodes'
@@ -61,8 +52,9 @@ return {added, #dead}
 )";
 
 // Connection state recovery lookup: the session, then the packets recorded
-// after `offset`. ARGV: session key, stream key, first stream id to scan,
-// offset, max packets, max bytes. Returns nil (unknown session or offset, too many
+// after `offset`. KEYS[1]: the session key (for a cluster's routing; with a
+// cluster the stream shares its slot). ARGV: session key, stream key, first
+// stream id to scan, offset, max packets, max bytes. Returns nil (unknown session or offset, too many
 // packets) or {session, packet...}; a found session is consumed.
 const char kRecoverScript[] = R"(
 local session = redis.call('GET', ARGV[1])
@@ -90,8 +82,9 @@ return out
 )";
 
 // A session record written unless a later generation of it is stored (a
-// recovery elsewhere took the session over: this writer is stale). ARGV:
-// session key, generation, record, ttl ms. Returns 1 when written.
+// recovery elsewhere took the session over: this writer is stale). KEYS[1]
+// (for a cluster's routing) and ARGV[1]: the session key; then ARGV:
+// generation, record, ttl ms. Returns 1 when written.
 const char kStoreSessionScript[] = R"(
 local cur = redis.call('GET', ARGV[1])
 if cur then
@@ -133,9 +126,11 @@ return out
 )";
 
 // A recordable broadcast whose MULTI ... EXEC got no answer: recorded and
-// published unless the stream has its offset already. ARGV: stream key,
-// channel, offset, stored entry, message, MINID, first stream id to scan.
-// Returns 1 when published, 0 when it was there.
+// published unless the stream has its offset already (KEYS[1]: the stream,
+// for a cluster's routing). ARGV: stream key, channel ('': the caller
+// publishes: a cluster's channel and stream are on different slots),
+// offset, stored entry, message, MINID, first stream id to scan. Returns 1
+// when published, 0 when it was there.
 const char kRepublishScript[] = R"(
 local key, start = ARGV[1], ARGV[7]
 while true do
@@ -147,7 +142,7 @@ while true do
   start = '(' .. batch[#batch][1]
 end
 redis.call('XADD', key, 'MINID', '~', ARGV[6], '*', 'o', ARGV[3], 'p', ARGV[4])
-redis.call('PUBLISH', ARGV[2], ARGV[5])
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[5]) end
 return 1
 )";
 
@@ -172,67 +167,10 @@ int64_t unyeast(std::string_view s) {
   return v;
 }
 
-std::vector<std::string> str_list(const json_t* v) {
-  std::vector<std::string> out;
-  size_t i;
-  json_t* item;
-  json_array_foreach(v, i, item) {
-    if (json_is_string(item)) out.emplace_back(json_string_value(item), json_string_length(item));
-    else if (json_is_integer(item)) out.push_back(std::to_string(json_integer_value(item)));
-  }
-  return out;
-}
-
-Json json_strings(const std::vector<std::string>& items) {
-  Json a(json_array());
-  for (auto& s : items) json_array_append_new(a.get(), json_stringn(s.data(), s.size()));
-  return a;
-}
-
-std::vector<std::string> dedup(const std::vector<std::string>& in) {
-  std::vector<std::string> out;
-  for (auto& s : in)
-    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
-  return out;
-}
-
-Json opts_json(const BroadcastOptions& o) {
-  Json j(json_object());
-  json_object_set_new(j.get(), "rooms", json_strings(o.rooms).release());
-  json_object_set_new(j.get(), "except", json_strings(dedup(o.except)).release());
-  return j;
-}
-
 // Socket.IO's recoverable disconnect reasons (ours: "forced close" is a kick).
 bool recoverable(std::string_view reason) {
   return reason == "transport close" || reason == "transport error" || reason == "ping timeout" ||
          reason == "server shutting down";
-}
-
-// A RemoteSocket from a REMOTE_FETCH answer.
-RemoteSocket remote_socket(const json_t* j) {
-  RemoteSocket r;
-  if (const char* id = json_str(j, "id")) r.id = id;
-  r.rooms = str_list(json_object_get(j, "rooms"));
-  json_t* hs = json_object_get(j, "handshake");
-  r.handshake = Json(hs ? json_incref(hs) : json_object());
-  json_t* data = json_object_get(j, "data");
-  r.data = Json(data ? json_incref(data) : json_null());
-  return r;
-}
-
-// The [event, ...args] array of a broadcast: the sender's JSON, or decoded
-// back from the encoded header (a broadcast relayed by a sibling worker).
-Json broadcast_data(const sio::EncodedBroadcast& b) {
-  if (b.data) return json_share(b.data.get());
-  sio::Decoder d(b.attachments.size());
-  sio::Packet p;
-  std::string err;
-  auto r = d.add_text(b.header, p, err);
-  for (size_t i = 0; r == sio::Decoder::Result::NeedMore && i < b.attachments.size(); i++)
-    r = d.add_binary(b.attachments[i], p, err);
-  if (r != sio::Decoder::Result::Packet) return nullptr;
-  return std::move(p.data);
 }
 
 }  // namespace
@@ -244,6 +182,8 @@ RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf:
     : loop_(loop),
       server_(server),
       conf_(conf),
+      sharded_(conf.cluster()),
+      members_prefix_(conf.app_prefix + (conf.cluster() ? "{membership}" : "")),
       relay_(std::move(relay)),
       siblings_(daemon_tag),
       // Without a relay (one worker), not tagged: what it publishes reaches the
@@ -317,13 +257,18 @@ void RedisAdapter::start() {
           .specific = response_prefix_ + name + "#" + uid_ + "#",
           .catch_up = CatchUp([this](const sio::EncodedBroadcast& b) { server_.deliver(b); },
                               [this](std::string_view offset) { return foreign(offset); })};
+    n.catch_up.set_unordered(sharded_);
+    if (sharded_) {  // one channel for everything, one for the answers to this node
+      n.request = n.response = n.bcast;
+      n.specific = n.bcast + uid_ + "#";
+    }
     for (auto* ch : {&n.bcast, &n.request, &n.response, &n.specific}) link_.subscribe(*ch);
     ns->observer = this;
     nsps_.push_back(std::move(n));
   }
   install(this);
-  logf(LogLevel::Info, "cluster: node %s, redis %s, channels %s#<nsp>#", uid_.c_str(), conf_.text().c_str(),
-       conf_.key_prefix.c_str());
+  logf(LogLevel::Info, "cluster: node %s, redis %s, %schannels %s#<nsp>#", uid_.c_str(), conf_.text().c_str(),
+       sharded_ ? "sharded " : "", conf_.key_prefix.c_str());
   link_.start();
 }
 
@@ -362,7 +307,8 @@ void RedisAdapter::catch_up(Nsp& n) {
   if (!link_.commands_up()) return n.catch_up.wait(now_ms());              // again when it is back
   CatchUp::Read rd = n.catch_up.begin();
   std::string max = std::to_string(CatchUp::kMaxEntries);
-  if (!link_.command({"EVAL", kCatchUpScript, "0", stream_key(n.name), rd.start, rd.anchor, rd.cutoff, max},
+  std::string key = stream_key(n.name);
+  if (!link_.command({"EVAL", kCatchUpScript, "1", key, key, rd.start, rd.anchor, rd.cutoff, max},
                      [this, nsp = n.name](redisReply* r) { caught_up(nsp, r); }))
     n.catch_up.failed();  // too much pending: service() tries again
 }
@@ -443,7 +389,7 @@ RedisAdapter::Nsp* RedisAdapter::find(std::string_view nsp) {
 }
 
 std::string RedisAdapter::presence_key(const std::string& nsp, const std::string& room) const {
-  return conf_.app_prefix + "presence:" + nsp + "#" + room;
+  return members_prefix_ + "presence:" + nsp + "#" + room;
 }
 
 // The time from sending a PUBLISH to Redis' answer, as a Prometheus summary
@@ -458,7 +404,7 @@ RedisLink::Reply RedisAdapter::timed_publish() {
 }
 
 bool RedisAdapter::publish(const std::string& channel, std::string_view body) {
-  return link_.command({"PUBLISH", channel, body}, timed_publish());
+  return link_.command({sharded_ ? "SPUBLISH" : "PUBLISH", channel, body}, timed_publish());
 }
 
 void RedisAdapter::publish_json(const std::string& channel, const json_t* body) {
@@ -504,10 +450,13 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
   // The other nodes: as soon as a PUBLISH can leave, our own subscriber
   // connection back or not.
   if (!link_.commands_up()) return;
-  std::string msg = encode(b);
+  Nsp* n = sharded_ ? find(b.opts.nsp) : nullptr;
+  if (sharded_ && !n) return;
+  std::string msg = sharded_ ? encode_sharded(b) : encode(b);
   if (msg.empty()) return;
   std::string channel = bcast_channel(b.opts.nsp);
-  if (b.opts.rooms.size() == 1) channel += b.opts.rooms[0] + "#";
+  if (sharded_) channel = sharded_channel(*n, b.opts);
+  else if (b.opts.rooms.size() == 1) channel += b.opts.rooms[0] + "#";
   metrics::add(m_published_);
   if (b.offset.empty() || !recovers()) {
     publish(channel, msg);
@@ -532,7 +481,12 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
     unanswered_.pop_front();
   };
   bool sent;
-  if (!again) {
+  if (sharded_ && !again) {
+    // A cluster: the stream and the channel are on different slots. Recorded
+    // first, published at once after (catch-up and recovery dedupe by offset).
+    sent = link_.command({"XADD", e.key, "MINID", "~", minid, "*", "o", e.offset, "p", e.stored}, answered);
+    if (sent) publish(e.channel, e.msg);
+  } else if (!again) {
     // Recorded and published atomically: the stream's order is the order
     // subscribers see, which recovery and catch-up rely on.
     sent = link_.commands({{"MULTI"},
@@ -545,8 +499,17 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
                           });
   } else {
     std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
-    sent = link_.command({"EVAL", kRepublishScript, "0", e.key, e.channel, e.offset, e.stored, e.msg, minid, start},
-                         answered);
+    if (sharded_)
+      sent = link_.command({"EVAL", kRepublishScript, "1", e.key, e.key, "", e.offset, e.stored, e.msg, minid, start},
+                           [this, answered, channel = e.channel, msg = e.msg](redisReply* reply) {
+                             if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
+                               publish(channel, msg);
+                             answered(reply);
+                           });
+    else
+      sent = link_.command({"EVAL", kRepublishScript, "1", e.key, e.key, e.channel, e.offset, e.stored, e.msg, minid,
+                            start},
+                           answered);
   }
   if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link
 }
@@ -577,6 +540,11 @@ void RedisAdapter::on_remote(std::string_view bytes) {
 }
 
 void RedisAdapter::on_message(std::string_view channel, std::string_view body) {
+  if (sharded_) {
+    for (auto& n : nsps_)
+      if (starts_with(channel, n.bcast)) return on_sharded(n, channel, body);
+    return;
+  }
   if (starts_with(channel, request_prefix_)) {
     for (auto& n : nsps_)
       if (channel == n.request) return on_request(n, body);
@@ -624,9 +592,15 @@ void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_vi
   p.nsp = n.name;
   if (auto id = as_int(map_get(packet, "id")); id && *id >= 0) p.id = uint64_t(*id);
   p.data = to_json(*data, p.attachments);
-  sio::EncodedBroadcast b;
   const msgpack_object* flags = map_get(opts, "flags");
-  b.opts.is_volatile = flags && as_true(map_get(*flags, "volatile"));
+  deliver_remote(n, std::move(p), flags && as_true(map_get(*flags, "volatile")), as_rooms(map_get(opts, "rooms")),
+                 as_rooms(map_get(opts, "except")));
+}
+
+void RedisAdapter::deliver_remote(Nsp& n, sio::Packet p, bool is_volatile, std::vector<std::string> rooms,
+                                  std::vector<std::string> except) {
+  sio::EncodedBroadcast b;
+  b.opts.is_volatile = is_volatile;
   // Our nodes append a recordable broadcast's offset last (catch-up dedupes by it).
   std::string offset;
   if (size_t args = json_array_size(p.data.get()); args >= 2 && !b.opts.is_volatile && recovers()) {
@@ -635,8 +609,8 @@ void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_vi
     if (offset_ms(offset) < 0) offset.clear();
   }
   b.opts.nsp = n.name;
-  b.opts.rooms = as_rooms(map_get(opts, "rooms"));
-  b.opts.except = as_rooms(map_get(opts, "except"));
+  b.opts.rooms = std::move(rooms);
+  b.opts.except = std::move(except);
   b.header = sio::encode(p);
   b.attachments = std::move(p.attachments);
   const char* event = json_string_value(json_array_get(p.data.get(), 0));
@@ -841,7 +815,9 @@ void RedisAdapter::finish(const std::string& id, std::string error) {
 }
 
 void RedisAdapter::numsub(const std::string& channel, std::function<void(size_t)> cb) {
-  bool sent = link_.command({"PUBSUB", "NUMSUB", channel}, [cb](redisReply* r) {
+  // A cluster: the subscribers of the channel's shard (its master; the Node
+  // adapter sums every master's count, the same with no replicas subscribed).
+  bool sent = link_.command({"PUBSUB", sharded_ ? "SHARDNUMSUB" : "NUMSUB", channel}, [cb](redisReply* r) {
     size_t n = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
       n = size_t(std::max<long long>(0, r->element[1]->integer));
@@ -865,7 +841,11 @@ void RedisAdapter::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb)
     };
     std::string id = new_id();
     add_pending(id, std::move(p));
-    if (count > 1) {
+    if (count > 1 && sharded_) {
+      Json fields(json_object());
+      json_object_set_new(fields.get(), "opts", opts_json(opts).release());
+      if (Nsp* n = find(opts.nsp)) request_sharded(*n, kRemoteFetch, &id, std::move(fields));
+    } else if (count > 1) {
       Json req(json_object());
       json_object_set_new(req.get(), "uid", json_string(uid_.c_str()));
       json_object_set_new(req.get(), "requestId", json_string(id.c_str()));
@@ -879,7 +859,8 @@ void RedisAdapter::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb)
 
 void RedisAdapter::all_rooms(const std::string& nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
   Nsp* n = find(nsp);
-  if (!n || !ready()) return local_.all_rooms(nsp, std::move(cb));
+  // The sharded adapter's protocol has no allRooms request: this node's rooms.
+  if (!n || !ready() || sharded_) return local_.all_rooms(nsp, std::move(cb));
   numsub(n->request, [this, nsp, cb = std::move(cb), request = n->request](size_t count) {
     auto p = std::make_unique<Pending>();
     p->type = kAllRooms;
@@ -915,6 +896,12 @@ void RedisAdapter::server_count(const std::string& nsp, std::function<void(size_
 void RedisAdapter::remote_op(const BroadcastOptions& opts, int type, const char* key, Json value) {
   Nsp* n = find(opts.nsp);
   if (!n || opts.local || !ready()) return;
+  if (sharded_) {
+    Json fields(json_object());
+    json_object_set_new(fields.get(), "opts", opts_json(opts).release());
+    json_object_set_new(fields.get(), key, value.release());
+    return request_sharded(*n, type, nullptr, std::move(fields));
+  }
   Json req(json_object());
   json_object_set_new(req.get(), "uid", json_string(uid_.c_str()));
   json_object_set_new(req.get(), "type", json_integer(type));
@@ -960,7 +947,9 @@ Json server_event_request(const std::string& uid, const std::string* id, const s
 void RedisAdapter::server_side_emit(const std::string& nsp, const std::string& event, Payload args) {
   Nsp* n = find(nsp);
   if (!n || !ready()) return;
-  publish_json(n->request, server_event_request(uid_, nullptr, event, args).get());
+  Json req = server_event_request(uid_, nullptr, event, args);
+  if (sharded_) return request_sharded(*n, kServerSideEmit, nullptr, std::move(req), args.attachments);
+  publish_json(n->request, req.get());
 }
 
 void RedisAdapter::server_side_emit_with_ack(const std::string& nsp, const std::string& event, Payload args,
@@ -968,7 +957,8 @@ void RedisAdapter::server_side_emit_with_ack(const std::string& nsp, const std::
   Nsp* n = find(nsp);
   if (!n || !ready()) return local_.server_side_emit_with_ack(nsp, event, std::move(args), timeout_ms, std::move(cb));
   auto shared_args = std::make_shared<Payload>(std::move(args));
-  numsub(n->request, [this, event, shared_args, timeout_ms, cb = std::move(cb), request = n->request](size_t count) {
+  numsub(n->request, [this, event, shared_args, timeout_ms, cb = std::move(cb), request = n->request,
+                      request_nsp = n->name](size_t count) {
     size_t expected = count > 0 ? count - 1 : 0;  // the other nodes
     auto p = std::make_unique<Pending>();
     p->type = kServerSideEmit;
@@ -982,7 +972,13 @@ void RedisAdapter::server_side_emit_with_ack(const std::string& nsp, const std::
     };
     std::string id = new_id();
     add_pending(id, std::move(p));
-    if (expected > 0) publish_json(request, server_event_request(uid_, &id, event, *shared_args).get());
+    if (expected > 0 && sharded_) {
+      if (Nsp* n = find(request_nsp))
+        request_sharded(*n, kServerSideEmit, &id, server_event_request(uid_, &id, event, *shared_args),
+                        shared_args->attachments);
+    } else if (expected > 0) {
+      publish_json(request, server_event_request(uid_, &id, event, *shared_args).get());
+    }
     check(id);
   });
 }
@@ -1012,6 +1008,7 @@ void RedisAdapter::broadcast_with_ack(const BroadcastOptions& opts, const std::s
     server_.timers().post([this, id] { check(id); });  // never inside the call
     return;
   }
+  if (sharded_) return broadcast_with_ack_sharded(*n, opts, id, data.get(), args.attachments, timeout_ms);
   // {uid, requestId, type: 7, packet: {type: 2, data, nsp}, opts: {rooms, except, flags: {timeout}}}, msgpack
   Packer pk;
   pk.map(5);
@@ -1053,7 +1050,7 @@ void RedisAdapter::broadcast_with_ack(const BroadcastOptions& opts, const std::s
 void RedisAdapter::heartbeat(bool reset) {
   heartbeat_timer_.arm_in(int64_t(std::max<uint64_t>(conf_.node_ttl / 3, 100)));
   std::string ttl = std::to_string(conf_.node_ttl);
-  link_.command({"EVAL", kHeartbeatScript, "0", conf_.app_prefix, uid_, ttl, reset ? "reset" : "beat"},
+  link_.command({"EVAL", kHeartbeatScript, "1", nodes_key(), members_prefix_, uid_, ttl, reset ? "reset" : "beat"},
                 [this, reset](redisReply* r) {
                   if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return;
                   long long added = r->element[0]->integer, purged = r->element[1]->integer;
@@ -1161,7 +1158,7 @@ void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   Json stub(json_object());
   json_object_set_new(stub.get(), "gen", json_integer(json_int_t(t.gen)));
   json_object_set_new(stub.get(), "closed", json_true());
-  store_session(s.pid(), t.gen, json_text(stub.get()), window());
+  store_session(s.nsp(), s.pid(), t.gen, json_text(stub.get()), window());
 }
 
 void RedisAdapter::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
@@ -1289,19 +1286,20 @@ void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
   int64_t now = now_ms();
   if (parked) {
     json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now)));
-    store_session(s.pid(), t.gen, json_text(session.get()), window());
+    store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window());
     return;
   }
-  store_session(s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
+  store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
   t.refresh_at = now + int64_t(refresh_interval());
   refreshes_.emplace_back(t.refresh_at, session_id(s.nsp(), s.id()));
   if (!refresh_timer_.armed()) refresh_timer_.arm_in(int64_t(refresh_interval()));
 }
 
-void RedisAdapter::store_session(const std::string& pid, uint64_t gen, const std::string& record, uint64_t ttl,
-                                 RedisLink::Reply reply) {
+void RedisAdapter::store_session(const std::string& nsp, const std::string& pid, uint64_t gen,
+                                 const std::string& record, uint64_t ttl, RedisLink::Reply reply) {
   metrics::add(m_session_writes_);
-  link_.command({"EVAL", kStoreSessionScript, "0", session_key(pid), std::to_string(gen), record, std::to_string(ttl)},
+  std::string key = session_key(nsp, pid);
+  link_.command({"EVAL", kStoreSessionScript, "1", key, key, std::to_string(gen), record, std::to_string(ttl)},
                 std::move(reply));
 }
 
@@ -1351,7 +1349,7 @@ std::optional<sio::StoredSession> parse_session(std::string_view text, const std
 
 bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, FoundSession cb) {
   if (!recovers() || !link_.ready() || !find(nsp)) return false;
-  return link_.command({"GET", session_key(pid)}, [this, nsp, cb = std::move(cb)](redisReply* r) {
+  return link_.command({"GET", session_key(nsp, pid)}, [this, nsp, cb = std::move(cb)](redisReply* r) {
     if (!r || r->type != REDIS_REPLY_STRING) return cb(std::nullopt);
     auto session = parse_session(std::string_view(r->str, r->len), nsp);
     // Its stale connection is still here (not timed out yet): the sid must
@@ -1370,7 +1368,8 @@ bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid,
   // The missed packets are bounded in bytes too (they are the namespace's,
   // before the rooms are filtered here): past that, a fresh connection.
   uint64_t max_bytes = kMissedBytesPerOutputBuffer * server_.config().core.max_output_buffer;
-  return link_.command({"EVAL", kRecoverScript, "0", session_key(pid), stream_key(nsp), start, offset,
+  std::string key = session_key(nsp, pid);  // with a cluster, on the stream's slot
+  return link_.command({"EVAL", kRecoverScript, "1", key, key, stream_key(nsp), start, offset,
                         std::to_string(kMaxMissedPackets), std::to_string(max_bytes)},
                        [this, nsp, sid, cb = std::move(cb)](redisReply* r) {
                          if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||

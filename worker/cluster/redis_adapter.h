@@ -129,10 +129,18 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   Nsp* find(std::string_view nsp);
   std::string bcast_channel(std::string_view nsp) const { return conf_.key_prefix + "#" + std::string(nsp) + "#"; }
   std::string room_channel(const Nsp& n, std::string_view room) const { return n.bcast + std::string(room) + "#"; }
+  // Keys. With Redis Cluster, hash-tagged so that each script's keys share a
+  // slot: the membership (nodes, node indexes, presence) on one, a
+  // namespace's recovery stream and sessions on one (docs/cluster.md).
   std::string presence_key(const std::string& nsp, const std::string& room) const;
-  std::string node_key(const std::string& uid) const { return conf_.app_prefix + "node:" + uid; }
-  std::string stream_key(const std::string& nsp) const { return conf_.app_prefix + "recovery:" + nsp; }
-  std::string session_key(const std::string& pid) const { return conf_.app_prefix + "recovery:session:" + pid; }
+  std::string node_key(const std::string& uid) const { return members_prefix_ + "node:" + uid; }
+  std::string nodes_key() const { return members_prefix_ + "nodes"; }
+  std::string stream_key(const std::string& nsp) const {
+    return conf_.app_prefix + "recovery:" + (sharded_ ? "{" + nsp + "}" : nsp);
+  }
+  std::string session_key(const std::string& nsp, const std::string& pid) const {
+    return conf_.app_prefix + (sharded_ ? "recovery:{" + nsp + "}:session:" : "recovery:session:") + pid;
+  }
   std::string new_id() const;
 
   void on_state(bool ready);
@@ -190,8 +198,8 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void refresh_sessions();  // on refresh_timer_, for the refreshes due
   void resync_sessions();
   void write_session(sio::SocketImpl& s, Tracked& t, bool parked);
-  void store_session(const std::string& pid, uint64_t gen, const std::string& record, uint64_t ttl,
-                     RedisLink::Reply reply = {});
+  void store_session(const std::string& nsp, const std::string& pid, uint64_t gen, const std::string& record,
+                     uint64_t ttl, RedisLink::Reply reply = {});
   uint64_t refresh_interval() const;
 
   // Catch-ups and republishing retry every kServiceMs while one is under way;
@@ -200,9 +208,33 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void want_service();
   void service();
 
+  // ---- sharded Pub/Sub (sharded_adapter.cc), with `redis cluster=`: the
+  // channels and messages of @socket.io/redis-adapter's createShardedAdapter
+  // (socket.io-adapter's ClusterAdapter: {uid, nsp, type, data}, JSON or,
+  // with binary, msgpack) on <key>#<nsp># (everything), <key>#<nsp>#<room>#
+  // (a broadcast to one room not named like a socket id) and
+  // <key>#<nsp>#<uid>#  (responses to one node).
+  std::string sharded_channel(const Nsp& n, const BroadcastOptions& opts) const;
+  std::string encode_sharded(const sio::EncodedBroadcast& b);
+  void on_sharded(Nsp& n, std::string_view channel, std::string_view body);
+  void on_sharded_response(int type, const json_t* data, const std::vector<std::string>& attachments);
+  // {uid, nsp, type, data} to `channel`.
+  void publish_sharded(const std::string& channel, const std::string& nsp, int type, Json data,
+                       const std::vector<std::string>& attachments = {});
+  // A classic request (type and fields as on <key>-request#) in the sharded form.
+  void request_sharded(Nsp& n, int type, const std::string* id, Json fields,
+                       const std::vector<std::string>& attachments = {});
+  void broadcast_with_ack_sharded(Nsp& n, const BroadcastOptions& opts, const std::string& id, const json_t* data,
+                                  const std::vector<std::string>& attachments, uint64_t timeout_ms);
+  // The received broadcast `p` (an event with its data), delivered here.
+  void deliver_remote(Nsp& n, sio::Packet p, bool is_volatile, std::vector<std::string> rooms,
+                      std::vector<std::string> except);
+
   uv_loop_t* loop_;
   sio::Server& server_;
   CoreConf::Redis conf_;
+  bool sharded_ = false;         // conf_.cluster(): sharded Pub/Sub, hash-tagged keys
+  std::string members_prefix_;   // <app>, or <app>{membership} with a cluster
   Relay relay_;
   // The uid prefix of this process's workers that relay: what Redis brings
   // with it, the master has brought already.

@@ -1,9 +1,12 @@
 #include "cluster/redis_api.h"
 
 #include <cstdlib>
+#include <map>
+#include <optional>
 #include <memory>
 
 #include "cluster/ops.h"
+#include "cluster/redis_cluster.h"
 #include "cluster/replica_wait.h"
 #include "cluster/redis_link.h"
 #include "depth-realtime/redis.h"
@@ -115,8 +118,71 @@ void command(std::vector<std::string> argv, Callback cb) {
   if (!link || !link->command(args, cluster::adapt(cb))) cluster::unavailable(std::move(cb));
 }
 
+bool cluster() { return cluster::g_api.link && cluster::g_api.link->cluster(); }
+
+std::string tag(std::string_view id) {
+  if (!cluster()) return std::string(id);
+  std::string t = "{";
+  t += id;
+  t += '}';
+  return t;
+}
+
+namespace {
+
+// A cluster's transaction over several slots: one MULTI ... EXEC per slot,
+// their replies put back in the commands' order.
+void transaction_by_slot(std::vector<std::vector<std::string>> commands, Callback cb) {
+  std::map<uint16_t, std::vector<size_t>> groups;
+  for (size_t i = 0; i < commands.size(); i++) {
+    std::vector<std::string_view> argv(commands[i].begin(), commands[i].end());
+    auto k = cluster::routing_key(argv);
+    groups[k ? cluster::key_slot(*k) : 0].push_back(i);
+  }
+  struct Gather {
+    Reply out;
+    size_t left = 0;
+    Callback cb;
+  };
+  auto g = std::make_shared<Gather>();
+  g->out.type = Reply::Type::Array;
+  g->out.elements.resize(commands.size());
+  g->left = groups.size();
+  g->cb = std::move(cb);
+  for (auto& [slot, idx] : groups) {
+    std::vector<std::vector<std::string>> part;
+    for (size_t i : idx) part.push_back(std::move(commands[i]));
+    transaction(std::move(part), [g, idx = idx](Reply r) {
+      for (size_t j = 0; j < idx.size(); j++) {
+        if (r.type == Reply::Type::Array && j < r.elements.size()) g->out.elements[idx[j]] = std::move(r.elements[j]);
+        else if (r.error()) g->out.elements[idx[j]] = r;
+        else {
+          g->out.elements[idx[j]].type = Reply::Type::Error;
+          g->out.elements[idx[j]].str = "unexpected reply from Redis";
+        }
+      }
+      if (--g->left == 0 && g->cb) g->cb(std::move(g->out));
+    });
+  }
+}
+
+}  // namespace
+
 void transaction(std::vector<std::vector<std::string>> commands, Callback cb) {
   auto* link = cluster::g_api.link;
+  if (link && link->cluster() && commands.size() > 1) {
+    std::optional<uint16_t> first;
+    bool one_slot = true;
+    for (auto& c : commands) {
+      std::vector<std::string_view> argv(c.begin(), c.end());
+      auto k = cluster::routing_key(argv);
+      if (!k) continue;
+      uint16_t s = cluster::key_slot(*k);
+      if (first && *first != s) one_slot = false;
+      first = s;
+    }
+    if (!one_slot) return transaction_by_slot(std::move(commands), std::move(cb));
+  }
   std::vector<std::vector<std::string_view>> cmds;
   cmds.reserve(commands.size() + 2);
   cmds.push_back({"MULTI"});

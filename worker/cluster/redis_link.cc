@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cluster/redis_cluster.h"
 #include "cluster/redis_sentinel.h"
 #include "depth-realtime/module.h"
 
@@ -93,6 +94,7 @@ RedisLink::RedisLink(uv_loop_t* loop, Timers& timers, const CoreConf::Redis& con
 
 RedisLink::~RedisLink() {
   destroying_ = true;
+  cluster_.reset();
   cmd_.ac.reset();
   sub_.ac.reset();
 }
@@ -100,6 +102,12 @@ RedisLink::~RedisLink() {
 void RedisLink::start() {
   if (started_) return;
   started_ = true;
+  if (conf_.cluster()) {
+    cluster_ = std::make_unique<RedisCluster>(loop_, timers_, conf_, on_message_, [this] { cluster_changed(); });
+    for (auto& ch : channels_) cluster_->subscribe(ch);
+    cluster_->start();
+    return;
+  }
   if (conf_.sentinel()) {  // the sentinels first: master_is() connects
     sentinel_ = std::make_unique<RedisSentinel>(loop_, timers_, conf_,
                                                 [this](const std::string& host, int port) { master_is(host, port); });
@@ -108,6 +116,38 @@ void RedisLink::start() {
   }
   connect(cmd_);
   connect(sub_);
+}
+
+bool RedisLink::ready() const {
+  if (cluster_) return cluster_->ready();
+  return cmd_.state == State::Up && sub_.state == State::Up;
+}
+
+bool RedisLink::commands_up() const {
+  if (cluster_) return cluster_->commands_up();
+  return cmd_.state == State::Up;
+}
+
+uint64_t RedisLink::dropped() const { return dropped_ + (cluster_ ? cluster_->dropped() : 0); }
+
+size_t RedisLink::pending_bytes() const { return cluster_ ? cluster_->pending_bytes() : pending_bytes_; }
+
+// The shards' connections and subscriptions, seen as one link's.
+void RedisLink::cluster_changed() {
+  if (destroying_) return;
+  bool ready = cluster_->ready(), subscribed = cluster_->subscribed();
+  if (cluster_subscribed_ && !subscribed) {
+    cluster_subscribed_ = false;
+    subscriber_event(false);
+  }
+  if (ready != cluster_ready_) {
+    cluster_ready_ = ready;
+    after_ready_change(!ready);
+  }
+  if (!cluster_subscribed_ && subscribed) {
+    cluster_subscribed_ = true;
+    subscriber_event(true);
+  }
 }
 
 void RedisLink::master_is(const std::string& host, int port) {
@@ -307,12 +347,35 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   redisReply* ch = r->element[1];
   if (kind->type != REDIS_REPLY_STRING || ch->type != REDIS_REPLY_STRING) return;
   std::string_view verb(kind->str, kind->len);
+  if (self->sharded_) {
+    // Only the sharded kinds: the classic twins' replies (see
+    // send_shard_subscription) are not news.
+    // A classic PUBLISH on a twin (@socket.io/redis-emitter) is a message too.
+    if (verb != "ssubscribe" && verb != "sunsubscribe" && verb != "smessage" && verb != "message") return;
+    if (verb[0] == 's') verb.remove_prefix(1);
+    if (verb == "subscribe" && self->on_confirmed_channel_)
+      self->on_confirmed_channel_(std::string_view(ch->str, ch->len));
+  }
   // Redis answers a connection's SUBSCRIBEs in order: the last one's answer
   // confirms them all.
   if (verb == "subscribe" && !self->resubscribed_last_.empty() &&
       std::string_view(ch->str, ch->len) == self->resubscribed_last_) {
     self->resubscribed_last_.clear();
     self->subscriber_event(true);
+    return;
+  }
+  if (self->sharded_ && verb == "unsubscribe") {
+    std::string channel(ch->str, ch->len);
+    if (auto it = self->unsubscribing_.find(channel); it != self->unsubscribing_.end()) {
+      self->unsubscribing_.erase(it);  // ours
+      return;
+    }
+    // The shard dropped a channel we still want: its slot moved.
+    if (self->channels_.erase(channel)) {
+      redisAsyncCommand(self->sub_.ac.get(), on_sub_reply, &self->sub_, "UNSUBSCRIBE %b", channel.data(),
+                        channel.size());  // the classic twin
+      if (self->on_lost_channel_) self->on_lost_channel_(channel);
+    }
     return;
   }
   if (verb != "message") return;
@@ -350,6 +413,7 @@ bool RedisLink::raw_command(Conn& c, const std::vector<std::string_view>& argv, 
 }
 
 bool RedisLink::command(const std::vector<std::string_view>& argv, Reply reply) {
+  if (cluster_) return cluster_->command(argv, std::move(reply));
   size_t bytes = 16;
   for (auto a : argv) bytes += a.size() + 16;
   if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
@@ -361,6 +425,7 @@ bool RedisLink::command(const std::vector<std::string_view>& argv, Reply reply) 
 }
 
 bool RedisLink::commands(const std::vector<std::vector<std::string_view>>& cmds, Reply reply) {
+  if (cluster_) return cluster_->commands(cmds, std::move(reply));
   size_t bytes = 0;
   for (auto& argv : cmds)
     for (auto a : argv) bytes += a.size() + 16;
@@ -378,6 +443,7 @@ bool RedisLink::commands(const std::vector<std::vector<std::string_view>>& cmds,
 
 void RedisLink::send_subscription(const char* verb, const std::vector<std::string>& channels) {
   if (sub_.state != State::Up || channels.empty()) return;
+  if (sharded_) return send_shard_subscription(verb, channels);
   std::vector<const char*> ptrs{verb};
   std::vector<size_t> lens{strlen(verb)};
   for (auto& ch : channels) {
@@ -388,29 +454,67 @@ void RedisLink::send_subscription(const char* verb, const std::vector<std::strin
   redisAsyncCommandArgv(sub_.ac.get(), on_sub_reply, &sub_, int(ptrs.size()), ptrs.data(), lens.data());
 }
 
+// hiredis 0.14 knows nothing of sharded Pub/Sub: the replies of a subscribed
+// connection reach the callback registered for their channel by a classic
+// SUBSCRIBE, whatever their kind. So each shard channel is SUBSCRIBEd too (a
+// classic PUBLISH on it, from @socket.io/redis-emitter, is then received as
+// well; the connection's first SUBSCRIBE, of a channel nobody uses, keeps it
+// in subscribed mode), and the SSUBSCRIBE /
+// SUNSUBSCRIBE bytes are appended without a callback of their own, whose
+// reply hiredis would otherwise wait for in vain. One channel per command:
+// the channels of one SSUBSCRIBE must share a slot.
+void RedisLink::send_shard_subscription(const char* verb, const std::vector<std::string>& channels) {
+  redisAsyncContext* ac = sub_.ac.get();
+  bool sub = strcmp(verb, "SSUBSCRIBE") == 0;
+  for (auto& ch : channels) {
+    // Subscribing: the classic entry first (it routes the replies); leaving:
+    // the classic one last, once the SUNSUBSCRIBE's reply has been routed.
+    if (sub) redisAsyncCommand(ac, on_sub_reply, &sub_, "SUBSCRIBE %b", ch.data(), ch.size());
+    const char* argv[] = {verb, ch.data()};
+    size_t lens[] = {strlen(verb), ch.size()};
+    char* cmd = nullptr;
+    int len = redisFormatCommandArgv(&cmd, 2, argv, lens);
+    if (len > 0) redisAppendFormattedCommand(&ac->c, cmd, size_t(len));
+    redisFreeCommand(cmd);
+    if (!sub) {
+      unsubscribing_.insert(ch);
+      redisAsyncCommand(ac, on_sub_reply, &sub_, "UNSUBSCRIBE %b", ch.data(), ch.size());
+    }
+  }
+  if (ac->ev.addWrite) ac->ev.addWrite(ac->ev.data);
+}
+
 void RedisLink::subscribe(const std::string& channel) {
-  if (channels_.insert(channel).second) send_subscription("SUBSCRIBE", {channel});
+  if (!channels_.insert(channel).second) return;
+  if (cluster_) cluster_->subscribe(channel);
+  else send_subscription(sharded_ ? "SSUBSCRIBE" : "SUBSCRIBE", {channel});
 }
 
 void RedisLink::unsubscribe(const std::string& channel) {
-  if (channels_.erase(channel)) send_subscription("UNSUBSCRIBE", {channel});
+  if (!channels_.erase(channel)) return;
+  if (cluster_) cluster_->unsubscribe(channel);
+  else send_subscription(sharded_ ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", {channel});
 }
 
 void RedisLink::resubscribe() {
+  unsubscribing_.clear();
+  if (sharded_)
+    redisAsyncCommand(sub_.ac.get(), on_sub_reply, &sub_, "SUBSCRIBE %s", (conf_.key_prefix + "#shard-link#").c_str());
   if (channels_.empty()) return subscriber_event(true);
   resubscribed_last_ = *channels_.rbegin();
   std::vector<std::string> chunk;
   for (auto& ch : channels_) {
     chunk.push_back(ch);
     if (chunk.size() == kSubscribeChunk) {
-      send_subscription("SUBSCRIBE", chunk);
+      send_subscription(sharded_ ? "SSUBSCRIBE" : "SUBSCRIBE", chunk);
       chunk.clear();
     }
   }
-  send_subscription("SUBSCRIBE", chunk);
+  send_subscription(sharded_ ? "SSUBSCRIBE" : "SUBSCRIBE", chunk);
 }
 
 void RedisLink::flush() {
+  if (cluster_) return cluster_->flush();
   for (Conn* c : {&cmd_, &sub_}) {
     redisAsyncContext* ac = c->ac.get();
     if (c->state == State::Up && ac && sdslen(ac->c.obuf) > 0) redisAsyncHandleWrite(ac);

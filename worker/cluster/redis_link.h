@@ -53,6 +53,7 @@ class AsyncContext {
 bool attach_to_loop(redisAsyncContext* ac, uv_loop_t* loop);
 
 class RedisSentinel;
+class RedisCluster;
 
 class RedisLink {
  public:
@@ -70,11 +71,23 @@ class RedisLink {
   RedisLink& operator=(const RedisLink&) = delete;
 
   void start();
-  // Both connections are up (authenticated, database selected).
-  bool ready() const { return cmd_.state == State::Up && sub_.state == State::Up; }
+  // Both connections are up (authenticated, database selected). With
+  // `redis cluster=`: the slot map is known and every master's are.
+  bool ready() const;
   // The commands connection is up: a PUBLISH can leave (whether or not ours
   // to receive is).
-  bool commands_up() const { return cmd_.state == State::Up; }
+  bool commands_up() const;
+  // A link to one shard of a Redis Cluster (RedisCluster makes them):
+  // channels are SSUBSCRIBEd, and `lost` is told of one the shard dropped
+  // (its slot moved elsewhere), which is then no longer in the set.
+  // `confirmed` is told of each SSUBSCRIBE Redis confirmed.
+  void shard_mode(std::function<void(std::string_view channel)> lost,
+                  std::function<void(std::string_view channel)> confirmed) {
+    sharded_ = true;
+    on_lost_channel_ = std::move(lost);
+    on_confirmed_channel_ = std::move(confirmed);
+  }
+  bool cluster() const { return cluster_ != nullptr; }
 
   // Sends a command. False when Redis is away or too much is pending: the
   // command is dropped (and counted) and `reply` is never called.
@@ -96,8 +109,8 @@ class RedisLink {
 
   // Where it connects, for logs (with Sentinel: the master last learnt).
   std::string where() const { return conf_.text(); }
-  uint64_t dropped() const { return dropped_; }
-  size_t pending_bytes() const { return pending_bytes_; }
+  uint64_t dropped() const;
+  size_t pending_bytes() const;
 
  private:
   enum class State { Down, Connecting, Up };
@@ -133,6 +146,7 @@ class RedisLink {
   void after_ready_change(bool was_ready);
   void resubscribe();
   void send_subscription(const char* verb, const std::vector<std::string>& channels);
+  void send_shard_subscription(const char* verb, const std::vector<std::string>& channels);
   void subscriber_event(bool subscribed);
   bool raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted);
   // One timer for the earliest of: a reconnect, a connect deadline, the
@@ -166,6 +180,15 @@ class RedisLink {
   bool started_ = false;
   Timer timer_{timers_, [](void* l) { static_cast<RedisLink*>(l)->on_timer(); }, this};
   std::unique_ptr<RedisSentinel> sentinel_;  // sentinel mode: where the master is (redis_sentinel.h)
+  // Cluster mode (conf_.cluster()): every command and channel goes through it.
+  std::unique_ptr<RedisCluster> cluster_;
+  void cluster_changed();
+  bool cluster_ready_ = false;
+  bool cluster_subscribed_ = false;
+  bool sharded_ = false;
+  std::multiset<std::string> unsubscribing_;  // our SUNSUBSCRIBEs awaiting their reply
+  std::function<void(std::string_view)> on_lost_channel_;
+  std::function<void(std::string_view)> on_confirmed_channel_;
 };
 
 }  // namespace dr::cluster

@@ -66,6 +66,11 @@ std::string ListenAddress::text() const {
 }
 
 std::string CoreConf::Redis::text() const {
+  if (cluster()) {
+    std::string s = "cluster";
+    for (auto& n : cluster_nodes) s += (&n == &cluster_nodes[0] ? " " : ",") + n.host + ":" + std::to_string(n.port);
+    return s;
+  }
   if (sentinel())
     return "master " + master_name + (host.empty() ? " (not known yet)" : " at " + host + ":" + std::to_string(port));
   return unix_path.empty() ? host + ":" + std::to_string(port) : "unix:" + unix_path;
@@ -313,8 +318,9 @@ bool set_cors_origins(ModuleConf* c, const std::vector<std::string>& a, std::str
   return true;
 }
 
-// sentinel=HOST[:PORT],HOST[:PORT],... (port 26379 by default)
-bool parse_sentinels(const std::string& list, std::vector<CoreConf::Redis::Endpoint>& out, std::string& err) {
+// sentinel=HOST[:PORT],HOST[:PORT],... (port 26379 by default); cluster=... (6379)
+bool parse_sentinels(const std::string& list, std::vector<CoreConf::Redis::Endpoint>& out, std::string& err,
+                     const char* what = "sentinel", const char* port = ":26379") {
   out.clear();
   size_t start = 0;
   for (;;) {
@@ -323,8 +329,9 @@ bool parse_sentinels(const std::string& list, std::vector<CoreConf::Redis::Endpo
     ListenAddress la;
     std::string e;
     if (addr.empty() || addr[0] == ':' ||
-        !parse_listen(addr.find(':') == std::string::npos ? addr + ":26379" : addr, la, e)) {
-      err = "invalid sentinel address \"" + addr + "\", expected sentinel=HOST[:PORT],HOST[:PORT],...";
+        !parse_listen(addr.find(':') == std::string::npos ? addr + port : addr, la, e)) {
+      err = std::string("invalid ") + what + " address \"" + addr + "\", expected " + what +
+            "=HOST[:PORT],HOST[:PORT],...";
       return false;
     }
     out.push_back({la.host, la.port});
@@ -335,6 +342,7 @@ bool parse_sentinels(const std::string& list, std::vector<CoreConf::Redis::Endpo
 
 // redis HOST:PORT | unix:/PATH [password=SECRET] [db=N]
 // redis sentinel=HOST:PORT,... master=NAME [password=SECRET] [sentinel_password=SECRET] [db=N]
+// redis cluster=HOST:PORT,... [password=SECRET]
 bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   auto& r = static_cast<CoreConf*>(c)->redis;
   const std::string& addr = a[0];
@@ -342,12 +350,12 @@ bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& er
   r.unix_path.clear();
   r.sentinels.clear();
   r.master_name.clear();
+  r.cluster_nodes.clear();
   bool sentinel = addr.rfind("sentinel=", 0) == 0;
-  if (addr.rfind("cluster=", 0) == 0) {
-    err = "Redis Cluster (\"redis cluster=...\") is not supported yet: use one Redis or sentinel=...";
-    return false;
-  }
-  if (sentinel) {
+  bool cluster = addr.rfind("cluster=", 0) == 0;
+  if (cluster) {
+    if (!parse_sentinels(addr.substr(8), r.cluster_nodes, err, "cluster", ":6379")) return false;
+  } else if (sentinel) {
     if (!parse_sentinels(addr.substr(9), r.sentinels, err)) return false;
   } else if (a.size() > 3) {
     err = "too many parameters: expected HOST[:PORT] [password=SECRET] [db=N]";
@@ -377,7 +385,7 @@ bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& er
   for (size_t i = 1; i < a.size(); i++) {
     if (a[i].rfind("password=", 0) == 0) {
       r.password = a[i].substr(9);
-    } else if (a[i].rfind("db=", 0) == 0) {
+    } else if (a[i].rfind("db=", 0) == 0 && !cluster) {  // a cluster has database 0 only
       if (!conf_parse_uint({a[i].substr(3)}, r.db, err)) return false;
     } else if (sentinel && a[i].rfind("master=", 0) == 0) {
       r.master_name = a[i].substr(7);
@@ -385,7 +393,9 @@ bool set_redis(ModuleConf* c, const std::vector<std::string>& a, std::string& er
       r.sentinel_password = a[i].substr(18);
     } else {
       err = "invalid parameter \"" + a[i] + "\", expected " +
-            (sentinel ? "master=NAME, password=SECRET, sentinel_password=SECRET or db=N" : "password=SECRET or db=N");
+            (sentinel  ? "master=NAME, password=SECRET, sentinel_password=SECRET or db=N"
+             : cluster ? "password=SECRET (a Redis Cluster has database 0 only)"
+                       : "password=SECRET or db=N");
       return false;
     }
   }
@@ -516,7 +526,7 @@ const Directive core_directives[] = {
      "zlib level, 1 (fast) to 9 (small)"},
     {"redis", S, 1, 5, set_redis, "off", false,
      "HOST[:PORT] | unix:/PATH | sentinel=HOST:PORT,... master=NAME [password=SECRET] [sentinel_password=SECRET] "
-     "[db=N]: the Redis that joins the workers and nodes into one cluster"},
+     "[db=N] | cluster=HOST:PORT,... [password=SECRET]: the Redis that joins the workers and nodes into one cluster"},
     {"redis_wait_replicas", S, 1, 2, set_redis_wait_replicas, "off", false,
      "N TIMEOUT: a chat message or comment is acked as stored once WAIT says N replicas have it"},
     {"redis_password", S, 1, 1, set_redis_password, "(none)", false, "AUTH password for redis (empty: none)"},
@@ -745,6 +755,16 @@ std::unique_ptr<Config> load_config(const std::string& path, const LoadOptions& 
   if (cfg->core.redis.wait_replicas && cfg->core.redis.wait_timeout >= cfg->core.redis.command_timeout) {
     err = cfg->where("redis_wait_replicas", path) + ": redis_wait_replicas' TIMEOUT must be shorter than redis_command_timeout (" +
           std::to_string(cfg->core.redis.command_timeout) + "ms)";
+    return nullptr;
+  }
+  // WAIT counts the replicas of the one master a connection writes to; a
+  // cluster's writes spread over several masters (not supported yet).
+  if (cfg->core.redis.cluster() && cfg->core.redis.wait_replicas) {
+    err = cfg->where("redis_wait_replicas", path) + ": redis_wait_replicas is not supported with \"redis cluster=...\" yet";
+    return nullptr;
+  }
+  if (cfg->core.redis.cluster() && cfg->core.redis.db) {
+    err = cfg->where("redis_db", path) + ": a Redis Cluster has database 0 only";
     return nullptr;
   }
   if (cfg->core.compression_level < 1 || cfg->core.compression_level > 9) {

@@ -102,12 +102,15 @@ struct CoreConf : ModuleConfBase<CoreConf> {
     std::vector<Endpoint> sentinels;
     std::string master_name;
     std::string sentinel_password;
+    // Redis Cluster: the seed nodes asked for the slot map (redis_cluster.h).
+    std::vector<Endpoint> cluster_nodes;
     // redis_wait_replicas N TIMEOUT: a stored message is acked once WAIT says
     // N replicas have it (0: off).
     uint64_t wait_replicas = 0;
     uint64_t wait_timeout = 0;
     bool sentinel() const { return !sentinels.empty(); }
-    bool configured() const { return !host.empty() || !unix_path.empty() || sentinel(); }
+    bool cluster() const { return !cluster_nodes.empty(); }
+    bool configured() const { return !host.empty() || !unix_path.empty() || sentinel() || cluster(); }
     std::string text() const;  // for logs: "127.0.0.1:6379", "unix:/path", "master NAME at H:P"
   } redis;
   uint64_t recovery_window = 120000;  // connection state recovery (with Redis); 0 = off
