@@ -93,6 +93,7 @@ class Master {
   void handle_signal(int sig);
   void reap();
   void respawn_dead();  // a worker in each slot left without one
+  void close_timers();
   void reload();
   void signal_workers(int sig, bool retiring_only = false);
   void maybe_exit();
@@ -531,6 +532,15 @@ void Master::reap() {
   }
 }
 
+// The router and the timers, then the facility's uv_timer (closed by the next uv_run).
+void Master::close_timers() {
+  router_.reset();
+  respawn_timer_.reset();
+  kill_timer_.reset();
+  heartbeat_timer_.reset();
+  timers_.reset();
+}
+
 void Master::respawn_dead() {
   if (stopping_) return;
   for (int i = 0; i < cfg_->core.workers(); i++) {
@@ -607,6 +617,7 @@ int Master::run() {
   if (!bind_listeners(*cfg_, listeners_)) {
     // Let the closes of what was bound (and failed) finish: nothing left behind.
     close_listeners();
+    close_timers();
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
     return 1;
@@ -650,11 +661,7 @@ int Master::run() {
   logf(LogLevel::Notice, "master exiting");
   // Close every handle and let libuv finish, so the loop is released cleanly.
   close_listeners();
-  router_.reset();
-  respawn_timer_.reset();
-  kill_timer_.reset();
-  heartbeat_timer_.reset();
-  timers_.reset();
+  close_timers();
   close_handle(std::move(signal_poll_));
   procs_.clear();  // their channels close
   uv_run(&loop_, UV_RUN_DEFAULT);
