@@ -809,6 +809,24 @@ export const records = (text) => (text === '' ? [] : text.split(RS));
 
 // ------------------------------------------------------------------- Redis
 
+// redis-cli against a port; resolves its stdout. The strict one rejects a
+// reply starting with ERR too (redis-cli exits 0 on a command error).
+export function redisCli(port, ...args) { return runRedisCli(port, args, false); }
+export function redisCliStrict(port, ...args) { return runRedisCli(port, args, true); }
+function runRedisCli(port, args, strict) {
+  return new Promise((resolve, reject) => {
+    const p = spawn('redis-cli', ['-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (c) => { out += c; });
+    p.stderr.on('data', (c) => { err += c; });
+    p.on('error', reject);
+    const failed = (text) => /Could not connect/.test(text) || (strict && /^ERR/.test(text));
+    p.on('exit', (code) => (code === 0 && !failed(err + out) ? resolve(out)
+      : reject(new Error(`redis-cli -p ${port} ${args.join(' ')}: ${err || out}`))));
+  });
+}
+
 // A private redis-server on a free loopback port, no persistence.
 //   const r = await startRedis({t}); r.port, r.url, r.cli(...args), r.stop(),
 //   r.kill() (SIGKILL), r.restart() (same port, empty), r.logText()
@@ -845,17 +863,7 @@ export async function startRedis(opts = {}) {
     kill() { return r.stop('SIGKILL'); },
     async restart() { await r.stop(); return r.start(); },
     // redis-cli against this server; resolves its stdout.
-    cli(...args) {
-      return new Promise((resolve, reject) => {
-        const p = spawn('redis-cli', ['-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let out = '';
-        let err = '';
-        p.stdout.on('data', (c) => { out += c; });
-        p.stderr.on('data', (c) => { err += c; });
-        p.on('error', reject);
-        p.on('exit', (code) => (code === 0 && !/Could not connect/.test(err + out) ? resolve(out) : reject(new Error(`redis-cli ${args.join(' ')}: ${err || out}`))));
-      });
-    },
+    cli: (...args) => redisCli(port, ...args),
   };
   await r.start();
   if (opts.t) opts.t.after(() => r.stop());

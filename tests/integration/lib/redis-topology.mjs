@@ -11,25 +11,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { startRedis, freePort, tmpDir, waitFor, withTimeout } from './harness.mjs';
+import { startRedis, freePort, tmpDir, waitFor, withTimeout, redisCliStrict } from './harness.mjs';
 
 const live = new Set();
 process.on('exit', () => {
   for (const c of live) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
 });
 
-// redis-cli against a port; resolves its stdout.
-export function cli(port, ...args) {
-  return new Promise((resolve, reject) => {
-    const p = spawn('redis-cli', ['-p', String(port), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (c) => { out += c; });
-    p.stderr.on('data', (c) => { err += c; });
-    p.on('error', reject);
-    p.on('exit', (code) => (code === 0 && !/Could not connect|^ERR/.test(err + out) ? resolve(out) : reject(new Error(`redis-cli -p ${port} ${args.join(' ')}: ${err || out}`))));
-  });
-}
+// redis-cli against a port (an ERR reply rejects); resolves its stdout.
+export const cli = redisCliStrict;
 
 // One of a `field:value` INFO section.
 export async function info(port, section, field) {
