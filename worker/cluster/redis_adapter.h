@@ -30,6 +30,11 @@
 // siblings is lost while their subscriptions are being restored one by one.
 // What other processes published while this worker's subscriber was away is
 // read back from the recovery stream once it is subscribed again (catch_up.h).
+//
+// One class, one file per concern: redis_adapter.cc (lifecycle, broadcasts,
+// catch-up, room observer), redis_adapter_requests.cc, _presence.cc,
+// _recovery.cc, sharded_adapter.cc; the bytes in pubsub_codec.h, the Lua in
+// presence_lua.h and recovery_lua.h.
 #pragma once
 
 #include <deque>
@@ -166,7 +171,6 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   RedisLink::Reply timed_publish();
   bool publish(const std::string& channel, std::string_view body);
   void publish_json(const std::string& channel, const json_t* body);
-  std::string encode(const sio::EncodedBroadcast& b);
 
   // Requests: NUMSUB of the request channel, then `send` (unless alone).
   void numsub(const std::string& channel, std::function<void(size_t)> cb);
