@@ -55,7 +55,7 @@
 
 namespace dr::cluster {
 
-class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public Ops {
+class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public ClusterBackend {
  public:
   using Relay = std::function<void(std::string bytes)>;  // to this process's other workers
   // `daemon_tag`: shared by this process's workers (see siblings_).
@@ -88,7 +88,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void connected(sio::SocketImpl& s) override;
   void disconnected(sio::SocketImpl& s, std::string_view reason) override;
 
-  // ---- Ops (include/depth-realtime/cluster.h)
+  // ---- ClusterBackend (include/depth-realtime/cluster.h)
   bool configured() const override { return true; }
   bool ready() const override { return link_.ready(); }
   void fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) override;
@@ -245,7 +245,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::string siblings_;
   std::string uid_;
   RedisLink link_;
-  LocalOps local_;
+  LocalBackend local_;
   std::vector<Nsp> nsps_;
   std::string request_prefix_, response_prefix_, bcast_prefix_;
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
