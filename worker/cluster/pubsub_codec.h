@@ -9,7 +9,6 @@
 #include <string_view>
 #include <vector>
 
-#include "cluster/msgpack_json.h"
 #include "depth-realtime/cluster.h"
 #include "sio/adapter.h"
 #include "sio/sio_packet.h"

@@ -9,7 +9,7 @@
 
 #include <algorithm>
 
-#include "cluster/adapter_wire.h"
+#include "cluster/offset.h"
 #include "cluster/pubsub_codec.h"
 #include "cluster/recovery_lua.h"
 #include "cluster/redis_api.h"

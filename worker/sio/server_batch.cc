@@ -1,7 +1,7 @@
 // Server batching (`server_batch_events`): for a client that connected with
 // auth.batch true, the events a rule names are coalesced per socket and leave
-// as one `batch` event every server_batch_interval, instead of one message
-// each.
+// as one `batch` event server_batch_interval after the first of them, instead
+// of one message each.
 #include "sio/server.h"
 
 namespace dr::sio {
