@@ -5,7 +5,7 @@
 //
 // A real Connection on an initialised but unconnected uv_tcp_t is fed bytes
 // as the socket would deliver them (ConnectionFuzzPeer reaches on_data and
-// the output queue); a stub Host answers every request at once. The stream
+// the output queue); a stub ConnectionOwner answers every request at once. The stream
 // is fed twice, whole and in chunks whose sizes come from the input, and the
 // requests seen, the bytes written and the hand-off must not depend on the
 // cuts. Input: byte 0 = number N of chunk sizes (mod 16), N bytes of sizes
@@ -49,7 +49,7 @@ using namespace dr::http;
 namespace {
 
 struct Trace {
-  std::vector<std::string> requests;  // each request as the host saw it
+  std::vector<std::string> requests;  // each request as the owner saw it
   std::string http_output;            // answers before any upgrade
   WsLog ws;                           // after an upgrade
   bool upgraded = false;
@@ -57,9 +57,9 @@ struct Trace {
   std::string handoff_bytes;
 };
 
-class FuzzHost : public Host {
+class FuzzOwner : public ConnectionOwner {
  public:
-  explicit FuzzHost(Trace& t) : t_(t) {}
+  explicit FuzzOwner(Trace& t) : t_(t) {}
 
   // A polling request for a session of another worker goes there.
   int owner_slot(std::string_view url) override {
@@ -131,10 +131,10 @@ uv_loop_t* loop() {
 
 Trace run(std::string_view stream, const std::vector<size_t>& chunks) {
   Trace t;
-  FuzzHost host(t);
+  FuzzOwner owner(t);
   auto tcp = std::make_unique<uv_tcp_t>();
   uv_tcp_init(loop(), tcp.get());
-  auto conn = std::make_unique<Connection>(host, FuzzHost::limits(), std::move(tcp));
+  auto conn = std::make_unique<Connection>(owner, FuzzOwner::limits(), std::move(tcp));
   conn->start("");
   size_t pos = 0, turn = 0;
   while (pos < stream.size() && !t.handed_off && !ConnectionFuzzPeer::reading_stopped(*conn)) {

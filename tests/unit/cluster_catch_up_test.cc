@@ -11,19 +11,8 @@ using namespace dr::cluster;
 
 namespace {
 
-const char kYeast[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
-
-std::string yeast(uint64_t v) {
-  std::string out;
-  do {
-    out.insert(out.begin(), kYeast[v % 64]);
-    v /= 64;
-  } while (v);
-  return out;
-}
-
 // An offset of node `uid` ("other..." are other processes).
-std::string off(const std::string& uid, int seq, int64_t ms = now_ms()) { return yeast(uint64_t(ms)) + "." + uid + yeast(seq); }
+std::string off(const std::string& uid, int seq, int64_t ms = now_ms()) { return make_offset(ms, uid, uint64_t(seq)); }
 
 sio::EncodedBroadcast bc(const std::string& name) {
   sio::EncodedBroadcast b;
@@ -156,7 +145,7 @@ TEST(CatchUp, OffsetClock) {
   EXPECT_EQ(offset_ms(off("abcdef", 3, now)), now);
   EXPECT_EQ(offset_ms("hello.world"), -1);  // a last string argument, not an offset
   EXPECT_EQ(offset_ms("nodot"), -1);
-  EXPECT_EQ(offset_ms(yeast(uint64_t(now)) + "."), -1);
+  EXPECT_EQ(offset_ms(base64_number(uint64_t(now)) + "."), -1);
 }
 
 // Redis Cluster: the stream's order is not the live order. An entry after

@@ -1,5 +1,5 @@
 // http::Connection on a real loopback TCP pair: the client side is a plain
-// socket, the server side a Connection on a libuv loop with a test Host.
+// socket, the server side a Connection on a libuv loop with a test ConnectionOwner.
 // Regressions found by tests/fuzz/http.cc.
 #include "http/connection.h"
 
@@ -19,7 +19,7 @@ namespace {
 
 // Answers each request with 200 "ok" (up to `answer_limit` of them: a
 // connection that reported the same request forever stops there).
-class TestHost : public Host {
+class TestOwner : public ConnectionOwner {
  public:
   int owner_slot(std::string_view) override { return -1; }
   void on_request(Connection& c, Request& req) override {
@@ -63,13 +63,13 @@ class ConnectionTest : public ::testing::Test {
     auto tcp = std::make_unique<uv_tcp_t>();
     uv_tcp_init(&loop_, tcp.get());
     ASSERT_EQ(uv_tcp_open(tcp.get(), sfd), 0);
-    conn_ = std::make_unique<Connection>(host_, limits_, std::move(tcp));
+    conn_ = std::make_unique<Connection>(owner_, limits_, std::move(tcp));
     conn_->start("");
   }
   void TearDown() override {
     if (client_ >= 0) close(client_);
     if (conn_ && !conn_->closed()) conn_->close();
-    pump_until([&] { return host_.destroyed; });
+    pump_until([&] { return owner_.destroyed; });
     conn_.reset();
     uv_loop_close(&loop_);
   }
@@ -84,7 +84,7 @@ class ConnectionTest : public ::testing::Test {
     while (!done()) {
       if (std::chrono::steady_clock::now() > deadline) return false;
       std::vector<Connection*> d;
-      d.swap(host_.dirty);
+      d.swap(owner_.dirty);
       for (Connection* c : d) c->flush();
       uv_run(&loop_, UV_RUN_NOWAIT);
     }
@@ -105,13 +105,13 @@ class ConnectionTest : public ::testing::Test {
   }
 
   uv_loop_t loop_;
-  TestHost host_;
+  TestOwner owner_;
   Limits limits_;
   int client_ = -1;
   std::unique_ptr<Connection> conn_;
 };
 
-// An upgrade the host refuses (it answers it as a plain request) closes the
+// An upgrade the owner refuses (it answers it as a plain request) closes the
 // connection; bytes after it are not HTTP. llhttp stays paused after an
 // upgrade, and parse() used to report the same request again and again
 // (a worker stuck in a loop, allocating an answer each turn).
@@ -119,7 +119,7 @@ TEST_F(ConnectionTest, RefusedUpgradeWithBytesAfterItIsReportedOnce) {
   send_raw("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
            "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /again HTTP/1.1\r\n\r\n");
   std::string out = read_until_eof();
-  EXPECT_EQ(host_.urls, std::vector<std::string>{"/socket.io/?EIO=4&transport=websocket"});
+  EXPECT_EQ(owner_.urls, std::vector<std::string>{"/socket.io/?EIO=4&transport=websocket"});
   EXPECT_EQ(out.find("HTTP/1.1 200 OK\r\n"), 0u) << out;
   EXPECT_EQ(out.find("HTTP/1.1", 1), std::string::npos) << "answered more than once: " << out;
 }
@@ -133,7 +133,7 @@ TEST_F(ConnectionTest, ErrorInsideTheUrlIsJsonForTheApi) {
   EXPECT_EQ(out.find("HTTP/1.1 400 Bad Request\r\n"), 0u) << out;
   EXPECT_NE(out.find("Content-Type: application/json\r\n"), std::string::npos) << out;
   EXPECT_NE(out.find("{\"error\":{\"code\":\"BAD_REQUEST\""), std::string::npos) << out;
-  EXPECT_TRUE(host_.urls.empty());
+  EXPECT_TRUE(owner_.urls.empty());
 }
 
 TEST_F(ConnectionTest, ErrorInsideAnEngineIoUrlIsText) {

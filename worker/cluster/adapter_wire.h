@@ -1,5 +1,6 @@
-// What the classic (redis_adapter.cc) and the sharded (sharded_adapter.cc)
-// wire formats of the Redis adapter share: request types, JSON helpers.
+// What the classic (pubsub_codec.h, redis_adapter*.cc) and the sharded
+// (sharded_adapter.cc) wire formats of the Redis adapter share: request
+// types, JSON helpers.
 #pragma once
 
 #include <string>

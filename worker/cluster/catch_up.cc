@@ -1,7 +1,6 @@
 #include "cluster/catch_up.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/uv_util.h"
 #include "depth-realtime/module.h"
@@ -10,26 +9,9 @@ namespace dr::cluster {
 namespace {
 
 constexpr int64_t kForgetAfterMs = 30000;  // live copies of what a read delivered come within a round trip
-constexpr int64_t kOffsetSaneMs = 86400000;  // an offset's clock is within a day of ours
-
-constexpr char kYeast[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
-
 std::string stream_id(int64_t ms) { return std::to_string(std::max<int64_t>(0, ms)) + "-0"; }
 
 }  // namespace
-
-int64_t offset_ms(std::string_view offset) {
-  size_t dot = offset.find('.');
-  if (dot == 0 || dot == std::string_view::npos || dot > 10 || dot + 1 == offset.size()) return -1;
-  int64_t v = 0;
-  for (char c : offset.substr(0, dot)) {
-    const char* p = c ? strchr(kYeast, c) : nullptr;
-    if (!p) return -1;
-    v = v * 64 + (p - kYeast);
-  }
-  int64_t now = now_ms();
-  return v > now - kOffsetSaneMs && v < now + kOffsetSaneMs ? v : -1;
-}
 
 void CatchUp::live(sio::EncodedBroadcast b, std::string offset) {
   if (holding()) {

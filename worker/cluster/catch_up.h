@@ -27,6 +27,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cluster/offset.h"  // offset_ms()
 #include "sio/adapter.h"
 
 namespace dr::cluster {
@@ -123,9 +124,5 @@ class CatchUp {
   std::vector<std::string> recent_ring_;  // in delivery order, from recent_next_ (a vector: CatchUp moves noexcept)
   size_t recent_next_ = 0;
 };
-
-// The publisher's clock in an offset ("<yeast ms>.<uid><yeast seq>"), -1 when
-// it is not one.
-int64_t offset_ms(std::string_view offset);
 
 }  // namespace dr::cluster

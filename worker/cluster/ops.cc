@@ -10,49 +10,49 @@ namespace dr::cluster {
 // --------------------------------------------------------------- the API
 
 namespace {
-Ops* g_ops = nullptr;
+ClusterBackend* g_backend = nullptr;
 }  // namespace
 
-void install(Ops* ops) { g_ops = ops; }
+void install(ClusterBackend* backend) { g_backend = backend; }
 
-bool configured() { return g_ops && g_ops->configured(); }
-bool ready() { return g_ops && g_ops->ready(); }
+bool configured() { return g_backend && g_backend->configured(); }
+bool ready() { return g_backend && g_backend->ready(); }
 
 void fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
-  if (g_ops) g_ops->fetch_sockets(opts, std::move(cb));
+  if (g_backend) g_backend->fetch_sockets(opts, std::move(cb));
 }
 void sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
-  if (g_ops) g_ops->sockets_join(opts, rooms);
+  if (g_backend) g_backend->sockets_join(opts, rooms);
 }
 void sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
-  if (g_ops) g_ops->sockets_leave(opts, rooms);
+  if (g_backend) g_backend->sockets_leave(opts, rooms);
 }
 void disconnect_sockets(const BroadcastOptions& opts, bool close) {
-  if (g_ops) g_ops->disconnect_sockets(opts, close);
+  if (g_backend) g_backend->disconnect_sockets(opts, close);
 }
 void all_rooms(std::string_view nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
-  if (g_ops) g_ops->all_rooms(std::string(nsp), std::move(cb));
+  if (g_backend) g_backend->all_rooms(std::string(nsp), std::move(cb));
 }
 void server_count(std::string_view nsp, std::function<void(size_t)> cb) {
-  if (g_ops) g_ops->server_count(std::string(nsp), std::move(cb));
+  if (g_backend) g_backend->server_count(std::string(nsp), std::move(cb));
 }
 void on_server_event(std::string_view nsp, std::string_view event, ServerEventHandler h) {
-  if (g_ops) g_ops->on_server_event(std::string(nsp), std::string(event), std::move(h));
+  if (g_backend) g_backend->on_server_event(std::string(nsp), std::string(event), std::move(h));
 }
 void server_side_emit(std::string_view nsp, std::string_view event, Payload args) {
-  if (g_ops) g_ops->server_side_emit(std::string(nsp), std::string(event), std::move(args));
+  if (g_backend) g_backend->server_side_emit(std::string(nsp), std::string(event), std::move(args));
 }
 void server_side_emit_with_ack(std::string_view nsp, std::string_view event, Payload args, uint64_t timeout_ms,
                                ServerAcks cb) {
-  if (g_ops) g_ops->server_side_emit_with_ack(std::string(nsp), std::string(event), std::move(args), timeout_ms,
+  if (g_backend) g_backend->server_side_emit_with_ack(std::string(nsp), std::string(event), std::move(args), timeout_ms,
                                               std::move(cb));
 }
 void broadcast_with_ack(const BroadcastOptions& opts, std::string_view event, Payload args, uint64_t timeout_ms,
                         BroadcastAcks cb) {
-  if (g_ops) g_ops->broadcast_with_ack(opts, std::string(event), std::move(args), timeout_ms, std::move(cb));
+  if (g_backend) g_backend->broadcast_with_ack(opts, std::string(event), std::move(args), timeout_ms, std::move(cb));
 }
 void room_members(std::string_view nsp, std::string_view room, PresenceCallback cb) {
-  if (g_ops) g_ops->room_members(std::string(nsp), std::string(room), std::move(cb));
+  if (g_backend) g_backend->room_members(std::string(nsp), std::string(room), std::move(cb));
 }
 
 // ------------------------------------------------------------ describing
@@ -120,28 +120,28 @@ Json describe_json(const RemoteSocket& r) {
   return o;
 }
 
-// ------------------------------------------------------------- LocalOps
+// ------------------------------------------------------------- LocalBackend
 
-LocalOps::LocalOps(Timers& timers, sio::Server& server) : server_(server), timers_(timers) {}
+LocalBackend::LocalBackend(Timers& timers, sio::Server& server) : server_(server), timers_(timers) {}
 
-std::vector<sio::SocketImpl*> LocalOps::select(const BroadcastOptions& opts) const {
+std::vector<sio::SocketImpl*> LocalBackend::select(const BroadcastOptions& opts) const {
   sio::Namespace* ns = server_.find(opts.nsp);
   if (!ns) return {};
   return ns->select(opts.rooms, opts.except);
 }
 
-std::vector<RemoteSocket> LocalOps::fetch_local(const BroadcastOptions& opts) const {
+std::vector<RemoteSocket> LocalBackend::fetch_local(const BroadcastOptions& opts) const {
   std::vector<RemoteSocket> out;
   for (auto* s : select(opts)) out.push_back(describe(*s));
   return out;
 }
 
-std::vector<std::string> LocalOps::room_names(const std::string& nsp) const {
+std::vector<std::string> LocalBackend::room_names(const std::string& nsp) const {
   sio::Namespace* ns = server_.find(nsp);
   return ns ? ns->room_names() : std::vector<std::string>{};
 }
 
-std::vector<Member> LocalOps::members_local(const std::string& nsp, const std::string& room,
+std::vector<Member> LocalBackend::members_local(const std::string& nsp, const std::string& room,
                                             const std::string& node) const {
   std::vector<Member> out;
   sio::Namespace* ns = server_.find(nsp);
@@ -153,53 +153,53 @@ std::vector<Member> LocalOps::members_local(const std::string& nsp, const std::s
   return out;
 }
 
-void LocalOps::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
+void LocalBackend::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
   auto sockets = std::make_shared<std::vector<RemoteSocket>>(fetch_local(opts));  // a posted call must be copyable
   timers_.post([cb = std::move(cb), sockets] { cb({}, std::move(*sockets)); });
 }
 
 // The sockets are held weakly: a room or disconnect handler run by one may
 // end others of the selection.
-std::vector<std::weak_ptr<Socket>> LocalOps::select_weak(const BroadcastOptions& opts) const {
+std::vector<std::weak_ptr<Socket>> LocalBackend::select_weak(const BroadcastOptions& opts) const {
   std::vector<std::weak_ptr<Socket>> out;
   for (auto* s : select(opts)) out.push_back(s->weak());
   return out;
 }
 
-void LocalOps::sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
+void LocalBackend::sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
   for (auto& w : select_weak(opts))
     for (auto& r : rooms)
       if (auto s = w.lock()) s->join(r);
 }
 
-void LocalOps::sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
+void LocalBackend::sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
   for (auto& w : select_weak(opts))
     for (auto& r : rooms)
       if (auto s = w.lock()) s->leave(r);
 }
 
-void LocalOps::disconnect_sockets(const BroadcastOptions& opts, bool close) {
+void LocalBackend::disconnect_sockets(const BroadcastOptions& opts, bool close) {
   for (auto& w : select_weak(opts))
     if (auto s = w.lock()) s->disconnect(close);
 }
 
-void LocalOps::all_rooms(const std::string& nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
+void LocalBackend::all_rooms(const std::string& nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
   timers_.post([cb = std::move(cb), rooms = room_names(nsp)]() mutable { cb({}, std::move(rooms)); });
 }
 
-void LocalOps::server_count(const std::string&, std::function<void(size_t)> cb) {
+void LocalBackend::server_count(const std::string&, std::function<void(size_t)> cb) {
   timers_.post([cb = std::move(cb)] { cb(1); });
 }
 
-void LocalOps::on_server_event(const std::string& nsp, const std::string& event, ServerEventHandler h) {
+void LocalBackend::on_server_event(const std::string& nsp, const std::string& event, ServerEventHandler h) {
   server_events_[{nsp, event}].push_back(std::move(h));
 }
 
-void LocalOps::server_side_emit_with_ack(const std::string&, const std::string&, Payload, uint64_t, ServerAcks cb) {
+void LocalBackend::server_side_emit_with_ack(const std::string&, const std::string&, Payload, uint64_t, ServerAcks cb) {
   timers_.post([cb = std::move(cb)] { cb({}, {}); });  // no other node to answer
 }
 
-void LocalOps::dispatch_server_event(const std::string& nsp, Json data, std::vector<std::string> attachments,
+void LocalBackend::dispatch_server_event(const std::string& nsp, Json data, std::vector<std::string> attachments,
                                      ServerAck ack) {
   const char* event = json_string_value(json_array_get(data.get(), 0));
   if (!event) return;
@@ -225,7 +225,7 @@ void LocalOps::dispatch_server_event(const std::string& nsp, Json data, std::vec
   }
 }
 
-size_t LocalOps::deliver_with_ack(const BroadcastOptions& opts, const json_t* data,
+size_t LocalBackend::deliver_with_ack(const BroadcastOptions& opts, const json_t* data,
                                   const std::vector<std::string>& attachments, uint64_t timeout_ms,
                                   std::function<void(Payload)> on_reply) {
   sio::Packet p;
@@ -244,7 +244,7 @@ size_t LocalOps::deliver_with_ack(const BroadcastOptions& opts, const json_t* da
   });
 }
 
-void LocalOps::broadcast_with_ack(const BroadcastOptions& opts, const std::string& event, Payload args,
+void LocalBackend::broadcast_with_ack(const BroadcastOptions& opts, const std::string& event, Payload args,
                                   uint64_t timeout_ms, BroadcastAcks cb) {
   struct State {
     size_t expected = 0;
@@ -276,7 +276,7 @@ void LocalOps::broadcast_with_ack(const BroadcastOptions& opts, const std::strin
   timers_.after(int64_t(timeout_ms), [st] { st->finish(true); });  // the state lives until then
 }
 
-void LocalOps::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
+void LocalBackend::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
   timers_.post([cb = std::move(cb), members = members_local(nsp, room, {})]() mutable { cb({}, std::move(members)); });
 }
 

@@ -1,7 +1,7 @@
 // The cluster operations behind include/depth-realtime/cluster.h. The worker
-// installs one implementation: LocalOps (this worker only) without Redis, the
-// Redis adapter with it. LocalOps also does the local half of every operation
-// for the Redis adapter.
+// installs one backend: LocalBackend (this worker only) without Redis, the
+// Redis adapter with it. LocalBackend also does the local half of every
+// operation for the Redis adapter.
 #pragma once
 
 #include <uv.h>
@@ -17,9 +17,10 @@
 
 namespace dr::cluster {
 
-class Ops {
+// What the functions of include/depth-realtime/cluster.h call.
+class ClusterBackend {
  public:
-  virtual ~Ops() = default;
+  virtual ~ClusterBackend() = default;
   virtual bool configured() const = 0;
   virtual bool ready() const = 0;
   virtual void fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) = 0;
@@ -38,12 +39,12 @@ class Ops {
 };
 
 // The process's implementation (one worker per process); null before start.
-void install(Ops* ops);
+void install(ClusterBackend* backend);
 
 // This worker's sockets: the local half of every operation.
-class LocalOps : public Ops {
+class LocalBackend : public ClusterBackend {
  public:
-  LocalOps(Timers& timers, sio::Server& server);
+  LocalBackend(Timers& timers, sio::Server& server);
 
   bool configured() const override { return false; }
   bool ready() const override { return false; }

@@ -1,12 +1,17 @@
+// The Redis adapter itself (redis_adapter.h): its lifecycle, broadcasts out
+// and in, the catch-up after a subscriber gap, and the room observer that
+// keeps subscriptions, presence and sessions in step. Requests, presence and
+// session recovery are in redis_adapter_{requests,presence,recovery}.cc, the
+// wire bytes in pubsub_codec.cc.
 #include "cluster/redis_adapter.h"
 
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <cstring>
 
-#include "cluster/adapter_wire.h"
-#include "cluster/msgpack_json.h"
+#include "cluster/offset.h"
+#include "cluster/pubsub_codec.h"
+#include "cluster/recovery_lua.h"
 #include "cluster/redis_api.h"
 #include "core/uv_util.h"
 
@@ -15,157 +20,7 @@ namespace {
 
 using namespace wire;
 
-constexpr char kAlphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
-constexpr int64_t kOffsetClockMarginMs = 10000;  // node clocks vs Redis' stream ids
-constexpr size_t kMaxMissedPackets = 10000;       // more: a fresh connection instead
-constexpr uint64_t kMissedBytesPerOutputBuffer = 4;  // and more than 4 × max_output_buffer of them
-constexpr size_t kResyncChunk = 500;
-
-// Heartbeat of this node, and purge of the nodes silent for the TTL (and of
-// this node's own stale entries with 'reset'). Redis' clock decides.
-// KEYS[1]: the nodes key (for a cluster's routing: every key it touches has
-// the membership's hash tag). ARGV: membership prefix, uid, ttl ms, 'reset' |
-// 'beat'. Returns {added, purged}.
-const char kHeartbeatScript[] = R"(
-local prefix, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local nodes = prefix .. 'nodes'
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function purge(node)
-  local idx = prefix .. 'node:' .. node
-  for _, m in ipairs(redis.call('SMEMBERS', idx)) do
-    local cut = string.find(m, '\n', 1, true)
-    if cut then redis.call('HDEL', string.sub(m, cut + 1), string.sub(m, 1, cut - 1)) end
-  end
-  redis.call('DEL', idx)
-end
-if ARGV[4] == 'reset' then purge(me) end
-local added = redis.call('ZADD', nodes, now, me)
-local dead = redis.call('ZRANGEBYSCORE', nodes, '-inf', now - ttl)
-for _, n in ipairs(dead) do
-  if n ~= me then
-    purge(n)
-    redis.call('ZREM', nodes, n)
-  end
-end
-return {added, #dead}
-)";
-
-// Connection state recovery lookup: the session, then the packets recorded
-// after `offset`. KEYS[1]: the session key (for a cluster's routing; with a
-// cluster the stream shares its slot). ARGV: session key, stream key, first
-// stream id to scan, offset, max packets, max bytes. Returns nil (unknown session or offset, too many
-// packets) or {session, packet...}; a found session is consumed.
-const char kRecoverScript[] = R"(
-local session = redis.call('GET', ARGV[1])
-if not session then return nil end
-local start, found, out, max = ARGV[3], false, {session}, tonumber(ARGV[5])
-local bytes, max_bytes = 0, tonumber(ARGV[6])
-while true do
-  local batch = redis.call('XRANGE', ARGV[2], start, '+', 'COUNT', 512)
-  if #batch == 0 then break end
-  for _, e in ipairs(batch) do
-    local f = e[2]
-    if found then
-      out[#out + 1] = f[4]
-      bytes = bytes + #f[4]
-    elseif f[2] == ARGV[4] then
-      found = true
-    end
-  end
-  if #out > max + 1 or bytes > max_bytes then return nil end
-  start = '(' .. batch[#batch][1]
-end
-if not found then return nil end
-redis.call('DEL', ARGV[1])
-return out
-)";
-
-// A session record written unless a later generation of it is stored (a
-// recovery elsewhere took the session over: this writer is stale). KEYS[1]
-// (for a cluster's routing) and ARGV[1]: the session key; then ARGV:
-// generation, record, ttl ms. Returns 1 when written.
-const char kStoreSessionScript[] = R"(
-local cur = redis.call('GET', ARGV[1])
-if cur then
-  local ok, s = pcall(cjson.decode, cur)
-  if ok and type(s) == 'table' and (tonumber(s.gen) or 0) > tonumber(ARGV[2]) then return 0 end
-end
-redis.call('SET', ARGV[1], ARGV[3], 'PX', ARGV[4])
-return 1
-)";
-
-// What this node missed while its subscriber was away (see catch_up.h): the
-// stream entries after the anchor or, when the anchor is not there (Redis
-// restarted empty, or it was trimmed), from the cutoff on. ARGV: stream key,
-// first stream id to scan for the anchor, anchor offset ('' = none), cutoff
-// stream id, max entries. Returns {more, offset, payload, ...}.
-const char kCatchUpScript[] = R"(
-local key, start, anchor, from, max = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-while anchor ~= '' do
-  local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
-  if #batch == 0 then break end
-  for _, e in ipairs(batch) do
-    if e[2][2] == anchor then
-      from, anchor = '(' .. e[1], ''
-      break
-    end
-  end
-  start = '(' .. batch[#batch][1]
-end
-local out = {0}
-for i, e in ipairs(redis.call('XRANGE', key, from, '+', 'COUNT', max + 1)) do
-  if i > max then
-    out[1] = 1
-    break
-  end
-  out[#out + 1] = e[2][2]
-  out[#out + 1] = e[2][4]
-end
-return out
-)";
-
-// A recordable broadcast whose MULTI ... EXEC got no answer: recorded and
-// published unless the stream has its offset already (KEYS[1]: the stream,
-// for a cluster's routing). ARGV: stream key, channel ('': the caller
-// publishes: a cluster's channel and stream are on different slots),
-// offset, stored entry, message, MINID, first stream id to scan. Returns 1
-// when published, 0 when it was there.
-const char kRepublishScript[] = R"(
-local key, start = ARGV[1], ARGV[7]
-while true do
-  local batch = redis.call('XRANGE', key, start, '+', 'COUNT', 512)
-  if #batch == 0 then break end
-  for _, e in ipairs(batch) do
-    if e[2][2] == ARGV[3] then return 0 end
-  end
-  start = '(' .. batch[#batch][1]
-end
-redis.call('XADD', key, 'MINID', '~', ARGV[6], '*', 'o', ARGV[3], 'p', ARGV[4])
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[5]) end
-return 1
-)";
-
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
-
-std::string yeast(uint64_t v) {
-  std::string out;
-  do {
-    out.insert(out.begin(), kAlphabet[v % 64]);
-    v /= 64;
-  } while (v);
-  return out;
-}
-
-int64_t unyeast(std::string_view s) {
-  int64_t v = 0;
-  for (char c : s) {
-    const char* p = strchr(kAlphabet, c);
-    if (!p || !c) return -1;
-    v = v * 64 + (p - kAlphabet);
-  }
-  return v;
-}
 
 // Socket.IO's recoverable disconnect reasons (ours: "forced close" is a kick).
 bool recoverable(std::string_view reason) {
@@ -217,7 +72,7 @@ std::string RedisAdapter::new_id() const {
   uint8_t b[6];
   RAND_bytes(b, sizeof b);
   std::string id(6, 'A');
-  for (int i = 0; i < 6; i++) id[i] = kAlphabet[b[i] & 63];
+  for (int i = 0; i < 6; i++) id[i] = kBase64Digits[b[i] & 63];
   return id;
 }
 
@@ -308,7 +163,7 @@ void RedisAdapter::catch_up(Nsp& n) {
   CatchUp::Read rd = n.catch_up.begin();
   std::string max = std::to_string(CatchUp::kMaxEntries);
   std::string key = stream_key(n.name);
-  if (!link_.command({"EVAL", kCatchUpScript, "1", key, key, rd.start, rd.anchor, rd.cutoff, max},
+  if (!link_.command({"EVAL", lua::kCatchUpScript, "1", key, key, rd.start, rd.anchor, rd.cutoff, max},
                      [this, nsp = n.name](redisReply* r) { caught_up(nsp, r); }))
     n.catch_up.failed();  // too much pending: service() tries again
 }
@@ -413,34 +268,6 @@ void RedisAdapter::publish_json(const std::string& channel, const json_t* body) 
 
 // ------------------------------------------------------------ broadcasts
 
-// [uid, {type: 2, data, nsp}, {rooms, except, flags}] as the Node adapter writes it.
-std::string RedisAdapter::encode(const sio::EncodedBroadcast& b) {
-  Json data = broadcast_data(b);
-  if (!data) return {};
-  Packer pk;
-  pk.array(3);
-  pk.str(uid_);
-  pk.map(3);
-  pk.str("type");
-  pk.integer(2);
-  pk.str("data");
-  pk.json(data.get(), b.attachments);
-  pk.str("nsp");
-  pk.str(b.opts.nsp);
-  pk.map(3);
-  pk.str("rooms");
-  pk.str_array(b.opts.rooms);
-  pk.str("except");
-  pk.str_array(dedup(b.opts.except));
-  pk.str("flags");
-  pk.map(b.opts.is_volatile ? 1 : 0);
-  if (b.opts.is_volatile) {
-    pk.str("volatile");
-    pk.boolean(true);
-  }
-  return std::move(pk.out());
-}
-
 void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
   server_.deliver(b);
   if (b.opts.local) return;
@@ -452,7 +279,7 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
   if (!link_.commands_up()) return;
   Nsp* n = sharded_ ? find(b.opts.nsp) : nullptr;
   if (sharded_ && !n) return;
-  std::string msg = sharded_ ? encode_sharded(b) : encode(b);
+  std::string msg = sharded_ ? encode_sharded(b) : encode_broadcast(uid_, b);
   if (msg.empty()) return;
   std::string channel = bcast_channel(b.opts.nsp);
   if (sharded_) channel = sharded_channel(*n, b.opts);
@@ -500,16 +327,16 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
   } else {
     std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
     if (sharded_)
-      sent = link_.command({"EVAL", kRepublishScript, "1", e.key, e.key, "", e.offset, e.stored, e.msg, minid, start},
-                           [this, answered, channel = e.channel, msg = e.msg](redisReply* reply) {
-                             if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
-                               publish(channel, msg);
-                             answered(reply);
-                           });
+      sent = link_.command(
+          {"EVAL", lua::kRepublishScript, "1", e.key, e.key, "", e.offset, e.stored, e.msg, minid, start},
+          [this, answered, channel = e.channel, msg = e.msg](redisReply* reply) {
+            if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) publish(channel, msg);
+            answered(reply);
+          });
     else
-      sent = link_.command({"EVAL", kRepublishScript, "1", e.key, e.key, e.channel, e.offset, e.stored, e.msg, minid,
-                            start},
-                           answered);
+      sent = link_.command(
+          {"EVAL", lua::kRepublishScript, "1", e.key, e.key, e.channel, e.offset, e.stored, e.msg, minid, start},
+          answered);
   }
   if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link
 }
@@ -556,14 +383,10 @@ void RedisAdapter::on_message(std::string_view channel, std::string_view body) {
     if (starts_with(channel, n.bcast)) return on_broadcast(n, channel, body);
 }
 
-// [uid, ...] with the uid a fixstr starting with our daemon's tag: a sibling
-// worker's, which the relay delivered already. (Checked on the bytes: this is
-// every sibling broadcast, and it needs no decoding.)
+// [uid, ...] with the uid starting with our daemon's tag: a sibling worker's,
+// which the relay delivered already.
 bool RedisAdapter::from_sibling(std::string_view body) const {
-  if (siblings_.empty() || body.size() < 2 + siblings_.size()) return false;
-  auto at = [&](size_t i) { return uint8_t(body[i]); };
-  if (at(0) != 0x93 || (at(1) & 0xe0) != 0xa0 || (at(1) & 0x1f) < siblings_.size()) return false;
-  return body.substr(2, siblings_.size()) == siblings_;
+  return !siblings_.empty() && uid_starts_with(body, siblings_);
 }
 
 void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_view body) {
@@ -574,27 +397,9 @@ void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_vi
     if (room.back() == '#') room.remove_suffix(1);
     if (!n.ns->has_room(std::string(room))) return;
   }
-  Unpacked u;
-  if (!u.parse(body)) return;
-  const msgpack_object& root = u.root();
-  if (root.type != MSGPACK_OBJECT_ARRAY || root.via.array.size < 3) return;
-  const msgpack_object* el = root.via.array.ptr;
-  if (as_str(&el[0]) == std::string_view(uid_)) return;  // our own: delivered already
-  const msgpack_object& packet = el[1];
-  const msgpack_object& opts = el[2];
-  auto nsp = as_str(map_get(packet, "nsp"));
-  if ((nsp ? *nsp : std::string_view("/")) != n.name) return;
-  const msgpack_object* data = map_get(packet, "data");
-  if (!data || data->type != MSGPACK_OBJECT_ARRAY || data->via.array.size == 0) return;
-
-  sio::Packet p;
-  p.type = sio::PacketType::Event;
-  p.nsp = n.name;
-  if (auto id = as_int(map_get(packet, "id")); id && *id >= 0) p.id = uint64_t(*id);
-  p.data = to_json(*data, p.attachments);
-  const msgpack_object* flags = map_get(opts, "flags");
-  deliver_remote(n, std::move(p), flags && as_true(map_get(*flags, "volatile")), as_rooms(map_get(opts, "rooms")),
-                 as_rooms(map_get(opts, "except")));
+  ReceivedBroadcast r;
+  if (!decode_broadcast(body, uid_, n.name, r)) return;  // not for us, or our own (delivered already)
+  deliver_remote(n, std::move(r.packet), r.is_volatile, std::move(r.rooms), std::move(r.except));
 }
 
 void RedisAdapter::deliver_remote(Nsp& n, sio::Packet p, bool is_volatile, std::vector<std::string> rooms,
@@ -624,495 +429,7 @@ void RedisAdapter::deliver_remote(Nsp& n, sio::Packet p, bool is_volatile, std::
   n.catch_up.live(std::move(b), std::move(offset));
 }
 
-// -------------------------------------------------------------- requests
-
-void RedisAdapter::respond(const Nsp& n, const json_t* request, Json response) {
-  // To the requester's own channel: the other nodes need not read it.
-  const char* uid = json_str(request, "uid");
-  publish_json(uid ? n.response + uid + "#" : n.response, response.get());
-}
-
-void RedisAdapter::on_request(Nsp& n, std::string_view body) {
-  std::vector<std::string> attachments;
-  Json req = decode_body(body, attachments);
-  if (!json_is_object(req.get())) return;
-  const char* uid = json_str(req.get(), "uid");
-  if (uid && uid_ == uid) return;  // ours: applied locally already
-  json_t* rid = json_object_get(req.get(), "requestId");
-  const json_t* opts = json_object_get(req.get(), "opts");
-  BroadcastOptions o;
-  o.nsp = n.name;
-  o.rooms = str_list(json_object_get(opts, "rooms"));
-  o.except = str_list(json_object_get(opts, "except"));
-  auto answer = [&](const char* key, Json value) {
-    Json res(json_object());
-    json_object_set(res.get(), "requestId", rid);
-    if (key) json_object_set_new(res.get(), key, value.release());
-    respond(n, req.get(), std::move(res));
-  };
-
-  switch (json_integer_value(json_object_get(req.get(), "type"))) {
-    case kSockets: {
-      BroadcastOptions sel;
-      sel.nsp = n.name;
-      sel.rooms = str_list(json_object_get(req.get(), "rooms"));
-      std::vector<std::string> ids;
-      for (auto* s : local_.select(sel)) ids.push_back(s->id());
-      answer("sockets", json_strings(ids));
-      return;
-    }
-    case kAllRooms:
-      answer("rooms", json_strings(local_.room_names(n.name)));
-      return;
-    case kRemoteJoin:
-    case kRemoteLeave:
-    case kRemoteDisconnect: {
-      int type = int(json_integer_value(json_object_get(req.get(), "type")));
-      if (!opts) {
-        // Legacy single-socket form: only the node that has the socket acts and answers.
-        const char* sid = json_str(req.get(), "sid");
-        sio::SocketImpl* s = sid ? n.ns->socket(sid) : nullptr;
-        if (!s) return;
-        const char* room = json_str(req.get(), "room");
-        if (type == kRemoteJoin && room) s->join(room);
-        else if (type == kRemoteLeave && room) s->leave(room);
-        answer(nullptr, nullptr);
-        if (type == kRemoteDisconnect) s->disconnect(json_is_true(json_object_get(req.get(), "close")));
-        return;
-      }
-      if (type == kRemoteDisconnect) local_.disconnect_sockets(o, json_is_true(json_object_get(req.get(), "close")));
-      else if (type == kRemoteJoin) local_.sockets_join(o, str_list(json_object_get(req.get(), "rooms")));
-      else local_.sockets_leave(o, str_list(json_object_get(req.get(), "rooms")));
-      return;
-    }
-    case kRemoteFetch: {
-      Json list(json_array());
-      for (auto& r : local_.fetch_local(o)) json_array_append_new(list.get(), describe_json(r).release());
-      answer("sockets", std::move(list));
-      return;
-    }
-    case kServerSideEmit: {
-      json_t* data = json_object_get(req.get(), "data");
-      if (!json_is_array(data)) return;
-      ServerAck ack;
-      if (json_is_string(rid)) {
-        // Acks of server-side events always go to the common channel (as Node does).
-        ack = [this, channel = n.response, id = std::string(json_string_value(rid))](Json reply) {
-          Json res(json_object());
-          json_object_set_new(res.get(), "type", json_integer(kServerSideEmit));
-          json_object_set_new(res.get(), "requestId", json_string(id.c_str()));
-          json_object_set_new(res.get(), "data", reply ? reply.release() : json_null());
-          publish_json(channel, res.get());
-        };
-      }
-      local_.dispatch_server_event(n.name, json_share(data), std::move(attachments), std::move(ack));
-      return;
-    }
-    case kBroadcast: {
-      const json_t* packet = json_object_get(req.get(), "packet");
-      const json_t* data = json_object_get(packet, "data");
-      if (!json_is_array(data) || !json_is_string(rid)) return;
-      const json_t* timeout = json_object_get(json_object_get(opts, "flags"), "timeout");
-      uint64_t ms = json_is_integer(timeout) && json_integer_value(timeout) > 0 ? uint64_t(json_integer_value(timeout))
-                                                                                 : conf_.requests_timeout;
-      std::string request_id = json_string_value(rid);
-      std::string requester = uid ? uid : "";
-      std::string channel = requester.empty() ? n.response : n.response + requester + "#";
-      size_t count = local_.deliver_with_ack(o, data, attachments, ms, [this, channel, request_id](Payload reply) {
-        // {type: 9, requestId, packet: <the client's first ack argument>}, msgpack
-        Packer pk;
-        pk.map(3);
-        pk.str("type");
-        pk.integer(kBroadcastAck);
-        pk.str("requestId");
-        pk.str(request_id);
-        pk.str("packet");
-        json_t* first = json_array_get(reply.args.get(), 0);
-        if (first) pk.json(first, reply.attachments);
-        else pk.nil();
-        publish(channel, pk.out());
-      });
-      Json res(json_object());
-      json_object_set_new(res.get(), "type", json_integer(kBroadcastClientCount));
-      json_object_set(res.get(), "requestId", rid);
-      json_object_set_new(res.get(), "clientCount", json_integer(json_int_t(count)));
-      publish_json(channel, res.get());
-      return;
-    }
-    default:
-      return;  // unknown types are ignored
-  }
-}
-
-void RedisAdapter::on_response(std::string_view body) {
-  std::vector<std::string> attachments;
-  Json res = decode_body(body, attachments);
-  const char* rid = json_str(res.get(), "requestId");
-  if (!rid) return;
-  auto it = pending_.find(rid);
-  if (it == pending_.end()) return;  // someone else's, or too late
-  Pending& p = *it->second;
-  json_int_t type = json_integer_value(json_object_get(res.get(), "type"));
-  switch (p.type) {
-    case kRemoteFetch:
-    case kSockets: {
-      size_t i;
-      json_t* s;
-      json_array_foreach(json_object_get(res.get(), "sockets"), i, s) p.sockets.push_back(remote_socket(s));
-      p.got++;
-      break;
-    }
-    case kAllRooms:
-      for (auto& r : str_list(json_object_get(res.get(), "rooms"))) p.rooms.insert(r);
-      p.got++;
-      break;
-    case kServerSideEmit: {
-      json_t* data = json_object_get(res.get(), "data");
-      p.replies.push_back(Json(data ? json_incref(data) : json_null()));
-      p.got++;
-      break;
-    }
-    case kBroadcast:
-      if (type == kBroadcastClientCount) {
-        p.clients += size_t(std::max<json_int_t>(0, json_integer_value(json_object_get(res.get(), "clientCount"))));
-        p.got++;
-      } else if (type == kBroadcastAck) {
-        const json_t* packet = json_object_get(res.get(), "packet");
-        p.acks.push_back(payload_of(packet ? packet : json_null(), attachments));
-      }
-      break;
-    default:
-      return;
-  }
-  check(rid);
-}
-
-RedisAdapter::Pending* RedisAdapter::add_pending(const std::string& id, std::unique_ptr<Pending> p) {
-  p->timeout = std::make_unique<CallbackTimer>(server_.timers(), [this, id] { finish(id, "timeout"); });
-  p->timeout->arm_in(std::max<int64_t>(0, p->deadline - now_ms()));
-  return pending_.emplace(id, std::move(p)).first->second.get();
-}
-
-void RedisAdapter::check(const std::string& id) {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return;
-  Pending& p = *it->second;
-  if (p.expected == SIZE_MAX || p.got < p.expected) return;
-  if (p.type == kBroadcast && p.acks.size() < p.clients) return;
-  finish(id, {});
-}
-
-void RedisAdapter::finish(const std::string& id, std::string error) {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return;
-  std::unique_ptr<Pending> p = std::move(it->second);
-  pending_.erase(it);
-  try {
-    p->done(*p, std::move(error));
-  } catch (const std::exception& e) {
-    logf(LogLevel::Error, "cluster request callback: %s", e.what());
-  }
-}
-
-void RedisAdapter::numsub(const std::string& channel, std::function<void(size_t)> cb) {
-  // A cluster: the subscribers of the channel's shard (its master; the Node
-  // adapter sums every master's count, the same with no replicas subscribed).
-  bool sent = link_.command({"PUBSUB", sharded_ ? "SHARDNUMSUB" : "NUMSUB", channel}, [cb](redisReply* r) {
-    size_t n = 0;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
-      n = size_t(std::max<long long>(0, r->element[1]->integer));
-    cb(n);
-  });
-  if (!sent) server_.timers().post([cb] { cb(0); });
-}
-
-void RedisAdapter::fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) {
-  Nsp* n = find(opts.nsp);
-  if (!n || opts.local || !ready()) return local_.fetch_sockets(opts, std::move(cb));
-  numsub(n->request, [this, opts, cb = std::move(cb), request = n->request](size_t count) {
-    auto p = std::make_unique<Pending>();
-    p->type = kRemoteFetch;
-    p->sockets = local_.fetch_local(opts);
-    p->got = 1;  // ourselves
-    p->expected = std::max<size_t>(count, 1);
-    p->deadline = now_ms() + int64_t(conf_.requests_timeout);
-    p->done = [cb](Pending& p, std::string error) {
-      cb(error.empty() ? error : "timeout reached while waiting for fetchSockets response", std::move(p.sockets));
-    };
-    std::string id = new_id();
-    add_pending(id, std::move(p));
-    if (count > 1 && sharded_) {
-      Json fields(json_object());
-      json_object_set_new(fields.get(), "opts", opts_json(opts).release());
-      if (Nsp* n = find(opts.nsp)) request_sharded(*n, kRemoteFetch, &id, std::move(fields));
-    } else if (count > 1) {
-      Json req(json_object());
-      json_object_set_new(req.get(), "uid", json_string(uid_.c_str()));
-      json_object_set_new(req.get(), "requestId", json_string(id.c_str()));
-      json_object_set_new(req.get(), "type", json_integer(kRemoteFetch));
-      json_object_set_new(req.get(), "opts", opts_json(opts).release());
-      publish_json(request, req.get());
-    }
-    check(id);
-  });
-}
-
-void RedisAdapter::all_rooms(const std::string& nsp, std::function<void(std::string, std::vector<std::string>)> cb) {
-  Nsp* n = find(nsp);
-  // The sharded adapter's protocol has no allRooms request: this node's rooms.
-  if (!n || !ready() || sharded_) return local_.all_rooms(nsp, std::move(cb));
-  numsub(n->request, [this, nsp, cb = std::move(cb), request = n->request](size_t count) {
-    auto p = std::make_unique<Pending>();
-    p->type = kAllRooms;
-    for (auto& r : local_.room_names(nsp)) p->rooms.insert(r);
-    p->got = 1;
-    p->expected = std::max<size_t>(count, 1);
-    p->deadline = now_ms() + int64_t(conf_.requests_timeout);
-    p->done = [cb](Pending& p, std::string error) {
-      cb(error.empty() ? error : "timeout reached while waiting for allRooms response",
-         std::vector<std::string>(p.rooms.begin(), p.rooms.end()));
-    };
-    std::string id = new_id();
-    add_pending(id, std::move(p));
-    if (count > 1) {
-      Json req(json_object());
-      json_object_set_new(req.get(), "uid", json_string(uid_.c_str()));
-      json_object_set_new(req.get(), "requestId", json_string(id.c_str()));
-      json_object_set_new(req.get(), "type", json_integer(kAllRooms));
-      publish_json(request, req.get());
-    }
-    check(id);
-  });
-}
-
-void RedisAdapter::server_count(const std::string& nsp, std::function<void(size_t)> cb) {
-  Nsp* n = find(nsp);
-  if (!n || !ready()) return local_.server_count(nsp, std::move(cb));
-  numsub(n->request, [cb = std::move(cb)](size_t count) { cb(std::max<size_t>(count, 1)); });
-}
-
-// socketsJoin / socketsLeave / disconnectSockets: applied here at once, then
-// published for the other nodes (which ignore our uid when it comes back).
-void RedisAdapter::remote_op(const BroadcastOptions& opts, int type, const char* key, Json value) {
-  Nsp* n = find(opts.nsp);
-  if (!n || opts.local || !ready()) return;
-  if (sharded_) {
-    Json fields(json_object());
-    json_object_set_new(fields.get(), "opts", opts_json(opts).release());
-    json_object_set_new(fields.get(), key, value.release());
-    return request_sharded(*n, type, nullptr, std::move(fields));
-  }
-  Json req(json_object());
-  json_object_set_new(req.get(), "uid", json_string(uid_.c_str()));
-  json_object_set_new(req.get(), "type", json_integer(type));
-  json_object_set_new(req.get(), "opts", opts_json(opts).release());
-  json_object_set_new(req.get(), key, value.release());
-  publish_json(n->request, req.get());
-}
-
-void RedisAdapter::sockets_join(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
-  local_.sockets_join(opts, rooms);
-  remote_op(opts, kRemoteJoin, "rooms", json_strings(rooms));
-}
-
-void RedisAdapter::sockets_leave(const BroadcastOptions& opts, const std::vector<std::string>& rooms) {
-  local_.sockets_leave(opts, rooms);
-  remote_op(opts, kRemoteLeave, "rooms", json_strings(rooms));
-}
-
-void RedisAdapter::disconnect_sockets(const BroadcastOptions& opts, bool close) {
-  local_.disconnect_sockets(opts, close);
-  remote_op(opts, kRemoteDisconnect, "close", Json(json_boolean(close)));
-}
-
-void RedisAdapter::on_server_event(const std::string& nsp, const std::string& event, ServerEventHandler h) {
-  local_.on_server_event(nsp, event, std::move(h));
-}
-
-namespace {
-// {"uid","requestId"?,"type":6,"data":[event, ...args]}
-Json server_event_request(const std::string& uid, const std::string* id, const std::string& event, const Payload& args) {
-  Json req(json_object());
-  json_object_set_new(req.get(), "uid", json_string(uid.c_str()));
-  if (id) json_object_set_new(req.get(), "requestId", json_string(id->c_str()));
-  json_object_set_new(req.get(), "type", json_integer(kServerSideEmit));
-  Json data(json_array());
-  json_array_append_new(data.get(), json_stringn(event.data(), event.size()));
-  json_array_extend(data.get(), args.args.get());
-  json_object_set_new(req.get(), "data", data.release());
-  return req;
-}
-}  // namespace
-
-void RedisAdapter::server_side_emit(const std::string& nsp, const std::string& event, Payload args) {
-  Nsp* n = find(nsp);
-  if (!n || !ready()) return;
-  Json req = server_event_request(uid_, nullptr, event, args);
-  if (sharded_) return request_sharded(*n, kServerSideEmit, nullptr, std::move(req), args.attachments);
-  publish_json(n->request, req.get());
-}
-
-void RedisAdapter::server_side_emit_with_ack(const std::string& nsp, const std::string& event, Payload args,
-                                             uint64_t timeout_ms, ServerAcks cb) {
-  Nsp* n = find(nsp);
-  if (!n || !ready()) return local_.server_side_emit_with_ack(nsp, event, std::move(args), timeout_ms, std::move(cb));
-  auto shared_args = std::make_shared<Payload>(std::move(args));
-  numsub(n->request, [this, event, shared_args, timeout_ms, cb = std::move(cb), request = n->request,
-                      request_nsp = n->name](size_t count) {
-    size_t expected = count > 0 ? count - 1 : 0;  // the other nodes
-    auto p = std::make_unique<Pending>();
-    p->type = kServerSideEmit;
-    p->expected = expected;
-    p->deadline = now_ms() + int64_t(timeout_ms ? timeout_ms : conf_.requests_timeout);
-    p->done = [cb, expected](Pending& p, std::string error) {
-      if (!error.empty())
-        error = "timeout reached: only " + std::to_string(p.replies.size()) + " responses received out of " +
-                std::to_string(expected);
-      cb(std::move(error), std::move(p.replies));
-    };
-    std::string id = new_id();
-    add_pending(id, std::move(p));
-    if (expected > 0 && sharded_) {
-      if (Nsp* n = find(request_nsp))
-        request_sharded(*n, kServerSideEmit, &id, server_event_request(uid_, &id, event, *shared_args),
-                        shared_args->attachments);
-    } else if (expected > 0) {
-      publish_json(request, server_event_request(uid_, &id, event, *shared_args).get());
-    }
-    check(id);
-  });
-}
-
-void RedisAdapter::broadcast_with_ack(const BroadcastOptions& opts, const std::string& event, Payload args,
-                                      uint64_t timeout_ms, BroadcastAcks cb) {
-  if (!timeout_ms) timeout_ms = conf_.requests_timeout;
-  Json data(json_array());
-  json_array_append_new(data.get(), json_stringn(event.data(), event.size()));
-  json_array_extend(data.get(), args.args.get());
-  std::string id = new_id();
-  auto p = std::make_unique<Pending>();
-  p->type = kBroadcast;
-  p->got = 1;  // our own delivery is one server report
-  p->deadline = now_ms() + int64_t(timeout_ms);
-  p->done = [cb](Pending& p, std::string error) { cb(!error.empty(), std::move(p.acks)); };
-  Pending* pp = add_pending(id, std::move(p));
-  pp->clients = local_.deliver_with_ack(opts, data.get(), args.attachments, timeout_ms, [this, id](Payload reply) {
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return;
-    it->second->acks.push_back(std::move(reply));
-    check(id);
-  });
-  Nsp* n = find(opts.nsp);
-  if (!n || opts.local || !ready()) {
-    pp->expected = 1;
-    server_.timers().post([this, id] { check(id); });  // never inside the call
-    return;
-  }
-  if (sharded_) return broadcast_with_ack_sharded(*n, opts, id, data.get(), args.attachments, timeout_ms);
-  // {uid, requestId, type: 7, packet: {type: 2, data, nsp}, opts: {rooms, except, flags: {timeout}}}, msgpack
-  Packer pk;
-  pk.map(5);
-  pk.str("uid");
-  pk.str(uid_);
-  pk.str("requestId");
-  pk.str(id);
-  pk.str("type");
-  pk.integer(kBroadcast);
-  pk.str("packet");
-  pk.map(3);
-  pk.str("type");
-  pk.integer(2);
-  pk.str("data");
-  pk.json(data.get(), args.attachments);
-  pk.str("nsp");
-  pk.str(opts.nsp);
-  pk.str("opts");
-  pk.map(3);
-  pk.str("rooms");
-  pk.str_array(opts.rooms);
-  pk.str("except");
-  pk.str_array(dedup(opts.except));
-  pk.str("flags");
-  pk.map(1);
-  pk.str("timeout");
-  pk.integer(int64_t(timeout_ms));
-  publish(n->request, pk.out());
-  numsub(n->request, [this, id](size_t count) {
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return;
-    it->second->expected = std::max<size_t>(count, 1);
-    check(id);
-  });
-}
-
-// ---------------------------------------------------- shared membership
-
-void RedisAdapter::heartbeat(bool reset) {
-  heartbeat_timer_.arm_in(int64_t(std::max<uint64_t>(conf_.node_ttl / 3, 100)));
-  std::string ttl = std::to_string(conf_.node_ttl);
-  link_.command({"EVAL", kHeartbeatScript, "1", nodes_key(), members_prefix_, uid_, ttl, reset ? "reset" : "beat"},
-                [this, reset](redisReply* r) {
-                  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return;
-                  long long added = r->element[0]->integer, purged = r->element[1]->integer;
-                  if (purged > 0)
-                    logf(LogLevel::Notice, "cluster: removed the membership of %lld node(s) silent for %llums", purged,
-                         (unsigned long long)conf_.node_ttl);
-                  // Purged by the others (we were cut off too long): write it all again.
-                  if (added && !reset && synced_) {
-                    logf(LogLevel::Warn, "cluster: node %s had been declared dead; restoring its membership",
-                         uid_.c_str());
-                    resync();
-                  }
-                });
-}
-
-// Writes this node's whole membership again (after a reconnect: Redis may
-// have restarted, or the others may have purged us).
-void RedisAdapter::resync() {
-  heartbeat(true);  // drops our stale entries first (same connection: in order)
-  std::string idx = node_key(uid_);
-  std::vector<std::string> index;
-  for (auto& n : nsps_) {
-    std::vector<std::string> names = n.ns->room_names();
-    for (auto& room : names) {
-      if (n.ns->socket(room)) continue;  // a socket's own room: not shared
-      std::string key = presence_key(n.name, room);
-      std::vector<std::string> args{"HSET", key};
-      for (auto* s : n.ns->members(room)) {
-        const std::string* user = s->get("userId");
-        args.push_back(s->id());
-        args.push_back(uid_ + "\t" + (user ? *user : ""));
-        index.push_back(s->id() + "\n" + key);
-        if (args.size() >= 2 + 2 * kResyncChunk) {
-          link_.command(std::vector<std::string_view>(args.begin(), args.end()));
-          args.resize(2);
-        }
-      }
-      if (args.size() > 2) link_.command(std::vector<std::string_view>(args.begin(), args.end()));
-    }
-  }
-  for (size_t i = 0; i < index.size(); i += kResyncChunk) {
-    std::vector<std::string_view> args{"SADD", idx};
-    for (size_t j = i; j < std::min(index.size(), i + kResyncChunk); j++) args.push_back(index[j]);
-    link_.command(args);
-  }
-  synced_ = true;
-}
-
-void RedisAdapter::presence_add(sio::SocketImpl& s, const std::string& room) {
-  if (!link_.ready()) return;  // written again when the link is back
-  const std::string* user = s.get("userId");
-  std::string key = presence_key(s.nsp(), room);
-  link_.command({"HSET", key, s.id(), uid_ + "\t" + (user ? *user : "")});
-  link_.command({"SADD", node_key(uid_), s.id() + "\n" + key});
-}
-
-void RedisAdapter::presence_remove(sio::SocketImpl& s, const std::string& room) {
-  if (!link_.ready()) return;
-  std::string key = presence_key(s.nsp(), room);
-  link_.command({"HDEL", key, s.id()});
-  link_.command({"SREM", node_key(uid_), s.id() + "\n" + key});
-}
+// --------------------------------------------------------- room observer
 
 void RedisAdapter::joined(sio::SocketImpl& s, const std::string& room, bool first) {
   Nsp* n = find(s.nsp());
@@ -1159,240 +476,6 @@ void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   json_object_set_new(stub.get(), "gen", json_integer(json_int_t(t.gen)));
   json_object_set_new(stub.get(), "closed", json_true());
   store_session(s.nsp(), s.pid(), t.gen, json_text(stub.get()), window());
-}
-
-void RedisAdapter::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {
-  if (!ready()) {
-    auto members = local_.members_local(nsp, room, uid_);
-    server_.timers().post([cb = std::move(cb), members]() mutable {
-      cb("redis is not connected: this worker's members only", std::move(members));
-    });
-    return;
-  }
-  bool sent = link_.command({"HGETALL", presence_key(nsp, room)}, [cb](redisReply* r) {
-    std::vector<Member> out;
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-      cb("redis did not answer", std::move(out));
-      return;
-    }
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-      std::string_view v(r->element[i + 1]->str, r->element[i + 1]->len);
-      size_t tab = v.find('\t');
-      Member m;
-      m.socket_id.assign(r->element[i]->str, r->element[i]->len);
-      m.node = std::string(v.substr(0, tab));
-      if (tab != std::string_view::npos) m.user_id = std::string(v.substr(tab + 1));
-      out.push_back(std::move(m));
-    }
-    cb({}, std::move(out));
-  });
-  if (!sent) {
-    auto members = local_.members_local(nsp, room, uid_);
-    server_.timers().post([cb, members]() mutable { cb("redis is too slow: this worker's members only", members); });
-  }
-}
-
-// ------------------------------------------- connection state recovery
-
-uint64_t RedisAdapter::window() const { return server_.config().core.recovery_window; }
-
-bool RedisAdapter::recovers() const { return window() > 0; }
-
-// Socket.IO's offsets ("yeast": the time in ms in base 64), made unique in
-// the cluster by this node's uid and a counter.
-std::string RedisAdapter::next_offset() {
-  if (!recovers()) return {};
-  int64_t ms = now_ms();
-  if (ms != offset_ms_) {
-    offset_ms_ = ms;
-    offset_seq_ = 0;
-  }
-  return yeast(uint64_t(ms)) + "." + uid_ + yeast(offset_seq_++);
-}
-
-void RedisAdapter::record(const sio::EncodedBroadcast& b) {
-  if (b.offset.empty() || !recovers() || !link_.ready()) return;
-  std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
-  link_.command({"XADD", stream_key(b.opts.nsp), "MINID", "~", minid, "*", "o", b.offset, "p", b.serialize()});
-}
-
-void RedisAdapter::recovery_done(bool recovered) { metrics::add(recovered ? m_recovered_ : m_not_recovered_); }
-
-// A live session is refreshed at this interval and lives recovery_window
-// past it: a client of a worker killed at any moment has at least the window.
-uint64_t RedisAdapter::refresh_interval() const { return std::max<uint64_t>(window() / 2, 1000); }
-
-std::string RedisAdapter::session_id(std::string_view nsp, std::string_view sid) {
-  std::string id(nsp);
-  id += '\n';
-  id += sid;
-  return id;
-}
-
-void RedisAdapter::session_changed(sio::SocketImpl& s) {
-  if (!s.connected()) return;  // connecting: connected() writes it; disconnecting: disconnected()
-  std::string id = session_id(s.nsp(), s.id());
-  if (tracked_.count(id)) dirty_sessions_.insert(std::move(id));
-}
-
-// The sessions that changed this loop turn: one write each, however many
-// rooms they joined or left.
-void RedisAdapter::write_sessions() {
-  if (dirty_sessions_.empty()) return;
-  std::set<std::string> todo;
-  todo.swap(dirty_sessions_);
-  for (auto& id : todo) {
-    auto it = tracked_.find(id);
-    if (it == tracked_.end()) continue;
-    size_t cut = id.find('\n');
-    Nsp* n = find(std::string_view(id).substr(0, cut));
-    sio::SocketImpl* s = n ? n->ns->socket(std::string_view(id).substr(cut + 1)) : nullptr;
-    if (s && s->connected()) write_session(*s, it->second, false);
-  }
-}
-
-// Refreshes, spread as the writes were: each session refresh_interval() after
-// its last write. Entries superseded by a later write are skipped.
-void RedisAdapter::refresh_sessions() {
-  int64_t now = now_ms();
-  while (!refreshes_.empty() && refreshes_.front().first <= now) {
-    std::string id = std::move(refreshes_.front().second);
-    int64_t due = refreshes_.front().first;
-    refreshes_.pop_front();
-    auto it = tracked_.find(id);
-    if (it == tracked_.end() || it->second.refresh_at != due) continue;
-    dirty_sessions_.insert(std::move(id));
-  }
-  if (!refreshes_.empty()) refresh_timer_.arm_in(std::max<int64_t>(0, refreshes_.front().first - now));
-}
-
-// The link is back (Redis may have restarted empty): every session again.
-void RedisAdapter::resync_sessions() {
-  for (auto& [id, t] : tracked_) dirty_sessions_.insert(id);
-}
-
-void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
-  if (!link_.commands_up()) return;  // all written again when the link is back
-  Json session(json_object());
-  json_object_set_new(session.get(), "nsp", json_string(s.nsp().c_str()));
-  json_object_set_new(session.get(), "sid", json_string(s.id().c_str()));
-  json_object_set_new(session.get(), "pid", json_string(s.pid().c_str()));
-  json_object_set_new(session.get(), "gen", json_integer(json_int_t(t.gen)));
-  json_object_set_new(session.get(), "rooms", json_strings(s.rooms()).release());
-  Json data(json_object());
-  for (auto& [k, v] : s.data()) json_object_set_new(data.get(), k.c_str(), json_stringn(v.data(), v.size()));
-  json_object_set_new(session.get(), "data", data.release());
-  json_object_set_new(session.get(), "connectKeys", json_strings(s.connect_keys()).release());
-  int64_t now = now_ms();
-  if (parked) {
-    json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now)));
-    store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window());
-    return;
-  }
-  store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
-  t.refresh_at = now + int64_t(refresh_interval());
-  refreshes_.emplace_back(t.refresh_at, session_id(s.nsp(), s.id()));
-  if (!refresh_timer_.armed()) refresh_timer_.arm_in(int64_t(refresh_interval()));
-}
-
-void RedisAdapter::store_session(const std::string& nsp, const std::string& pid, uint64_t gen,
-                                 const std::string& record, uint64_t ttl, RedisLink::Reply reply) {
-  metrics::add(m_session_writes_);
-  std::string key = session_key(nsp, pid);
-  link_.command({"EVAL", kStoreSessionScript, "1", key, key, std::to_string(gen), record, std::to_string(ttl)},
-                std::move(reply));
-}
-
-void RedisAdapter::save_sessions(std::function<void()> done) {
-  dirty_sessions_.clear();
-  if (!recovers() || !link_.commands_up()) return done();
-  size_t saved = 0;
-  for (auto& n : nsps_) {
-    for (auto* s : n.ns->select({}, {})) {
-      auto it = tracked_.find(session_id(n.name, s->id()));
-      if (it == tracked_.end() || s->pid().empty()) continue;
-      write_session(*s, it->second, true);
-      saved++;
-    }
-  }
-  logf(LogLevel::Notice, "cluster: node %s saved %zu session(s) for recovery", uid_.c_str(), saved);
-  // Answers come in order: the PING's is the last.
-  if (!link_.command({"PING"}, [done](redisReply*) { done(); })) done();
-}
-
-namespace {
-
-// A stored session from its JSON; nullopt unless it is whole and of `nsp`.
-std::optional<sio::StoredSession> parse_session(std::string_view text, const std::string& nsp) {
-  Json j = json_parse(text);
-  const char* n = json_str(j.get(), "nsp");
-  const char* sid = json_str(j.get(), "sid");
-  const char* pid = json_str(j.get(), "pid");
-  if (!n || nsp != n || !sid || !pid) return std::nullopt;
-  sio::StoredSession s;
-  s.sid = sid;
-  s.pid = pid;
-  s.rooms = str_list(json_object_get(j.get(), "rooms"));
-  const char* key;
-  json_t* value;
-  json_object_foreach(json_object_get(j.get(), "data"), key, value) {
-    if (json_is_string(value)) s.data.emplace_back(key, json_string_value(value));
-  }
-  // A session stored before connectKeys existed: all of its data counts as the hooks'.
-  if (json_t* keys = json_object_get(j.get(), "connectKeys")) s.connect_keys = str_list(keys);
-  else
-    for (auto& [k, v] : s.data) s.connect_keys.push_back(k);
-  return s;
-}
-
-}  // namespace
-
-bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, FoundSession cb) {
-  if (!recovers() || !link_.ready() || !find(nsp)) return false;
-  return link_.command({"GET", session_key(nsp, pid)}, [this, nsp, cb = std::move(cb)](redisReply* r) {
-    if (!r || r->type != REDIS_REPLY_STRING) return cb(std::nullopt);
-    auto session = parse_session(std::string_view(r->str, r->len), nsp);
-    // Its stale connection is still here (not timed out yet): the sid must
-    // stay one socket's on this worker, so this CONNECT starts fresh.
-    Nsp* n = find(nsp);
-    if (session && n && n->ns->socket(session->sid)) return cb(std::nullopt);
-    cb(std::move(session));
-  });
-}
-
-bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid, const std::string& sid,
-                                 const std::string& offset, ClaimedSession cb) {
-  if (!recovers() || !link_.ready()) return false;
-  int64_t ms = unyeast(std::string_view(offset).substr(0, offset.find('.')));
-  std::string start = ms > kOffsetClockMarginMs ? std::to_string(ms - kOffsetClockMarginMs) : "-";
-  // The missed packets are bounded in bytes too (they are the namespace's,
-  // before the rooms are filtered here): past that, a fresh connection.
-  uint64_t max_bytes = kMissedBytesPerOutputBuffer * server_.config().core.max_output_buffer;
-  std::string key = session_key(nsp, pid);  // with a cluster, on the stream's slot
-  return link_.command({"EVAL", kRecoverScript, "1", key, key, stream_key(nsp), start, offset,
-                        std::to_string(kMaxMissedPackets), std::to_string(max_bytes)},
-                       [this, nsp, sid, cb = std::move(cb)](redisReply* r) {
-                         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-                             r->element[0]->type != REDIS_REPLY_STRING)
-                           return cb(std::nullopt);
-                         std::string_view text(r->element[0]->str, r->element[0]->len);
-                         auto session = parse_session(text, nsp);
-                         if (!session || session->sid != sid) return cb(std::nullopt);
-                         std::vector<sio::EncodedBroadcast> missed;
-                         for (size_t i = 1; i < r->elements; i++) {
-                           if (r->element[i]->type != REDIS_REPLY_STRING) continue;
-                           sio::EncodedBroadcast b;
-                           if (b.parse(std::string_view(r->element[i]->str, r->element[i]->len)))
-                             missed.push_back(std::move(b));
-                         }
-                         // The socket connects inside cb: connected() takes the next generation.
-                         Json j = json_parse(text);
-                         std::string id = session_id(nsp, sid);
-                         claiming_ = &id;
-                         claimed_gen_ = uint64_t(json_integer_value(json_object_get(j.get(), "gen"))) + 1;
-                         cb(std::move(missed));
-                         claiming_ = nullptr;
-                       });
 }
 
 }  // namespace dr::cluster

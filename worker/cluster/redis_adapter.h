@@ -30,6 +30,11 @@
 // siblings is lost while their subscriptions are being restored one by one.
 // What other processes published while this worker's subscriber was away is
 // read back from the recovery stream once it is subscribed again (catch_up.h).
+//
+// One class, one file per concern: redis_adapter.cc (lifecycle, broadcasts,
+// catch-up, room observer), redis_adapter_requests.cc, _presence.cc,
+// _recovery.cc, sharded_adapter.cc; the bytes in pubsub_codec.h, the Lua in
+// presence_lua.h and recovery_lua.h.
 #pragma once
 
 #include <deque>
@@ -50,7 +55,7 @@
 
 namespace dr::cluster {
 
-class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public Ops {
+class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public ClusterBackend {
  public:
   using Relay = std::function<void(std::string bytes)>;  // to this process's other workers
   // `daemon_tag`: shared by this process's workers (see siblings_).
@@ -83,7 +88,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void connected(sio::SocketImpl& s) override;
   void disconnected(sio::SocketImpl& s, std::string_view reason) override;
 
-  // ---- Ops (include/depth-realtime/cluster.h)
+  // ---- ClusterBackend (include/depth-realtime/cluster.h)
   bool configured() const override { return true; }
   bool ready() const override { return link_.ready(); }
   void fetch_sockets(const BroadcastOptions& opts, FetchCallback cb) override;
@@ -166,7 +171,6 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   RedisLink::Reply timed_publish();
   bool publish(const std::string& channel, std::string_view body);
   void publish_json(const std::string& channel, const json_t* body);
-  std::string encode(const sio::EncodedBroadcast& b);
 
   // Requests: NUMSUB of the request channel, then `send` (unless alone).
   void numsub(const std::string& channel, std::function<void(size_t)> cb);
@@ -241,7 +245,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::string siblings_;
   std::string uid_;
   RedisLink link_;
-  LocalOps local_;
+  LocalBackend local_;
   std::vector<Nsp> nsps_;
   std::string request_prefix_, response_prefix_, bcast_prefix_;
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;

@@ -20,7 +20,6 @@
 namespace dr::cluster {
 
 class RedisLink;
-class Later;
 
 class ReplicaWait {
  public:

@@ -1,8 +1,10 @@
 // The Redis adapter's sharded wire format (`redis cluster=`), as
 // @socket.io/redis-adapter's createShardedAdapter speaks it: socket.io-adapter's
 // ClusterAdapter messages {uid, nsp, type, data} (JSON, or msgpack when they
-// carry binary) over SPUBLISH / SSUBSCRIBE. Everything else of the adapter
-// (membership, recovery, requests' bookkeeping) is redis_adapter.cc's.
+// carry binary) over SPUBLISH / SSUBSCRIBE. Everything else of the adapter is
+// shared with the classic format: membership (redis_adapter_presence.cc),
+// recovery (redis_adapter_recovery.cc), requests' bookkeeping
+// (redis_adapter_requests.cc).
 #include <algorithm>
 
 #include "cluster/adapter_wire.h"

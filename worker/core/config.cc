@@ -198,9 +198,11 @@ bool set_listen(ModuleConf* c, const std::vector<std::string>& a, std::string& e
 }
 
 // server_batch_events EVENT | EVENT[FIELD=VALUE] ...
+// Additive: the server block and each module's conf (modules-enabled/, read
+// at the top level) add their own rules, so a module's batching comes and
+// goes with the module.
 bool set_server_batch_events(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
   auto* core = static_cast<CoreConf*>(c);
-  core->server_batch_events.clear();
   for (auto& arg : a) {
     CoreConf::BatchRule r;
     auto open = arg.find('[');
@@ -512,8 +514,9 @@ const Directive core_directives[] = {
      "accept the client event \"batch\" [{event, data}, ...]: each item handled as if sent alone"},
     {"parser", S, 1, 1, set_parser, "json", false,
      "Socket.IO packet encoding of every client: json (socket.io-parser) or msgpack (socket.io-msgpack-parser)"},
-    {"server_batch_events", S, 1, -1, set_server_batch_events, "(none)", true,
-     "events coalesced per socket into one \"batch\" event for clients that connect with auth.batch: true"},
+    {"server_batch_events", M | S, 1, -1, set_server_batch_events, "(none)", true,
+     "events coalesced per socket into one \"batch\" event for clients that connect with auth.batch: true; "
+     "repeatable, each adds its rules (a module's conf may declare its own)"},
     {"server_batch_interval", S, 1, 1, set_msec<&CoreConf::server_batch_interval>, "100ms", true,
      "how long server batching collects events before sending them"},
     {"websocket_compression", S, 1, 1, set_flag<&CoreConf::websocket_compression>, "on", false,

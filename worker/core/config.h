@@ -66,8 +66,8 @@ struct CoreConf : ModuleConfBase<CoreConf> {
   struct BatchRule {
     std::string event, field, value;
   };
-  std::vector<BatchRule> server_batch_events;
-  uint64_t server_batch_interval = 100;  // the `batch` event: [{event, data}, ...] handled item by item
+  std::vector<BatchRule> server_batch_events;  // every server_batch_events' rules, the first match taking the event
+  uint64_t server_batch_interval = 100;  // how long a socket's batch collects before it leaves
   bool websocket_compression = true;  // permessage-deflate when the client offers it
   bool http_compression = true;       // gzip/deflate of long-polling responses
   uint64_t compression_threshold = 1024;

@@ -108,11 +108,11 @@ const std::string* Request::query_param(std::string_view name) const {
   return nullptr;
 }
 
-Connection::Connection(Host& host, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
-    : host_(host),
+Connection::Connection(ConnectionOwner& owner, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
+    : owner_(owner),
       limits_(limits),
       tcp_(std::move(tcp)),
-      timeout_(host.timers(), [](void* c) { static_cast<Connection*>(c)->on_timeout(); }, this) {
+      timeout_(owner.timers(), [](void* c) { static_cast<Connection*>(c)->on_timeout(); }, this) {
   tcp_->data = this;
   metrics::add(metrics::core().http_connections, 1);
 }
@@ -155,7 +155,7 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     std::string plain;
     bool ok = c->tls_->receive(data, plain);
     if (!plain.empty()) c->on_data(plain);
-    if (!c->dirty && !c->closed_) c->host_.mark_dirty(*c);  // handshake answers, alerts
+    if (!c->dirty && !c->closed_) c->owner_.mark_dirty(*c);  // handshake answers, alerts
     if (!ok) c->close_after_flush();
   }
 }
@@ -190,7 +190,7 @@ void Connection::parse() {
       break;
     }
     if (err == HPE_PAUSED_UPGRADE) {
-      // An upgrade the host refused: the request was reported at its
+      // An upgrade the owner refused: the request was reported at its
       // HPE_PAUSED already, llhttp stays here, and what follows is not HTTP.
       close_after_flush();
       break;
@@ -216,7 +216,7 @@ void Connection::parse() {
       raw.append(in_);
       in_.clear();
       paused_ = false;
-      host_.hand_off(*this, handoff_slot_, std::move(raw));
+      owner_.hand_off(*this, handoff_slot_, std::move(raw));
       return;
     }
     fail(error_status_ ? error_status_ : 400, llhttp_get_error_reason(p) ? llhttp_get_error_reason(p) : "Bad Request");
@@ -233,7 +233,7 @@ void Connection::handle_message_complete() {
   r.keep_alive = llhttp_should_keep_alive(&http_->parser);
   r.upgrade = http_->parser.upgrade;
   split_url(r);
-  host_.on_request(*this, r);
+  owner_.on_request(*this, r);
 }
 
 void Connection::finish_request() {
@@ -319,7 +319,7 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
             // Once the connection is closing, what came in the same read is not read.
             if (closed_ || close_after_flush_ || overflowed_) return;
             if (!compressed) {
-              host_.on_ws_message(*this, binary, data);
+              owner_.on_ws_message(*this, binary, data);
               return;
             }
             std::string plain;
@@ -328,7 +328,7 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
               close_after_flush();
               return;
             }
-            host_.on_ws_message(*this, binary, plain);
+            owner_.on_ws_message(*this, binary, plain);
           },
           [this](std::string_view bytes) { send(std::string(bytes)); },
           [this](uint16_t) { close_after_flush(); },
@@ -354,7 +354,7 @@ void Connection::send(Bytes b) {
     if (ws_) ws_->stop();
     if (tcp_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   }
-  if (!dirty) host_.mark_dirty(*this);
+  if (!dirty) owner_.mark_dirty(*this);
 }
 
 void Connection::use_tls(const std::shared_ptr<SSL_CTX>& ctx) { tls_ = std::make_unique<tls::Session>(ctx); }
@@ -456,7 +456,7 @@ void Connection::write_done(int status) {
     return;
   }
   if (!out_.empty() || close_after_flush_) {
-    if (!dirty) host_.mark_dirty(*this);
+    if (!dirty) owner_.mark_dirty(*this);
   }
 }
 
@@ -465,7 +465,7 @@ void Connection::close_after_flush() {
   close_after_flush_ = true;
   if (ws_) ws_->stop();
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
-  if (!dirty) host_.mark_dirty(*this);
+  if (!dirty) owner_.mark_dirty(*this);
 }
 
 void Connection::close_websocket() {
@@ -478,7 +478,7 @@ void Connection::close() {
   if (closed_) return;
   closed_ = true;
   timeout_.cancel();
-  host_.on_closed(*this);
+  owner_.on_closed(*this);
   if (!tcp_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   if (tls_ && !writing_) tls_encrypt_output();
@@ -490,14 +490,14 @@ void Connection::close() {
   out_.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(tcp_.get()), [](uv_handle_t* h) {
     auto* c = static_cast<Connection*>(h->data);
-    c->host_.destroy(*c);
+    c->owner_.destroy(*c);
   });
 }
 
 std::unique_ptr<uv_tcp_t> Connection::release_tcp() {
   closed_ = true;
   timeout_.cancel();
-  host_.on_closed(*this);
+  owner_.on_closed(*this);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   tcp_->data = nullptr;
   return std::move(tcp_);
@@ -529,7 +529,7 @@ int Connection::cb_url_complete(llhttp_t* p) {
   // Only Engine.IO requests on the main listener belong to a session.
   // (A TLS connection cannot change process; the master keeps a client's TLS
   // connections on one worker instead.)
-  int slot = c->listener == Listener::Main && !c->tls_ && c->may_hand_off ? c->host_.owner_slot(c->http_->req.url)
+  int slot = c->listener == Listener::Main && !c->tls_ && c->may_hand_off ? c->owner_.owner_slot(c->http_->req.url)
                                                                           : -1;
   if (slot >= 0) {
     c->handoff_slot_ = slot;

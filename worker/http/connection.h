@@ -1,6 +1,6 @@
 // One client TCP connection: HTTP/1.1 requests parsed by llhttp (keep-alive,
 // limits, timeouts), and after an upgrade, WebSocket messages. Output is queued
-// and written once per loop turn, just before polling (see Host::mark_dirty),
+// and written once per loop turn, just before polling (see ConnectionOwner::mark_dirty),
 // so frames that pile up for one client leave in one write.
 #pragma once
 
@@ -39,13 +39,13 @@ struct Request {
 class Connection;
 
 // What the worker provides to its connections.
-class Host {
+class ConnectionOwner {
  public:
-  virtual ~Host() = default;
+  virtual ~ConnectionOwner() = default;
   // Called as soon as the URL is known: the slot of the worker that must serve
   // this request, or -1 for this one.
   virtual int owner_slot(std::string_view url) = 0;
-  // A complete request. The host answers with respond()/accept_websocket(),
+  // A complete request. The owner answers with respond()/accept_websocket(),
   // now or later (a held long-polling GET).
   virtual void on_request(Connection& c, Request& req) = 0;
   virtual void on_ws_message(Connection& c, bool binary, std::string_view data) = 0;
@@ -73,7 +73,7 @@ struct Limits {
 class Connection {
   friend class ConnectionFuzzPeer;
  public:
-  Connection(Host& host, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp);
+  Connection(ConnectionOwner& owner, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -145,7 +145,7 @@ class Connection {
   static int cb_body(llhttp_t* p, const char* at, size_t len);
   static int cb_message_complete(llhttp_t* p);
 
-  Host& host_;
+  ConnectionOwner& owner_;
   const Limits& limits_;
   std::unique_ptr<uv_tcp_t> tcp_;
   std::string address_;

@@ -46,7 +46,7 @@ struct Route {
   HttpHandler handler;
 };
 
-class WorkerRuntime final : public Worker, public http::Host {
+class WorkerRuntime final : public Worker, public http::ConnectionOwner {
  public:
   WorkerRuntime(const Config& cfg, int slot, int id, std::string conf_path, LoadOptions load)
       : cfg_(&cfg),
@@ -126,7 +126,7 @@ class WorkerRuntime final : public Worker, public http::Host {
   }
   std::vector<MetricSample> metric_read(std::string_view name) const override { return metrics::read(name); }
 
-  // ---- http::Host
+  // ---- http::ConnectionOwner
   int owner_slot(std::string_view url) override { return eio_.owner_slot(url); }
   void on_request(http::Connection& c, http::Request& req) override;
   void on_ws_message(http::Connection& c, bool binary, std::string_view data) override {
@@ -183,7 +183,7 @@ class WorkerRuntime final : public Worker, public http::Host {
   UvHandle<uv_prepare_t> prepare_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   cluster::RedisAdapter* redis_ = nullptr;       // owned by sio_, when Redis is configured
-  std::unique_ptr<cluster::LocalOps> local_ops_;  // the cluster API without Redis
+  std::unique_ptr<cluster::LocalBackend> local_backend_;  // the cluster API without Redis
   bool stopping_ = false;
   CallbackTimer drain_timer_{timers_, [this] { drain_step(); }};
   CallbackTimer stop_timer_{timers_, [this] { uv_stop(&loop_); }};  // worker_shutdown_timeout
@@ -457,8 +457,8 @@ int WorkerRuntime::run(int channel_fd) {
   } else {
     sio_.set_adapter(std::make_unique<sio::LocalAdapter>([this](const sio::EncodedBroadcast& b) { sio_.deliver(b); },
                                                          relay));
-    local_ops_ = std::make_unique<cluster::LocalOps>(timers_, sio_);
-    cluster::install(local_ops_.get());
+    local_backend_ = std::make_unique<cluster::LocalBackend>(timers_, sio_);
+    cluster::install(local_backend_.get());
     cluster::install_redis_api(timers_, nullptr, cfg_->core.redis.app_prefix);  // commands answer "unavailable"
   }
 

@@ -1,3 +1,6 @@
+// The Socket.IO server: sockets, namespaces, clients, broadcasts and acks.
+// Batching lives beside it: client_batch.cc (the client's `batch` event) and
+// server_batch.cc (events coalesced per socket for clients with auth.batch).
 #include "sio/server.h"
 
 #include <openssl/rand.h>
@@ -401,109 +404,6 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
   }
 }
 
-// `batch [{event, data}, ...]`: each item is handled as if sent alone; with an
-// ack, the answer is {data: [each item's answer]} once every item answered.
-void SocketImpl::on_batch(Event& ev, size_t wire_bytes) {
-  json_t* items = json_array_get(ev.args.args.get(), 0);
-  size_t n = json_array_size(items);
-  if (!json_is_array(items) || n < 1 || n > 100) {
-    enqueue(std::move(ev), "batch: must be an array of 1 to 100 items", wire_bytes);
-    return;
-  }
-  std::optional<uint64_t> batch;
-  if (ev.ack_id) {
-    batch = next_item_ack_++;
-    batches_[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n), {}};
-  }
-  for (size_t i = 0; i < n; i++) {
-    json_t* item = json_array_get(items, i);
-    const char* name = json_string_value(json_object_get(item, "event"));
-    Event sub;
-    sub.name = name ? name : "";
-    if (batch) {
-      sub.ack_id = next_item_ack_++;
-      batch_items_[*sub.ack_id] = {*batch, i};
-    }
-    if (!json_is_object(item) || !name || sub.name == "batch" || is_reserved_event(sub.name)) {
-      std::string details = "batch[" + std::to_string(i) + "]: " +
-                            (sub.name == "batch" ? std::string("a batch cannot hold a batch")
-                                                 : std::string("must be {event, data} with an event name"));
-      enqueue(std::move(sub), std::move(details), std::exchange(wire_bytes, 0));
-      continue;
-    }
-    json_t* data = json_object_get(item, "data");
-    Json args(json_array());
-    json_array_append_new(args.get(), data ? json_incref(data) : json_null());
-    // Placeholders inside `data` keep pointing into the envelope's attachments.
-    sub.args = Payload(std::move(args), ev.args.attachments);
-    metrics::add(ns_.event_counter(sub.name));
-    if (event_log::enabled() && client_)
-      event_log::record(ns_.name(), sub.name, get("userId"), client_->session().handshake()->address, id_);
-    enqueue(std::move(sub), {}, std::exchange(wire_bytes, 0));  // the envelope is counted once
-  }
-}
-
-// Binary placeholders of one answer point into its own attachments; in the
-// combined answer they follow the attachments of the answers before it.
-static void shift_placeholders(json_t* v, size_t offset) {
-  if (json_is_object(v)) {
-    json_t* num = json_object_get(v, "num");
-    if (json_is_true(json_object_get(v, "_placeholder")) && json_is_integer(num)) {
-      json_integer_set(num, json_integer_value(num) + json_int_t(offset));
-      return;
-    }
-    const char* key;
-    json_t* child;
-    json_object_foreach(v, key, child) shift_placeholders(child, offset);
-  } else if (json_is_array(v)) {
-    size_t i;
-    json_t* child;
-    json_array_foreach(v, i, child) shift_placeholders(child, offset);
-  }
-}
-
-void SocketImpl::queue_batch_item(const std::string& item) {
-  if (batch_buf_.empty()) server_.batch_pending(weak_from_this());
-  else batch_buf_.push_back(',');
-  batch_buf_ += item;
-  // Bounded: past max_output_buffer it leaves now, and the connection's own
-  // bound decides whether this client keeps up.
-  if (batch_buf_.size() > server_.config().core.max_output_buffer) flush_batch();
-}
-
-void SocketImpl::flush_batch() {
-  if (batch_buf_.empty() || gone_ || !client_) return;
-  std::string header = "2";
-  if (ns_.name() != "/") header += ns_.name() + ",";
-  header += "[\"batch\",[" + batch_buf_ + "]]";
-  batch_buf_.clear();
-  client_->send_encoded(server_.wire(header, {}), false);
-}
-
-void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments) {
-  auto it = batches_.find(batch);
-  if (it == batches_.end()) return;
-  Batch& b = it->second;
-  if (index < b.answers.size() && !b.answers[index]) {
-    if (!attachments.empty()) {
-      shift_placeholders(answer.get(), b.attachments.size());
-      for (auto& a : attachments) b.attachments.push_back(std::move(a));
-    }
-    b.answers[index] = std::move(answer);
-    b.pending--;
-  }
-  if (b.pending) return;
-  Json list(json_array());
-  for (auto& a : b.answers) json_array_append_new(list.get(), a ? a.release() : json_null());
-  Json data(json_object());
-  json_object_set_new(data.get(), "data", list.release());
-  uint64_t client_ack = b.client_ack;
-  Payload reply = Payload::of(std::move(data));
-  reply.attachments = std::move(b.attachments);
-  batches_.erase(it);
-  ack(client_ack, std::move(reply));
-}
-
 void SocketImpl::on_ack(Packet& p) {
   if (!p.id) return;
   auto it = acks_.find(*p.id);
@@ -885,23 +785,6 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
   adapter_->broadcast(b);
 }
 
-// {"event":E,"data":D} when a server_batch_events rule takes this event.
-std::string Server::batch_item(std::string_view event, const Payload& args) const {
-  json_t* data = json_array_get(args.args.get(), 0);
-  for (auto& r : cfg_->core.server_batch_events) {
-    if (r.event != event) continue;
-    if (!r.field.empty()) {
-      const char* v = json_string_value(json_object_get(data, r.field.c_str()));
-      if (!v || r.value != v) continue;
-    }
-    Json item(json_object());
-    json_object_set_new(item.get(), "event", json_stringn(event.data(), event.size()));
-    json_object_set(item.get(), "data", data ? data : json_null());
-    return json_text(item.get());
-  }
-  return {};
-}
-
 void Server::deliver(const EncodedBroadcast& b) {
   Namespace* ns = find(b.opts.nsp);
   if (!ns) return;
@@ -951,18 +834,6 @@ void Server::expire_acks() {
   }
   ack_timer_.cancel();
   arm_ack_timer();
-}
-
-void Server::batch_pending(std::weak_ptr<SocketImpl> s) {
-  batch_pending_.push_back(std::move(s));
-  if (!batch_timer_.armed()) batch_timer_.arm_in(int64_t(cfg_->core.server_batch_interval));
-}
-
-void Server::flush_batches() {
-  auto pending = std::move(batch_pending_);
-  batch_pending_.clear();
-  for (auto& w : pending)
-    if (auto s = w.lock()) s->flush_batch();
 }
 
 // ------------------------------------------------ for the cluster adapter

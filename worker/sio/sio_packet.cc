@@ -118,7 +118,7 @@ namespace {
 // an int64 were integers in the text (JSON.stringify never writes 1.0).
 // Returns the integer to put in place of `v`, or null to keep it (and walks
 // into containers).
-json_t* integer_back(json_t* v) {
+json_t* restore_integers(json_t* v) {
   if (json_is_real(v)) {
     double d = json_real_value(v);
     return d == std::trunc(d) && d >= -9.2e18 && d <= 9.2e18 ? json_integer(json_int_t(d)) : nullptr;
@@ -127,9 +127,9 @@ json_t* integer_back(json_t* v) {
   const char* key;
   json_t* child;
   if (json_is_array(v)) {
-    json_array_foreach(v, i, child) if (json_t* n = integer_back(child)) json_array_set_new(v, i, n);
+    json_array_foreach(v, i, child) if (json_t* n = restore_integers(child)) json_array_set_new(v, i, n);
   } else if (json_is_object(v)) {
-    json_object_foreach(v, key, child) if (json_t* n = integer_back(child)) json_object_set_new(v, key, n);
+    json_object_foreach(v, key, child) if (json_t* n = restore_integers(child)) json_object_set_new(v, key, n);
   }
   return nullptr;
 }
@@ -292,7 +292,7 @@ Decoder::Result Decoder::add_text(std::string_view s, Packet& out, std::string& 
         // others stay integers (placeholder numbers, ids, counts).
         p.data = Json(json_loadb(text.data(), text.size(), JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
                                  nullptr));
-        if (json_t* n = integer_back(p.data.get())) p.data = Json(n);
+        if (json_t* n = restore_integers(p.data.get())) p.data = Json(n);
       }
     }
     if (!p.data) {
