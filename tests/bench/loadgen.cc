@@ -1959,13 +1959,14 @@ class ChatScenario : public ScenarioBase {
       ++delivered_;
       delivery_us_.add((now_ns() - sent) / 1000);
     }
+    if (draining_) finish_if_drained();
   }
 
   void on_lost(Conn& c) override {
     auto& st = per_conn_[c.index];
     if (st.joined) outstanding_ -= st.acks.outstanding();
     st.acks.clear();
-    if (draining_ && outstanding_ == 0) finish();
+    if (draining_) finish_if_drained();
   }
 
   std::string report() const override {
@@ -2054,7 +2055,13 @@ class ChatScenario : public ScenarioBase {
       if ((ctx_.opt.messages == 0 || sent_ < ctx_.opt.messages) && now < measure_end_ns_) send_message(c.index);
       else if (outstanding_ == 0) end_measure();
     }
-    if (draining_ && outstanding_ == 0) finish();
+    if (draining_) finish_if_drained();
+  }
+
+  // Every message answered and delivered (a room hears of it before the
+  // sender's ack comes, but its frames may arrive after).
+  void finish_if_drained() {
+    if (outstanding_ == 0 && delivered_ >= expected_deliveries_) finish();
   }
 
   void maybe_start() {
@@ -2144,8 +2151,9 @@ class ChatScenario : public ScenarioBase {
     redis_end_ = ctx_.redis_probe.sample();
     self_cpu_ms_ = self_cpu_ms() - self_cpu_start_;
     progress("chat: %zu sent, %zu acked in %.2fs; draining %zu", sent_, acked_in_window_, measured_s_, outstanding_);
-    if (outstanding_ == 0) return finish();
     draining_ = true;
+    finish_if_drained();
+    if (finishing_) return;
     phase_timer_.start(uint64_t(ctx_.opt.drain_s * 1000), 0, [this] { finish(); });
   }
 
