@@ -35,8 +35,8 @@
 #             redis-server: messages/s closed loop (BENCH_CHAT_WINDOW 1 per sender, one
 #             sender per conversation), CPU and Redis CPU per message (chat_max); ack
 #             and delivery latency at BENCH_CHAT_RATE (200) messages/s (chat_rate)
-#   allocs    heap allocations per chat:message (1 conversation of BENCH_CHAT_MEMBERS,
-#             Redis, recovery on) and per bench:echo: one worker with
+#   allocs    heap allocations per chat:message (1 conversation of BENCH_CHAT_MEMBERS)
+#             and per bench:echo, both with Redis and recovery on: one worker with
 #             libdr_malloc_count.so preloaded, over BENCH_ALLOC_MESSAGES (5000) events
 # and, with Redis (depth-realtime only):
 #   fanout    two depth-realtime processes on one private redis-server;
@@ -560,18 +560,17 @@ run_allocs() {
     run_scenario depth-realtime allocs_chat "${args[@]}" --messages "$BENCH_ALLOC_MESSAGES"
     stop_server
   fi
-  stop_private_redis
-  START_REDIS="" START_REDIS_PORT=""
-  # bench:echo on bench.conf (no Redis).
+  # bench:echo on bench.conf, on the same Redis (recovery on, as for chat).
   PORT=$(free_port)
-  if start_server depth-realtime "$PORT"; then
+  if start_server dr-redis "$PORT"; then
     local eargs=(echo --namespaces / --connections 10 --rate 0 --window 1 --duration 300 --max-seconds 400
       --malloc-count-dir "$TMP/mc")
     run_scenario depth-realtime allocs_echo_warmup "${eargs[@]}" --messages 1000
     run_scenario depth-realtime allocs_echo "${eargs[@]}" --messages "$BENCH_ALLOC_MESSAGES"
     stop_server
   fi
-  START_PRELOAD="" START_WORKERS=""
+  stop_private_redis
+  START_REDIS="" START_REDIS_PORT="" START_PRELOAD="" START_WORKERS=""
 }
 
 if want allocs && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; then
