@@ -86,6 +86,8 @@ fuzz: fuzz-build
 fuzz-ci: fuzz-build
 	FUZZ_JOBS=$(JOBS) tests/fuzz/run.sh $(FUZZ_BUILD) 12
 
+# Load benchmarks beside Node (tests/bench/README.md), JSON in bench-results/:
+# every scenario, or some: make bench BENCH_SCENARIOS="chat scale".
 bench: build-test
 	tests/bench/run.sh $(BUILD)
 

@@ -9,6 +9,7 @@
 //   dr_loadgen idle --port 3000 --secret S --connections 10000 --server-pid-tree PID
 //   dr_loadgen echo --port 3000 --secret S --connections 200 --rate 50 --duration 10
 //   dr_loadgen fanout --port 3000 --port2 3001 --secret S --connections 1000 --rate 20 --duration 10
+//   dr_loadgen chat --port 3000 --secret S --conversations 50 --members 20 --rate 0 --duration 10
 //
 // Adding a scenario: derive from ScenarioBase, implement start() and report(),
 // react to Fleet callbacks (on_ready, on_established, on_sio, on_lost), and add
@@ -226,6 +227,16 @@ struct Options {
   // fanout
   int port2 = 0;  // a second server (another process of the cluster); 0: all on --port
   std::string room = "bench-fanout";
+  // chat
+  uint32_t conversations = 50;
+  uint32_t members = 20;     // per conversation; connections = conversations x members
+  uint32_t senders = 1;      // per conversation (its first members)
+  uint64_t messages = 0;     // closed loop: stop after this many (0: --duration)
+  std::string chat_nsp = "/chat";
+  // every scenario
+  uint64_t user_offset = 0;  // user ids are u<offset + index>: unique over several loadgens
+  std::string malloc_count_dir;  // DR_MALLOC_COUNT_DIR of the server (libdr_malloc_count.so)
+  std::vector<pid_t> redis_pids;  // chat: Redis CPU per message
 };
 
 void usage() {
@@ -236,6 +247,8 @@ void usage() {
       "  echo   M connections send acked bench:echo events for D seconds\n"
       "  fanout N connections over --port and --port2 join one room; one of them\n"
       "         broadcasts bench:msg to it at --rate per second for D seconds\n"
+      "  chat   C conversations x M members join with chat:join; S senders per\n"
+      "         conversation send acked chat:message (stored, broadcast to the room)\n"
       "options:\n"
       "  --host H                 loopback address (127.0.0.1, ::1, localhost)\n"
       "  --port N                 server port (required)\n"
@@ -260,6 +273,15 @@ void usage() {
       "  --max-outstanding N      echo: per connection, beyond it sends are skipped (1000)\n"
       "  --port2 N                fanout: second server; connections alternate between the two\n"
       "  --room NAME              fanout: the room (bench-fanout)\n"
+      "  --conversations C        chat: conversations b0..b<C-1> (50)\n"
+      "  --members M              chat: members per conversation (20)\n"
+      "  --senders S              chat: senders per conversation (1)\n"
+      "  --rate R                 chat: messages/s in total, 0 = closed loop (--window per sender)\n"
+      "  --messages K             chat/echo closed loop: stop after K messages instead of --duration\n"
+      "  --chat-nsp NSP           chat: namespace (/chat)\n"
+      "  --user-offset N          user ids u<N + index> (0): unique over several loadgens\n"
+      "  --malloc-count-dir DIR   the servers' libdr_malloc_count.so counters: allocations per event\n"
+      "  --redis-pids LIST        chat: redis-server pids, their CPU over the measured time\n"
       "  --quiet                  no progress on stderr\n",
       stderr);
 }
@@ -342,6 +364,13 @@ bool parse_options(int argc, char** argv, Options& o) {
         o.server_pids.push_back(pid);
       }
     }
+    else if (name == "--redis-pids") {
+      for (auto& p : split(value, ',')) {
+        pid_t pid = 0;
+        ok = ok && parse_number(std::string_view(p), pid) && pid > 0;
+        o.redis_pids.push_back(pid);
+      }
+    }
     else if (name == "--server-pid-tree") ok = parse_number(value, o.server_pid_tree) && o.server_pid_tree > 0;
     else if (name == "--rate") ok = parse_number(value, o.rate) && o.rate <= 100000;
     else if (name == "--window") ok = parse_number(value, o.window) && o.window > 0 && o.window <= 10000;
@@ -355,6 +384,16 @@ bool parse_options(int argc, char** argv, Options& o) {
     else if (name == "--drain") ok = parse_number(value, o.drain_s);
     else if (name == "--port2") ok = parse_number(value, o.port2) && o.port2 > 0 && o.port2 < 65536;
     else if (name == "--room") ok = !(o.room = value).empty() && value.find_first_of("\"\\") == std::string::npos;
+    else if (name == "--conversations") ok = parse_number(value, o.conversations) && o.conversations > 0;
+    else if (name == "--members") ok = parse_number(value, o.members) && o.members > 0;
+    else if (name == "--senders") ok = parse_number(value, o.senders) && o.senders > 0;
+    else if (name == "--messages") ok = parse_number(value, o.messages);
+    else if (name == "--chat-nsp") {
+      o.chat_nsp = value;
+      ok = !value.empty() && value[0] == '/' && value.find_first_of(",\"\\") == std::string::npos;
+    }
+    else if (name == "--user-offset") ok = parse_number(value, o.user_offset);
+    else if (name == "--malloc-count-dir") ok = !(o.malloc_count_dir = value).empty();
     else {
       std::fprintf(stderr, "loadgen: unknown option %s\n", name.c_str());
       return false;
@@ -420,9 +459,13 @@ class ServerProbe {
     uint64_t rss_kb = 0;
     uint64_t cpu_ticks = 0;
     size_t processes = 0;
+    uint64_t allocs = 0;       // heap allocations so far (libdr_malloc_count.so), summed
+    uint64_t alloc_bytes = 0;
+    size_t counted = 0;        // processes with a counter file
   };
 
-  ServerProbe(std::vector<pid_t> pids, pid_t tree_root) : pids_(std::move(pids)), root_(tree_root) {}
+  ServerProbe(std::vector<pid_t> pids, pid_t tree_root, std::string malloc_count_dir)
+      : pids_(std::move(pids)), root_(tree_root), malloc_dir_(std::move(malloc_count_dir)) {}
 
   bool enabled() const { return root_ > 0 || !pids_.empty(); }
 
@@ -436,6 +479,11 @@ class ServerProbe {
       s.rss_kb += *rss;
       s.cpu_ticks += *cpu;
       ++s.processes;
+      if (auto a = read_alloc_counters(pid)) {
+        s.allocs += a->first;
+        s.alloc_bytes += a->second;
+        ++s.counted;
+      }
     }
     if (s.processes == 0) return std::nullopt;
     return s;
@@ -512,9 +560,28 @@ class ServerProbe {
     return std::nullopt;
   }
 
+  // The counter file of libdr_malloc_count.so: magic, calls, bytes (uint64 each).
+  std::optional<std::pair<uint64_t, uint64_t>> read_alloc_counters(pid_t pid) const {
+    if (malloc_dir_.empty()) return std::nullopt;
+    std::ifstream f(malloc_dir_ + "/" + std::to_string(pid), std::ios::binary);
+    uint64_t v[3] = {};
+    if (!f.read(reinterpret_cast<char*>(v), sizeof v) || v[0] != 0x6d616c6c6f63636eULL) return std::nullopt;
+    return std::pair(v[1], v[2]);
+  }
+
   std::vector<pid_t> pids_;
   pid_t root_;
+  std::string malloc_dir_;
 };
+
+// Heap allocations between two samples, per event (null without counters).
+void add_alloc_figures(JsonObject& j, const std::optional<ServerProbe::Sample>& a,
+                       const std::optional<ServerProbe::Sample>& b, size_t events, std::string_view per) {
+  if (!a || !b || a->counted == 0 || b->counted != a->counted || events == 0) return;
+  j.integer("allocs_counted_events", int64_t(events))
+      .number(std::string("allocs_per_") + std::string(per), double(b->allocs - a->allocs) / double(events), 1)
+      .number(std::string("alloc_bytes_per_") + std::string(per), double(b->alloc_bytes - a->alloc_bytes) / double(events), 0);
+}
 
 // ---------------------------------------------------------------- histogram
 
@@ -717,6 +784,7 @@ struct FleetConfig {
   uint64_t handshake_timeout_ms = 15000;
   uint32_t sources = 1;  // IPv4 only: source address 127.0.0.(first + index % sources)
   uint32_t source_first = 1;
+  uint64_t user_offset = 0;
 };
 
 // What a scenario hears from its fleet.
@@ -783,6 +851,7 @@ class Fleet {
   size_t failed() const { return failed_; }
   size_t lost() const { return lost_; }
   size_t alive() const { return ready_ - lost_; }
+  bool conn_ready(size_t i) const { return conns_[i].state == ConnState::Ready; }
   bool established() const { return settled_; }
   double establish_seconds() const { return settled_ ? seconds_between(start_ns_, settled_ns_) : 0; }
   const std::map<std::string, size_t>& failure_reasons() const { return reasons_; }
@@ -1086,7 +1155,7 @@ class Fleet {
   }
 
   void join_namespaces(Conn& c) {
-    std::string auth = "{\"token\":\"" + make_jwt(cfg_.secret, "u" + std::to_string(c.index)) + "\"}";
+    std::string auth = "{\"token\":\"" + make_jwt(cfg_.secret, "u" + std::to_string(cfg_.user_offset + c.index)) + "\"}";
     std::string frames;
     for (const auto& nsp : cfg_.namespaces) frames += ws_frame(0x1, sio_text('0', nsp, -1, auth));
     c.state = ConnState::Joining;
@@ -1251,6 +1320,38 @@ class Fleet {
   std::function<void()> on_all_closed_;
 };
 
+// Send times of one connection's acked events, by ack id (ids are sequential).
+struct AckTimes {
+  uint64_t next_id = 0;          // ack id of the next event
+  uint64_t first_id = 0;         // ack id of sent_ns.front()
+  std::deque<uint64_t> sent_ns;  // send time per outstanding id, 0 = acked
+
+  uint64_t sent(uint64_t now) {
+    const uint64_t id = next_id++;
+    if (sent_ns.empty()) first_id = id;
+    sent_ns.push_back(now);
+    return id;
+  }
+  // The send time of an outstanding id (forgotten then), or nothing.
+  std::optional<uint64_t> acked(uint64_t id) {
+    if (id < first_id || id - first_id >= sent_ns.size() || sent_ns[id - first_id] == 0) return std::nullopt;
+    const uint64_t t = sent_ns[id - first_id];
+    sent_ns[id - first_id] = 0;
+    while (!sent_ns.empty() && sent_ns.front() == 0) {
+      sent_ns.pop_front();
+      ++first_id;
+    }
+    return t;
+  }
+  size_t outstanding() const {
+    size_t n = 0;
+    for (uint64_t t : sent_ns) n += t != 0;
+    return n;
+  }
+  size_t pending_slots() const { return sent_ns.size(); }
+  void clear() { sent_ns.clear(); }
+};
+
 // ---------------------------------------------------------------- scenarios
 
 struct Context {
@@ -1258,6 +1359,7 @@ struct Context {
   const Options& opt;
   FleetConfig fleet;
   const ServerProbe& probe;
+  const ServerProbe& redis_probe;  // --redis-pids
 };
 
 class Scenario : public FleetListener {
@@ -1472,36 +1574,32 @@ class EchoScenario : public ScenarioBase {
   void on_sio(Conn& c, const SioPacket& p) override {
     if (p.type != '3' || p.nsp != nsp_ || p.ack_id < 0) return;
     auto& st = per_conn_[c.index];
-    const uint64_t id = uint64_t(p.ack_id);
-    if (id < st.first_id || id - st.first_id >= st.sent_ns.size() || st.sent_ns[id - st.first_id] == 0) {
+    const auto sent = st.acks.acked(uint64_t(p.ack_id));
+    if (!sent) {
       ++unexpected_acks_;
       return;
     }
     const uint64_t now = now_ns();
-    latency_us_.add((now - st.sent_ns[id - st.first_id]) / 1000);
-    st.sent_ns[id - st.first_id] = 0;
-    while (!st.sent_ns.empty() && st.sent_ns.front() == 0) {
-      st.sent_ns.pop_front();
-      ++st.first_id;
-    }
+    latency_us_.add((now - *sent) / 1000);
     --outstanding_;
     ++acked_;
     if (now <= measure_end_ns_) ++acked_in_window_;
     if (p.data.empty() || p.data[0] != '[' || p.data.size() < pad_.size()) ++bad_acks_;
-    if (measuring_ && interval_ns_ == 0) send_echo(c);
+    if (measuring_ && interval_ns_ == 0 && (ctx_.opt.messages == 0 || sent_ < ctx_.opt.messages)) send_echo(c);
+    if (measuring_ && ctx_.opt.messages > 0 && outstanding_ == 0) end_measure();
     if (draining_ && outstanding_ == 0) finish();
   }
 
   void on_lost(Conn& c) override {
     auto& st = per_conn_[c.index];
-    for (uint64_t t : st.sent_ns) outstanding_ -= t != 0;
-    st.sent_ns.clear();
+    outstanding_ -= st.acks.outstanding();
+    st.acks.clear();
     if (draining_ && outstanding_ == 0) finish();
   }
 
   std::string report() const override {
     JsonObject j = report_head("echo");
-    const double secs = ctx_.opt.duration_s;
+    const double secs = measured_s_ > 0 ? measured_s_ : ctx_.opt.duration_s;
     std::optional<double> cpu_ms, cpu_per_ack;
     if (cpu_start_ && cpu_end_) cpu_ms = ServerProbe::ticks_to_ms(cpu_end_->cpu_ticks - cpu_start_->cpu_ticks);
     if (cpu_ms && acked_in_window_ > 0) cpu_per_ack = *cpu_ms * 1000.0 / double(acked_in_window_);
@@ -1533,6 +1631,7 @@ class EchoScenario : public ScenarioBase {
         .number("rss_before_kb", before_ ? std::optional(double(before_->rss_kb)) : std::nullopt, 0)
         .number("rss_after_kb", cpu_end_ ? std::optional(double(cpu_end_->rss_kb)) : std::nullopt, 0)
         .number("loadgen_cpu_echo_ms", measured_ ? std::optional(self_cpu_echo_ms_) : std::nullopt, 1);
+    add_alloc_figures(j, cpu_start_, drained_, acked_, "ack");
     report_tail(j);
     return j.text();
   }
@@ -1540,9 +1639,7 @@ class EchoScenario : public ScenarioBase {
  private:
   struct PerConn {
     uint64_t next_send_ns = 0;
-    uint64_t next_id = 0;             // ack id of the next event
-    uint64_t first_id = 0;            // ack id of sent_ns.front()
-    std::deque<uint64_t> sent_ns;     // send time per outstanding id, 0 = acked
+    AckTimes acks;
   };
 
   void send_due() {
@@ -1556,7 +1653,7 @@ class EchoScenario : public ScenarioBase {
       // not keeping up, and the sends are skipped (and counted) instead.
       for (int burst = 0; st.next_send_ns <= now && burst < 64; ++burst) {
         st.next_send_ns += interval_ns_;
-        if (st.sent_ns.size() >= ctx_.opt.max_outstanding) {
+        if (st.acks.pending_slots() >= ctx_.opt.max_outstanding) {
           ++skipped_;
           continue;
         }
@@ -1572,10 +1669,8 @@ class EchoScenario : public ScenarioBase {
 
   void send_echo(Conn& c) {
     auto& st = per_conn_[c.index];
-    const uint64_t id = st.next_id++;
-    if (st.sent_ns.empty()) st.first_id = id;
+    const uint64_t id = st.acks.sent(now_ns());
     std::string args = "[\"bench:echo\",{\"seq\":" + std::to_string(id) + ",\"pad\":\"" + pad_ + "\"}]";
-    st.sent_ns.push_back(now_ns());
     ++outstanding_;
     ++sent_;
     fleet_.send_text(c, sio_text('2', nsp_, int64_t(id), args));
@@ -1584,12 +1679,16 @@ class EchoScenario : public ScenarioBase {
   void on_finish() override {
     measuring_ = false;
     tick_.stop();
+    if (measured_ && outstanding_ == 0) drained_ = ctx_.probe.sample();  // every event answered: allocations are whole
   }
 
   void end_measure() {
+    if (!measuring_) return;
     measuring_ = false;
     measured_ = true;
     tick_.stop();
+    phase_timer_.stop();
+    measured_s_ = seconds_between(measure_start_ns_, now_ns());
     cpu_end_ = ctx_.probe.sample();
     self_cpu_echo_ms_ = self_cpu_ms() - self_cpu_start_;
     progress("echo: %zu sent, %zu acked in the window; draining %zu", sent_, acked_in_window_, outstanding_);
@@ -1604,10 +1703,11 @@ class EchoScenario : public ScenarioBase {
   uint64_t interval_ns_ = 0;
   uint64_t measure_start_ns_ = 0, measure_end_ns_ = UINT64_MAX;
   bool measuring_ = false, measured_ = false, draining_ = false;
+  double measured_s_ = 0;
   size_t sent_ = 0, acked_ = 0, acked_in_window_ = 0, outstanding_ = 0, skipped_ = 0;
   size_t unexpected_acks_ = 0, bad_acks_ = 0;
   Histogram latency_us_;
-  std::optional<ServerProbe::Sample> before_, cpu_start_, cpu_end_;
+  std::optional<ServerProbe::Sample> before_, cpu_start_, cpu_end_, drained_;
   double self_cpu_start_ = 0, self_cpu_echo_ms_ = 0;
 };
 
@@ -1796,10 +1896,294 @@ class FanoutScenario : public ScenarioBase {
   double self_cpu_start_ = 0, self_cpu_measure_ms_ = 0;
 };
 
+// chat: C conversations x M members on the chat namespace. Every member joins
+// its conversation (chat:join, acked); then the first S members of each send
+// acked chat:message events: at --rate messages/s in total (round robin over
+// the senders: latency at a known load), or closed loop with --window
+// messages outstanding per sender (saturation). The server checks access,
+// stores the message (XADD) and broadcasts chat:message (and message:new) to
+// the whole room. Reported: messages/s, ack and delivery latency, the
+// servers' CPU per message and per delivery, allocations per message.
+// Membership is the caller's job: conversation b<k> holds users
+// u<offset + k*M> .. u<offset + k*M + M-1>.
+class ChatScenario : public ScenarioBase {
+ public:
+  explicit ChatScenario(Context& ctx)
+      : ScenarioBase(ctx, size_t(ctx.opt.conversations) * ctx.opt.members),
+        per_conn_(fleet_.size()),
+        tick_(ctx.loop) {
+    const auto& o = ctx.opt;
+    nsp_ = o.chat_nsp;  // main() made sure the fleet joins it
+    pad_.assign(o.payload_bytes, 'x');
+    interval_ns_ = o.rate > 0 ? uint64_t(1e9 / o.rate) : 0;
+    for (size_t i = 0; i < fleet_.size(); ++i)
+      if (i % o.members < std::min(o.senders, o.members)) senders_.push_back(i);
+  }
+
+  static std::string conversation_of(const Options& o, size_t index) { return "b" + std::to_string(index / o.members); }
+
+  void start() override {
+    progress("chat: opening %zu connections (%u conversations x %u members)", fleet_.size(),
+             ctx_.opt.conversations, ctx_.opt.members);
+    fleet_.open();
+  }
+
+  void on_ready(Conn& c) override {
+    auto& st = per_conn_[c.index];
+    const uint64_t id = st.acks.sent(now_ns());  // id 0: the join
+    fleet_.send_text(c, sio_text('2', nsp_, int64_t(id),
+                                 "[\"chat:join\",{\"conversationId\":\"" + conversation_of(ctx_.opt, c.index) + "\"}]"));
+  }
+
+  void on_established() override {
+    log_established();
+    established_ = true;
+    maybe_start();
+  }
+
+  void on_sio(Conn& c, const SioPacket& p) override {
+    auto& st = per_conn_[c.index];
+    if (p.type == '3' && p.ack_id >= 0) return on_ack(c, st, uint64_t(p.ack_id), p.data);
+    if (p.type != '2' || p.nsp != nsp_) return;
+    if (p.data.rfind("[\"message:new\"", 0) == 0) {
+      ++aliases_;
+      return;
+    }
+    if (p.data.rfind("[\"chat:message\"", 0) != 0) return;
+    ++received_;
+    const size_t t = p.data.find("\"content\":\"");
+    if (t == std::string_view::npos) return;
+    uint64_t sent = 0;
+    std::from_chars(p.data.data() + t + 11, p.data.data() + p.data.size(), sent);
+    if (sent >= measure_start_ns_ && sent < measure_end_ns_) {
+      ++delivered_;
+      delivery_us_.add((now_ns() - sent) / 1000);
+    }
+    if (draining_) finish_if_drained();
+  }
+
+  void on_lost(Conn& c) override {
+    auto& st = per_conn_[c.index];
+    if (st.joined) outstanding_ -= st.acks.outstanding();
+    st.acks.clear();
+    if (draining_) finish_if_drained();
+  }
+
+  std::string report() const override {
+    JsonObject j = report_head("chat");
+    const double secs = measured_s_;
+    std::optional<double> cpu_ms, per_msg, per_delivery;
+    if (cpu_start_ && cpu_end_) cpu_ms = ServerProbe::ticks_to_ms(cpu_end_->cpu_ticks - cpu_start_->cpu_ticks);
+    if (cpu_ms && acked_in_window_ > 0) per_msg = *cpu_ms * 1000.0 / double(acked_in_window_);
+    if (cpu_ms && delivered_ > 0) per_delivery = *cpu_ms * 1000.0 / double(delivered_);
+    auto ms = [](const Histogram& h, double p) -> std::optional<double> {
+      auto v = h.percentile(p);
+      return v ? std::optional(*v / 1000.0) : std::nullopt;
+    };
+    const auto& o = ctx_.opt;
+    j.str("mode", interval_ns_ > 0 ? "rate" : "closed_loop")
+        .integer("conversations", o.conversations)
+        .integer("members", o.members)
+        .integer("joined", int64_t(joined_))
+        .integer("join_refused", int64_t(join_refused_))
+        .integer("senders", int64_t(senders_.size()))
+        .number("rate_total", interval_ns_ > 0 ? std::optional(o.rate) : std::nullopt, 1)
+        .integer("window", interval_ns_ > 0 ? 0 : o.window)
+        .integer("payload_bytes", int64_t(o.payload_bytes))
+        .number("duration_seconds", measured_ ? std::optional(secs) : std::nullopt, 2)
+        .integer("sent", int64_t(sent_))
+        .integer("acked", int64_t(acked_))
+        .integer("acked_in_window", int64_t(acked_in_window_))
+        .integer("ack_errors", int64_t(ack_errors_))
+        .number("messages_per_sec", measured_ && secs > 0 ? std::optional(double(acked_in_window_) / secs) : std::nullopt, 1)
+        .integer("unacked", int64_t(outstanding_))
+        .integer("skipped_sends", int64_t(skipped_))
+        .integer("delivered", int64_t(delivered_))
+        .integer("expected_deliveries", int64_t(expected_deliveries_))
+        .number("delivered_ratio", expected_deliveries_ ? std::optional(double(delivered_) / double(expected_deliveries_)) : std::nullopt, 4)
+        .integer("received_total", int64_t(received_))
+        .integer("aliases_received", int64_t(aliases_))
+        .number("ack_p50_ms", ms(ack_us_, 50))
+        .number("ack_p99_ms", ms(ack_us_, 99))
+        .number("delivery_p50_ms", ms(delivery_us_, 50))
+        .number("delivery_p99_ms", ms(delivery_us_, 99))
+        .number("delivery_max_ms", delivery_us_.count() ? std::optional(double(delivery_us_.max()) / 1000.0) : std::nullopt)
+        .number("cpu_servers_ms", cpu_ms, 1)
+        .number("cpu_per_message_us", per_msg, 2)
+        .number("cpu_per_delivery_us", per_delivery, 3)
+        .number("loadgen_cpu_measure_ms", measured_ ? std::optional(self_cpu_ms_) : std::nullopt, 1);
+    if (redis_start_ && redis_end_) {
+      const double redis_ms = ServerProbe::ticks_to_ms(redis_end_->cpu_ticks - redis_start_->cpu_ticks);
+      j.number("redis_cpu_ms", redis_ms, 1)
+          .number("redis_cpu_per_message_us", acked_in_window_ ? std::optional(redis_ms * 1000.0 / double(acked_in_window_)) : std::nullopt, 2);
+    }
+    if (!first_ack_error_.empty()) j.str("first_ack_error", first_ack_error_);
+    add_alloc_figures(j, cpu_start_, drained_, acked_, "message");
+    report_tail(j);
+    return j.text();
+  }
+
+ private:
+  struct PerConn {
+    AckTimes acks;
+    bool joined = false;
+  };
+
+  void on_ack(Conn& c, PerConn& st, uint64_t id, std::string_view data) {
+    const auto sent = st.acks.acked(id);
+    if (!sent) return;
+    const bool ok = data.find("\"error\"") == std::string_view::npos;
+    if (!st.joined) {  // the join
+      st.joined = true;
+      if (ok) ++joined_;
+      else {
+        ++join_refused_;
+        if (first_ack_error_.empty()) first_ack_error_ = "chat:join: " + std::string(data.substr(0, 200));
+      }
+      return maybe_start();
+    }
+    const uint64_t now = now_ns();
+    ack_us_.add((now - *sent) / 1000);
+    --outstanding_;
+    ++acked_;
+    if (now <= measure_end_ns_) ++acked_in_window_;
+    if (!ok) {
+      ++ack_errors_;
+      if (first_ack_error_.empty()) first_ack_error_ = "chat:message: " + std::string(data.substr(0, 200));
+    }
+    if (measuring_ && interval_ns_ == 0) {
+      if ((ctx_.opt.messages == 0 || sent_ < ctx_.opt.messages) && now < measure_end_ns_) send_message(c.index);
+      else if (outstanding_ == 0) end_measure();
+    }
+    if (draining_) finish_if_drained();
+  }
+
+  // Every message answered and delivered (a room hears of it before the
+  // sender's ack comes, but its frames may arrive after).
+  void finish_if_drained() {
+    if (outstanding_ == 0 && delivered_ >= expected_deliveries_) finish();
+  }
+
+  void maybe_start() {
+    if (started_ || !established_ || joined_ + join_refused_ < fleet_.ready()) return;
+    started_ = true;
+    if (joined_ == 0) return finish();
+    progress("chat: %zu joined (%zu refused); sending in %.1fs", joined_, join_refused_, ctx_.opt.settle_s);
+    phase_timer_.start(uint64_t(ctx_.opt.settle_s * 1000), 0, [this] { begin(); });
+  }
+
+  bool can_send(size_t i) const {
+    return fleet_.conn_ready(i) && per_conn_[i].joined;
+  }
+
+  void begin() {
+    const auto& o = ctx_.opt;
+    if (interval_ns_ > 0)
+      progress("chat: %.1f messages/s over %zu senders for %.1fs", o.rate, senders_.size(), o.duration_s);
+    else
+      progress("chat: closed loop, window %u per sender, %zu senders, %s", o.window, senders_.size(),
+               o.messages ? (std::to_string(o.messages) + " messages").c_str() : (std::to_string(o.duration_s) + "s").c_str());
+    cpu_start_ = ctx_.probe.sample();
+    redis_start_ = ctx_.redis_probe.sample();
+    self_cpu_start_ = self_cpu_ms();
+    measure_start_ns_ = now_ns();
+    measure_end_ns_ = measure_start_ns_ + uint64_t(o.duration_s * 1e9);
+    next_send_ns_ = measure_start_ns_;
+    measuring_ = true;
+    if (interval_ns_ > 0) {
+      tick_.start(1, 1, [this] { send_due(); });
+    } else {
+      for (uint32_t w = 0; w < o.window; ++w)
+        for (size_t i : senders_)
+          if (can_send(i) && (o.messages == 0 || sent_ < o.messages)) send_message(i);
+    }
+    phase_timer_.start(uint64_t(o.duration_s * 1000), 0, [this] { end_measure(); });
+  }
+
+  void send_due() {
+    const uint64_t now = now_ns();
+    if (now >= measure_end_ns_ || senders_.empty()) return;
+    for (int burst = 0; next_send_ns_ <= now && burst < 1000; ++burst) {
+      next_send_ns_ += interval_ns_;
+      const size_t i = senders_[next_sender_++ % senders_.size()];
+      if (!can_send(i) || per_conn_[i].acks.pending_slots() >= ctx_.opt.max_outstanding) {
+        ++skipped_;
+        continue;
+      }
+      send_message(i);
+    }
+    if (next_send_ns_ <= now) {  // still behind: the loadgen could not keep up
+      const uint64_t missed = (now - next_send_ns_) / interval_ns_ + 1;
+      skipped_ += missed;
+      next_send_ns_ += missed * interval_ns_;
+    }
+  }
+
+  void send_message(size_t i) {
+    auto& st = per_conn_[i];
+    const uint64_t now = now_ns();
+    const uint64_t id = st.acks.sent(now);
+    // The send time leads the content: every delivery carries it back.
+    std::string args = "[\"chat:message\",{\"conversationId\":\"" + conversation_of(ctx_.opt, i) +
+                       "\",\"content\":\"" + std::to_string(now) + " " + pad_ + "\"}]";
+    ++outstanding_;
+    ++sent_;
+    expected_deliveries_ += members_joined(i);
+    fleet_.send_text(fleet_.conn(i), sio_text('2', nsp_, int64_t(id), args));
+  }
+
+  // Members of i's conversation in the room now (the sender included).
+  size_t members_joined(size_t i) const {
+    const size_t m = ctx_.opt.members, first = i / m * m;
+    size_t n = 0;
+    for (size_t k = first; k < first + m && k < fleet_.size(); ++k) n += can_send(k);
+    return n;
+  }
+
+  void end_measure() {
+    if (!measuring_) return;
+    measuring_ = false;
+    measured_ = true;
+    tick_.stop();
+    phase_timer_.stop();
+    measured_s_ = seconds_between(measure_start_ns_, now_ns());
+    cpu_end_ = ctx_.probe.sample();
+    redis_end_ = ctx_.redis_probe.sample();
+    self_cpu_ms_ = self_cpu_ms() - self_cpu_start_;
+    progress("chat: %zu sent, %zu acked in %.2fs; draining %zu", sent_, acked_in_window_, measured_s_, outstanding_);
+    draining_ = true;
+    finish_if_drained();
+    if (finishing_) return;
+    phase_timer_.start(uint64_t(ctx_.opt.drain_s * 1000), 0, [this] { finish(); });
+  }
+
+  void on_finish() override {
+    measuring_ = false;
+    tick_.stop();
+    if (measured_ && outstanding_ == 0) drained_ = ctx_.probe.sample();
+  }
+
+  std::vector<PerConn> per_conn_;
+  std::vector<size_t> senders_;
+  Timer tick_;
+  std::string nsp_, pad_;
+  uint64_t interval_ns_ = 0, next_send_ns_ = 0, next_sender_ = 0;
+  uint64_t measure_start_ns_ = UINT64_MAX, measure_end_ns_ = 0;
+  bool established_ = false, started_ = false, measuring_ = false, measured_ = false, draining_ = false;
+  double measured_s_ = 0, self_cpu_start_ = 0, self_cpu_ms_ = 0;
+  size_t joined_ = 0, join_refused_ = 0, outstanding_ = 0, skipped_ = 0;
+  uint64_t sent_ = 0, acked_ = 0, acked_in_window_ = 0, ack_errors_ = 0;
+  uint64_t received_ = 0, aliases_ = 0, delivered_ = 0, expected_deliveries_ = 0;
+  std::string first_ack_error_;
+  Histogram ack_us_, delivery_us_;
+  std::optional<ServerProbe::Sample> cpu_start_, cpu_end_, drained_, redis_start_, redis_end_;
+};
+
 std::unique_ptr<Scenario> make_scenario(Context& ctx) {
   if (ctx.opt.scenario == "idle") return std::make_unique<IdleScenario>(ctx);
   if (ctx.opt.scenario == "echo") return std::make_unique<EchoScenario>(ctx);
   if (ctx.opt.scenario == "fanout") return std::make_unique<FanoutScenario>(ctx);
+  if (ctx.opt.scenario == "chat") return std::make_unique<ChatScenario>(ctx);
   return nullptr;
 }
 
@@ -1825,8 +2209,9 @@ int main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);  // a peer that goes away must not kill the run
 
-  const ServerProbe probe(opt.server_pids, opt.server_pid_tree);
-  Context ctx{nullptr, opt, {}, probe};
+  const ServerProbe probe(opt.server_pids, opt.server_pid_tree, opt.malloc_count_dir);
+  const ServerProbe redis_probe(opt.redis_pids, 0, "");
+  Context ctx{nullptr, opt, {}, probe, redis_probe};
   std::string err;
   if (!loopback_address(opt, ctx.fleet.addr, ctx.fleet.host_header, err)) {
     std::fprintf(stderr, "loadgen: %s\n", err.c_str());
@@ -1836,17 +2221,22 @@ int main(int argc, char** argv) {
   if (opt.scenario == "echo" &&
       std::find(opt.namespaces.begin(), opt.namespaces.end(), opt.echo_nsp) == opt.namespaces.end())
     opt.namespaces.push_back(opt.echo_nsp);
+  if (opt.scenario == "chat" &&
+      std::find(opt.namespaces.begin(), opt.namespaces.end(), opt.chat_nsp) == opt.namespaces.end())
+    opt.namespaces.push_back(opt.chat_nsp);
   ctx.fleet.path = opt.path;
   ctx.fleet.namespaces = opt.namespaces;
   ctx.fleet.secret = opt.secret;
   ctx.fleet.concurrency = opt.concurrency;
+  ctx.fleet.user_offset = opt.user_offset;
   ctx.fleet.source_first = std::clamp<uint32_t>(opt.source_first, 1, 254);
   ctx.fleet.sources = std::clamp<uint32_t>(opt.sources, 1, 255 - ctx.fleet.source_first);
   ctx.fleet.handshake_timeout_ms = uint64_t(opt.handshake_timeout_s * 1000);
 
   const rlim_t nofile = raise_nofile();
-  const size_t wanted = opt.connections ? opt.connections
-                                         : (opt.scenario == "idle" ? 10000 : opt.scenario == "fanout" ? 1000 : 100);
+  const size_t wanted = opt.scenario == "chat" ? size_t(opt.conversations) * opt.members
+                        : opt.connections ? opt.connections
+                                          : (opt.scenario == "idle" ? 10000 : opt.scenario == "fanout" ? 1000 : 100);
   if (wanted + 64 > nofile) {
     std::fprintf(stderr, "loadgen: %zu connections need more open files than the limit (%llu)\n", wanted,
                  static_cast<unsigned long long>(nofile));
@@ -1864,7 +2254,7 @@ int main(int argc, char** argv) {
   {
     std::unique_ptr<Scenario> scenario = make_scenario(ctx);
     if (!scenario) {
-      std::fprintf(stderr, "loadgen: unknown scenario %s (idle, echo, fanout)\n", opt.scenario.c_str());
+      std::fprintf(stderr, "loadgen: unknown scenario %s (idle, echo, fanout, chat)\n", opt.scenario.c_str());
       return 2;
     }
     // Bounded in time whatever happens: the deadline and signals end the run

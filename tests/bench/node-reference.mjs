@@ -4,11 +4,15 @@
 //
 //   PORT=3000 JWT_SECRET=... node tests/bench/node-reference.mjs
 //
-// Env: PORT (default 3000), HOST (default 127.0.0.1), JWT_SECRET (required).
+// Env: PORT (default 3000), HOST (default 127.0.0.1), JWT_SECRET (required),
+// REDIS_PORT (unset: no adapter; set: @socket.io/redis-adapter over ioredis on
+// 127.0.0.1:REDIS_PORT, as a cluster node would run).
 // Prints "listening <host>:<port>" on stdout once ready.
 import { createServer } from "node:http";
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { requireToken } from "./node-auth.mjs";
 import { Server } from "socket.io";
+import { createAdapter } from "@socket.io/redis-adapter";
+import { Redis } from "ioredis";
 
 const PORT = Number(process.env.PORT ?? 3000);
 const HOST = process.env.HOST ?? "127.0.0.1";
@@ -16,49 +20,6 @@ const SECRET = process.env.JWT_SECRET;
 if (!SECRET) {
   console.error("node-reference: JWT_SECRET is required");
   process.exit(2);
-}
-
-// ---- auth: HS256 JWT, verified with node:crypto only (no jsonwebtoken dependency)
-
-class AuthError extends Error {
-  constructor(message, code) {
-    super(message);
-    this.data = { code }; // sent as CONNECT_ERROR data, like auth_jwt.so
-  }
-}
-
-function b64urlJson(part) {
-  return JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
-}
-
-// Returns {userId, role} or throws AuthError (contract section 8: numeric ids
-// become their decimal string; a missing role is an ordinary user).
-function verifyToken(token) {
-  if (token === undefined || token === null || token === "") {
-    throw new AuthError("Token required", "TOKEN_REQUIRED");
-  }
-  const invalid = () => new AuthError("Invalid token", "INVALID_TOKEN");
-  if (typeof token !== "string") throw invalid();
-  const parts = token.split(".");
-  if (parts.length !== 3) throw invalid();
-  let header, claims;
-  try {
-    header = b64urlJson(parts[0]);
-    claims = b64urlJson(parts[1]);
-  } catch {
-    throw invalid();
-  }
-  if (header?.alg !== "HS256" || typeof claims !== "object" || claims === null) throw invalid();
-  const expected = createHmac("sha256", SECRET).update(`${parts[0]}.${parts[1]}`).digest();
-  const given = Buffer.from(parts[2], "base64url");
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
-  const now = Date.now() / 1000;
-  if (claims.exp !== undefined && !(typeof claims.exp === "number" && now < claims.exp)) throw invalid();
-  if (claims.nbf !== undefined && !(typeof claims.nbf === "number" && now >= claims.nbf)) throw invalid();
-  let userId = claims.userId;
-  if (Number.isInteger(userId) && userId >= 0) userId = String(userId);
-  if (typeof userId !== "string" || userId.length === 0 || userId.length > 128) throw invalid();
-  return { userId, role: typeof claims.role === "string" ? claims.role : "user" };
 }
 
 // ---- server
@@ -70,6 +31,11 @@ const io = new Server(httpServer, {
   maxHttpBufferSize: 1e6,
   serveClient: false,
 });
+
+if (process.env.REDIS_PORT) {
+  const pub = new Redis({ host: "127.0.0.1", port: Number(process.env.REDIS_PORT) });
+  io.adapter(createAdapter(pub, pub.duplicate()));
+}
 
 // Same checks and answers as module/bench/bench.cc.
 function invalid(socket, ack, details) {
@@ -83,16 +49,7 @@ function roomOf(payload) {
 }
 
 function setup(nsp) {
-  nsp.use((socket, next) => {
-    try {
-      const user = verifyToken(socket.handshake.auth?.token);
-      socket.data.userId = user.userId;
-      socket.data.role = user.role;
-      next();
-    } catch (err) {
-      next(err instanceof AuthError ? err : new AuthError("Authentication failed", "AUTH_FAILED"));
-    }
-  });
+  nsp.use(requireToken(SECRET));
 
   nsp.on("connection", (socket) => {
     socket.join(`user:${socket.data.userId}`);

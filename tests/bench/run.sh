@@ -1,35 +1,59 @@
 #!/usr/bin/env bash
 # `make bench`: tests/bench/run.sh BUILD_DIR
 #
-# Measures depth-realtime (bench.conf, 2 workers) and the Node reference
-# (node-reference.mjs, socket.io 4.8) with the same load generator, on loopback:
-#   idle      BENCH_CONNECTIONS (10000) connections on / and /chat: RSS and CPU per
-#             connection, and, held for BENCH_SETTLE (30 s: a ping interval), the
-#             CPU an idle connection costs per second
-#   idle_large BENCH_LARGE_CONNECTIONS (100000; 0: skipped) idle connections on /,
-#             opened by several loadgens (15,000 each, one source address each:
-#             a process may hold no more descriptors than the hard limit), on
-#             enough workers for the same reason: RSS per connection and the CPU
-#             an idle connection costs per second over BENCH_SETTLE
-#   echo      BENCH_ECHO_CONNECTIONS x BENCH_ECHO_RATE acked events/s: latency at a fixed load
-#   echo_max  closed loop (BENCH_MAX_WINDOW acks in flight per connection): throughput
-# each after a warm-up of BENCH_WARMUP (1000) connections that is not reported.
-# Then, with Redis (BENCH_FANOUT=1, when redis-server is installed):
+# Measures depth-realtime and the Node references (socket.io 4.8: node-reference.mjs,
+# node-chat-reference.mjs) with the same load generator, on loopback, and ends with
+# the table of issue 12's targets: target, depth-realtime, Node, one line per row.
+# BENCH_SCENARIOS (default: all of them, in this order) picks what runs:
+#   warmup    BENCH_WARMUP (1000) connections opened and dropped first, not reported
+#   idle      BENCH_CONNECTIONS (10000) connections on / and /chat (bench.conf, 2
+#             workers): RSS and CPU per connection, and, held for BENCH_SETTLE (30 s:
+#             a ping interval), the CPU an idle connection costs per second
+#   echo      BENCH_ECHO_CONNECTIONS x BENCH_ECHO_RATE (200 x 50 = 10,000) acked
+#             bench:echo/s: CPU per ack and latency at a fixed load
+#   echo_max  BENCH_MAX_CONNECTIONS (100) clients closed loop (BENCH_MAX_WINDOW 1 ack
+#             in flight each): throughput, CPU per ack
+#   broadcast one process, BENCH_BROADCAST_CONNECTIONS (1000) subscribers of one
+#             room: CPU per delivered message at BENCH_BROADCAST_RATE (100) msg/s of
+#             BENCH_BROADCAST_PAYLOAD (200) B (broadcast_cpu), latency p99 at
+#             BENCH_BROADCAST_P99_RATE (20) msg/s (broadcast_p99)
+#   idle_redis   the idle figures with Redis on (bench.conf on a private
+#             redis-server; Node with @socket.io/redis-adapter)
+#   idle_shipped the same with the shipped conf and every module in
+#             conf/modules-enabled (Node: node-chat-reference.mjs)
+#   scale     BENCH_SCALE_CONNECTIONS (100000; 0: skipped) connections on
+#             BENCH_SCALE_NAMESPACES (/,/chat) held over a ping cycle with the shipped
+#             conf on a private Redis: several loadgens (15,000 each, one source
+#             address each: the hard descriptor limit), one destination address per
+#             25,000 (127.0.0.1, .2, ...: the server listens on each), one worker per
+#             14,000; connections held and dropped, RSS per connection, CPU per
+#             connect and idle, Redis used_memory and Pub/Sub channels per client, the
+#             kernel's TCP memory and slab per connection (not in any RSS). Node: as
+#             many as one process may hold (the descriptor limit less 2,000)
+#   chat      BENCH_CHAT_CONVERSATIONS x BENCH_CHAT_MEMBERS (50 x 20) through the chat
+#             module (chat.conf) and node-chat-reference.mjs, each on a private
+#             redis-server: messages/s closed loop (BENCH_CHAT_WINDOW 1 per sender, one
+#             sender per conversation), CPU and Redis CPU per message (chat_max); ack
+#             and delivery latency at BENCH_CHAT_RATE (200) messages/s (chat_rate)
+#   allocs    heap allocations per chat:message (1 conversation of BENCH_CHAT_MEMBERS)
+#             and per bench:echo, both with Redis and recovery on: one worker with
+#             libdr_malloc_count.so preloaded, over BENCH_ALLOC_MESSAGES (5000) events
+# and, with Redis (depth-realtime only):
 #   fanout    two depth-realtime processes on one private redis-server;
 #             BENCH_FANOUT_CONNECTIONS (1000) clients spread over both join one
 #             room and one of them broadcasts BENCH_FANOUT_RATE (20) messages/s
 #             to it: delivered messages/s, latency p50/p99, CPU per delivery
-#   fanout_cluster (BENCH_FANOUT_CLUSTER=1) the same through a 3-master Redis
-#             Cluster (sharded Pub/Sub; `redis cluster=...`), Redis CPU summed
-#             over the three
-#   recovery  (BENCH_RECOVERY=1) one depth-realtime process on a private
-#             redis-server, recovery_window 120s and then 0: connect cost of
+#   fanout_cluster the same through a 3-master Redis Cluster (sharded Pub/Sub;
+#             `redis cluster=...`), Redis CPU summed over the three
+#   recovery  one depth-realtime process on a private redis-server,
+#             recovery_window 120s and then 0: connect cost of
 #             BENCH_RECOVERY_CONNECTIONS (2000) connections (idle), and the Redis
 #             commands and session writes per connect, join, leave, several
 #             joins in one event and disconnect (recovery-cost.mjs)
-#   ratelimit (BENCH_RATELIMIT=1) two depth-realtime processes on a private
-#             redis-server: Redis commands per 1,000 admitted events of a user
-#             far from the limit, ack latency near the limit (ratelimit-cost.mjs)
+#   ratelimit two depth-realtime processes on a private redis-server: Redis
+#             commands per 1,000 admitted events of a user far from the limit, ack
+#             latency near the limit (ratelimit-cost.mjs)
+# e.g. BENCH_SCENARIOS=chat tests/bench/run.sh build (or make bench BENCH_SCENARIOS=chat).
 # Writes bench-results/bench-<timestamp>.json and bench-results/latest.json.
 #
 # A daemon that is missing or does not start is recorded, and Node is still
@@ -46,12 +70,27 @@ BENCH_SERVERS=${BENCH_SERVERS:-"depth-realtime node"}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-10000}
 BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-200}
 BENCH_SETTLE=${BENCH_SETTLE:-30}
-BENCH_LARGE_CONNECTIONS=${BENCH_LARGE_CONNECTIONS:-100000}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-"warmup idle echo echo_max broadcast idle_redis idle_shipped scale chat allocs fanout fanout_cluster recovery ratelimit"}
+BENCH_SCALE_CONNECTIONS=${BENCH_SCALE_CONNECTIONS:-100000}
+BENCH_SCALE_NAMESPACES=${BENCH_SCALE_NAMESPACES:-/,/chat}
+BENCH_HELD_TIMEOUT=${BENCH_HELD_TIMEOUT:-600}  # seconds a held-connections run may take to connect
+BENCH_BROADCAST_CONNECTIONS=${BENCH_BROADCAST_CONNECTIONS:-1000}
+BENCH_BROADCAST_RATE=${BENCH_BROADCAST_RATE:-100}
+BENCH_BROADCAST_P99_RATE=${BENCH_BROADCAST_P99_RATE:-20}
+BENCH_BROADCAST_PAYLOAD=${BENCH_BROADCAST_PAYLOAD:-200}
+BENCH_BROADCAST_DURATION=${BENCH_BROADCAST_DURATION:-10}
+BENCH_CHAT_CONVERSATIONS=${BENCH_CHAT_CONVERSATIONS:-50}
+BENCH_CHAT_MEMBERS=${BENCH_CHAT_MEMBERS:-20}
+BENCH_CHAT_WINDOW=${BENCH_CHAT_WINDOW:-1}
+BENCH_CHAT_RATE=${BENCH_CHAT_RATE:-200}
+BENCH_CHAT_PAYLOAD=${BENCH_CHAT_PAYLOAD:-64}
+BENCH_CHAT_DURATION=${BENCH_CHAT_DURATION:-10}
+BENCH_ALLOC_MESSAGES=${BENCH_ALLOC_MESSAGES:-5000}
 BENCH_ECHO_CONNECTIONS=${BENCH_ECHO_CONNECTIONS:-200}
 BENCH_ECHO_RATE=${BENCH_ECHO_RATE:-50}
 BENCH_ECHO_DURATION=${BENCH_ECHO_DURATION:-10}
-BENCH_MAX_CONNECTIONS=${BENCH_MAX_CONNECTIONS:-200}
-BENCH_MAX_WINDOW=${BENCH_MAX_WINDOW:-8}
+BENCH_MAX_CONNECTIONS=${BENCH_MAX_CONNECTIONS:-100}
+BENCH_MAX_WINDOW=${BENCH_MAX_WINDOW:-1}
 BENCH_WORKERS=${BENCH_WORKERS:-2}
 BENCH_WARMUP=${BENCH_WARMUP:-1000}  # connections opened and dropped first, so JIT warm-up is not measured
 BENCH_PAUSE=${BENCH_PAUSE:-2}   # lets a server finish closing the previous scenario's sockets
@@ -68,6 +107,7 @@ BENCH_RATELIMIT=${BENCH_RATELIMIT:-1}
 export JWT_SECRET=${JWT_SECRET:-bench-secret-not-for-production}
 
 log() { echo "bench: $*" >&2; }
+want() { [[ " $BENCH_SCENARIOS " == *" $1 "* ]]; }
 
 # Descriptors: as many as the hard limit allows (a machine may forbid raising it).
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
@@ -82,7 +122,7 @@ build_loadgen() {
   if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || return 1
   fi
-  cmake --build "$BUILD" --target dr_loadgen
+  cmake --build "$BUILD" --target dr_loadgen dr_malloc_count
 }
 if ! build_loadgen; then
   # The loadgen has no dependency on the daemon's sources: when the tree does
@@ -96,7 +136,7 @@ if ! build_loadgen; then
 fi
 
 command -v node >/dev/null || { log "node is required (scripts/deps.sh installs it)"; exit 1; }
-if [ ! -f tests/node_modules/socket.io/package.json ]; then
+if [ ! -f tests/node_modules/socket.io/package.json ] || [ ! -f tests/node_modules/ioredis/package.json ]; then
   scripts/deps.sh || { log "scripts/deps.sh failed"; exit 1; }
 fi
 
@@ -104,6 +144,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/dr-bench.XXXXXX")
 SERVER_PID=""
 cleanup() {
   stop_server
+  stop_private_redis
   stop_cluster
   rm -rf "$TMP"
 }
@@ -140,27 +181,66 @@ wait_ready() {
   return 1
 }
 
-# start_server NAME PORT: sets SERVER_PID, or writes why not to $TMP/NAME.status.
+# The shipped conf (conf/ with every module in modules-enabled), copied with
+# one listen line per loopback address 127.0.0.1..N and N workers; the rest
+# as shipped. Prints the copy's path.
+shipped_conf() {  # shipped_conf PORT ADDRESSES WORKERS
+  local dir="$TMP/conf-shipped" i
+  rm -rf "$dir"
+  cp -rL conf "$dir"
+  awk -v port="$1" -v n="$2" -v w="$3" '
+    /^[ \t]*listen \$\{LISTEN_ADDRESS/ { for (i = 1; i <= n; i++) printf "    listen 127.0.0.%d:%s;\n", i, port; next }
+    /^worker_processes / { print "worker_processes " w ";"; next }
+    { print }' conf/depth-realtime.conf >"$dir/depth-realtime.conf"
+  echo "$dir/depth-realtime.conf"
+}
+
+# start_server KIND PORT: sets SERVER_PID, or writes why not to $TMP/KIND.status.
+#   depth-realtime  bench.conf (START_REDIS: its Redis, else off)
+#   dr-redis        bench.conf on START_REDIS
+#   dr-shipped      the shipped conf and every module on START_REDIS, START_ADDRESSES listen addresses
+#   dr-chat         chat.conf (the chat module) on START_REDIS
+#   node            node-reference.mjs (START_REDIS_PORT: with the Redis adapter)
+#   node-redis      the same on START_REDIS_PORT
+#   node-chat       node-chat-reference.mjs on START_REDIS_PORT
+# START_WORKERS overrides BENCH_WORKERS; START_PRELOAD is preloaded into the
+# daemon (libdr_malloc_count.so, counting into $TMP/mc).
 start_server() {
-  local name=$1 port=$2 logf="$TMP/$1.log"
+  local name=$1 port=$2 logf="$TMP/$1.log" conf workers=${START_WORKERS:-$BENCH_WORKERS}
+  local envs=(PORT="$port" DR_BENCH_WORKERS="$workers" DR_BENCH_PID="$TMP/dr.pid" DR_BENCH_REDIS="${START_REDIS:-off}"
+    API_KEY=bench-api-key REDIS_HOST=127.0.0.1 REDIS_PORT="${START_REDIS_PORT:-6379}")
+  [ -n "${START_PRELOAD:-}" ] && envs+=(LD_PRELOAD="$START_PRELOAD" DR_MALLOC_COUNT_DIR="$TMP/mc")
+  rm -f "$TMP/dr.pid"
   case $name in
-    depth-realtime)
+    depth-realtime | dr-redis | dr-shipped | dr-chat)
       if [ ! -x "$BUILD/depth-realtime" ]; then
         echo "binary missing: $BUILD/depth-realtime" >"$TMP/$name.status"
         return 1
       fi
-      echo "$BUILD/depth-realtime -c tests/bench/bench.conf -M $BUILD/modules (workers: $BENCH_WORKERS)" >"$TMP/$name.command"
-      PORT=$port DR_BENCH_WORKERS=$BENCH_WORKERS DR_BENCH_PID="$TMP/dr.pid" \
-        "$BUILD/depth-realtime" -c tests/bench/bench.conf -M "$BUILD/modules" >"$logf" 2>&1 &
+      case $name in
+        dr-shipped) conf=$(shipped_conf "$port" "${START_ADDRESSES:-1}" "$workers") ;;
+        dr-chat) conf=tests/bench/chat.conf ;;
+        *) conf=tests/bench/bench.conf ;;
+      esac
+      echo "$BUILD/depth-realtime -c ${conf#"$TMP/"} -M $BUILD/modules (workers: $workers${START_REDIS:+, redis-server $(redis-server --version | awk '{print $3}')})" >"$TMP/$name.command"
+      env "${envs[@]}" "$BUILD/depth-realtime" -c "$conf" -M "$BUILD/modules" >"$logf" 2>&1 &
       ;;
-    node)
-      echo "node tests/bench/node-reference.mjs ($(node --version))" >"$TMP/$name.command"
-      PORT=$port node tests/bench/node-reference.mjs >"$logf" 2>&1 &
+    node | node-redis)
+      echo "node tests/bench/node-reference.mjs ($(node --version)${START_REDIS_PORT:+, @socket.io/redis-adapter over ioredis})" >"$TMP/$name.command"
+      if [ -n "${START_REDIS_PORT:-}" ]; then
+        PORT=$port REDIS_PORT=$START_REDIS_PORT node tests/bench/node-reference.mjs >"$logf" 2>&1 &
+      else
+        PORT=$port node tests/bench/node-reference.mjs >"$logf" 2>&1 &
+      fi
+      ;;
+    node-chat)
+      echo "node tests/bench/node-chat-reference.mjs ($(node --version), ioredis, @socket.io/redis-adapter)" >"$TMP/$name.command"
+      PORT=$port REDIS_PORT=$START_REDIS_PORT node tests/bench/node-chat-reference.mjs >"$logf" 2>&1 &
       ;;
   esac
   SERVER_PID=$!
   if ! wait_ready "$port" "$SERVER_PID"; then
-    echo "failed to start (no answer on 127.0.0.1:$port)" >"$TMP/$name.status"
+    echo "failed to start (no answer on 127.0.0.1:$port): $(tail -n 2 "$logf" | tr '\n"' '  ')" >"$TMP/$name.status"
     stop_server
     return 1
   fi
@@ -207,31 +287,73 @@ run_scenario() {
   sleep "$BENCH_PAUSE"
 }
 
-for server in $BENCH_SERVERS; do
-  PORT=$(free_port)
-  log "starting $server on 127.0.0.1:$PORT"
-  if ! start_server "$server" "$PORT"; then
-    log "$server: $(cat "$TMP/$server.status")"
-    [ "$server" = node ] || [ "$BENCH_STRICT" = 1 ] && FAILED=1
-    continue
-  fi
-  if [ "$BENCH_WARMUP" -gt 0 ]; then
-    run_scenario "$server" warmup idle --connections "$BENCH_WARMUP" --settle 0 --max-seconds 60
-  fi
-  run_scenario "$server" idle idle --connections "$BENCH_CONNECTIONS" --concurrency "$BENCH_CONCURRENCY" \
-    --namespaces /,/chat --settle "$BENCH_SETTLE" --max-seconds 300
-  run_scenario "$server" echo echo --connections "$BENCH_ECHO_CONNECTIONS" --rate "$BENCH_ECHO_RATE" \
-    --duration "$BENCH_ECHO_DURATION" --max-seconds 120
-  run_scenario "$server" echo_max echo --connections "$BENCH_MAX_CONNECTIONS" --rate 0 \
-    --window "$BENCH_MAX_WINDOW" --duration "$BENCH_ECHO_DURATION" --max-seconds 120
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "exited during the benchmark" >"$TMP/$server.status"
-    log "$server exited during the benchmark"
-  fi
-  stop_server
-done
+if want warmup || want idle || want echo || want echo_max || want broadcast; then
+  for server in $BENCH_SERVERS; do
+    PORT=$(free_port)
+    log "starting $server on 127.0.0.1:$PORT"
+    if ! start_server "$server" "$PORT"; then
+      log "$server: $(cat "$TMP/$server.status")"
+      [ "$server" = node ] || [ "$BENCH_STRICT" = 1 ] && FAILED=1
+      continue
+    fi
+    if [ "$BENCH_WARMUP" -gt 0 ] && { want warmup || want idle; }; then
+      run_scenario "$server" warmup idle --connections "$BENCH_WARMUP" --settle 0 --max-seconds 60
+    fi
+    want idle && run_scenario "$server" idle idle --connections "$BENCH_CONNECTIONS" --concurrency "$BENCH_CONCURRENCY" \
+      --namespaces /,/chat --settle "$BENCH_SETTLE" --max-seconds 300
+    want echo && run_scenario "$server" echo echo --connections "$BENCH_ECHO_CONNECTIONS" --rate "$BENCH_ECHO_RATE" \
+      --duration "$BENCH_ECHO_DURATION" --max-seconds 120
+    want echo_max && run_scenario "$server" echo_max echo --connections "$BENCH_MAX_CONNECTIONS" --rate 0 \
+      --window "$BENCH_MAX_WINDOW" --duration "$BENCH_ECHO_DURATION" --max-seconds 120
+    if want broadcast; then
+      # One process: what a delivered broadcast costs, and its latency at a lower rate.
+      run_scenario "$server" broadcast_cpu fanout --namespaces / --connections "$BENCH_BROADCAST_CONNECTIONS" \
+        --rate "$BENCH_BROADCAST_RATE" --payload "$BENCH_BROADCAST_PAYLOAD" --duration "$BENCH_BROADCAST_DURATION" \
+        --settle 1 --max-seconds 120
+      run_scenario "$server" broadcast_p99 fanout --namespaces / --connections "$BENCH_BROADCAST_CONNECTIONS" \
+        --rate "$BENCH_BROADCAST_P99_RATE" --payload "$BENCH_BROADCAST_PAYLOAD" --duration "$BENCH_BROADCAST_DURATION" \
+        --settle 1 --max-seconds 120
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "exited during the benchmark" >"$TMP/$server.status"
+      log "$server exited during the benchmark"
+    fi
+    stop_server
+  done
+fi
 
-# ------------------------------------------------------- idle at scale
+# ------------------------------------------ a private Redis for one scenario
+
+PRIVATE_REDIS_PID=""
+PRIVATE_REDIS_PORT=""
+start_private_redis() {  # start_private_redis LABEL: sets PRIVATE_REDIS_PORT/PID
+  PRIVATE_REDIS_PORT=$(free_port)
+  redis-server --port "$PRIVATE_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --maxclients 10000 \
+    >"$TMP/redis-$1.log" 2>&1 &
+  PRIVATE_REDIS_PID=$!
+  for _ in $(seq 1 50); do redis-cli -p "$PRIVATE_REDIS_PORT" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+stop_private_redis() {
+  [ -n "$PRIVATE_REDIS_PID" ] || return 0
+  kill -TERM "$PRIVATE_REDIS_PID" 2>/dev/null
+  wait "$PRIVATE_REDIS_PID" 2>/dev/null
+  PRIVATE_REDIS_PID=""
+}
+
+# redis_stats PORT: what Redis holds for the cluster (memory, Pub/Sub channels), as JSON.
+redis_stats() {
+  local p=$1 mem ch sch pat clients
+  mem=$(redis-cli -p "$p" info memory | tr -d '\r' | sed -n 's/^used_memory:\([0-9]*\)/\1/p')
+  ch=$(redis-cli -p "$p" pubsub channels '*' | grep -c .)
+  sch=$(redis-cli -p "$p" pubsub shardchannels '*' 2>/dev/null | grep -c .)
+  pat=$(redis-cli -p "$p" pubsub numpat | tr -d '\r')
+  clients=$(redis-cli -p "$p" info clients | tr -d '\r' | sed -n 's/^connected_clients:\([0-9]*\)/\1/p')
+  printf '{"used_memory":%s,"channels":%s,"shard_channels":%s,"patterns":%s,"connected_clients":%s}' \
+    "${mem:-null}" "${ch:-0}" "${sch:-0}" "${pat:-0}" "${clients:-null}"
+}
+
+# ------------------------------- held connections: 10,000 and at scale
 
 tree_sum() {  # tree_sum PID FIELD: utime+stime ticks (cpu) or VmRSS kB (rss) over PID and its descendants
   local p total=0
@@ -241,64 +363,222 @@ tree_sum() {  # tree_sum PID FIELD: utime+stime ticks (cpu) or VmRSS kB (rss) ov
   done
   echo "$total"
 }
+# The kernel's TCP memory (pages, both ends of every loopback connection) and its slab.
+sockstat_pages() { awk '/^TCP:/ { for (i = 1; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
+slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 
-# run_idle_large SERVER: $TMP/SERVER.idle_large.json
-run_idle_large() {
-  local server=$1 out="$TMP/$1.idle_large.json" n=$BENCH_LARGE_CONNECTIONS per=$LARGE_PER_PROC
-  local procs=$(( (n + per - 1) / per )) workers port i pids="" est=0 rss0 rss1 cpu0 cpu1 t0 t1 waited
-  if [ "$server" = node ] && [ "$n" -gt $((NOFILE - 1000)) ]; then
-    echo "{\"skipped\":\"one Node process cannot hold $n connections with $NOFILE descriptors (the hard limit here)\"}" >"$out"
-    return 0
+# run_held SERVER KIND NAME N ADDRESSES NAMESPACES: N connections on KIND's
+# server (start_server), opened by as many loadgens as the descriptor limit
+# needs (one source address each), to ADDRESSES loopback destinations (the
+# server listens on 127.0.0.1..ADDRESSES), held for BENCH_SETTLE (a ping
+# cycle); KIND's Redis (if any) is private to the run. $TMP/SERVER.NAME.json.
+run_held() {
+  local server=$1 kind=$2 name=$3 n=$4 addrs=$5 nsps=$6 out="$TMP/$1.$3.json" per=$LARGE_PER_PROC
+  local procs workers port i p pids="" c host redis0="{}" redis1="{}" rss0 rss1 cpu0 cpu1 cpu2 cpu3 t0 t1 t2 t3 k0 k1 s0 s1
+  procs=$(( (n + per - 1) / per ))
+  workers=$(( (n + 13999) / 14000 )); [ "$workers" -lt "$BENCH_WORKERS" ] && workers=$BENCH_WORKERS
+  case $kind in node*) workers=1; addrs=1 ;; esac
+  START_REDIS="" START_REDIS_PORT="" START_WORKERS=$workers START_ADDRESSES=$addrs
+  if [ "$kind" != depth-realtime ] && [ "$kind" != node ]; then
+    start_private_redis "$name" || { echo "{\"error\":\"redis-server did not start\"}" >"$out"; return 1; }
+    START_REDIS="127.0.0.1:$PRIVATE_REDIS_PORT" START_REDIS_PORT=$PRIVATE_REDIS_PORT
   fi
-  workers=$(( procs > BENCH_WORKERS ? procs : BENCH_WORKERS ))
   port=$(free_port)
-  log "$server: idle_large ($n connections from $procs loadgens; depth-realtime on $workers workers)"
-  BENCH_WORKERS_SAVED=$BENCH_WORKERS
-  BENCH_WORKERS=$workers
   PORT=$port
-  if ! start_server "$server" "$port"; then
-    BENCH_WORKERS=$BENCH_WORKERS_SAVED
-    echo "{\"error\":\"$server did not start for idle_large\"}" >"$out"
+  log "$server: $name ($n connections on $nsps from $procs loadgens to $addrs addresses; $kind on $workers workers)"
+  if ! start_server "$kind" "$port"; then
+    echo "{\"error\":\"$kind did not start: $(cat "$TMP/$kind.status")\"}" >"$out"
+    stop_private_redis
     return 1
   fi
-  BENCH_WORKERS=$BENCH_WORKERS_SAVED
+  # RSS from before a warm-up (Node's JIT) that is not reported: the memory
+  # those connections leave behind is what the measured ones reuse.
   rss0=$(tree_sum "$SERVER_PID" rss)
+  [ "$BENCH_WARMUP" -gt 0 ] && "$LOADGEN" idle --port "$port" --secret "$JWT_SECRET" --connections "$BENCH_WARMUP" \
+    --namespaces "$nsps" --settle 0 --max-seconds 60 --quiet >/dev/null 2>&1
+  sleep "$BENCH_PAUSE"
+  [ -n "$START_REDIS_PORT" ] && redis0=$(redis_stats "$START_REDIS_PORT")
+  cpu0=$(tree_sum "$SERVER_PID" cpu); t0=$(date +%s.%N)
+  k0=$(sockstat_pages); s0=$(slab_kb)
+  rm -f "$TMP/$name"-*.err "$TMP/$name"-*.out
   for i in $(seq 1 "$procs"); do
-    local c=$(( i < procs ? per : n - per * (procs - 1) ))
-    "$LOADGEN" idle --port "$port" --secret "$JWT_SECRET" --connections "$c" --concurrency 100 --namespaces / \
-      --source-first "$i" --settle 100000 --max-seconds 100000 >"$TMP/large-$i.json" 2>"$TMP/large-$i.err" &
+    c=$(( i < procs ? per : n - per * (procs - 1) ))
+    host=127.0.0.$(( 1 + (i - 1) % addrs ))
+    "$LOADGEN" idle --host "$host" --port "$port" --secret "$JWT_SECRET" --connections "$c" \
+      --concurrency "$BENCH_CONCURRENCY" --namespaces "$nsps" --source-first $(( 10 + i )) \
+      --user-offset $(( (i - 1) * per )) --settle 100000 --max-seconds $(( BENCH_HELD_TIMEOUT + BENCH_SETTLE + 120 )) \
+      >"$TMP/$name-$i.out" 2>"$TMP/$name-$i.err" &
     pids="$pids $!"
   done
-  # Held once every loadgen has established its connections (or gave up).
-  for waited in $(seq 1 600); do
-    [ "$(grep -l '^loadgen: established' "$TMP"/large-*.err 2>/dev/null | wc -l)" -ge "$procs" ] && break
-    sleep 1
+  # Connected once every loadgen has established its connections (or gave up).
+  for _ in $(seq 1 $(( BENCH_HELD_TIMEOUT * 10 ))); do
+    [ "$(grep -l '^loadgen: established' "$TMP/$name"-*.err 2>/dev/null | wc -l)" -ge "$procs" ] && break
+    sleep 0.1
   done
-  sleep "$BENCH_PAUSE"
-  for i in $(seq 1 "$procs"); do
-    est=$(( est + $(sed -n 's/^loadgen: established \([0-9]*\)\/.*/\1/p' "$TMP/large-$i.err" | head -n 1 | grep . || echo 0) ))
-  done
-  rss1=$(tree_sum "$SERVER_PID" rss)
-  cpu0=$(tree_sum "$SERVER_PID" cpu); t0=$(date +%s.%N)
-  sleep "$BENCH_SETTLE"
   cpu1=$(tree_sum "$SERVER_PID" cpu); t1=$(date +%s.%N)
+  sleep "$BENCH_PAUSE"
+  rss1=$(tree_sum "$SERVER_PID" rss); k1=$(sockstat_pages); s1=$(slab_kb)
+  [ -n "$START_REDIS_PORT" ] && redis1=$(redis_stats "$START_REDIS_PORT")
+  cpu2=$(tree_sum "$SERVER_PID" cpu); t2=$(date +%s.%N)
+  sleep "$BENCH_SETTLE"
+  cpu3=$(tree_sum "$SERVER_PID" cpu); t3=$(date +%s.%N)
   for p in $pids; do kill -TERM "$p" 2>/dev/null; done
   for p in $pids; do wait "$p" 2>/dev/null; done
+  kill -0 "$SERVER_PID" 2>/dev/null || echo "exited while holding the connections" >"$TMP/$kind.status"
+  cp "$TMP/$kind.command" "$TMP/$server.$name.command" 2>/dev/null
   stop_server
+  stop_private_redis
   node -e '
-    const [n, est, rss0, rss1, cpu0, cpu1, t0, t1, tck, procs, workers] = process.argv.slice(1).map(Number);
-    const held = t1 - t0, cpuMs = (cpu1 - cpu0) * 1000 / tck;
-    console.log(JSON.stringify({
-      scenario: "idle_large", connections: n, established: est, loadgens: procs, server_workers: workers,
+    const fs = require("fs");
+    const [n, rss0, rss1, cpu0, cpu1, cpu2, cpu3, t0, t1, t2, t3, k0, k1, s0, s1, tck, procs, workers, addrs] =
+      process.argv.slice(1, 20).map(Number);
+    const [name, nsps, r0, r1, tmp, status] = process.argv.slice(20);
+    const lg = []; for (let i = 1; i <= procs; i++) {
+      try { lg.push(JSON.parse(fs.readFileSync(`${tmp}/${name}-${i}.out`, "utf8"))); } catch { lg.push({}); }
+    }
+    const sum = (k) => lg.reduce((a, r) => a + (r[k] ?? 0), 0);
+    const est = sum("established"), lost = sum("lost_after_connect"), failed = sum("failures");
+    const ms = (a, b) => (b - a) * 1000 / tck;
+    const redis0 = JSON.parse(r0), redis1 = JSON.parse(r1);
+    const page = 4096, held = t3 - t2;
+    const channels = redis1.channels !== undefined ? redis1.channels + redis1.shard_channels : null;
+    const out = {
+      scenario: name, connections: n, established: est, failures: failed, dropped: lost,
+      held: est - lost, namespaces: nsps.split(","), loadgens: procs, server_workers: workers,
+      destination_addresses: addrs, server_status: status,
+      connect_seconds: +(t1 - t0).toFixed(2),
+      first_error: lg.map((r) => r.first_error).find(Boolean), first_lost: lg.map((r) => r.first_lost).find(Boolean),
+      rss_before_kb: rss0, rss_after_kb: rss1,
       rss_per_conn_bytes: est ? Math.round((rss1 - rss0) * 1024 / est) : null,
-      held_seconds: +held.toFixed(1), idle_cpu_ms: +cpuMs.toFixed(1),
-      idle_cpu_per_conn_per_s_us: est ? +(cpuMs * 1000 / est / held).toFixed(3) : null,
-    }));' "$n" "$est" "$rss0" "$rss1" "$cpu0" "$cpu1" "$t0" "$t1" "$(getconf CLK_TCK)" "$procs" "$workers" >"$out"
+      cpu_connect_ms: +ms(cpu0, cpu1).toFixed(1),
+      cpu_per_conn_us: est ? +(ms(cpu0, cpu1) * 1000 / est).toFixed(1) : null,
+      held_seconds: +held.toFixed(1), idle_cpu_ms: +ms(cpu2, cpu3).toFixed(1),
+      idle_cpu_per_conn_per_s_us: est ? +(ms(cpu2, cpu3) * 1000 / est / held).toFixed(3) : null,
+      // Not in any RSS: the kernel buffers of both ends of each loopback connection, and slab (machine-wide).
+      kernel_tcp_mem_per_conn_bytes: est && Number.isFinite(k1 - k0) ? Math.round((k1 - k0) * page / est) : null,
+      kernel_slab_per_conn_bytes: est && Number.isFinite(s1 - s0) ? Math.round((s1 - s0) * 1024 / est) : null,
+    };
+    if (redis1.used_memory !== undefined) {
+      out.redis = { before: redis0, held: redis1 };
+      out.redis_memory_per_conn_bytes = est ? Math.round((redis1.used_memory - redis0.used_memory) / est) : null;
+      out.redis_channels = channels;
+      out.redis_channels_per_client = est ? +(channels / est).toFixed(3) : null;
+    }
+    console.log(JSON.stringify(out));' "$n" "$rss0" "$rss1" "$cpu0" "$cpu1" "$cpu2" "$cpu3" "$t0" "$t1" "$t2" "$t3" \
+      "${k0:-NaN}" "${k1:-NaN}" "${s0:-NaN}" "${s1:-NaN}" "$(getconf CLK_TCK)" "$procs" "$workers" "$addrs" \
+      "$name" "$nsps" "$redis0" "$redis1" "$TMP" "$(cat "$TMP/$kind.status" 2>/dev/null)" >"$out"
+  START_REDIS="" START_REDIS_PORT="" START_WORKERS="" START_ADDRESSES=""
   sleep "$BENCH_PAUSE"
 }
 
-if [ "$BENCH_LARGE_CONNECTIONS" -gt 0 ]; then
-  for server in $BENCH_SERVERS; do run_idle_large "$server" || FAILED=1; done
+# The Node references: as many connections as one process may hold.
+node_cap() { local n=$1 cap=$(( NOFILE - 2000 )); echo $(( n < cap ? n : cap )); }
+
+if want idle_redis; then
+  for server in $BENCH_SERVERS; do
+    case $server in depth-realtime) k=dr-redis ;; node) k=node-redis ;; esac
+    run_held "$server" "$k" idle_redis "$(node_cap "$BENCH_CONNECTIONS")" 1 /,/chat || FAILED=1
+  done
+fi
+if want idle_shipped; then
+  for server in $BENCH_SERVERS; do
+    case $server in depth-realtime) k=dr-shipped ;; node) k=node-chat ;; esac
+    run_held "$server" "$k" idle_shipped "$(node_cap "$BENCH_CONNECTIONS")" 1 /,/chat || FAILED=1
+  done
+fi
+if want scale && [ "$BENCH_SCALE_CONNECTIONS" -gt 0 ]; then
+  for server in $BENCH_SERVERS; do
+    case $server in
+      depth-realtime)
+        run_held "$server" dr-shipped scale "$BENCH_SCALE_CONNECTIONS" \
+          "$(( (BENCH_SCALE_CONNECTIONS + 24999) / 25000 ))" "$BENCH_SCALE_NAMESPACES" || FAILED=1 ;;
+      node)
+        # One Node process holds no more descriptors than the hard limit.
+        run_held "$server" node-chat scale "$(node_cap "$BENCH_SCALE_CONNECTIONS")" 1 "$BENCH_SCALE_NAMESPACES" || FAILED=1 ;;
+    esac
+  done
+fi
+
+# ------------------------------------------------- chat through Redis
+
+# run_chat SERVER: conversations x members through the chat module (or the
+# Node chat reference) on a private Redis: closed loop, then a fixed rate.
+run_chat() {
+  local server=$1 kind k j line
+  case $server in depth-realtime) kind=dr-chat ;; node) kind=node-chat ;; esac
+  start_private_redis chat || { echo '{"error":"redis-server did not start"}' >"$TMP/$server.chat_max.json"; return 1; }
+  # Members: conversation b<k> holds u<k*M> .. u<k*M + M-1> (the loadgen's users).
+  for k in $(seq 0 $(( BENCH_CHAT_CONVERSATIONS - 1 ))); do
+    line="SADD depth:conversation:b$k:members"
+    for j in $(seq 0 $(( BENCH_CHAT_MEMBERS - 1 ))); do line="$line u$(( k * BENCH_CHAT_MEMBERS + j ))"; done
+    echo "$line"
+  done | redis-cli -p "$PRIVATE_REDIS_PORT" >/dev/null
+  START_REDIS="127.0.0.1:$PRIVATE_REDIS_PORT" START_REDIS_PORT=$PRIVATE_REDIS_PORT
+  PORT=$(free_port)
+  if ! start_server "$kind" "$PORT"; then
+    echo "{\"error\":\"$kind did not start: $(cat "$TMP/$kind.status")\"}" >"$TMP/$server.chat_max.json"
+    stop_private_redis
+    START_REDIS="" START_REDIS_PORT=""
+    return 1
+  fi
+  cp "$TMP/$kind.command" "$TMP/$server.chat.command"
+  local args=(chat --namespaces /chat --conversations "$BENCH_CHAT_CONVERSATIONS" --members "$BENCH_CHAT_MEMBERS"
+    --payload "$BENCH_CHAT_PAYLOAD" --duration "$BENCH_CHAT_DURATION" --settle 1 --max-seconds 180
+    --redis-pids "$PRIVATE_REDIS_PID")
+  run_scenario "$server" chat_warmup "${args[@]}" --rate 0 --window "$BENCH_CHAT_WINDOW" --duration 2
+  run_scenario "$server" chat_max "${args[@]}" --rate 0 --window "$BENCH_CHAT_WINDOW"
+  run_scenario "$server" chat_rate "${args[@]}" --rate "$BENCH_CHAT_RATE"
+  stop_server
+  stop_private_redis
+  START_REDIS="" START_REDIS_PORT=""
+}
+
+if want chat && command -v redis-server >/dev/null; then
+  for server in $BENCH_SERVERS; do run_chat "$server" || FAILED=1; done
+fi
+
+# --------------------------------- heap allocations per event (1 worker)
+
+# run_allocs: depth-realtime on one worker with libdr_malloc_count.so
+# preloaded; allocations counted over a fixed number of events, divided.
+MALLOC_COUNT_LIB="$BUILD/tests/bench/libdr_malloc_count.so"
+run_allocs() {
+  local k j line
+  mkdir -p "$TMP/mc"
+  START_PRELOAD=$MALLOC_COUNT_LIB START_WORKERS=1
+  # chat:message: stored, acked, broadcast to a conversation of BENCH_CHAT_MEMBERS.
+  start_private_redis allocs || return 1
+  line="SADD depth:conversation:b0:members"
+  for j in $(seq 0 $(( BENCH_CHAT_MEMBERS - 1 ))); do line="$line u$j"; done
+  echo "$line" | redis-cli -p "$PRIVATE_REDIS_PORT" >/dev/null
+  START_REDIS="127.0.0.1:$PRIVATE_REDIS_PORT" START_REDIS_PORT=$PRIVATE_REDIS_PORT
+  PORT=$(free_port)
+  if start_server dr-chat "$PORT"; then
+    local args=(chat --namespaces /chat --conversations 1 --members "$BENCH_CHAT_MEMBERS" --rate 0 --window 1
+      --duration 300 --settle 0.5 --max-seconds 400 --malloc-count-dir "$TMP/mc")
+    run_scenario depth-realtime allocs_chat_warmup "${args[@]}" --messages 200
+    run_scenario depth-realtime allocs_chat "${args[@]}" --messages "$BENCH_ALLOC_MESSAGES"
+    stop_server
+  fi
+  # bench:echo on bench.conf, on the same Redis (recovery on, as for chat).
+  PORT=$(free_port)
+  if start_server dr-redis "$PORT"; then
+    local eargs=(echo --namespaces / --connections 10 --rate 0 --window 1 --duration 300 --max-seconds 400
+      --malloc-count-dir "$TMP/mc")
+    run_scenario depth-realtime allocs_echo_warmup "${eargs[@]}" --messages 1000
+    run_scenario depth-realtime allocs_echo "${eargs[@]}" --messages "$BENCH_ALLOC_MESSAGES"
+    stop_server
+  fi
+  stop_private_redis
+  START_REDIS="" START_REDIS_PORT="" START_PRELOAD="" START_WORKERS=""
+}
+
+if want allocs && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; then
+  if [ ! -f "$MALLOC_COUNT_LIB" ] && ! cmake --build "$BUILD" --target dr_malloc_count >/dev/null; then
+    log "allocs: cannot build libdr_malloc_count.so; skipped"
+  else
+    run_allocs || FAILED=1
+  fi
 fi
 
 # ---------------------------------------------- cross-process fan-out (Redis)
@@ -404,14 +684,14 @@ run_fanout() {
   return 0
 }
 
-if [ "$BENCH_FANOUT" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; then
+if want fanout && [ "$BENCH_FANOUT" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; then
   if ! command -v redis-server >/dev/null; then
     log "fanout: redis-server is not installed (scripts/deps.sh installs it); skipped"
   elif [ ! -x "$BUILD/depth-realtime" ]; then
     log "fanout: $BUILD/depth-realtime is missing; skipped"
   else
     run_fanout single || FAILED=1
-    if [ "$BENCH_FANOUT_CLUSTER" = 1 ]; then run_fanout cluster || FAILED=1; fi
+    if want fanout_cluster && [ "$BENCH_FANOUT_CLUSTER" = 1 ]; then run_fanout cluster || FAILED=1; fi
   fi
 fi
 
@@ -451,7 +731,7 @@ run_recovery() {
   return $rc
 }
 
-if [ "$BENCH_RECOVERY" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; then
+if want recovery && [ "$BENCH_RECOVERY" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]]; then
   if ! command -v redis-server >/dev/null; then
     log "recovery: redis-server is not installed (scripts/deps.sh installs it); skipped"
   elif [ ! -x "$BUILD/depth-realtime" ]; then
@@ -463,7 +743,7 @@ fi
 
 # ------------------------------------- exact rate limit: budget leases (Redis)
 
-if [ "$BENCH_RATELIMIT" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]] &&
+if want ratelimit && [ "$BENCH_RATELIMIT" = 1 ] && [[ " $BENCH_SERVERS " == *" depth-realtime "* ]] &&
   command -v redis-server >/dev/null && [ -x "$BUILD/depth-realtime" ]; then
   log "depth-realtime: rate limit leases: Redis commands per 1,000 events, latency at the limit"
   node tests/bench/ratelimit-cost.mjs --build "$BUILD" >"$TMP/ratelimit.json" 2>"$TMP/ratelimit.err" || FAILED=1
@@ -475,152 +755,9 @@ mkdir -p bench-results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULT="bench-results/bench-$STAMP.json"
 
-BENCH_SETTINGS=$(printf '{"connections":%s,"concurrency":%s,"settle_s":%s,"echo_connections":%s,"echo_rate":%s,"echo_duration_s":%s,"max_connections":%s,"max_window":%s,"workers":%s,"fanout_connections":%s,"fanout_rate":%s,"fanout_duration_s":%s,"fanout_payload":%s}' \
-  "$BENCH_CONNECTIONS" "$BENCH_CONCURRENCY" "$BENCH_SETTLE" "$BENCH_ECHO_CONNECTIONS" "$BENCH_ECHO_RATE" \
-  "$BENCH_ECHO_DURATION" "$BENCH_MAX_CONNECTIONS" "$BENCH_MAX_WINDOW" "$BENCH_WORKERS" \
-  "$BENCH_FANOUT_CONNECTIONS" "$BENCH_FANOUT_RATE" "$BENCH_FANOUT_DURATION" "$BENCH_FANOUT_PAYLOAD")
-
-BENCH_TMP="$TMP" BENCH_STAMP="$STAMP" BENCH_SETTINGS="$BENCH_SETTINGS" BENCH_SERVERS="$BENCH_SERVERS" \
-node --input-type=module - "$RESULT" <<'EOF'
-import fs from "node:fs";
-import os from "node:os";
-
-const tmp = process.env.BENCH_TMP;
-const read = (f) => (fs.existsSync(`${tmp}/${f}`) ? fs.readFileSync(`${tmp}/${f}`, "utf8").trim() : null);
-const readJson = (f) => {
-  const t = read(f);
-  try { return t ? JSON.parse(t) : null; } catch { return { error: "unparsable loadgen output" }; }
-};
-
-const servers = {};
-for (const name of ["depth-realtime", "node"]) {
-  if (!process.env.BENCH_SERVERS.split(/\s+/).includes(name)) continue;
-  const s = { status: read(`${name}.status`) ?? "not run", command: read(`${name}.command`) };
-  for (const sc of ["idle", "idle_large", "echo", "echo_max"]) {
-    const r = readJson(`${name}.${sc}.json`);
-    if (r) s[sc] = r;
-  }
-  const logText = read(`${name}.log`);
-  if (s.status !== "ok" && logText) s.log_tail = logText.split("\n").slice(-20).join("\n");
-  // Cross-process fan-out through one Redis, and through a 3-master Redis
-  // Cluster (depth-realtime only).
-  for (const sc of ["fanout", "fanout_cluster"]) {
-    const fanout = readJson(`${name}.${sc}.json`);
-    if (!fanout) continue;
-    const redisCpu = Number(read(`${sc}.redis_cpu_ms`));
-    fanout.command = read(`${sc}.command`);
-    if (Number.isFinite(redisCpu)) {
-      fanout.redis_cpu_ms = redisCpu;
-      if (fanout.delivered > 0) fanout.redis_cpu_per_delivered_us = +(redisCpu * 1000 / fanout.delivered).toFixed(3);
-    }
-    s[sc] = fanout;
-  }
-  // Connection state recovery on and off (depth-realtime only).
-  const recovery = {};
-  for (const mode of ["on", "off"]) {
-    const idle = readJson(`recovery.${mode}.idle.json`);
-    const cost = readJson(`recovery.${mode}.cost.json`);
-    if (name === "depth-realtime" && (idle || cost)) recovery[mode] = { idle, redis: cost };
-  }
-  if (Object.keys(recovery).length) s.recovery = recovery;
-  const ratelimit = name === "depth-realtime" ? readJson("ratelimit.json") : null;
-  if (ratelimit) s.ratelimit = ratelimit;
-  servers[name] = s;
-}
-
-const ours = servers["depth-realtime"] ?? {}, node = servers.node ?? {};
-const ratio = (a, b) => (typeof a === "number" && typeof b === "number" && b > 0 ? +(a / b).toFixed(2) : null);
-const ratios = {
-  // > 1 means depth-realtime is better
-  rss_per_conn_node_over_ours: ratio(node.idle?.rss_per_conn_bytes, ours.idle?.rss_per_conn_bytes),
-  cpu_per_conn_node_over_ours: ratio(node.idle?.cpu_per_conn_us, ours.idle?.cpu_per_conn_us),
-  idle_cpu_node_over_ours: ratio(node.idle?.idle_cpu_per_conn_per_s_us, ours.idle?.idle_cpu_per_conn_per_s_us),
-  idle_large_cpu_node_over_ours: ratio(node.idle_large?.idle_cpu_per_conn_per_s_us, ours.idle_large?.idle_cpu_per_conn_per_s_us),
-  echo_throughput_ours_over_node: ratio(ours.echo_max?.acks_per_sec, node.echo_max?.acks_per_sec),
-  echo_cpu_per_ack_node_over_ours: ratio(node.echo?.cpu_per_ack_us, ours.echo?.cpu_per_ack_us),
-  echo_p99_node_over_ours: ratio(node.echo?.latency_p99_ms, ours.echo?.latency_p99_ms),
-};
-
-// The loadgen shares the machine with the server: when it is near a full core,
-// the throughput it reports is a lower bound for the server.
-const warnings = [];
-for (const [name, s] of Object.entries(servers)) {
-  for (const sc of ["echo", "echo_max"]) {
-    const r = s[sc];
-    if (!r?.loadgen_cpu_echo_ms || !r.duration_seconds) continue;
-    const busy = r.loadgen_cpu_echo_ms / (r.duration_seconds * 1000);
-    if (busy > 0.8) warnings.push(`${name} ${sc}: the loadgen was ${Math.round(busy * 100)}% busy; acks/s is a lower bound`);
-  }
-  for (const sc of ["idle", "idle_large", "echo", "echo_max"]) {
-    const r = s[sc];
-    if (r?.failures > 0) warnings.push(`${name} ${sc}: ${r.failures} connections failed (${r.first_error ?? "?"})`);
-    if (r?.lost_after_connect > 0) warnings.push(`${name} ${sc}: ${r.lost_after_connect} connections dropped after connecting`);
-    if (r?.unacked > 0) warnings.push(`${name} ${sc}: ${r.unacked} events never acked`);
-  }
-  for (const sc of ["fanout", "fanout_cluster"]) {
-    const fo = s[sc];
-    if (fo?.error) warnings.push(`${name} ${sc}: ${fo.error}`);
-    if (fo && typeof fo.delivered_ratio === "number" && fo.delivered_ratio < 1)
-      warnings.push(`${name} ${sc}: ${fo.expected_deliveries - fo.delivered} of ${fo.expected_deliveries} deliveries missing`);
-    if (fo?.loadgen_cpu_ms && fo.duration_seconds && fo.loadgen_cpu_ms / (fo.duration_seconds * 1000) > 0.8)
-      warnings.push(`${name} ${sc}: the loadgen was busy over 80%; latency includes its queueing`);
-  }
-}
-
-const result = {
-  timestamp: process.env.BENCH_STAMP,
-  machine: { cpus: os.cpus().length, memory_mb: Math.round(os.totalmem() / 2 ** 20), kernel: os.release(), node: process.version },
-  settings: JSON.parse(process.env.BENCH_SETTINGS),
-  servers,
-  ratios,
-  warnings,
-};
-const text = JSON.stringify(result, null, 2) + "\n";
-fs.writeFileSync(process.argv[2], text);
-fs.writeFileSync("bench-results/latest.json", text);
-
-// Short human summary.
-const f = (v, d = 1) => (typeof v === "number" ? v.toFixed(d) : "-");
-const kb = (v) => (typeof v === "number" ? (v / 1024).toFixed(1) + " KB" : "-");
-const rows = [
-  ["idle: connections established", (s) => s.idle ? `${s.idle.established}/${s.idle.connections}` : "-", null],
-  ["idle: connect time (s)", (s) => f(s.idle?.connect_seconds, 2), null],
-  ["idle: RSS per connection", (s) => kb(s.idle?.rss_per_conn_bytes), ratios.rss_per_conn_node_over_ours],
-  ["idle: CPU per connection (us)", (s) => f(s.idle?.cpu_per_conn_us), ratios.cpu_per_conn_node_over_ours],
-  ["idle: CPU/conn/s held (us)", (s) => f(s.idle?.idle_cpu_per_conn_per_s_us, 3), ratios.idle_cpu_node_over_ours],
-  ["idle_large: established", (s) => s.idle_large ? `${s.idle_large.established}/${s.idle_large.connections}` : "-", null],
-  ["idle_large: RSS per connection", (s) => kb(s.idle_large?.rss_per_conn_bytes), null],
-  ["idle_large: CPU/conn/s held (us)", (s) => f(s.idle_large?.idle_cpu_per_conn_per_s_us, 3), ratios.idle_large_cpu_node_over_ours],
-  ["echo: acks/s at fixed rate", (s) => f(s.echo?.acks_per_sec, 0), null],
-  ["echo: latency p50 / p99 (ms)", (s) => `${f(s.echo?.latency_p50_ms, 2)} / ${f(s.echo?.latency_p99_ms, 2)}`, ratios.echo_p99_node_over_ours],
-  ["echo: server CPU per ack (us)", (s) => f(s.echo?.cpu_per_ack_us), ratios.echo_cpu_per_ack_node_over_ours],
-  ["echo_max: acks/s (closed loop)", (s) => f(s.echo_max?.acks_per_sec, 0), ratios.echo_throughput_ours_over_node],
-  ["fanout: delivered msgs/s", (s) => (s.fanout ? `${f(s.fanout.delivered_per_sec, 0)} (${f(100 * (s.fanout.delivered_ratio ?? 0), 2)}%)` : "-"), null],
-  ["fanout: latency p50 / p99 (ms)", (s) => (s.fanout ? `${f(s.fanout.latency_p50_ms, 2)} / ${f(s.fanout.latency_p99_ms, 2)}` : "-"), null],
-  ["fanout: CPU/delivery (us)", (s) => f(s.fanout?.cpu_per_delivered_us, 2), null],
-  ["fanout: Redis CPU/deliv. (us)", (s) => f(s.fanout?.redis_cpu_per_delivered_us, 3), null],
-  ["fanout 3-shard: delivered/s", (s) => (s.fanout_cluster ? `${f(s.fanout_cluster.delivered_per_sec, 0)} (${f(100 * (s.fanout_cluster.delivered_ratio ?? 0), 2)}%)` : "-"), null],
-  ["fanout 3-shard: p50 / p99 (ms)", (s) => (s.fanout_cluster ? `${f(s.fanout_cluster.latency_p50_ms, 2)} / ${f(s.fanout_cluster.latency_p99_ms, 2)}` : "-"), null],
-  ["fanout 3-shard: CPU/deliv. (us)", (s) => f(s.fanout_cluster?.cpu_per_delivered_us, 2), null],
-  ["fanout 3-shard: Redis CPU/dl", (s) => f(s.fanout_cluster?.redis_cpu_per_delivered_us, 3), null],
-  ["recovery on/off: connect (s)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.connect_seconds, 2)} / ${f(s.recovery.off?.idle?.connect_seconds, 2)}` : "-"), null],
-  ["recovery on/off: CPU/conn (us)", (s) => (s.recovery ? `${f(s.recovery.on?.idle?.cpu_per_conn_us)} / ${f(s.recovery.off?.idle?.cpu_per_conn_us)}` : "-"), null],
-  ["recovery: session writes/join", (s) => f(s.recovery?.on?.redis?.join?.session_writes, 2), null],
-  ["recovery: session writes/leave", (s) => f(s.recovery?.on?.redis?.leave?.session_writes, 2), null],
-  ["recovery on/off: cmds/join", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.join?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.join?.redis_commands, 2)}` : "-"), null],
-  ["recovery on/off: cmds/connect", (s) => (s.recovery ? `${f(s.recovery.on?.redis?.connect?.redis_commands, 2)} / ${f(s.recovery.off?.redis?.connect?.redis_commands, 2)}` : "-"), null],
-  ["ratelimit: Redis cmds/1000 events", (s) => f(s.ratelimit?.far?.redis_commands_per_1000_events, 2), null],
-  ["ratelimit: at limit p50/p99 (us)", (s) => (s.ratelimit ? `${f(s.ratelimit.at_limit?.last_quarter?.p50_us, 0)} / ${f(s.ratelimit.at_limit?.last_quarter?.p99_us, 0)}` : "-"), null],
-];
-const pad = (t, n) => String(t).padEnd(n);
-console.log(`\n${pad("", 32)}${pad("depth-realtime", 18)}${pad("node", 18)}ratio (>1: ours better)`);
-for (const [label, get, r] of rows) {
-  console.log(`${pad(label, 32)}${pad(get(ours), 18)}${pad(get(node), 18)}${r ?? ""}`);
-}
-for (const [name, s] of Object.entries(servers)) if (s.status !== "ok") console.log(`${name}: ${s.status}`);
-for (const w of warnings) console.log(`warning: ${w}`);
-console.log(`\nresults: ${process.argv[2]} (and bench-results/latest.json)`);
-EOF
+# Every BENCH_* setting goes into the JSON.
+export "${!BENCH_@}"
+BENCH_TMP="$TMP" BENCH_STAMP="$STAMP" node tests/bench/report.mjs "$RESULT"
 [ $? -eq 0 ] || { log "could not write the results"; exit 1; }
 
 exit $FAILED
