@@ -18,8 +18,8 @@ void SocketImpl::on_batch(Event& ev, size_t wire_bytes) {
   }
   std::optional<uint64_t> batch;
   if (ev.ack_id) {
-    batch = next_item_ack_++;
-    batches_[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n), {}};
+    batch = batching().next_item_ack++;
+    batching_->batches[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n), {}};
   }
   for (size_t i = 0; i < n; i++) {
     json_t* item = json_array_get(items, i);
@@ -27,8 +27,8 @@ void SocketImpl::on_batch(Event& ev, size_t wire_bytes) {
     Event sub;
     sub.name = name ? name : "";
     if (batch) {
-      sub.ack_id = next_item_ack_++;
-      batch_items_[*sub.ack_id] = {*batch, i};
+      sub.ack_id = batching_->next_item_ack++;
+      batching_->items[*sub.ack_id] = {*batch, i};
     }
     if (!json_is_object(item) || !name || sub.name == "batch" || is_reserved_event(sub.name)) {
       std::string details = "batch[" + std::to_string(i) + "]: " +
@@ -69,8 +69,9 @@ static void shift_placeholders(json_t* v, size_t offset) {
 }
 
 void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments) {
-  auto it = batches_.find(batch);
-  if (it == batches_.end()) return;
+  if (!batching_) return;
+  auto it = batching_->batches.find(batch);
+  if (it == batching_->batches.end()) return;
   Batch& b = it->second;
   if (index < b.answers.size() && !b.answers[index]) {
     if (!attachments.empty()) {
@@ -88,7 +89,7 @@ void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer, std::ve
   uint64_t client_ack = b.client_ack;
   Payload reply = Payload::of(std::move(data));
   reply.attachments = std::move(b.attachments);
-  batches_.erase(it);
+  batching_->batches.erase(it);
   ack(client_ack, std::move(reply));
 }
 

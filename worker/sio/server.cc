@@ -27,7 +27,17 @@ std::vector<eio::OutRef> encode_packets(std::string_view header, const std::vect
   return out;
 }
 
-std::vector<eio::OutRef> encode_packets(const Packet& p) { return encode_packets(encode(p), p.attachments); }
+std::vector<eio::OutRef> encode_packets(const Packet& p) {
+  std::vector<eio::OutRef> out;
+  out.reserve(1 + p.attachments.size());
+  // The message's bytes are the header's: encoded in place, not copied after the type.
+  auto m = std::make_shared<eio::OutPacket>();
+  m->data = encode(p, std::string_view("4", 1));
+  static_assert(int(eio::PacketType::Message) == 4);
+  out.push_back(std::move(m));
+  for (auto& a : p.attachments) out.push_back(eio::make_binary(a));
+  return out;
+}
 
 namespace {
 
@@ -122,7 +132,8 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
     return;
   }
   uint64_t id = next_ack_++;
-  acks_.emplace(id, std::move(cb));
+  if (!acks_) acks_ = std::make_unique<std::map<uint64_t, AckCallback>>();
+  acks_->emplace(id, std::move(cb));
   if (timeout_ms) server_.schedule_ack_timeout(now_ms() + int64_t(timeout_ms), weak_from_this(), id);
   Packet p;
   p.type = PacketType::Event;
@@ -136,12 +147,14 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
 
 void SocketImpl::ack(uint64_t ack_id, Payload reply) {
   if (gone_ || !client_) return;
-  if (auto it = batch_items_.find(ack_id); it != batch_items_.end()) {
-    auto [batch, index] = it->second;
-    batch_items_.erase(it);
-    json_t* first = json_array_get(reply.args.get(), 0);
-    batch_answer(batch, index, first ? Json(json_deep_copy(first)) : Json(json_null()), std::move(reply.attachments));
-    return;
+  if (batching_) {
+    if (auto it = batching_->items.find(ack_id); it != batching_->items.end()) {
+      auto [batch, index] = it->second;
+      batching_->items.erase(it);
+      json_t* first = json_array_get(reply.args.get(), 0);
+      batch_answer(batch, index, first ? Json(json_deep_copy(first)) : Json(json_null()), std::move(reply.attachments));
+      return;
+    }
   }
   Packet p;
   p.type = PacketType::Ack;
@@ -154,21 +167,52 @@ void SocketImpl::ack(uint64_t ack_id, Payload reply) {
 
 void SocketImpl::join(std::string_view room) {
   if (in_room(room)) return;
+  if (room == id_) {
+    own_room_at_ = uint32_t(rooms_.size());  // not indexed either: the namespace's sockets_ answers for it
+    return;
+  }
   rooms_.emplace_back(room);
   // A copy: room handlers may join or leave further rooms, moving rooms_.
   if (connected_) ns_.index_add(this, std::string(room));
 }
 
 void SocketImpl::leave(std::string_view room) {
+  if (room == id_) {
+    own_room_at_ = kNotJoined;
+    return;
+  }
   auto it = std::find(rooms_.begin(), rooms_.end(), room);
   if (it == rooms_.end()) return;
+  if (own_room_at_ != kNotJoined && uint32_t(it - rooms_.begin()) < own_room_at_) own_room_at_--;
   std::string name = std::move(*it);
   rooms_.erase(it);  // first: room handlers may join or leave further rooms
   if (connected_) ns_.index_remove(this, name);
 }
 
 bool SocketImpl::in_room(std::string_view room) const {
+  if (room == id_) return own_room_at_ != kNotJoined;
   return std::find(rooms_.begin(), rooms_.end(), room) != rooms_.end();
+}
+
+std::vector<std::string> SocketImpl::rooms() const {
+  std::vector<std::string> out;
+  out.reserve(rooms_.size() + 1);
+  for (size_t i = 0; i <= rooms_.size(); i++) {
+    if (i == own_room_at_) out.push_back(id_);
+    if (i < rooms_.size()) out.push_back(rooms_[i]);
+  }
+  return out;
+}
+
+std::vector<std::string> SocketImpl::connect_keys() const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < connect_keys_ && i < data_.size(); i++) out.push_back(data_[i].first);
+  return out;
+}
+
+SocketImpl::Batching& SocketImpl::batching() {
+  if (!batching_) batching_ = std::make_unique<Batching>();
+  return *batching_;
 }
 
 void SocketImpl::disconnect(bool close_connection) {
@@ -218,9 +262,9 @@ void SocketImpl::run_connect_hooks(size_t index) {
     }
     return;
   }
-  // Every hook agreed. What they set is theirs to set again on a recovery.
-  connect_keys_.clear();
-  for (auto& [k, v] : data_) connect_keys_.push_back(k);
+  // Every hook agreed. What they set is theirs to set again on a recovery
+  // (set() appends new keys: they are data_'s first ones).
+  connect_keys_ = uint32_t(data_.size());
   if (recovery_) {
     confirm_recovery();
     return;
@@ -261,13 +305,12 @@ void SocketImpl::connect_now() {
 
 void SocketImpl::on_event(Packet& p, size_t wire_bytes) {
   auto self = shared_from_this();  // a handler may disconnect us
-  Event ev;
   json_t* first = json_array_get(p.data.get(), 0);
-  if (json_is_string(first)) ev.name.assign(json_string_value(first), json_string_length(first));
-  else ev.name = std::to_string(json_integer_value(first));
+  std::string name = json_is_string(first) ? std::string(json_string_value(first), json_string_length(first))
+                                           : std::to_string(json_integer_value(first));
   json_array_remove(p.data.get(), 0);
-  ev.args = Payload(std::move(p.data), std::move(p.attachments));
-  ev.ack_id = p.id;
+  // Made from its parts: a default Payload would allocate an array only to drop it.
+  Event ev{std::move(name), Payload(std::move(p.data), std::move(p.attachments)), p.id};
   metrics::add(ns_.event_counter(ev.name));
   if (event_log::enabled() && client_)
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
@@ -405,20 +448,21 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
 }
 
 void SocketImpl::on_ack(Packet& p) {
-  if (!p.id) return;
-  auto it = acks_.find(*p.id);
-  if (it == acks_.end()) return;  // unknown or already answered: ignored, as Node does
+  if (!p.id || !acks_) return;
+  auto it = acks_->find(*p.id);
+  if (it == acks_->end()) return;  // unknown or already answered: ignored, as Node does
   AckCallback cb = std::move(it->second);
-  acks_.erase(it);
+  acks_->erase(it);
   auto self = shared_from_this();
   if (cb) cb(false, Payload(std::move(p.data), std::move(p.attachments)));
 }
 
 void SocketImpl::expire_ack(uint64_t id) {
-  auto it = acks_.find(id);
-  if (it == acks_.end()) return;
+  if (!acks_) return;
+  auto it = acks_->find(id);
+  if (it == acks_->end()) return;
   AckCallback cb = std::move(it->second);
-  acks_.erase(it);
+  acks_->erase(it);
   metrics::add(metrics::core().acks_timed_out);
   if (cb) cb(true, Payload());
 }
@@ -443,9 +487,9 @@ void SocketImpl::on_disconnect(std::string_view reason) {
     if (ns_.observer) ns_.observer->disconnected(*this, reason);
   }
   auto pending = std::move(acks_);
-  acks_.clear();
-  for (auto& [id, cb] : pending)
-    if (cb) cb(true, Payload());
+  if (pending)
+    for (auto& [id, cb] : *pending)
+      if (cb) cb(true, Payload());
   if (was_connected) {
     try {
       for (auto& h : ns_.disconnect_handlers) h(*this, reason);
@@ -459,9 +503,9 @@ void SocketImpl::on_disconnect(std::string_view reason) {
 // ------------------------------------------------------------- namespace
 
 metrics::Entry* Namespace::event_counter(const std::string& name) {
-  if (!handlers.count(name)) return metrics::core().events_other;
-  auto it = event_counters_.find(name);
+  auto it = event_counters_.find(name);  // one lookup for a handled name, the common case
   if (it != event_counters_.end()) return it->second;
+  if (!handlers.count(name)) return metrics::core().events_other;
   auto* e = metrics::get("websocket_events_total", metrics::label("event", name));
   event_counters_.emplace(name, e);
   return e;
@@ -788,7 +832,18 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
 void Server::deliver(const EncodedBroadcast& b) {
   Namespace* ns = find(b.opts.nsp);
   if (!ns) return;
-  ns->deliver(b, wire(b.header, b.attachments));  // encoded once for every recipient
+  ns->deliver(b, wire(b));  // encoded once for every recipient
+}
+
+std::vector<eio::OutRef> Server::wire(const EncodedBroadcast& b) const {
+  if (cfg_->core.parser == CoreConf::Parser::Json || !b.data) return wire(b.header, b.attachments);
+  // The sender's own broadcast still has its data: msgpack from it, not from the header read back.
+  Packet p;
+  p.type = PacketType::Event;
+  p.nsp = b.opts.nsp;
+  p.data = json_share(b.data.get());
+  p.attachments = b.attachments;
+  return wire(p);
 }
 
 std::vector<eio::OutRef> Server::wire(const Packet& p) const {
@@ -955,7 +1010,8 @@ void SocketImpl::expect_ack(uint64_t id, int64_t deadline, AckCallback cb) {
     if (cb) cb(true, Payload());
     return;
   }
-  acks_[id] = std::move(cb);
+  if (!acks_) acks_ = std::make_unique<std::map<uint64_t, AckCallback>>();
+  (*acks_)[id] = std::move(cb);
   server_.schedule_ack_timeout(deadline, weak_from_this(), id);
 }
 

@@ -53,7 +53,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   void join(std::string_view room) override;
   void leave(std::string_view room) override;
   bool in_room(std::string_view room) const override;
-  std::vector<std::string> rooms() const override { return rooms_; }
+  std::vector<std::string> rooms() const override;
   void disconnect(bool close_connection) override;
   std::weak_ptr<Socket> weak() override { return weak_from_this(); }
   std::shared_ptr<void> hold() override;
@@ -77,7 +77,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // is a fresh connection. Nothing of the session shows before that.
   void begin_recovery(StoredSession session, std::string offset);
   // The data keys the CONNECT hooks set (kept with a stored session).
-  const std::vector<std::string>& connect_keys() const { return connect_keys_; }
+  std::vector<std::string> connect_keys() const;
   // A server -> client ack under an id chosen by the caller (broadcasts with
   // acks share one id among their recipients).
   void expect_ack(uint64_t id, int64_t deadline, AckCallback cb);
@@ -120,9 +120,21 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   Json auth_;
   bool connected_ = false;
   bool gone_ = false;  // disconnected, or refused
+  bool wants_batches_ = false;  // auth.batch was true
+  bool pumping_ = false;
+  int holds_ = 0;
+  // The rooms joined, but for the socket's own (named after its id), which
+  // is not stored: `own_room_at_` is where it stands in rooms() (kNotJoined:
+  // not in it). One string and one vector buffer less per socket.
+  static constexpr uint32_t kNotJoined = UINT32_MAX;
+  uint32_t own_room_at_ = kNotJoined;
+  // data_'s first connect_keys_ keys are those the CONNECT hooks set.
+  uint32_t connect_keys_ = 0;
   std::vector<std::string> rooms_;
   std::vector<std::pair<std::string, std::string>> data_;
-  std::map<uint64_t, AckCallback> acks_;  // server -> client acks awaiting answers
+  // Server -> client acks awaiting answers (made on the first one: most
+  // sockets never wait for any).
+  std::unique_ptr<std::map<uint64_t, AckCallback>> acks_;
   uint64_t next_ack_ = 0;
   // A client `batch` with an ack: its items get ack ids of their own (far above
   // any id a JavaScript client can use) whose answers are collected here.
@@ -132,10 +144,16 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     std::vector<Json> answers;
     std::vector<std::string> attachments;  // of every answer, placeholders renumbered
   };
-  std::map<uint64_t, Batch> batches_;
-  std::map<uint64_t, std::pair<uint64_t, size_t>> batch_items_;  // item ack id -> (batch, index)
-  uint64_t next_item_ack_ = uint64_t(1) << 62;
-  bool wants_batches_ = false;  // auth.batch was true
+  // What batching keeps (client and server side), made on first use: an idle
+  // socket carries one pointer of it.
+  struct Batching {
+    std::map<uint64_t, Batch> batches;
+    std::map<uint64_t, std::pair<uint64_t, size_t>> items;  // item ack id -> (batch, index)
+    uint64_t next_item_ack = uint64_t(1) << 62;
+    std::string buf;  // server batching: items, comma-separated
+  };
+  std::unique_ptr<Batching> batching_;
+  Batching& batching();
   struct Queued {
     Event ev;
     std::string error;  // INVALID_DATA details of a malformed batch item instead of a dispatch
@@ -143,15 +161,10 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   };
   size_t inbox_bytes_ = 0;
   std::unique_ptr<std::deque<Queued>> inbox_;  // only while events wait (a deque allocates when made)
-  int holds_ = 0;
   // The middleware running now, and its event's INVALID_DATA details (for defer()).
   size_t mw_index_ = 0;
   const std::string* mw_malformed_ = nullptr;
-  bool pumping_ = false;
-  std::string batch_buf_;       // items, comma-separated
-  std::unordered_set<uint64_t> answered_;  // client ack ids answered already
   std::string pid_;  // recovery session id (with connection state recovery)
-  std::vector<std::string> connect_keys_;
   struct Recovery {
     StoredSession session;
     std::string offset;
@@ -222,7 +235,7 @@ class Namespace {
   std::string name_;
   std::unordered_map<std::string_view, SocketImpl*> sockets_;  // keys view the sockets' ids
   std::unordered_map<std::string, std::unordered_set<SocketImpl*>> rooms_;
-  std::unordered_map<std::string, metrics::Entry*> event_counters_;
+  std::unordered_map<std::string, metrics::Entry*> event_counters_;  // names with handlers only
 };
 
 // The Socket.IO side of one Engine.IO session.
@@ -274,6 +287,8 @@ class Server {
   // Same, of a header this server encoded and its attachments (a broadcast's,
   // turned into messages once for all its recipients).
   std::vector<eio::OutRef> wire(std::string_view header, const std::vector<std::string>& attachments) const;
+  // Same, of a broadcast without an ack id.
+  std::vector<eio::OutRef> wire(const EncodedBroadcast& b) const;
   void set_config(const Config& cfg) { cfg_ = &cfg; }  // a reload applied in place
   std::string new_socket_id();
   void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);

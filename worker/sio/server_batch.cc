@@ -7,20 +7,21 @@
 namespace dr::sio {
 
 void SocketImpl::queue_batch_item(const std::string& item) {
-  if (batch_buf_.empty()) server_.batch_pending(weak_from_this());
-  else batch_buf_.push_back(',');
-  batch_buf_ += item;
+  std::string& buf = batching().buf;
+  if (buf.empty()) server_.batch_pending(weak_from_this());
+  else buf.push_back(',');
+  buf += item;
   // Bounded: past max_output_buffer it leaves now, and the connection's own
   // bound decides whether this client keeps up.
-  if (batch_buf_.size() > server_.config().core.max_output_buffer) flush_batch();
+  if (buf.size() > server_.config().core.max_output_buffer) flush_batch();
 }
 
 void SocketImpl::flush_batch() {
-  if (batch_buf_.empty() || gone_ || !client_) return;
+  if (!batching_ || batching_->buf.empty() || gone_ || !client_) return;
   std::string header = "2";
   if (ns_.name() != "/") header += ns_.name() + ",";
-  header += "[\"batch\",[" + batch_buf_ + "]]";
-  batch_buf_.clear();
+  header += "[\"batch\",[" + batching_->buf + "]]";
+  batching_->buf.clear();
   client_->send_encoded(server_.wire(header, {}), false);
 }
 

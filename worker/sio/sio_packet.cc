@@ -202,9 +202,16 @@ void encode_to(const Packet& p, std::string& out) {
   }
 }
 
-std::string encode(const Packet& p) {
-  std::string out;
-  encode_to(p, out);
+std::string encode(const Packet& p, std::string_view prefix) {
+  // Written into a buffer that keeps its capacity, then copied once at its
+  // exact size: appended to token by token, the text would reallocate as it
+  // grows. The worker is single-threaded; thread_local keeps tests honest.
+  constexpr size_t kKeptCapacity = 64 * 1024;  // a larger one (a big packet) is not kept
+  thread_local std::string scratch;
+  scratch.assign(prefix);
+  encode_to(p, scratch);
+  std::string out(scratch);
+  if (scratch.capacity() > kKeptCapacity) std::string().swap(scratch);
   return out;
 }
 

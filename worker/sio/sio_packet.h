@@ -39,7 +39,9 @@ bool payload_valid(PacketType type, const json_t* data);
 // The text header of `p` (without Engine.IO's leading '4'). When `p` has
 // attachments, Event/Ack are written as BinaryEvent/BinaryAck with the count
 // ("52-..."); the caller sends each attachment after it as a binary message.
-std::string encode(const Packet& p);
+// `prefix` goes before it (the Engine.IO packet type, for a message that is
+// then sent as it is): the text is allocated once, at its size.
+std::string encode(const Packet& p, std::string_view prefix = {});
 // Same, appending to `out` (avoids a copy on hot paths).
 void encode_to(const Packet& p, std::string& out);
 
