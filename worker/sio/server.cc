@@ -632,7 +632,13 @@ void Namespace::report_sent(const std::vector<std::weak_ptr<SocketImpl>>& to, co
 Client::Client(Server& server, eio::Session& session)
     : server_(server), session_(session), msgpack_(server.config().core.parser == CoreConf::Parser::Msgpack) {}
 Client::~Client() {
-  for (auto& [nsp, s] : sockets_) s->client_ = nullptr;
+  for (auto& s : sockets_) s->client_ = nullptr;
+}
+
+std::shared_ptr<SocketImpl> Client::socket_for(std::string_view nsp) const {
+  for (auto& s : sockets_)
+    if (s->nsp() == nsp) return s;
+  return nullptr;
 }
 
 void Client::send(const Packet& p, bool is_volatile) { send_encoded(server_.wire(p), is_volatile); }
@@ -668,9 +674,9 @@ void Client::on_message(bool binary, std::string_view data) {
 }
 
 void Client::handle(Packet& p, size_t wire_bytes) {
-  auto it = sockets_.find(p.nsp);
+  auto s = socket_for(p.nsp);
   if (p.type == PacketType::Connect) {
-    if (it != sockets_.end()) {
+    if (s) {
       session_.close("parse error");  // a second CONNECT to the same namespace
       return;
     }
@@ -687,8 +693,8 @@ void Client::handle(Packet& p, size_t wire_bytes) {
     // Clients send the same auth with every namespace: keep one copy.
     if (last_auth_ && json_equal(auth.get(), last_auth_.get())) auth = json_share(last_auth_.get());
     else last_auth_ = json_share(auth.get());
-    auto s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
-    sockets_.emplace(p.nsp, s);
+    s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
+    sockets_.push_back(s);
     // Connection state recovery: a CONNECT with pid and offset may resume a
     // session, once its hooks pass (see SocketImpl::begin_recovery).
     const char* pid = json_str(s->auth(), "pid");
@@ -709,15 +715,14 @@ void Client::handle(Packet& p, size_t wire_bytes) {
     s->run_connect_hooks(0);
     return;
   }
-  if (it == sockets_.end() || !it->second->connected()) {
+  if (!s || !s->connected()) {
     session_.close("parse error");  // a packet for a namespace it has not joined
     return;
   }
-  auto s = it->second;
   switch (p.type) {
     case PacketType::Disconnect:
       s->on_disconnect("client namespace disconnect");
-      sockets_.erase(p.nsp);
+      remove(p.nsp);
       return;
     case PacketType::Event:
     case PacketType::BinaryEvent:
@@ -732,18 +737,20 @@ void Client::handle(Packet& p, size_t wire_bytes) {
   }
 }
 
-void Client::remove(const std::string& nsp) { sockets_.erase(nsp); }
+void Client::remove(const std::string& nsp) {
+  std::erase_if(sockets_, [&](const std::shared_ptr<SocketImpl>& s) { return s->nsp() == nsp; });
+}
 
 void Client::close_all() {
   // As Socket.IO's client._disconnect(): every namespace socket is
   // disconnected by the server ("server namespace disconnect", not
   // recoverable), then the connection is closed ("forced close").
-  auto sockets = sockets_;  // disconnect handlers may change the map
-  for (auto& [nsp, s] : sockets) {
+  auto sockets = sockets_;  // disconnect handlers may change the list
+  for (auto& s : sockets) {
     if (!s->connected()) continue;
     Packet p;
     p.type = PacketType::Disconnect;
-    p.nsp = nsp;
+    p.nsp = s->nsp();
     send(p);
     s->on_disconnect("server namespace disconnect");
   }
@@ -752,14 +759,14 @@ void Client::close_all() {
 
 void Client::on_upgrade() {
   auto sockets = sockets_;  // a handler may disconnect one
-  for (auto& [nsp, s] : sockets) {
+  for (auto& s : sockets) {
     if (!s->connected()) continue;
     try {
       for (auto& h : s->ns().transport_handlers) h(*s);
     } catch (const std::exception& e) {
-      logf(LogLevel::Error, "transport handler on %s: %s", nsp.c_str(), e.what());
+      logf(LogLevel::Error, "transport handler on %s: %s", s->nsp().c_str(), e.what());
     } catch (...) {
-      logf(LogLevel::Error, "transport handler on %s: unknown exception", nsp.c_str());
+      logf(LogLevel::Error, "transport handler on %s: unknown exception", s->nsp().c_str());
     }
   }
 }
@@ -767,7 +774,7 @@ void Client::on_upgrade() {
 void Client::on_close(std::string_view reason) {
   auto sockets = std::move(sockets_);
   sockets_.clear();
-  for (auto& [nsp, s] : sockets) s->on_disconnect(reason);
+  for (auto& s : sockets) s->on_disconnect(reason);
 }
 
 // ---------------------------------------------------------------- server

@@ -260,7 +260,10 @@ class Client final : public eio::SessionHandler {
   const bool msgpack_;  // the server's parser when the client came (a reload changing it starts new workers)
   Decoder decoder_;     // of the json parser
   size_t packet_bytes_ = 0;  // of the packet being decoded (its attachments come as more messages)
-  std::map<std::string, std::shared_ptr<SocketImpl>> sockets_;  // by namespace
+  // One per namespace joined, in joining order (as Socket.IO's client keeps
+  // them); a few at most, so a vector: no tree node per socket.
+  std::vector<std::shared_ptr<SocketImpl>> sockets_;
+  std::shared_ptr<SocketImpl> socket_for(std::string_view nsp) const;
   Json last_auth_;  // shared by the sockets whose CONNECT carried the same auth
 };
 

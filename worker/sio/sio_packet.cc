@@ -315,7 +315,7 @@ Decoder::Result Decoder::add_text(std::string_view s, Packet& out, std::string& 
   if (is_binary_type(p.type)) {
     p.attachments.reserve(std::min(count, kMaxReserve));
     expected_ = count;
-    pending_ = std::move(p);
+    pending_ = std::make_unique<Packet>(std::move(p));
     return Result::NeedMore;
   }
   out = std::move(p);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -61,13 +62,13 @@ class Decoder {
   Result add_text(std::string_view text, Packet& out, std::string& err);
   // A binary message; one outside a binary packet is an error.
   Result add_binary(std::string_view bytes, Packet& out, std::string& err);
-  bool awaiting_binary() const { return pending_.has_value(); }
+  bool awaiting_binary() const { return pending_ != nullptr; }
 
  private:
   size_t max_attachments_;
   bool check_payload_;
   size_t expected_ = 0;
-  std::optional<Packet> pending_;
+  std::unique_ptr<Packet> pending_;  // a binary packet awaiting attachments (made only then)
 };
 
 // A header and attachments this server encoded (encode()), back to a Packet,
