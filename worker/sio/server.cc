@@ -19,6 +19,10 @@ namespace dr::sio {
 
 // ------------------------------------------------------------- encoding
 
+// Engine.IO's message type, written before a Socket.IO header.
+constexpr std::string_view kMessageType = "4";
+static_assert(int(eio::PacketType::Message) == 4);
+
 std::vector<eio::OutRef> encode_packets(std::string_view header, const std::vector<std::string>& attachments) {
   std::vector<eio::OutRef> out;
   out.reserve(1 + attachments.size());
@@ -32,8 +36,7 @@ std::vector<eio::OutRef> encode_packets(const Packet& p) {
   out.reserve(1 + p.attachments.size());
   // The message's bytes are the header's: encoded in place, not copied after the type.
   auto m = std::make_shared<eio::OutPacket>();
-  m->data = encode(p, std::string_view("4", 1));
-  static_assert(int(eio::PacketType::Message) == 4);
+  m->data = encode(p, kMessageType);
   out.push_back(std::move(m));
   for (auto& a : p.attachments) out.push_back(eio::make_binary(a));
   return out;
@@ -641,7 +644,11 @@ std::shared_ptr<SocketImpl> Client::socket_for(std::string_view nsp) const {
   return nullptr;
 }
 
-void Client::send(const Packet& p, bool is_volatile) { send_encoded(server_.wire(p), is_volatile); }
+void Client::send(const Packet& p, bool is_volatile) {
+  if (!p.attachments.empty() && !msgpack_) return send_encoded(server_.wire(p), is_volatile);
+  // One message (most packets): no list of them to allocate.
+  if (session_.send(server_.message(p), is_volatile)) metrics::add(metrics::core().messages_sent);
+}
 
 void Client::send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile) {
   for (size_t i = 0; i < packets.size(); i++) {
@@ -856,6 +863,14 @@ std::vector<eio::OutRef> Server::wire(const EncodedBroadcast& b) const {
 std::vector<eio::OutRef> Server::wire(const Packet& p) const {
   if (cfg_->core.parser == CoreConf::Parser::Json) return encode_packets(p);
   return {eio::make_binary(encode_msgpack(p))};
+}
+
+eio::OutRef Server::message(const Packet& p) const {
+  if (cfg_->core.parser == CoreConf::Parser::Msgpack) return eio::make_binary(encode_msgpack(p));
+  assert(p.attachments.empty());
+  auto m = std::make_shared<eio::OutPacket>();
+  m->data = encode(p, kMessageType);
+  return m;
 }
 
 std::vector<eio::OutRef> Server::wire(std::string_view header, const std::vector<std::string>& attachments) const {

@@ -287,6 +287,8 @@ class Server {
   const Config& config() const { return *cfg_; }
   // The Engine.IO messages of a packet under the server's parser.
   std::vector<eio::OutRef> wire(const Packet& p) const;
+  // The one message of a packet without attachments (any packet under msgpack).
+  eio::OutRef message(const Packet& p) const;
   // Same, of a header this server encoded and its attachments (a broadcast's,
   // turned into messages once for all its recipients).
   std::vector<eio::OutRef> wire(std::string_view header, const std::vector<std::string>& attachments) const;
