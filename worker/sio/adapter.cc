@@ -50,6 +50,10 @@ struct Reader {
 
 std::string EncodedBroadcast::serialize() const {
   std::string out;
+  size_t size = 4 * 7 + opts.nsp.size() + header.size() + batch_item.size();
+  for (auto* list : {&opts.rooms, &opts.except, &attachments})
+    for (auto& s : *list) size += 4 + s.size();
+  out.reserve(size);  // one allocation, not one per doubling
   put_str(out, opts.nsp);
   put_list(out, opts.rooms);
   put_list(out, opts.except);

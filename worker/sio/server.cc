@@ -47,10 +47,15 @@ namespace {
 // A client's pid and offset are ours (20 characters, a few dozen): longer ones name no session.
 constexpr size_t kMaxRecoveryIdLength = 128;
 
-// [event, ...args] as one JSON array.
-Json event_array(std::string_view event, const Payload& args) {
+// [event, ...args] as one JSON array: the args' own, when nothing else holds
+// it (`args` is then left without one), else a new one.
+Json event_array(Json name, Payload& args) {
+  if (json_is_array(args.args.get()) && args.args->refcount == 1) {
+    json_array_insert_new(args.args.get(), 0, name.release());
+    return std::move(args.args);
+  }
   Json arr(json_array());
-  json_array_append_new(arr.get(), json_stringn(event.data(), event.size()));
+  json_array_append_new(arr.get(), name.release());
   json_array_extend(arr.get(), args.args.get());
   return arr;
 }
@@ -107,7 +112,7 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   Packet p;
   p.type = PacketType::Event;
   p.nsp = ns_.name();
-  p.data = event_array(event, args);
+  p.data = event_array(server_.event_name(event), args);
   p.attachments = std::move(args.attachments);
   // Connection state recovery: as Socket.IO routes socket.emit through the
   // adapter, the event gets an offset and is recorded for this socket's room.
@@ -142,7 +147,7 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
   p.type = PacketType::Event;
   p.nsp = ns_.name();
   p.id = id;
-  p.data = event_array(event, args);
+  p.data = event_array(server_.event_name(event), args);
   p.attachments = std::move(args.attachments);
   client_->send(p);
   if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, p.attachments);
@@ -613,7 +618,8 @@ void Namespace::report_sent(const std::vector<std::weak_ptr<SocketImpl>>& to, co
     if (!decode_encoded(header, attachments, decoded) || !decoded.data) return;
     data = decoded.data.get();
   }
-  const Payload sent(Json(json_deep_copy(data)), attachments);
+  // Shared, not copied: handlers get it const (one that keeps it copies it).
+  const Payload sent(json_share(const_cast<json_t*>(data)), attachments);
   auto handlers = sent_handlers;  // a handler may register another
   for (auto& weak : to) {
     auto s = weak.lock();
@@ -815,6 +821,17 @@ std::vector<Namespace*> Server::all() {
   return out;
 }
 
+// Strings are immutable once made and refcounted: the names the server
+// sends are made once (the first few dozen; the rest each time).
+Json Server::event_name(std::string_view name) {
+  constexpr size_t kMaxNames = 64;
+  for (auto& [n, j] : event_names_)
+    if (n == name) return json_share(j.get());
+  Json j(json_stringn(name.data(), name.size()));
+  if (j && event_names_.size() < kMaxNames) event_names_.emplace_back(std::string(name), json_share(j.get()));
+  return j;
+}
+
 std::string Server::new_socket_id() {
   static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   uint8_t b[20];
@@ -825,12 +842,13 @@ std::string Server::new_socket_id() {
 }
 
 void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) {
+  EncodedBroadcast b;
+  if (args.attachments.empty()) b.batch_item = batch_item(event, args);
   Packet p;
   p.type = PacketType::Event;
   p.nsp = opts.nsp;
-  p.data = event_array(event, args);
+  p.data = event_array(event_name(event), args);
   p.attachments = std::move(args.attachments);
-  EncodedBroadcast b;
   // Connection state recovery: recordable events carry their offset last.
   if (!opts.is_volatile && !opts.local) b.offset = adapter_->next_offset();
   if (!b.offset.empty()) json_array_append_new(p.data.get(), json_stringn(b.offset.data(), b.offset.size()));
@@ -838,7 +856,6 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
   b.header = encode(p);
   b.attachments = std::move(p.attachments);
   b.data = std::move(p.data);
-  if (b.attachments.empty()) b.batch_item = batch_item(event, args);
   metrics::add(metrics::core().broadcasts);
   adapter_->broadcast(b);
 }

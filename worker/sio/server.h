@@ -296,6 +296,8 @@ class Server {
   std::vector<eio::OutRef> wire(const EncodedBroadcast& b) const;
   void set_config(const Config& cfg) { cfg_ = &cfg; }  // a reload applied in place
   std::string new_socket_id();
+  // An event name as a JSON string, shared (see event_names_).
+  Json event_name(std::string_view name);
   void schedule_ack_timeout(int64_t deadline, std::weak_ptr<SocketImpl> s, uint64_t id);
   // A socket's first server-batch item: the batch leaves server_batch_interval after it.
   void batch_pending(std::weak_ptr<SocketImpl> s);
@@ -320,6 +322,7 @@ class Server {
   Timer batch_timer_;
   void flush_batches();
   std::string batch_item(std::string_view event, const Payload& args) const;
+  std::vector<std::pair<std::string, Json>> event_names_;  // bounded, found by a short scan
 };
 
 // Encodes a Socket.IO packet as Engine.IO message packets (header + attachments).
