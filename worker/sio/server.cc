@@ -82,6 +82,11 @@ SocketImpl::~SocketImpl() = default;
 
 const std::string& SocketImpl::nsp() const { return ns_.name(); }
 
+const json_t* SocketImpl::auth() const {
+  if (!auth_ && auth_text_) auth_ = json_parse(*auth_text_);  // our own text: it parses
+  return auth_.get();
+}
+
 const Handshake& SocketImpl::handshake() const {
   static const Handshake empty;
   return client_ ? *client_->session().handshake() : empty;
@@ -308,6 +313,10 @@ void SocketImpl::connect_now() {
     }
   } catch (const std::exception& e) {
     logf(LogLevel::Error, "connection handler on %s: %s", ns_.name().c_str(), e.what());
+  }
+  if (connected_ && client_ && auth_) {  // connected: its auth as text from now on
+    auth_text_ = client_->auth_text(auth_.get());
+    auth_.reset();
   }
 }
 
@@ -703,9 +712,6 @@ void Client::handle(Packet& p, size_t wire_bytes) {
       return;
     }
     Json auth = p.data ? std::move(p.data) : Json(json_object());
-    // Clients send the same auth with every namespace: keep one copy.
-    if (last_auth_ && json_equal(auth.get(), last_auth_.get())) auth = json_share(last_auth_.get());
-    else last_auth_ = json_share(auth.get());
     s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
     sockets_.push_back(s);
     // Connection state recovery: a CONNECT with pid and offset may resume a
@@ -748,6 +754,12 @@ void Client::handle(Packet& p, size_t wire_bytes) {
     default:
       session_.close("parse error");  // CONNECT_ERROR never comes from a client
   }
+}
+
+std::shared_ptr<const std::string> Client::auth_text(const json_t* auth) {
+  std::string text = json_text(auth);
+  if (!last_auth_ || *last_auth_ != text) last_auth_ = std::make_shared<const std::string>(std::move(text));
+  return last_auth_;  // clients send the same auth with every namespace: one copy
 }
 
 void Client::remove(const std::string& nsp) {

@@ -43,7 +43,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   const std::string& id() const override { return id_; }
   const std::string& nsp() const override;
   const Handshake& handshake() const override;
-  const json_t* auth() const override { return auth_.get(); }
+  const json_t* auth() const override;
   bool connected() const override { return connected_; }
   void set(std::string_view key, std::string value) override;
   const std::string* get(std::string_view key) const override;
@@ -117,7 +117,11 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   Client* client_;  // null once disconnected
   std::string client_id_;
   std::string id_;
-  Json auth_;
+  // The CONNECT's auth: parsed while the CONNECT runs, then only its text
+  // (shared by the client's sockets that sent the same), read again if a
+  // module asks for it later (fetch_sockets does).
+  mutable Json auth_;
+  std::shared_ptr<const std::string> auth_text_;
   bool connected_ = false;
   bool gone_ = false;  // disconnected, or refused
   bool wants_batches_ = false;  // auth.batch was true
@@ -252,6 +256,8 @@ class Client final : public eio::SessionHandler {
   eio::Session& session() { return session_; }
   void remove(const std::string& nsp);
   void close_all();
+  // The auth of a connected socket as text, shared by those whose CONNECT carried the same.
+  std::shared_ptr<const std::string> auth_text(const json_t* auth);
 
  private:
   void handle(Packet& p, size_t wire_bytes);
@@ -264,7 +270,7 @@ class Client final : public eio::SessionHandler {
   // them); a few at most, so a vector: no tree node per socket.
   std::vector<std::shared_ptr<SocketImpl>> sockets_;
   std::shared_ptr<SocketImpl> socket_for(std::string_view nsp) const;
-  Json last_auth_;  // shared by the sockets whose CONNECT carried the same auth
+  std::shared_ptr<const std::string> last_auth_;
 };
 
 class Server {
