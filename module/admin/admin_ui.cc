@@ -771,7 +771,7 @@ bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
   if (gethostname(host, sizeof host - 1) == 0) g->hostname = host;
 
   const std::string nsp = g->nsp;
-  if (c.ui_auth == AdminConf::UiAuth::Basic) w.use_connect(nsp, authenticate);
+  if (c.ui_auth == AdminConf::UiAuth::Basic) w.use_connect(nsp, authenticate, ConnectPhase::Identify);
   if (nsp != c.nsp) w.use_event(nsp, schema::middleware(c.ui_readonly ? kUiReadonlyEvents : kUiEvents));
   if (!c.ui_readonly) {
     w.on(nsp, "join", [](Socket& s, Event& ev) { on_join_or_leave(s, ev, true); });

@@ -38,8 +38,8 @@
 // connections of one client IP (a connection counts from its first namespace
 // CONNECT until its last namespace socket is gone; more namespaces over the
 // same connection are free) across all the workers of a node: the counts live
-// in a table shared by the node's processes (made by the master when it loads
-// the configuration, before it forks the workers, like the metrics table), one
+// in a table shared by the node's processes (a shared zone the master makes
+// in init_master, before it forks the workers, kept across reloads), one
 // share per process so that a crashed worker's share is dropped. Over the limit
 // the CONNECT is refused with CONNECT_ERROR {code: RATE_LIMITED}. Behind a
 // reverse proxy the client IP comes from X-Forwarded-For when the peer is one
@@ -52,7 +52,6 @@
 
 #include <arpa/inet.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -296,9 +295,8 @@ const dr::Directive kDirectives[] = {
 
 // ------------------------------------------------------ node-wide IP counts
 
-// Open connections per client IP, in an anonymous shared mapping that the
-// master makes (check_conf runs there before the workers fork) and every
-// worker inherits. Each process owns its own entry per IP, so the share of a
+// Open connections per client IP, in a shared zone that the master makes
+// (init_master) and every worker finds by name. Each process owns its own entry per IP, so the share of a
 // worker that died without cleaning up can be told apart and dropped. Reads
 // race with writers of other processes; a count may be off by a connection
 // that is arriving at that very moment, never by more.
@@ -311,15 +309,10 @@ struct IpEntry {
 static_assert(sizeof(IpEntry) == 64);
 constexpr size_t kIpEntries = 16384;
 
-IpEntry* g_ip_table = nullptr;
+constexpr std::string_view kIpZone = "ratelimit:connections";
+constexpr size_t kIpZoneSize = sizeof(IpEntry) * kIpEntries;
 
-bool make_ip_table() {
-  if (g_ip_table) return true;
-  void* p = mmap(nullptr, sizeof(IpEntry) * kIpEntries, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return false;
-  g_ip_table = static_cast<IpEntry*>(p);  // zero-filled: every entry unused
-  return true;
-}
+IpEntry* g_ip_table = nullptr;  // in this worker, once init_worker found the zone (zero-filled when made)
 
 size_t ip_hash(std::string_view ip) {
   uint32_t h = 2166136261u;  // FNV-1a
@@ -987,20 +980,19 @@ void on_timer(State& st) {
 
 std::unique_ptr<dr::ModuleConf> create_conf() { return std::make_unique<RateConf>(); }
 
-bool check_conf(dr::ModuleConf*, std::string& err) {
-  // In the master, before the workers fork: they inherit the table.
-  if (!make_ip_table()) {
-    err = std::string("cannot map the connection table: ") + strerror(errno);
-    return false;
-  }
-  return true;
+// In the master, before the workers fork (and on each reload: the same size
+// keeps the table and the counts of the connections open).
+bool init_master(dr::MasterContext& m, const dr::Module&, std::string& err) {
+  return m.shared_zone(kIpZone, kIpZoneSize, err);
 }
 
 bool init_worker(dr::Worker& w, const dr::Module& self) {
-  if (!g_ip_table) {
-    dr::log(dr::LogLevel::Warn, "ratelimit: no shared connection table; connections are limited per worker");
-    if (!make_ip_table()) return false;
+  auto zone = w.shared_zone(kIpZone);
+  if (zone.size() != kIpZoneSize) {
+    dr::log(dr::LogLevel::Crit, "ratelimit: no shared connection table");
+    return false;
   }
+  g_ip_table = reinterpret_cast<IpEntry*>(zone.data());
   g_state = std::make_shared<State>();
   State& st = *g_state;
   st.w = &w;
@@ -1016,7 +1008,7 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.metric_add(kMetric, dr::metric_label("kind", "connection"), 0);
 
   w.use_event("", [&st](dr::Socket& s, dr::Event& ev) { return on_event(st, s, ev); }, dr::EventPhase::Limit);
-  w.use_connect("", [&st](dr::Socket& s, dr::ConnectNext next) { on_connect(st, s, next); });
+  w.use_connect("", [&st](dr::Socket& s, dr::ConnectNext next) { on_connect(st, s, next); }, dr::ConnectPhase::Limit);
   w.on_connection("", [&st](dr::Socket& s) { on_connection(st, s); });
   w.on_disconnect("", [&st](dr::Socket& s, std::string_view) {
     release_socket(st, socket_key(s));
@@ -1035,8 +1027,8 @@ void exit_worker(dr::Worker&, const dr::Module&) {
 }
 
 const dr::Module kModule{
-    dr::kModuleAbi, DR_MODULE_SIGNATURE, "ratelimit", kDirectives,
-    create_conf,    check_conf,          init_worker, exit_worker,
+    dr::kModuleAbi, DR_MODULE_SIGNATURE, "ratelimit", kDirectives, create_conf, nullptr,
+    init_worker,    exit_worker,         init_master,
 };
 
 }  // namespace
