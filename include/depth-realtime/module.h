@@ -176,6 +176,20 @@ struct Handshake {
   const std::string* query_param(std::string_view name) const;
 };
 
+// ------------------------------------------------------ dates, handshakes
+
+// Milliseconds since the epoch in ISO 8601, UTC, with milliseconds
+// ("2024-05-01T12:31:30.123Z"): JavaScript's Date.prototype.toISOString().
+DR_API std::string iso_time(int64_t ms);
+// The same instant as JavaScript's Date.prototype.toString() in UTC, to the
+// second ("Wed May 01 2024 12:31:30 GMT+0000 (Coordinated Universal Time)"):
+// Socket.IO's handshake.time.
+DR_API std::string js_date(int64_t ms);
+// A handshake as Socket.IO shows it (fetchSockets, the admin UI): headers,
+// time, address, xdomain, secure, issued, url, query. Without `auth` (it may
+// hold tokens): a caller that may show it adds it.
+DR_API Json handshake_json(const Handshake& h);
+
 // ----------------------------------------------------------------- sockets
 
 // Result of an acknowledgement requested by the server: `timed_out` true and

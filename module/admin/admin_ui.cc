@@ -143,19 +143,6 @@ bool watching() {
 
 // -------------------------------------------------------- serialization
 
-// JavaScript's Date.prototype.toString() in UTC, as Socket.IO's handshake.time.
-std::string js_date(int64_t ms) {
-  static const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  time_t t = time_t(ms / 1000);
-  struct tm tm {};
-  gmtime_r(&t, &tm);
-  char buf[96];
-  snprintf(buf, sizeof buf, "%s %s %02d %04d %02d:%02d:%02d GMT+0000 (Coordinated Universal Time)", days[tm.tm_wday],
-           months[tm.tm_mon], tm.tm_mday, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  return buf;
-}
-
 Json pairs_object(const std::vector<std::pair<std::string, std::string>>& pairs) {
   Json o(json_object());
   for (auto& [k, v] : pairs) json_object_set_new(o.get(), k.c_str(), json_stringn(v.data(), v.size()));
@@ -190,16 +177,9 @@ void ui_handshake(json_t* hs) {
   }
 }
 
-Json handshake_json(const Handshake& h) {
-  Json hs(json_object());
-  json_object_set_new(hs.get(), "headers", pairs_object(h.headers).release());
-  json_object_set_new(hs.get(), "time", json_string(js_date(h.issued_ms).c_str()));
-  json_object_set_new(hs.get(), "address", str(h.address).release());
-  json_object_set_new(hs.get(), "xdomain", json_boolean(h.header("origin") != nullptr));
-  json_object_set_new(hs.get(), "secure", json_boolean(h.secure));
-  json_object_set_new(hs.get(), "issued", json_integer(json_int_t(h.issued_ms)));
-  json_object_set_new(hs.get(), "url", str(h.url).release());
-  json_object_set_new(hs.get(), "query", pairs_object(h.query).release());
+// The dashboard's view of a local socket's handshake.
+Json ui_handshake_of(const Handshake& h) {
+  Json hs = handshake_json(h);
   ui_handshake(hs.get());
   return hs;
 }
@@ -214,7 +194,7 @@ Json ui_socket(Socket& s) {
   Json data = pairs_object(s.data());
   ui_data(data.get());
   json_object_set_new(o.get(), "data", data.release());
-  json_object_set_new(o.get(), "handshake", handshake_json(s.handshake()).release());
+  json_object_set_new(o.get(), "handshake", ui_handshake_of(s.handshake()).release());
   json_object_set_new(o.get(), "rooms", app::string_array(s.rooms()).release());
   return o;
 }
