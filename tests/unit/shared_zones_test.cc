@@ -18,10 +18,15 @@ class SharedZones : public ::testing::Test {
   void SetUp() override { declare_and_commit({}); }
   void TearDown() override { declare_and_commit({}); }
 
-  static void declare_and_commit(std::initializer_list<std::pair<const char*, size_t>> zs) {
+  using Zones = std::initializer_list<std::pair<const char*, size_t>>;
+  // A configuration's declarations, not committed yet.
+  static void declare(Zones zs) {
     zones::begin();
     std::string err;
     for (auto& [name, size] : zs) ASSERT_TRUE(zones::declare(name, size, err)) << err;
+  }
+  static void declare_and_commit(Zones zs) {
+    declare(zs);
     zones::commit();
   }
 };
@@ -48,10 +53,7 @@ TEST_F(SharedZones, AReloadWithTheSameSizeKeepsTheContentsAnotherSizeStartsAfres
   memcpy(zones::find("test:kept").data(), "counts", 7);
   memcpy(zones::find("test:resized").data(), "old", 4);
 
-  zones::begin();
-  std::string err;
-  ASSERT_TRUE(zones::declare("test:kept", 100, err));
-  ASSERT_TRUE(zones::declare("test:resized", 200, err));
+  declare({{"test:kept", 100}, {"test:resized", 200}});
   EXPECT_TRUE(zones::changed());
   zones::commit();
 
@@ -63,10 +65,7 @@ TEST_F(SharedZones, AReloadWithTheSameSizeKeepsTheContentsAnotherSizeStartsAfres
 
 TEST_F(SharedZones, TheSameDeclarationsAreNoChangeAndAZoneNoLongerDeclaredGoes) {
   declare_and_commit({{"test:a", 64}, {"test:b", 64}});
-  zones::begin();
-  std::string err;
-  ASSERT_TRUE(zones::declare("test:a", 64, err));
-  ASSERT_TRUE(zones::declare("test:b", 64, err));
+  declare({{"test:a", 64}, {"test:b", 64}});
   EXPECT_FALSE(zones::changed());
   zones::abort();
 
@@ -78,10 +77,7 @@ TEST_F(SharedZones, TheSameDeclarationsAreNoChangeAndAZoneNoLongerDeclaredGoes) 
 TEST_F(SharedZones, ARefusedReloadKeepsTheRunningZones) {
   declare_and_commit({{"test:a", 64}});
   memcpy(zones::find("test:a").data(), "kept", 5);
-  zones::begin();
-  std::string err;
-  ASSERT_TRUE(zones::declare("test:a", 128, err));
-  ASSERT_TRUE(zones::declare("test:new", 64, err));
+  declare({{"test:a", 128}, {"test:new", 64}});
   zones::abort();
   auto a = zones::find("test:a");
   ASSERT_EQ(a.size(), 64u);
