@@ -394,7 +394,6 @@ enum class Listener { Main, Metrics };
 // ------------------------------------------------------------------ worker
 
 struct Module;
-class MasterContext;
 
 // What a worker offers its modules. One per worker process.
 class Worker {
