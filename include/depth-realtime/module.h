@@ -18,22 +18,24 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "depth-realtime/export.h"
 #include "depth-realtime/json.h"
 
 namespace dr {
 
 // Bumped whenever a type below changes layout. A module built against another
 // ABI (or another C++ standard library) is refused at load time.
-inline constexpr uint32_t kModuleAbi = 6;
+inline constexpr uint32_t kModuleAbi = 7;
 #if defined(_GLIBCXX_RELEASE)
-#define DR_MODULE_SIGNATURE "dr-abi-6/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
+#define DR_MODULE_SIGNATURE "dr-abi-7/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
 #else
-#define DR_MODULE_SIGNATURE "dr-abi-6/other"
+#define DR_MODULE_SIGNATURE "dr-abi-7/other"
 #endif
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -118,6 +120,11 @@ template <class T> struct MemberOf;
 template <class C, class V> struct MemberOf<V C::*> { using Class = C; using Value = V; };
 }  // namespace detail
 
+// The struct a pointer to member belongs to (MemberClass<&AuthConf::enabled> is
+// AuthConf): for setters of a module's own, written like the generic ones.
+template <auto Field>
+using MemberClass = typename detail::MemberOf<decltype(Field)>::Class;
+
 // Generic setters, nginx style, writing into one field of the conf struct:
 //   {"auth_jwt", kConfServer | kConfNamespace, 1, 1, dr::set_flag<&AuthConf::enabled>, ...}
 template <auto Field>
@@ -169,6 +176,20 @@ struct Handshake {
   const std::string* query_param(std::string_view name) const;
 };
 
+// ------------------------------------------------------ dates, handshakes
+
+// Milliseconds since the epoch in ISO 8601, UTC, with milliseconds
+// ("2024-05-01T12:31:30.123Z"): JavaScript's Date.prototype.toISOString().
+DR_API std::string iso_time(int64_t ms);
+// The same instant as JavaScript's Date.prototype.toString() in UTC, to the
+// second ("Wed May 01 2024 12:31:30 GMT+0000 (Coordinated Universal Time)"):
+// Socket.IO's handshake.time.
+DR_API std::string js_date(int64_t ms);
+// A handshake as Socket.IO shows it (fetchSockets, the admin UI): headers,
+// time, address, xdomain, secure, issued, url, query. Without `auth` (it may
+// hold tokens): a caller that may show it adds it.
+DR_API Json handshake_json(const Handshake& h);
+
 // ----------------------------------------------------------------- sockets
 
 // Result of an acknowledgement requested by the server: `timed_out` true and
@@ -214,9 +235,10 @@ class Socket {
   virtual std::weak_ptr<Socket> weak() = 0;
 
   // Events of one socket are handled in arrival order (contract §8). A handler
-  // that finishes later (after a Redis reply) takes a hold: the socket's next
-  // events wait, queued, until every copy of the returned token is gone.
-  virtual std::shared_ptr<void> hold() = 0;
+  // that finishes later (after a Redis reply) keeps the returned token until it
+  // has answered: the socket's next events wait, queued, until every copy of it
+  // is gone. Not a lock: nothing else waits for it.
+  virtual std::shared_ptr<void> delay_next_events() = 0;
 
   // A middleware that cannot decide yet (it waits for Redis) calls defer(ev)
   // and returns false: the event leaves the pipeline for now and the socket's
@@ -270,6 +292,14 @@ struct ConnectError {
 // client went away (then it does nothing); only the first call counts.
 using ConnectNext = std::function<void(std::optional<ConnectError>)>;
 using ConnectHook = std::function<void(Socket& socket, ConnectNext next)>;
+// CONNECT hooks run by phase, then in registration order within a phase,
+// whatever order the modules were loaded in.
+enum class ConnectPhase {
+  Identify,  // who the client is (auth_jwt): sets the user the later phases read
+  Limit,     // how many may connect (ratelimit), by user or IP
+  Access,    // may this user have this namespace
+  App,       // the application's own
+};
 
 // Runs before handlers, by phase, then in registration order. Return false to
 // drop the event (the middleware has told the client why, if it should know).
@@ -388,7 +418,7 @@ class Worker {
   virtual std::vector<std::string> namespaces() const = 0;
 
   // `nsp` empty = every namespace.
-  virtual void use_connect(std::string_view nsp, ConnectHook hook) = 0;
+  virtual void use_connect(std::string_view nsp, ConnectHook hook, ConnectPhase phase) = 0;
   virtual void use_event(std::string_view nsp, EventMiddleware mw, EventPhase phase = EventPhase::Check) = 0;
   virtual void on_connection(std::string_view nsp, ConnectionHandler h) = 0;
   virtual void on(std::string_view nsp, std::string_view event, EventHandler h) = 0;
@@ -419,6 +449,10 @@ class Worker {
   virtual void metric_add(std::string_view name, std::string_view label, int64_t delta = 1) = 0;
   // Every series of a metric, over all the processes of this node.
   virtual std::vector<MetricSample> metric_read(std::string_view name) const = 0;
+
+  // A zone of shared memory a module declared in init_master, by name: the
+  // same bytes in the master and every worker. Empty when none was declared.
+  virtual std::span<std::byte> shared_zone(std::string_view name) = 0;
 };
 
 // A repeating timeout: `fn` every `ms`, the first time `first_ms` from now,
@@ -440,6 +474,26 @@ inline std::unique_ptr<Timeout> every(Worker& w, uint64_t ms, std::function<void
 // name="value" with the value escaped for the Prometheus text format.
 std::string metric_label(std::string_view name, std::string_view value);
 
+// ------------------------------------------------------------------ master
+
+// What the master offers its modules in init_master, before it forks the
+// workers (and again on a reload, for the new configuration).
+class MasterContext {
+ public:
+  virtual ~MasterContext() = default;
+
+  // The module's configuration: server level, or as merged for namespace `nsp`.
+  virtual const ModuleConf* conf(const Module& m, std::string_view nsp = {}) const = 0;
+  virtual std::vector<std::string> namespaces() const = 0;
+
+  // Declares a zone of `size` bytes shared by the master and every worker
+  // (Worker::shared_zone finds it), zero-filled when made. A reload that
+  // declares it again with the same size keeps it and its contents (old and
+  // new workers share it); another size makes a new one. False + err: it
+  // cannot be made (or its name is taken by another size in this conf).
+  virtual bool shared_zone(std::string_view name, size_t size, std::string& err) = 0;
+};
+
 // --------------------------------------------------------------- the module
 
 struct Module {
@@ -454,6 +508,10 @@ struct Module {
   // In each worker, after its loop exists: register hooks. false stops the worker.
   bool (*init_worker)(Worker& w, const Module& self);
   void (*exit_worker)(Worker& w, const Module& self);
+  // In the master, after the conf is checked and before the workers fork; on
+  // a reload again, for the new conf (its workers start only if it returns
+  // true). Declares shared zones. May be nullptr.
+  bool (*init_master)(MasterContext& m, const Module& self, std::string& err) = nullptr;
 };
 
 }  // namespace dr
