@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "cluster/adapter_wire.h"
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 #include "cluster/redis_api.h"
 #include "core/uv_util.h"
 
