@@ -116,7 +116,7 @@ end_step
 rm -rf "$W"
 mkdir -p "$W"
 DEB=$OUT/deb/depth-realtime_${VERSION}_$ARCH.deb
-DEVDEB=$OUT/deb/depth-realtime-dev_${VERSION}_all.deb
+DEVDEB=$OUT/deb/depth-realtime-dev_${VERSION}_$ARCH.deb
 UPDEB=$W/depth-realtime_${UPVER}_$ARCH.deb
 RPMS_DIR=$OUT/rpm/RPMS
 TREE=$OUT/deb/depth-realtime-$VERSION
@@ -173,6 +173,21 @@ expect "conffiles: /etc/depth-realtime/*, /etc/default, /etc/logrotate.d" \
   bash -c "dpkg-deb --ctrl-tarfile '$DEB' | tar -xO ./conffiles | tee '$W/conffiles' | grep -qx /etc/depth-realtime/depth-realtime.conf && grep -qx /etc/default/depth-realtime '$W/conffiles' && grep -qx /etc/logrotate.d/depth-realtime '$W/conffiles'"
 expect "postinst enables and starts the unit (dh_installsystemd found it)" \
   bash -c "dpkg-deb --ctrl-tarfile '$DEB' | tar -xO ./postinst | grep -q 'deb-systemd-invoke .*depth-realtime.service'"
+end_step
+
+step "modules built against the -dev package (find_package, pkg-config)"
+# The probe and the example of docs/modules.md, built the way a module author
+# builds them, against the unpacked .debs; the packaged daemon loads them.
+mkdir -p "$W/devroot"
+dpkg-deb -x "$DEB" "$W/devroot"
+dpkg-deb -x "$DEVDEB" "$W/devroot"
+[ -f "$W/devroot/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/cmake/depth-realtime/depth-realtimeConfig.cmake" ] ||
+  die "the -dev package lacks the CMake package"
+expect "pkg-config moduledir is the daemon's module dir" bash -c \
+  "PKG_CONFIG_PATH='$W/devroot/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/pkgconfig' pkg-config --variable=moduledir depth-realtime | grep -qx '/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/depth-realtime/modules'"
+expect "probe and example modules build with find_package and load (tests/package/module-build.sh)" \
+  tests/package/module-build.sh "$W/devroot/usr" "$W/devroot/usr/sbin/depth-realtime" "$W/modbuild"
+sed 's/^/    /' "$W/expect.out"
 end_step
 
 step "systemd-analyze (host: security --offline)"
