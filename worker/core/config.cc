@@ -46,9 +46,9 @@ std::optional<std::string> signature_difference(std::string_view theirs, std::st
          std::string(ours) + "\")";
 }
 
-
 // The difference of a module that did not load, when it loads without binding
-// its calls (not when it was linked -z now).
+// its calls (not when it was linked -z now). Its static constructors run; a
+// module whose constructors call into the API is not one this path can read.
 std::optional<std::string> lazy_signature_difference(const std::string& path) {
   void* h = dlopen(path.c_str(), RTLD_LAZY | RTLD_LOCAL);
   if (!h) return std::nullopt;
