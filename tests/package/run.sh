@@ -231,12 +231,13 @@ for f in usr/sbin/depth-realtime usr/lib64/depth-realtime/modules/auth_jwt.so us
          usr/share/depth-realtime/default-modules \
          usr/lib/systemd/system/depth-realtime.service etc/depth-realtime/depth-realtime.conf \
          etc/depth-realtime/modules-available/auth_jwt.conf etc/default/depth-realtime \
-         etc/logrotate.d/depth-realtime usr/include/depth-realtime/module.h; do
+         etc/logrotate.d/depth-realtime usr/include/depth-realtime/module.h \
+         usr/lib64/cmake/depth-realtime/depth-realtimeConfig.cmake usr/lib64/pkgconfig/depth-realtime.pc; do
   [ -e "$W/rpmroot/$f" ] || die "rpm root lacks /$f"
 done
 [ -d "$W/rpmroot/var/log/depth-realtime" ] || die "rpm root lacks /var/log/depth-realtime"
 ls "$W/rpmroot"/usr/share/man/man8/depth-realtime.8* >/dev/null || die "rpm root lacks the man page"
-ok "binary, modules in /usr/lib64, unit, conf, default, logrotate, log dir, man pages, headers"
+ok "binary, modules in /usr/lib64, unit, conf, default, logrotate, log dir, man pages, headers, CMake package, .pc"
 rpm --root "$W/rpmroot" -qa | grep -q "^depth-realtime-$VERSION" || die "rpm db"
 rpm --root "$W/rpmroot" -e --nodeps --noscripts depth-realtime depth-realtime-devel >/dev/null 2>&1 || die "rpm -e"
 [ ! -e "$W/rpmroot/usr/sbin/depth-realtime" ] || die "rpm -e left the binary"
