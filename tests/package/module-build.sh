@@ -34,7 +34,8 @@ done
 
 # The same example with nothing but pkg-config and the compiler.
 # shellcheck disable=SC2046
-g++ -shared -Wall -Wextra $(pkg-config --cflags depth-realtime) docs/example-module/greet.cc -o "$W/greet-pc.so"
+g++ -shared -Wall -Wextra $(pkg-config --cflags depth-realtime) $(pkg-config --variable=module_cflags depth-realtime) \
+  docs/example-module/greet.cc -o "$W/greet-pc.so"
 echo "built $W/greet-pc.so with pkg-config"
 
 cat >"$W/modules.conf" <<CONF
