@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/adapter_wire.h"
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 #include "cluster/offset.h"
 #include "cluster/pubsub_codec.h"
 

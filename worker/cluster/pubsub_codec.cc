@@ -1,7 +1,7 @@
 #include "cluster/pubsub_codec.h"
 
 #include "cluster/adapter_wire.h"
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 
 namespace dr::cluster::wire {
 

@@ -1,10 +1,10 @@
 #include "http/websocket.h"
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <cstring>
 
-#include "eio/eio_packet.h"
 
 namespace dr::ws {
 
@@ -41,7 +41,9 @@ std::string accept_key(std::string_view client_key) {
   s += "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
   unsigned char digest[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
-  return eio::base64_encode(std::string_view(reinterpret_cast<char*>(digest), sizeof digest));
+  unsigned char b64[4 * ((SHA_DIGEST_LENGTH + 2) / 3) + 1];  // EVP_EncodeBlock adds a NUL
+  const int n = EVP_EncodeBlock(b64, digest, sizeof digest);
+  return std::string(reinterpret_cast<char*>(b64), n);
 }
 
 Reader::Reader(uint64_t max_message, bool allow_compressed, Callbacks cb)
