@@ -44,10 +44,5 @@ std::string accept_key(std::string_view client_key) {
   return eio::base64_encode(std::string_view(reinterpret_cast<char*>(digest), sizeof digest));
 }
 
-std::string deflated_frame(Opcode op, std::string_view deflated_payload) {
-  std::string f = frame(op, deflated_payload);
-  f[0] = char(uint8_t(f[0]) | 0x40);  // RSV1: "this message is compressed"
-  return f;
-}
 
 }  // namespace dr::ws

@@ -4,8 +4,8 @@
 // several frames (or larger than wslay's 4 KB buffer) is copied together. The
 // frame context is one per process, clean between frames, so an idle
 // connection holds no wslay memory and no message allocates one.
-// Server frames are written by hand: they are unmasked, so one encoded frame
-// can be shared by every recipient of a broadcast.
+// Server frames are written by hand, unmasked, straight into each
+// connection's output buffer (a broadcast's payload is encoded once).
 #pragma once
 
 #include <cstdint>
@@ -20,10 +20,10 @@ enum class Opcode : uint8_t { Text = 1, Binary = 2, Close = 8, Ping = 9, Pong = 
 // The whole frame (header + payload) of one unfragmented server message.
 std::string frame(Opcode op, std::string_view payload);
 void frame_to(Opcode op, std::string_view payload, std::string& out);
+// The bytes of a server frame's header for a payload of `n` bytes.
+constexpr size_t frame_header_size(size_t n) { return n < 126 ? 2 : n < 65536 ? 4 : 10; }
 // A close frame with a status code.
 std::string close_frame(uint16_t code);
-// A frame whose payload is already deflated (RSV1 set, RFC 7692).
-std::string deflated_frame(Opcode op, std::string_view deflated_payload);
 
 // Sec-WebSocket-Accept for a Sec-WebSocket-Key.
 std::string accept_key(std::string_view client_key);
