@@ -8,20 +8,41 @@
 namespace dr::compress {
 namespace {
 
-struct DeflateEnd {
-  void operator()(z_stream* z) const { deflateEnd(z); }
-};
-struct InflateEnd {
-  void operator()(z_stream* z) const { inflateEnd(z); }
+// One deflate stream per format, reset per message: a stream's ~260 KB of
+// state is allocated once per process, not once per compressed message.
+struct Deflater {
+  z_stream z{};
+  bool ok = false;
+  int level = 0;
+  Deflater() = default;
+  Deflater(const Deflater&) = delete;
+  Deflater& operator=(const Deflater&) = delete;
+  ~Deflater() {
+    if (ok) deflateEnd(&z);
+  }
+  bool start(int bits, int lvl) {
+    if (!ok) {
+      ok = deflateInit2(&z, lvl, Z_DEFLATED, bits, 8, Z_DEFAULT_STRATEGY) == Z_OK;
+      level = lvl;
+      return ok;
+    }
+    if (deflateReset(&z) != Z_OK) return false;
+    if (lvl != level) {
+      if (deflateParams(&z, lvl, Z_DEFAULT_STRATEGY) != Z_OK) return false;
+      level = lvl;
+    }
+    return true;
+  }
 };
 
 }  // namespace
 
 std::string deflate(std::string_view in, int level, Format f) {
-  z_stream z{};
+  static thread_local Deflater deflaters[3];
+  Deflater& d = deflaters[int(f)];
   int bits = f == Format::Raw ? -15 : f == Format::Gzip ? 31 : 15;
-  if (deflateInit2(&z, level, Z_DEFLATED, bits, 8, Z_DEFAULT_STRATEGY) != Z_OK) return {};
-  std::unique_ptr<z_stream, DeflateEnd> guard(&z);
+  if (!d.start(bits, level)) return {};
+  z_stream& z = d.z;
   std::string out;
   out.resize(deflateBound(&z, uLong(in.size())) + 16);
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
