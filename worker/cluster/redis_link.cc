@@ -358,7 +358,7 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   }
   // Redis answers a connection's SUBSCRIBEs in order: the last one's answer
   // confirms them all.
-  if (verb == "subscribe" && !self->resubscribed_last_.empty() &&
+  if (verb == self->resubscribed_verb_ && !self->resubscribed_last_.empty() &&
       std::string_view(ch->str, ch->len) == self->resubscribed_last_) {
     self->resubscribed_last_.clear();
     self->subscriber_event(true);
@@ -378,8 +378,13 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
     }
     return;
   }
-  if (verb != "message") return;
-  redisReply* body = r->element[2];
+  // A pattern's: [pmessage, pattern, channel, body].
+  if (verb == "pmessage" && r->elements >= 4) {
+    ch = r->element[2];
+    verb = "message";
+  }
+  if (verb != "message" || ch->type != REDIS_REPLY_STRING) return;
+  redisReply* body = r->element[r->elements - 1];
   if (body->type != REDIS_REPLY_STRING) return;
   try {
     self->on_message_(std::string_view(ch->str, ch->len), std::string_view(body->str, body->len));
@@ -496,12 +501,27 @@ void RedisLink::unsubscribe(const std::string& channel) {
   else send_subscription(sharded_ ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", {channel});
 }
 
+void RedisLink::psubscribe(const std::string& pattern) {
+  if (cluster_ || sharded_ || !patterns_.insert(pattern).second) return;
+  send_subscription("PSUBSCRIBE", {pattern});
+}
+
+void RedisLink::punsubscribe(const std::string& pattern) {
+  if (!patterns_.erase(pattern)) return;
+  send_subscription("PUNSUBSCRIBE", {pattern});
+}
+
 void RedisLink::resubscribe() {
   unsubscribing_.clear();
   if (sharded_)
     redisAsyncCommand(sub_.ac.get(), on_sub_reply, &sub_, "SUBSCRIBE %s", (conf_.key_prefix + "#shard-link#").c_str());
-  if (channels_.empty()) return subscriber_event(true);
-  resubscribed_last_ = *channels_.rbegin();
+  // Patterns first: Redis confirms in order, so the last channel's answer
+  // (or the last pattern's, without channels) confirms everything.
+  if (!patterns_.empty()) send_subscription("PSUBSCRIBE", {patterns_.begin(), patterns_.end()});
+  if (channels_.empty() && patterns_.empty()) return subscriber_event(true);
+  resubscribed_verb_ = channels_.empty() ? "psubscribe" : "subscribe";
+  resubscribed_last_ = channels_.empty() ? *patterns_.rbegin() : *channels_.rbegin();
+  if (channels_.empty()) return;
   std::vector<std::string> chunk;
   for (auto& ch : channels_) {
     chunk.push_back(ch);

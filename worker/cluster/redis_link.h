@@ -100,6 +100,12 @@ class RedisLink {
   void unsubscribe(const std::string& channel);
   bool subscribed(const std::string& channel) const { return channels_.count(channel) != 0; }
   size_t subscription_count() const { return channels_.size(); }
+  // Glob patterns (PSUBSCRIBE), kept across reconnects like channels and
+  // restored before them; their messages come to on_message with the channel
+  // they were published on. Not with `redis cluster=` (sharded Pub/Sub has none).
+  void psubscribe(const std::string& pattern);
+  void punsubscribe(const std::string& pattern);
+  size_t pattern_count() const { return patterns_.size(); }
   void on_subscriber(Subscriber fn) { on_subscriber_ = std::move(fn); }
 
   // Writes what the commands of this loop turn queued, now rather than at the
@@ -171,7 +177,10 @@ class RedisLink {
   Conn cmd_{this, "commands"};
   Conn sub_{this, "subscriber"};
   std::set<std::string> channels_;
-  std::string resubscribed_last_;  // the last channel of a resubscribe, until its SUBSCRIBE is confirmed
+  std::set<std::string> patterns_;
+  // The last channel (or pattern) of a resubscribe, until Redis confirms it.
+  std::string resubscribed_last_;
+  const char* resubscribed_verb_ = "subscribe";  // its confirmation's kind
   Subscriber on_subscriber_;
   std::deque<Sent> sent_;  // commands awaiting replies on cmd_, oldest first
   size_t pending_bytes_ = 0;
