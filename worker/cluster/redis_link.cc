@@ -3,6 +3,7 @@
 #include <hiredis/sds.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "cluster/redis_cluster.h"
@@ -393,22 +394,30 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   }
 }
 
-bool RedisLink::raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted) {
+// The command in RESP, as hiredis would format it, into formatted_ (no
+// allocation once it has grown); hiredis copies it into its output buffer.
+bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted) {
   if (!c.ac) return false;
-  std::vector<const char*> ptrs;
-  std::vector<size_t> lens;
   size_t bytes = 16;
-  ptrs.reserve(argv.size());
-  lens.reserve(argv.size());
+  std::string& f = formatted_;
+  f.clear();
+  char num[24];
+  auto header = [&](char kind, size_t n) {
+    f += kind;
+    f.append(num, size_t(snprintf(num, sizeof num, "%zu", n)));
+    f += "\r\n";
+  };
+  header('*', argv.size());
   for (auto a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
+    header('$', a.size());
+    f += a;
+    f += "\r\n";
     bytes += a.size() + 16;
   }
   auto cb = std::make_unique<Callback>(Callback{&c, c.gen, std::move(reply), counted});
-  if (redisAsyncCommandArgv(c.ac.get(), on_reply, cb.get(), int(argv.size()), ptrs.data(), lens.data()) != REDIS_OK)
-    return false;
+  if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) return false;
   cb.release();  // on_reply owns it now
+  if (f.capacity() > (64u << 10)) std::string().swap(f);  // a large value: not kept
   if (counted) {
     sent_.push_back({timers_.now(), bytes});
     pending_bytes_ += bytes;
@@ -417,8 +426,8 @@ bool RedisLink::raw_command(Conn& c, const std::vector<std::string_view>& argv, 
   return true;
 }
 
-bool RedisLink::command(const std::vector<std::string_view>& argv, Reply reply) {
-  if (cluster_) return cluster_->command(argv, std::move(reply));
+bool RedisLink::command(Argv argv, Reply reply) {
+  if (cluster_) return cluster_->command(std::vector<std::string_view>(argv.begin(), argv.end()), std::move(reply));
   size_t bytes = 16;
   for (auto a : argv) bytes += a.size() + 16;
   if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
@@ -431,8 +440,31 @@ bool RedisLink::command(const std::vector<std::string_view>& argv, Reply reply) 
 
 bool RedisLink::commands(const std::vector<std::vector<std::string_view>>& cmds, Reply reply) {
   if (cluster_) return cluster_->commands(cmds, std::move(reply));
+  std::vector<Argv> spans(cmds.begin(), cmds.end());
+  return commands(std::span<const Argv>(spans), std::move(reply));
+}
+
+bool RedisLink::commands(std::initializer_list<std::initializer_list<std::string_view>> cmds, Reply reply) {
+  constexpr size_t kMax = 8;
+  if (cluster_ || cmds.size() > kMax) {
+    std::vector<std::vector<std::string_view>> v;
+    for (auto& c : cmds) v.emplace_back(c);
+    return commands(v, std::move(reply));
+  }
+  Argv spans[kMax];
+  size_t n = 0;
+  for (auto& c : cmds) spans[n++] = Argv(c.begin(), c.size());
+  return commands(std::span<const Argv>(spans, n), std::move(reply));
+}
+
+bool RedisLink::commands(std::span<const Argv> cmds, Reply reply) {
+  if (cluster_) {
+    std::vector<std::vector<std::string_view>> v;
+    for (auto c : cmds) v.emplace_back(c.begin(), c.end());
+    return cluster_->commands(v, std::move(reply));
+  }
   size_t bytes = 0;
-  for (auto& argv : cmds)
+  for (auto argv : cmds)
     for (auto a : argv) bytes += a.size() + 16;
   if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending) {
     dropped_++;

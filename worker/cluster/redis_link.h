@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,12 +90,20 @@ class RedisLink {
   }
   bool cluster() const { return cluster_ != nullptr; }
 
+  // A command's arguments, as views: nothing is copied but into the
+  // connection's output buffer.
+  using Argv = std::span<const std::string_view>;
   // Sends a command. False when Redis is away or too much is pending: the
   // command is dropped (and counted) and `reply` is never called.
-  bool command(const std::vector<std::string_view>& argv, Reply reply = {});
+  bool command(Argv argv, Reply reply = {});
+  bool command(std::initializer_list<std::string_view> argv, Reply reply = {}) {
+    return command(Argv(argv.begin(), argv.size()), std::move(reply));
+  }
   // Several commands, all sent or none (a MULTI ... EXEC must not be cut);
   // `reply` gets the last one's reply.
+  bool commands(std::span<const Argv> cmds, Reply reply = {});
   bool commands(const std::vector<std::vector<std::string_view>>& cmds, Reply reply = {});
+  bool commands(std::initializer_list<std::initializer_list<std::string_view>> cmds, Reply reply = {});
   // The subscription set: kept across reconnects.
   void subscribe(const std::string& channel);
   void unsubscribe(const std::string& channel);
@@ -154,7 +163,10 @@ class RedisLink {
   void send_subscription(const char* verb, const std::vector<std::string>& channels);
   void send_shard_subscription(const char* verb, const std::vector<std::string>& channels);
   void subscriber_event(bool subscribed);
-  bool raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted);
+  bool raw_command(Conn& c, Argv argv, Reply reply, bool counted);
+  bool raw_command(Conn& c, std::initializer_list<std::string_view> argv, Reply reply, bool counted) {
+    return raw_command(c, Argv(argv.begin(), argv.size()), std::move(reply), counted);
+  }
   // One timer for the earliest of: a reconnect, a connect deadline, the
   // oldest command's timeout (checked lazily: it fires at the deadline of the
   // command that was oldest when armed, then follows the new oldest).
@@ -184,6 +196,7 @@ class RedisLink {
   Subscriber on_subscriber_;
   std::deque<Sent> sent_;  // commands awaiting replies on cmd_, oldest first
   size_t pending_bytes_ = 0;
+  std::string formatted_;  // raw_command()'s RESP, kept to stay allocated
   uint64_t dropped_ = 0;
   bool destroying_ = false;
   bool started_ = false;
