@@ -333,14 +333,11 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
   } else if (!again) {
     // Recorded and published atomically: the stream's order is the order
     // subscribers see, which recovery and catch-up rely on.
-    sent = link_.commands({{"MULTI"},
-                           {"XADD", e.nsp->stream, "MINID", "~", minid, "*", "o", e.offset, "p", e.stored},
-                           {"PUBLISH", e.channel, e.msg},
-                           {"EXEC"}},
-                          [timer = timed_publish(), answered](redisReply* reply) {
-                            timer(reply);
-                            answered(reply);
-                          });
+    sent = link_.command({"EVAL", lua::kRecordScript, "1", e.nsp->stream, minid, e.offset, e.stored, e.channel, e.msg},
+                         [timer = timed_publish(), answered](redisReply* reply) {
+                           timer(reply);
+                           answered(reply);
+                         });
   } else {
     std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
     if (sharded_)
