@@ -295,14 +295,19 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
   // connection back or not.
   if (!link_.commands_up()) return;
   Nsp* n = find(b.opts.nsp);
-  if (!n) return;
+  if (sharded_ && !n) return;
   std::string msg = sharded_ ? encode_sharded(b) : encode_broadcast(uid_, b);
   if (msg.empty()) return;
-  std::string channel = sharded_ ? sharded_channel(*n, b.opts)
-                        : b.opts.rooms.size() == 1 ? room_channel(*n, b.opts.rooms[0])
-                                                   : n->bcast;
+  std::string channel;
+  if (sharded_) channel = sharded_channel(*n, b.opts);
+  else {
+    std::string other = n ? std::string() : bcast_channel(b.opts.nsp);
+    std::string_view bcast = n ? std::string_view(n->bcast) : other;
+    channel = b.opts.rooms.size() == 1 ? room_channel(bcast, b.opts.rooms[0]) : std::string(bcast);
+  }
   metrics::add(m_published_);
-  if (b.offset.empty() || !recovers()) {
+  // (A namespace not served here has no stream of ours to record in.)
+  if (b.offset.empty() || !recovers() || !n) {
     publish(channel, msg);
     return;
   }

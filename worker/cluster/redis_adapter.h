@@ -135,7 +135,14 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
 
   Nsp* find(std::string_view nsp);
   std::string bcast_channel(std::string_view nsp) const { return conf_.key_prefix + "#" + std::string(nsp) + "#"; }
-  std::string room_channel(const Nsp& n, std::string_view room) const { return n.bcast + std::string(room) + "#"; }
+  // <key>#<nsp>#<room>#, in one allocation.
+  static std::string room_channel(std::string_view bcast, std::string_view room) {
+    std::string c;
+    c.reserve(bcast.size() + room.size() + 1);
+    c.append(bcast).append(room) += '#';
+    return c;
+  }
+  static std::string room_channel(const Nsp& n, std::string_view room) { return room_channel(n.bcast, room); }
   // Keys. With Redis Cluster, hash-tagged so that each script's keys share a
   // slot: the membership (nodes, node indexes, presence) on one, a
   // namespace's recovery stream and sessions on one (docs/cluster.md).
