@@ -878,10 +878,12 @@ export function redisLines(redis, { nodeTtl = '3s', extra = [] } = {}) {
   return [`redis 127.0.0.1:${redis.port};`, `redis_node_ttl ${nodeTtl};`, ...extra].join('\n');
 }
 
-// Joins are asynchronous on Redis (a node SUBSCRIBEs to a room's channel when
-// it gets its first member): waits until `n` nodes listen on the room.
+// Waits until at least `n` nodes listen on the namespace of `room`: a node
+// takes every room's broadcasts through one pattern per namespace,
+// PSUBSCRIBEd before its request channel on the same connection, so a node
+// counted on the request channel has the pattern too (joins need no wait).
 export async function waitSubscribed(redis, room, n, { nsp = '/', key = 'socket.io', ms = 5000 } = {}) {
-  const channel = `${key}#${nsp}#${room}#`;
+  const channel = `${key}-request#${nsp}#`;
   await waitFor(async () => Number((await redis.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]) >= n,
-    { ms, every: 10, what: `${n} node(s) subscribed to ${channel}` });
+    { ms, every: 10, what: `${n} node(s) subscribed to ${channel} (for ${room})` });
 }
