@@ -7,9 +7,11 @@
 #include <string>
 #include <string_view>
 
+#include "depth-realtime/export.h"
+
 namespace dr {
 
-struct JsonDeleter {
+struct DR_API JsonDeleter {
   void operator()(json_t* j) const { json_decref(j); }
 };
 // Owns one reference.

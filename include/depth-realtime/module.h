@@ -18,40 +18,87 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "depth-realtime/export.h"
 #include "depth-realtime/json.h"
 
 namespace dr {
 
 // Bumped whenever a type below changes layout. A module built against another
-// ABI (or another C++ standard library) is refused at load time.
-inline constexpr uint32_t kModuleAbi = 6;
-#if defined(_GLIBCXX_RELEASE)
-#define DR_MODULE_SIGNATURE "dr-abi-6/libstdc++-" DR_STR2(_GLIBCXX_RELEASE)
-#else
-#define DR_MODULE_SIGNATURE "dr-abi-6/other"
-#endif
+// ABI, or with any build setting that changes the C++ layout of what it shares
+// with the daemon, is refused at load time: the daemon compares the module's
+// DR_MODULE_SIGNATURE with its own, item by item, and names the first that
+// differs. Items are "NAME=value", separated by spaces (nginx stamps its
+// NGX_MODULE_SIGNATURE the same way).
+#define DR_MODULE_ABI 7
+inline constexpr uint32_t kModuleAbi = DR_MODULE_ABI;
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
+// The C++ standard library: which one and which release (their std::string,
+// std::function, ... differ), the std::string/std::list ABI, the debug mode
+// (_GLIBCXX_DEBUG changes every container's layout).
+#if defined(_GLIBCXX_RELEASE)
+#define DR_SIG_STDLIB " libstdc++=" DR_STR2(_GLIBCXX_RELEASE) " _GLIBCXX_USE_CXX11_ABI=" DR_STR2(_GLIBCXX_USE_CXX11_ABI)
+#elif defined(_LIBCPP_VERSION)
+#define DR_SIG_STDLIB " libc++=" DR_STR2(_LIBCPP_ABI_VERSION)
+#else
+#define DR_SIG_STDLIB " stdlib=other"
+#endif
+#if defined(_GLIBCXX_DEBUG)
+#define DR_SIG_DEBUG " _GLIBCXX_DEBUG=1"
+#else
+#define DR_SIG_DEBUG " _GLIBCXX_DEBUG=0"
+#endif
+// AddressSanitizer: an instrumented and a plain object disagree on the
+// container annotations (and the runtime must be loaded first).
+#if defined(__SANITIZE_ADDRESS__)
+#define DR_SIG_ASAN " asan=1"
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DR_SIG_ASAN " asan=1"
+#endif
+#endif
+#ifndef DR_SIG_ASAN
+#define DR_SIG_ASAN " asan=0"
+#endif
+// The sizes of the types the API's structs hold, and the 64-bit time_t/off_t
+// switches of glibc on 32-bit targets.
+#if defined(_TIME_BITS)
+#define DR_SIG_TIME " _TIME_BITS=" DR_STR2(_TIME_BITS)
+#else
+#define DR_SIG_TIME " _TIME_BITS=default"
+#endif
+#if defined(_FILE_OFFSET_BITS)
+#define DR_SIG_OFFSET " _FILE_OFFSET_BITS=" DR_STR2(_FILE_OFFSET_BITS)
+#else
+#define DR_SIG_OFFSET " _FILE_OFFSET_BITS=default"
+#endif
+#define DR_MODULE_SIGNATURE                                                        \
+  "dr-abi=" DR_STR2(DR_MODULE_ABI)                                                 \
+  DR_SIG_STDLIB DR_SIG_DEBUG DR_SIG_ASAN                                           \
+  " __cplusplus=" DR_STR2(__cplusplus)                                             \
+  " pointer=" DR_STR2(__SIZEOF_POINTER__) " long=" DR_STR2(__SIZEOF_LONG__)        \
+  " long_double=" DR_STR2(__SIZEOF_LONG_DOUBLE__) DR_SIG_TIME DR_SIG_OFFSET
 
 // ---------------------------------------------------------------- logging
 
 enum class LogLevel { Debug = 0, Info, Notice, Warn, Error, Crit };
 
 // Writes to the error log of the current process ("[level] pid#slot: text").
-void log(LogLevel level, std::string_view text);
-void logf(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+DR_API void log(LogLevel level, std::string_view text);
+DR_API void logf(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // --------------------------------------------------------------- payloads
 
 // Arguments of an event or an ack: a JSON array. Binary values appear in it
 // as {"_placeholder":true,"num":N} standing for attachments[N], exactly as on
 // the Socket.IO wire, so binary passes through a module untouched.
-struct Payload {
+struct DR_API Payload {
   Json args;                             // a JSON array, never null
   std::vector<std::string> attachments;  // binary values, in placeholder order
 
@@ -83,7 +130,7 @@ struct ModuleConf;
 using DirectiveSetter = bool (*)(ModuleConf* conf, const std::vector<std::string>& args,
                                  std::string& err);
 
-struct Directive {
+struct DR_API Directive {
   const char* name;         // nullptr ends a table
   unsigned contexts;        // ConfContext bits
   int min_args, max_args;   // argument count, max -1 = unbounded
@@ -96,7 +143,7 @@ struct Directive {
 // A module's configuration. One instance holds the main and server level
 // directives; every `namespace` block gets a clone() of it that its own
 // directives then override (explicit scoping: no hidden inheritance).
-struct ModuleConf {
+struct DR_API ModuleConf {
   virtual ~ModuleConf() = default;
   virtual std::unique_ptr<ModuleConf> clone() const = 0;
 };
@@ -108,15 +155,20 @@ struct ModuleConfBase : ModuleConf {
 };
 
 // Value parsers shared by every directive (exported by the daemon).
-bool conf_parse_flag(const std::vector<std::string>& args, bool& out, std::string& err);          // on | off
-bool conf_parse_size(const std::vector<std::string>& args, uint64_t& out, std::string& err);      // 512, 64k, 1m, 1g
-bool conf_parse_msec(const std::vector<std::string>& args, uint64_t& out, std::string& err);      // 500ms, 25s, 2m, 1h; plain = ms
-bool conf_parse_uint(const std::vector<std::string>& args, uint64_t& out, std::string& err);
+DR_API bool conf_parse_flag(const std::vector<std::string>& args, bool& out, std::string& err);          // on | off
+DR_API bool conf_parse_size(const std::vector<std::string>& args, uint64_t& out, std::string& err);      // 512, 64k, 1m, 1g
+DR_API bool conf_parse_msec(const std::vector<std::string>& args, uint64_t& out, std::string& err);      // 500ms, 25s, 2m, 1h; plain = ms
+DR_API bool conf_parse_uint(const std::vector<std::string>& args, uint64_t& out, std::string& err);
 
 namespace detail {
 template <class T> struct MemberOf;
 template <class C, class V> struct MemberOf<V C::*> { using Class = C; using Value = V; };
 }  // namespace detail
+
+// The struct a pointer to member belongs to (MemberClass<&AuthConf::enabled> is
+// AuthConf): for setters of a module's own, written like the generic ones.
+template <auto Field>
+using MemberClass = typename detail::MemberOf<decltype(Field)>::Class;
 
 // Generic setters, nginx style, writing into one field of the conf struct:
 //   {"auth_jwt", kConfServer | kConfNamespace, 1, 1, dr::set_flag<&AuthConf::enabled>, ...}
@@ -157,7 +209,7 @@ bool set_str_list(ModuleConf* c, const std::vector<std::string>& a, std::string&
 
 // ------------------------------------------------------------- handshake
 
-struct Handshake {
+struct DR_API Handshake {
   std::string address;  // peer IP
   std::string url;      // request URL of the Engine.IO handshake
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
@@ -169,6 +221,20 @@ struct Handshake {
   const std::string* query_param(std::string_view name) const;
 };
 
+// ------------------------------------------------------ dates, handshakes
+
+// Milliseconds since the epoch in ISO 8601, UTC, with milliseconds
+// ("2024-05-01T12:31:30.123Z"): JavaScript's Date.prototype.toISOString().
+DR_API std::string iso_time(int64_t ms);
+// The same instant as JavaScript's Date.prototype.toString() in UTC, to the
+// second ("Wed May 01 2024 12:31:30 GMT+0000 (Coordinated Universal Time)"):
+// Socket.IO's handshake.time.
+DR_API std::string js_date(int64_t ms);
+// A handshake as Socket.IO shows it (fetchSockets, the admin UI): headers,
+// time, address, xdomain, secure, issued, url, query. Without `auth` (it may
+// hold tokens): a caller that may show it adds it.
+DR_API Json handshake_json(const Handshake& h);
+
 // ----------------------------------------------------------------- sockets
 
 // Result of an acknowledgement requested by the server: `timed_out` true and
@@ -178,7 +244,7 @@ using AckCallback = std::function<void(bool timed_out, Payload reply)>;
 struct Event;
 
 // One namespace connection of a client (a Socket.IO "socket").
-class Socket {
+class DR_API Socket {
  public:
   virtual ~Socket() = default;
 
@@ -214,9 +280,10 @@ class Socket {
   virtual std::weak_ptr<Socket> weak() = 0;
 
   // Events of one socket are handled in arrival order (contract §8). A handler
-  // that finishes later (after a Redis reply) takes a hold: the socket's next
-  // events wait, queued, until every copy of the returned token is gone.
-  virtual std::shared_ptr<void> hold() = 0;
+  // that finishes later (after a Redis reply) keeps the returned token until it
+  // has answered: the socket's next events wait, queued, until every copy of it
+  // is gone. Not a lock: nothing else waits for it.
+  virtual std::shared_ptr<void> delay_next_events() = 0;
 
   // A middleware that cannot decide yet (it waits for Redis) calls defer(ev)
   // and returns false: the event leaves the pipeline for now and the socket's
@@ -237,7 +304,7 @@ class Socket {
 };
 
 // An incoming event, after the Socket.IO layer has decoded it.
-struct Event {
+struct DR_API Event {
   std::string name;
   Payload args;                   // without the event name
   std::optional<uint64_t> ack_id; // set when the client waits for an ack
@@ -246,23 +313,23 @@ struct Event {
 // ----------------------------------------------------------------- replies
 
 // {data: X} to the client's ack, when it asked for one.
-void ack_data(Socket& s, const Event& ev, Json data);
+DR_API void ack_data(Socket& s, const Event& ev, Json data);
 // The contract's error answer: {error:{code,message,details?}} to the ack when
 // the client asked for one, else the `error` event with {code,message,details?}.
-void send_error(Socket& s, const Event& ev, std::string_view code, std::string_view message,
+DR_API void send_error(Socket& s, const Event& ev, std::string_view code, std::string_view message,
                 std::string_view details = {});
 // The same with an error object the caller built ({code, message, ...} with
 // fields of its own, such as retryAfterMs).
-void send_error_object(Socket& s, const Event& ev, Json error);
+DR_API void send_error_object(Socket& s, const Event& ev, Json error);
 // A copy of `value` holding only the binary attachments (of `in`) it refers
 // to, appended to `out`, its placeholders renumbered to match.
-Json copy_with_binary(const json_t* value, const std::vector<std::string>& in, std::vector<std::string>& out);
+DR_API Json copy_with_binary(const json_t* value, const std::vector<std::string>& in, std::vector<std::string>& out);
 // A one-argument payload made of part of an event (e.g. its `data` field).
-Payload payload_of(const json_t* value, const std::vector<std::string>& attachments);
+DR_API Payload payload_of(const json_t* value, const std::vector<std::string>& attachments);
 
 // ------------------------------------------------------------------- hooks
 
-struct ConnectError {
+struct DR_API ConnectError {
   std::string message;
   Json data;  // may be null: then CONNECT_ERROR carries no "data"
 };
@@ -270,6 +337,14 @@ struct ConnectError {
 // client went away (then it does nothing); only the first call counts.
 using ConnectNext = std::function<void(std::optional<ConnectError>)>;
 using ConnectHook = std::function<void(Socket& socket, ConnectNext next)>;
+// CONNECT hooks run by phase, then in registration order within a phase,
+// whatever order the modules were loaded in.
+enum class ConnectPhase {
+  Identify,  // who the client is (auth_jwt): sets the user the later phases read
+  Limit,     // how many may connect (ratelimit), by user or IP
+  Access,    // may this user have this namespace
+  App,       // the application's own
+};
 
 // Runs before handlers, by phase, then in registration order. Return false to
 // drop the event (the middleware has told the client why, if it should know).
@@ -300,7 +375,7 @@ using RoomGuard = std::function<void(Socket& socket, const std::string& room, Ro
 
 // ---------------------------------------------------------------- broadcast
 
-struct BroadcastOptions {
+struct DR_API BroadcastOptions {
   std::string nsp = "/";
   std::vector<std::string> rooms;   // empty: the whole namespace
   std::vector<std::string> except;  // minus the members of these rooms
@@ -310,7 +385,7 @@ struct BroadcastOptions {
 
 // -------------------------------------------------------------------- HTTP
 
-struct HttpRequest {
+struct DR_API HttpRequest {
   std::string method;  // "GET"
   std::string path;    // without the query
   std::vector<std::pair<std::string, std::string>> query;
@@ -322,7 +397,7 @@ struct HttpRequest {
   const std::string* query_param(std::string_view name) const;
 };
 
-struct HttpResponse {
+struct DR_API HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
@@ -338,7 +413,7 @@ enum class MetricType { Counter, Gauge };
 
 // One series of a metric as the shared table holds it: gauges have one share
 // per process (pid), counters one series per label (pid 0).
-struct MetricSample {
+struct DR_API MetricSample {
   std::string label;
   int pid;
   int64_t value;
@@ -350,7 +425,7 @@ struct MetricSample {
 // armed timeout costs nothing until it is due). The callback runs from the
 // loop, once per arm, never inside arm_in(); re-arm it there to repeat.
 // Destroying the Timeout cancels it, from its own callback too.
-class Timeout {
+class DR_API Timeout {
  public:
   virtual ~Timeout() = default;
   virtual void arm_in(uint64_t ms) = 0;  // an armed timeout moves
@@ -366,7 +441,7 @@ enum class Listener { Main, Metrics };
 struct Module;
 
 // What a worker offers its modules. One per worker process.
-class Worker {
+class DR_API Worker {
  public:
   virtual ~Worker() = default;
 
@@ -388,7 +463,7 @@ class Worker {
   virtual std::vector<std::string> namespaces() const = 0;
 
   // `nsp` empty = every namespace.
-  virtual void use_connect(std::string_view nsp, ConnectHook hook) = 0;
+  virtual void use_connect(std::string_view nsp, ConnectHook hook, ConnectPhase phase) = 0;
   virtual void use_event(std::string_view nsp, EventMiddleware mw, EventPhase phase = EventPhase::Check) = 0;
   virtual void on_connection(std::string_view nsp, ConnectionHandler h) = 0;
   virtual void on(std::string_view nsp, std::string_view event, EventHandler h) = 0;
@@ -419,6 +494,10 @@ class Worker {
   virtual void metric_add(std::string_view name, std::string_view label, int64_t delta = 1) = 0;
   // Every series of a metric, over all the processes of this node.
   virtual std::vector<MetricSample> metric_read(std::string_view name) const = 0;
+
+  // A zone of shared memory a module declared in init_master, by name: the
+  // same bytes in the master and every worker. Empty when none was declared.
+  virtual std::span<std::byte> shared_zone(std::string_view name) = 0;
 };
 
 // A repeating timeout: `fn` every `ms`, the first time `first_ms` from now,
@@ -438,11 +517,31 @@ inline std::unique_ptr<Timeout> every(Worker& w, uint64_t ms, std::function<void
 }
 
 // name="value" with the value escaped for the Prometheus text format.
-std::string metric_label(std::string_view name, std::string_view value);
+DR_API std::string metric_label(std::string_view name, std::string_view value);
+
+// ------------------------------------------------------------------ master
+
+// What the master offers its modules in init_master, before it forks the
+// workers (and again on a reload, for the new configuration).
+class DR_API MasterContext {
+ public:
+  virtual ~MasterContext() = default;
+
+  // The module's configuration: server level, or as merged for namespace `nsp`.
+  virtual const ModuleConf* conf(const Module& m, std::string_view nsp = {}) const = 0;
+  virtual std::vector<std::string> namespaces() const = 0;
+
+  // Declares a zone of `size` bytes shared by the master and every worker
+  // (Worker::shared_zone finds it), zero-filled when made. A reload that
+  // declares it again with the same size keeps it and its contents (old and
+  // new workers share it); another size makes a new one. False + err: it
+  // cannot be made (or its name is taken by another size in this conf).
+  virtual bool shared_zone(std::string_view name, size_t size, std::string& err) = 0;
+};
 
 // --------------------------------------------------------------- the module
 
-struct Module {
+struct DR_API Module {
   uint32_t abi;               // kModuleAbi
   const char* signature;      // DR_MODULE_SIGNATURE
   const char* name;
@@ -454,6 +553,10 @@ struct Module {
   // In each worker, after its loop exists: register hooks. false stops the worker.
   bool (*init_worker)(Worker& w, const Module& self);
   void (*exit_worker)(Worker& w, const Module& self);
+  // In the master, after the conf is checked and before the workers fork; on
+  // a reload again, for the new conf (its workers start only if it returns
+  // true). Declares shared zones. May be nullptr.
+  bool (*init_master)(MasterContext& m, const Module& self, std::string& err) = nullptr;
 };
 
 }  // namespace dr

@@ -18,9 +18,11 @@
 #include <string_view>
 #include <vector>
 
+#include "depth-realtime/export.h"
+
 namespace dr::redis {
 
-struct Reply {
+struct DR_API Reply {
   enum class Type { Nil, Error, Status, Integer, String, Array };
   Type type = Type::Nil;
   long long integer = 0;
@@ -43,8 +45,8 @@ inline constexpr std::string_view kUnavailable = "Redis unavailable";
 using Callback = std::function<void(Reply reply)>;
 
 // Redis is configured / both connections are up right now.
-bool configured();
-bool ready();
+DR_API bool configured();
+DR_API bool ready();
 
 // `redis cluster=...`: the keys are spread over the cluster's shards by slot.
 // A command goes to the shard of its first key: argv[1] for most commands;
@@ -52,16 +54,16 @@ bool ready();
 // script touches must be passed in KEYS and share KEYS[1]'s slot (give them
 // one hash tag: tag() below); XREAD/XREADGROUP, the first stream. A command
 // without a key (EVAL with numkeys 0, PING) goes to any shard.
-bool cluster();
+DR_API bool cluster();
 
 // Sends one command, e.g. {"XADD", key, "MAXLEN", "~", "10000", "*", ...}.
-void command(std::vector<std::string> argv, Callback cb = {});
+DR_API void command(std::vector<std::string> argv, Callback cb = {});
 // MULTI, the commands, EXEC: all of them are applied or none. `cb` gets the
 // EXEC reply (an array with one reply per command) or an error. With a
 // cluster, the commands of each slot are one MULTI ... EXEC on their shard
 // (all or none per slot), and the reply is the same array, in order; the
 // commands of a slot whose transaction failed have its error as their reply.
-void transaction(std::vector<std::vector<std::string>> commands, Callback cb = {});
+DR_API void transaction(std::vector<std::vector<std::string>> commands, Callback cb = {});
 
 // `redis_wait_replicas N TIMEOUT`: is what this worker wrote so far on N
 // replicas? Call it once a write is answered, before acking it: `cb` gets
@@ -69,7 +71,7 @@ void transaction(std::vector<std::vector<std::string>> commands, Callback cb = {
 // (`replicas` had it by then) or Redis did not answer (`replicas` -1). The
 // write is on the master either way: tell the client "stored, replication not
 // confirmed", not "not stored". Off (the default): confirmed at once.
-struct Replication {
+struct DR_API Replication {
   bool confirmed = true;
   long long replicas = 0;  // how many WAIT counted
   long long wanted = 0;    // N (0: off)
@@ -77,15 +79,15 @@ struct Replication {
   // For a client: "stored on the Redis master, confirmed on 0 of 1 replicas within 500ms".
   std::string details() const;
 };
-void replicated(std::function<void(Replication)> cb);
+DR_API void replicated(std::function<void(Replication)> cb);
 
 // The prefix of the keys the application keeps (`redis_app_prefix`, default
 // "depth:") followed by `suffix`: key("chat:42") = "depth:chat:42".
-std::string key(std::string_view suffix);
+DR_API std::string key(std::string_view suffix);
 // `id` (a conversation, project, user) as the part of a key that chooses its
 // slot: "{id}" with a cluster (a hash tag: the keys of one id share a slot,
 // so its scripts and transactions run on one shard), `id` as it is with one
 // Redis (the key layout of one Redis does not change).
-std::string tag(std::string_view id);
+DR_API std::string tag(std::string_view id);
 
 }  // namespace dr::redis

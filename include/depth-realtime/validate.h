@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "depth-realtime/export.h"
 #include "depth-realtime/module.h"
 
 namespace dr::schema {
@@ -31,7 +32,7 @@ enum class Kind {
   Any,
 };
 
-struct Field {
+struct DR_API Field {
   std::string name;
   Kind kind = Kind::Any;
   bool required = false;
@@ -42,13 +43,13 @@ struct Field {
       : name(std::move(n)), kind(k), required(req), min(lo), max(hi), one_of(std::move(values)) {}
 };
 
-struct EventShape {
+struct DR_API EventShape {
   std::string name;
   std::vector<Field> fields;  // of the first argument, which must be an object
   bool any_payload = false;   // no object required (e.g. events without data)
 };
 
-class Table {
+class DR_API Table {
  public:
   Table(std::initializer_list<EventShape> events) : events_(events) {}
   const EventShape* find(std::string_view name) const {
@@ -64,20 +65,20 @@ class Table {
 
 // Checks `payload` against `e`. Unknown extra fields are ignored; JSON null in
 // an optional field counts as absent. On failure `details` reads "<field>: <why>".
-bool validate(const json_t* payload, const EventShape& e, std::string& details);
+DR_API bool validate(const json_t* payload, const EventShape& e, std::string& details);
 
 // An id as the contract wants it: a non-empty string of at most 128 units, or a
 // non-negative integer as its decimal text.
-std::optional<std::string> id_string(const json_t* v);
+DR_API std::optional<std::string> id_string(const json_t* v);
 
 // JavaScript's String.length of UTF-8 text (UTF-16 code units).
-size_t js_length(std::string_view utf8);
+DR_API size_t js_length(std::string_view utf8);
 
 // Middleware that validates every event of a namespace against `table`: an
 // unknown event or a bad payload is dropped and answered with INVALID_DATA
 // (through the ack when there is one, otherwise an `error` event). `table`
 // must outlive the worker (a static).
-EventMiddleware middleware(const Table& table);
+DR_API EventMiddleware middleware(const Table& table);
 
 }  // namespace dr::schema
 

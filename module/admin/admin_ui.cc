@@ -2,10 +2,8 @@
 // shared/protocols/admin-ui.md): what Node's `instrument(io, options)` does,
 // on the namespace admin_ui_namespace names.
 //
-//  - login: the dashboard's form sends auth {username, password} (checked
-//    against a bcrypt hash, in libuv's thread pool so the loop never waits on
-//    it), then {sessionId} after a page reload; sessions live in Redis under
-//    the Node store's keys (socket.io-admin#<id>) when Redis is configured;
+//  - login (ui_login.cc): the dashboard's form sends auth {username,
+//    password}, then {sessionId} after a page reload;
 //  - on connect: `config` (the features), and in development mode
 //    `all_sockets` (fetch_sockets of every namespace, cluster-wide);
 //  - worker 0 of each node sends `server_stats` for its node;
@@ -24,13 +22,9 @@
 // Not done: `socket_updated` for changes of a socket's data (modules set it
 // at CONNECT, before `socket_connected` reports it).
 
-#include <crypt.h>
 #include <depth-realtime/cluster.h>
 #include <depth-realtime/redis.h>
 #include <depth-realtime/validate.h>
-#include <dirent.h>
-#include <sys/random.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -43,17 +37,24 @@
 #include "admin.h"
 #include "app.h"
 #include "stats.h"
+#include "ui_login.h"
+#include "ui_state.h"
+#include "ui_static.h"
 
 namespace dr::admin {
+
+std::unique_ptr<UiState> g_ui;
+
+const AdminConf& conf() {
+  static const AdminConf defaults;
+  const auto* c = g_ui ? static_cast<const AdminConf*>(g_ui->w->conf(*g_ui->self)) : nullptr;
+  return c ? *c : defaults;
+}
+
 namespace {
 
-constexpr const char* kSessionKeyPrefix = "socket.io-admin#";  // the Node RedisStore's keys
 constexpr const char* kWatchEvent = "admin-ui:watch";
-constexpr const char* kInvalidCredentials = "invalid credentials";  // the dashboard shows its login form on it
 constexpr int64_t kLocalCheckMs = 500;  // how stale this node's "a dashboard is open here" may be
-constexpr size_t kMaxPasswordBytes = 1024;
-constexpr size_t kMaxPendingSessions = 1024;
-constexpr size_t kMaxMemorySessions = 10000;
 
 const schema::Table kUiEvents = {
     {"join", {}, true},
@@ -63,37 +64,9 @@ const schema::Table kUiEvents = {
 };
 const schema::Table kUiReadonlyEvents{std::initializer_list<schema::EventShape>{}};
 
-struct UiState {
-  Worker* w = nullptr;
-  const Module* self = nullptr;
-  std::string nsp;
-  std::string hostname;
-  std::unique_ptr<Timeout> ticker;
-  // Is a dashboard open anywhere?
-  int64_t remote_until = 0;
-  int64_t local_checked = 0;
-  bool local_watch = false;
-  int64_t last_ping = 0;
-  // Logins: the session id waits here until its socket is connected.
-  std::unordered_map<std::string, std::string> new_sessions;  // socket id -> session id
-  std::unordered_map<std::string, int64_t> sessions;          // without Redis: session id -> expiry (ms)
-  // server_stats (worker 0): the counters at the last sample, and the
-  // per-second entries since the last server_stats.
-  std::map<std::pair<std::string, std::string>, int64_t> counts;
-  bool sampled = false;
-  Json aggregated{json_array()};
-  int64_t last_stats = 0;
-};
-std::unique_ptr<UiState> g;
-
-const AdminConf& conf() {
-  static const AdminConf defaults;
-  const auto* c = g ? static_cast<const AdminConf*>(g->w->conf(*g->self)) : nullptr;
-  return c ? *c : defaults;
-}
 
 bool declared(std::string_view nsp) {
-  for (const std::string& n : g->w->namespaces())
+  for (const std::string& n : g_ui->w->namespaces())
     if (n == nsp) return true;
   return false;
 }
@@ -116,45 +89,32 @@ Json array_of(std::initializer_list<json_t*> items) {
 // To every dashboard, on every node.
 void tell(std::string_view event, Json args, std::vector<std::string> attachments = {}) {
   BroadcastOptions opts;
-  opts.nsp = g->nsp;
-  g->w->broadcast(opts, event, Payload(std::move(args), std::move(attachments)));
+  opts.nsp = g_ui->nsp;
+  g_ui->w->broadcast(opts, event, Payload(std::move(args), std::move(attachments)));
 }
 
 // ------------------------------------------------------------- watching
 
 void ping() {
-  g->last_ping = app::now_ms();
-  cluster::server_side_emit(g->nsp, kWatchEvent, Payload());
+  g_ui->last_ping = app::now_ms();
+  cluster::server_side_emit(g_ui->nsp, kWatchEvent, Payload());
 }
 
 bool watching() {
-  if (!g) return false;
+  if (!g_ui) return false;
   int64_t now = app::now_ms();
-  if (now < g->remote_until) return true;
-  if (now - g->local_checked >= kLocalCheckMs) {
-    g->local_checked = now;
-    g->local_watch = false;
-    std::string label = metric_label("namespace", g->nsp);
-    for (auto& m : g->w->metric_read("websocket_namespace_sockets"))
-      if (m.label == label && m.value > 0) g->local_watch = true;
+  if (now < g_ui->remote_until) return true;
+  if (now - g_ui->local_checked >= kLocalCheckMs) {
+    g_ui->local_checked = now;
+    g_ui->local_watch = false;
+    std::string label = metric_label("namespace", g_ui->nsp);
+    for (auto& m : g_ui->w->metric_read("websocket_namespace_sockets"))
+      if (m.label == label && m.value > 0) g_ui->local_watch = true;
   }
-  return g->local_watch;
+  return g_ui->local_watch;
 }
 
 // -------------------------------------------------------- serialization
-
-// JavaScript's Date.prototype.toString() in UTC, as Socket.IO's handshake.time.
-std::string js_date(int64_t ms) {
-  static const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  time_t t = time_t(ms / 1000);
-  struct tm tm {};
-  gmtime_r(&t, &tm);
-  char buf[96];
-  snprintf(buf, sizeof buf, "%s %s %02d %04d %02d:%02d:%02d GMT+0000 (Coordinated Universal Time)", days[tm.tm_wday],
-           months[tm.tm_mon], tm.tm_mday, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  return buf;
-}
 
 Json pairs_object(const std::vector<std::pair<std::string, std::string>>& pairs) {
   Json o(json_object());
@@ -190,16 +150,9 @@ void ui_handshake(json_t* hs) {
   }
 }
 
-Json handshake_json(const Handshake& h) {
-  Json hs(json_object());
-  json_object_set_new(hs.get(), "headers", pairs_object(h.headers).release());
-  json_object_set_new(hs.get(), "time", json_string(js_date(h.issued_ms).c_str()));
-  json_object_set_new(hs.get(), "address", str(h.address).release());
-  json_object_set_new(hs.get(), "xdomain", json_boolean(h.header("origin") != nullptr));
-  json_object_set_new(hs.get(), "secure", json_boolean(h.secure));
-  json_object_set_new(hs.get(), "issued", json_integer(json_int_t(h.issued_ms)));
-  json_object_set_new(hs.get(), "url", str(h.url).release());
-  json_object_set_new(hs.get(), "query", pairs_object(h.query).release());
+// The dashboard's view of a local socket's handshake.
+Json ui_handshake_of(const Handshake& h) {
+  Json hs = handshake_json(h);
   ui_handshake(hs.get());
   return hs;
 }
@@ -214,7 +167,7 @@ Json ui_socket(Socket& s) {
   Json data = pairs_object(s.data());
   ui_data(data.get());
   json_object_set_new(o.get(), "data", data.release());
-  json_object_set_new(o.get(), "handshake", handshake_json(s.handshake()).release());
+  json_object_set_new(o.get(), "handshake", ui_handshake_of(s.handshake()).release());
   json_object_set_new(o.get(), "rooms", app::string_array(s.rooms()).release());
   return o;
 }
@@ -246,7 +199,7 @@ Json ui_socket(const cluster::RemoteSocket& r, const std::string& nsp) {
 
 int64_t metric_sum(std::string_view metric, std::string_view label_name = {}, std::string_view label = {}) {
   int64_t total = 0;
-  for (auto& m : g->w->metric_read(metric))
+  for (auto& m : g_ui->w->metric_read(metric))
     if (label_name.empty() || app::label_value(m.label, label_name) == label) total += m.value;
   return total;
 }
@@ -267,40 +220,40 @@ void sample() {
   };
   std::map<std::pair<std::string, std::string>, int64_t> now;
   for (auto& s : series) now[{s.type, ""}] = metric_sum(s.metric);
-  for (auto& m : g->w->metric_read("depth_realtime_engine_sessions_closed_total"))
+  for (auto& m : g_ui->w->metric_read("depth_realtime_engine_sessions_closed_total"))
     now[{"rawDisconnection", app::label_value(m.label, "reason")}] += m.value;
-  if (g->sampled) {
+  if (g_ui->sampled) {
     json_int_t second = json_int_t(app::now_ms() / 1000 * 1000);
     for (auto& [key, value] : now) {
-      auto it = g->counts.find(key);
-      int64_t delta = value - (it == g->counts.end() ? 0 : it->second);
+      auto it = g_ui->counts.find(key);
+      int64_t delta = value - (it == g_ui->counts.end() ? 0 : it->second);
       if (delta <= 0) continue;
       Json e(json_pack("{s:I, s:s}", "timestamp", second, "type", key.first.c_str()));
       if (!key.second.empty()) json_object_set_new(e.get(), "subType", str(key.second).release());
       json_object_set_new(e.get(), "count", json_integer(json_int_t(delta)));
-      json_array_append_new(g->aggregated.get(), e.release());
+      json_array_append_new(g_ui->aggregated.get(), e.release());
     }
   }
-  g->counts = std::move(now);
-  g->sampled = true;
+  g_ui->counts = std::move(now);
+  g_ui->sampled = true;
 }
 
 Json server_stats() {
   const AdminConf& c = conf();
-  Json node = app::node_stats(*g->w);
+  Json node = app::node_stats(*g_ui->w);
   const json_t* info = json_object_get(node.get(), "node");
   Json st(json_object());
   std::string id = c.ui_server_id;
-  if (id.empty()) id = g->hostname + "#" + std::to_string(json_integer_value(json_object_get(info, "pid")));
+  if (id.empty()) id = g_ui->hostname + "#" + std::to_string(json_integer_value(json_object_get(info, "pid")));
   json_object_set_new(st.get(), "serverId", str(id).release());
-  json_object_set_new(st.get(), "hostname", str(g->hostname).release());
+  json_object_set_new(st.get(), "hostname", str(g_ui->hostname).release());
   json_object_set(st.get(), "pid", json_object_get(info, "pid"));
   json_object_set(st.get(), "uptime", json_object_get(info, "uptimeSeconds"));
   json_object_set(st.get(), "clientsCount", json_object_get(node.get(), "connections"));
   json_object_set_new(st.get(), "pollingClientsCount",
                       json_integer(json_int_t(metric_sum("depth_realtime_engine_sessions", "transport", "polling"))));
-  json_object_set_new(st.get(), "aggregatedEvents", g->aggregated.release());
-  g->aggregated = Json(json_array());
+  json_object_set_new(st.get(), "aggregatedEvents", g_ui->aggregated.release());
+  g_ui->aggregated = Json(json_array());
   Json list(json_array());
   const char* name;
   json_t* figures;
@@ -316,147 +269,18 @@ void tick() {
   int64_t now = app::now_ms();
   // A worker with dashboards tells the other nodes, once per stats interval.
   int64_t interval = int64_t(conf().ui_stats_interval_ms);
-  if (now - g->last_ping >= interval && !g->w->local_sockets(g->nsp).empty()) ping();
-  for (auto it = g->sessions.begin(); it != g->sessions.end();) it = it->second <= now ? g->sessions.erase(it) : ++it;
-  if (g->w->slot() != 0) return;  // one server_stats per node
+  if (now - g_ui->last_ping >= interval && !g_ui->w->local_sockets(g_ui->nsp).empty()) ping();
+  for (auto it = g_ui->sessions.begin(); it != g_ui->sessions.end();) it = it->second <= now ? g_ui->sessions.erase(it) : ++it;
+  if (g_ui->w->slot() != 0) return;  // one server_stats per node
   sample();
-  if (now - g->last_stats < interval) return;
-  g->last_stats = now;
+  if (now - g_ui->last_stats < interval) return;
+  g_ui->last_stats = now;
   if (watching())
     tell("server_stats", array_of({server_stats().release()}));
   else
-    g->aggregated = Json(json_array());
+    g_ui->aggregated = Json(json_array());
 }
 
-// ------------------------------------------------------------------ login
-
-bool same(const char* a, const std::string& b) {
-  size_t n = strlen(a);
-  unsigned char diff = n != b.size();
-  for (size_t i = 0; i < n && i < b.size(); i++) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-// bcrypt is slow on purpose (tens of ms): it runs in libuv's thread pool.
-struct BcryptJob {
-  uv_work_t req{};
-  std::string password;
-  std::string hash;
-  bool ok = false;
-  std::function<void(bool)> done;
-};
-
-void bcrypt_check(std::string password, std::string hash, std::function<void(bool)> done) {
-  auto job = std::make_unique<BcryptJob>();
-  job->password = std::move(password);
-  job->hash = std::move(hash);
-  job->done = std::move(done);
-  job->req.data = job.get();
-  int rc = uv_queue_work(
-      g->w->loop(), &job->req,
-      [](uv_work_t* req) {
-        auto* j = static_cast<BcryptJob*>(req->data);
-        auto data = std::make_unique<crypt_data>();  // ~32 KB: not on a pool thread's stack
-        memset(data.get(), 0, sizeof(crypt_data));
-        // crypt_rn (libxcrypt): null on failure instead of a "*0" token; and,
-        // unlike crypt_r, not intercepted by ASan, whose interceptor cannot
-        // reach libcrypt when a dlopen()ed module brings it.
-        const char* out = crypt_rn(j->password.c_str(), j->hash.c_str(), data.get(), int(sizeof(crypt_data)));
-        j->ok = out && out[0] != '*' && same(out, j->hash);
-      },
-      [](uv_work_t* req, int status) {
-        std::unique_ptr<BcryptJob> j(static_cast<BcryptJob*>(req->data));
-        try {
-          j->done(status == 0 && j->ok);
-        } catch (...) {
-          // a refused or late CONNECT is all that can go wrong; nothing may leave libuv's callback
-        }
-      });
-  if (rc != 0) {
-    job->done(false);
-    return;
-  }
-  (void)job.release();  // freed by the after-work callback
-}
-
-bool session_id_shape(const char* id) {
-  if (strlen(id) != 16) return false;
-  for (const char* p = id; *p; p++)
-    if (!isxdigit(static_cast<unsigned char>(*p))) return false;
-  return true;
-}
-
-void check_session(const std::string& id, std::function<void(bool)> done) {
-  if (redis::configured()) {
-    redis::command({"EXISTS", kSessionKeyPrefix + id},
-                   [done = std::move(done)](redis::Reply r) { done(!r.error() && r.as_int() == 1); });
-    return;
-  }
-  auto it = g->sessions.find(id);
-  done(it != g->sessions.end() && it->second > app::now_ms());
-}
-
-std::string new_session_id() {
-  unsigned char bytes[8];
-  if (getrandom(bytes, sizeof bytes, 0) != ssize_t(sizeof bytes)) return {};
-  char hex[17];
-  for (size_t i = 0; i < sizeof bytes; i++) snprintf(hex + 2 * i, 3, "%02x", bytes[i]);
-  return std::string(hex, 16);
-}
-
-void save_session(const std::string& id) {
-  uint64_t ttl_ms = conf().ui_session_ttl_ms;
-  if (redis::configured()) {
-    std::string key = kSessionKeyPrefix + id;
-    redis::transaction({{"SET", key, "true"}, {"EXPIRE", key, std::to_string(std::max<uint64_t>(1, ttl_ms / 1000))}});
-    return;
-  }
-  if (g->sessions.size() >= kMaxMemorySessions) g->sessions.erase(g->sessions.begin());
-  g->sessions[id] = app::now_ms() + int64_t(ttl_ms);
-}
-
-void refuse(const ConnectNext& next) {
-  next(ConnectError{kInvalidCredentials, Json()});
-}
-
-void login(std::weak_ptr<Socket> weak, const json_t* auth, ConnectNext next) {
-  const char* user = json_str(auth, "username");
-  const char* password = json_str(auth, "password");
-  if (!user || !password || strlen(password) > kMaxPasswordBytes) return refuse(next);
-  const AdminConf& c = conf();
-  std::string want_user = c.ui_user;
-  bool user_ok = same(user, want_user);  // checked after bcrypt: the time does not tell which was wrong
-  bcrypt_check(password, c.ui_hash, [weak, next, user_ok, name = std::string(user)](bool ok) {
-    auto s = weak.lock();
-    if (!g || !s) return;
-    if (!ok || !user_ok) {
-      logf(LogLevel::Notice, "admin-ui: login refused for \"%s\" from %s", name.c_str(),
-           s->handshake().address.c_str());
-      return refuse(next);
-    }
-    std::string id = new_session_id();
-    if (id.empty()) return refuse(next);
-    save_session(id);
-    if (g->new_sessions.size() >= kMaxPendingSessions) g->new_sessions.clear();  // CONNECTs that never completed
-    g->new_sessions[s->id()] = id;
-    logf(LogLevel::Notice, "admin-ui: \"%s\" logged in from %s", name.c_str(), s->handshake().address.c_str());
-    next(std::nullopt);
-  });
-}
-
-void authenticate(Socket& s, ConnectNext next) {
-  if (!g) return refuse(next);
-  if (conf().ui_auth != AdminConf::UiAuth::Basic) return next(std::nullopt);
-  const json_t* auth = s.auth();
-  const char* session = json_str(auth, "sessionId");
-  if (!session || !session_id_shape(session)) return login(s.weak(), auth, std::move(next));
-  check_session(session, [weak = s.weak(), next](bool ok) {
-    auto s = weak.lock();
-    if (!g || !s) return;
-    if (ok) return next(std::nullopt);
-    login(weak, s->auth(), next);  // an expired session, and perhaps a password too
-  });
-}
 
 // ------------------------------------------------------------ on connect
 
@@ -479,7 +303,7 @@ void send_all_sockets(Socket& dashboard) {
   };
   auto gather = std::make_shared<Gather>();
   gather->to = dashboard.weak();
-  std::vector<std::string> nsps = g->w->namespaces();
+  std::vector<std::string> nsps = g_ui->w->namespaces();
   gather->pending = nsps.size();
   for (const std::string& nsp : nsps) {
     BroadcastOptions opts;
@@ -495,17 +319,17 @@ void send_all_sockets(Socket& dashboard) {
 
 // A fresh login's session id, first (Node sends it from the login middleware).
 void send_session(Socket& s) {
-  if (auto it = g->new_sessions.find(s.id()); it != g->new_sessions.end()) {
+  if (auto it = g_ui->new_sessions.find(s.id()); it != g_ui->new_sessions.end()) {
     s.emit("session", Payload::of(str(it->second)));
-    g->new_sessions.erase(it);
+    g_ui->new_sessions.erase(it);
   }
 }
 
 void on_dashboard(Socket& s) {
-  if (!g) return;
+  if (!g_ui) return;
   const AdminConf& c = conf();
-  g->local_watch = true;
-  g->local_checked = app::now_ms();
+  g_ui->local_watch = true;
+  g_ui->local_checked = app::now_ms();
   ping();  // the other nodes start reporting before they answer the fetch below
   send_session(s);
   s.emit("config", Payload::of(Json(json_pack("{s:o}", "supportedFeatures", features(c).release()))));
@@ -515,9 +339,9 @@ void on_dashboard(Socket& s) {
 // ------------------------------------------------------ verbose reports
 
 void on_socket_connected(Socket& s) {
-  if (s.nsp() == g->nsp) {  // a dashboard: it hears of itself (on_dashboard runs after this)
-    g->local_watch = true;
-    g->local_checked = app::now_ms();
+  if (s.nsp() == g_ui->nsp) {  // a dashboard: it hears of itself (on_dashboard runs after this)
+    g_ui->local_watch = true;
+    g_ui->local_checked = app::now_ms();
     send_session(s);
   }
   if (!watching()) return;
@@ -531,8 +355,8 @@ void on_socket_connected(Socket& s) {
 // Node's instrumentation reports a leave on the next tick (process.nextTick),
 // so after whatever the current event does: here, from the loop once it is done.
 void tell_left_later(const std::string& nsp, std::vector<std::string> rooms, const std::string& id) {
-  g->w->post([nsp, rooms = std::move(rooms), id, ts = app::iso_now()] {
-    if (!g) return;
+  g_ui->w->post([nsp, rooms = std::move(rooms), id, ts = app::iso_now()] {
+    if (!g_ui) return;
     for (const std::string& room : rooms)
       tell("room_left", array_of({str(nsp).release(), str(room).release(), str(id).release(), str(ts).release()}));
   });
@@ -566,7 +390,7 @@ void on_transport(Socket& s) {
 
 // Runs first on every event (the Limit phase): every received event, valid or not.
 bool on_event_received(Socket& s, Event& ev) {
-  if (!watching() || s.nsp() == g->nsp) return true;
+  if (!watching() || s.nsp() == g_ui->nsp) return true;
   Json args(json_array());
   json_array_append_new(args.get(), str(ev.name).release());
   json_array_extend(args.get(), ev.args.args.get());
@@ -578,7 +402,7 @@ bool on_event_received(Socket& s, Event& ev) {
 
 // Every event sent to a socket of a non-admin namespace, one per recipient.
 void on_event_sent(Socket& s, const Payload& sent) {
-  if (!watching() || s.nsp() == g->nsp) return;
+  if (!watching() || s.nsp() == g_ui->nsp) return;
   tell("event_sent",
        array_of({str(s.nsp()).release(), str(s.id()).release(), json_deep_copy(sent.args.get()),
                  str(app::iso_now()).release()}),
@@ -590,7 +414,7 @@ void on_event_sent(Socket& s, const Payload& sent) {
 // The sockets an action targets: those of namespace `nsp` in room `filter`
 // (the dashboard passes a socket id for one socket), all without a filter.
 bool target(Socket& s, Event& ev, const json_t* nsp, const json_t* filter, BroadcastOptions& out) {
-  if (!g) return false;
+  if (!g_ui) return false;
   if (!json_is_string(nsp) || !declared(json_string_value(nsp))) {
     app::invalid(s, ev, "nsp: must be a namespace of this server");
     return false;
@@ -647,82 +471,9 @@ void on_emit(Socket& s, Event& ev) {
   Payload p;
   for (size_t i = 3; i < json_array_size(ev.args.args.get()); i++)
     json_array_append_new(p.args.get(), copy_with_binary(arg(ev, i), ev.args.attachments, p.attachments).release());
-  g->w->broadcast(opts, event, std::move(p));
+  g_ui->w->broadcast(opts, event, std::move(p));
 }
 
-// ----------------------------------------------------------- static files
-
-const char* content_type(const std::string& path) {
-  static const std::pair<const char*, const char*> types[] = {
-      {".html", "text/html; charset=utf-8"},
-      {".js", "application/javascript; charset=utf-8"},
-      {".css", "text/css; charset=utf-8"},
-      {".png", "image/png"},
-      {".svg", "image/svg+xml"},
-      {".map", "application/json"},
-      {".json", "application/json"},
-      {".ico", "image/x-icon"},
-      {".woff2", "font/woff2"},
-      {".woff", "font/woff"},
-  };
-  for (auto& [ext, type] : types) {
-    size_t n = strlen(ext);
-    if (path.size() > n && path.compare(path.size() - n, n, ext) == 0) return type;
-  }
-  return "application/octet-stream";
-}
-
-// Read when asked (the dashboard loads a few files, once): no copy per worker.
-void serve_file(const std::string& file, HttpRespond respond) {
-  HttpResponse res;
-  std::unique_ptr<FILE, int (*)(FILE*)> f(fopen(file.c_str(), "rb"), fclose);
-  if (!f) {
-    res.status = 404;
-    res.body = "{\"error\":{\"code\":\"NOT_FOUND\",\"message\":\"Not found\"}}";
-    return respond(std::move(res));
-  }
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, f.get())) > 0) res.body.append(buf, n);
-  res.content_type = content_type(file);
-  respond(std::move(res));
-}
-
-// Routes are exact paths: one per file, found when the worker starts.
-void add_files(Worker& w, const std::string& dir, const std::string& url, int depth) {
-  if (depth > 8) return;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
-  if (!d) return;
-  while (const dirent* e = readdir(d.get())) {
-    std::string name = e->d_name;
-    if (name.empty() || name[0] == '.') continue;
-    std::string path = dir + "/" + name;
-    struct stat st {};
-    if (stat(path.c_str(), &st) != 0) continue;
-    if (S_ISDIR(st.st_mode)) {
-      add_files(w, path, url + name + "/", depth + 1);
-    } else if (S_ISREG(st.st_mode)) {
-      w.route(Listener::Main, "GET", url + name,
-              [path](const HttpRequest&, HttpRespond respond) { serve_file(path, std::move(respond)); });
-    }
-  }
-}
-
-void serve_static(Worker& w, const std::string& dir, const std::string& prefix) {
-  add_files(w, dir, prefix, 0);
-  std::string index = dir + "/index.html";
-  w.route(Listener::Main, "GET", prefix,
-          [index](const HttpRequest&, HttpRespond respond) { serve_file(index, std::move(respond)); });
-  // index.html names its files relatively: /admin-ui must become /admin-ui/.
-  w.route(Listener::Main, "GET", prefix.substr(0, prefix.size() - 1),
-          [prefix](const HttpRequest&, HttpRespond respond) {
-            HttpResponse res;
-            res.status = 301;
-            res.content_type = "text/plain";
-            res.headers.emplace_back("Location", prefix);
-            respond(std::move(res));
-          });
-}
 
 }  // namespace
 
@@ -757,21 +508,21 @@ bool ui_check_conf(const AdminConf& c, std::string& err) {
 bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
   if (!c.ui_static_dir.empty()) serve_static(w, c.ui_static_dir, c.ui_static_prefix);
   if (c.ui_nsp.empty()) return true;
-  g = std::make_unique<UiState>();
-  g->w = &w;
-  g->self = &self;
-  g->nsp = c.ui_nsp;
-  if (!declared(g->nsp)) {
+  g_ui = std::make_unique<UiState>();
+  g_ui->w = &w;
+  g_ui->self = &self;
+  g_ui->nsp = c.ui_nsp;
+  if (!declared(g_ui->nsp)) {
     logf(LogLevel::Crit, "admin: admin_ui_namespace %s is not declared (add: namespace %s { auth_jwt off; })",
-         g->nsp.c_str(), g->nsp.c_str());
-    g.reset();
+         g_ui->nsp.c_str(), g_ui->nsp.c_str());
+    g_ui.reset();
     return false;
   }
   char host[256] = {};
-  if (gethostname(host, sizeof host - 1) == 0) g->hostname = host;
+  if (gethostname(host, sizeof host - 1) == 0) g_ui->hostname = host;
 
-  const std::string nsp = g->nsp;
-  if (c.ui_auth == AdminConf::UiAuth::Basic) w.use_connect(nsp, authenticate);
+  const std::string nsp = g_ui->nsp;
+  if (c.ui_auth == AdminConf::UiAuth::Basic) w.use_connect(nsp, authenticate, ConnectPhase::Identify);
   if (nsp != c.nsp) w.use_event(nsp, schema::middleware(c.ui_readonly ? kUiReadonlyEvents : kUiEvents));
   if (!c.ui_readonly) {
     w.on(nsp, "join", [](Socket& s, Event& ev) { on_join_or_leave(s, ev, true); });
@@ -780,7 +531,7 @@ bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
     w.on(nsp, "emit", on_emit);
   }
   cluster::on_server_event(nsp, kWatchEvent, [](const Payload&, cluster::ServerAck) {
-    if (g) g->remote_until = app::now_ms() + 3 * int64_t(conf().ui_stats_interval_ms);  // two pings may be lost
+    if (g_ui) g_ui->remote_until = app::now_ms() + 3 * int64_t(conf().ui_stats_interval_ms);  // two pings may be lost
   });
   if (c.ui_development) {
     w.on_connection("", on_socket_connected);
@@ -792,15 +543,16 @@ bool ui_init_worker(Worker& w, const Module& self, const AdminConf& c) {
   }
   // After socket_connected, as Node's instrumentation: a dashboard hears of itself first.
   w.on_connection(nsp, on_dashboard);
-  g->ticker = every(w, std::min<uint64_t>(1000, c.ui_stats_interval_ms), [] {
-    if (g) tick();
+  g_ui->ticker = every(w, std::min<uint64_t>(1000, c.ui_stats_interval_ms), [] {
+    if (g_ui) tick();
   });
   return true;
 }
 
 void ui_exit_worker() {
-  if (!g) return;
-  g.reset();
+  if (!g_ui) return;
+  g_ui.reset();
 }
 
 }  // namespace dr::admin
+

@@ -426,7 +426,7 @@ void refresh(dr::Worker& w, const dr::Module& self, dr::Socket& s, const dr::Eve
   std::string key = conf->user_key;
   key.replace(key.find("{id}"), 4, v.user_id);
   // The socket's next events wait for the answer (the hold).
-  dr::redis::command({"EXISTS", dr::redis::key(key)}, [&w, &self, weak = s.weak(), hold = s.hold(), ack_id = ev.ack_id,
+  dr::redis::command({"EXISTS", dr::redis::key(key)}, [&w, &self, weak = s.weak(), hold = s.delay_next_events(), ack_id = ev.ack_id,
                                                         v = std::move(v)](dr::redis::Reply r) {
     auto s = weak.lock();
     if (!s || !s->connected()) return;
@@ -481,7 +481,7 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   }
   w.use_connect("", [&w, &self](dr::Socket& socket, dr::ConnectNext next) {
     authenticate(w, self, socket, next);
-  });
+  }, dr::ConnectPhase::Identify);
   const auto* main = static_cast<const AuthConf*>(w.conf(self));
   if (main && main->expiry) {
     w.metric_declare("depth_realtime_auth_expired_total", dr::MetricType::Counter,

@@ -1,1 +1,1 @@
-dr_module(bench ${CMAKE_CURRENT_LIST_DIR}/bench.cc)
+depth_realtime_add_module(bench ${CMAKE_CURRENT_LIST_DIR}/bench.cc)

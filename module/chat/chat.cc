@@ -159,7 +159,7 @@ CallPtr start(dr::Socket& s, const dr::Event& ev) {
   c->ev.name = ev.name;
   c->ev.ack_id = ev.ack_id;
   c->ev.args = ev.args.copy();
-  c->hold = s.hold();
+  c->hold = s.delay_next_events();
   c->conversation = dr::app::id_field(ev, "conversationId");
   c->user = dr::app::user_id(s);
   c->conf = current_conf(s);

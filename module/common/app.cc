@@ -148,16 +148,6 @@ int64_t now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-std::string iso_time(int64_t ms) {
-  time_t secs = time_t(ms / 1000);
-  struct tm tm {};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-           tm.tm_hour, tm.tm_min, tm.tm_sec, int(ms % 1000));
-  return buf;
-}
-
 int64_t stream_id_ms(std::string_view id) {
   size_t dash = id.find('-');
   if (dash == 0 || dash == std::string_view::npos || dash > 19) return -1;

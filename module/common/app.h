@@ -56,7 +56,7 @@ std::string expand(std::string_view pattern, std::string_view id);
 // blocks), and a claim name or `off` (stored empty).
 template <auto Field>
 bool set_key_pattern(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
-  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  using C = MemberClass<Field>;
   if (a[0].find("{id}") == std::string::npos) {
     err = "expected a key pattern holding {id}, quoted, e.g. \"items:{id}:members\"";
     return false;
@@ -66,7 +66,7 @@ bool set_key_pattern(ModuleConf* c, const std::vector<std::string>& a, std::stri
 }
 template <auto Field>
 bool set_claim(ModuleConf* c, const std::vector<std::string>& a, std::string& err) {
-  using C = typename detail::MemberOf<decltype(Field)>::Class;
+  using C = MemberClass<Field>;
   if (a[0].empty()) {
     err = "expected a claim name or off";
     return false;
@@ -98,8 +98,8 @@ void refuse(Socket& s, const Event& ev, Access a, std::string_view what);
 // ------------------------------------------------------------------ time
 
 int64_t now_ms();
-// ISO 8601 UTC with milliseconds: 2024-05-01T12:31:30.123Z.
-std::string iso_time(int64_t ms);
+// ISO 8601 UTC with milliseconds: 2024-05-01T12:31:30.123Z (the API's).
+using dr::iso_time;
 inline std::string iso_now() { return iso_time(now_ms()); }
 // The ms part of a stream id ("1714567890123-0"), or -1.
 int64_t stream_id_ms(std::string_view id);

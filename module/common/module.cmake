@@ -8,7 +8,7 @@ add_library(dr_app STATIC
   ${CMAKE_CURRENT_LIST_DIR}/inbox.cc
   ${CMAKE_CURRENT_LIST_DIR}/stats.cc
   ${CMAKE_CURRENT_LIST_DIR}/stored_json.cc)
-target_include_directories(dr_app PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(dr_app PUBLIC PkgConfig::UV PkgConfig::JANSSON OpenSSL::Crypto)
+target_include_directories(dr_app PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(dr_app PUBLIC depth-realtime::api OpenSSL::Crypto)
 set_target_properties(dr_app PROPERTIES POSITION_INDEPENDENT_CODE ON
   CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)

@@ -64,7 +64,7 @@ void on_subscribe(dr::Socket& s, dr::Event& ev) {
   // Joined before reading the inbox, so that nothing stored meanwhile is
   // missed (it may come twice: once live, once from the inbox).
   s.join(user_room(user));
-  dr::app::inbox::unread(user, [weak = s.weak(), hold = s.hold(), ev = reply_to(ev), user](
+  dr::app::inbox::unread(user, [weak = s.weak(), hold = s.delay_next_events(), ev = reply_to(ev), user](
                                    std::string error, std::vector<dr::Json> items) {
     auto sock = weak.lock();
     if (!sock || !sock->connected()) return;
@@ -86,7 +86,7 @@ void on_read(dr::Worker& w, dr::Socket& s, dr::Event& ev) {
   const std::string& user = dr::app::user_id(s);
   if (user.empty()) return dr::app::forbidden(s, ev, "the socket has no user id");
   dr::app::inbox::mark_read(
-      user, id, [&w, weak = s.weak(), hold = s.hold(), ev = reply_to(ev), user, id](std::string error, bool found) {
+      user, id, [&w, weak = s.weak(), hold = s.delay_next_events(), ev = reply_to(ev), user, id](std::string error, bool found) {
         auto sock = weak.lock();
         if (!sock || !sock->connected()) return;
         if (!error.empty()) return dr::app::internal_error(*sock, *ev, "cannot mark the notification read: " + error);

@@ -1,2 +1,2 @@
-dr_module(projects ${CMAKE_CURRENT_LIST_DIR}/projects.cc)
+depth_realtime_add_module(projects ${CMAKE_CURRENT_LIST_DIR}/projects.cc)
 target_link_libraries(projects PRIVATE dr_app)

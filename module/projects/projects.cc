@@ -152,7 +152,7 @@ void with_access(dr::Worker& w, const dr::Module& self, dr::Socket& s, const dr:
                  Allowed then) {
   ProjectsConf conf = settings(w, self);
   dr::app::check_access(s, conf.access_claim, conf.members_key, project,
-                        [hold = s.hold(), req = request_of(ev), project, then = std::move(then)](dr::Socket& s,
+                        [hold = s.delay_next_events(), req = request_of(ev), project, then = std::move(then)](dr::Socket& s,
                                                                                                 dr::app::Access a) {
                           if (a != dr::app::Access::Allowed) return dr::app::refuse(s, *req, a, "project " + project);
                           then(s, *req, hold);

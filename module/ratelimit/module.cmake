@@ -1,1 +1,2 @@
-dr_module(ratelimit ${CMAKE_CURRENT_LIST_DIR}/ratelimit.cc ${CMAKE_CURRENT_LIST_DIR}/lease.cc)
+file(GLOB DR_RATELIMIT_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/*.cc)
+depth_realtime_add_module(ratelimit ${DR_RATELIMIT_SOURCES})

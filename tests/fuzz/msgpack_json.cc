@@ -1,4 +1,4 @@
-// msgpack -> JSON (worker/cluster/msgpack_json.h): whatever any process on the
+// msgpack -> JSON (worker/sio/msgpack_json.h): whatever any process on the
 // Redis publishes. Runs the adapter's decoders and helpers on the input, then
 // writes what came out back as msgpack and JSON text.
 #include <cstddef>
@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 #include "fuzz_check.h"
 
 using namespace dr::cluster;

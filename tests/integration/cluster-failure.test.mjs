@@ -86,8 +86,7 @@ describe('Redis failures', () => {
       { ms: 20000, every: 200, what: 'ready again' });
     await waitFor(async () => (await redisUp(A)) === 2 && (await redisUp(B)) === 2,
       { ms: 20000, every: 100, what: 'every worker connected again' });
-    await waitFor(async () => Number((await redis.cli('PUBSUB', 'NUMSUB', `socket.io#/#${room}#`)).split('\n')[1]) === 3,
-      { what: 'room subscriptions restored' });
+    await waitSubscribed(redis, room, 4, { ms: 20000 });  // every worker's pattern restored
     await reachesOnce(b0, [a0, a1, b0], { rooms: [room] });
     // Membership written again by every node.
     await waitFor(async () => {
@@ -130,7 +129,9 @@ describe('Redis restarted under traffic', () => {
     const owners = new Set();
     for (let i = 0; i < 6; i++) owners.add(await workerOf(srv, (await traffic.add(srv, `m${i}`)).s));
     assert.equal(owners.size, 2, 'members on both workers');
-    const channel = `socket.io#/chat#conversation:${conversation}#`;
+    // The namespace's request channel: subscribed after its pattern, which
+    // brings the conversation's broadcasts.
+    const channel = 'socket.io-request#/chat#';
     const subscribers = async () => Number((await redis.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]);
     await waitFor(async () => (await subscribers()) === 2, { what: 'both workers subscribed' });
 
@@ -183,7 +184,9 @@ describe('Redis restarted under traffic', () => {
       }
     }
     assert.equal(traffic.members.length, 8);
-    const channel = `socket.io#/chat#conversation:${conversation}#`;
+    // The namespace's request channel: subscribed after its pattern, which
+    // brings the conversation's broadcasts.
+    const channel = 'socket.io-request#/chat#';
     const subscribers = async () => Number((await redis.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]);
     const allUp = async () => (await redisUp(daemons[0])) === 2 && (await redisUp(daemons[1])) === 2;
     await waitFor(async () => (await subscribers()) === 4, { what: 'every worker subscribed' });

@@ -1,11 +1,11 @@
 // The parts of the module API the application modules stand on, driven
 // through the probe module: events of one socket handled in arrival order
-// while a handler waits (Socket::hold), and dr::redis commands, with Redis
-// up and away.
+// while a handler waits (Socket::delay_next_events), CONNECT hooks run by
+// phase, and dr::redis commands, with Redis up and away.
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import {
-  test, startServer, startRedis, redisLines, ack, waitFor,
+  test, startServer, startRedis, redisLines, ack, waitFor, probeSo,
 } from './lib/harness.mjs';
 
 describe('events of one socket stay in arrival order', () => {
@@ -42,6 +42,21 @@ describe('events of one socket stay in arrival order', () => {
     await new Promise((r) => setTimeout(r, 300));
     const s2 = await ctx.connect(srv, '/');
     assert.equal((await ack(s2, 'probe:whoami')).data.nsp, '/');
+  });
+});
+
+describe('CONNECT hooks run by phase, whatever the order of registration and loading', () => {
+  // The probe registers an App phase hook, then an Identify phase hook.
+  test('the probe\'s Identify hook runs before its App hook, which sees the user auth_jwt identified', async (t, ctx) => {
+    const srv = await startServer({ workers: 1, t });
+    const s = await ctx.connect(srv, '/chat', { userId: 'phases' });
+    assert.equal((await ack(s, 'probe:connectPhases')).data, 'identify,app:user');
+  });
+
+  test('loaded before auth_jwt, the probe\'s App hook still runs after auth_jwt\'s Identify hook', async (t, ctx) => {
+    const srv = await startServer({ workers: 1, t, probe: false, modules: [probeSo(), 'auth_jwt.so', 'bench.so'] });
+    const s = await ctx.connect(srv, '/', { userId: 'phases' });
+    assert.equal((await ack(s, 'probe:connectPhases')).data, 'identify,app:user');
   });
 });
 

@@ -339,3 +339,32 @@ test('SIGHUP with a new limit applies in place, without disconnecting anyone', a
   assert.ok(s.connected);
   assert.deepEqual(disconnects, []);
 });
+
+test('a reload that starts new workers keeps the connections counted by the old ones', async (t, ctx) => {
+  const dir = tmpDir();
+  const port = await freePort();
+  const port2 = await freePort();
+  // A second listener makes the reload start new workers; the old one takes a
+  // minute to send its clients away, one connection per slice.
+  const conf = (extra) => writeConf(dir, {
+    port, workers: 1, modules: MODULES, extraMain: 'worker_shutdown_spread 60s;\nworker_shutdown_timeout 70s;',
+    serverBlock: block({
+      port, lines: [...extra, 'ratelimit_connections_per_ip 2;', 'ratelimit_trusted_proxies 127.0.0.1 ::1;'],
+    }),
+  });
+  const srv = await ctx.startServer({ dir, port, conf: conf([]), workers: 1 });
+  const from = (userId) => ({ userId, extraHeaders: { 'x-forwarded-for': '203.0.113.9' } });
+  const old = [await ctx.connect(srv, '/', from('a')), await ctx.connect(srv, '/', from('b'))];
+  const firstSentAway = Promise.race(old.map((s) => once(s, 'disconnect', 10000)));
+
+  conf([`listen 127.0.0.1:${port2};`]);
+  const since = srv.logs.length;
+  process.kill(srv.pid, 'SIGHUP');
+  await waitFor(() => srv.logs.slice(since).some((l) => /configuration reloaded \(generation \d+\)/.test(l)),
+    { what: 'the reload to start new workers' });
+  await firstSentAway;
+  // One old connection is left: the new workers admit one more from that IP, not two.
+  await ctx.connect(srv, '/', from('c'));
+  const err = await ctx.connectError(srv, '/', from('d'));
+  assert.equal(err.message, 'Too many connections');
+});

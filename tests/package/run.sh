@@ -116,7 +116,7 @@ end_step
 rm -rf "$W"
 mkdir -p "$W"
 DEB=$OUT/deb/depth-realtime_${VERSION}_$ARCH.deb
-DEVDEB=$OUT/deb/depth-realtime-dev_${VERSION}_all.deb
+DEVDEB=$OUT/deb/depth-realtime-dev_${VERSION}_$ARCH.deb
 UPDEB=$W/depth-realtime_${UPVER}_$ARCH.deb
 RPMS_DIR=$OUT/rpm/RPMS
 TREE=$OUT/deb/depth-realtime-$VERSION
@@ -175,6 +175,21 @@ expect "postinst enables and starts the unit (dh_installsystemd found it)" \
   bash -c "dpkg-deb --ctrl-tarfile '$DEB' | tar -xO ./postinst | grep -q 'deb-systemd-invoke .*depth-realtime.service'"
 end_step
 
+step "modules built against the -dev package (find_package, pkg-config)"
+# The probe and the example of docs/modules.md, built the way a module author
+# builds them, against the unpacked .debs; the packaged daemon loads them.
+mkdir -p "$W/devroot"
+dpkg-deb -x "$DEB" "$W/devroot"
+dpkg-deb -x "$DEVDEB" "$W/devroot"
+[ -f "$W/devroot/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/cmake/depth-realtime/depth-realtimeConfig.cmake" ] ||
+  die "the -dev package lacks the CMake package"
+expect "pkg-config moduledir is the daemon's module dir" bash -c \
+  "PKG_CONFIG_PATH='$W/devroot/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/pkgconfig' pkg-config --variable=moduledir depth-realtime | grep -qx '/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/depth-realtime/modules'"
+expect "probe and example modules build with find_package and load (tests/package/module-build.sh)" \
+  tests/package/module-build.sh "$W/devroot/usr" "$W/devroot/usr/sbin/depth-realtime" "$W/modbuild"
+sed 's/^/    /' "$W/expect.out"
+end_step
+
 step "systemd-analyze (host: security --offline)"
 systemd-analyze security --offline=yes --threshold=25 --no-pager packaging/depth-realtime.service \
   >"$W/security.log" 2>&1 || { tail -5 "$W/security.log"; die "exposure above 2.5"; }
@@ -216,12 +231,13 @@ for f in usr/sbin/depth-realtime usr/lib64/depth-realtime/modules/auth_jwt.so us
          usr/share/depth-realtime/default-modules \
          usr/lib/systemd/system/depth-realtime.service etc/depth-realtime/depth-realtime.conf \
          etc/depth-realtime/modules-available/auth_jwt.conf etc/default/depth-realtime \
-         etc/logrotate.d/depth-realtime usr/include/depth-realtime/module.h; do
+         etc/logrotate.d/depth-realtime usr/include/depth-realtime/module.h \
+         usr/lib64/cmake/depth-realtime/depth-realtimeConfig.cmake usr/lib64/pkgconfig/depth-realtime.pc; do
   [ -e "$W/rpmroot/$f" ] || die "rpm root lacks /$f"
 done
 [ -d "$W/rpmroot/var/log/depth-realtime" ] || die "rpm root lacks /var/log/depth-realtime"
 ls "$W/rpmroot"/usr/share/man/man8/depth-realtime.8* >/dev/null || die "rpm root lacks the man page"
-ok "binary, modules in /usr/lib64, unit, conf, default, logrotate, log dir, man pages, headers"
+ok "binary, modules in /usr/lib64, unit, conf, default, logrotate, log dir, man pages, headers, CMake package, .pc"
 rpm --root "$W/rpmroot" -qa | grep -q "^depth-realtime-$VERSION" || die "rpm db"
 rpm --root "$W/rpmroot" -e --nodeps --noscripts depth-realtime depth-realtime-devel >/dev/null 2>&1 || die "rpm -e"
 [ ! -e "$W/rpmroot/usr/sbin/depth-realtime" ] || die "rpm -e left the binary"

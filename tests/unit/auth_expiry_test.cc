@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/module_timeout.h"
 #include "core/timers.h"
 
 namespace dr {
@@ -23,18 +24,6 @@ int64_t wall_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
-
-// The facility's Timeout, as the worker gives it to modules.
-class TestTimeout final : public Timeout {
- public:
-  TestTimeout(Timers& t, std::function<void()> fn) : timer_(t, std::move(fn)) {}
-  void arm_in(uint64_t ms) override { timer_.arm_in(int64_t(ms)); }
-  void cancel() override { timer_.cancel(); }
-  bool armed() const override { return timer_.armed(); }
-
- private:
-  CallbackTimer timer_;
-};
 
 // Only what Expiry uses does anything.
 class TestWorker final : public Worker {
@@ -52,12 +41,12 @@ class TestWorker final : public Worker {
   int slot() const override { return 0; }
   int64_t now_ms() const override { return now; }
   std::unique_ptr<Timeout> timeout(std::function<void()> fn) override {
-    return std::make_unique<TestTimeout>(timers, std::move(fn));
+    return std::make_unique<ModuleTimeout>(timers, std::move(fn));  // as the worker gives it
   }
   void post(std::function<void()> fn) override { timers.post(std::move(fn)); }
   const ModuleConf* conf(const Module&, std::string_view) const override { return nullptr; }
   std::vector<std::string> namespaces() const override { return {"/", "/chat"}; }
-  void use_connect(std::string_view, ConnectHook) override {}
+  void use_connect(std::string_view, ConnectHook, ConnectPhase) override {}
   void use_event(std::string_view, EventMiddleware, EventPhase) override {}
   void on_connection(std::string_view, ConnectionHandler) override {}
   void on(std::string_view, std::string_view, EventHandler) override {}
@@ -74,6 +63,7 @@ class TestWorker final : public Worker {
     if (name == "depth_realtime_auth_expired_total") expired_count += int(delta);
   }
   std::vector<MetricSample> metric_read(std::string_view) const override { return {}; }
+  std::span<std::byte> shared_zone(std::string_view) override { return {}; }
 };
 
 // A connected namespace socket that records what it was sent; its disconnect
@@ -114,7 +104,7 @@ class TestSocket final : public Socket, public std::enable_shared_from_this<Test
     expiry_.disconnected(*this);
   }
   std::weak_ptr<Socket> weak() override { return weak_from_this(); }
-  std::shared_ptr<void> hold() override { return nullptr; }
+  std::shared_ptr<void> delay_next_events() override { return nullptr; }
   Resume defer(Event&) override { return [](bool) {}; }
   const std::string& client_id() const override { return client_; }
   std::string_view transport() const override { return "websocket"; }

@@ -4,7 +4,7 @@
 
 #include <limits>
 
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 
 using namespace dr;
 using namespace dr::cluster;

@@ -164,5 +164,41 @@ TEST(WebSocketReader, AnErrorWslayFindsSendsOneCloseFrame) {
   EXPECT_EQ(uint8_t(o.sent[0]), 0x88);
 }
 
+TEST(WebSocketReader, AReaderThatFailedInsideAFrameLeavesTheNextReaderUnharmed) {
+  // The frame layer is shared by the process: an error in the first chunk of
+  // a large frame must not leave the rest of that frame for another reader.
+  std::string bad = client_frame(1, "\xff" + std::string(6000, 'x'));  // not UTF-8
+  Outcome failed = read_whole(bad);
+  EXPECT_EQ(failed.events, (std::vector<std::string>{"C:1002"}));
+  EXPECT_EQ(failed.sent, std::string("\x88\x02\x03\xef", 4));  // 1007: invalid payload
+  Outcome next = read_whole(client_frame(1, "42[\"ok\"]"));
+  EXPECT_EQ(next.events, (std::vector<std::string>{"T:8:42[\"ok\"]"}));
+  EXPECT_TRUE(next.alive);
+}
+
+TEST(WebSocketReader, AMessageReadInsideAnotherReadersCallbackIsReadWhole) {
+  // A message handed up can lead to another connection's bytes being read
+  // (a pipelined upgrade after a long-polling answer) while the first
+  // message is still being looked at.
+  std::vector<std::string> got;
+  Reader inner(1000, false, Reader::Callbacks{[&](bool, bool, std::string_view d) { got.emplace_back(d); },
+                                              [](std::string_view) {}, [](uint16_t) {}});
+  Reader outer(1000, false, Reader::Callbacks{[&](bool, bool, std::string_view d) {
+                                                std::string before(d);
+                                                inner.feed(client_frame(1, "inner message"));
+                                                got.push_back(before == d ? std::string(d) : "clobbered");
+                                              },
+                                              [](std::string_view) {}, [](uint16_t) {}});
+  EXPECT_TRUE(outer.feed(client_frame(1, "outer message")));
+  EXPECT_EQ(got, (std::vector<std::string>{"inner message", "outer message"}));
+}
+
+TEST(WebSocketReader, CloseIsAnsweredWithItsCodeAndReason) {
+  Outcome o = read_whole(client_frame(1, "hi") + client_frame(8, "\x0f\xa0" "bye") + client_frame(1, "after"));
+  EXPECT_EQ(o.events, (std::vector<std::string>{"T:2:hi", "C:4000"}));
+  EXPECT_EQ(o.sent, "\x88\x05\x0f\xa0" "bye");
+  EXPECT_FALSE(o.alive);
+}
+
 }  // namespace
 }  // namespace dr::ws

@@ -1,7 +1,7 @@
 #include "cluster/pubsub_codec.h"
 
 #include "cluster/adapter_wire.h"
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 
 namespace dr::cluster::wire {
 
@@ -9,6 +9,13 @@ std::string encode_broadcast(std::string_view uid, const sio::EncodedBroadcast& 
   Json data = broadcast_data(b);
   if (!data) return {};
   Packer pk;
+  // About the size it will have (the data as JSON text, less its framing):
+  // one allocation instead of one per doubling.
+  size_t size = 64 + uid.size() + b.header.size() + b.opts.nsp.size();
+  for (auto* list : {&b.opts.rooms, &b.opts.except})
+    for (auto& r : *list) size += r.size() + 5;
+  for (auto& a : b.attachments) size += a.size() + 5;
+  pk.out().reserve(size);
   pk.array(3);
   pk.str(uid);
   pk.map(3);
@@ -58,11 +65,22 @@ bool decode_broadcast(std::string_view body, std::string_view own_uid, std::stri
   return true;
 }
 
-bool uid_starts_with(std::string_view body, std::string_view prefix) {
-  if (body.size() < 2 + prefix.size()) return false;
+std::string_view raw_uid(std::string_view body) {
   auto at = [&](size_t i) { return uint8_t(body[i]); };
-  if (at(0) != 0x93 || (at(1) & 0xe0) != 0xa0 || (at(1) & 0x1f) < prefix.size()) return false;
-  return body.substr(2, prefix.size()) == prefix;
+  size_t i;
+  if (body.size() >= 1 && (at(0) & 0xf0) == 0x90) i = 1;        // fixarray
+  else if (body.size() >= 3 && at(0) == 0xdc) i = 3;            // array 16
+  else if (body.size() >= 5 && at(0) == 0xdd) i = 5;            // array 32
+  else return {};
+  if (i >= body.size()) return {};
+  size_t len, head;
+  uint8_t t = at(i);
+  if ((t & 0xe0) == 0xa0) len = t & 0x1f, head = 1;                                  // fixstr
+  else if (t == 0xd9 && i + 2 <= body.size()) len = at(i + 1), head = 2;              // str 8
+  else if (t == 0xda && i + 3 <= body.size()) len = size_t(at(i + 1)) << 8 | at(i + 2), head = 3;  // str 16
+  else return {};
+  if (body.size() - i - head < len) return {};
+  return body.substr(i + head, len);
 }
 
 std::string encode_ack_broadcast(std::string_view uid, std::string_view request_id, const json_t* data,

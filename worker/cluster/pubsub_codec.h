@@ -30,9 +30,10 @@ struct ReceivedBroadcast {
 // before the data is decoded: our own come back to us).
 bool decode_broadcast(std::string_view body, std::string_view own_uid, std::string_view nsp, ReceivedBroadcast& out);
 
-// Whether the uid of [uid, ...] is a fixstr starting with `prefix`, read on
-// the bytes: every broadcast is checked, and this needs no decoding.
-bool uid_starts_with(std::string_view body, std::string_view prefix);
+// The uid of [uid, ...], read on the bytes ("" when `body` is not a msgpack
+// array starting with a string): every broadcast a node receives is checked
+// (its own, its siblings') before anything is decoded.
+std::string_view raw_uid(std::string_view body);
 
 // {uid, requestId, type: 7, packet: {type: 2, data, nsp},
 //  opts: {rooms, except, flags: {timeout}}}

@@ -80,7 +80,7 @@ end
 return out
 )";
 
-// A recordable broadcast whose MULTI ... EXEC got no answer: recorded and
+// A recordable broadcast whose kRecordScript got no answer: recorded and
 // published unless the stream has its offset already (KEYS[1]: the stream,
 // for a cluster's routing). ARGV: stream key, channel ('': the caller
 // publishes: a cluster's channel and stream are on different slots),
@@ -99,6 +99,15 @@ end
 redis.call('XADD', key, 'MINID', '~', ARGV[6], '*', 'o', ARGV[3], 'p', ARGV[4])
 if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[5]) end
 return 1
+)";
+
+// A recordable broadcast, recorded and published in one atomic step (one
+// command and one reply, where MULTI, XADD, PUBLISH, EXEC took four of each):
+// the stream's order is the order subscribers see. KEYS[1]: the stream.
+// ARGV: MINID, offset, stored packet, channel, message. Returns PUBLISH's count.
+inline constexpr char kRecordScript[] = R"(
+redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'o', ARGV[2], 'p', ARGV[3])
+return redis.call('PUBLISH', ARGV[4], ARGV[5])
 )";
 
 }  // namespace dr::cluster::lua

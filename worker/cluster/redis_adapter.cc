@@ -22,6 +22,16 @@ using namespace wire;
 
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
+// A glob matching `s` literally (Redis' patterns: * ? [ ] \ are special).
+std::string glob_literal(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
 // Socket.IO's recoverable disconnect reasons (ours: "forced close" is a kick).
 bool recoverable(std::string_view reason) {
   return reason == "transport close" || reason == "transport error" || reason == "ping timeout" ||
@@ -110,14 +120,21 @@ void RedisAdapter::start() {
           .request = request_prefix_ + name + "#",
           .response = response_prefix_ + name + "#",
           .specific = response_prefix_ + name + "#" + uid_ + "#",
+          .stream = stream_key(name),
           .catch_up = CatchUp([this](const sio::EncodedBroadcast& b) { server_.deliver(b); },
                               [this](std::string_view offset) { return foreign(offset); })};
     n.catch_up.set_unordered(sharded_);
     if (sharded_) {  // one channel for everything, one for the answers to this node
       n.request = n.response = n.bcast;
       n.specific = n.bcast + uid_ + "#";
+      for (auto* ch : {&n.bcast, &n.specific}) link_.subscribe(*ch);
+    } else {
+      // The namespace's broadcasts, to every room or to one, as Node's
+      // adapter takes them: one pattern, filtered here by the room's local
+      // members (on_broadcast), instead of a channel per room and socket.
+      link_.psubscribe(glob_literal(n.bcast) + "*");
+      for (auto* ch : {&n.request, &n.response, &n.specific}) link_.subscribe(*ch);
     }
-    for (auto* ch : {&n.bcast, &n.request, &n.response, &n.specific}) link_.subscribe(*ch);
     ns->observer = this;
     nsps_.push_back(std::move(n));
   }
@@ -162,7 +179,7 @@ void RedisAdapter::catch_up(Nsp& n) {
   if (!link_.commands_up()) return n.catch_up.wait(now_ms());              // again when it is back
   CatchUp::Read rd = n.catch_up.begin();
   std::string max = std::to_string(CatchUp::kMaxEntries);
-  std::string key = stream_key(n.name);
+  const std::string& key = n.stream;
   if (!link_.command({"EVAL", lua::kCatchUpScript, "1", key, key, rd.start, rd.anchor, rd.cutoff, max},
                      [this, nsp = n.name](redisReply* r) { caught_up(nsp, r); }))
     n.catch_up.failed();  // too much pending: service() tries again
@@ -277,20 +294,25 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
   // The other nodes: as soon as a PUBLISH can leave, our own subscriber
   // connection back or not.
   if (!link_.commands_up()) return;
-  Nsp* n = sharded_ ? find(b.opts.nsp) : nullptr;
+  Nsp* n = find(b.opts.nsp);
   if (sharded_ && !n) return;
   std::string msg = sharded_ ? encode_sharded(b) : encode_broadcast(uid_, b);
   if (msg.empty()) return;
-  std::string channel = bcast_channel(b.opts.nsp);
+  std::string channel;
   if (sharded_) channel = sharded_channel(*n, b.opts);
-  else if (b.opts.rooms.size() == 1) channel += b.opts.rooms[0] + "#";
+  else {
+    std::string other = n ? std::string() : bcast_channel(b.opts.nsp);
+    std::string_view bcast = n ? std::string_view(n->bcast) : other;
+    channel = b.opts.rooms.size() == 1 ? room_channel(bcast, b.opts.rooms[0]) : std::string(bcast);
+  }
   metrics::add(m_published_);
-  if (b.offset.empty() || !recovers()) {
+  // (A namespace not served here has no stream of ours to record in.)
+  if (b.offset.empty() || !recovers() || !n) {
     publish(channel, msg);
     return;
   }
   if (!unconfirmed_.empty()) republish();  // first, in their order
-  send_recorded({stream_key(b.opts.nsp), std::move(channel), b.offset, b.serialize(), std::move(msg), now_ms()}, false);
+  send_recorded({n, std::move(channel), b.offset, b.serialize(), std::move(msg), now_ms()}, false);
 }
 
 void RedisAdapter::send_recorded(Recorded r, bool again) {
@@ -311,31 +333,28 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
   if (sharded_ && !again) {
     // A cluster: the stream and the channel are on different slots. Recorded
     // first, published at once after (catch-up and recovery dedupe by offset).
-    sent = link_.command({"XADD", e.key, "MINID", "~", minid, "*", "o", e.offset, "p", e.stored}, answered);
+    sent = link_.command({"XADD", e.nsp->stream, "MINID", "~", minid, "*", "o", e.offset, "p", e.stored}, answered);
     if (sent) publish(e.channel, e.msg);
   } else if (!again) {
     // Recorded and published atomically: the stream's order is the order
     // subscribers see, which recovery and catch-up rely on.
-    sent = link_.commands({{"MULTI"},
-                           {"XADD", e.key, "MINID", "~", minid, "*", "o", e.offset, "p", e.stored},
-                           {"PUBLISH", e.channel, e.msg},
-                           {"EXEC"}},
-                          [timer = timed_publish(), answered](redisReply* reply) {
-                            timer(reply);
-                            answered(reply);
-                          });
+    sent = link_.command({"EVAL", lua::kRecordScript, "1", e.nsp->stream, minid, e.offset, e.stored, e.channel, e.msg},
+                         [timer = timed_publish(), answered](redisReply* reply) {
+                           timer(reply);
+                           answered(reply);
+                         });
   } else {
     std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
     if (sharded_)
       sent = link_.command(
-          {"EVAL", lua::kRepublishScript, "1", e.key, e.key, "", e.offset, e.stored, e.msg, minid, start},
+          {"EVAL", lua::kRepublishScript, "1", e.nsp->stream, e.nsp->stream, "", e.offset, e.stored, e.msg, minid, start},
           [this, answered, channel = e.channel, msg = e.msg](redisReply* reply) {
             if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) publish(channel, msg);
             answered(reply);
           });
     else
       sent = link_.command(
-          {"EVAL", lua::kRepublishScript, "1", e.key, e.key, e.channel, e.offset, e.stored, e.msg, minid, start},
+          {"EVAL", lua::kRepublishScript, "1", e.nsp->stream, e.nsp->stream, e.channel, e.offset, e.stored, e.msg, minid, start},
           answered);
   }
   if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link
@@ -385,17 +404,21 @@ void RedisAdapter::on_message(std::string_view channel, std::string_view body) {
 
 // [uid, ...] with the uid starting with our daemon's tag: a sibling worker's,
 // which the relay delivered already.
-bool RedisAdapter::from_sibling(std::string_view body) const {
-  return !siblings_.empty() && uid_starts_with(body, siblings_);
+bool RedisAdapter::from_sibling(std::string_view uid) const {
+  return !siblings_.empty() && starts_with(uid, siblings_);
 }
 
+// Every broadcast of the namespace comes here (one pattern): what is not for
+// us is dropped on the bytes, before anything is decoded or allocated.
 void RedisAdapter::on_broadcast(Nsp& n, std::string_view channel, std::string_view body) {
-  if (from_sibling(body)) return;
-  // A room channel whose last local member just left: nothing to do.
+  std::string_view uid = raw_uid(body);
+  if (uid == uid_ || from_sibling(uid)) return;  // delivered already
+  // A room's channel: nothing to do without a member here.
   std::string_view room = channel.substr(n.bcast.size());
   if (!room.empty()) {
     if (room.back() == '#') room.remove_suffix(1);
-    if (!n.ns->has_room(std::string(room))) return;
+    room_scratch_.assign(room);  // has_room() takes a string: no allocation once grown
+    if (!n.ns->has_room(room_scratch_)) return;
   }
   ReceivedBroadcast r;
   if (!decode_broadcast(body, uid_, n.name, r)) return;  // not for us, or our own (delivered already)
@@ -431,10 +454,12 @@ void RedisAdapter::deliver_remote(Nsp& n, sio::Packet p, bool is_volatile, std::
 
 // --------------------------------------------------------- room observer
 
+// Room channels are subscribed with sharded Pub/Sub only (it has no
+// patterns); the classic adapter's pattern covers every room.
 void RedisAdapter::joined(sio::SocketImpl& s, const std::string& room, bool first) {
   Nsp* n = find(s.nsp());
   if (!n) return;
-  if (first) link_.subscribe(room_channel(*n, room));
+  if (first && sharded_) link_.subscribe(room_channel(*n, room));
   presence_add(s, room);
   session_changed(s);
 }
@@ -442,7 +467,7 @@ void RedisAdapter::joined(sio::SocketImpl& s, const std::string& room, bool firs
 void RedisAdapter::left(sio::SocketImpl& s, const std::string& room, bool last) {
   Nsp* n = find(s.nsp());
   if (!n) return;
-  if (last) link_.unsubscribe(room_channel(*n, room));
+  if (last && sharded_) link_.unsubscribe(room_channel(*n, room));
   presence_remove(s, room);
   session_changed(s);  // not while disconnecting: disconnected() writes it whole
 }
@@ -450,7 +475,7 @@ void RedisAdapter::left(sio::SocketImpl& s, const std::string& room, bool last) 
 void RedisAdapter::connected(sio::SocketImpl& s) {
   Nsp* n = find(s.nsp());
   if (!n) return;
-  link_.subscribe(room_channel(*n, s.id()));
+  if (sharded_) link_.subscribe(room_channel(*n, s.id()));
   if (!recovers() || s.pid().empty()) return;
   std::string id = session_id(s.nsp(), s.id());
   Tracked& t = tracked_[id];
@@ -459,7 +484,7 @@ void RedisAdapter::connected(sio::SocketImpl& s) {
 }
 
 void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
-  if (Nsp* n = find(s.nsp())) link_.unsubscribe(room_channel(*n, s.id()));
+  if (Nsp* n = find(s.nsp()); n && sharded_) link_.unsubscribe(room_channel(*n, s.id()));
   std::string id = session_id(s.nsp(), s.id());
   dirty_sessions_.erase(id);
   Tracked t;

@@ -4,10 +4,11 @@
 //
 //  - broadcasts are delivered locally and published as [uid, packet, opts]
 //    (msgpack) on <key>#<nsp># or, for exactly one room, <key>#<nsp>#<room>#;
-//    a node SUBSCRIBEs to its namespaces' channels and to the channels of the
-//    rooms it holds members of (sockets' own rooms included), so a room's
-//    traffic does not wake nodes without members (Node servers PSUBSCRIBE to
-//    everything, publishers need no change);
+//    like Node's adapter, a node PSUBSCRIBEs to <key>#<nsp>#* once per
+//    namespace and drops, on the bytes, what is its own or a sibling's or for
+//    a room without a local member: Redis holds no channel per room, user or
+//    socket, and a join needs no round trip (sharded Pub/Sub, which has no
+//    patterns, still subscribes per room: sharded_adapter.cc);
 //  - requests and responses (fetchSockets, socketsJoin/Leave, disconnectSockets,
 //    serverSideEmit with acks, broadcasts with acks, allRooms) on
 //    <key>-request#<nsp># and <key>-response#<nsp>#[<uid>#];
@@ -114,6 +115,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
     std::string request;   // <key>-request#<nsp>#
     std::string response;  // <key>-response#<nsp>#
     std::string specific;  // <key>-response#<nsp>#<uid>#
+    std::string stream;    // stream_key(name)
     CatchUp catch_up;
   };
   // A request of ours waiting for the other nodes' answers.
@@ -133,7 +135,14 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
 
   Nsp* find(std::string_view nsp);
   std::string bcast_channel(std::string_view nsp) const { return conf_.key_prefix + "#" + std::string(nsp) + "#"; }
-  std::string room_channel(const Nsp& n, std::string_view room) const { return n.bcast + std::string(room) + "#"; }
+  // <key>#<nsp>#<room>#, in one allocation.
+  static std::string room_channel(std::string_view bcast, std::string_view room) {
+    std::string c;
+    c.reserve(bcast.size() + room.size() + 1);
+    c.append(bcast).append(room) += '#';
+    return c;
+  }
+  static std::string room_channel(const Nsp& n, std::string_view room) { return room_channel(n.bcast, room); }
   // Keys. With Redis Cluster, hash-tagged so that each script's keys share a
   // slot: the membership (nodes, node indexes, presence) on one, a
   // namespace's recovery stream and sessions on one (docs/cluster.md).
@@ -155,7 +164,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   bool foreign(std::string_view offset) const;
   void on_message(std::string_view channel, std::string_view body);
   void on_broadcast(Nsp& n, std::string_view channel, std::string_view body);
-  bool from_sibling(std::string_view body) const;
+  bool from_sibling(std::string_view uid) const;  // of raw_uid()
   void on_request(Nsp& n, std::string_view body);
   void on_response(std::string_view body);
   void respond(const Nsp& n, const json_t* request, Json response);
@@ -163,7 +172,8 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   // published again (unless the stream shows it was) when the commands
   // connection was lost first; a module may have acked it already.
   struct Recorded {
-    std::string key, channel, offset, stored, msg;
+    const Nsp* nsp;  // its stream; nsps_ is not changed after start()
+    std::string channel, offset, stored, msg;
     int64_t at = 0;
   };
   void send_recorded(Recorded r, bool again);
@@ -274,6 +284,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   const std::string* claiming_ = nullptr;                    // session_id() of the recovery connecting now
   uint64_t claimed_gen_ = 0;
   metrics::Entry* m_session_writes_ = nullptr;
+  std::string room_scratch_;  // on_broadcast's room name, kept to stay allocated
 };
 
 }  // namespace dr::cluster

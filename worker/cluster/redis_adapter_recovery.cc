@@ -39,9 +39,10 @@ std::string RedisAdapter::next_offset() {
 }
 
 void RedisAdapter::record(const sio::EncodedBroadcast& b) {
-  if (b.offset.empty() || !recovers() || !link_.ready()) return;
+  Nsp* n = find(b.opts.nsp);
+  if (b.offset.empty() || !recovers() || !link_.ready() || !n) return;
   std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
-  link_.command({"XADD", stream_key(b.opts.nsp), "MINID", "~", minid, "*", "o", b.offset, "p", b.serialize()});
+  link_.command({"XADD", n->stream, "MINID", "~", minid, "*", "o", b.offset, "p", b.serialize()});
 }
 
 void RedisAdapter::recovery_done(bool recovered) { metrics::add(recovered ? m_recovered_ : m_not_recovered_); }
@@ -190,14 +191,15 @@ bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, 
 
 bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid, const std::string& sid,
                                  const std::string& offset, ClaimedSession cb) {
-  if (!recovers() || !link_.ready()) return false;
+  Nsp* n = find(nsp);
+  if (!recovers() || !link_.ready() || !n) return false;
   int64_t ms = parse_base64_number(std::string_view(offset).substr(0, offset.find('.')));
   std::string start = ms > kOffsetClockMarginMs ? std::to_string(ms - kOffsetClockMarginMs) : "-";
   // The missed packets are bounded in bytes too (they are the namespace's,
   // before the rooms are filtered here): past that, a fresh connection.
   uint64_t max_bytes = kMissedBytesPerOutputBuffer * server_.config().core.max_output_buffer;
   std::string key = session_key(nsp, pid);  // with a cluster, on the stream's slot
-  return link_.command({"EVAL", lua::kRecoverScript, "1", key, key, stream_key(nsp), start, offset,
+  return link_.command({"EVAL", lua::kRecoverScript, "1", key, key, n->stream, start, offset,
                         std::to_string(kMaxMissedPackets), std::to_string(max_bytes)},
                        [this, nsp, sid, cb = std::move(cb)](redisReply* r) {
                          if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||

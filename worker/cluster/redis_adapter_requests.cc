@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "cluster/adapter_wire.h"
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 #include "cluster/pubsub_codec.h"
 #include "cluster/redis_adapter.h"
 #include "core/uv_util.h"

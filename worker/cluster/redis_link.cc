@@ -3,6 +3,7 @@
 #include <hiredis/sds.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "cluster/redis_cluster.h"
@@ -358,7 +359,7 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   }
   // Redis answers a connection's SUBSCRIBEs in order: the last one's answer
   // confirms them all.
-  if (verb == "subscribe" && !self->resubscribed_last_.empty() &&
+  if (verb == self->resubscribed_verb_ && !self->resubscribed_last_.empty() &&
       std::string_view(ch->str, ch->len) == self->resubscribed_last_) {
     self->resubscribed_last_.clear();
     self->subscriber_event(true);
@@ -378,8 +379,13 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
     }
     return;
   }
-  if (verb != "message") return;
-  redisReply* body = r->element[2];
+  // A pattern's: [pmessage, pattern, channel, body].
+  if (verb == "pmessage" && r->elements >= 4) {
+    ch = r->element[2];
+    verb = "message";
+  }
+  if (verb != "message" || ch->type != REDIS_REPLY_STRING) return;
+  redisReply* body = r->element[r->elements - 1];
   if (body->type != REDIS_REPLY_STRING) return;
   try {
     self->on_message_(std::string_view(ch->str, ch->len), std::string_view(body->str, body->len));
@@ -388,22 +394,30 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
   }
 }
 
-bool RedisLink::raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted) {
+// The command in RESP, as hiredis would format it, into formatted_ (no
+// allocation once it has grown); hiredis copies it into its output buffer.
+bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted) {
   if (!c.ac) return false;
-  std::vector<const char*> ptrs;
-  std::vector<size_t> lens;
   size_t bytes = 16;
-  ptrs.reserve(argv.size());
-  lens.reserve(argv.size());
+  std::string& f = formatted_;
+  f.clear();
+  char num[24];
+  auto header = [&](char kind, size_t n) {
+    f += kind;
+    f.append(num, size_t(snprintf(num, sizeof num, "%zu", n)));
+    f += "\r\n";
+  };
+  header('*', argv.size());
   for (auto a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
+    header('$', a.size());
+    f += a;
+    f += "\r\n";
     bytes += a.size() + 16;
   }
   auto cb = std::make_unique<Callback>(Callback{&c, c.gen, std::move(reply), counted});
-  if (redisAsyncCommandArgv(c.ac.get(), on_reply, cb.get(), int(argv.size()), ptrs.data(), lens.data()) != REDIS_OK)
-    return false;
+  if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) return false;
   cb.release();  // on_reply owns it now
+  if (f.capacity() > (64u << 10)) std::string().swap(f);  // a large value: not kept
   if (counted) {
     sent_.push_back({timers_.now(), bytes});
     pending_bytes_ += bytes;
@@ -412,8 +426,8 @@ bool RedisLink::raw_command(Conn& c, const std::vector<std::string_view>& argv, 
   return true;
 }
 
-bool RedisLink::command(const std::vector<std::string_view>& argv, Reply reply) {
-  if (cluster_) return cluster_->command(argv, std::move(reply));
+bool RedisLink::command(Argv argv, Reply reply) {
+  if (cluster_) return cluster_->command(std::vector<std::string_view>(argv.begin(), argv.end()), std::move(reply));
   size_t bytes = 16;
   for (auto a : argv) bytes += a.size() + 16;
   if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
@@ -426,8 +440,31 @@ bool RedisLink::command(const std::vector<std::string_view>& argv, Reply reply) 
 
 bool RedisLink::commands(const std::vector<std::vector<std::string_view>>& cmds, Reply reply) {
   if (cluster_) return cluster_->commands(cmds, std::move(reply));
+  std::vector<Argv> spans(cmds.begin(), cmds.end());
+  return commands(std::span<const Argv>(spans), std::move(reply));
+}
+
+bool RedisLink::commands(std::initializer_list<std::initializer_list<std::string_view>> cmds, Reply reply) {
+  constexpr size_t kMax = 8;
+  if (cluster_ || cmds.size() > kMax) {
+    std::vector<std::vector<std::string_view>> v;
+    for (auto& c : cmds) v.emplace_back(c);
+    return commands(v, std::move(reply));
+  }
+  Argv spans[kMax];
+  size_t n = 0;
+  for (auto& c : cmds) spans[n++] = Argv(c.begin(), c.size());
+  return commands(std::span<const Argv>(spans, n), std::move(reply));
+}
+
+bool RedisLink::commands(std::span<const Argv> cmds, Reply reply) {
+  if (cluster_) {
+    std::vector<std::vector<std::string_view>> v;
+    for (auto c : cmds) v.emplace_back(c.begin(), c.end());
+    return cluster_->commands(v, std::move(reply));
+  }
   size_t bytes = 0;
-  for (auto& argv : cmds)
+  for (auto argv : cmds)
     for (auto a : argv) bytes += a.size() + 16;
   if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending) {
     dropped_++;
@@ -496,12 +533,27 @@ void RedisLink::unsubscribe(const std::string& channel) {
   else send_subscription(sharded_ ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", {channel});
 }
 
+void RedisLink::psubscribe(const std::string& pattern) {
+  if (cluster_ || sharded_ || !patterns_.insert(pattern).second) return;
+  send_subscription("PSUBSCRIBE", {pattern});
+}
+
+void RedisLink::punsubscribe(const std::string& pattern) {
+  if (!patterns_.erase(pattern)) return;
+  send_subscription("PUNSUBSCRIBE", {pattern});
+}
+
 void RedisLink::resubscribe() {
   unsubscribing_.clear();
   if (sharded_)
     redisAsyncCommand(sub_.ac.get(), on_sub_reply, &sub_, "SUBSCRIBE %s", (conf_.key_prefix + "#shard-link#").c_str());
-  if (channels_.empty()) return subscriber_event(true);
-  resubscribed_last_ = *channels_.rbegin();
+  // Patterns first: Redis confirms in order, so the last channel's answer
+  // (or the last pattern's, without channels) confirms everything.
+  if (!patterns_.empty()) send_subscription("PSUBSCRIBE", {patterns_.begin(), patterns_.end()});
+  if (channels_.empty() && patterns_.empty()) return subscriber_event(true);
+  resubscribed_verb_ = channels_.empty() ? "psubscribe" : "subscribe";
+  resubscribed_last_ = channels_.empty() ? *patterns_.rbegin() : *channels_.rbegin();
+  if (channels_.empty()) return;
   std::vector<std::string> chunk;
   for (auto& ch : channels_) {
     chunk.push_back(ch);

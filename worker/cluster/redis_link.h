@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,17 +90,31 @@ class RedisLink {
   }
   bool cluster() const { return cluster_ != nullptr; }
 
+  // A command's arguments, as views: nothing is copied but into the
+  // connection's output buffer.
+  using Argv = std::span<const std::string_view>;
   // Sends a command. False when Redis is away or too much is pending: the
   // command is dropped (and counted) and `reply` is never called.
-  bool command(const std::vector<std::string_view>& argv, Reply reply = {});
+  bool command(Argv argv, Reply reply = {});
+  bool command(std::initializer_list<std::string_view> argv, Reply reply = {}) {
+    return command(Argv(argv.begin(), argv.size()), std::move(reply));
+  }
   // Several commands, all sent or none (a MULTI ... EXEC must not be cut);
   // `reply` gets the last one's reply.
+  bool commands(std::span<const Argv> cmds, Reply reply = {});
   bool commands(const std::vector<std::vector<std::string_view>>& cmds, Reply reply = {});
+  bool commands(std::initializer_list<std::initializer_list<std::string_view>> cmds, Reply reply = {});
   // The subscription set: kept across reconnects.
   void subscribe(const std::string& channel);
   void unsubscribe(const std::string& channel);
   bool subscribed(const std::string& channel) const { return channels_.count(channel) != 0; }
   size_t subscription_count() const { return channels_.size(); }
+  // Glob patterns (PSUBSCRIBE), kept across reconnects like channels and
+  // restored before them; their messages come to on_message with the channel
+  // they were published on. Not with `redis cluster=` (sharded Pub/Sub has none).
+  void psubscribe(const std::string& pattern);
+  void punsubscribe(const std::string& pattern);
+  size_t pattern_count() const { return patterns_.size(); }
   void on_subscriber(Subscriber fn) { on_subscriber_ = std::move(fn); }
 
   // Writes what the commands of this loop turn queued, now rather than at the
@@ -148,7 +163,10 @@ class RedisLink {
   void send_subscription(const char* verb, const std::vector<std::string>& channels);
   void send_shard_subscription(const char* verb, const std::vector<std::string>& channels);
   void subscriber_event(bool subscribed);
-  bool raw_command(Conn& c, const std::vector<std::string_view>& argv, Reply reply, bool counted);
+  bool raw_command(Conn& c, Argv argv, Reply reply, bool counted);
+  bool raw_command(Conn& c, std::initializer_list<std::string_view> argv, Reply reply, bool counted) {
+    return raw_command(c, Argv(argv.begin(), argv.size()), std::move(reply), counted);
+  }
   // One timer for the earliest of: a reconnect, a connect deadline, the
   // oldest command's timeout (checked lazily: it fires at the deadline of the
   // command that was oldest when armed, then follows the new oldest).
@@ -171,10 +189,14 @@ class RedisLink {
   Conn cmd_{this, "commands"};
   Conn sub_{this, "subscriber"};
   std::set<std::string> channels_;
-  std::string resubscribed_last_;  // the last channel of a resubscribe, until its SUBSCRIBE is confirmed
+  std::set<std::string> patterns_;
+  // The last channel (or pattern) of a resubscribe, until Redis confirms it.
+  std::string resubscribed_last_;
+  const char* resubscribed_verb_ = "subscribe";  // its confirmation's kind
   Subscriber on_subscriber_;
   std::deque<Sent> sent_;  // commands awaiting replies on cmd_, oldest first
   size_t pending_bytes_ = 0;
+  std::string formatted_;  // raw_command()'s RESP, kept to stay allocated
   uint64_t dropped_ = 0;
   bool destroying_ = false;
   bool started_ = false;

@@ -8,7 +8,7 @@
 #include <algorithm>
 
 #include "cluster/adapter_wire.h"
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 #include "cluster/redis_adapter.h"
 
 namespace dr::cluster {

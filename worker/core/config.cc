@@ -5,11 +5,63 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
+#include <string_view>
+#include <vector>
 
 #include "core/log.h"
-#include "http/tls.h"
+#include "core/tls_context.h"
 
 namespace dr {
+
+namespace {
+
+// Where a module's DR_MODULE_SIGNATURE differs from the daemon's: "was built
+// with _GLIBCXX_USE_CXX11_ABI=0, this daemon with 1" for the first item that
+// differs (items are "NAME=value" separated by spaces), nullopt when equal.
+std::optional<std::string> signature_difference(std::string_view theirs, std::string_view ours) {
+  if (theirs == ours) return std::nullopt;
+  auto items = [](std::string_view sig) {
+    std::vector<std::pair<std::string_view, std::string_view>> out;
+    for (size_t i = 0; i < sig.size();) {
+      size_t end = sig.find(' ', i);
+      if (end == std::string_view::npos) end = sig.size();
+      std::string_view item = sig.substr(i, end - i);
+      size_t eq = item.find('=');
+      if (!item.empty()) out.emplace_back(item.substr(0, eq), eq == std::string_view::npos ? "" : item.substr(eq + 1));
+      i = end + 1;
+    }
+    return out;
+  };
+  const auto mine = items(ours);
+  const auto other = items(theirs);
+  for (const auto& [name, value] : mine) {
+    auto it = std::find_if(other.begin(), other.end(), [&](const auto& o) { return o.first == name; });
+    if (it == other.end()) break;  // another signature format: say it whole
+    if (it->second != value)
+      return "was built with " + std::string(name) + "=" + std::string(it->second) + ", this daemon with " +
+             std::string(value);
+  }
+  return "was built for another version (signature \"" + std::string(theirs) + "\", this daemon's \"" +
+         std::string(ours) + "\")";
+}
+
+// The difference of a module that did not load, when it loads without binding
+// its calls (not when it was linked -z now). Its static constructors run; a
+// module whose constructors call into the API is not one this path can read.
+std::optional<std::string> lazy_signature_difference(const std::string& path) {
+  void* h = dlopen(path.c_str(), RTLD_LAZY | RTLD_LOCAL);
+  if (!h) return std::nullopt;
+  std::optional<std::string> diff;
+  if (auto entry = reinterpret_cast<const Module* (*)()>(dlsym(h, "dr_module_entry"))) {
+    const Module* m = entry();
+    if (m) diff = signature_difference(m->signature ? m->signature : "", DR_MODULE_SIGNATURE);
+  }
+  dlclose(h);
+  return diff;
+}
+
+}  // namespace
 
 // ----------------------------------------------------------- value parsers
 
@@ -587,7 +639,14 @@ struct Applier {
     if (path.empty() || path[0] != '/') path = opts.module_dir + "/" + path;
     dlerror();
     void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!h) return fail(n, std::string("cannot load module: ") + dlerror());
+    if (!h) {
+      std::string error = dlerror();
+      // A module built with another std::string ABI, say, usually fails here
+      // on a symbol the daemon names differently: open it lazily (calls not
+      // bound) to read its signature and say which build setting differs.
+      if (auto diff = lazy_signature_difference(path)) return fail(n, "module \"" + path + "\" " + *diff);
+      return fail(n, "cannot load module: " + error);
+    }
     LoadedModule lm;
     lm.handle.reset(h);
     lm.path = path;
@@ -595,11 +654,12 @@ struct Applier {
     auto entry = reinterpret_cast<const Module* (*)()>(dlsym(h, "dr_module_entry"));
     if (!entry) return fail(n, "\"" + path + "\" is not a depth-realtime module (no dr_module_entry)");
     lm.module = entry();
-    if (!lm.module || lm.module->abi != kModuleAbi ||
-        strcmp(lm.module->signature ? lm.module->signature : "", DR_MODULE_SIGNATURE) != 0)
-      return fail(n, "module \"" + path + "\" was built for another version (signature \"" +
-                         std::string(lm.module && lm.module->signature ? lm.module->signature : "?") +
-                         "\", expected \"" DR_MODULE_SIGNATURE "\")");
+    if (!lm.module) return fail(n, "\"" + path + "\" is not a depth-realtime module (dr_module_entry returned null)");
+    if (auto diff = signature_difference(lm.module->signature ? lm.module->signature : "", DR_MODULE_SIGNATURE))
+      return fail(n, "module \"" + path + "\" " + *diff);
+    if (lm.module->abi != kModuleAbi)
+      return fail(n, "module \"" + path + "\" was built with module ABI " + std::to_string(lm.module->abi) +
+                         ", this daemon with " + std::to_string(kModuleAbi));
     for (auto& other : cfg.modules)
       if (strcmp(other.module->name, lm.module->name) == 0)
         return fail(n, std::string("module \"") + lm.module->name + "\" is already loaded");

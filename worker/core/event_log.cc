@@ -10,6 +10,7 @@
 
 #include "core/uv_util.h"
 #include "depth-realtime/json.h"
+#include "depth-realtime/module.h"
 
 namespace dr::event_log {
 namespace {
@@ -34,16 +35,6 @@ void append_json_string(std::string& out, std::string_view s) {
 }
 
 }  // namespace
-
-std::string iso_time(int64_t ms) {
-  time_t secs = time_t(ms / 1000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, sizeof buf - n, ".%03dZ", int(ms % 1000));
-  return buf;
-}
 
 bool open(const std::string& path, double sample, std::string& err) {
   if (g.fd >= 0) ::close(g.fd);
@@ -80,7 +71,7 @@ void record(std::string_view nsp, std::string_view event, const std::string* use
   if (g.fd < 0) return;
   if (g.sample < 1.0 && std::uniform_real_distribution<double>(0, 1)(g.rng) >= g.sample) return;
   std::string& o = g.pending;
-  o += "{\"time\":\"" + iso_time(now_ms()) + "\",\"userId\":";
+  o += "{\"time\":\"" + dr::iso_time(now_ms()) + "\",\"userId\":";
   if (user_id) append_json_string(o, *user_id);
   else o += "null";
   o += ",\"event\":";

@@ -16,7 +16,4 @@ void record(std::string_view nsp, std::string_view event, const std::string* use
             std::string_view socket_id);
 void flush();  // just before the loop polls
 
-// ISO 8601 UTC with milliseconds, e.g. 2026-11-25T22:40:00.123Z.
-std::string iso_time(int64_t ms);
-
 }  // namespace dr::event_log

@@ -1,11 +1,12 @@
 #include "core/metrics.h"
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <map>
 #include <unordered_map>
+
+#include "core/shared_zones.h"
 
 namespace dr::metrics {
 namespace {
@@ -54,10 +55,12 @@ Core g_core;
 
 }  // namespace
 
-bool init() {
-  void* p = mmap(nullptr, sizeof(Table), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return false;
-  g_table = static_cast<Table*>(p);  // zero-filled by the kernel: every entry free
+size_t zone_size() { return sizeof(Table); }
+
+bool attach() {
+  auto zone = zones::find(kZone);
+  if (zone.size() != sizeof(Table)) return false;
+  g_table = reinterpret_cast<Table*>(zone.data());  // zero-filled when made: every entry free
   return true;
 }
 

@@ -1,7 +1,8 @@
 // Metrics shared by the master and every worker: a fixed table of counters
-// and gauges in one anonymous shared mapping made before the workers fork (as
-// nginx keeps its stub_status counters). Any process adds with an atomic
-// operation; whichever worker serves /metrics reads the sums for all.
+// and gauges in a shared zone the master makes before the workers fork (as
+// nginx keeps its stub_status counters), kept across reloads. Any process
+// adds with an atomic operation; whichever worker serves /metrics reads the
+// sums for all.
 #pragma once
 
 #include <atomic>
@@ -22,8 +23,11 @@ struct Entry {
   std::atomic<int64_t> value;
 };
 
-// Makes the shared table; called once by the master before forking.
-bool init();
+// The table's shared zone (core/shared_zones.h), which the master declares
+// with every configuration; attach() then finds it (false: not declared).
+inline constexpr std::string_view kZone = "core:metrics";
+size_t zone_size();
+bool attach();
 // In a new worker: forget the master's resolved series (gauges are per process).
 void after_fork();
 // A process died: its gauge shares go (a killed worker's clients are gone).

@@ -1,6 +1,9 @@
 // Definitions of the small helpers the public module API declares.
 #include "depth-realtime/module.h"
 
+#include <cstdio>
+#include <ctime>
+
 namespace dr {
 namespace {
 
@@ -68,6 +71,47 @@ Payload payload_of(const json_t* value, const std::vector<std::string>& attachme
   json_array_append_new(p.args.get(), value ? copy_with_binary(value, attachments, p.attachments).release()
                                             : json_null());
   return p;
+}
+
+std::string iso_time(int64_t ms) {
+  int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);  // floor: before 1970 too
+  time_t t = time_t(secs);
+  struct tm tm {};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, int(ms - secs * 1000));
+  return buf;
+}
+
+std::string js_date(int64_t ms) {
+  static const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  time_t t = time_t(ms / 1000);
+  struct tm tm {};
+  gmtime_r(&t, &tm);
+  char buf[96];
+  snprintf(buf, sizeof buf, "%s %s %02d %04d %02d:%02d:%02d GMT+0000 (Coordinated Universal Time)", days[tm.tm_wday],
+           months[tm.tm_mon], tm.tm_mday, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return buf;
+}
+
+Json handshake_json(const Handshake& h) {
+  auto pairs = [](const std::vector<std::pair<std::string, std::string>>& list) {
+    Json o(json_object());
+    for (auto& [k, v] : list) json_object_set_new(o.get(), k.c_str(), json_stringn(v.data(), v.size()));
+    return o.release();
+  };
+  Json hs(json_object());
+  json_object_set_new(hs.get(), "headers", pairs(h.headers));
+  json_object_set_new(hs.get(), "time", json_string(js_date(h.issued_ms).c_str()));
+  json_object_set_new(hs.get(), "address", json_stringn(h.address.data(), h.address.size()));
+  json_object_set_new(hs.get(), "xdomain", json_boolean(h.header("origin") != nullptr));
+  json_object_set_new(hs.get(), "secure", json_boolean(h.secure));
+  json_object_set_new(hs.get(), "issued", json_integer(json_int_t(h.issued_ms)));
+  json_object_set_new(hs.get(), "url", json_stringn(h.url.data(), h.url.size()));
+  json_object_set_new(hs.get(), "query", pairs(h.query));
+  return hs;
 }
 
 const std::string* Handshake::header(std::string_view name) const { return find(headers, name); }

@@ -17,16 +17,12 @@ namespace dr::eio {
 
 // ------------------------------------------------------------ out packets
 
-http::Bytes OutPacket::ws_frame() const {
-  if (!ws_frame_) ws_frame_ = std::make_shared<const std::string>(ws::frame(binary ? ws::Opcode::Binary : ws::Opcode::Text, data));
-  return ws_frame_;
-}
+void OutPacket::write_frame(http::Connection& c) const { c.send_frame(opcode(), data); }
 
-http::Bytes OutPacket::ws_frame_deflated(int level) const {
-  if (!ws_deflated_)
-    ws_deflated_ = std::make_shared<const std::string>(ws::deflated_frame(
-        binary ? ws::Opcode::Binary : ws::Opcode::Text, compress::deflate(data, level, compress::Format::Raw)));
-  return ws_deflated_;
+void OutPacket::write_deflated_frame(http::Connection& c, int level) const {
+  // Compressed once, for every recipient.
+  if (!deflated_) deflated_ = std::make_unique<const std::string>(compress::deflate(data, level, compress::Format::Raw));
+  c.send_frame(opcode(), *deflated_, true);
 }
 
 void OutPacket::polling_record(std::string& out) const {
@@ -99,13 +95,13 @@ bool Session::send(const OutRef& p, bool is_volatile) {
     if (p->binary && b64_) {  // a client that cannot take binary frames (b64=1)
       std::string text;
       p->polling_record(text);
-      ws_->send(ws::frame(ws::Opcode::Text, text));
+      ws_->send_frame(ws::Opcode::Text, text);
       return true;
     }
     if (ws_->deflate() && p->data.size() >= conf.compression_threshold)
-      ws_->send(p->ws_frame_deflated(int(conf.compression_level)));
+      p->write_deflated_frame(*ws_, int(conf.compression_level));
     else
-      ws_->send(p->ws_frame());
+      p->write_frame(*ws_);
     return true;
   }
   if (is_volatile && !held_get_) return false;
@@ -272,8 +268,7 @@ void Session::on_packet(const Packet& p) {
       schedule();
       return;
     case PacketType::Message:
-      metrics::add(metrics::core().messages_received);
-      if (handler) handler->on_message(p.binary, p.data);
+      on_message(p.binary, p.data);
       return;
     case PacketType::Noop:
       return;  // harmless; Node's engine.io ignores it too
@@ -290,6 +285,11 @@ void Session::on_packet(const Packet& p) {
       close("parse error");
       return;
   }
+}
+
+void Session::on_message(bool binary, std::string_view data) {
+  metrics::add(metrics::core().messages_received);
+  if (handler) handler->on_message(binary, data);
 }
 
 // ------------------------------------------------------------------ server
@@ -483,7 +483,7 @@ void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
     accept_websocket(c, req);
     c.owner = &s;
     s.ws_ = &c;
-    c.send(ws::frame(ws::Opcode::Text, "0" + open));
+    c.send_frame(ws::Opcode::Text, "0" + open);
   }
 }
 
@@ -512,6 +512,12 @@ void Server::accept_websocket(http::Connection& c, const http::Request& req) {
 void Server::on_ws_message(http::Connection& c, bool binary, std::string_view data) {
   auto* s = static_cast<Session*>(c.owner);
   if (!s || s->closed_) return;
+  // A message on the session's WebSocket (the hot path) goes up as the view
+  // it came in: binary as it is, text after its type digit.
+  if (&c != s->probe_ && (binary || (!data.empty() && data[0] == '4'))) {
+    s->on_message(binary, binary ? data : data.substr(1));
+    return;
+  }
   Packet p;
   if (binary) {
     p.type = PacketType::Message;
@@ -526,7 +532,7 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
     // The upgrade: "2probe" -> "3probe", then "5" switches.
     if (p.type == PacketType::Ping && p.data == "probe" && !s->probed_) {
       s->probed_ = true;
-      c.send(ws::frame(ws::Opcode::Text, "3probe"));
+      c.send_frame(ws::Opcode::Text, "3probe");
       s->send(make_text(PacketType::Noop, ""));  // ends the client's current poll
       s->next_noop_ = timers_.now() + 100;
       s->schedule();
@@ -544,7 +550,7 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
         s->answer_get();
         s->queue_ = std::move(rest);
       }
-      for (auto& q : s->queue_) c.send(q->ws_frame());
+      for (auto& q : s->queue_) q->write_frame(c);
       s->queue_.clear();
       s->queued_bytes_ = 0;
       if (s->handler) s->handler->on_upgrade();

@@ -22,13 +22,14 @@ namespace dr::eio {
 struct OutPacket {
   bool binary = false;
   std::string data;  // text: the whole packet ("42[...]"); binary: the raw bytes
-  http::Bytes ws_frame() const;         // the WebSocket frame, built on first use
-  http::Bytes ws_frame_deflated(int level) const;  // permessage-deflate, built on first use
+  // Its WebSocket frame, written into the connection's output.
+  void write_frame(http::Connection& c) const;
+  void write_deflated_frame(http::Connection& c, int level) const;  // deflated on first use
   void polling_record(std::string& out) const;
 
  private:
-  mutable http::Bytes ws_frame_;
-  mutable http::Bytes ws_deflated_;
+  ws::Opcode opcode() const { return binary ? ws::Opcode::Binary : ws::Opcode::Text; }
+  mutable std::unique_ptr<const std::string> deflated_;
 };
 using OutRef = std::shared_ptr<const OutPacket>;
 OutRef make_text(PacketType type, std::string_view data);
@@ -77,6 +78,7 @@ class Session {
  private:
   friend class Server;
   void on_packet(const Packet& p);
+  void on_message(bool binary, std::string_view data);
   void answer_get();  // completes the held GET with everything queued
   void queue_close();
   void finish_if_closed();  // the close packet has left: forget the session

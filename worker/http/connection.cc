@@ -14,10 +14,42 @@ namespace {
 // process (one loop per process), then copied only where they must live on.
 char g_read_buf[64 * 1024];
 
+// What a write libuv could not finish at once owns until it ends.
 struct WriteReq {
   uv_write_t req;
-  std::vector<Bytes> bufs;
+  std::string bytes;
+  size_t from = 0;  // what uv_try_write took already
   Connection* conn;
+};
+
+// Output buffers between loop turns: a connection holds one only while it
+// has bytes queued, and taking one back from here costs no allocation.
+class OutputBuffers {
+ public:
+  static std::string take() {
+    auto& f = free_list();
+    if (f.empty()) return {};
+    std::string s = std::move(f.back());
+    f.pop_back();
+    return s;
+  }
+  static void give(std::string& s) {
+    auto& f = free_list();
+    if (s.capacity() <= kKeepCapacity && f.size() < kKeepCount) {
+      s.clear();
+      f.push_back(std::move(s));
+    }
+    std::string().swap(s);
+  }
+
+ private:
+  // Small buffers only, and few: a burst's large buffers go back to malloc.
+  static constexpr size_t kKeepCapacity = 16 * 1024;
+  static constexpr size_t kKeepCount = 64;
+  static std::vector<std::string>& free_list() {
+    static std::vector<std::string> f;
+    return f;
+  }
 };
 
 int hex(char c) {
@@ -330,16 +362,17 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
             }
             owner_.on_ws_message(*this, binary, plain);
           },
-          [this](std::string_view bytes) { send(std::string(bytes)); },
+          [this](std::string_view bytes) { send(bytes); },
           [this](uint16_t) { close_after_flush(); },
       });
 }
 
-void Connection::send(Bytes b) {
-  if (closed_ || overflowed_ || b->empty()) return;
+// Counts `n` more bytes against the bound; past it, the connection is closed
+// at the next flush.
+bool Connection::reserve_output(size_t n) {
+  if (closed_ || overflowed_ || n == 0) return false;
   bool pending = out_bytes_ > 0;
-  out_bytes_ += b->size();
-  out_.push_back(std::move(b));
+  out_bytes_ += n;
   // One answer may be larger than the bound (a long-polling response of a
   // full queue, base64 and headers added); what piles up behind it may not.
   if (pending && out_bytes_ > limits_.max_output) {
@@ -348,13 +381,33 @@ void Connection::send(Bytes b) {
     // room this client is in, and closing ends sessions, sockets, memberships.
     logf(LogLevel::Info, "client %s: %zu bytes unsent, closing the connection", address_.c_str(), out_bytes_);
     metrics::add(metrics::core().slow_closed_output);
-    out_.clear();
+    release_output();
     out_bytes_ = 0;
     overflowed_ = true;
     if (ws_) ws_->stop();
     if (tcp_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
+    if (!dirty) owner_.mark_dirty(*this);
+    return false;
+  }
+  if (out_.empty()) {
+    std::string buf = OutputBuffers::take();
+    out_.swap(buf);
   }
   if (!dirty) owner_.mark_dirty(*this);
+  return true;
+}
+
+void Connection::release_output() { OutputBuffers::give(out_); }
+
+void Connection::send(std::string_view bytes) {
+  if (reserve_output(bytes.size())) out_.append(bytes);
+}
+
+void Connection::send_frame(ws::Opcode op, std::string_view payload, bool deflated) {
+  size_t at = out_.size();
+  if (!reserve_output(payload.size() + ws::frame_header_size(payload.size()))) return;
+  ws::frame_to(op, payload, out_);
+  if (deflated) out_[at] = char(uint8_t(out_[at]) | 0x40);  // RSV1: "this message is compressed"
 }
 
 void Connection::use_tls(const std::shared_ptr<SSL_CTX>& ctx) { tls_ = std::make_unique<tls::Session>(ctx); }
@@ -362,19 +415,16 @@ void Connection::use_tls(const std::shared_ptr<SSL_CTX>& ctx) { tls_ = std::make
 // TLS: the queued plaintext becomes one ciphertext buffer (per connection:
 // encryption cannot be shared between recipients).
 void Connection::tls_encrypt_output() {
-  std::vector<Bytes> plain;
-  plain.swap(out_);
-  size_t i = 0;
-  for (; i < plain.size(); i++)
-    if (!tls_->send(*plain[i])) break;  // handshake not finished: keep the rest
-  std::string cipher;
-  tls_->take_output(cipher);
-  out_bytes_ = cipher.size();
-  if (!cipher.empty()) out_.push_back(std::make_shared<const std::string>(std::move(cipher)));
-  for (; i < plain.size(); i++) {
-    out_bytes_ += plain[i]->size();
-    held_plain_.push_back(std::move(plain[i]));
+  if (!held_plain_.empty()) {  // plaintext held back during the handshake goes first
+    held_plain_.append(out_);
+    out_.swap(held_plain_);
+    std::string().swap(held_plain_);
   }
+  if (!out_.empty() && !tls_->send(out_)) out_.swap(held_plain_);  // handshake not finished: keep it
+  out_.clear();
+  tls_->take_output(out_);
+  if (out_.empty()) release_output();
+  out_bytes_ = out_.size() + held_plain_.size();
 }
 
 void Connection::flush() {
@@ -385,61 +435,44 @@ void Connection::flush() {
     return;
   }
   if (writing_) return;
-  if (tls_) {
-    // Plaintext held back during the handshake goes first.
-    if (!held_plain_.empty()) {
-      out_.insert(out_.begin(), std::make_move_iterator(held_plain_.begin()), std::make_move_iterator(held_plain_.end()));
-      held_plain_.clear();
-    }
-    tls_encrypt_output();
-  }
+  if (tls_) tls_encrypt_output();
   if (out_.empty()) {
     if (close_after_flush_) close();
     return;
   }
-  constexpr size_t kMaxBufs = 256;
-  while (!out_.empty()) {
-    uv_buf_t bufs[kMaxBufs];
-    size_t n = std::min(out_.size(), kMaxBufs);
-    for (size_t i = 0; i < n; i++) bufs[i] = uv_buf_init(const_cast<char*>(out_[i]->data()), unsigned(out_[i]->size()));
-    int written = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), bufs, unsigned(n));
-    if (written == UV_EAGAIN) written = 0;
-    if (written < 0) {
-      out_.clear();
-      out_bytes_ = 0;
-      close();
-      return;
-    }
-    metrics::add(metrics::core().bytes_sent, written);
-    // Drop what left; keep the unsent tail of a partly written buffer.
-    size_t left = size_t(written), done = 0;
-    while (done < n && out_[done]->size() <= left) left -= out_[done++]->size();
-    out_bytes_ -= size_t(written);
-    if (done < n && left > 0) out_[done] = std::make_shared<const std::string>(out_[done]->substr(left));
-    out_.erase(out_.begin(), out_.begin() + long(done));
-    if (done < n) break;  // the socket is full: let libuv wait for it
+  // Written before the loop polls: most writes need no writable event.
+  uv_buf_t buf = uv_buf_init(out_.data(), unsigned(out_.size()));
+  int written = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), &buf, 1);
+  if (written == UV_EAGAIN) written = 0;
+  if (written < 0) {
+    release_output();
+    out_bytes_ = 0;
+    close();
+    return;
   }
-  if (out_.empty()) {
+  metrics::add(metrics::core().bytes_sent, written);
+  out_bytes_ -= size_t(written);
+  if (size_t(written) == out_.size()) {
+    release_output();
     if (close_after_flush_) close();
     return;
   }
+  // The socket is full: libuv writes the rest when it can.
   auto w = std::make_unique<WriteReq>();
-  w->bufs = std::move(out_);
-  out_.clear();
+  w->bytes.swap(out_);
+  w->from = size_t(written);
   w->conn = this;
-  std::vector<uv_buf_t> bufs;
-  bufs.reserve(w->bufs.size());
-  for (auto& b : w->bufs) bufs.push_back(uv_buf_init(const_cast<char*>(b->data()), unsigned(b->size())));
+  buf = uv_buf_init(w->bytes.data() + w->from, unsigned(w->bytes.size() - w->from));
   w->req.data = w.get();
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(tcp_.get()), bufs.data(), unsigned(bufs.size()),
-                    [](uv_write_t* req, int status) {
-                      std::unique_ptr<WriteReq> done(static_cast<WriteReq*>(req->data));
-                      size_t bytes = 0;
-                      for (auto& b : done->bufs) bytes += b->size();
-                      if (status == 0) metrics::add(metrics::core().bytes_sent, int64_t(bytes));
-                      done->conn->out_bytes_ -= std::min(bytes, done->conn->out_bytes_);
-                      done->conn->write_done(status);
-                    });
+  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(tcp_.get()), &buf, 1, [](uv_write_t* req, int status) {
+    std::unique_ptr<WriteReq> done(static_cast<WriteReq*>(req->data));
+    size_t bytes = done->bytes.size() - done->from;
+    if (status == 0) metrics::add(metrics::core().bytes_sent, int64_t(bytes));
+    Connection* c = done->conn;
+    c->out_bytes_ -= std::min(bytes, c->out_bytes_);
+    OutputBuffers::give(done->bytes);
+    c->write_done(status);
+  });
   if (rc != 0) {
     close();
     return;
@@ -483,11 +516,11 @@ void Connection::close() {
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   if (tls_ && !writing_) tls_encrypt_output();
   if (!writing_ && !out_.empty()) {  // one last try, for error answers
-    std::vector<uv_buf_t> bufs;
-    for (auto& b : out_) bufs.push_back(uv_buf_init(const_cast<char*>(b->data()), unsigned(b->size())));
-    uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), bufs.data(), unsigned(bufs.size()));
+    uv_buf_t buf = uv_buf_init(out_.data(), unsigned(out_.size()));
+    uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), &buf, 1);
   }
-  out_.clear();
+  release_output();
+  std::string().swap(held_plain_);
   uv_close(reinterpret_cast<uv_handle_t*>(tcp_.get()), [](uv_handle_t* h) {
     auto* c = static_cast<Connection*>(h->data);
     c->owner_.destroy(*c);

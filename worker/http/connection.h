@@ -92,8 +92,13 @@ class Connection {
   bool deflate() const { return deflate_; }
   bool request_pending() const { return in_request_; }
 
-  void send(Bytes b);
-  void send(std::string s) { send(std::make_shared<const std::string>(std::move(s))); }
+  // Bytes for the socket, copied into the connection's output buffer: what
+  // is queued in one loop turn leaves in one write.
+  void send(std::string_view bytes);
+  void send(const Bytes& b) { send(std::string_view(*b)); }
+  // One unfragmented WebSocket frame, written straight into the output
+  // buffer; `deflated`: the payload is permessage-deflate (RSV1 set).
+  void send_frame(ws::Opcode op, std::string_view payload, bool deflated = false);
   // Writes queued output (called just before the loop polls).
   void flush();
   // No write in progress and nothing queued: a volatile packet may leave now.
@@ -172,9 +177,12 @@ class Connection {
   void tls_encrypt_output();
   bool deflate_ = false;
 
-  std::vector<Bytes> out_;
-  std::vector<Bytes> held_plain_;  // TLS: written before the handshake finished
-  size_t out_bytes_ = 0;
+  bool reserve_output(size_t n);  // false: the connection is past its bound
+  void release_output();
+
+  std::string out_;         // queued, not yet handed to libuv; no capacity when empty
+  std::string held_plain_;  // TLS: written before the handshake finished
+  size_t out_bytes_ = 0;    // queued and being written
   bool writing_ = false;
   bool close_after_flush_ = false;
   bool overflowed_ = false;  // past max_output: closed at the next flush, not inside the send

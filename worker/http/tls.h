@@ -8,18 +8,9 @@
 #include <string>
 #include <string_view>
 
-#include "core/config.h"
+#include "core/tls_context.h"
 
 namespace dr::tls {
-
-struct CtxDeleter {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-using Context = std::shared_ptr<SSL_CTX>;
-
-// Server context from ssl_certificate / ssl_certificate_key / ssl_protocols /
-// ssl_ciphers; null + err when a file cannot be used.
-Context make_context(const CoreConf& conf, std::string& err);
 
 // One TLS session over a byte stream.
 class Session {

@@ -1,17 +1,15 @@
-// WebSocket (RFC 6455) for the server side. Reading goes through wslay, which
-// reassembles messages, answers pings and enforces the message size limit.
-// The wslay context is created only while a message is being received and
-// dropped at message boundaries: an idle connection holds no wslay memory
-// (its context carries a 4 KB input buffer, half our per-connection budget).
-// Server frames are written by hand: they are unmasked, so one encoded frame
-// can be shared by every recipient of a broadcast.
+// WebSocket (RFC 6455) for the server side. Reading goes through wslay's
+// frame layer over the connection's read buffer: a whole message in one frame
+// reaches the caller as a view of the unmasked bytes, and only a message in
+// several frames (or larger than wslay's 4 KB buffer) is copied together. The
+// frame context is one per process, clean between frames, so an idle
+// connection holds no wslay memory and no message allocates one.
+// Server frames are written by hand, unmasked, straight into each
+// connection's output buffer (a broadcast's payload is encoded once).
 #pragma once
-
-#include <wslay/wslay.h>
 
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <string>
 #include <string_view>
 
@@ -22,10 +20,10 @@ enum class Opcode : uint8_t { Text = 1, Binary = 2, Close = 8, Ping = 9, Pong = 
 // The whole frame (header + payload) of one unfragmented server message.
 std::string frame(Opcode op, std::string_view payload);
 void frame_to(Opcode op, std::string_view payload, std::string& out);
+// The bytes of a server frame's header for a payload of `n` bytes.
+constexpr size_t frame_header_size(size_t n) { return n < 126 ? 2 : n < 65536 ? 4 : 10; }
 // A close frame with a status code.
 std::string close_frame(uint16_t code);
-// A frame whose payload is already deflated (RSV1 set, RFC 7692).
-std::string deflated_frame(Opcode op, std::string_view deflated_payload);
 
 // Sec-WebSocket-Accept for a Sec-WebSocket-Key.
 std::string accept_key(std::string_view client_key);
@@ -56,24 +54,26 @@ class Reader {
   }
 
  private:
-  struct CtxDeleter {
-    void operator()(wslay_event_context* c) const { wslay_event_context_free(c); }
-  };
-  // Where the buffered input ends on a message boundary (0 = inside a message).
-  size_t scan(bool& fatal);
-  bool read_frames(size_t usable);
+  // One whole frame (header included): its message or control frame is
+  // handled. False once the reader is closed.
+  bool read_frame(std::string_view frame);
+  bool message_frame(std::string_view payload, bool whole_message, bool fin);
+  bool control_frame(uint8_t opcode, std::string_view payload);
+  // A protocol error: `close_payload` goes out as the close frame's body.
+  bool fail(std::string_view close_payload, uint16_t reported);
+  void end_message();
 
   uint64_t max_message_;
-  bool allow_compressed_;
   Callbacks cb_;
-  std::string in_;      // bytes not yet given to wslay
-  size_t feed_pos_ = 0;
-  size_t feed_end_ = 0;
-  std::unique_ptr<wslay_event_context, CtxDeleter> ctx_;
-  bool in_fragmented_ = false;  // a message continues in later frames
+  std::string in_;   // the start of a frame TCP has not delivered whole yet
+  std::string msg_;  // a message in several frames (or chunks) so far
+  uint64_t msg_len_ = 0;
+  uint32_t utf8_ = 0;       // the text message's UTF-8 check, between bytes
+  uint8_t msg_opcode_ = 0;  // the message in progress: text, binary, or 0
+  bool msg_compressed_ = false;
+  bool allow_compressed_;
   bool closed_ = false;
   bool stopped_ = false;  // by the connection: nothing more goes out either
-  uint16_t fatal_code_ = 1002;
 };
 
 }  // namespace dr::ws

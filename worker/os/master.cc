@@ -19,6 +19,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/shared_zones.h"
 #include "core/timers.h"
 #include "core/uv_util.h"
 #include "os/channel.h"
@@ -63,6 +64,41 @@ struct WorkerProc {
 };
 
 class Master;
+
+// What a module's init_master sees: the configuration about to be started.
+class ModuleMaster final : public MasterContext {
+ public:
+  explicit ModuleMaster(const Config& cfg) : cfg_(cfg) {}
+  const ModuleConf* conf(const Module& m, std::string_view nsp) const override { return cfg_.module_conf(m, nsp); }
+  std::vector<std::string> namespaces() const override {
+    std::vector<std::string> out;
+    for (auto& ns : cfg_.namespaces) out.push_back(ns.name);
+    return out;
+  }
+  bool shared_zone(std::string_view name, size_t size, std::string& err) override {
+    return zones::declare(name, size, err);
+  }
+
+ private:
+  const Config& cfg_;
+};
+
+// The zones of a configuration, the core's first, then the modules' init_master
+// hooks; the caller commits them, or aborts them on false.
+bool declare_zones(const Config& cfg, std::string& err) {
+  zones::begin();
+  if (!zones::declare(metrics::kZone, metrics::zone_size(), err)) return false;
+  ModuleMaster ctx(cfg);
+  for (auto& m : cfg.modules) {
+    if (!m.module->init_master) continue;
+    std::string e;
+    if (!m.module->init_master(ctx, *m.module, e)) {
+      err = "module \"" + std::string(m.module->name) + "\": " + (e.empty() ? "init_master failed" : e);
+      return false;
+    }
+  }
+  return true;
+}
 
 // What a listening handle's data points to: which listener it is travels with
 // every connection to the worker, which serves each kind its own routes.
@@ -410,7 +446,8 @@ void Master::reload() {
   logf(LogLevel::Notice, "reloading configuration from %s", opts_.conf_path.c_str());
   std::string err;
   auto fresh = load_config(opts_.conf_path, opts_.load, err);
-  if (!fresh) {
+  if (!fresh || !declare_zones(*fresh, err)) {
+    zones::abort();
     logf(LogLevel::Error, "reload failed, keeping the running configuration: %s", err.c_str());
     metrics::add(metrics::core().reloads_failed);
     metrics::set(metrics::core().last_reload_success, 0);
@@ -454,6 +491,7 @@ void Master::reload() {
         else close_handle(std::move(l));
       }
       std::erase_if(listeners_, [](auto& l) { return !l; });
+      zones::abort();
       logf(LogLevel::Error, "reload failed, keeping the running configuration: cannot listen");
       metrics::add(metrics::core().reloads_failed);
       metrics::set(metrics::core().last_reload_success, 0);
@@ -466,8 +504,11 @@ void Master::reload() {
   }
   if (!logging::open(fresh->core.error_log, fresh->core.log_level, err))
     logf(LogLevel::Error, "%s", err.c_str());
-  bool in_place = same_listen && fresh->restart_fingerprint == cfg_->restart_fingerprint &&
+  // Workers already running cannot map zones made after they forked.
+  bool in_place = same_listen && !zones::changed() && fresh->restart_fingerprint == cfg_->restart_fingerprint &&
                   fresh->core.workers() == cfg_->core.workers();
+  zones::commit();
+  metrics::attach();
   cfg_ = std::move(fresh);
   router_->set_path(cfg_->core.path);
   start_heartbeat();
@@ -608,13 +649,18 @@ int Master::run() {
     else hand_to_worker(-1, body, std::move(h));
   });
   router_->set_path(cfg_->core.path);
-  if (!metrics::init()) {
-    log(LogLevel::Crit, "cannot map the shared metrics table");
-    return 1;
+  std::string err;
+  bool zoned = declare_zones(*cfg_, err);
+  if (zoned) {
+    zones::commit();
+    metrics::attach();
+    metrics::declare_core();
+    metrics::set(metrics::core().last_reload_success, 1);
+  } else {
+    zones::abort();
+    logf(LogLevel::Crit, "%s", err.c_str());
   }
-  metrics::declare_core();
-  metrics::set(metrics::core().last_reload_success, 1);
-  if (!bind_listeners(*cfg_, listeners_)) {
+  if (!zoned || !bind_listeners(*cfg_, listeners_)) {
     // Let the closes of what was bound (and failed) finish: nothing left behind.
     close_listeners();
     close_timers();

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -14,6 +15,8 @@
 #include "core/event_log.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/module_timeout.h"
+#include "core/shared_zones.h"
 #include "core/timers.h"
 #include "core/uv_util.h"
 #include "eio/session.h"
@@ -25,19 +28,7 @@
 namespace dr {
 namespace {
 
-// A module's Timeout (module.h) on the worker's facility.
 constexpr uint64_t kDrainStepMs = 10;  // the finest slice of a drain spread
-
-class ModuleTimeout final : public Timeout {
- public:
-  ModuleTimeout(Timers& timers, std::function<void()> fn) : timer_(timers, std::move(fn)) {}
-  void arm_in(uint64_t ms) override { timer_.arm_in(int64_t(ms)); }
-  void cancel() override { timer_.cancel(); }
-  bool armed() const override { return timer_.armed(); }
-
- private:
-  CallbackTimer timer_;
-};
 
 struct Route {
   Listener where;
@@ -76,8 +67,15 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
     for (auto& ns : cfg_->namespaces) out.push_back(ns.name);
     return out;
   }
-  void use_connect(std::string_view nsp, ConnectHook hook) override {
-    for (auto* ns : select(nsp)) ns->connect_hooks.push_back(hook);
+  // Sorted here, by phase, then in registration order: a hook goes after
+  // every hook of its phase and before those of later phases.
+  void use_connect(std::string_view nsp, ConnectHook hook, ConnectPhase phase) override {
+    for (auto* ns : select(nsp)) {
+      auto& phases = connect_phases_[ns];
+      auto at = std::upper_bound(phases.begin(), phases.end(), phase) - phases.begin();
+      phases.insert(phases.begin() + at, phase);
+      ns->connect_hooks.insert(ns->connect_hooks.begin() + at, hook);
+    }
   }
   void use_event(std::string_view nsp, EventMiddleware mw, EventPhase phase) override {
     for (auto* ns : select(nsp)) {
@@ -125,6 +123,7 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
     metrics::add(metrics::get(name, label), delta);
   }
   std::vector<MetricSample> metric_read(std::string_view name) const override { return metrics::read(name); }
+  std::span<std::byte> shared_zone(std::string_view name) override { return zones::find(name); }
 
   // ---- http::ConnectionOwner
   int owner_slot(std::string_view url) override { return eio_.owner_slot(url); }
@@ -180,6 +179,7 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
   std::vector<http::Connection*> dirty_;
   std::vector<std::unique_ptr<http::Connection>> dead_;
   std::vector<Route> routes_;
+  std::unordered_map<sio::Namespace*, std::vector<ConnectPhase>> connect_phases_;  // of each connect_hooks entry
   UvHandle<uv_prepare_t> prepare_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   cluster::RedisAdapter* redis_ = nullptr;       // owned by sio_, when Redis is configured

@@ -7,7 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 
 namespace dr::sio {
 

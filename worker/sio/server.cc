@@ -395,7 +395,7 @@ struct HoldToken {
 };
 }  // namespace
 
-std::shared_ptr<void> SocketImpl::hold() {
+std::shared_ptr<void> SocketImpl::delay_next_events() {
   holds_++;
   return std::make_shared<HoldToken>(weak_from_this());
 }
@@ -412,7 +412,7 @@ struct Deferred {
 
 Socket::Resume SocketImpl::defer(Event& ev) {
   auto d = std::make_shared<Deferred>(
-      Deferred{weak_from_this(), std::move(ev), mw_malformed_ ? *mw_malformed_ : std::string(), mw_index_ + 1, hold()});
+      Deferred{weak_from_this(), std::move(ev), mw_malformed_ ? *mw_malformed_ : std::string(), mw_index_ + 1, delay_next_events()});
   return [d](bool go_on) {
     if (!d->hold) return;  // called already
     auto hold = std::move(d->hold);  // released after the dispatch: what waits behind it follows

@@ -56,8 +56,8 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::vector<std::string> rooms() const override;
   void disconnect(bool close_connection) override;
   std::weak_ptr<Socket> weak() override { return weak_from_this(); }
-  std::shared_ptr<void> hold() override;
-  void release_hold();  // the last copy of a hold() token is gone
+  std::shared_ptr<void> delay_next_events() override;
+  void release_hold();  // the last copy of a delay_next_events() token is gone
   Resume defer(Event& ev) override;
   const std::string& client_id() const override { return client_id_; }
   std::string_view transport() const override;

@@ -231,7 +231,10 @@ export const PROBE_SOURCE = path.join(SOURCE_DIR, 'tests', 'modules', 'probe', '
 // Returns {so, includeDir, prefix, deps: [header paths the compiler read], cached}.
 export function buildProbe({ fresh = false } = {}) {
   if (!fs.existsSync(PROBE_SOURCE)) throw new Error(`probe module source missing: ${PROBE_SOURCE}`);
-  const key = mtimeKey([PROBE_SOURCE, ...publicHeaders()]);
+  // The build's layout-changing flags (ASan), so that the probe's module
+  // signature matches the daemon's (tests/CMakeLists.txt sets them).
+  const extraFlags = (process.env.DR_MODULE_CXXFLAGS ?? '').split(/\s+/).filter(Boolean);
+  const key = `${mtimeKey([PROBE_SOURCE, ...publicHeaders()])}|${extraFlags.join(' ')}`;
   const cacheDir = path.join(BUILD_DIR, 'probe-module');
   const cacheSo = path.join(cacheDir, 'probe.so');
   const cacheMeta = path.join(cacheDir, 'probe.json');
@@ -261,7 +264,7 @@ export function buildProbe({ fresh = false } = {}) {
   if (pc.status !== 0) throw new Error(`pkg-config failed: ${pc.stderr}`);
   const out = path.join(work, 'probe.so');
   const depFile = path.join(work, 'probe.d');
-  const args = ['-std=c++20', '-shared', '-fPIC', `-I${includeDir}`,
+  const args = ['-std=c++20', '-shared', '-fPIC', ...extraFlags, `-I${includeDir}`,
     ...pc.stdout.trim().split(/\s+/).filter(Boolean),
     '-MD', '-MF', depFile, PROBE_SOURCE, '-o', out];
   const cc = spawnSync('g++', args, { encoding: 'utf8', cwd: work, timeout: 180000 });
@@ -875,10 +878,12 @@ export function redisLines(redis, { nodeTtl = '3s', extra = [] } = {}) {
   return [`redis 127.0.0.1:${redis.port};`, `redis_node_ttl ${nodeTtl};`, ...extra].join('\n');
 }
 
-// Joins are asynchronous on Redis (a node SUBSCRIBEs to a room's channel when
-// it gets its first member): waits until `n` nodes listen on the room.
+// Waits until at least `n` nodes listen on the namespace of `room`: a node
+// takes every room's broadcasts through one pattern per namespace,
+// PSUBSCRIBEd before its request channel on the same connection, so a node
+// counted on the request channel has the pattern too (joins need no wait).
 export async function waitSubscribed(redis, room, n, { nsp = '/', key = 'socket.io', ms = 5000 } = {}) {
-  const channel = `${key}#${nsp}#${room}#`;
+  const channel = `${key}-request#${nsp}#`;
   await waitFor(async () => Number((await redis.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]) >= n,
-    { ms, every: 10, what: `${n} node(s) subscribed to ${channel}` });
+    { ms, every: 10, what: `${n} node(s) subscribed to ${channel} (for ${room})` });
 }

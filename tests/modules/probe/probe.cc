@@ -11,8 +11,13 @@
 //                                                    {timedOut, reply}
 //   probe:disconnect {close?}                     -> socket.disconnect(close)
 //   probe:volatile {event, count}                 -> `count` volatile events, arg i
-//   probe:later {ms, value}                       -> holds the socket (its next events wait),
+//   probe:later {ms, value}                       -> delays the socket's next events (they wait),
 //                                                    then after `ms` acks {data: value}
+//   probe:connectPhases                           -> ack {data: the CONNECT hooks the probe ran, in
+//                                                    order: "identify" (its Identify phase hook,
+//                                                    registered last) and "app:user" or "app:none"
+//                                                    (its App phase hook, registered first, seeing
+//                                                    a userId or not)}
 //   probe:redis {argv}                            -> dr::redis::command; ack {data: reply}
 //                                                    (errors as {error: text})
 //   GET /probe on the main listener               -> 200 "probe ok"
@@ -37,6 +42,8 @@
 #include <depth-realtime/cluster.h>
 #include <depth-realtime/module.h>
 #include <depth-realtime/redis.h>
+
+#include <unordered_map>
 
 namespace {
 
@@ -345,20 +352,20 @@ void on_presence(dr::Socket& s, dr::Event& e) {
   });
 }
 
-// Answers later (on the worker's timer facility), holding the socket
-// meanwhile: its next events must wait.
+// Answers later (on the worker's timer facility), delaying the socket's next
+// events meanwhile: they must wait.
 void on_later(dr::Worker& w, dr::Socket& s, dr::Event& e) {
   const json_t* in = arg0(e);
   json_int_t ms = json_integer_value(json_object_get(in, "ms"));
-  struct Later {
+  struct DelayedAnswer {
     std::unique_ptr<dr::Timeout> timeout;
-    std::shared_ptr<void> hold;
+    std::shared_ptr<void> next_events_wait;
     std::weak_ptr<dr::Socket> socket;
     dr::Event event;  // name and ack id
     dr::Json value;
   };
-  auto later = std::make_shared<Later>();
-  later->hold = s.hold();
+  auto later = std::make_shared<DelayedAnswer>();
+  later->next_events_wait = s.delay_next_events();
   later->socket = s.weak();
   later->event.name = e.name;
   later->event.ack_id = e.ack_id;
@@ -366,7 +373,7 @@ void on_later(dr::Worker& w, dr::Socket& s, dr::Event& e) {
   later->value = dr::Json(v ? json_incref(const_cast<json_t*>(v)) : json_null());
   // The state lives in the timeout's callback; the callback lets the timeout
   // go (a Timeout may be destroyed inside its own callback), which frees the
-  // state and releases the hold.
+  // state and lets the next events run.
   later->timeout = w.timeout([later] {
     if (auto sock = later->socket.lock()) dr::ack_data(*sock, later->event, std::move(later->value));
     auto gone = std::move(later->timeout);
@@ -401,12 +408,40 @@ void on_redis(dr::Socket& s, dr::Event& e) {
   }
   if (argv.empty()) return reply_invalid(s, e, "argv: is required");
   // Events hold binary payloads (move-only): the callback keeps what the answer needs.
-  dr::redis::command(std::move(argv), [weak = s.weak(), name = e.name, ack_id = e.ack_id, hold = s.hold()](dr::redis::Reply r) {
+  dr::redis::command(std::move(argv), [weak = s.weak(), name = e.name, ack_id = e.ack_id, hold = s.delay_next_events()](dr::redis::Reply r) {
     dr::Event answer;
     answer.name = name;
     answer.ack_id = ack_id;
     if (auto sock = weak.lock()) dr::ack_data(*sock, answer, reply_json(r));
   });
+}
+
+// The CONNECT hooks of each phase, registered in the reverse order of their
+// phases: the worker runs them by phase. What ran is kept here, not in the
+// socket's data (which fetchSockets and the admin UI show).
+std::unordered_map<std::string, std::string> g_connect_phases;  // by nsp + ' ' + socket id
+
+void record_phase(dr::Socket& s, std::string_view what) {
+  std::string& so_far = g_connect_phases[s.nsp() + ' ' + s.id()];
+  if (!so_far.empty()) so_far += ',';
+  so_far += what;
+}
+
+void use_connect_phases(dr::Worker& w, const std::string& nsp) {
+  w.use_connect(nsp, [](dr::Socket& s, dr::ConnectNext next) {
+    record_phase(s, s.get("userId") ? "app:user" : "app:none");
+    next(std::nullopt);
+  }, dr::ConnectPhase::App);
+  w.use_connect(nsp, [](dr::Socket& s, dr::ConnectNext next) {
+    record_phase(s, "identify");
+    next(std::nullopt);
+  }, dr::ConnectPhase::Identify);
+  w.on_disconnect(nsp, [](dr::Socket& s, std::string_view) { g_connect_phases.erase(s.nsp() + ' ' + s.id()); });
+}
+
+void on_connect_phases(dr::Socket& s, dr::Event& e) {
+  auto it = g_connect_phases.find(s.nsp() + ' ' + s.id());
+  dr::ack_data(s, e, dr::Json(it != g_connect_phases.end() ? json_string(it->second.c_str()) : json_null()));
 }
 
 // ------------------------------------------------------------ lifecycle
@@ -421,6 +456,8 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
       std::string text = conf ? conf->greeting : ProbeConf().greeting;
       s.emit("probe:hello", dr::Payload::of(dr::Json(json_stringn(text.data(), text.size()))));
     });
+    use_connect_phases(w, nsp);
+    w.on(nsp, "probe:connectPhases", on_connect_phases);
     w.on(nsp, "probe:whoami", on_whoami);
     w.on(nsp, "probe:join", [](dr::Socket& s, dr::Event& e) { on_join_leave(s, e, true); });
     w.on(nsp, "probe:leave", [](dr::Socket& s, dr::Event& e) { on_join_leave(s, e, false); });

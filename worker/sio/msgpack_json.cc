@@ -1,4 +1,4 @@
-#include "cluster/msgpack_json.h"
+#include "sio/msgpack_json.h"
 
 #include <cmath>
 #include <cstring>
