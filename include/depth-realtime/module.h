@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -35,7 +36,7 @@ namespace dr {
 // DR_MODULE_SIGNATURE with its own, item by item, and names the first that
 // differs. Items are "NAME=value", separated by spaces (nginx stamps its
 // NGX_MODULE_SIGNATURE the same way).
-#define DR_MODULE_ABI 7
+#define DR_MODULE_ABI 8
 inline constexpr uint32_t kModuleAbi = DR_MODULE_ABI;
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -243,6 +244,25 @@ using AckCallback = std::function<void(bool timed_out, Payload reply)>;
 
 struct Event;
 
+// A module's typed state on each socket (Socket::context): found by index,
+// not by a string key, and kept parsed (what set()/get() hold is text).
+// Ask for the slot once, in init_worker: socket_slot<MyState>("mymodule.state").
+// The same name gives every module of the process the same slot, so a module
+// can read the context another one fills (its type from a header both
+// include, e.g. access_claims.h); asked for with another type, it is refused.
+template <class T>
+struct SocketSlot {
+  uint32_t index = UINT32_MAX;  // UINT32_MAX: refused (the name holds another type)
+  explicit operator bool() const { return index != UINT32_MAX; }
+};
+namespace detail {
+DR_API uint32_t socket_slot(std::string_view name, const char* type);
+}
+template <class T>
+SocketSlot<T> socket_slot(std::string_view name) {
+  return SocketSlot<T>{detail::socket_slot(name, typeid(T).name())};
+}
+
 // One namespace connection of a client (a Socket.IO "socket").
 class DR_API Socket {
  public:
@@ -301,6 +321,24 @@ class DR_API Socket {
   // "websocket".
   virtual const std::string& client_id() const = 0;
   virtual std::string_view transport() const = 0;
+
+  // The context in `slot`, made (default-constructed) on first use and
+  // destroyed with the socket; find_context: null until made. A socket holds
+  // nothing for the slots it does not use. A refused slot throws.
+  template <class T>
+  T& context(SocketSlot<T> slot) {
+    std::shared_ptr<void>& v = context_slot(slot.index);
+    if (!v) v = std::make_shared<T>();
+    return *static_cast<T*>(v.get());
+  }
+  template <class T>
+  const T* find_context(SocketSlot<T> slot) const {
+    return static_cast<const T*>(context_value(slot.index));
+  }
+
+ protected:
+  virtual std::shared_ptr<void>& context_slot(uint32_t index) = 0;
+  virtual const void* context_value(uint32_t index) const = 0;
 };
 
 // An incoming event, after the Socket.IO layer has decoded it.

@@ -2,8 +2,10 @@
 // (the token checks themselves are in token.cc), and holds live sockets to
 // their token's exp, with `auth:refresh` to extend it (expiry.cc).
 
+#include <depth-realtime/access_claims.h>
 #include <depth-realtime/module.h>
 #include <depth-realtime/redis.h>
+#include <depth-realtime/validate.h>
 
 #include "expiry.h"
 #include "token.h"
@@ -309,6 +311,24 @@ int64_t now_ms() {
 // Live token lifetimes; null with auth_jwt_expiry off.
 std::unique_ptr<Expiry> g_expiry;
 
+// The access claims, parsed once at CONNECT for the access checks (access_claims.h).
+dr::SocketSlot<dr::AccessClaims> g_claims_slot;
+
+void keep_access_claims(dr::Socket& socket, const Verdict& v) {
+  if (v.claims.empty() || !g_claims_slot) return;
+  auto& kept = socket.context(g_claims_slot).claims;
+  for (auto& [name, text] : v.claims) {
+    std::vector<std::string> ids;
+    dr::Json list = dr::json_parse(text);
+    size_t i;
+    json_t* item;
+    json_array_foreach(list.get(), i, item) {
+      if (auto id = dr::schema::id_string(item)) ids.push_back(std::move(*id));
+    }
+    kept.emplace_back(name, std::move(ids));
+  }
+}
+
 void authenticate(dr::Worker& w, const dr::Module& self, dr::Socket& socket, const dr::ConnectNext& next) {
   const auto* conf = static_cast<const AuthConf*>(w.conf(self, socket.nsp()));
   try {
@@ -338,7 +358,8 @@ void authenticate(dr::Worker& w, const dr::Module& self, dr::Socket& socket, con
     auto admit = [](const AuthConf* conf, dr::Socket& socket, const Verdict& v) {
       socket.set("userId", v.user_id);
       socket.set("role", v.role);
-      for (auto& [name, value] : v.claims) socket.set("claim:" + name, value);
+      for (auto& [name, value] : v.claims) socket.set("claim:" + name, value);  // what fetch_sockets shows
+      keep_access_claims(socket, v);
       if (!conf->user_room.empty()) socket.join(conf->user_room + v.user_id);
       if (g_expiry) g_expiry->admitted(socket, v.exp);
     };
@@ -469,6 +490,8 @@ bool check_conf(dr::ModuleConf* conf, std::string& err) {
 void exit_worker(dr::Worker&, const dr::Module&) { g_expiry.reset(); }
 
 bool init_worker(dr::Worker& w, const dr::Module& self) {
+  g_claims_slot = dr::socket_slot<dr::AccessClaims>(dr::kAccessClaimsSlot);
+  if (!g_claims_slot) return false;
   w.metric_declare("depth_realtime_auth_failures_total", dr::MetricType::Counter,
                    "Namespace CONNECTs refused by auth_jwt, by error code");
   for (const std::string& nsp : w.namespaces()) {

@@ -152,18 +152,12 @@ struct Call {
 using CallPtr = std::shared_ptr<Call>;
 
 CallPtr start(dr::Socket& s, const dr::Event& ev) {
-  auto c = std::make_shared<Call>();
-  c->socket = s.weak();
-  c->socket_id = s.id();
-  c->nsp = s.nsp();
-  c->ev.name = ev.name;
-  c->ev.ack_id = ev.ack_id;
-  c->ev.args = ev.args.copy();
-  c->hold = s.delay_next_events();
-  c->conversation = dr::app::id_field(ev, "conversationId");
-  c->user = dr::app::user_id(s);
-  c->conf = current_conf(s);
-  return c;
+  // The event's arguments shared, not copied: nothing changes them (they are
+  // read, and what is sent is built anew).
+  return std::make_shared<Call>(Call{s.weak(), s.id(), s.nsp(),
+                                     dr::Event{ev.name, dr::Payload(dr::json_share(ev.args.args.get()), ev.args.attachments), ev.ack_id},
+                                     s.delay_next_events(), dr::app::id_field(ev, "conversationId"),
+                                     dr::app::user_id(s), current_conf(s)});
 }
 
 std::string room_of(const std::string& conversation) { return "conversation:" + conversation; }
@@ -207,7 +201,8 @@ void broadcast(const Call& c, const char* event, const json_t* data, const std::
   opts.rooms = {room_of(c.conversation)};
   if (to_others) opts.except = {c.socket_id};  // every socket is in the room of its id
   opts.is_volatile = is_volatile;
-  dr::Payload p = dr::Payload::of(Json(json_deep_copy(data)));
+  // Shared, not copied: the server encodes it and keeps nothing it changes.
+  dr::Payload p = dr::Payload::of(dr::json_share(const_cast<json_t*>(data)));
   p.attachments = bin;
   if (g_worker) g_worker->broadcast(opts, event, std::move(p));
 }

@@ -1,8 +1,10 @@
 #include "app.h"
 
+#include <depth-realtime/access_claims.h>
 #include <depth-realtime/cluster.h>
 #include <depth-realtime/validate.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -63,6 +65,13 @@ namespace {
 // The claim names `id` (as a string, or as the integer it spells).
 bool claim_grants(const Socket& s, std::string_view claim, const std::string& id) {
   if (claim.empty()) return false;
+  // auth_jwt's, parsed at CONNECT (access_claims.h): nothing parsed per check.
+  static const SocketSlot<AccessClaims> slot = socket_slot<AccessClaims>(kAccessClaimsSlot);
+  if (const AccessClaims* kept = slot ? s.find_context(slot) : nullptr) {
+    const std::vector<std::string>* ids = kept->ids(claim);
+    return ids && std::find(ids->begin(), ids->end(), id) != ids->end();
+  }
+  // Claims another hook set as text.
   const std::string* text = s.get("claim:" + std::string(claim));
   if (!text) return false;
   Json list = json_parse(*text);
@@ -192,7 +201,7 @@ Json json_field(const json_t* fields, const char* field, Json fallback) {
 void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin) {
   if (!ev.ack_id) return;
   Json wrap(json_object());
-  json_object_set_new(wrap.get(), "data", json_deep_copy(data));
+  json_object_set(wrap.get(), "data", const_cast<json_t*>(data));  // shared: the ack is encoded at once
   Payload p = Payload::of(std::move(wrap));
   p.attachments = std::move(bin);
   s.ack(*ev.ack_id, std::move(p));

@@ -108,6 +108,14 @@ class TestSocket final : public Socket, public std::enable_shared_from_this<Test
   Resume defer(Event&) override { return [](bool) {}; }
   const std::string& client_id() const override { return client_; }
   std::string_view transport() const override { return "websocket"; }
+  std::shared_ptr<void>& context_slot(uint32_t index) override {
+    if (contexts_.size() <= index) contexts_.resize(index + 1);
+    return contexts_[index];
+  }
+  const void* context_value(uint32_t index) const override {
+    return index < contexts_.size() ? contexts_[index].get() : nullptr;
+  }
+  std::vector<std::shared_ptr<void>> contexts_;
 
  private:
   Expiry& expiry_;

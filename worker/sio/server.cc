@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <stdexcept>
 
 #include "core/event_log.h"
 #include "core/metrics.h"
 #include "core/uv_util.h"
 #include "depth-realtime/validate.h"
 #include "sio/msgpack_packet.h"
+#include "sio/socket_slots.h"
 
 namespace dr::sio {
 
@@ -95,6 +97,16 @@ const Handshake& SocketImpl::handshake() const {
 std::string_view SocketImpl::transport() const {
   if (client_ && client_->session().transport() == eio::Transport::Polling) return "polling";
   return "websocket";
+}
+
+std::shared_ptr<void>& SocketImpl::context_slot(uint32_t index) {
+  if (index >= socket_slot_count()) throw std::logic_error("no such socket slot");  // a refused one
+  if (contexts_.size() <= index) contexts_.resize(index + 1);
+  return contexts_[index];
+}
+
+const void* SocketImpl::context_value(uint32_t index) const {
+  return index < contexts_.size() ? contexts_[index].get() : nullptr;
 }
 
 void SocketImpl::set(std::string_view key, std::string value) {

@@ -61,6 +61,8 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   Resume defer(Event& ev) override;
   const std::string& client_id() const override { return client_id_; }
   std::string_view transport() const override;
+  std::shared_ptr<void>& context_slot(uint32_t index) override;
+  const void* context_value(uint32_t index) const override;
 
   // ---- for the cluster adapter (worker/cluster/)
   Namespace& ns() { return ns_; }
@@ -136,6 +138,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   uint32_t connect_keys_ = 0;
   std::vector<std::string> rooms_;
   std::vector<std::pair<std::string, std::string>> data_;
+  std::vector<std::shared_ptr<void>> contexts_;  // by socket slot, as far as the last one used
   // Server -> client acks awaiting answers (made on the first one: most
   // sockets never wait for any).
   std::unique_ptr<std::map<uint64_t, AckCallback>> acks_;
