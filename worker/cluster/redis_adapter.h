@@ -48,7 +48,7 @@
 #include <vector>
 
 #include "cluster/catch_up.h"
-#include "cluster/ops.h"
+#include "cluster/backend.h"
 #include "cluster/redis_link.h"
 #include "core/metrics.h"
 #include "sio/adapter.h"

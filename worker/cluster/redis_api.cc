@@ -5,7 +5,7 @@
 #include <optional>
 #include <memory>
 
-#include "cluster/ops.h"
+#include "cluster/backend.h"
 #include "cluster/redis_cluster.h"
 #include "cluster/replica_wait.h"
 #include "cluster/redis_link.h"

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <string>
 
-#include "cluster/ops.h"
+#include "cluster/backend.h"
 #include "cluster/redis_link.h"
 #include "depth-realtime/module.h"
 

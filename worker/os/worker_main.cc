@@ -9,7 +9,7 @@
 #include <cstring>
 #include <unordered_map>
 
-#include "cluster/ops.h"
+#include "cluster/backend.h"
 #include "cluster/redis_adapter.h"
 #include "cluster/redis_api.h"
 #include "core/event_log.h"

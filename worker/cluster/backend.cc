@@ -1,4 +1,4 @@
-#include "cluster/ops.h"
+#include "cluster/backend.h"
 
 #include <ctime>
 #include <memory>
@@ -57,19 +57,6 @@ void room_members(std::string_view nsp, std::string_view room, PresenceCallback 
 
 // ------------------------------------------------------------ describing
 
-std::string js_date(int64_t ms) {
-  static const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-  static const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  time_t t = time_t(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[96];
-  snprintf(buf, sizeof buf, "%s %s %02d %04d %02d:%02d:%02d GMT+0000 (Coordinated Universal Time)", days[tm.tm_wday],
-           months[tm.tm_mon], tm.tm_mday, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  return buf;
-}
-
 namespace {
 
 Json pairs_object(const std::vector<std::pair<std::string, std::string>>& pairs) {
@@ -90,16 +77,7 @@ RemoteSocket describe(sio::SocketImpl& s) {
   RemoteSocket r;
   r.id = s.id();
   r.rooms = s.rooms();
-  const Handshake& h = s.handshake();
-  Json hs(json_object());
-  json_object_set_new(hs.get(), "headers", pairs_object(h.headers).release());
-  json_object_set_new(hs.get(), "time", json_string(js_date(h.issued_ms).c_str()));
-  json_object_set_new(hs.get(), "address", json_string(h.address.c_str()));
-  json_object_set_new(hs.get(), "xdomain", json_boolean(h.header("origin") != nullptr));
-  json_object_set_new(hs.get(), "secure", json_boolean(h.secure));
-  json_object_set_new(hs.get(), "issued", json_integer(json_int_t(h.issued_ms)));
-  json_object_set_new(hs.get(), "url", json_string(h.url.c_str()));
-  json_object_set_new(hs.get(), "query", pairs_object(h.query).release());
+  Json hs = handshake_json(s.handshake());  // the API's, as the admin UI shows it
   json_object_set_new(hs.get(), "auth", s.auth() ? json_deep_copy(s.auth()) : json_object());
   r.handshake = std::move(hs);
   r.data = pairs_object(s.data());

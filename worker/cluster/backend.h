@@ -88,6 +88,5 @@ class LocalBackend : public ClusterBackend {
 // {id, handshake, rooms, data} of a local socket, as fetchSockets answers.
 RemoteSocket describe(sio::SocketImpl& s);
 Json describe_json(const RemoteSocket& r);
-std::string js_date(int64_t ms);  // Date.prototype.toString() in UTC
 
 }  // namespace dr::cluster
