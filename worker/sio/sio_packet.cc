@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 
 namespace dr::sio {
 
@@ -80,138 +79,9 @@ void append_number(uint64_t v, std::string& out) {
   out.append(buf, r.ptr);
 }
 
-// The length of the UTF-8 sequence at `p` (at most `n` bytes), 0 if it is
-// not a valid one (overlong, a surrogate, past U+10FFFF): jansson's rules.
-size_t utf8_length(const unsigned char* p, size_t n) {
-  unsigned char c = p[0];
-  size_t len;
-  uint32_t v;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) len = 2, v = c & 0x1F;
-  else if (c >= 0xE0 && c <= 0xEF) len = 3, v = c & 0x0F;
-  else if (c >= 0xF0 && c <= 0xF4) len = 4, v = c & 0x07;
-  else return 0;
-  if (n < len) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((p[i] & 0xC0) != 0x80) return 0;
-    v = (v << 6) | (p[i] & 0x3F);
-  }
-  if ((len == 3 && v < 0x800) || (len == 4 && v < 0x10000) || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-  return len;
-}
-
-// A JSON string as jansson's compact dump writes it: quotes, backslashes and
-// control characters escaped, the rest as it is (UTF-8 checked).
-bool append_json_string(const char* s, size_t n, std::string& out) {
-  static const char kHex[] = "0123456789ABCDEF";
-  const auto* p = reinterpret_cast<const unsigned char*>(s);
-  out.push_back('"');
-  size_t run = 0;  // start of the bytes not yet copied
-  for (size_t i = 0; i < n;) {
-    unsigned char c = p[i];
-    if (c >= 0x80) {
-      size_t len = utf8_length(p + i, n - i);
-      if (!len) return false;
-      i += len;
-      continue;
-    }
-    if (c >= 0x20 && c != '"' && c != '\\') {
-      i++;
-      continue;
-    }
-    out.append(s + run, i - run);
-    switch (c) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '\b': out.append("\\b"); break;
-      case '\f': out.append("\\f"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
-      default:
-        out.append("\\u00");
-        out.push_back(kHex[c >> 4]);
-        out.push_back(kHex[c & 15]);
-    }
-    run = ++i;
-  }
-  out.append(s + run, n - run);
-  out.push_back('"');
-  return true;
-}
-
-// A real as jansson writes it with JSON_REAL_PRECISION(17): %.17g, ".0" when
-// it would read back as an integer, the exponent without '+' or leading zeros.
-void append_json_real(double d, std::string& out) {
-  char buf[40];
-  int n = snprintf(buf, sizeof buf, "%.17g", d);
-  if (n <= 0 || size_t(n) >= sizeof buf) return;
-  std::string_view text(buf, size_t(n));
-  size_t e = text.find('e');
-  if (e == std::string_view::npos) {
-    out.append(text);
-    if (text.find('.') == std::string_view::npos) out.append(".0");
-    return;
-  }
-  out.append(text.substr(0, e + 1));
-  size_t i = e + 1;
-  if (text[i] == '-') out.push_back(text[i++]);
-  else if (text[i] == '+') i++;
-  while (i + 1 < text.size() && text[i] == '0') i++;
-  out.append(text.substr(i));
-}
-
-// Compact JSON, byte for byte what json_dump_callback(JSON_COMPACT |
-// JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) writes, straight into `out`:
-// jansson's dump allocates a loop-check table and an entry per container.
-// False on invalid UTF-8 in a string built without checks.
-bool append_json(const json_t* v, std::string& out) {
-  switch (json_typeof(v)) {
-    case JSON_NULL:
-      out.append("null");
-      return true;
-    case JSON_TRUE:
-      out.append("true");
-      return true;
-    case JSON_FALSE:
-      out.append("false");
-      return true;
-    case JSON_INTEGER: {
-      char buf[24];
-      auto r = std::to_chars(buf, buf + sizeof buf, int64_t(json_integer_value(v)));
-      out.append(buf, r.ptr);
-      return true;
-    }
-    case JSON_REAL:
-      append_json_real(json_real_value(v), out);
-      return true;
-    case JSON_STRING:
-      return append_json_string(json_string_value(v), json_string_length(v), out);
-    case JSON_ARRAY: {
-      out.push_back('[');
-      const size_t n = json_array_size(v);
-      for (size_t i = 0; i < n; i++) {
-        if (i) out.push_back(',');
-        if (!append_json(json_array_get(v, i), out)) return false;
-      }
-      out.push_back(']');
-      return true;
-    }
-    case JSON_OBJECT: {
-      out.push_back('{');
-      bool first = true;
-      for (void* it = json_object_iter(const_cast<json_t*>(v)); it; it = json_object_iter_next(const_cast<json_t*>(v), it)) {
-        if (!first) out.push_back(',');
-        first = false;
-        if (!append_json_string(json_object_iter_key(it), json_object_iter_key_len(it), out)) return false;
-        out.push_back(':');
-        if (!append_json(json_object_iter_value(it), out)) return false;
-      }
-      out.push_back('}');
-      return true;
-    }
-  }
-  return false;
+int append_json_chunk(const char* buffer, size_t size, void* data) {
+  static_cast<std::string*>(data)->append(buffer, size);
+  return 0;
 }
 
 }  // namespace
@@ -322,7 +192,9 @@ void encode_to(const Packet& p, std::string& out) {
   // JS writes data unless it is null/undefined.
   if (p.data && !json_is_null(p.data.get())) {
     const size_t before = out.size();
-    if (!append_json(p.data.get(), out)) {
+    // Streams straight into `out` (json_dumps would malloc a copy).
+    if (json_dump_callback(p.data.get(), append_json_chunk, &out,
+                           JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) != 0) {
       // Only on invalid UTF-8 in a string built without checks: drop the
       // partial text rather than send broken JSON.
       out.resize(before);
