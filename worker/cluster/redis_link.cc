@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "cluster/lua_scripts.h"
 #include "cluster/redis_cluster.h"
@@ -229,6 +230,7 @@ void RedisLink::connect(Conn& c) {
       logf(LogLevel::Warn, "redis: %s is not the master (ROLE); asking the sentinels again", conf_.text().c_str());
       drop(c, "not the master");
     }, false);
+  c.told_noscript = false;
   if (&c == &cmd_) load_scripts(c);
   raw_command(c, {"PING"}, [this, &c, gen](redisReply* r) {
     if (r && r->type != REDIS_REPLY_ERROR && c.gen == gen && c.state == State::Connecting) connected(c);
@@ -401,7 +403,8 @@ bool RedisLink::resend_as_eval(std::unique_ptr<Callback>& cb) {
   f += cb->script_args;
   cb->script = {};
   if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) return false;
-  logf(LogLevel::Info, "redis: %s had no script of ours (SCRIPT FLUSH?): sent as EVAL", conf_.text().c_str());
+  if (!std::exchange(c.told_noscript, true))
+    logf(LogLevel::Notice, "redis: %s lost our Lua scripts (SCRIPT FLUSH?): sending them again", conf_.text().c_str());
   Callback* sent = cb.release();  // on_reply owns it now
   if (sent->counted) {
     size_t bytes = f.size();

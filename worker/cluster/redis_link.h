@@ -142,6 +142,7 @@ class RedisLink {
     int64_t down_since = 0;   // for "connected again after ..."
     int64_t last_warn = 0;    // failures are logged at most once a minute
     uint64_t failures = 0;
+    bool told_noscript = false;  // logged once per connection
   };
   struct Sent {
     int64_t at;
