@@ -100,6 +100,50 @@ describe('connection state recovery across processes', () => {
     }
   });
 
+  test('Redis forgetting its scripts (SCRIPT FLUSH) while events flow: broadcasts and recovery go on, in order', async () => {
+    const p = await switchableProxy(A);
+    try {
+      const room = `csr-flush-${rnd()}`;
+      const s = client(p, 'csr-flush');
+      await once(s, 'connect');
+      const id = s.id;
+      await ack(s, 'probe:join', { room });
+      await waitSubscribed(redis, room, 1);
+      const inbox = new Inbox(s, ['missed', 'live']);
+      const talker = await scope.connect(B, '/', { userId: 'talker-flush' });
+      await ack(talker, 'probe:emit', { rooms: [room], event: 'live', args: [1] });
+      await inbox.wait('live');
+      // Scripts go by their SHA1, loaded on connecting: Redis knew every one so far.
+      const noscripts = async () => Number((await redis.cli('INFO', 'errorstats')).match(/errorstat_NOSCRIPT:count=(\d+)/)?.[1] ?? 0);
+      assert.equal(await noscripts(), 0);
+      const sent = [];
+      for (let i = 2; i <= 6; i++) {
+        sent.push(ack(talker, 'probe:emit', { rooms: [room], event: 'live', args: [i] }));
+        if (i === 3) await redis.cli('SCRIPT', 'FLUSH');
+      }
+      await Promise.all(sent);
+      await inbox.wait('live', (a) => a[0] === 6);
+      assert.deepEqual(inbox.of('live').map((a) => a[0]), [1, 2, 3, 4, 5, 6]);
+      assert.ok(await noscripts() > 0, 'the flush was noticed');
+      // The session's record and its recovery are scripts too.
+      await redis.cli('SCRIPT', 'FLUSH');
+      const gone = once(s, 'disconnect');
+      p.target = B;
+      p.drop();
+      await gone;
+      await redis.cli('SCRIPT', 'FLUSH');
+      for (let i = 1; i <= 3; i++) await ack(talker, 'probe:emit', { rooms: [room], event: 'missed', args: [i] });
+      await redis.cli('SCRIPT', 'FLUSH');
+      await once(s, 'connect', 5000);
+      assert.equal(s.recovered, true);
+      assert.equal(s.id, id);
+      await inbox.wait('missed', (a) => a[0] === 3);
+      assert.deepEqual(inbox.of('missed').map((a) => a[0]), [1, 2, 3]);
+    } finally {
+      p.close();
+    }
+  });
+
   test('missing more than 4 × max_output_buffer of events: a fresh connection, never an unbounded reply', async (t, ctx) => {
     const small = await ctx.startServer({ workers: 1, extraServer: redisLines(redis, { extra: ['recovery_window 3s;', 'max_output_buffer 64k;'] }) });
     const p = await switchableProxy(small);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "cluster/lua_scripts.h"
 #include "cluster/offset.h"
 #include "cluster/pubsub_codec.h"
 #include "cluster/recovery_lua.h"
@@ -172,7 +173,7 @@ void RedisAdapter::on_subscriber(bool subscribed) {
 }
 
 // The broadcasts other processes published while our subscriber was away:
-// one EVAL per namespace with local sockets, once every SUBSCRIBE is confirmed.
+// one script per namespace with local sockets, once every SUBSCRIBE is confirmed.
 void RedisAdapter::catch_up(Nsp& n) {
   if (!n.catch_up.due()) return;
   if (!recovers() || n.ns->socket_count() == 0) return n.catch_up.skip();  // nothing recorded, or nobody to tell
@@ -180,7 +181,7 @@ void RedisAdapter::catch_up(Nsp& n) {
   CatchUp::Read rd = n.catch_up.begin();
   std::string max = std::to_string(CatchUp::kMaxEntries);
   const std::string& key = n.stream;
-  if (!link_.command({"EVAL", lua::kCatchUpScript, "1", key, key, rd.start, rd.anchor, rd.cutoff, max},
+  if (!link_.command({"EVALSHA", lua::sha(lua::kCatchUpScript), "1", key, key, rd.start, rd.anchor, rd.cutoff, max},
                      [this, nsp = n.name](redisReply* r) { caught_up(nsp, r); }))
     n.catch_up.failed();  // too much pending: service() tries again
 }
@@ -338,7 +339,7 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
   } else if (!again) {
     // Recorded and published atomically: the stream's order is the order
     // subscribers see, which recovery and catch-up rely on.
-    sent = link_.command({"EVAL", lua::kRecordScript, "1", e.nsp->stream, minid, e.offset, e.stored, e.channel, e.msg},
+    sent = link_.command({"EVALSHA", lua::sha(lua::kRecordScript), "1", e.nsp->stream, minid, e.offset, e.stored, e.channel, e.msg},
                          [timer = timed_publish(), answered](redisReply* reply) {
                            timer(reply);
                            answered(reply);
@@ -347,14 +348,14 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
     std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
     if (sharded_)
       sent = link_.command(
-          {"EVAL", lua::kRepublishScript, "1", e.nsp->stream, e.nsp->stream, "", e.offset, e.stored, e.msg, minid, start},
+          {"EVALSHA", lua::sha(lua::kRepublishScript), "1", e.nsp->stream, e.nsp->stream, "", e.offset, e.stored, e.msg, minid, start},
           [this, answered, channel = e.channel, msg = e.msg](redisReply* reply) {
             if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) publish(channel, msg);
             answered(reply);
           });
     else
       sent = link_.command(
-          {"EVAL", lua::kRepublishScript, "1", e.nsp->stream, e.nsp->stream, e.channel, e.offset, e.stored, e.msg, minid, start},
+          {"EVALSHA", lua::sha(lua::kRepublishScript), "1", e.nsp->stream, e.nsp->stream, e.channel, e.offset, e.stored, e.msg, minid, start},
           answered);
   }
   if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link

@@ -4,6 +4,7 @@
 // can be purged whole. Read by room_members() on every node.
 #include <algorithm>
 
+#include "cluster/lua_scripts.h"
 #include "cluster/presence_lua.h"
 #include "cluster/redis_adapter.h"
 
@@ -17,7 +18,7 @@ constexpr size_t kResyncChunk = 500;
 void RedisAdapter::heartbeat(bool reset) {
   heartbeat_timer_.arm_in(int64_t(std::max<uint64_t>(conf_.node_ttl / 3, 100)));
   std::string ttl = std::to_string(conf_.node_ttl);
-  link_.command({"EVAL", lua::kHeartbeatScript, "1", nodes_key(), members_prefix_, uid_, ttl, reset ? "reset" : "beat"},
+  link_.command({"EVALSHA", lua::sha(lua::kHeartbeatScript), "1", nodes_key(), members_prefix_, uid_, ttl, reset ? "reset" : "beat"},
                 [this, reset](redisReply* r) {
                   if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) return;
                   long long added = r->element[0]->integer, purged = r->element[1]->integer;

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "cluster/adapter_wire.h"
+#include "cluster/lua_scripts.h"
 #include "cluster/offset.h"
 #include "cluster/recovery_lua.h"
 #include "cluster/redis_adapter.h"
@@ -128,7 +129,7 @@ void RedisAdapter::store_session(const std::string& nsp, const std::string& pid,
                                  const std::string& record, uint64_t ttl, RedisLink::Reply reply) {
   metrics::add(m_session_writes_);
   std::string key = session_key(nsp, pid);
-  link_.command({"EVAL", lua::kStoreSessionScript, "1", key, key, std::to_string(gen), record, std::to_string(ttl)},
+  link_.command({"EVALSHA", lua::sha(lua::kStoreSessionScript), "1", key, key, std::to_string(gen), record, std::to_string(ttl)},
                 std::move(reply));
 }
 
@@ -199,7 +200,7 @@ bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid,
   // before the rooms are filtered here): past that, a fresh connection.
   uint64_t max_bytes = kMissedBytesPerOutputBuffer * server_.config().core.max_output_buffer;
   std::string key = session_key(nsp, pid);  // with a cluster, on the stream's slot
-  return link_.command({"EVAL", lua::kRecoverScript, "1", key, key, n->stream, start, offset,
+  return link_.command({"EVALSHA", lua::sha(lua::kRecoverScript), "1", key, key, n->stream, start, offset,
                         std::to_string(kMaxMissedPackets), std::to_string(max_bytes)},
                        [this, nsp, sid, cb = std::move(cb)](redisReply* r) {
                          if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
+#include "cluster/lua_scripts.h"
 #include "cluster/redis_cluster.h"
 #include "cluster/redis_sentinel.h"
 #include "depth-realtime/module.h"
@@ -75,6 +77,19 @@ bool uv_events_attach(redisAsyncContext* ac, uv_loop_t* loop) {
   ac->ev.cleanup = uv_events_cleanup;
   ac->ev.data = e.release();  // freed by uv_events_cleanup's close callback
   return true;
+}
+
+void append_resp_header(std::string& f, char kind, size_t n) {
+  char num[24];
+  f += kind;
+  f.append(num, size_t(snprintf(num, sizeof num, "%zu", n)));
+  f += "\r\n";
+}
+
+void append_resp_arg(std::string& f, std::string_view a) {
+  append_resp_header(f, '$', a.size());
+  f += a;
+  f += "\r\n";
 }
 
 }  // namespace
@@ -215,9 +230,18 @@ void RedisLink::connect(Conn& c) {
       logf(LogLevel::Warn, "redis: %s is not the master (ROLE); asking the sentinels again", conf_.text().c_str());
       drop(c, "not the master");
     }, false);
+  c.told_noscript = false;
+  if (&c == &cmd_) load_scripts(c);
   raw_command(c, {"PING"}, [this, &c, gen](redisReply* r) {
     if (r && r->type != REDIS_REPLY_ERROR && c.gen == gen && c.state == State::Connecting) connected(c);
   }, false);
+}
+
+// Before any command of ours: a Redis that restarted, or a replica promoted
+// since (script caches are not replicated), knows them for the first EVALSHA.
+// A refusal (SCRIPT renamed away) only means EVAL after each NOSCRIPT.
+void RedisLink::load_scripts(Conn& c) {
+  for (auto& s : lua::scripts()) raw_command(c, {"SCRIPT", "LOAD", s.body}, {}, false);
 }
 
 void RedisLink::connected(Conn& c) {
@@ -331,12 +355,64 @@ void RedisLink::on_reply(redisAsyncContext*, void* reply, void* privdata) {
     self->pending_bytes_ -= std::min(self->pending_bytes_, self->sent_.front().bytes);
     self->sent_.pop_front();
   }
-  if (!cb->fn) return;
-  try {
-    cb->fn(static_cast<redisReply*>(reply));
-  } catch (const std::exception& e) {
-    logf(LogLevel::Error, "redis: reply handler: %s", e.what());
+  auto* r = static_cast<redisReply*>(reply);
+  if (r && r->type == REDIS_REPLY_ERROR && !cb->script.empty() && cb->gen == c->gen &&
+      std::string_view(r->str, r->len).starts_with("NOSCRIPT") && self->resend_as_eval(cb))
+    return;  // its reply is the EVAL's
+  if (cb->fn) {
+    try {
+      cb->fn(r);
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "redis: reply handler: %s", e.what());
+    }
   }
+  self->recycle(std::move(cb));
+}
+
+std::unique_ptr<RedisLink::Callback> RedisLink::new_callback() {
+  if (spare_callbacks_.empty()) return std::make_unique<Callback>();
+  std::unique_ptr<Callback> cb = std::move(spare_callbacks_.back());
+  spare_callbacks_.pop_back();
+  return cb;
+}
+
+void RedisLink::recycle(std::unique_ptr<Callback> cb) {
+  constexpr size_t kSpareCallbacks = 256;
+  constexpr size_t kKeptScriptArgs = 4096;
+  if (spare_callbacks_.size() >= kSpareCallbacks) return;
+  cb->fn = nullptr;
+  cb->script = {};
+  if (cb->script_args.capacity() > kKeptScriptArgs) std::string().swap(cb->script_args);
+  else cb->script_args.clear();
+  spare_callbacks_.push_back(std::move(cb));
+}
+
+// Redis lost its scripts (SCRIPT FLUSH) since this connection loaded them:
+// the script goes again, as EVAL (which loads it), on the same connection
+// (the same node: the key decides). It comes after whatever was sent since,
+// which, being EVALSHAs too, failed alike unless another client loaded the
+// script in between.
+bool RedisLink::resend_as_eval(std::unique_ptr<Callback>& cb) {
+  Conn& c = *cb->conn;
+  if (!c.ac || c.gen != cb->gen) return false;
+  std::string& f = formatted_;
+  f.clear();
+  append_resp_header(f, '*', cb->script_argc);
+  append_resp_arg(f, "EVAL");
+  append_resp_arg(f, cb->script);
+  f += cb->script_args;
+  cb->script = {};
+  if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) return false;
+  if (!std::exchange(c.told_noscript, true))
+    logf(LogLevel::Notice, "redis: %s lost our Lua scripts (SCRIPT FLUSH?): sending them again", conf_.text().c_str());
+  Callback* sent = cb.release();  // on_reply owns it now
+  if (sent->counted) {
+    size_t bytes = f.size();
+    sent_.push_back({timers_.now(), bytes});
+    pending_bytes_ += bytes;
+    if (sent_.size() == 1) rearm();
+  }
+  return true;
 }
 
 void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
@@ -401,20 +477,24 @@ bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted) {
   size_t bytes = 16;
   std::string& f = formatted_;
   f.clear();
-  char num[24];
-  auto header = [&](char kind, size_t n) {
-    f += kind;
-    f.append(num, size_t(snprintf(num, sizeof num, "%zu", n)));
-    f += "\r\n";
-  };
-  header('*', argv.size());
-  for (auto a : argv) {
-    header('$', a.size());
-    f += a;
-    f += "\r\n";
-    bytes += a.size() + 16;
+  append_resp_header(f, '*', argv.size());
+  std::unique_ptr<Callback> cb = new_callback();
+  // An EVALSHA of ours: what follows its SHA is kept, for a NOSCRIPT.
+  size_t script_args_at = 0;
+  if (argv.size() >= 2 && argv[0] == "EVALSHA") cb->script = lua::body_of(argv[1]);
+  for (size_t i = 0; i < argv.size(); i++) {
+    if (i == 2 && !cb->script.empty()) script_args_at = f.size();
+    append_resp_arg(f, argv[i]);
+    bytes += argv[i].size() + 16;
   }
-  auto cb = std::make_unique<Callback>(Callback{&c, c.gen, std::move(reply), counted});
+  if (!cb->script.empty()) {
+    cb->script_args.assign(f, script_args_at ? script_args_at : f.size());
+    cb->script_argc = argv.size();
+  }
+  cb->conn = &c;
+  cb->gen = c.gen;
+  cb->fn = std::move(reply);
+  cb->counted = counted;
   if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) return false;
   cb.release();  // on_reply owns it now
   if (f.capacity() > (64u << 10)) std::string().swap(f);  // a large value: not kept

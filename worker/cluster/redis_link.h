@@ -142,17 +142,29 @@ class RedisLink {
     int64_t down_since = 0;   // for "connected again after ..."
     int64_t last_warn = 0;    // failures are logged at most once a minute
     uint64_t failures = 0;
+    bool told_noscript = false;  // logged once per connection
   };
   struct Sent {
     int64_t at;
     size_t bytes;
   };
   struct Callback {
-    Conn* conn;
-    uint64_t gen;
+    Conn* conn = nullptr;
+    uint64_t gen = 0;
     Reply fn;
-    bool counted;  // has an entry in sent_
+    bool counted = false;  // has an entry in sent_
+    // An EVALSHA: its script, the RESP of its arguments after the SHA and
+    // their count, to send it again as EVAL on NOSCRIPT (empty once resent).
+    std::string_view script;
+    std::string script_args;
+    size_t script_argc = 0;
   };
+  // Callbacks are kept for the next commands (with script_args' capacity):
+  // no allocation per command once there are enough.
+  std::unique_ptr<Callback> new_callback();
+  void recycle(std::unique_ptr<Callback> cb);
+  bool resend_as_eval(std::unique_ptr<Callback>& cb);
+  void load_scripts(Conn& c);
 
   void connect(Conn& c);
   void connected(Conn& c);
@@ -197,6 +209,7 @@ class RedisLink {
   std::deque<Sent> sent_;  // commands awaiting replies on cmd_, oldest first
   size_t pending_bytes_ = 0;
   std::string formatted_;  // raw_command()'s RESP, kept to stay allocated
+  std::vector<std::unique_ptr<Callback>> spare_callbacks_;
   uint64_t dropped_ = 0;
   bool destroying_ = false;
   bool started_ = false;
