@@ -13,6 +13,7 @@ import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Redis } from "ioredis";
 import { requireToken } from "./node-auth.mjs";
+import { listen } from "./node-serve.mjs";
 
 const PORT = Number(process.env.PORT ?? 3000);
 const HOST = process.env.HOST ?? "127.0.0.1";
@@ -93,13 +94,4 @@ function setup(nsp) {
 setup(io.of("/"));
 setup(io.of("/chat"));
 
-httpServer.listen(PORT, HOST, () => {
-  console.log(`listening ${HOST}:${httpServer.address().port}`);
-});
-
-function shutdown() {
-  io.close(() => process.exit(0));
-  setTimeout(() => process.exit(0), 2000).unref();
-}
-process.on("SIGTERM", shutdown);
-process.on("SIGINT", shutdown);
+listen(httpServer, io, HOST, PORT);

@@ -10,6 +10,7 @@
 // Prints "listening <host>:<port>" on stdout once ready.
 import { createServer } from "node:http";
 import { requireToken } from "./node-auth.mjs";
+import { listen } from "./node-serve.mjs";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Redis } from "ioredis";
@@ -80,13 +81,4 @@ function setup(nsp) {
 setup(io.of("/"));
 setup(io.of("/chat"));
 
-httpServer.listen(PORT, HOST, () => {
-  console.log(`listening ${HOST}:${httpServer.address().port}`);
-});
-
-function shutdown() {
-  io.close(() => process.exit(0));
-  setTimeout(() => process.exit(0), 2000).unref(); // do not wait for slow closes
-}
-process.on("SIGTERM", shutdown);
-process.on("SIGINT", shutdown);
+listen(httpServer, io, HOST, PORT);
