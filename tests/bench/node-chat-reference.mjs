@@ -8,12 +8,10 @@
 //
 // Env: PORT (3000), HOST (127.0.0.1), JWT_SECRET (required), REDIS_PORT (required),
 // REDIS_APP_PREFIX (depth:). Prints "listening <host>:<port>" once ready.
-import { createServer } from "node:http";
-import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Redis } from "ioredis";
 import { requireToken } from "./node-auth.mjs";
-import { listen } from "./node-serve.mjs";
+import { createIo, listen } from "./node-serve.mjs";
 
 const PORT = Number(process.env.PORT ?? 3000);
 const HOST = process.env.HOST ?? "127.0.0.1";
@@ -27,13 +25,7 @@ if (!SECRET || !REDIS_PORT) {
 }
 
 const redis = new Redis({ host: "127.0.0.1", port: REDIS_PORT });
-const httpServer = createServer();
-const io = new Server(httpServer, {
-  pingInterval: 25000,
-  pingTimeout: 60000,
-  maxHttpBufferSize: 1e6,
-  serveClient: false,
-});
+const { httpServer, io } = createIo();
 io.adapter(createAdapter(redis.duplicate(), redis.duplicate()));
 
 const fail = (ack, code, message, details) => {

@@ -8,10 +8,8 @@
 // REDIS_PORT (unset: no adapter; set: @socket.io/redis-adapter over ioredis on
 // 127.0.0.1:REDIS_PORT, as a cluster node would run).
 // Prints "listening <host>:<port>" on stdout once ready.
-import { createServer } from "node:http";
 import { requireToken } from "./node-auth.mjs";
-import { listen } from "./node-serve.mjs";
-import { Server } from "socket.io";
+import { createIo, listen } from "./node-serve.mjs";
 import { createAdapter } from "@socket.io/redis-adapter";
 import { Redis } from "ioredis";
 
@@ -25,13 +23,7 @@ if (!SECRET) {
 
 // ---- server
 
-const httpServer = createServer();
-const io = new Server(httpServer, {
-  pingInterval: 25000,
-  pingTimeout: 60000,
-  maxHttpBufferSize: 1e6,
-  serveClient: false,
-});
+const { httpServer, io } = createIo();
 
 if (process.env.REDIS_PORT) {
   const pub = new Redis({ host: "127.0.0.1", port: Number(process.env.REDIS_PORT) });
