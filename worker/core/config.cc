@@ -35,7 +35,8 @@ std::optional<std::string> signature_difference(std::string_view theirs, std::st
   };
   const auto mine = items(ours);
   const auto other = items(theirs);
-  for (const auto& [name, value] : mine) {
+  for (const auto& item : mine) {
+    std::string_view name = item.first, value = item.second;  // (clang 14 cannot capture bindings)
     auto it = std::find_if(other.begin(), other.end(), [&](const auto& o) { return o.first == name; });
     if (it == other.end()) break;  // another signature format: say it whole
     if (it->second != value)
