@@ -287,11 +287,12 @@ void RedisAdapter::publish_json(const std::string& channel, const json_t* body) 
 // ------------------------------------------------------------ broadcasts
 
 void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
+  // This process's other workers: always through the master, never waiting
+  // for their Redis subscriptions, and before our own deliveries (the pipe
+  // write leaves now, so their share of the fan-out runs beside ours).
+  if (!b.opts.local && relay_) relay_(b.serialize());
   server_.deliver(b);
   if (b.opts.local) return;
-  // This process's other workers: always through the master, never waiting
-  // for their Redis subscriptions.
-  if (relay_) relay_(b.serialize());
   // The other nodes: as soon as a PUBLISH can leave, our own subscriber
   // connection back or not.
   if (!link_.commands_up()) return;

@@ -77,8 +77,10 @@ bool EncodedBroadcast::parse(std::string_view bytes) {
 }
 
 void LocalAdapter::broadcast(const EncodedBroadcast& b) {
-  deliver_(b);
+  // The sibling workers first (the pipe write leaves now): their share of the
+  // fan-out runs while this worker writes its own.
   if (!b.opts.local && relay_) relay_(b.serialize());
+  deliver_(b);
 }
 
 void LocalAdapter::on_remote(std::string_view bytes) {
