@@ -258,7 +258,7 @@ describe('a broadcast Redis never ran', () => {
     await ack(a, 'probe:emit', { rooms: [room], event: 'fence', args: [1] });
     await Promise.all(inboxes.map((ib) => ib.wait('fence')));
     for (const ib of inboxes) assert.equal(ib.of('late').length, 1);
-    assert.match(A.logText(), /publishing again 1 broadcast\(s\) Redis had not answered/);
+    assert.match(A.logText(), /publishing again [1-9]\d* broadcast\(s\) Redis had not answered/);
   });
 });
 
