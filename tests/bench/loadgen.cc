@@ -1441,9 +1441,36 @@ class ScenarioBase : public Scenario {
   }
   virtual void on_finish() {}
 
+  // The measured window of a load scenario: what was sent in [start, end)
+  // counts, and the servers' and this process's CPU at both ends give the
+  // cost of it.
+  struct Window {
+    uint64_t start_ns = UINT64_MAX, end_ns = 0;
+    std::optional<ServerProbe::Sample> cpu_start, cpu_end;
+    double loadgen_cpu_start_ms = 0, loadgen_cpu_ms = 0;
+    bool contains(uint64_t sent_ns) const { return sent_ns >= start_ns && sent_ns < end_ns; }
+    std::optional<double> server_cpu_ms() const {
+      if (!cpu_start || !cpu_end) return std::nullopt;
+      return ServerProbe::ticks_to_ms(cpu_end->cpu_ticks - cpu_start->cpu_ticks);
+    }
+  };
+  void open_window(double seconds) {
+    window_.cpu_start = ctx_.probe.sample();
+    window_.loadgen_cpu_start_ms = self_cpu_ms();
+    window_.start_ns = now_ns();
+    window_.end_ns = window_.start_ns + uint64_t(seconds * 1e9);
+  }
+  // The first close counts (a scenario may close it when drained or at its end).
+  void close_window() {
+    if (window_.cpu_end) return;
+    window_.cpu_end = ctx_.probe.sample();
+    window_.loadgen_cpu_ms = self_cpu_ms() - window_.loadgen_cpu_start_ms;
+  }
+
   Context& ctx_;
   Fleet fleet_;
   Timer phase_timer_;
+  Window window_;
   bool finishing_ = false;
   std::string aborted_;
 };
@@ -1550,17 +1577,14 @@ class EchoScenario : public ScenarioBase {
       progress("echo: %g events/s per connection for %.1fs on %s", o.rate, o.duration_s, nsp_.c_str());
     else
       progress("echo: closed loop, window %u, for %.1fs on %s", o.window, o.duration_s, nsp_.c_str());
-    cpu_start_ = ctx_.probe.sample();
-    self_cpu_start_ = self_cpu_ms();
-    measure_start_ns_ = now_ns();
-    measure_end_ns_ = measure_start_ns_ + uint64_t(o.duration_s * 1e9);
+    open_window(o.duration_s);
     measuring_ = true;
     for (size_t i = 0; i < fleet_.size(); ++i) {
       Conn& c = fleet_.conn(i);
       if (c.state != ConnState::Ready) continue;
       if (interval_ns_ > 0) {
         // Spread the first sends over one interval so connections do not fire in lockstep.
-        per_conn_[i].next_send_ns = measure_start_ns_ + rng.next() % interval_ns_;
+        per_conn_[i].next_send_ns = window_.start_ns + rng.next() % interval_ns_;
       } else {
         for (uint32_t w = 0; w < o.window; ++w) send_echo(c);
       }
@@ -1583,7 +1607,7 @@ class EchoScenario : public ScenarioBase {
     latency_us_.add((now - *sent) / 1000);
     --outstanding_;
     ++acked_;
-    if (now <= measure_end_ns_) ++acked_in_window_;
+    if (now <= window_.end_ns) ++acked_in_window_;
     if (p.data.empty() || p.data[0] != '[' || p.data.size() < pad_.size()) ++bad_acks_;
     if (measuring_ && interval_ns_ == 0 && (ctx_.opt.messages == 0 || sent_ < ctx_.opt.messages)) send_echo(c);
     if (measuring_ && ctx_.opt.messages > 0 && outstanding_ == 0) end_measure();
@@ -1601,7 +1625,7 @@ class EchoScenario : public ScenarioBase {
     JsonObject j = report_head("echo");
     const double secs = measured_s_ > 0 ? measured_s_ : ctx_.opt.duration_s;
     std::optional<double> cpu_ms, cpu_per_ack;
-    if (cpu_start_ && cpu_end_) cpu_ms = ServerProbe::ticks_to_ms(cpu_end_->cpu_ticks - cpu_start_->cpu_ticks);
+    cpu_ms = window_.server_cpu_ms();
     if (cpu_ms && acked_in_window_ > 0) cpu_per_ack = *cpu_ms * 1000.0 / double(acked_in_window_);
     auto ms = [&](double p) -> std::optional<double> {
       auto v = latency_us_.percentile(p);
@@ -1629,9 +1653,9 @@ class EchoScenario : public ScenarioBase {
         .number("cpu_echo_ms", cpu_ms, 1)
         .number("cpu_per_ack_us", cpu_per_ack, 2)
         .number("rss_before_kb", before_ ? std::optional(double(before_->rss_kb)) : std::nullopt, 0)
-        .number("rss_after_kb", cpu_end_ ? std::optional(double(cpu_end_->rss_kb)) : std::nullopt, 0)
-        .number("loadgen_cpu_echo_ms", measured_ ? std::optional(self_cpu_echo_ms_) : std::nullopt, 1);
-    add_alloc_figures(j, cpu_start_, drained_, acked_, "ack");
+        .number("rss_after_kb", window_.cpu_end ? std::optional(double(window_.cpu_end->rss_kb)) : std::nullopt, 0)
+        .number("loadgen_cpu_echo_ms", measured_ ? std::optional(window_.loadgen_cpu_ms) : std::nullopt, 1);
+    add_alloc_figures(j, window_.cpu_start, drained_, acked_, "ack");
     report_tail(j);
     return j.text();
   }
@@ -1644,7 +1668,7 @@ class EchoScenario : public ScenarioBase {
 
   void send_due() {
     const uint64_t now = now_ns();
-    if (now >= measure_end_ns_) return;
+    if (now >= window_.end_ns) return;
     for (size_t i = 0; i < fleet_.size(); ++i) {
       Conn& c = fleet_.conn(i);
       if (c.state != ConnState::Ready) continue;
@@ -1688,9 +1712,8 @@ class EchoScenario : public ScenarioBase {
     measured_ = true;
     tick_.stop();
     phase_timer_.stop();
-    measured_s_ = seconds_between(measure_start_ns_, now_ns());
-    cpu_end_ = ctx_.probe.sample();
-    self_cpu_echo_ms_ = self_cpu_ms() - self_cpu_start_;
+    measured_s_ = seconds_between(window_.start_ns, now_ns());
+    close_window();
     progress("echo: %zu sent, %zu acked in the window; draining %zu", sent_, acked_in_window_, outstanding_);
     if (outstanding_ == 0) return finish();
     draining_ = true;
@@ -1701,14 +1724,12 @@ class EchoScenario : public ScenarioBase {
   Timer tick_;
   std::string nsp_, pad_;
   uint64_t interval_ns_ = 0;
-  uint64_t measure_start_ns_ = 0, measure_end_ns_ = UINT64_MAX;
   bool measuring_ = false, measured_ = false, draining_ = false;
   double measured_s_ = 0;
   size_t sent_ = 0, acked_ = 0, acked_in_window_ = 0, outstanding_ = 0, skipped_ = 0;
   size_t unexpected_acks_ = 0, bad_acks_ = 0;
   Histogram latency_us_;
-  std::optional<ServerProbe::Sample> before_, cpu_start_, cpu_end_, drained_;
-  double self_cpu_start_ = 0, self_cpu_echo_ms_ = 0;
+  std::optional<ServerProbe::Sample> before_, drained_;
 };
 
 // fanout: N connections, alternating between two servers (two processes of
@@ -1758,7 +1779,7 @@ class FanoutScenario : public ScenarioBase {
     std::from_chars(p.data.data() + t + 4, p.data.data() + p.data.size(), sent);
     const uint64_t now = now_ns();
     ++received_;
-    if (sent >= measure_start_ns_ && sent < measure_end_ns_) {
+    if (window_.contains(sent)) {
       ++delivered_;
       latency_us_.add((now - sent) / 1000);
     }
@@ -1771,7 +1792,7 @@ class FanoutScenario : public ScenarioBase {
     JsonObject j = report_head("fanout");
     const double secs = ctx_.opt.duration_s;
     std::optional<double> cpu_ms, cpu_per_msg;
-    if (cpu_start_ && cpu_end_) cpu_ms = ServerProbe::ticks_to_ms(cpu_end_->cpu_ticks - cpu_start_->cpu_ticks);
+    cpu_ms = window_.server_cpu_ms();
     if (cpu_ms && delivered_ > 0) cpu_per_msg = *cpu_ms * 1000.0 / double(delivered_);
     auto ms = [&](double p) -> std::optional<double> {
       auto v = latency_us_.percentile(p);
@@ -1797,8 +1818,8 @@ class FanoutScenario : public ScenarioBase {
         .number("latency_max_ms", latency_us_.count() ? std::optional(double(latency_us_.max()) / 1000.0) : std::nullopt)
         .number("cpu_servers_ms", cpu_ms, 1)
         .number("cpu_per_delivered_us", cpu_per_msg, 3)
-        .number("rss_after_kb", cpu_end_ ? std::optional(double(cpu_end_->rss_kb)) : std::nullopt, 0)
-        .number("loadgen_cpu_ms", measured_ ? std::optional(self_cpu_measure_ms_) : std::nullopt, 1)
+        .number("rss_after_kb", window_.cpu_end ? std::optional(double(window_.cpu_end->rss_kb)) : std::nullopt, 0)
+        .number("loadgen_cpu_measure_ms", measured_ ? std::optional(window_.loadgen_cpu_ms) : std::nullopt, 1)
         .integer("lost_second", int64_t(fleet2_.lost()))
         .integer("failures_second", int64_t(fleet2_.failed()));
     report_tail(j);
@@ -1831,11 +1852,8 @@ class FanoutScenario : public ScenarioBase {
     const auto& o = ctx_.opt;
     progress("fanout: %.1f messages/s to %zu members for %.1fs", 1e9 / double(interval_ns_), joined_at_start_,
              o.duration_s);
-    cpu_start_ = ctx_.probe.sample();
-    self_cpu_start_ = self_cpu_ms();
-    measure_start_ns_ = now_ns();
-    measure_end_ns_ = measure_start_ns_ + uint64_t(o.duration_s * 1e9);
-    next_send_ns_ = measure_start_ns_;
+    open_window(o.duration_s);
+    next_send_ns_ = window_.start_ns;
     measuring_ = true;
     tick_.start(1, 1, [this] { publish_due(); });
     phase_timer_.start(uint64_t(o.duration_s * 1000), 0, [this] { end_measure(); });
@@ -1844,7 +1862,7 @@ class FanoutScenario : public ScenarioBase {
   void publish_due() {
     const uint64_t now = now_ns();
     Conn& c = fleet_.conn(0);
-    while (measuring_ && next_send_ns_ <= now && now < measure_end_ns_ && c.state == ConnState::Ready) {
+    while (measuring_ && next_send_ns_ <= now && now < window_.end_ns && c.state == ConnState::Ready) {
       next_send_ns_ += interval_ns_;
       std::string args = "[\"bench:broadcast\",{\"room\":\"" + ctx_.opt.room + "\",\"payload\":{\"t\":" +
                          std::to_string(now_ns()) + ",\"seq\":" + std::to_string(published_) + ",\"pad\":\"" + pad_ +
@@ -1861,13 +1879,11 @@ class FanoutScenario : public ScenarioBase {
     progress("fanout: %zu published, %zu delivered; draining", published_, delivered_);
     draining_ = true;
     phase_timer_.start(uint64_t(ctx_.opt.drain_s * 1000), 0, [this] {
-      cpu_end_ = ctx_.probe.sample();
-      self_cpu_measure_ms_ = self_cpu_ms() - self_cpu_start_;
+      close_window();
       finish();
     });
     if (received_ >= expected_total()) {
-      cpu_end_ = ctx_.probe.sample();
-      self_cpu_measure_ms_ = self_cpu_ms() - self_cpu_start_;
+      close_window();
       finish();
     }
   }
@@ -1875,10 +1891,7 @@ class FanoutScenario : public ScenarioBase {
   void on_finish() override {
     measuring_ = false;
     tick_.stop();
-    if (measured_ && !cpu_end_) {
-      cpu_end_ = ctx_.probe.sample();
-      self_cpu_measure_ms_ = self_cpu_ms() - self_cpu_start_;
-    }
+    if (measured_) close_window();
     fleet2_.close_all([] {});
   }
 
@@ -1886,14 +1899,12 @@ class FanoutScenario : public ScenarioBase {
   Timer tick_;
   std::string pad_;
   uint64_t interval_ns_ = 0, next_send_ns_ = 0;
-  uint64_t measure_start_ns_ = UINT64_MAX, measure_end_ns_ = 0;
   int established_ = 0;
   size_t joined_ = 0, joined_at_start_ = 0;
   bool started_ = false, measuring_ = false, measured_ = false, draining_ = false;
   uint64_t published_ = 0, received_ = 0, delivered_ = 0;
   Histogram latency_us_;
-  std::optional<ServerProbe::Sample> cpu_start_, cpu_end_;
-  double self_cpu_start_ = 0, self_cpu_measure_ms_ = 0;
+
 };
 
 // chat: C conversations x M members on the chat namespace. Every member joins
@@ -1955,7 +1966,7 @@ class ChatScenario : public ScenarioBase {
     if (t == std::string_view::npos) return;
     uint64_t sent = 0;
     std::from_chars(p.data.data() + t + 11, p.data.data() + p.data.size(), sent);
-    if (sent >= measure_start_ns_ && sent < measure_end_ns_) {
+    if (window_.contains(sent)) {
       ++delivered_;
       delivery_us_.add((now_ns() - sent) / 1000);
     }
@@ -1973,7 +1984,7 @@ class ChatScenario : public ScenarioBase {
     JsonObject j = report_head("chat");
     const double secs = measured_s_;
     std::optional<double> cpu_ms, per_msg, per_delivery;
-    if (cpu_start_ && cpu_end_) cpu_ms = ServerProbe::ticks_to_ms(cpu_end_->cpu_ticks - cpu_start_->cpu_ticks);
+    cpu_ms = window_.server_cpu_ms();
     if (cpu_ms && acked_in_window_ > 0) per_msg = *cpu_ms * 1000.0 / double(acked_in_window_);
     if (cpu_ms && delivered_ > 0) per_delivery = *cpu_ms * 1000.0 / double(delivered_);
     auto ms = [](const Histogram& h, double p) -> std::optional<double> {
@@ -2011,14 +2022,14 @@ class ChatScenario : public ScenarioBase {
         .number("cpu_servers_ms", cpu_ms, 1)
         .number("cpu_per_message_us", per_msg, 2)
         .number("cpu_per_delivery_us", per_delivery, 3)
-        .number("loadgen_cpu_measure_ms", measured_ ? std::optional(self_cpu_ms_) : std::nullopt, 1);
+        .number("loadgen_cpu_measure_ms", measured_ ? std::optional(window_.loadgen_cpu_ms) : std::nullopt, 1);
     if (redis_start_ && redis_end_) {
       const double redis_ms = ServerProbe::ticks_to_ms(redis_end_->cpu_ticks - redis_start_->cpu_ticks);
       j.number("redis_cpu_ms", redis_ms, 1)
           .number("redis_cpu_per_message_us", acked_in_window_ ? std::optional(redis_ms * 1000.0 / double(acked_in_window_)) : std::nullopt, 2);
     }
     if (!first_ack_error_.empty()) j.str("first_ack_error", first_ack_error_);
-    add_alloc_figures(j, cpu_start_, drained_, acked_, "message");
+    add_alloc_figures(j, window_.cpu_start, drained_, acked_, "message");
     report_tail(j);
     return j.text();
   }
@@ -2046,13 +2057,13 @@ class ChatScenario : public ScenarioBase {
     ack_us_.add((now - *sent) / 1000);
     --outstanding_;
     ++acked_;
-    if (now <= measure_end_ns_) ++acked_in_window_;
+    if (now <= window_.end_ns) ++acked_in_window_;
     if (!ok) {
       ++ack_errors_;
       if (first_ack_error_.empty()) first_ack_error_ = "chat:message: " + std::string(data.substr(0, 200));
     }
     if (measuring_ && interval_ns_ == 0) {
-      if ((ctx_.opt.messages == 0 || sent_ < ctx_.opt.messages) && now < measure_end_ns_) send_message(c.index);
+      if ((ctx_.opt.messages == 0 || sent_ < ctx_.opt.messages) && now < window_.end_ns) send_message(c.index);
       else if (outstanding_ == 0) end_measure();
     }
     if (draining_) finish_if_drained();
@@ -2083,12 +2094,9 @@ class ChatScenario : public ScenarioBase {
     else
       progress("chat: closed loop, window %u per sender, %zu senders, %s", o.window, senders_.size(),
                o.messages ? (std::to_string(o.messages) + " messages").c_str() : (std::to_string(o.duration_s) + "s").c_str());
-    cpu_start_ = ctx_.probe.sample();
     redis_start_ = ctx_.redis_probe.sample();
-    self_cpu_start_ = self_cpu_ms();
-    measure_start_ns_ = now_ns();
-    measure_end_ns_ = measure_start_ns_ + uint64_t(o.duration_s * 1e9);
-    next_send_ns_ = measure_start_ns_;
+    open_window(o.duration_s);
+    next_send_ns_ = window_.start_ns;
     measuring_ = true;
     if (interval_ns_ > 0) {
       tick_.start(1, 1, [this] { send_due(); });
@@ -2102,7 +2110,7 @@ class ChatScenario : public ScenarioBase {
 
   void send_due() {
     const uint64_t now = now_ns();
-    if (now >= measure_end_ns_ || senders_.empty()) return;
+    if (now >= window_.end_ns || senders_.empty()) return;
     for (int burst = 0; next_send_ns_ <= now && burst < 1000; ++burst) {
       next_send_ns_ += interval_ns_;
       const size_t i = senders_[next_sender_++ % senders_.size()];
@@ -2146,10 +2154,9 @@ class ChatScenario : public ScenarioBase {
     measured_ = true;
     tick_.stop();
     phase_timer_.stop();
-    measured_s_ = seconds_between(measure_start_ns_, now_ns());
-    cpu_end_ = ctx_.probe.sample();
+    measured_s_ = seconds_between(window_.start_ns, now_ns());
+    close_window();
     redis_end_ = ctx_.redis_probe.sample();
-    self_cpu_ms_ = self_cpu_ms() - self_cpu_start_;
     progress("chat: %zu sent, %zu acked in %.2fs; draining %zu", sent_, acked_in_window_, measured_s_, outstanding_);
     draining_ = true;
     finish_if_drained();
@@ -2168,15 +2175,14 @@ class ChatScenario : public ScenarioBase {
   Timer tick_;
   std::string nsp_, pad_;
   uint64_t interval_ns_ = 0, next_send_ns_ = 0, next_sender_ = 0;
-  uint64_t measure_start_ns_ = UINT64_MAX, measure_end_ns_ = 0;
   bool established_ = false, started_ = false, measuring_ = false, measured_ = false, draining_ = false;
-  double measured_s_ = 0, self_cpu_start_ = 0, self_cpu_ms_ = 0;
+  double measured_s_ = 0;
   size_t joined_ = 0, join_refused_ = 0, outstanding_ = 0, skipped_ = 0;
   uint64_t sent_ = 0, acked_ = 0, acked_in_window_ = 0, ack_errors_ = 0;
   uint64_t received_ = 0, aliases_ = 0, delivered_ = 0, expected_deliveries_ = 0;
   std::string first_ack_error_;
   Histogram ack_us_, delivery_us_;
-  std::optional<ServerProbe::Sample> cpu_start_, cpu_end_, drained_, redis_start_, redis_end_;
+  std::optional<ServerProbe::Sample> drained_, redis_start_, redis_end_;
 };
 
 std::unique_ptr<Scenario> make_scenario(Context& ctx) {

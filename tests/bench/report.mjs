@@ -97,7 +97,7 @@ for (const [name, s] of Object.entries(servers)) {
     if (fo?.error) warnings.push(`${name} ${sc}: ${fo.error}`);
     if (fo && typeof fo.delivered_ratio === "number" && fo.delivered_ratio < 1)
       warnings.push(`${name} ${sc}: ${fo.expected_deliveries - fo.delivered} of ${fo.expected_deliveries} deliveries missing`);
-    if (fo?.loadgen_cpu_ms && fo.duration_seconds && fo.loadgen_cpu_ms / (fo.duration_seconds * 1000) > 0.8)
+    if (fo?.loadgen_cpu_measure_ms && fo.duration_seconds && fo.loadgen_cpu_measure_ms / (fo.duration_seconds * 1000) > 0.8)
       warnings.push(`${name} ${sc}: the loadgen was busy over 80%; latency includes its queueing`);
   }
 }
