@@ -33,6 +33,8 @@ struct TokenRules {
   // Claims kept on the socket as JSON text under "claim:<name>" (access lists
   // the app modules check, e.g. a `projects` array).
   std::vector<std::string> access_claims{"conversations", "projects"};
+
+  bool operator==(const TokenRules&) const = default;
 };
 
 struct Verdict {
@@ -43,10 +45,14 @@ struct Verdict {
   std::string role;
   std::vector<std::pair<std::string, std::string>> claims;  // access claims, as JSON text
   std::optional<double> exp;  // the exp claim (seconds since the epoch), when the token has one
+  std::optional<double> nbf;  // the nbf claim, likewise
 };
 
 // The whole decision: `token` is the value of auth.token (nullptr when
-// absent), `now_ms` the time in ms since the epoch. Never throws.
+// absent), `now_ms` the time in ms since the epoch. Never throws. A token
+// that passed lately under the same rules is not decoded again (a client's
+// namespaces and reconnects send the same one): only exp and nbf are checked
+// again, against `now_ms`.
 Verdict verify_token(const json_t* token, const TokenRules& rules, int64_t now_ms) noexcept;
 
 }  // namespace dr::auth_jwt
