@@ -544,11 +544,34 @@ void Namespace::check_not_walking() const {
   assert(walking_ == 0 && "room membership changed while a delivery walks it");
 }
 
+bool RoomMembers::insert(SocketImpl* s) {
+  if (many_) return many_->insert(s).second;
+  for (uint32_t i = 0; i < few_count_; i++)
+    if (few_[i] == s) return false;
+  if (few_count_ < kFew) {
+    few_[few_count_++] = s;
+    return true;
+  }
+  many_ = std::make_unique<std::unordered_set<SocketImpl*>>(few_, few_ + few_count_);
+  few_count_ = 0;
+  return many_->insert(s).second;
+}
+
+bool RoomMembers::erase(SocketImpl* s) {
+  if (many_) return many_->erase(s) > 0;
+  for (uint32_t i = 0; i < few_count_; i++) {
+    if (few_[i] != s) continue;
+    few_[i] = few_[--few_count_];
+    return true;
+  }
+  return false;
+}
+
 void Namespace::index_add(SocketImpl* s, const std::string& room) {
   if (room == s->id_) return;
   check_not_walking();
   auto& members = rooms_[room];
-  bool added = members.insert(s).second;
+  bool added = members.insert(s);
   if (added && members.size() == 1) metrics::add(room_count, 1);
   if (added && observer) observer->joined(*s, room, members.size() == 1);
   if (added) room_changed(*s, room, true);
@@ -586,7 +609,7 @@ template <class F>
 void Namespace::for_members(const std::string& room, F&& f) const {
   Walk walk(*this);
   if (auto it = rooms_.find(room); it != rooms_.end())
-    for (SocketImpl* s : it->second) f(s);
+    it->second.for_each(f);
   if (auto it = sockets_.find(room); it != sockets_.end()) f(it->second);  // its own room
 }
 

@@ -179,6 +179,31 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::unique_ptr<Recovery> recovery_;  // only while a CONNECT may resume a session
 };
 
+// The local members of a named room. Most rooms have one or two (a user's
+// own room, "user:<id>"): they are kept inline, without a hash set and its
+// bucket array; a room that grows past them gets a set.
+class RoomMembers {
+ public:
+  bool insert(SocketImpl* s);  // false: a member already
+  bool erase(SocketImpl* s);   // false: not a member
+  bool empty() const { return size() == 0; }
+  size_t size() const { return many_ ? many_->size() : few_count_; }
+  template <class F>
+  void for_each(F&& f) const {
+    if (many_) {
+      for (SocketImpl* s : *many_) f(s);
+    } else {
+      for (uint32_t i = 0; i < few_count_; i++) f(few_[i]);
+    }
+  }
+
+ private:
+  static constexpr uint32_t kFew = 2;
+  uint32_t few_count_ = 0;
+  SocketImpl* few_[kFew] = {};
+  std::unique_ptr<std::unordered_set<SocketImpl*>> many_;
+};
+
 class Namespace {
  public:
   explicit Namespace(std::string name) : name_(std::move(name)) {}
@@ -241,7 +266,7 @@ class Namespace {
 
   std::string name_;
   std::unordered_map<std::string_view, SocketImpl*> sockets_;  // keys view the sockets' ids
-  std::unordered_map<std::string, std::unordered_set<SocketImpl*>> rooms_;
+  std::unordered_map<std::string, RoomMembers> rooms_;
   std::unordered_map<std::string, metrics::Entry*> event_counters_;  // names with handlers only
 };
 
