@@ -109,17 +109,39 @@ const void* SocketImpl::context_value(uint32_t index) const {
   return index < contexts_.size() ? contexts_[index].get() : nullptr;
 }
 
+const std::vector<std::pair<std::string, std::string>>& SocketImpl::data() const {
+  static const Data none;
+  return data_ ? *data_ : none;
+}
+
+SocketImpl::Data& SocketImpl::own_data() {
+  if (!data_) data_ = std::make_shared<Data>();
+  else if (data_.use_count() > 1) data_ = std::make_shared<Data>(*data_);
+  return *data_;
+}
+
+void SocketImpl::share_data() {
+  if (!data_ || !client_) return;
+  for (auto& other : client_->sockets_) {
+    if (other.get() == this || !other->data_ || other->data_ == data_ || *other->data_ != *data_) continue;
+    data_ = other->data_;
+    return;
+  }
+}
+
 void SocketImpl::set(std::string_view key, std::string value) {
-  for (auto& [k, v] : data_)
+  if (const std::string* had = get(key); had && *had == value) return;  // shared data stays shared
+  for (auto& [k, v] : own_data())
     if (k == key) {
       v = std::move(value);
       return;
     }
-  data_.emplace_back(std::string(key), std::move(value));
+  data_->emplace_back(std::string(key), std::move(value));
 }
 
 const std::string* SocketImpl::get(std::string_view key) const {
-  for (auto& [k, v] : data_)
+  if (!data_) return nullptr;
+  for (auto& [k, v] : *data_)
     if (k == key) return &v;
   return nullptr;
 }
@@ -231,7 +253,8 @@ std::vector<std::string> SocketImpl::rooms() const {
 
 std::vector<std::string> SocketImpl::connect_keys() const {
   std::vector<std::string> out;
-  for (size_t i = 0; i < connect_keys_ && i < data_.size(); i++) out.push_back(data_[i].first);
+  const Data& d = data();
+  for (size_t i = 0; i < connect_keys_ && i < d.size(); i++) out.push_back(d[i].first);
   return out;
 }
 
@@ -289,7 +312,7 @@ void SocketImpl::run_connect_hooks(size_t index) {
   }
   // Every hook agreed. What they set is theirs to set again on a recovery
   // (set() appends new keys: they are data_'s first ones).
-  connect_keys_ = uint32_t(data_.size());
+  connect_keys_ = uint32_t(data().size());
   if (recovery_) {
     confirm_recovery();
     return;
@@ -326,6 +349,7 @@ void SocketImpl::connect_now() {
   } catch (const std::exception& e) {
     logf(LogLevel::Error, "connection handler on %s: %s", ns_.name().c_str(), e.what());
   }
+  if (connected_) share_data();
   if (connected_ && client_ && auth_) {  // connected: its auth as text from now on
     auth_text_ = client_->auth_text(auth_.get());
     auth_.reset();
@@ -1061,7 +1085,7 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
   // its hooks set then (the claims of an older token).
   const auto& then = rec->session.connect_keys;
   for (auto& [k, v] : rec->session.data)
-    if (std::find(then.begin(), then.end(), k) == then.end() && !get(k)) data_.emplace_back(k, v);
+    if (std::find(then.begin(), then.end(), k) == then.end() && !get(k)) own_data().emplace_back(k, v);
   // The missed packets of the rooms it has now. Socket.IO sends them before
   // the CONNECT reply; the client delivers them after `connect`.
   auto in_any = [&](const std::vector<std::string>& list) {

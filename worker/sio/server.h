@@ -66,7 +66,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
 
   // ---- for the cluster adapter (worker/cluster/)
   Namespace& ns() { return ns_; }
-  const std::vector<std::pair<std::string, std::string>>& data() const override { return data_; }
+  const std::vector<std::pair<std::string, std::string>>& data() const override;
   const std::string& pid() const { return pid_; }  // connection state recovery session id
   // Starts the CONNECT: the modules' hooks, then the CONNECT reply.
   void start_connect() { run_connect_hooks(0); }
@@ -137,7 +137,13 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // data_'s first connect_keys_ keys are those the CONNECT hooks set.
   uint32_t connect_keys_ = 0;
   std::vector<std::string> rooms_;
-  std::vector<std::pair<std::string, std::string>> data_;
+  // What set() keeps, shared by the client's sockets whose hooks set the same
+  // (a namespace socket of one token has the same userId and role as its
+  // siblings): copied on a write while shared.
+  using Data = std::vector<std::pair<std::string, std::string>>;
+  std::shared_ptr<Data> data_;
+  Data& own_data();
+  void share_data();  // with a sibling whose data is the same
   std::vector<std::shared_ptr<void>> contexts_;  // by socket slot, as far as the last one used
   // Server -> client acks awaiting answers (made on the first one: most
   // sockets never wait for any).
@@ -272,6 +278,8 @@ class Namespace {
 
 // The Socket.IO side of one Engine.IO session.
 class Client final : public eio::SessionHandler {
+  friend class SocketImpl;
+
  public:
   Client(Server& server, eio::Session& session);
   ~Client() override;
