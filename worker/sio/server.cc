@@ -85,7 +85,7 @@ SocketImpl::~SocketImpl() = default;
 const std::string& SocketImpl::nsp() const { return ns_.name(); }
 
 const json_t* SocketImpl::auth() const {
-  if (!auth_ && auth_text_) auth_ = json_parse(*auth_text_);  // our own text: it parses
+  if (!auth_ && auth_text_) auth_ = json_parse(auth_text_.get());  // our own text: it parses
   return auth_.get();
 }
 
@@ -101,12 +101,17 @@ std::string_view SocketImpl::transport() const {
 
 std::shared_ptr<void>& SocketImpl::context_slot(uint32_t index) {
   if (index >= socket_slot_count()) throw std::logic_error("no such socket slot");  // a refused one
-  if (contexts_.size() <= index) contexts_.resize(index + 1);
+  if (context_count_ <= index) {
+    auto grown = std::make_unique<std::shared_ptr<void>[]>(index + 1);
+    for (uint32_t i = 0; i < context_count_; i++) grown[i] = std::move(contexts_[i]);
+    contexts_ = std::move(grown);
+    context_count_ = index + 1;
+  }
   return contexts_[index];
 }
 
 const void* SocketImpl::context_value(uint32_t index) const {
-  return index < contexts_.size() ? contexts_[index].get() : nullptr;
+  return index < context_count_ ? contexts_[index].get() : nullptr;
 }
 
 const std::vector<std::pair<std::string, std::string>>& SocketImpl::data() const {
@@ -178,9 +183,8 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
     if (cb) cb(true, Payload());
     return;
   }
-  uint64_t id = next_ack_++;
-  if (!acks_) acks_ = std::make_unique<std::map<uint64_t, AckCallback>>();
-  acks_->emplace(id, std::move(cb));
+  uint64_t id = acks().next++;
+  acks_->pending.emplace(id, std::move(cb));
   if (timeout_ms) server_.schedule_ack_timeout(now_ms() + int64_t(timeout_ms), weak_from_this(), id);
   Packet p;
   p.type = PacketType::Event;
@@ -256,6 +260,11 @@ std::vector<std::string> SocketImpl::connect_keys() const {
   const Data& d = data();
   for (size_t i = 0; i < connect_keys_ && i < d.size(); i++) out.push_back(d[i].first);
   return out;
+}
+
+SocketImpl::Acks& SocketImpl::acks() {
+  if (!acks_) acks_ = std::make_unique<Acks>();
+  return *acks_;
 }
 
 SocketImpl::Batching& SocketImpl::batching() {
@@ -385,37 +394,34 @@ constexpr size_t kMaxQueuedEvents = 1024;
 
 void SocketImpl::enqueue(Event ev, std::string error, size_t wire_bytes) {
   if (gone_ || !client_) return;
-  if (!inbox_) inbox_ = std::make_unique<std::deque<Queued>>();
-  if (inbox_->size() >= kMaxQueuedEvents) {
+  if (!inbox_) inbox_ = std::make_unique<Inbox>();
+  if (inbox_->queue.size() >= kMaxQueuedEvents) {
     send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", "too many events waiting");
     return;
   }
-  if (inbox_bytes_ + wire_bytes > server_.config().core.max_output_buffer) {
+  if (inbox_->bytes + wire_bytes > server_.config().core.max_output_buffer) {
     // Bounded in bytes too: 1,024 events of max_payload would be a gigabyte.
     logf(LogLevel::Info, "client %s: %zu bytes of events waiting on %s, closing the session",
-         client_->session().handshake()->address.c_str(), inbox_bytes_ + wire_bytes, ns_.name().c_str());
+         client_->session().handshake()->address.c_str(), inbox_->bytes + wire_bytes, ns_.name().c_str());
     metrics::add(metrics::core().slow_closed_events);
     client_->session().post_abort();
     return;
   }
-  inbox_bytes_ += wire_bytes;
-  inbox_->push_back(Queued{std::move(ev), std::move(error), wire_bytes});
+  inbox_->bytes += wire_bytes;
+  inbox_->queue.push_back(Queued{std::move(ev), std::move(error), wire_bytes});
 }
 
 void SocketImpl::pump() {
   if (pumping_ || !inbox_) return;  // pumping: a handler released its hold inside the loop below
   pumping_ = true;
   auto self = shared_from_this();
-  while (!gone_ && holds_ == 0 && inbox_ && !inbox_->empty()) {
-    Queued q = std::move(inbox_->front());
-    inbox_->pop_front();
-    inbox_bytes_ -= q.bytes;
+  while (!gone_ && holds_ == 0 && inbox_ && !inbox_->queue.empty()) {
+    Queued q = std::move(inbox_->queue.front());
+    inbox_->queue.pop_front();
+    inbox_->bytes -= q.bytes;
     dispatch(q.ev, q.error);
   }
-  if (inbox_ && inbox_->empty()) {
-    inbox_.reset();  // an idle socket keeps no queue
-    inbox_bytes_ = 0;
-  }
+  if (inbox_ && inbox_->queue.empty()) inbox_.reset();  // an idle socket keeps no queue
   pumping_ = false;
 }
 
@@ -475,7 +481,7 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
   try {
     for (size_t i = from; i < ns_.middleware.size(); i++) {
       if (i == ns_.limit_middleware && !malformed.empty()) break;
-      mw_index_ = i;
+      mw_index_ = uint32_t(i);
       mw_malformed_ = &malformed;
       bool go_on = ns_.middleware[i](*this, ev);
       mw_malformed_ = nullptr;
@@ -502,20 +508,20 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
 
 void SocketImpl::on_ack(Packet& p) {
   if (!p.id || !acks_) return;
-  auto it = acks_->find(*p.id);
-  if (it == acks_->end()) return;  // unknown or already answered: ignored, as Node does
+  auto it = acks_->pending.find(*p.id);
+  if (it == acks_->pending.end()) return;  // unknown or already answered: ignored, as Node does
   AckCallback cb = std::move(it->second);
-  acks_->erase(it);
+  acks_->pending.erase(it);
   auto self = shared_from_this();
   if (cb) cb(false, Payload(std::move(p.data), std::move(p.attachments)));
 }
 
 void SocketImpl::expire_ack(uint64_t id) {
   if (!acks_) return;
-  auto it = acks_->find(id);
-  if (it == acks_->end()) return;
+  auto it = acks_->pending.find(id);
+  if (it == acks_->pending.end()) return;
   AckCallback cb = std::move(it->second);
-  acks_->erase(it);
+  acks_->pending.erase(it);
   metrics::add(metrics::core().acks_timed_out);
   if (cb) cb(true, Payload());
 }
@@ -528,7 +534,6 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   auto self = shared_from_this();
   gone_ = true;
   inbox_.reset();
-  inbox_bytes_ = 0;
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
@@ -541,7 +546,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   }
   auto pending = std::move(acks_);
   if (pending)
-    for (auto& [id, cb] : *pending)
+    for (auto& [id, cb] : pending->pending)
       if (cb) cb(true, Payload());
   if (was_connected) {
     try {
@@ -815,10 +820,13 @@ void Client::handle(Packet& p, size_t wire_bytes) {
   }
 }
 
-std::shared_ptr<const std::string> Client::auth_text(const json_t* auth) {
+std::shared_ptr<const char[]> Client::auth_text(const json_t* auth) {
   std::string text = json_text(auth);
-  if (!last_auth_ || *last_auth_ != text) last_auth_ = std::make_shared<const std::string>(std::move(text));
-  return last_auth_;  // clients send the same auth with every namespace: one copy
+  for (auto& s : sockets_)  // clients send the same auth with every namespace: one copy
+    if (s->auth_text_ && text == s->auth_text_.get()) return s->auth_text_;
+  auto kept = std::make_shared_for_overwrite<char[]>(text.size() + 1);  // one allocation, count and text
+  memcpy(kept.get(), text.c_str(), text.size() + 1);
+  return kept;
 }
 
 void Client::remove(const std::string& nsp) {
@@ -1120,8 +1128,7 @@ void SocketImpl::expect_ack(uint64_t id, int64_t deadline, AckCallback cb) {
     if (cb) cb(true, Payload());
     return;
   }
-  if (!acks_) acks_ = std::make_unique<std::map<uint64_t, AckCallback>>();
-  (*acks_)[id] = std::move(cb);
+  acks().pending[id] = std::move(cb);
   server_.schedule_ack_timeout(deadline, weak_from_this(), id);
 }
 

@@ -123,7 +123,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // (shared by the client's sockets that sent the same), read again if a
   // module asks for it later (fetch_sockets does).
   mutable Json auth_;
-  std::shared_ptr<const std::string> auth_text_;
+  std::shared_ptr<const char[]> auth_text_;  // NUL-terminated
   bool connected_ = false;
   bool gone_ = false;  // disconnected, or refused
   bool wants_batches_ = false;  // auth.batch was true
@@ -136,6 +136,9 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   uint32_t own_room_at_ = kNotJoined;
   // data_'s first connect_keys_ keys are those the CONNECT hooks set.
   uint32_t connect_keys_ = 0;
+  uint32_t context_count_ = 0;
+  // The middleware running now (for defer()).
+  uint32_t mw_index_ = 0;
   std::vector<std::string> rooms_;
   // What set() keeps, shared by the client's sockets whose hooks set the same
   // (a namespace socket of one token has the same userId and role as its
@@ -144,11 +147,16 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::shared_ptr<Data> data_;
   Data& own_data();
   void share_data();  // with a sibling whose data is the same
-  std::vector<std::shared_ptr<void>> contexts_;  // by socket slot, as far as the last one used
+  // By socket slot, as far as the last one used (context_count_ of them).
+  std::unique_ptr<std::shared_ptr<void>[]> contexts_;
   // Server -> client acks awaiting answers (made on the first one: most
   // sockets never wait for any).
-  std::unique_ptr<std::map<uint64_t, AckCallback>> acks_;
-  uint64_t next_ack_ = 0;
+  struct Acks {
+    std::map<uint64_t, AckCallback> pending;
+    uint64_t next = 0;  // the id of the next emit_with_ack
+  };
+  std::unique_ptr<Acks> acks_;
+  Acks& acks();
   // A client `batch` with an ack: its items get ack ids of their own (far above
   // any id a JavaScript client can use) whose answers are collected here.
   struct Batch {
@@ -172,10 +180,12 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     std::string error;  // INVALID_DATA details of a malformed batch item instead of a dispatch
     size_t bytes;
   };
-  size_t inbox_bytes_ = 0;
-  std::unique_ptr<std::deque<Queued>> inbox_;  // only while events wait (a deque allocates when made)
-  // The middleware running now, and its event's INVALID_DATA details (for defer()).
-  size_t mw_index_ = 0;
+  struct Inbox {
+    std::deque<Queued> queue;
+    size_t bytes = 0;  // on the wire
+  };
+  std::unique_ptr<Inbox> inbox_;  // only while events wait (a deque allocates when made)
+  // The event of the middleware running now: its INVALID_DATA details (for defer()).
   const std::string* mw_malformed_ = nullptr;
   std::string pid_;  // recovery session id (with connection state recovery)
   struct Recovery {
@@ -293,7 +303,7 @@ class Client final : public eio::SessionHandler {
   void remove(const std::string& nsp);
   void close_all();
   // The auth of a connected socket as text, shared by those whose CONNECT carried the same.
-  std::shared_ptr<const std::string> auth_text(const json_t* auth);
+  std::shared_ptr<const char[]> auth_text(const json_t* auth);
 
  private:
   void handle(Packet& p, size_t wire_bytes);
@@ -306,7 +316,6 @@ class Client final : public eio::SessionHandler {
   // them); a few at most, so a vector: no tree node per socket.
   std::vector<std::shared_ptr<SocketImpl>> sockets_;
   std::shared_ptr<SocketImpl> socket_for(std::string_view nsp) const;
-  std::shared_ptr<const std::string> last_auth_;
 };
 
 class Server {
