@@ -333,7 +333,10 @@ void SocketImpl::connect_now() {
   if (gone_ || !client_ || connected_) return;
   connected_ = true;
   ns_.check_not_walking();
-  ns_.sockets_[id_] = this;
+  if (auto [at, added] = ns_.sockets_.insert(this); !added) {  // an id taken (never, but the newest wins)
+    ns_.sockets_.erase(at);
+    ns_.sockets_.insert(this);
+  }
   join(id_);  // every socket is in the room named after its id
   for (auto& r : std::vector<std::string>(rooms_)) ns_.index_add(this, r);  // handlers may change rooms_
   server_.sockets_connected++;
@@ -539,7 +542,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   if (was_connected) {
     for (auto& r : std::vector<std::string>(rooms_)) ns_.index_remove(this, r);  // handlers may change rooms_
     ns_.check_not_walking();
-    ns_.sockets_.erase(id_);
+    if (auto at = ns_.sockets_.find(std::string_view(id_)); at != ns_.sockets_.end() && *at == this) ns_.sockets_.erase(at);
     server_.sockets_connected--;
     metrics::add(ns_.connected, -1);
     if (ns_.observer) ns_.observer->disconnected(*this, reason);
@@ -568,6 +571,9 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
   event_counters_.emplace(name, e);
   return e;
 }
+
+size_t Namespace::ById::operator()(const SocketImpl* s) const noexcept { return (*this)(std::string_view(s->id_)); }
+std::string_view Namespace::SameId::id_of(const SocketImpl* s) { return s->id_; }
 
 void Namespace::check_not_walking() const {
   assert(walking_ == 0 && "room membership changed while a delivery walks it");
@@ -639,13 +645,13 @@ void Namespace::for_members(const std::string& room, F&& f) const {
   Walk walk(*this);
   if (auto it = rooms_.find(room); it != rooms_.end())
     it->second.for_each(f);
-  if (auto it = sockets_.find(room); it != sockets_.end()) f(it->second);  // its own room
+  if (auto it = sockets_.find(std::string_view(room)); it != sockets_.end()) f(*it);  // its own room
 }
 
 std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
   std::vector<SocketImpl*> out;
   if (room.empty()) {
-    for (auto& [id, s] : sockets_) out.push_back(s);
+    for (SocketImpl* s : sockets_) out.push_back(s);
   } else {
     for_members(std::string(room), [&](SocketImpl* s) { out.push_back(s); });
   }
@@ -670,7 +676,7 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
   {
     Walk walk(*this);
     if (b.opts.rooms.empty()) {
-      for (auto& [id, s] : sockets_) send(s);
+      for (SocketImpl* s : sockets_) send(s);
     } else if (b.opts.rooms.size() == 1) {
       for_members(b.opts.rooms[0], send);
     } else {
@@ -1143,7 +1149,7 @@ std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms
     out.push_back(s);
   };
   if (rooms.empty()) {
-    for (auto& [id, s] : sockets_) take(s);
+    for (SocketImpl* s : sockets_) take(s);
     return out;
   }
   std::unordered_set<SocketImpl*> seen;
@@ -1157,14 +1163,14 @@ std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms
 std::vector<std::string> Namespace::room_names() const {
   std::vector<std::string> out;
   out.reserve(rooms_.size() + sockets_.size());
-  for (auto& [id, s] : sockets_) out.emplace_back(id);
+  for (SocketImpl* s : sockets_) out.emplace_back(s->id_);
   for (auto& [room, members] : rooms_) out.push_back(room);
   return out;
 }
 
 SocketImpl* Namespace::socket(std::string_view id) const {
   auto it = sockets_.find(id);
-  return it == sockets_.end() ? nullptr : it->second;
+  return it == sockets_.end() ? nullptr : *it;
 }
 
 size_t Server::deliver_with_ack(const EncodedBroadcast& b, uint64_t ack_id, int64_t deadline,
