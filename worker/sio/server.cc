@@ -85,7 +85,7 @@ SocketImpl::~SocketImpl() = default;
 const std::string& SocketImpl::nsp() const { return ns_.name(); }
 
 const json_t* SocketImpl::auth() const {
-  if (!auth_ && auth_text_) auth_ = json_parse(auth_text_.get());  // our own text: it parses
+  if (!auth_ && auth_text_) auth_ = json_parse(auth_text_.view());  // our own text: it parses
   return auth_.get();
 }
 
@@ -826,13 +826,11 @@ void Client::handle(Packet& p, size_t wire_bytes) {
   }
 }
 
-std::shared_ptr<const char[]> Client::auth_text(const json_t* auth) {
+SharedText Client::auth_text(const json_t* auth) {
   std::string text = json_text(auth);
   for (auto& s : sockets_)  // clients send the same auth with every namespace: one copy
-    if (s->auth_text_ && text == s->auth_text_.get()) return s->auth_text_;
-  auto kept = std::make_shared_for_overwrite<char[]>(text.size() + 1);  // one allocation, count and text
-  memcpy(kept.get(), text.c_str(), text.size() + 1);
-  return kept;
+    if (s->auth_text_ && s->auth_text_.view() == text) return s->auth_text_;
+  return SharedText(text);
 }
 
 void Client::remove(const std::string& nsp) {

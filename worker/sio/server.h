@@ -13,6 +13,7 @@
 
 #include "eio/session.h"
 #include "sio/adapter.h"
+#include "sio/shared_text.h"
 #include "sio/sio_packet.h"
 
 namespace dr::sio {
@@ -123,7 +124,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // (shared by the client's sockets that sent the same), read again if a
   // module asks for it later (fetch_sockets does).
   mutable Json auth_;
-  std::shared_ptr<const char[]> auth_text_;  // NUL-terminated
+  SharedText auth_text_;
   bool connected_ = false;
   bool gone_ = false;  // disconnected, or refused
   bool wants_batches_ = false;  // auth.batch was true
@@ -317,7 +318,7 @@ class Client final : public eio::SessionHandler {
   void remove(const std::string& nsp);
   void close_all();
   // The auth of a connected socket as text, shared by those whose CONNECT carried the same.
-  std::shared_ptr<const char[]> auth_text(const json_t* auth);
+  SharedText auth_text(const json_t* auth);
 
  private:
   void handle(Packet& p, size_t wire_bytes);
