@@ -72,15 +72,16 @@ Json object_with(const char* key, std::string_view value) {
 
 // ---------------------------------------------------------------- socket
 
-SocketImpl::SocketImpl(Server& server, Namespace& ns, Client& client, std::string id, Json auth)
-    : server_(server),
-      ns_(ns),
+SocketImpl::SocketImpl(Namespace& ns, Client& client, std::string id, Json auth)
+    : ns_(ns),
       client_(&client),
       client_id_(client.session().sid().substr(0, 12)),
       id_(std::move(id)),
       auth_(std::move(auth)) {}
 
 SocketImpl::~SocketImpl() = default;
+
+Server& SocketImpl::server() const { return ns_.server(); }
 
 const std::string& SocketImpl::nsp() const { return ns_.name(); }
 
@@ -156,11 +157,11 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   Packet p;
   p.type = PacketType::Event;
   p.nsp = ns_.name();
-  p.data = event_array(server_.event_name(event), args);
+  p.data = event_array(server().event_name(event), args);
   p.attachments = std::move(args.attachments);
   // Connection state recovery: as Socket.IO routes socket.emit through the
   // adapter, the event gets an offset and is recorded for this socket's room.
-  std::string offset = is_volatile ? std::string() : server_.adapter().next_offset();
+  std::string offset = is_volatile ? std::string() : server().adapter().next_offset();
   if (offset.empty()) {
     client_->send(p, is_volatile);
     if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, p.attachments);
@@ -173,8 +174,8 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   b.header = encode(p);
   b.attachments = std::move(p.attachments);
   b.offset = std::move(offset);
-  client_->send_encoded(server_.wire(b.header, b.attachments), false);
-  server_.adapter().record(b);
+  client_->send_encoded(server().wire(b.header, b.attachments), false);
+  server().adapter().record(b);
   if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, b.attachments);
 }
 
@@ -185,12 +186,12 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
   }
   uint64_t id = acks().next++;
   acks_->pending.emplace(id, std::move(cb));
-  if (timeout_ms) server_.schedule_ack_timeout(now_ms() + int64_t(timeout_ms), weak_from_this(), id);
+  if (timeout_ms) server().schedule_ack_timeout(now_ms() + int64_t(timeout_ms), weak_from_this(), id);
   Packet p;
   p.type = PacketType::Event;
   p.nsp = ns_.name();
   p.id = id;
-  p.data = event_array(server_.event_name(event), args);
+  p.data = event_array(server().event_name(event), args);
   p.attachments = std::move(args.attachments);
   client_->send(p);
   if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, p.attachments);
@@ -339,7 +340,7 @@ void SocketImpl::connect_now() {
   }
   join(id_);  // every socket is in the room named after its id
   for (auto& r : std::vector<std::string>(rooms_)) ns_.index_add(this, r);  // handlers may change rooms_
-  server_.sockets_connected++;
+  server().sockets_connected++;
   wants_batches_ = json_is_true(json_object_get(auth_.get(), "batch"));
   metrics::add(ns_.connections_total);
   metrics::add(ns_.connected, 1);
@@ -348,7 +349,7 @@ void SocketImpl::connect_now() {
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
   p.data = object_with("sid", id_);
-  if (pid_.empty() && server_.adapter().recovers()) pid_ = server_.new_socket_id();
+  if (pid_.empty() && server().adapter().recovers()) pid_ = server().new_socket_id();
   if (!pid_.empty()) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.data(), pid_.size()));
   client_->send(p);
   if (ns_.observer) ns_.observer->connected(*this);
@@ -379,7 +380,7 @@ void SocketImpl::on_event(Packet& p, size_t wire_bytes) {
   metrics::add(ns_.event_counter(ev.name));
   if (event_log::enabled() && client_)
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
-  if (ev.name == "batch" && server_.config().core.client_batch) {
+  if (ev.name == "batch" && server().config().core.client_batch) {
     on_batch(ev, wire_bytes);  // only its items count
   } else if (holds_ == 0 && !pumping_ && !inbox_) {
     auto self = shared_from_this();
@@ -402,7 +403,7 @@ void SocketImpl::enqueue(Event ev, std::string error, size_t wire_bytes) {
     send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", "too many events waiting");
     return;
   }
-  if (inbox_->bytes + wire_bytes > server_.config().core.max_output_buffer) {
+  if (inbox_->bytes + wire_bytes > server().config().core.max_output_buffer) {
     // Bounded in bytes too: 1,024 events of max_payload would be a gigabyte.
     logf(LogLevel::Info, "client %s: %zu bytes of events waiting on %s, closing the session",
          client_->session().handshake()->address.c_str(), inbox_->bytes + wire_bytes, ns_.name().c_str());
@@ -543,7 +544,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
     for (auto& r : std::vector<std::string>(rooms_)) ns_.index_remove(this, r);  // handlers may change rooms_
     ns_.check_not_walking();
     if (auto at = ns_.sockets_.find(std::string_view(id_)); at != ns_.sockets_.end() && *at == this) ns_.sockets_.erase(at);
-    server_.sockets_connected--;
+    server().sockets_connected--;
     metrics::add(ns_.connected, -1);
     if (ns_.observer) ns_.observer->disconnected(*this, reason);
   }
@@ -782,7 +783,7 @@ void Client::handle(Packet& p, size_t wire_bytes) {
       return;
     }
     Json auth = p.data ? std::move(p.data) : Json(json_object());
-    s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
+    s = std::make_shared<SocketImpl>(*ns, *this, server_.new_socket_id(), std::move(auth));
     sockets_.push_back(s);
     // Connection state recovery: a CONNECT with pid and offset may resume a
     // session, once its hooks pass (see SocketImpl::begin_recovery).
@@ -796,7 +797,7 @@ void Client::handle(Packet& p, size_t wire_bytes) {
         auto s = weak.lock();
         if (!s) return;
         if (found) return s->begin_recovery(std::move(*found), offset);
-        s->server_.adapter().recovery_done(false);  // unknown or expired: a fresh connection
+        s->server().adapter().recovery_done(false);  // unknown or expired: a fresh connection
         s->start_connect();
       });
       if (asked) return;
@@ -880,7 +881,7 @@ Server::Server(const Config& cfg, Timers& timers)
       ack_timer_(timers, [](void* s) { static_cast<Server*>(s)->expire_acks(); }, this),
       batch_timer_(timers, [](void* s) { static_cast<Server*>(s)->flush_batches(); }, this) {
   for (auto& ns : cfg.namespaces) {
-    namespaces_.push_back(std::make_unique<Namespace>(ns.name));
+    namespaces_.push_back(std::make_unique<Namespace>(*this, ns.name));
     auto label = metrics::label("namespace", ns.name);
     namespaces_.back()->connections_total = metrics::get("websocket_connections_total", label);
     namespaces_.back()->connected = metrics::get("websocket_namespace_sockets", label);
@@ -1077,7 +1078,7 @@ void SocketImpl::confirm_recovery() {
 void SocketImpl::rooms_checked(std::vector<std::string> kept) {
   if (gone_ || !client_ || connected_ || !recovery_) return;
   const Recovery& rec = *recovery_;
-  bool asked = server_.adapter().claim_session(
+  bool asked = server().adapter().claim_session(
       ns_.name(), rec.session.pid, rec.session.sid, rec.offset,
       [weak = weak_from_this(), kept = std::move(kept)](std::optional<std::vector<EncodedBroadcast>> missed) {
         auto s = weak.lock();
@@ -1108,9 +1109,9 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
   for (auto& b : missed) {
     if (!b.opts.rooms.empty() && !in_any(b.opts.rooms)) continue;
     if (in_any(b.opts.except)) continue;
-    client_->send_encoded(server_.wire(b.header, b.attachments), false);
+    client_->send_encoded(server().wire(b.header, b.attachments), false);
   }
-  server_.adapter().recovery_done(true);
+  server().adapter().recovery_done(true);
   logf(LogLevel::Debug, "recovery: socket %s on %s resumed, %zu of %zu rooms kept", id_.c_str(), ns_.name().c_str(),
        kept.size(), rec->session.rooms.size());
   connect_now();
@@ -1122,8 +1123,8 @@ void SocketImpl::abandon_recovery(const char* why) {
   logf(LogLevel::Info, "recovery: a CONNECT to %s from %s starts fresh: %s", ns_.name().c_str(),
        client_->session().handshake()->address.c_str(), why);
   recovery_.reset();
-  id_ = server_.new_socket_id();
-  server_.adapter().recovery_done(false);
+  id_ = server().new_socket_id();
+  server().adapter().recovery_done(false);
   connect_now();
 }
 
@@ -1133,7 +1134,7 @@ void SocketImpl::expect_ack(uint64_t id, int64_t deadline, AckCallback cb) {
     return;
   }
   acks().pending[id] = std::move(cb);
-  server_.schedule_ack_timeout(deadline, weak_from_this(), id);
+  server().schedule_ack_timeout(deadline, weak_from_this(), id);
 }
 
 bool SocketImpl::writable() const { return client_ && connected_; }

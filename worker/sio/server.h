@@ -38,7 +38,7 @@ class RoomObserver {
 
 class SocketImpl final : public Socket, public std::enable_shared_from_this<SocketImpl> {
  public:
-  SocketImpl(Server& server, Namespace& ns, Client& client, std::string id, Json auth);
+  SocketImpl(Namespace& ns, Client& client, std::string id, Json auth);
   ~SocketImpl() override;
 
   const std::string& id() const override { return id_; }
@@ -115,7 +115,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   void on_disconnect(std::string_view reason);
   void expire_ack(uint64_t id);
 
-  Server& server_;
+  Server& server() const;  // its namespace's
   Namespace& ns_;
   Client* client_;  // null once disconnected
   std::string client_id_;
@@ -223,8 +223,9 @@ class RoomMembers {
 
 class Namespace {
  public:
-  explicit Namespace(std::string name) : name_(std::move(name)) {}
+  Namespace(Server& server, std::string name) : server_(server), name_(std::move(name)) {}
   const std::string& name() const { return name_; }
+  Server& server() const { return server_; }
 
   std::vector<ConnectHook> connect_hooks;
   std::vector<EventMiddleware> middleware;  // the Limit phase first
@@ -281,6 +282,7 @@ class Namespace {
   void check_not_walking() const;
   mutable int walking_ = 0;
 
+  Server& server_;
   std::string name_;
   // The connected sockets, found by id: a set of pointers hashed by the
   // socket's own id (no key beside it, no cached hash: 16 bytes a node).
