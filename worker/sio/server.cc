@@ -185,7 +185,7 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
     return;
   }
   uint64_t id = acks().next++;
-  acks_->pending.emplace(id, std::move(cb));
+  rare_->acks->pending.emplace(id, std::move(cb));
   if (timeout_ms) server().schedule_ack_timeout(now_ms() + int64_t(timeout_ms), weak_from_this(), id);
   Packet p;
   p.type = PacketType::Event;
@@ -199,10 +199,10 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
 
 void SocketImpl::ack(uint64_t ack_id, Payload reply) {
   if (gone_ || !client_) return;
-  if (batching_) {
-    if (auto it = batching_->items.find(ack_id); it != batching_->items.end()) {
+  if (Batching* batching = batching_if()) {
+    if (auto it = batching->items.find(ack_id); it != batching->items.end()) {
       auto [batch, index] = it->second;
-      batching_->items.erase(it);
+      batching->items.erase(it);
       json_t* first = json_array_get(reply.args.get(), 0);
       batch_answer(batch, index, first ? Json(json_deep_copy(first)) : Json(json_null()), std::move(reply.attachments));
       return;
@@ -264,13 +264,20 @@ std::vector<std::string> SocketImpl::connect_keys() const {
 }
 
 SocketImpl::Acks& SocketImpl::acks() {
-  if (!acks_) acks_ = std::make_unique<Acks>();
-  return *acks_;
+  auto& acks = rare().acks;
+  if (!acks) acks = std::make_unique<Acks>();
+  return *acks;
 }
 
 SocketImpl::Batching& SocketImpl::batching() {
-  if (!batching_) batching_ = std::make_unique<Batching>();
-  return *batching_;
+  auto& batching = rare().batching;
+  if (!batching) batching = std::make_unique<Batching>();
+  return *batching;
+}
+
+SocketImpl::Rare& SocketImpl::rare() {
+  if (!rare_) rare_ = std::make_unique<Rare>();
+  return *rare_;
 }
 
 void SocketImpl::disconnect(bool close_connection) {
@@ -323,7 +330,7 @@ void SocketImpl::run_connect_hooks(size_t index) {
   // Every hook agreed. What they set is theirs to set again on a recovery
   // (set() appends new keys: they are data_'s first ones).
   connect_keys_ = uint32_t(data().size());
-  if (recovery_) {
+  if (recovery_if()) {
     confirm_recovery();
     return;
   }
@@ -382,7 +389,7 @@ void SocketImpl::on_event(Packet& p, size_t wire_bytes) {
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
   if (ev.name == "batch" && server().config().core.client_batch) {
     on_batch(ev, wire_bytes);  // only its items count
-  } else if (holds_ == 0 && !pumping_ && !inbox_) {
+  } else if (holds_ == 0 && !pumping_ && !inbox_if()) {
     auto self = shared_from_this();
     dispatch(ev);  // the common case: nothing waits, no queue
     return;
@@ -398,34 +405,36 @@ constexpr size_t kMaxQueuedEvents = 1024;
 
 void SocketImpl::enqueue(Event ev, std::string error, size_t wire_bytes) {
   if (gone_ || !client_) return;
-  if (!inbox_) inbox_ = std::make_unique<Inbox>();
-  if (inbox_->queue.size() >= kMaxQueuedEvents) {
+  auto& inbox = rare().inbox;
+  if (!inbox) inbox = std::make_unique<Inbox>();
+  if (inbox->queue.size() >= kMaxQueuedEvents) {
     send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", "too many events waiting");
     return;
   }
-  if (inbox_->bytes + wire_bytes > server().config().core.max_output_buffer) {
+  if (inbox->bytes + wire_bytes > server().config().core.max_output_buffer) {
     // Bounded in bytes too: 1,024 events of max_payload would be a gigabyte.
     logf(LogLevel::Info, "client %s: %zu bytes of events waiting on %s, closing the session",
-         client_->session().handshake()->address.c_str(), inbox_->bytes + wire_bytes, ns_.name().c_str());
+         client_->session().handshake()->address.c_str(), inbox->bytes + wire_bytes, ns_.name().c_str());
     metrics::add(metrics::core().slow_closed_events);
     client_->session().post_abort();
     return;
   }
-  inbox_->bytes += wire_bytes;
-  inbox_->queue.push_back(Queued{std::move(ev), std::move(error), wire_bytes});
+  inbox->bytes += wire_bytes;
+  inbox->queue.push_back(Queued{std::move(ev), std::move(error), wire_bytes});
 }
 
 void SocketImpl::pump() {
-  if (pumping_ || !inbox_) return;  // pumping: a handler released its hold inside the loop below
+  if (pumping_ || !inbox_if()) return;  // pumping: a handler released its hold inside the loop below
   pumping_ = true;
   auto self = shared_from_this();
-  while (!gone_ && holds_ == 0 && inbox_ && !inbox_->queue.empty()) {
-    Queued q = std::move(inbox_->queue.front());
-    inbox_->queue.pop_front();
-    inbox_->bytes -= q.bytes;
+  // Looked up each turn: a handler may end the queue (a disconnect).
+  for (Inbox* inbox; !gone_ && holds_ == 0 && (inbox = inbox_if()) && !inbox->queue.empty();) {
+    Queued q = std::move(inbox->queue.front());
+    inbox->queue.pop_front();
+    inbox->bytes -= q.bytes;
     dispatch(q.ev, q.error);
   }
-  if (inbox_ && inbox_->queue.empty()) inbox_.reset();  // an idle socket keeps no queue
+  if (Inbox* inbox = inbox_if(); inbox && inbox->queue.empty()) rare_->inbox.reset();  // an idle socket keeps no queue
   pumping_ = false;
 }
 
@@ -511,21 +520,23 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
 }
 
 void SocketImpl::on_ack(Packet& p) {
-  if (!p.id || !acks_) return;
-  auto it = acks_->pending.find(*p.id);
-  if (it == acks_->pending.end()) return;  // unknown or already answered: ignored, as Node does
+  Acks* acks = acks_if();
+  if (!p.id || !acks) return;
+  auto it = acks->pending.find(*p.id);
+  if (it == acks->pending.end()) return;  // unknown or already answered: ignored, as Node does
   AckCallback cb = std::move(it->second);
-  acks_->pending.erase(it);
+  acks->pending.erase(it);
   auto self = shared_from_this();
   if (cb) cb(false, Payload(std::move(p.data), std::move(p.attachments)));
 }
 
 void SocketImpl::expire_ack(uint64_t id) {
-  if (!acks_) return;
-  auto it = acks_->pending.find(id);
-  if (it == acks_->pending.end()) return;
+  Acks* acks = acks_if();
+  if (!acks) return;
+  auto it = acks->pending.find(id);
+  if (it == acks->pending.end()) return;
   AckCallback cb = std::move(it->second);
-  acks_->pending.erase(it);
+  acks->pending.erase(it);
   metrics::add(metrics::core().acks_timed_out);
   if (cb) cb(true, Payload());
 }
@@ -537,7 +548,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   }
   auto self = shared_from_this();
   gone_ = true;
-  inbox_.reset();
+  if (rare_) rare_->inbox.reset();
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
@@ -548,7 +559,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
     metrics::add(ns_.connected, -1);
     if (ns_.observer) ns_.observer->disconnected(*this, reason);
   }
-  auto pending = std::move(acks_);
+  std::unique_ptr<Acks> pending = rare_ ? std::move(rare_->acks) : nullptr;
   if (pending)
     for (auto& [id, cb] : pending->pending)
       if (cb) cb(true, Payload());
@@ -1019,17 +1030,17 @@ void Server::expire_acks() {
 void SocketImpl::begin_recovery(StoredSession session, std::string offset) {
   if (gone_ || !client_ || connected_) return;
   id_ = session.sid;  // the hooks see the id the socket will keep (rate limits key on it)
-  recovery_ = std::make_unique<Recovery>(Recovery{std::move(session), std::move(offset)});
+  rare().recovery = std::make_unique<Recovery>(Recovery{std::move(session), std::move(offset)});
   run_connect_hooks(0);
 }
 
 // The hooks passed: the token's user must be the session's.
 void SocketImpl::confirm_recovery() {
-  const std::string* was = recovery_->session.get("userId");
+  const std::string* was = rare_->recovery->session.get("userId");
   const std::string* now = get("userId");
   if ((was ? *was : std::string()) != (now ? *now : std::string())) return abandon_recovery("another user's session");
   std::vector<std::string> rooms;  // to vet: the restored ones but its own and those the hooks joined
-  for (auto& r : recovery_->session.rooms)
+  for (auto& r : rare_->recovery->session.rooms)
     if (r != id_ && !in_room(r)) rooms.push_back(r);
   if (rooms.empty() || ns_.room_guards.empty()) return rooms_checked(std::move(rooms));
   // Every guard on every room, at once; the last answer goes on.
@@ -1076,8 +1087,8 @@ void SocketImpl::confirm_recovery() {
 }
 
 void SocketImpl::rooms_checked(std::vector<std::string> kept) {
-  if (gone_ || !client_ || connected_ || !recovery_) return;
-  const Recovery& rec = *recovery_;
+  if (gone_ || !client_ || connected_ || !recovery_if()) return;
+  const Recovery& rec = *rare_->recovery;
   bool asked = server().adapter().claim_session(
       ns_.name(), rec.session.pid, rec.session.sid, rec.offset,
       [weak = weak_from_this(), kept = std::move(kept)](std::optional<std::vector<EncodedBroadcast>> missed) {
@@ -1090,8 +1101,8 @@ void SocketImpl::rooms_checked(std::vector<std::string> kept) {
 }
 
 void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed) {
-  if (gone_ || !client_ || connected_ || !recovery_) return;
-  auto rec = std::move(recovery_);
+  if (gone_ || !client_ || connected_ || !recovery_if()) return;
+  auto rec = std::move(rare_->recovery);
   pid_ = rec->session.pid;
   for (auto& r : kept) join(r);  // not connected yet: only listed, indexed by connect_now
   // Data: what the hooks set now, then the rest of the session's, never what
@@ -1122,7 +1133,7 @@ void SocketImpl::abandon_recovery(const char* why) {
   if (gone_ || !client_ || connected_) return;
   logf(LogLevel::Info, "recovery: a CONNECT to %s from %s starts fresh: %s", ns_.name().c_str(),
        client_->session().handshake()->address.c_str(), why);
-  recovery_.reset();
+  if (rare_) rare_->recovery.reset();
   id_ = server().new_socket_id();
   server().adapter().recovery_done(false);
   connect_now();

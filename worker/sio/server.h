@@ -101,7 +101,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // Middleware, then handlers; a malformed item (INVALID_DATA details) only the Limit phase.
   // `from`: the first middleware to run (a deferred event resumes after the one that deferred it).
   void dispatch(Event& ev, const std::string& malformed = {}, size_t from = 0);
-  // Events wait in inbox_ while a handler holds the socket (see Socket::hold).
+  // Events wait in the inbox while a handler holds the socket (see Socket::hold).
   // `wire_bytes`: what the event took on the wire, counted against max_output_buffer.
   void enqueue(Event ev, std::string error = {}, size_t wire_bytes = 0);
   void pump();
@@ -156,7 +156,6 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     std::map<uint64_t, AckCallback> pending;
     uint64_t next = 0;  // the id of the next emit_with_ack
   };
-  std::unique_ptr<Acks> acks_;
   Acks& acks();
   // A client `batch` with an ack: its items get ack ids of their own (far above
   // any id a JavaScript client can use) whose answers are collected here.
@@ -174,7 +173,6 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     uint64_t next_item_ack = uint64_t(1) << 62;
     std::string buf;  // server batching: items, comma-separated
   };
-  std::unique_ptr<Batching> batching_;
   Batching& batching();
   struct Queued {
     Event ev;
@@ -185,7 +183,6 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     std::deque<Queued> queue;
     size_t bytes = 0;  // on the wire
   };
-  std::unique_ptr<Inbox> inbox_;  // only while events wait (a deque allocates when made)
   // The event of the middleware running now: its INVALID_DATA details (for defer()).
   const std::string* mw_malformed_ = nullptr;
   std::string pid_;  // recovery session id (with connection state recovery)
@@ -193,7 +190,22 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     StoredSession session;
     std::string offset;
   };
-  std::unique_ptr<Recovery> recovery_;  // only while a CONNECT may resume a session
+  // What few sockets use, behind one pointer made on first use: acks the
+  // server waits for, batching, events waiting behind a hold (only while they
+  // wait: a deque allocates when made), a session a CONNECT may resume (only
+  // while it may).
+  struct Rare {
+    std::unique_ptr<Acks> acks;
+    std::unique_ptr<Batching> batching;
+    std::unique_ptr<Inbox> inbox;
+    std::unique_ptr<Recovery> recovery;
+  };
+  std::unique_ptr<Rare> rare_;
+  Rare& rare();
+  Acks* acks_if() const { return rare_ ? rare_->acks.get() : nullptr; }
+  Batching* batching_if() const { return rare_ ? rare_->batching.get() : nullptr; }
+  Inbox* inbox_if() const { return rare_ ? rare_->inbox.get() : nullptr; }
+  Recovery* recovery_if() const { return rare_ ? rare_->recovery.get() : nullptr; }
 };
 
 // The local members of a named room. Most rooms have one or two (a user's

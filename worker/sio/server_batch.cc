@@ -17,11 +17,12 @@ void SocketImpl::queue_batch_item(const std::string& item) {
 }
 
 void SocketImpl::flush_batch() {
-  if (!batching_ || batching_->buf.empty() || gone_ || !client_) return;
+  Batching* batching = batching_if();
+  if (!batching || batching->buf.empty() || gone_ || !client_) return;
   std::string header = "2";
   if (ns_.name() != "/") header += ns_.name() + ",";
-  header += "[\"batch\",[" + batching_->buf + "]]";
-  batching_->buf.clear();
+  header += "[\"batch\",[" + batching->buf + "]]";
+  batching->buf.clear();
   client_->send_encoded(server().wire(header, {}), false);
 }
 
