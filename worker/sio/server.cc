@@ -75,13 +75,24 @@ Json object_with(const char* key, std::string_view value) {
 SocketImpl::SocketImpl(Namespace& ns, Client& client, std::string id, Json auth)
     : ns_(ns),
       client_(&client),
-      client_id_(client.session().sid().substr(0, 12)),
       id_(std::move(id)),
       auth_(std::move(auth)) {}
 
 SocketImpl::~SocketImpl() = default;
 
 Server& SocketImpl::server() const { return ns_.server(); }
+
+const std::string& SocketImpl::client_id() const {
+  static const std::string none;  // a socket is made attached: only if its client went before the copy
+  if (client_) return client_->id();
+  return rare_ ? rare_->client_id : none;
+}
+
+void SocketImpl::detach() {
+  if (!client_) return;
+  rare().client_id = client_->id();
+  client_ = nullptr;
+}
 
 const std::string& SocketImpl::nsp() const { return ns_.name(); }
 
@@ -543,7 +554,7 @@ void SocketImpl::expire_ack(uint64_t id) {
 
 void SocketImpl::on_disconnect(std::string_view reason) {
   if (gone_ && !connected_) {
-    client_ = nullptr;
+    detach();
     return;
   }
   auto self = shared_from_this();
@@ -570,7 +581,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
       logf(LogLevel::Error, "disconnect handler on %s: %s", ns_.name().c_str(), e.what());
     }
   }
-  client_ = nullptr;
+  detach();
 }
 
 // ------------------------------------------------------------- namespace
@@ -730,9 +741,9 @@ void Namespace::report_sent(const std::vector<std::weak_ptr<SocketImpl>>& to, co
 // ---------------------------------------------------------------- client
 
 Client::Client(Server& server, eio::Session& session)
-    : server_(server), session_(session), msgpack_(server.config().core.parser == CoreConf::Parser::Msgpack) {}
+    : server_(server), session_(session), id_(session.sid().substr(0, 12)), msgpack_(server.config().core.parser == CoreConf::Parser::Msgpack) {}
 Client::~Client() {
-  for (auto& s : sockets_) s->client_ = nullptr;
+  for (auto& s : sockets_) s->detach();
 }
 
 std::shared_ptr<SocketImpl> Client::socket_for(std::string_view nsp) const {

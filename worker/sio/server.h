@@ -60,7 +60,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::shared_ptr<void> delay_next_events() override;
   void release_hold();  // the last copy of a delay_next_events() token is gone
   Resume defer(Event& ev) override;
-  const std::string& client_id() const override { return client_id_; }
+  const std::string& client_id() const override;
   std::string_view transport() const override;
   std::shared_ptr<void>& context_slot(uint32_t index) override;
   const void* context_value(uint32_t index) const override;
@@ -117,8 +117,10 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
 
   Server& server() const;  // its namespace's
   Namespace& ns_;
-  Client* client_;  // null once disconnected
-  std::string client_id_;
+  Client* client_;  // null once disconnected (detach())
+  // Off its client: the client id is the client's while attached, a copy kept
+  // in rare_ after (a socket seldom outlives its disconnect).
+  void detach();
   std::string id_;
   // The CONNECT's auth: parsed while the CONNECT runs, then only its text
   // (shared by the client's sockets that sent the same), read again if a
@@ -199,6 +201,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     std::unique_ptr<Batching> batching;
     std::unique_ptr<Inbox> inbox;
     std::unique_ptr<Recovery> recovery;
+    std::string client_id;  // once detached
   };
   std::unique_ptr<Rare> rare_;
   Rare& rare();
@@ -329,6 +332,7 @@ class Client final : public eio::SessionHandler {
   void send(const Packet& p, bool is_volatile = false);
   void send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile);
   eio::Session& session() { return session_; }
+  const std::string& id() const { return id_; }  // what Socket::client_id() shows
   void remove(const std::string& nsp);
   void close_all();
   // The auth of a connected socket as text, shared by those whose CONNECT carried the same.
@@ -338,6 +342,7 @@ class Client final : public eio::SessionHandler {
   void handle(Packet& p, size_t wire_bytes);
   Server& server_;
   eio::Session& session_;
+  const std::string id_;  // the session id's first 12 characters, shared by its sockets
   const bool msgpack_;  // the server's parser when the client came (a reload changing it starts new workers)
   Decoder decoder_;     // of the json parser
   size_t packet_bytes_ = 0;  // of the packet being decoded (its attachments come as more messages)
