@@ -112,12 +112,12 @@ std::string_view SocketImpl::transport() const {
 }
 
 std::shared_ptr<void>& SocketImpl::context_slot(uint32_t index) {
-  if (index >= socket_slot_count()) throw std::logic_error("no such socket slot");  // a refused one
+  if (index >= socket_slot_count() || index >= UINT16_MAX) throw std::logic_error("no such socket slot");  // a refused one
   if (context_count_ <= index) {
     auto grown = std::make_unique<std::shared_ptr<void>[]>(index + 1);
     for (uint32_t i = 0; i < context_count_; i++) grown[i] = std::move(contexts_[i]);
     contexts_ = std::move(grown);
-    context_count_ = index + 1;
+    context_count_ = uint16_t(index + 1);
   }
   return contexts_[index];
 }
@@ -477,8 +477,10 @@ struct Deferred {
 }  // namespace
 
 Socket::Resume SocketImpl::defer(Event& ev) {
+  const std::string* malformed = dispatching_ ? dispatching_->malformed : nullptr;
+  size_t next = dispatching_ ? dispatching_->index + 1 : 0;
   auto d = std::make_shared<Deferred>(
-      Deferred{weak_from_this(), std::move(ev), mw_malformed_ ? *mw_malformed_ : std::string(), mw_index_ + 1, delay_next_events()});
+      Deferred{weak_from_this(), std::move(ev), malformed ? *malformed : std::string(), next, delay_next_events()});
   return [d](bool go_on) {
     if (!d->hold) return;  // called already
     auto hold = std::move(d->hold);  // released after the dispatch: what waits behind it follows
@@ -505,11 +507,13 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
   try {
     for (size_t i = from; i < ns_.middleware.size(); i++) {
       if (i == ns_.limit_middleware && !malformed.empty()) break;
-      mw_index_ = uint32_t(i);
-      mw_malformed_ = &malformed;
-      bool go_on = ns_.middleware[i](*this, ev);
-      mw_malformed_ = nullptr;
-      if (!go_on || gone_) return;
+      const Dispatching now{i, &malformed};
+      struct Restore {  // a dispatch inside a middleware (a released hold) leaves it as it was, a throw too
+        const Dispatching*& at;
+        const Dispatching* was;
+        ~Restore() { at = was; }
+      } restore{dispatching_, std::exchange(dispatching_, &now)};
+      if (!ns_.middleware[i](*this, ev) || gone_) return;
     }
     if (!malformed.empty()) {
       send_error(*this, ev, "INVALID_DATA", "Invalid data", malformed);

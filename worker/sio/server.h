@@ -127,10 +127,6 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // module asks for it later (fetch_sockets does).
   mutable Json auth_;
   SharedText auth_text_;
-  bool connected_ = false;
-  bool gone_ = false;  // disconnected, or refused
-  bool wants_batches_ = false;  // auth.batch was true
-  bool pumping_ = false;
   int holds_ = 0;
   // The rooms joined, but for the socket's own (named after its id), which
   // is not stored: `own_room_at_` is where it stands in rooms() (kNotJoined:
@@ -139,9 +135,12 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   uint32_t own_room_at_ = kNotJoined;
   // data_'s first connect_keys_ keys are those the CONNECT hooks set.
   uint32_t connect_keys_ = 0;
-  uint32_t context_count_ = 0;
-  // The middleware running now (for defer()).
-  uint32_t mw_index_ = 0;
+  uint16_t context_count_ = 0;  // slots made in contexts_
+  // Bits, beside the counts: sizeof(SocketImpl) stays one malloc size class lower.
+  bool connected_ : 1 = false;
+  bool gone_ : 1 = false;           // disconnected, or refused
+  bool wants_batches_ : 1 = false;  // auth.batch was true
+  bool pumping_ : 1 = false;
   std::vector<std::string> rooms_;
   // What set() keeps, shared by the client's sockets whose hooks set the same
   // (a namespace socket of one token has the same userId and role as its
@@ -185,8 +184,13 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     std::deque<Queued> queue;
     size_t bytes = 0;  // on the wire
   };
-  // The event of the middleware running now: its INVALID_DATA details (for defer()).
-  const std::string* mw_malformed_ = nullptr;
+  // The middleware running now and its event's INVALID_DATA details (for
+  // defer()); on dispatch()'s stack.
+  struct Dispatching {
+    size_t index;
+    const std::string* malformed;
+  };
+  const Dispatching* dispatching_ = nullptr;
   std::string pid_;  // recovery session id (with connection state recovery)
   struct Recovery {
     StoredSession session;
