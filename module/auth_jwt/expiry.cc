@@ -118,10 +118,9 @@ void Expiry::arm(Entry& e) {
   if (!e.life.exp) {
     due_remove(e);
   } else {
-    e.due = e.warned ? e.life.deadline : std::min(e.life.warn_at, e.life.deadline);
     if (e.due_at == kNotDue) {
       due_.push_back(&e);
-      due_place(due_.size() - 1, &e);
+      due_place(uint32_t(due_.size() - 1), &e);
     }
     due_up(e.due_at);
     due_down(e.due_at);
@@ -132,7 +131,7 @@ void Expiry::arm(Entry& e) {
 // The timer ran: every entry due by now, earliest first.
 void Expiry::fire_due() {
   int64_t now = w_.now_ms();
-  while (!due_.empty() && due_.front()->due <= now) {
+  while (!due_.empty() && due_.front()->due() <= now) {
     Entry& e = *due_.front();
     due_remove(e);  // first: fire() may arm it again or erase it
     fire(e);
@@ -153,7 +152,7 @@ void Expiry::fire(Entry& e) {
   arm(e);
 }
 
-void Expiry::due_place(size_t i, Entry* e) {
+void Expiry::due_place(uint32_t i, Entry* e) {
   due_[i] = e;
   e->due_at = i;
 }
@@ -161,10 +160,10 @@ void Expiry::due_place(size_t i, Entry* e) {
 void Expiry::due_up(size_t i) {
   while (i > 0) {
     size_t parent = (i - 1) / 2;
-    if (due_[parent]->due <= due_[i]->due) return;
+    if (due_[parent]->due() <= due_[i]->due()) return;
     Entry* p = due_[parent];
-    due_place(parent, due_[i]);
-    due_place(i, p);
+    due_place(uint32_t(parent), due_[i]);
+    due_place(uint32_t(i), p);
     i = parent;
   }
 }
@@ -173,18 +172,18 @@ void Expiry::due_down(size_t i) {
   for (;;) {
     size_t least = i;
     for (size_t c = 2 * i + 1; c <= 2 * i + 2 && c < due_.size(); c++)
-      if (due_[c]->due < due_[least]->due) least = c;
+      if (due_[c]->due() < due_[least]->due()) least = c;
     if (least == i) return;
     Entry* p = due_[least];
-    due_place(least, due_[i]);
-    due_place(i, p);
+    due_place(uint32_t(least), due_[i]);
+    due_place(uint32_t(i), p);
     i = least;
   }
 }
 
 void Expiry::due_remove(Entry& e) {
   if (e.due_at == kNotDue) return;
-  size_t i = e.due_at;
+  uint32_t i = e.due_at;
   e.due_at = kNotDue;
   Entry* last = due_.back();
   due_.pop_back();
@@ -199,7 +198,7 @@ void Expiry::due_rearm() {
     timer_->cancel();
     return;
   }
-  timer_->arm_in(static_cast<uint64_t>(std::max<int64_t>(0, due_.front()->due - w_.now_ms())));
+  timer_->arm_in(static_cast<uint64_t>(std::max<int64_t>(0, due_.front()->due() - w_.now_ms())));
 }
 
 void Expiry::warn(Socket& s, const Life& life) {

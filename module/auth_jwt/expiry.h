@@ -8,6 +8,7 @@
 #include <depth-realtime/module.h>
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -57,11 +58,12 @@ class Expiry {
     std::vector<std::weak_ptr<Socket>> sockets;
     Life life;
     bool warned = false;
-    int64_t due = 0;                    // the warning's time, or the deadline once warned
-    size_t due_at = kNotDue;            // its place in due_
-    const std::string* key = nullptr;   // its key in entries_
+    uint32_t due_at = kNotDue;         // its place in due_
+    const std::string* key = nullptr;  // its key in entries_
+    // The warning's time, or the deadline once warned.
+    int64_t due() const { return warned ? life.deadline : std::min(life.warn_at, life.deadline); }
   };
-  static constexpr size_t kNotDue = SIZE_MAX;
+  static constexpr uint32_t kNotDue = UINT32_MAX;
   struct Pending {
     std::weak_ptr<Socket> socket;
     Life life;
@@ -79,7 +81,7 @@ class Expiry {
   // due_: the entries with an exp, a min-heap on Entry::due (each knows its
   // place), under one Timeout for the earliest: no timer and no callback per
   // connection.
-  void due_place(size_t i, Entry* e);
+  void due_place(uint32_t i, Entry* e);
   void due_up(size_t i);
   void due_down(size_t i);
   void due_remove(Entry& e);
