@@ -24,7 +24,9 @@ int64_t epoch_ms(double exp_seconds) {
 
 }  // namespace
 
-Expiry::Expiry(Worker& w, SettingsFn settings) : w_(w), settings_(std::move(settings)) {}
+Expiry::Expiry(Worker& w, SettingsFn settings) : w_(w), settings_(std::move(settings)) {
+  timer_ = w_.timeout([this] { fire_due(); });
+}
 
 std::string Expiry::key_of(Socket& s) {
   const std::string* user = s.get("userId");
@@ -57,9 +59,9 @@ void Expiry::connected(Socket& s) {
   pending_.erase(it);
   if (p.socket.lock().get() != &s) return;  // a stale entry for a reused address
 
-  std::string key = key_of(s);
-  auto [at, fresh] = entries_.try_emplace(key);
+  auto [at, fresh] = entries_.try_emplace(key_of(s));
   Entry& e = at->second;
+  e.key = &at->first;
   e.sockets.push_back(s.weak());
   // Another namespace of the same user with a token of its own: the later
   // lifetime holds for all (the client holds a valid token until then).
@@ -70,7 +72,7 @@ void Expiry::connected(Socket& s) {
   } else if (e.warned) {
     warn(s, e.life);  // the others were told already
   }
-  arm(key, e);
+  arm(e);
 }
 
 void Expiry::disconnected(Socket& s) {
@@ -82,7 +84,13 @@ void Expiry::disconnected(Socket& s) {
     auto p = w.lock();
     return !p || p.get() == &s;
   });
-  if (list.empty()) entries_.erase(it);
+  if (list.empty()) erase(it);
+}
+
+void Expiry::erase(std::unordered_map<std::string, Entry>::iterator it) {
+  due_remove(it->second);
+  entries_.erase(it);
+  due_rearm();
 }
 
 bool Expiry::expired(Socket& s) const {
@@ -94,34 +102,46 @@ bool Expiry::expired(Socket& s) const {
 void Expiry::expire(Socket& s) { expire_key(key_of(s)); }
 
 std::optional<int64_t> Expiry::refreshed(Socket& s, std::optional<double> exp) {
-  std::string key = key_of(s);
-  auto [at, fresh] = entries_.try_emplace(key);
+  auto [at, fresh] = entries_.try_emplace(key_of(s));
   Entry& e = at->second;
+  e.key = &at->first;
   if (fresh) e.sockets.push_back(s.weak());
   e.life = life_of(exp);
   e.warned = false;
-  arm(key, e);
+  arm(e);
   if (!exp) return std::nullopt;
   return epoch_ms(*exp);
 }
 
-// The timer waits for the warning, then for the deadline; none without exp.
-void Expiry::arm(const std::string& key, Entry& e) {
+// An entry waits for the warning, then for the deadline; none without exp.
+void Expiry::arm(Entry& e) {
   if (!e.life.exp) {
-    e.timer.reset();
-    return;
+    due_remove(e);
+  } else {
+    if (e.due_at == kNotDue) {
+      due_.push_back(&e);
+      due_place(uint32_t(due_.size() - 1), &e);
+    }
+    due_up(e.due_at);
+    due_down(e.due_at);
   }
-  if (!e.timer) e.timer = w_.timeout([this, key] { fire(key); });
-  int64_t due = e.warned ? e.life.deadline : std::min(e.life.warn_at, e.life.deadline);
-  e.timer->arm_in(static_cast<uint64_t>(std::max<int64_t>(0, due - w_.now_ms())));
+  due_rearm();
 }
 
-void Expiry::fire(const std::string& key) {
-  auto it = entries_.find(key);
-  if (it == entries_.end()) return;
-  Entry& e = it->second;
+// The timer ran: every entry due by now, earliest first.
+void Expiry::fire_due() {
+  int64_t now = w_.now_ms();
+  while (!due_.empty() && due_.front()->due() <= now) {
+    Entry& e = *due_.front();
+    due_remove(e);  // first: fire() may arm it again or erase it
+    fire(e);
+  }
+  due_rearm();
+}
+
+void Expiry::fire(Entry& e) {
   if (!e.life.exp) return;
-  if (w_.now_ms() >= e.life.deadline) return expire_key(key);
+  if (w_.now_ms() >= e.life.deadline) return expire_key(*e.key);
   if (!e.warned) {
     e.warned = true;
     // A copy: an emit never closes synchronously, but the list is ours to keep intact.
@@ -129,7 +149,56 @@ void Expiry::fire(const std::string& key) {
     for (auto& weak : list)
       if (auto s = weak.lock(); s && s->connected()) warn(*s, e.life);
   }
-  arm(key, e);
+  arm(e);
+}
+
+void Expiry::due_place(uint32_t i, Entry* e) {
+  due_[i] = e;
+  e->due_at = i;
+}
+
+void Expiry::due_up(size_t i) {
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (due_[parent]->due() <= due_[i]->due()) return;
+    Entry* p = due_[parent];
+    due_place(uint32_t(parent), due_[i]);
+    due_place(uint32_t(i), p);
+    i = parent;
+  }
+}
+
+void Expiry::due_down(size_t i) {
+  for (;;) {
+    size_t least = i;
+    for (size_t c = 2 * i + 1; c <= 2 * i + 2 && c < due_.size(); c++)
+      if (due_[c]->due() < due_[least]->due()) least = c;
+    if (least == i) return;
+    Entry* p = due_[least];
+    due_place(uint32_t(least), due_[i]);
+    due_place(uint32_t(i), p);
+    i = least;
+  }
+}
+
+void Expiry::due_remove(Entry& e) {
+  if (e.due_at == kNotDue) return;
+  uint32_t i = e.due_at;
+  e.due_at = kNotDue;
+  Entry* last = due_.back();
+  due_.pop_back();
+  if (last == &e) return;
+  due_place(i, last);
+  due_up(i);
+  due_down(last->due_at);
+}
+
+void Expiry::due_rearm() {
+  if (due_.empty()) {
+    timer_->cancel();
+    return;
+  }
+  timer_->arm_in(static_cast<uint64_t>(std::max<int64_t>(0, due_.front()->due() - w_.now_ms())));
 }
 
 void Expiry::warn(Socket& s, const Life& life) {
@@ -143,7 +212,7 @@ void Expiry::expire_key(const std::string& key) {
   if (it == entries_.end()) return;
   // Out of the table first: each disconnect below comes back through disconnected().
   std::vector<std::weak_ptr<Socket>> list = std::move(it->second.sockets);
-  entries_.erase(it);  // its timer too (safe from the timer's own callback)
+  erase(it);
   std::string message = settings_().expired_message;
   for (auto& weak : list) {
     auto s = weak.lock();

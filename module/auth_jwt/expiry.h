@@ -7,6 +7,8 @@
 
 #include <depth-realtime/module.h>
 
+#include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -51,12 +53,17 @@ class Expiry {
     int64_t warn_at = 0;
     int64_t deadline = 0;
   };
+  // One per lifetime, found by key, and placed in due_ while it has an exp.
   struct Entry {
     std::vector<std::weak_ptr<Socket>> sockets;
     Life life;
     bool warned = false;
-    std::unique_ptr<Timeout> timer;
+    uint32_t due_at = kNotDue;         // its place in due_
+    const std::string* key = nullptr;  // its key in entries_
+    // The warning's time, or the deadline once warned.
+    int64_t due() const { return warned ? life.deadline : std::min(life.warn_at, life.deadline); }
   };
+  static constexpr uint32_t kNotDue = UINT32_MAX;
   struct Pending {
     std::weak_ptr<Socket> socket;
     Life life;
@@ -64,15 +71,28 @@ class Expiry {
 
   static std::string key_of(Socket& s);
   Life life_of(std::optional<double> exp) const;
-  void arm(const std::string& key, Entry& e);
-  void fire(const std::string& key);
+  void arm(Entry& e);
+  void fire(Entry& e);
+  void fire_due();
   void expire_key(const std::string& key);
+  void erase(std::unordered_map<std::string, Entry>::iterator it);
   static void warn(Socket& s, const Life& life);
+
+  // due_: the entries with an exp, a min-heap on Entry::due (each knows its
+  // place), under one Timeout for the earliest: no timer and no callback per
+  // connection.
+  void due_place(uint32_t i, Entry* e);
+  void due_up(size_t i);
+  void due_down(size_t i);
+  void due_remove(Entry& e);
+  void due_rearm();
 
   Worker& w_;
   SettingsFn settings_;
   std::unordered_map<std::string, Entry> entries_;      // client id + '\n' + user id
   std::unordered_map<const Socket*, Pending> pending_;  // admitted, not yet connected
+  std::vector<Entry*> due_;
+  std::unique_ptr<Timeout> timer_;  // for due_'s first
 };
 
 }  // namespace dr::auth_jwt

@@ -19,7 +19,7 @@ void SocketImpl::on_batch(Event& ev, size_t wire_bytes) {
   std::optional<uint64_t> batch;
   if (ev.ack_id) {
     batch = batching().next_item_ack++;
-    batching_->batches[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n), {}};
+    batching().batches[*batch] = Batch{*ev.ack_id, n, std::vector<Json>(n), {}};
   }
   for (size_t i = 0; i < n; i++) {
     json_t* item = json_array_get(items, i);
@@ -27,8 +27,8 @@ void SocketImpl::on_batch(Event& ev, size_t wire_bytes) {
     Event sub;
     sub.name = name ? name : "";
     if (batch) {
-      sub.ack_id = batching_->next_item_ack++;
-      batching_->items[*sub.ack_id] = {*batch, i};
+      sub.ack_id = batching().next_item_ack++;
+      batching().items[*sub.ack_id] = {*batch, i};
     }
     if (!json_is_object(item) || !name || sub.name == "batch" || is_reserved_event(sub.name)) {
       std::string details = "batch[" + std::to_string(i) + "]: " +
@@ -69,9 +69,10 @@ static void shift_placeholders(json_t* v, size_t offset) {
 }
 
 void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer, std::vector<std::string> attachments) {
-  if (!batching_) return;
-  auto it = batching_->batches.find(batch);
-  if (it == batching_->batches.end()) return;
+  Batching* batching = batching_if();
+  if (!batching) return;
+  auto it = batching->batches.find(batch);
+  if (it == batching->batches.end()) return;
   Batch& b = it->second;
   if (index < b.answers.size() && !b.answers[index]) {
     if (!attachments.empty()) {
@@ -89,7 +90,7 @@ void SocketImpl::batch_answer(uint64_t batch, size_t index, Json answer, std::ve
   uint64_t client_ack = b.client_ack;
   Payload reply = Payload::of(std::move(data));
   reply.attachments = std::move(b.attachments);
-  batching_->batches.erase(it);
+  batching->batches.erase(it);
   ack(client_ack, std::move(reply));
 }
 

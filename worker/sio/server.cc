@@ -72,20 +72,32 @@ Json object_with(const char* key, std::string_view value) {
 
 // ---------------------------------------------------------------- socket
 
-SocketImpl::SocketImpl(Server& server, Namespace& ns, Client& client, std::string id, Json auth)
-    : server_(server),
-      ns_(ns),
+SocketImpl::SocketImpl(Namespace& ns, Client& client, std::string id, Json auth)
+    : ns_(ns),
       client_(&client),
-      client_id_(client.session().sid().substr(0, 12)),
       id_(std::move(id)),
       auth_(std::move(auth)) {}
 
 SocketImpl::~SocketImpl() = default;
 
+Server& SocketImpl::server() const { return ns_.server(); }
+
+const std::string& SocketImpl::client_id() const {
+  static const std::string none;  // a socket is made attached: only if its client went before the copy
+  if (client_) return client_->id();
+  return rare_ ? rare_->client_id : none;
+}
+
+void SocketImpl::detach() {
+  if (!client_) return;
+  rare().client_id = client_->id();
+  client_ = nullptr;
+}
+
 const std::string& SocketImpl::nsp() const { return ns_.name(); }
 
 const json_t* SocketImpl::auth() const {
-  if (!auth_ && auth_text_) auth_ = json_parse(*auth_text_);  // our own text: it parses
+  if (!auth_ && auth_text_) auth_ = json_parse(auth_text_.view());  // our own text: it parses
   return auth_.get();
 }
 
@@ -100,26 +112,53 @@ std::string_view SocketImpl::transport() const {
 }
 
 std::shared_ptr<void>& SocketImpl::context_slot(uint32_t index) {
-  if (index >= socket_slot_count()) throw std::logic_error("no such socket slot");  // a refused one
-  if (contexts_.size() <= index) contexts_.resize(index + 1);
+  if (index >= socket_slot_count() || index >= UINT16_MAX) throw std::logic_error("no such socket slot");  // a refused one
+  if (context_count_ <= index) {
+    auto grown = std::make_unique<std::shared_ptr<void>[]>(index + 1);
+    for (uint32_t i = 0; i < context_count_; i++) grown[i] = std::move(contexts_[i]);
+    contexts_ = std::move(grown);
+    context_count_ = uint16_t(index + 1);
+  }
   return contexts_[index];
 }
 
 const void* SocketImpl::context_value(uint32_t index) const {
-  return index < contexts_.size() ? contexts_[index].get() : nullptr;
+  return index < context_count_ ? contexts_[index].get() : nullptr;
+}
+
+const std::vector<std::pair<std::string, std::string>>& SocketImpl::data() const {
+  static const Data none;
+  return data_ ? *data_ : none;
+}
+
+SocketImpl::Data& SocketImpl::own_data() {
+  if (!data_) data_ = std::make_shared<Data>();
+  else if (data_.use_count() > 1) data_ = std::make_shared<Data>(*data_);
+  return *data_;
+}
+
+void SocketImpl::share_data() {
+  if (!data_ || !client_) return;
+  for (auto& other : client_->sockets_) {
+    if (other.get() == this || !other->data_ || other->data_ == data_ || *other->data_ != *data_) continue;
+    data_ = other->data_;
+    return;
+  }
 }
 
 void SocketImpl::set(std::string_view key, std::string value) {
-  for (auto& [k, v] : data_)
+  if (const std::string* had = get(key); had && *had == value) return;  // shared data stays shared
+  for (auto& [k, v] : own_data())
     if (k == key) {
       v = std::move(value);
       return;
     }
-  data_.emplace_back(std::string(key), std::move(value));
+  data_->emplace_back(std::string(key), std::move(value));
 }
 
 const std::string* SocketImpl::get(std::string_view key) const {
-  for (auto& [k, v] : data_)
+  if (!data_) return nullptr;
+  for (auto& [k, v] : *data_)
     if (k == key) return &v;
   return nullptr;
 }
@@ -129,11 +168,11 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   Packet p;
   p.type = PacketType::Event;
   p.nsp = ns_.name();
-  p.data = event_array(server_.event_name(event), args);
+  p.data = event_array(server().event_name(event), args);
   p.attachments = std::move(args.attachments);
   // Connection state recovery: as Socket.IO routes socket.emit through the
   // adapter, the event gets an offset and is recorded for this socket's room.
-  std::string offset = is_volatile ? std::string() : server_.adapter().next_offset();
+  std::string offset = is_volatile ? std::string() : server().adapter().next_offset();
   if (offset.empty()) {
     client_->send(p, is_volatile);
     if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, p.attachments);
@@ -146,8 +185,8 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   b.header = encode(p);
   b.attachments = std::move(p.attachments);
   b.offset = std::move(offset);
-  client_->send_encoded(server_.wire(b.header, b.attachments), false);
-  server_.adapter().record(b);
+  client_->send_encoded(server().wire(b.header, b.attachments), false);
+  server().adapter().record(b);
   if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, b.attachments);
 }
 
@@ -156,15 +195,14 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
     if (cb) cb(true, Payload());
     return;
   }
-  uint64_t id = next_ack_++;
-  if (!acks_) acks_ = std::make_unique<std::map<uint64_t, AckCallback>>();
-  acks_->emplace(id, std::move(cb));
-  if (timeout_ms) server_.schedule_ack_timeout(now_ms() + int64_t(timeout_ms), weak_from_this(), id);
+  uint64_t id = acks().next++;
+  rare_->acks->pending.emplace(id, std::move(cb));
+  if (timeout_ms) server().schedule_ack_timeout(now_ms() + int64_t(timeout_ms), weak_from_this(), id);
   Packet p;
   p.type = PacketType::Event;
   p.nsp = ns_.name();
   p.id = id;
-  p.data = event_array(server_.event_name(event), args);
+  p.data = event_array(server().event_name(event), args);
   p.attachments = std::move(args.attachments);
   client_->send(p);
   if (!ns_.sent_handlers.empty()) ns_.report_sent({weak_from_this()}, p.data.get(), {}, p.attachments);
@@ -172,10 +210,10 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
 
 void SocketImpl::ack(uint64_t ack_id, Payload reply) {
   if (gone_ || !client_) return;
-  if (batching_) {
-    if (auto it = batching_->items.find(ack_id); it != batching_->items.end()) {
+  if (Batching* batching = batching_if()) {
+    if (auto it = batching->items.find(ack_id); it != batching->items.end()) {
       auto [batch, index] = it->second;
-      batching_->items.erase(it);
+      batching->items.erase(it);
       json_t* first = json_array_get(reply.args.get(), 0);
       batch_answer(batch, index, first ? Json(json_deep_copy(first)) : Json(json_null()), std::move(reply.attachments));
       return;
@@ -231,13 +269,26 @@ std::vector<std::string> SocketImpl::rooms() const {
 
 std::vector<std::string> SocketImpl::connect_keys() const {
   std::vector<std::string> out;
-  for (size_t i = 0; i < connect_keys_ && i < data_.size(); i++) out.push_back(data_[i].first);
+  const Data& d = data();
+  for (size_t i = 0; i < connect_keys_ && i < d.size(); i++) out.push_back(d[i].first);
   return out;
 }
 
+SocketImpl::Acks& SocketImpl::acks() {
+  auto& acks = rare().acks;
+  if (!acks) acks = std::make_unique<Acks>();
+  return *acks;
+}
+
 SocketImpl::Batching& SocketImpl::batching() {
-  if (!batching_) batching_ = std::make_unique<Batching>();
-  return *batching_;
+  auto& batching = rare().batching;
+  if (!batching) batching = std::make_unique<Batching>();
+  return *batching;
+}
+
+SocketImpl::Rare& SocketImpl::rare() {
+  if (!rare_) rare_ = std::make_unique<Rare>();
+  return *rare_;
 }
 
 void SocketImpl::disconnect(bool close_connection) {
@@ -289,8 +340,8 @@ void SocketImpl::run_connect_hooks(size_t index) {
   }
   // Every hook agreed. What they set is theirs to set again on a recovery
   // (set() appends new keys: they are data_'s first ones).
-  connect_keys_ = uint32_t(data_.size());
-  if (recovery_) {
+  connect_keys_ = uint32_t(data().size());
+  if (recovery_if()) {
     confirm_recovery();
     return;
   }
@@ -301,10 +352,13 @@ void SocketImpl::connect_now() {
   if (gone_ || !client_ || connected_) return;
   connected_ = true;
   ns_.check_not_walking();
-  ns_.sockets_[id_] = this;
+  if (auto [at, added] = ns_.sockets_.insert(this); !added) {  // an id taken (never, but the newest wins)
+    ns_.sockets_.erase(at);
+    ns_.sockets_.insert(this);
+  }
   join(id_);  // every socket is in the room named after its id
   for (auto& r : std::vector<std::string>(rooms_)) ns_.index_add(this, r);  // handlers may change rooms_
-  server_.sockets_connected++;
+  server().sockets_connected++;
   wants_batches_ = json_is_true(json_object_get(auth_.get(), "batch"));
   metrics::add(ns_.connections_total);
   metrics::add(ns_.connected, 1);
@@ -313,7 +367,7 @@ void SocketImpl::connect_now() {
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
   p.data = object_with("sid", id_);
-  if (pid_.empty() && server_.adapter().recovers()) pid_ = server_.new_socket_id();
+  if (pid_.empty() && server().adapter().recovers()) pid_ = server().new_socket_id();
   if (!pid_.empty()) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.data(), pid_.size()));
   client_->send(p);
   if (ns_.observer) ns_.observer->connected(*this);
@@ -326,6 +380,7 @@ void SocketImpl::connect_now() {
   } catch (const std::exception& e) {
     logf(LogLevel::Error, "connection handler on %s: %s", ns_.name().c_str(), e.what());
   }
+  if (connected_) share_data();
   if (connected_ && client_ && auth_) {  // connected: its auth as text from now on
     auth_text_ = client_->auth_text(auth_.get());
     auth_.reset();
@@ -343,9 +398,9 @@ void SocketImpl::on_event(Packet& p, size_t wire_bytes) {
   metrics::add(ns_.event_counter(ev.name));
   if (event_log::enabled() && client_)
     event_log::record(ns_.name(), ev.name, get("userId"), client_->session().handshake()->address, id_);
-  if (ev.name == "batch" && server_.config().core.client_batch) {
+  if (ev.name == "batch" && server().config().core.client_batch) {
     on_batch(ev, wire_bytes);  // only its items count
-  } else if (holds_ == 0 && !pumping_ && !inbox_) {
+  } else if (holds_ == 0 && !pumping_ && !inbox_if()) {
     auto self = shared_from_this();
     dispatch(ev);  // the common case: nothing waits, no queue
     return;
@@ -361,37 +416,36 @@ constexpr size_t kMaxQueuedEvents = 1024;
 
 void SocketImpl::enqueue(Event ev, std::string error, size_t wire_bytes) {
   if (gone_ || !client_) return;
-  if (!inbox_) inbox_ = std::make_unique<std::deque<Queued>>();
-  if (inbox_->size() >= kMaxQueuedEvents) {
+  auto& inbox = rare().inbox;
+  if (!inbox) inbox = std::make_unique<Inbox>();
+  if (inbox->queue.size() >= kMaxQueuedEvents) {
     send_error(*this, ev, "SOCKET_ERROR", "A connection error occurred", "too many events waiting");
     return;
   }
-  if (inbox_bytes_ + wire_bytes > server_.config().core.max_output_buffer) {
+  if (inbox->bytes + wire_bytes > server().config().core.max_output_buffer) {
     // Bounded in bytes too: 1,024 events of max_payload would be a gigabyte.
     logf(LogLevel::Info, "client %s: %zu bytes of events waiting on %s, closing the session",
-         client_->session().handshake()->address.c_str(), inbox_bytes_ + wire_bytes, ns_.name().c_str());
+         client_->session().handshake()->address.c_str(), inbox->bytes + wire_bytes, ns_.name().c_str());
     metrics::add(metrics::core().slow_closed_events);
     client_->session().post_abort();
     return;
   }
-  inbox_bytes_ += wire_bytes;
-  inbox_->push_back(Queued{std::move(ev), std::move(error), wire_bytes});
+  inbox->bytes += wire_bytes;
+  inbox->queue.push_back(Queued{std::move(ev), std::move(error), wire_bytes});
 }
 
 void SocketImpl::pump() {
-  if (pumping_ || !inbox_) return;  // pumping: a handler released its hold inside the loop below
+  if (pumping_ || !inbox_if()) return;  // pumping: a handler released its hold inside the loop below
   pumping_ = true;
   auto self = shared_from_this();
-  while (!gone_ && holds_ == 0 && inbox_ && !inbox_->empty()) {
-    Queued q = std::move(inbox_->front());
-    inbox_->pop_front();
-    inbox_bytes_ -= q.bytes;
+  // Looked up each turn: a handler may end the queue (a disconnect).
+  for (Inbox* inbox; !gone_ && holds_ == 0 && (inbox = inbox_if()) && !inbox->queue.empty();) {
+    Queued q = std::move(inbox->queue.front());
+    inbox->queue.pop_front();
+    inbox->bytes -= q.bytes;
     dispatch(q.ev, q.error);
   }
-  if (inbox_ && inbox_->empty()) {
-    inbox_.reset();  // an idle socket keeps no queue
-    inbox_bytes_ = 0;
-  }
+  if (Inbox* inbox = inbox_if(); inbox && inbox->queue.empty()) rare_->inbox.reset();  // an idle socket keeps no queue
   pumping_ = false;
 }
 
@@ -423,8 +477,10 @@ struct Deferred {
 }  // namespace
 
 Socket::Resume SocketImpl::defer(Event& ev) {
+  const std::string* malformed = dispatching_ ? dispatching_->malformed : nullptr;
+  size_t next = dispatching_ ? dispatching_->index + 1 : 0;
   auto d = std::make_shared<Deferred>(
-      Deferred{weak_from_this(), std::move(ev), mw_malformed_ ? *mw_malformed_ : std::string(), mw_index_ + 1, delay_next_events()});
+      Deferred{weak_from_this(), std::move(ev), malformed ? *malformed : std::string(), next, delay_next_events()});
   return [d](bool go_on) {
     if (!d->hold) return;  // called already
     auto hold = std::move(d->hold);  // released after the dispatch: what waits behind it follows
@@ -451,11 +507,13 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
   try {
     for (size_t i = from; i < ns_.middleware.size(); i++) {
       if (i == ns_.limit_middleware && !malformed.empty()) break;
-      mw_index_ = i;
-      mw_malformed_ = &malformed;
-      bool go_on = ns_.middleware[i](*this, ev);
-      mw_malformed_ = nullptr;
-      if (!go_on || gone_) return;
+      const Dispatching now{i, &malformed};
+      struct Restore {  // a dispatch inside a middleware (a released hold) leaves it as it was, a throw too
+        const Dispatching*& at;
+        const Dispatching* was;
+        ~Restore() { at = was; }
+      } restore{dispatching_, std::exchange(dispatching_, &now)};
+      if (!ns_.middleware[i](*this, ev) || gone_) return;
     }
     if (!malformed.empty()) {
       send_error(*this, ev, "INVALID_DATA", "Invalid data", malformed);
@@ -477,47 +535,48 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
 }
 
 void SocketImpl::on_ack(Packet& p) {
-  if (!p.id || !acks_) return;
-  auto it = acks_->find(*p.id);
-  if (it == acks_->end()) return;  // unknown or already answered: ignored, as Node does
+  Acks* acks = acks_if();
+  if (!p.id || !acks) return;
+  auto it = acks->pending.find(*p.id);
+  if (it == acks->pending.end()) return;  // unknown or already answered: ignored, as Node does
   AckCallback cb = std::move(it->second);
-  acks_->erase(it);
+  acks->pending.erase(it);
   auto self = shared_from_this();
   if (cb) cb(false, Payload(std::move(p.data), std::move(p.attachments)));
 }
 
 void SocketImpl::expire_ack(uint64_t id) {
-  if (!acks_) return;
-  auto it = acks_->find(id);
-  if (it == acks_->end()) return;
+  Acks* acks = acks_if();
+  if (!acks) return;
+  auto it = acks->pending.find(id);
+  if (it == acks->pending.end()) return;
   AckCallback cb = std::move(it->second);
-  acks_->erase(it);
+  acks->pending.erase(it);
   metrics::add(metrics::core().acks_timed_out);
   if (cb) cb(true, Payload());
 }
 
 void SocketImpl::on_disconnect(std::string_view reason) {
   if (gone_ && !connected_) {
-    client_ = nullptr;
+    detach();
     return;
   }
   auto self = shared_from_this();
   gone_ = true;
-  inbox_.reset();
-  inbox_bytes_ = 0;
+  if (rare_) rare_->inbox.reset();
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
     for (auto& r : std::vector<std::string>(rooms_)) ns_.index_remove(this, r);  // handlers may change rooms_
     ns_.check_not_walking();
-    ns_.sockets_.erase(id_);
-    server_.sockets_connected--;
+    if (auto at = ns_.sockets_.find(std::string_view(id_)); at != ns_.sockets_.end() && *at == this) ns_.sockets_.erase(at);
+    server().sockets_connected--;
     metrics::add(ns_.connected, -1);
     if (ns_.observer) ns_.observer->disconnected(*this, reason);
   }
-  auto pending = std::move(acks_);
+  std::unique_ptr<Acks> pending = rare_ ? std::move(rare_->acks) : nullptr;
   if (pending)
-    for (auto& [id, cb] : *pending)
+    for (auto& [id, cb] : pending->pending)
       if (cb) cb(true, Payload());
   if (was_connected) {
     try {
@@ -526,7 +585,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
       logf(LogLevel::Error, "disconnect handler on %s: %s", ns_.name().c_str(), e.what());
     }
   }
-  client_ = nullptr;
+  detach();
 }
 
 // ------------------------------------------------------------- namespace
@@ -540,15 +599,41 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
   return e;
 }
 
+size_t Namespace::ById::operator()(const SocketImpl* s) const noexcept { return (*this)(std::string_view(s->id_)); }
+std::string_view Namespace::SameId::id_of(const SocketImpl* s) { return s->id_; }
+
 void Namespace::check_not_walking() const {
   assert(walking_ == 0 && "room membership changed while a delivery walks it");
+}
+
+bool RoomMembers::insert(SocketImpl* s) {
+  if (many_) return many_->insert(s).second;
+  for (uint32_t i = 0; i < few_count_; i++)
+    if (few_[i] == s) return false;
+  if (few_count_ < kFew) {
+    few_[few_count_++] = s;
+    return true;
+  }
+  many_ = std::make_unique<std::unordered_set<SocketImpl*>>(few_, few_ + few_count_);
+  few_count_ = 0;
+  return many_->insert(s).second;
+}
+
+bool RoomMembers::erase(SocketImpl* s) {
+  if (many_) return many_->erase(s) > 0;
+  for (uint32_t i = 0; i < few_count_; i++) {
+    if (few_[i] != s) continue;
+    few_[i] = few_[--few_count_];
+    return true;
+  }
+  return false;
 }
 
 void Namespace::index_add(SocketImpl* s, const std::string& room) {
   if (room == s->id_) return;
   check_not_walking();
   auto& members = rooms_[room];
-  bool added = members.insert(s).second;
+  bool added = members.insert(s);
   if (added && members.size() == 1) metrics::add(room_count, 1);
   if (added && observer) observer->joined(*s, room, members.size() == 1);
   if (added) room_changed(*s, room, true);
@@ -586,14 +671,14 @@ template <class F>
 void Namespace::for_members(const std::string& room, F&& f) const {
   Walk walk(*this);
   if (auto it = rooms_.find(room); it != rooms_.end())
-    for (SocketImpl* s : it->second) f(s);
-  if (auto it = sockets_.find(room); it != sockets_.end()) f(it->second);  // its own room
+    it->second.for_each(f);
+  if (auto it = sockets_.find(std::string_view(room)); it != sockets_.end()) f(*it);  // its own room
 }
 
 std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
   std::vector<SocketImpl*> out;
   if (room.empty()) {
-    for (auto& [id, s] : sockets_) out.push_back(s);
+    for (SocketImpl* s : sockets_) out.push_back(s);
   } else {
     for_members(std::string(room), [&](SocketImpl* s) { out.push_back(s); });
   }
@@ -618,7 +703,7 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
   {
     Walk walk(*this);
     if (b.opts.rooms.empty()) {
-      for (auto& [id, s] : sockets_) send(s);
+      for (SocketImpl* s : sockets_) send(s);
     } else if (b.opts.rooms.size() == 1) {
       for_members(b.opts.rooms[0], send);
     } else {
@@ -660,9 +745,9 @@ void Namespace::report_sent(const std::vector<std::weak_ptr<SocketImpl>>& to, co
 // ---------------------------------------------------------------- client
 
 Client::Client(Server& server, eio::Session& session)
-    : server_(server), session_(session), msgpack_(server.config().core.parser == CoreConf::Parser::Msgpack) {}
+    : server_(server), session_(session), id_(session.sid().substr(0, 12)), msgpack_(server.config().core.parser == CoreConf::Parser::Msgpack) {}
 Client::~Client() {
-  for (auto& s : sockets_) s->client_ = nullptr;
+  for (auto& s : sockets_) s->detach();
 }
 
 std::shared_ptr<SocketImpl> Client::socket_for(std::string_view nsp) const {
@@ -724,7 +809,7 @@ void Client::handle(Packet& p, size_t wire_bytes) {
       return;
     }
     Json auth = p.data ? std::move(p.data) : Json(json_object());
-    s = std::make_shared<SocketImpl>(server_, *ns, *this, server_.new_socket_id(), std::move(auth));
+    s = std::make_shared<SocketImpl>(*ns, *this, server_.new_socket_id(), std::move(auth));
     sockets_.push_back(s);
     // Connection state recovery: a CONNECT with pid and offset may resume a
     // session, once its hooks pass (see SocketImpl::begin_recovery).
@@ -738,7 +823,7 @@ void Client::handle(Packet& p, size_t wire_bytes) {
         auto s = weak.lock();
         if (!s) return;
         if (found) return s->begin_recovery(std::move(*found), offset);
-        s->server_.adapter().recovery_done(false);  // unknown or expired: a fresh connection
+        s->server().adapter().recovery_done(false);  // unknown or expired: a fresh connection
         s->start_connect();
       });
       if (asked) return;
@@ -768,10 +853,11 @@ void Client::handle(Packet& p, size_t wire_bytes) {
   }
 }
 
-std::shared_ptr<const std::string> Client::auth_text(const json_t* auth) {
+SharedText Client::auth_text(const json_t* auth) {
   std::string text = json_text(auth);
-  if (!last_auth_ || *last_auth_ != text) last_auth_ = std::make_shared<const std::string>(std::move(text));
-  return last_auth_;  // clients send the same auth with every namespace: one copy
+  for (auto& s : sockets_)  // clients send the same auth with every namespace: one copy
+    if (s->auth_text_ && s->auth_text_.view() == text) return s->auth_text_;
+  return SharedText(text);
 }
 
 void Client::remove(const std::string& nsp) {
@@ -821,7 +907,7 @@ Server::Server(const Config& cfg, Timers& timers)
       ack_timer_(timers, [](void* s) { static_cast<Server*>(s)->expire_acks(); }, this),
       batch_timer_(timers, [](void* s) { static_cast<Server*>(s)->flush_batches(); }, this) {
   for (auto& ns : cfg.namespaces) {
-    namespaces_.push_back(std::make_unique<Namespace>(ns.name));
+    namespaces_.push_back(std::make_unique<Namespace>(*this, ns.name));
     auto label = metrics::label("namespace", ns.name);
     namespaces_.back()->connections_total = metrics::get("websocket_connections_total", label);
     namespaces_.back()->connected = metrics::get("websocket_namespace_sockets", label);
@@ -959,17 +1045,17 @@ void Server::expire_acks() {
 void SocketImpl::begin_recovery(StoredSession session, std::string offset) {
   if (gone_ || !client_ || connected_) return;
   id_ = session.sid;  // the hooks see the id the socket will keep (rate limits key on it)
-  recovery_ = std::make_unique<Recovery>(Recovery{std::move(session), std::move(offset)});
+  rare().recovery = std::make_unique<Recovery>(Recovery{std::move(session), std::move(offset)});
   run_connect_hooks(0);
 }
 
 // The hooks passed: the token's user must be the session's.
 void SocketImpl::confirm_recovery() {
-  const std::string* was = recovery_->session.get("userId");
+  const std::string* was = rare_->recovery->session.get("userId");
   const std::string* now = get("userId");
   if ((was ? *was : std::string()) != (now ? *now : std::string())) return abandon_recovery("another user's session");
   std::vector<std::string> rooms;  // to vet: the restored ones but its own and those the hooks joined
-  for (auto& r : recovery_->session.rooms)
+  for (auto& r : rare_->recovery->session.rooms)
     if (r != id_ && !in_room(r)) rooms.push_back(r);
   if (rooms.empty() || ns_.room_guards.empty()) return rooms_checked(std::move(rooms));
   // Every guard on every room, at once; the last answer goes on.
@@ -1016,9 +1102,9 @@ void SocketImpl::confirm_recovery() {
 }
 
 void SocketImpl::rooms_checked(std::vector<std::string> kept) {
-  if (gone_ || !client_ || connected_ || !recovery_) return;
-  const Recovery& rec = *recovery_;
-  bool asked = server_.adapter().claim_session(
+  if (gone_ || !client_ || connected_ || !recovery_if()) return;
+  const Recovery& rec = *rare_->recovery;
+  bool asked = server().adapter().claim_session(
       ns_.name(), rec.session.pid, rec.session.sid, rec.offset,
       [weak = weak_from_this(), kept = std::move(kept)](std::optional<std::vector<EncodedBroadcast>> missed) {
         auto s = weak.lock();
@@ -1030,15 +1116,15 @@ void SocketImpl::rooms_checked(std::vector<std::string> kept) {
 }
 
 void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed) {
-  if (gone_ || !client_ || connected_ || !recovery_) return;
-  auto rec = std::move(recovery_);
+  if (gone_ || !client_ || connected_ || !recovery_if()) return;
+  auto rec = std::move(rare_->recovery);
   pid_ = rec->session.pid;
   for (auto& r : kept) join(r);  // not connected yet: only listed, indexed by connect_now
   // Data: what the hooks set now, then the rest of the session's, never what
   // its hooks set then (the claims of an older token).
   const auto& then = rec->session.connect_keys;
   for (auto& [k, v] : rec->session.data)
-    if (std::find(then.begin(), then.end(), k) == then.end() && !get(k)) data_.emplace_back(k, v);
+    if (std::find(then.begin(), then.end(), k) == then.end() && !get(k)) own_data().emplace_back(k, v);
   // The missed packets of the rooms it has now. Socket.IO sends them before
   // the CONNECT reply; the client delivers them after `connect`.
   auto in_any = [&](const std::vector<std::string>& list) {
@@ -1049,9 +1135,9 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
   for (auto& b : missed) {
     if (!b.opts.rooms.empty() && !in_any(b.opts.rooms)) continue;
     if (in_any(b.opts.except)) continue;
-    client_->send_encoded(server_.wire(b.header, b.attachments), false);
+    client_->send_encoded(server().wire(b.header, b.attachments), false);
   }
-  server_.adapter().recovery_done(true);
+  server().adapter().recovery_done(true);
   logf(LogLevel::Debug, "recovery: socket %s on %s resumed, %zu of %zu rooms kept", id_.c_str(), ns_.name().c_str(),
        kept.size(), rec->session.rooms.size());
   connect_now();
@@ -1062,9 +1148,9 @@ void SocketImpl::abandon_recovery(const char* why) {
   if (gone_ || !client_ || connected_) return;
   logf(LogLevel::Info, "recovery: a CONNECT to %s from %s starts fresh: %s", ns_.name().c_str(),
        client_->session().handshake()->address.c_str(), why);
-  recovery_.reset();
-  id_ = server_.new_socket_id();
-  server_.adapter().recovery_done(false);
+  if (rare_) rare_->recovery.reset();
+  id_ = server().new_socket_id();
+  server().adapter().recovery_done(false);
   connect_now();
 }
 
@@ -1073,9 +1159,8 @@ void SocketImpl::expect_ack(uint64_t id, int64_t deadline, AckCallback cb) {
     if (cb) cb(true, Payload());
     return;
   }
-  if (!acks_) acks_ = std::make_unique<std::map<uint64_t, AckCallback>>();
-  (*acks_)[id] = std::move(cb);
-  server_.schedule_ack_timeout(deadline, weak_from_this(), id);
+  acks().pending[id] = std::move(cb);
+  server().schedule_ack_timeout(deadline, weak_from_this(), id);
 }
 
 bool SocketImpl::writable() const { return client_ && connected_; }
@@ -1089,7 +1174,7 @@ std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms
     out.push_back(s);
   };
   if (rooms.empty()) {
-    for (auto& [id, s] : sockets_) take(s);
+    for (SocketImpl* s : sockets_) take(s);
     return out;
   }
   std::unordered_set<SocketImpl*> seen;
@@ -1103,14 +1188,14 @@ std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms
 std::vector<std::string> Namespace::room_names() const {
   std::vector<std::string> out;
   out.reserve(rooms_.size() + sockets_.size());
-  for (auto& [id, s] : sockets_) out.emplace_back(id);
+  for (SocketImpl* s : sockets_) out.emplace_back(s->id_);
   for (auto& [room, members] : rooms_) out.push_back(room);
   return out;
 }
 
 SocketImpl* Namespace::socket(std::string_view id) const {
   auto it = sockets_.find(id);
-  return it == sockets_.end() ? nullptr : it->second;
+  return it == sockets_.end() ? nullptr : *it;
 }
 
 size_t Server::deliver_with_ack(const EncodedBroadcast& b, uint64_t ack_id, int64_t deadline,

@@ -13,6 +13,7 @@
 
 #include "eio/session.h"
 #include "sio/adapter.h"
+#include "sio/shared_text.h"
 #include "sio/sio_packet.h"
 
 namespace dr::sio {
@@ -37,7 +38,7 @@ class RoomObserver {
 
 class SocketImpl final : public Socket, public std::enable_shared_from_this<SocketImpl> {
  public:
-  SocketImpl(Server& server, Namespace& ns, Client& client, std::string id, Json auth);
+  SocketImpl(Namespace& ns, Client& client, std::string id, Json auth);
   ~SocketImpl() override;
 
   const std::string& id() const override { return id_; }
@@ -59,14 +60,14 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   std::shared_ptr<void> delay_next_events() override;
   void release_hold();  // the last copy of a delay_next_events() token is gone
   Resume defer(Event& ev) override;
-  const std::string& client_id() const override { return client_id_; }
+  const std::string& client_id() const override;
   std::string_view transport() const override;
   std::shared_ptr<void>& context_slot(uint32_t index) override;
   const void* context_value(uint32_t index) const override;
 
   // ---- for the cluster adapter (worker/cluster/)
   Namespace& ns() { return ns_; }
-  const std::vector<std::pair<std::string, std::string>>& data() const override { return data_; }
+  const std::vector<std::pair<std::string, std::string>>& data() const override;
   const std::string& pid() const { return pid_; }  // connection state recovery session id
   // Starts the CONNECT: the modules' hooks, then the CONNECT reply.
   void start_connect() { run_connect_hooks(0); }
@@ -100,7 +101,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // Middleware, then handlers; a malformed item (INVALID_DATA details) only the Limit phase.
   // `from`: the first middleware to run (a deferred event resumes after the one that deferred it).
   void dispatch(Event& ev, const std::string& malformed = {}, size_t from = 0);
-  // Events wait in inbox_ while a handler holds the socket (see Socket::hold).
+  // Events wait in the inbox while a handler holds the socket (see Socket::hold).
   // `wire_bytes`: what the event took on the wire, counted against max_output_buffer.
   void enqueue(Event ev, std::string error = {}, size_t wire_bytes = 0);
   void pump();
@@ -114,20 +115,18 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   void on_disconnect(std::string_view reason);
   void expire_ack(uint64_t id);
 
-  Server& server_;
+  Server& server() const;  // its namespace's
   Namespace& ns_;
-  Client* client_;  // null once disconnected
-  std::string client_id_;
+  Client* client_;  // null once disconnected (detach())
+  // Off its client: the client id is the client's while attached, a copy kept
+  // in rare_ after (a socket seldom outlives its disconnect).
+  void detach();
   std::string id_;
   // The CONNECT's auth: parsed while the CONNECT runs, then only its text
   // (shared by the client's sockets that sent the same), read again if a
   // module asks for it later (fetch_sockets does).
   mutable Json auth_;
-  std::shared_ptr<const std::string> auth_text_;
-  bool connected_ = false;
-  bool gone_ = false;  // disconnected, or refused
-  bool wants_batches_ = false;  // auth.batch was true
-  bool pumping_ = false;
+  SharedText auth_text_;
   int holds_ = 0;
   // The rooms joined, but for the socket's own (named after its id), which
   // is not stored: `own_room_at_` is where it stands in rooms() (kNotJoined:
@@ -136,13 +135,29 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   uint32_t own_room_at_ = kNotJoined;
   // data_'s first connect_keys_ keys are those the CONNECT hooks set.
   uint32_t connect_keys_ = 0;
+  uint16_t context_count_ = 0;  // slots made in contexts_
+  // Bits, beside the counts: sizeof(SocketImpl) stays one malloc size class lower.
+  bool connected_ : 1 = false;
+  bool gone_ : 1 = false;           // disconnected, or refused
+  bool wants_batches_ : 1 = false;  // auth.batch was true
+  bool pumping_ : 1 = false;
   std::vector<std::string> rooms_;
-  std::vector<std::pair<std::string, std::string>> data_;
-  std::vector<std::shared_ptr<void>> contexts_;  // by socket slot, as far as the last one used
+  // What set() keeps, shared by the client's sockets whose hooks set the same
+  // (a namespace socket of one token has the same userId and role as its
+  // siblings): copied on a write while shared.
+  using Data = std::vector<std::pair<std::string, std::string>>;
+  std::shared_ptr<Data> data_;
+  Data& own_data();
+  void share_data();  // with a sibling whose data is the same
+  // By socket slot, as far as the last one used (context_count_ of them).
+  std::unique_ptr<std::shared_ptr<void>[]> contexts_;
   // Server -> client acks awaiting answers (made on the first one: most
   // sockets never wait for any).
-  std::unique_ptr<std::map<uint64_t, AckCallback>> acks_;
-  uint64_t next_ack_ = 0;
+  struct Acks {
+    std::map<uint64_t, AckCallback> pending;
+    uint64_t next = 0;  // the id of the next emit_with_ack
+  };
+  Acks& acks();
   // A client `batch` with an ack: its items get ack ids of their own (far above
   // any id a JavaScript client can use) whose answers are collected here.
   struct Batch {
@@ -159,30 +174,77 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     uint64_t next_item_ack = uint64_t(1) << 62;
     std::string buf;  // server batching: items, comma-separated
   };
-  std::unique_ptr<Batching> batching_;
   Batching& batching();
   struct Queued {
     Event ev;
     std::string error;  // INVALID_DATA details of a malformed batch item instead of a dispatch
     size_t bytes;
   };
-  size_t inbox_bytes_ = 0;
-  std::unique_ptr<std::deque<Queued>> inbox_;  // only while events wait (a deque allocates when made)
-  // The middleware running now, and its event's INVALID_DATA details (for defer()).
-  size_t mw_index_ = 0;
-  const std::string* mw_malformed_ = nullptr;
+  struct Inbox {
+    std::deque<Queued> queue;
+    size_t bytes = 0;  // on the wire
+  };
+  // The middleware running now and its event's INVALID_DATA details (for
+  // defer()); on dispatch()'s stack.
+  struct Dispatching {
+    size_t index;
+    const std::string* malformed;
+  };
+  const Dispatching* dispatching_ = nullptr;
   std::string pid_;  // recovery session id (with connection state recovery)
   struct Recovery {
     StoredSession session;
     std::string offset;
   };
-  std::unique_ptr<Recovery> recovery_;  // only while a CONNECT may resume a session
+  // What few sockets use, behind one pointer made on first use: acks the
+  // server waits for, batching, events waiting behind a hold (only while they
+  // wait: a deque allocates when made), a session a CONNECT may resume (only
+  // while it may).
+  struct Rare {
+    std::unique_ptr<Acks> acks;
+    std::unique_ptr<Batching> batching;
+    std::unique_ptr<Inbox> inbox;
+    std::unique_ptr<Recovery> recovery;
+    std::string client_id;  // once detached
+  };
+  std::unique_ptr<Rare> rare_;
+  Rare& rare();
+  Acks* acks_if() const { return rare_ ? rare_->acks.get() : nullptr; }
+  Batching* batching_if() const { return rare_ ? rare_->batching.get() : nullptr; }
+  Inbox* inbox_if() const { return rare_ ? rare_->inbox.get() : nullptr; }
+  Recovery* recovery_if() const { return rare_ ? rare_->recovery.get() : nullptr; }
+};
+
+// The local members of a named room. Most rooms have one or two (a user's
+// own room, "user:<id>"): they are kept inline, without a hash set and its
+// bucket array; a room that grows past them gets a set.
+class RoomMembers {
+ public:
+  bool insert(SocketImpl* s);  // false: a member already
+  bool erase(SocketImpl* s);   // false: not a member
+  bool empty() const { return size() == 0; }
+  size_t size() const { return many_ ? many_->size() : few_count_; }
+  template <class F>
+  void for_each(F&& f) const {
+    if (many_) {
+      for (SocketImpl* s : *many_) f(s);
+    } else {
+      for (uint32_t i = 0; i < few_count_; i++) f(few_[i]);
+    }
+  }
+
+ private:
+  static constexpr uint32_t kFew = 2;
+  uint32_t few_count_ = 0;
+  SocketImpl* few_[kFew] = {};
+  std::unique_ptr<std::unordered_set<SocketImpl*>> many_;
 };
 
 class Namespace {
  public:
-  explicit Namespace(std::string name) : name_(std::move(name)) {}
+  Namespace(Server& server, std::string name) : server_(server), name_(std::move(name)) {}
   const std::string& name() const { return name_; }
+  Server& server() const { return server_; }
 
   std::vector<ConnectHook> connect_hooks;
   std::vector<EventMiddleware> middleware;  // the Limit phase first
@@ -217,7 +279,7 @@ class Namespace {
   std::vector<SocketImpl*> select(const std::vector<std::string>& rooms, const std::vector<std::string>& except) const;
   // Names of the rooms with local members, sockets' own rooms included.
   std::vector<std::string> room_names() const;
-  bool has_room(const std::string& room) const { return rooms_.count(room) || sockets_.count(room); }
+  bool has_room(const std::string& room) const { return rooms_.count(room) || sockets_.count(std::string_view(room)); }
   SocketImpl* socket(std::string_view id) const;
 
  private:
@@ -239,14 +301,31 @@ class Namespace {
   void check_not_walking() const;
   mutable int walking_ = 0;
 
+  Server& server_;
   std::string name_;
-  std::unordered_map<std::string_view, SocketImpl*> sockets_;  // keys view the sockets' ids
-  std::unordered_map<std::string, std::unordered_set<SocketImpl*>> rooms_;
+  // The connected sockets, found by id: a set of pointers hashed by the
+  // socket's own id (no key beside it, no cached hash: 16 bytes a node).
+  struct ById {
+    using is_transparent = void;
+    size_t operator()(std::string_view id) const noexcept { return std::hash<std::string_view>{}(id); }
+    size_t operator()(const SocketImpl* s) const noexcept;
+  };
+  struct SameId {
+    using is_transparent = void;
+    static std::string_view id_of(std::string_view id) { return id; }
+    static std::string_view id_of(const SocketImpl* s);
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const noexcept { return id_of(a) == id_of(b); }
+  };
+  std::unordered_set<SocketImpl*, ById, SameId> sockets_;
+  std::unordered_map<std::string, RoomMembers> rooms_;
   std::unordered_map<std::string, metrics::Entry*> event_counters_;  // names with handlers only
 };
 
 // The Socket.IO side of one Engine.IO session.
 class Client final : public eio::SessionHandler {
+  friend class SocketImpl;
+
  public:
   Client(Server& server, eio::Session& session);
   ~Client() override;
@@ -257,15 +336,17 @@ class Client final : public eio::SessionHandler {
   void send(const Packet& p, bool is_volatile = false);
   void send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile);
   eio::Session& session() { return session_; }
+  const std::string& id() const { return id_; }  // what Socket::client_id() shows
   void remove(const std::string& nsp);
   void close_all();
   // The auth of a connected socket as text, shared by those whose CONNECT carried the same.
-  std::shared_ptr<const std::string> auth_text(const json_t* auth);
+  SharedText auth_text(const json_t* auth);
 
  private:
   void handle(Packet& p, size_t wire_bytes);
   Server& server_;
   eio::Session& session_;
+  const std::string id_;  // the session id's first 12 characters, shared by its sockets
   const bool msgpack_;  // the server's parser when the client came (a reload changing it starts new workers)
   Decoder decoder_;     // of the json parser
   size_t packet_bytes_ = 0;  // of the packet being decoded (its attachments come as more messages)
@@ -273,7 +354,6 @@ class Client final : public eio::SessionHandler {
   // them); a few at most, so a vector: no tree node per socket.
   std::vector<std::shared_ptr<SocketImpl>> sockets_;
   std::shared_ptr<SocketImpl> socket_for(std::string_view nsp) const;
-  std::shared_ptr<const std::string> last_auth_;
 };
 
 class Server {

@@ -8,21 +8,22 @@ namespace dr::sio {
 
 void SocketImpl::queue_batch_item(const std::string& item) {
   std::string& buf = batching().buf;
-  if (buf.empty()) server_.batch_pending(weak_from_this());
+  if (buf.empty()) server().batch_pending(weak_from_this());
   else buf.push_back(',');
   buf += item;
   // Bounded: past max_output_buffer it leaves now, and the connection's own
   // bound decides whether this client keeps up.
-  if (buf.size() > server_.config().core.max_output_buffer) flush_batch();
+  if (buf.size() > server().config().core.max_output_buffer) flush_batch();
 }
 
 void SocketImpl::flush_batch() {
-  if (!batching_ || batching_->buf.empty() || gone_ || !client_) return;
+  Batching* batching = batching_if();
+  if (!batching || batching->buf.empty() || gone_ || !client_) return;
   std::string header = "2";
   if (ns_.name() != "/") header += ns_.name() + ",";
-  header += "[\"batch\",[" + batching_->buf + "]]";
-  batching_->buf.clear();
-  client_->send_encoded(server_.wire(header, {}), false);
+  header += "[\"batch\",[" + batching->buf + "]]";
+  batching->buf.clear();
+  client_->send_encoded(server().wire(header, {}), false);
 }
 
 // {"event":E,"data":D} when a server_batch_events rule takes this event.
