@@ -10,6 +10,7 @@
 #include "cluster/lua_scripts.h"
 #include "cluster/redis_cluster.h"
 #include "cluster/redis_sentinel.h"
+#include "cluster/reply_pool.h"
 #include "depth-realtime/module.h"
 
 namespace dr::cluster {
@@ -198,6 +199,7 @@ void RedisLink::connect(Conn& c) {
     lost(c, why.c_str());
     return;
   }
+  ac->c.reader->fn = pooled_replies();  // nothing parsed yet: the table may change
   ac->data = &c;
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
