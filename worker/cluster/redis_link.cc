@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "cluster/lua_scripts.h"
+#include "cluster/redis_api.h"
 #include "cluster/redis_cluster.h"
 #include "cluster/redis_sentinel.h"
 #include "cluster/reply_pool.h"
@@ -367,6 +368,12 @@ void RedisLink::on_reply(redisAsyncContext*, void* reply, void* privdata) {
     } catch (const std::exception& e) {
       logf(LogLevel::Error, "redis: reply handler: %s", e.what());
     }
+  } else if (cb->module_fn) {
+    try {
+      cb->module_fn(module_reply(r));
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "redis callback: %s", e.what());
+    }
   }
   self->recycle(std::move(cb));
 }
@@ -383,6 +390,7 @@ void RedisLink::recycle(std::unique_ptr<Callback> cb) {
   constexpr size_t kKeptScriptArgs = 4096;
   if (spare_callbacks_.size() >= kSpareCallbacks) return;
   cb->fn = nullptr;
+  cb->module_fn = nullptr;
   cb->script = {};
   if (cb->script_args.capacity() > kKeptScriptArgs) std::string().swap(cb->script_args);
   else cb->script_args.clear();
@@ -474,7 +482,7 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
 
 // The command in RESP, as hiredis would format it, into formatted_ (no
 // allocation once it has grown); hiredis copies it into its output buffer.
-bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted) {
+bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted, redis::Callback* module_fn) {
   if (!c.ac) return false;
   size_t bytes = 16;
   std::string& f = formatted_;
@@ -497,7 +505,11 @@ bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted) {
   cb->gen = c.gen;
   cb->fn = std::move(reply);
   cb->counted = counted;
-  if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) return false;
+  if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) {
+    recycle(std::move(cb));
+    return false;
+  }
+  if (module_fn) cb->module_fn = std::move(*module_fn);  // sent: no reply comes before the loop runs again
   cb.release();  // on_reply owns it now
   if (f.capacity() > (64u << 10)) std::string().swap(f);  // a large value: not kept
   if (counted) {
@@ -514,6 +526,31 @@ bool RedisLink::command(Argv argv, Reply reply) {
   for (auto a : argv) bytes += a.size() + 16;
   if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
       !raw_command(cmd_, argv, std::move(reply), true)) {
+    dropped_++;
+    return false;
+  }
+  return true;
+}
+
+bool RedisLink::module_command(Argv argv, redis::Callback& cb) {
+  if (cluster_) {
+    // The shards take a link callback: the module's is wrapped (and kept by the caller until sent).
+    redis::Callback copy = cb;
+    Reply wrapped;
+    if (copy)
+      wrapped = [copy = std::move(copy)](redisReply* r) {
+        try {
+          copy(module_reply(r));
+        } catch (const std::exception& e) {
+          logf(LogLevel::Error, "redis callback: %s", e.what());
+        }
+      };
+    return cluster_->command(std::vector<std::string_view>(argv.begin(), argv.end()), std::move(wrapped));
+  }
+  size_t bytes = 16;
+  for (auto a : argv) bytes += a.size() + 16;
+  if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
+      !raw_command(cmd_, argv, Reply(), true, &cb)) {
     dropped_++;
     return false;
   }
