@@ -32,7 +32,10 @@
 #include <depth-realtime/validate.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <span>
 #include <memory>
 #include <string>
 #include <vector>
@@ -332,37 +335,47 @@ void on_message(dr::Socket& s, dr::Event& ev) {
       [](dr::Socket&, const CallPtr& c) {
         const json_t* in = c->in();
         const json_t* content = json_object_get(in, "content");
-        const char* type = dr::json_str(in, "type");
+        const json_t* type = json_object_get(in, "type");  // a string when given (the schema)
         const json_t* metadata = json_object_get(in, "metadata");
         const char* given = dr::json_str(in, idem::kField);
         std::string key = given ? given : "";
-        Json empty(json_object());
-        if (!json_is_object(metadata)) metadata = empty.get();
+        // No metadata, or {}: nothing to write out or copy.
+        const bool no_metadata = !json_is_object(metadata) || json_object_size(metadata) == 0;
         std::string created = dr::app::iso_now();
+        std::string_view text(json_string_value(content), json_string_length(content));
+        std::string_view type_text = json_is_string(type) ? json_string_value(type) : "text";
+        std::string metadata_text =
+            no_metadata ? "{}" : dr::json_text(dr::app::to_stored(metadata, c->ev.args.attachments).get());
+        // The stream entry's fields, as views (copied into the command or the record).
+        const std::string_view fields[] = {"conversationId", c->conversation, "senderId", c->user, "content", text,
+                                           "type", type_text, "metadata", metadata_text, "createdAt", created,
+                                           idem::kField, key};
+        const size_t field_count = key.empty() ? std::size(fields) - 2 : std::size(fields);
 
-        std::string text(json_string_value(content), json_string_length(content));
-        std::vector<std::string> fields{
-            "conversationId", c->conversation, "senderId", c->user, "content", text, "type", type ? type : "text",
-            "metadata", dr::json_text(dr::app::to_stored(metadata, c->ev.args.attachments).get()), "createdAt", created};
-        if (!key.empty()) fields.insert(fields.end(), {idem::kField, key});
-
-        // The message as clients see it, but for its id.
+        // The message as clients see it, but for its id. What the client sent
+        // is shared where it is the same value (the event is never changed).
         std::vector<std::string> bin;
         auto m = std::shared_ptr<json_t>(json_object(), json_decref);
+        const json_t* conversation = json_object_get(in, "conversationId");
         json_object_set_new(m.get(), "id", json_null());
-        json_object_set_new(m.get(), "conversationId", jstr(c->conversation));
+        if (json_is_string(conversation)) json_object_set(m.get(), "conversationId", const_cast<json_t*>(conversation));
+        else json_object_set_new(m.get(), "conversationId", jstr(c->conversation));
         json_object_set_new(m.get(), "senderId", jstr(c->user));
         json_object_set(m.get(), "content", const_cast<json_t*>(content));
-        json_object_set_new(m.get(), "type", json_string(type ? type : "text"));
-        json_object_set_new(m.get(), "metadata", dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
+        if (json_is_string(type)) json_object_set(m.get(), "type", const_cast<json_t*>(type));
+        else json_object_set_new(m.get(), "type", json_string("text"));
+        json_object_set_new(m.get(), "metadata",
+                            no_metadata ? json_object()
+                                        : dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
         json_object_set_new(m.get(), "createdAt", jstr(created));
         if (!key.empty()) json_object_set_new(m.get(), idem::kField, jstr(key));
 
         if (key.empty()) {
-          std::vector<std::string> argv{"XADD", stream_key(c->conversation), "MAXLEN", "~",
-                                        std::to_string(c->conf.stream_maxlen), "*"};
-          argv.insert(argv.end(), fields.begin(), fields.end());
-          redis::command(std::move(argv), [c, m, bin = std::move(bin)](redis::Reply r) {
+          const std::string stream = stream_key(c->conversation);
+          const std::string maxlen = std::to_string(c->conf.stream_maxlen);
+          std::string_view argv[6 + std::size(fields)] = {"XADD", stream, "MAXLEN", "~", maxlen, "*"};
+          std::copy(fields, fields + field_count, argv + 6);
+          redis::command(std::span<const std::string_view>(argv, 6 + field_count), [c, m, bin = std::move(bin)](redis::Reply r) {
             if (r.type != redis::Reply::Type::String) {
               if (r.unanswered) return unknown(*c, {});
               if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the message was not stored"));
@@ -386,7 +399,7 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         a.edits = edits_key(c->conversation);
         a.maxlen = c->conf.stream_maxlen;
         a.ttl_ms = c->conf.idempotency_ttl;
-        a.fields = std::move(fields);
+        a.fields.assign(fields, fields + field_count);
         idem::append(std::move(a), [c, m, key, bin = std::move(bin)](idem::Result r) mutable {
           switch (r.outcome) {
             case idem::Outcome::Unknown:
