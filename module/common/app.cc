@@ -101,12 +101,13 @@ void access(Socket& s, std::string_view claim, std::string_view key_pattern, con
     done(s, Access::Denied);
     return;
   }
-  redis::command({"SISMEMBER", redis::key(expand(key_pattern, id)), user},
-                 [weak = s.weak(), connecting, done = std::move(done)](redis::Reply r) {
-                   auto sock = weak.lock();
-                   if (!sock || (!connecting && !sock->connected())) return;
-                   done(*sock, r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied);
-                 });
+  const std::string key = redis::key(expand(key_pattern, id));
+  const std::string_view argv[] = {"SISMEMBER", key, user};
+  redis::command(argv, [weak = s.weak(), connecting, done = std::move(done)](redis::Reply r) {
+    auto sock = weak.lock();
+    if (!sock || (!connecting && !sock->connected())) return;
+    done(*sock, r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied);
+  });
 }
 
 }  // namespace
