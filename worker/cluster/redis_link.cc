@@ -7,6 +7,8 @@
 #include <cstring>
 #include <utility>
 
+#include <unistd.h>
+
 #include "cluster/lua_scripts.h"
 #include "cluster/redis_api.h"
 #include "cluster/redis_cluster.h"
@@ -79,6 +81,34 @@ bool uv_events_attach(redisAsyncContext* ac, uv_loop_t* loop) {
   ac->ev.cleanup = uv_events_cleanup;
   ac->ev.data = e.release();  // freed by uv_events_cleanup's close callback
   return true;
+}
+
+// Writes what is queued on a connected `ac`. After a whole write hiredis
+// frees its output buffer and starts an empty one, which the next commands
+// grow again (an allocation or more per loop turn); written here, the buffer
+// is emptied in place and keeps its room. A short write, EAGAIN or an error
+// is left to hiredis, as is a buffer grown large.
+void write_now(redisAsyncContext* ac) {
+  constexpr size_t kKeptOutput = 64 << 10;
+  redisContext* c = &ac->c;
+  const size_t len = sdslen(c->obuf);
+  if (len > 0 && sdsalloc(c->obuf) <= kKeptOutput) {
+    const ssize_t n = ::write(c->fd, c->obuf, len);
+    if (n == ssize_t(len)) {
+      sdssetlen(c->obuf, 0);  // sdsclear (sds.h declares it without C linkage)
+      c->obuf[0] = '\0';
+      // As hiredis after a whole write: no more writable events, replies read.
+      if (ac->ev.delWrite) ac->ev.delWrite(ac->ev.data);
+      if (ac->ev.addRead) ac->ev.addRead(ac->ev.data);
+      return;
+    }
+    if (n > 0) {  // the rest to the front, for hiredis
+      std::memmove(c->obuf, c->obuf + n, len - size_t(n));
+      sdssetlen(c->obuf, len - size_t(n));
+      c->obuf[len - size_t(n)] = '\0';
+    }
+  }
+  redisAsyncHandleWrite(ac);
 }
 
 void append_resp_header(std::string& f, char kind, size_t n) {
@@ -688,7 +718,7 @@ void RedisLink::flush() {
   if (cluster_) return cluster_->flush();
   for (Conn* c : {&cmd_, &sub_}) {
     redisAsyncContext* ac = c->ac.get();
-    if (c->state == State::Up && ac && sdslen(ac->c.obuf) > 0) redisAsyncHandleWrite(ac);
+    if (c->state == State::Up && ac && sdslen(ac->c.obuf) > 0) write_now(ac);
   }
 }
 
