@@ -129,9 +129,20 @@ const dr::schema::Table kEvents = {
 dr::Worker* g_worker = nullptr;
 const dr::Module* g_self = nullptr;
 
-ChatConf current_conf(const dr::Socket& s) {
+bool same_conf(const ChatConf& a, const ChatConf& b) {
+  return a.stream_maxlen == b.stream_maxlen && a.members_key == b.members_key && a.access_claim == b.access_claim &&
+         a.history_limit == b.history_limit && a.history_max == b.history_max && a.idempotency_ttl == b.idempotency_ttl;
+}
+
+// The namespace's conf as a call keeps it (a reload may replace the module's
+// meanwhile): one copy, shared by the calls while it stays the same.
+std::shared_ptr<const ChatConf> current_conf(const dr::Socket& s) {
+  static std::shared_ptr<const ChatConf> last;  // the worker's one loop: no lock
   const auto* c = static_cast<const ChatConf*>(g_worker->conf(*g_self, s.nsp()));
-  return c ? *c : ChatConf();
+  static const ChatConf defaults;
+  const ChatConf& now = c ? *c : defaults;
+  if (!last || !same_conf(*last, now)) last = std::make_shared<const ChatConf>(now);
+  return last;
 }
 
 // What a handler keeps while it waits for Redis.
@@ -143,7 +154,13 @@ struct Call {
   std::shared_ptr<void> hold;   // the socket's next events wait for this one
   std::string conversation;
   std::string user;
-  ChatConf conf;                // a copy: a reload may replace the module's conf meanwhile
+  std::shared_ptr<const ChatConf> conf;  // as it was: a reload may replace the module's meanwhile
+  // chat:message: the message as clients see it, and its binary values.
+  Json message;
+  std::vector<std::string> bin;
+  // when_member's continuation.
+  void (*next)(dr::Socket&, const std::shared_ptr<Call>&) = nullptr;
+  const char* unavailable = nullptr;
 
   // The socket, if it is still connected.
   std::shared_ptr<dr::Socket> live() const {
@@ -160,7 +177,7 @@ CallPtr start(dr::Socket& s, const dr::Event& ev) {
   return std::make_shared<Call>(Call{s.weak(), s.id(), s.nsp(),
                                      dr::Event{ev.name, dr::Payload(dr::json_share(ev.args.args.get()), ev.args.attachments), ev.ack_id},
                                      s.delay_next_events(), dr::app::id_field(ev, "conversationId"),
-                                     dr::app::user_id(s), current_conf(s)});
+                                     dr::app::user_id(s), current_conf(s), Json(), {}});
 }
 
 std::string room_of(const std::string& conversation) { return "conversation:" + conversation; }
@@ -189,12 +206,15 @@ json_t* jstr(const std::string& s) { return json_stringn(s.data(), s.size()); }
 // otherwise answers FORBIDDEN (or SOCKET_ERROR when Redis cannot tell).
 void when_member(dr::Socket& s, CallPtr c, void (*next)(dr::Socket&, const CallPtr&),
                  const char* unavailable = "Redis unavailable: cannot check access") {
-  dr::app::check_access(s, c->conf.access_claim, c->conf.members_key, c->conversation,
-                        [c, next, unavailable](dr::Socket& s, Access a) {
-                          if (a == Access::Allowed) return next(s, c);
-                          if (a == Access::Unavailable) return dr::app::internal_error(s, c->ev, unavailable);
-                          dr::app::forbidden(s, c->ev, "not a member of conversation " + c->conversation);
-                        });
+  c->next = next;
+  c->unavailable = unavailable;
+  const ChatConf& conf = *c->conf;
+  // Only the call captured: the continuation fits in std::function's own room.
+  dr::app::check_access(s, conf.access_claim, conf.members_key, c->conversation, [c](dr::Socket& s, Access a) {
+    if (a == Access::Allowed) return c->next(s, c);
+    if (a == Access::Unavailable) return dr::app::internal_error(s, c->ev, c->unavailable);
+    dr::app::forbidden(s, c->ev, "not a member of conversation " + c->conversation);
+  });
 }
 
 void broadcast(const Call& c, const char* event, const json_t* data, const std::vector<std::string>& bin,
@@ -354,40 +374,42 @@ void on_message(dr::Socket& s, dr::Event& ev) {
 
         // The message as clients see it, but for its id. What the client sent
         // is shared where it is the same value (the event is never changed).
-        std::vector<std::string> bin;
-        auto m = std::shared_ptr<json_t>(json_object(), json_decref);
+        // Kept by the call: its callbacks hold nothing else.
+        c->message = Json(json_object());
+        json_t* m = c->message.get();
+        std::vector<std::string>& bin = c->bin;
         const json_t* conversation = json_object_get(in, "conversationId");
-        json_object_set_new(m.get(), "id", json_null());
-        if (json_is_string(conversation)) json_object_set(m.get(), "conversationId", const_cast<json_t*>(conversation));
-        else json_object_set_new(m.get(), "conversationId", jstr(c->conversation));
-        json_object_set_new(m.get(), "senderId", jstr(c->user));
-        json_object_set(m.get(), "content", const_cast<json_t*>(content));
-        if (json_is_string(type)) json_object_set(m.get(), "type", const_cast<json_t*>(type));
-        else json_object_set_new(m.get(), "type", json_string("text"));
-        json_object_set_new(m.get(), "metadata",
+        json_object_set_new(m, "id", json_null());
+        if (json_is_string(conversation)) json_object_set(m, "conversationId", const_cast<json_t*>(conversation));
+        else json_object_set_new(m, "conversationId", jstr(c->conversation));
+        json_object_set_new(m, "senderId", jstr(c->user));
+        json_object_set(m, "content", const_cast<json_t*>(content));
+        if (json_is_string(type)) json_object_set(m, "type", const_cast<json_t*>(type));
+        else json_object_set_new(m, "type", json_string("text"));
+        json_object_set_new(m, "metadata",
                             no_metadata ? json_object()
                                         : dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
-        json_object_set_new(m.get(), "createdAt", jstr(created));
-        if (!key.empty()) json_object_set_new(m.get(), idem::kField, jstr(key));
+        json_object_set_new(m, "createdAt", jstr(created));
+        if (!key.empty()) json_object_set_new(m, idem::kField, jstr(key));
 
         if (key.empty()) {
           const std::string stream = stream_key(c->conversation);
-          const std::string maxlen = std::to_string(c->conf.stream_maxlen);
+          const std::string maxlen = std::to_string(c->conf->stream_maxlen);
           std::string_view argv[6 + std::size(fields)] = {"XADD", stream, "MAXLEN", "~", maxlen, "*"};
           std::copy(fields, fields + field_count, argv + 6);
-          redis::command(std::span<const std::string_view>(argv, 6 + field_count), [c, m, bin = std::move(bin)](redis::Reply r) {
+          redis::command(std::span<const std::string_view>(argv, 6 + field_count), [c](redis::Reply r) {
             if (r.type != redis::Reply::Type::String) {
               if (r.unanswered) return unknown(*c, {});
               if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the message was not stored"));
               return;
             }
             if (g_worker) g_worker->metric_add(kMessagesMetric, "");
-            json_object_set_new(m.get(), "id", jstr(r.str));
-            redis::replicated([c, m, bin](redis::Replication rep) {
+            json_object_set_new(c->message.get(), "id", jstr(r.str));
+            redis::replicated([c](redis::Replication rep) {
               // Stored: the room gets it even if the sender has gone meanwhile.
-              deliver(*c, m.get(), bin);
+              deliver(*c, c->message.get(), c->bin);
               if (!rep.confirmed) return unreplicated(*c, {}, rep);
-              if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
+              if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin);
             });
           });
           return;
@@ -397,10 +419,10 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         a.record = idem::record_key("chat", c->conversation, c->user, key);
         a.stream = stream_key(c->conversation);
         a.edits = edits_key(c->conversation);
-        a.maxlen = c->conf.stream_maxlen;
-        a.ttl_ms = c->conf.idempotency_ttl;
+        a.maxlen = c->conf->stream_maxlen;
+        a.ttl_ms = c->conf->idempotency_ttl;
         a.fields.assign(fields, fields + field_count);
-        idem::append(std::move(a), [c, m, key, bin = std::move(bin)](idem::Result r) mutable {
+        idem::append(std::move(a), [c, key](idem::Result r) {
           switch (r.outcome) {
             case idem::Outcome::Unknown:
               return unknown(*c, key);
@@ -413,24 +435,23 @@ void on_message(dr::Socket& s, dr::Event& ev) {
               return;
             case idem::Outcome::Stored:
               if (g_worker) g_worker->metric_add(kMessagesMetric, "");
-              json_object_set_new(m.get(), "id", jstr(r.id));
+              json_object_set_new(c->message.get(), "id", jstr(r.id));
               break;
             case idem::Outcome::Found:
               if (r.fields) {
-                bin.clear();
-                Json stored = message_of(r.id, r.fields.get(), c->conversation,
-                                         r.edit.empty() ? nullptr : r.edit.c_str(), bin);
-                m.reset(stored.release(), json_decref);
+                c->bin.clear();
+                c->message = message_of(r.id, r.fields.get(), c->conversation,
+                                        r.edit.empty() ? nullptr : r.edit.c_str(), c->bin);
               } else {  // trimmed from the stream since: as sent, timed by its id
-                json_object_set_new(m.get(), "id", jstr(r.id));
+                json_object_set_new(c->message.get(), "id", jstr(r.id));
                 int64_t ms = dr::app::stream_id_ms(r.id);
-                if (ms >= 0) json_object_set_new(m.get(), "createdAt", jstr(dr::app::iso_time(ms)));
+                if (ms >= 0) json_object_set_new(c->message.get(), "createdAt", jstr(dr::app::iso_time(ms)));
               }
               break;
           }
-          if (r.deliver) deliver(*c, m.get(), bin);
+          if (r.deliver) deliver(*c, c->message.get(), c->bin);
           if (!r.replication.confirmed) return unreplicated(*c, key, r.replication);
-          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
+          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin);
         });
       },
       "Redis unavailable: cannot check access, the message was not stored");
@@ -515,9 +536,9 @@ void on_history(dr::Socket& s, dr::Event& ev) {
 
   when_member(s, start(s, ev), [](dr::Socket& s, const CallPtr& c) {
     const json_t* limit = json_object_get(c->in(), "limit");
-    uint64_t count = c->conf.history_limit;
+    uint64_t count = c->conf->history_limit;
     if (json_is_number(limit))
-      count = json_number_value(limit) >= double(c->conf.history_max) ? c->conf.history_max
+      count = json_number_value(limit) >= double(c->conf->history_max) ? c->conf->history_max
                                                                        : uint64_t(json_number_value(limit));
     // `before` is exclusive: read up to the id just below it (works on any
     // Redis 5+, unlike the "(" prefix of 6.2).
@@ -621,8 +642,8 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.on(kNsp, "message:edit", on_edit);
   // A recovered session rejoins a conversation's room only if still a member.
   w.on_room_check(kNsp, [](dr::Socket& s, const std::string& room, dr::RoomVerdict done) {
-    ChatConf conf = current_conf(s);
-    dr::app::check_room(s, room, room_of(""), conf.access_claim, conf.members_key, std::move(done));
+    std::shared_ptr<const ChatConf> conf = current_conf(s);
+    dr::app::check_room(s, room, room_of(""), conf->access_claim, conf->members_key, std::move(done));
   });
   return true;
 }
