@@ -175,8 +175,10 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
     const Nsp* nsp;  // its stream; nsps_ is not changed after start()
     std::string channel, offset, stored, msg;
     int64_t at = 0;
+    uint64_t published_at = 0;  // uv_hrtime() when sent with its PUBLISH (0: not timed)
   };
   void send_recorded(Recorded r, bool again);
+  void recorded_answered(uint64_t seq, redisReply* reply);
   void republish();
   RedisLink::Reply timed_publish();
   bool publish(const std::string& channel, std::string_view body);
