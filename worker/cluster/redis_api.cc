@@ -222,6 +222,13 @@ void replicated(std::function<void(Replication)> cb) {
   if (cluster::g_api.timers) cluster::g_api.timers->post([cb = std::move(cb)] { cb(Replication{}); });
 }
 
-std::string key(std::string_view suffix) { return cluster::g_api.prefix + std::string(suffix); }
+std::string key(std::string_view suffix) {
+  const std::string& prefix = cluster::g_api.prefix;
+  std::string k;
+  k.reserve(prefix.size() + suffix.size());  // one allocation at most
+  k += prefix;
+  k += suffix;
+  return k;
+}
 
 }  // namespace dr::redis
