@@ -209,7 +209,6 @@ void when_member(dr::Socket& s, CallPtr c, void (*next)(dr::Socket&, const CallP
   c->next = next;
   c->unavailable = unavailable;
   const ChatConf& conf = *c->conf;
-  // Only the call captured: the continuation fits in std::function's own room.
   dr::app::check_access(s, conf.access_claim, conf.members_key, c->conversation, [c](dr::Socket& s, Access a) {
     if (a == Access::Allowed) return c->next(s, c);
     if (a == Access::Unavailable) return dr::app::internal_error(s, c->ev, c->unavailable);
@@ -217,17 +216,27 @@ void when_member(dr::Socket& s, CallPtr c, void (*next)(dr::Socket&, const CallP
   });
 }
 
-void broadcast(const Call& c, const char* event, const json_t* data, const std::vector<std::string>& bin,
-               bool to_others = false, bool is_volatile = false) {
+// To the conversation's room.
+dr::BroadcastOptions room_options(const Call& c, bool to_others = false, bool is_volatile = false) {
   dr::BroadcastOptions opts;
   opts.nsp = c.nsp;
   opts.rooms = {room_of(c.conversation)};
   if (to_others) opts.except = {c.socket_id};  // every socket is in the room of its id
   opts.is_volatile = is_volatile;
+  return opts;
+}
+
+void broadcast(const dr::BroadcastOptions& opts, const char* event, const json_t* data,
+               const std::vector<std::string>& bin) {
   // Shared, not copied: the server encodes it and keeps nothing it changes.
   dr::Payload p = dr::Payload::of(dr::json_share(const_cast<json_t*>(data)));
   p.attachments = bin;
   if (g_worker) g_worker->broadcast(opts, event, std::move(p));
+}
+
+void broadcast(const Call& c, const char* event, const json_t* data, const std::vector<std::string>& bin,
+               bool to_others = false, bool is_volatile = false) {
+  broadcast(room_options(c, to_others, is_volatile), event, data, bin);
 }
 
 Json id_object(const char* name, const std::string& id) {
@@ -339,8 +348,9 @@ void unreplicated(const Call& c, const std::string& key, const redis::Replicatio
 
 // To the whole room as both chat:message and message:new.
 void deliver(const Call& c, const json_t* m, const std::vector<std::string>& bin) {
-  broadcast(c, "chat:message", m, bin);
-  broadcast(c, "message:new", m, bin);
+  const dr::BroadcastOptions opts = room_options(c);
+  broadcast(opts, "chat:message", m, bin);
+  broadcast(opts, "message:new", m, bin);
 }
 
 // Stored first (the ack means it is), then to the whole room as both
@@ -374,7 +384,7 @@ void on_message(dr::Socket& s, dr::Event& ev) {
 
         // The message as clients see it, but for its id. What the client sent
         // is shared where it is the same value (the event is never changed).
-        // Kept by the call: its callbacks hold nothing else.
+        // Kept by the call: its callbacks capture nothing else.
         c->message = Json(json_object());
         json_t* m = c->message.get();
         std::vector<std::string>& bin = c->bin;
