@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +59,9 @@ DR_API bool cluster();
 
 // Sends one command, e.g. {"XADD", key, "MAXLEN", "~", "10000", "*", ...}.
 DR_API void command(std::vector<std::string> argv, Callback cb = {});
+// The same with views of the arguments: they are copied only into the
+// connection's output, before it returns.
+DR_API void command(std::span<const std::string_view> argv, Callback cb = {});
 // MULTI, the commands, EXEC: all of them are applied or none. `cb` gets the
 // EXEC reply (an array with one reply per command) or an error. With a
 // cluster, the commands of each slot are one MULTI ... EXEC on their shard

@@ -32,7 +32,10 @@
 #include <depth-realtime/validate.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <span>
 #include <memory>
 #include <string>
 #include <vector>
@@ -126,9 +129,20 @@ const dr::schema::Table kEvents = {
 dr::Worker* g_worker = nullptr;
 const dr::Module* g_self = nullptr;
 
-ChatConf current_conf(const dr::Socket& s) {
+bool same_conf(const ChatConf& a, const ChatConf& b) {
+  return a.stream_maxlen == b.stream_maxlen && a.members_key == b.members_key && a.access_claim == b.access_claim &&
+         a.history_limit == b.history_limit && a.history_max == b.history_max && a.idempotency_ttl == b.idempotency_ttl;
+}
+
+// The namespace's conf as a call keeps it (a reload may replace the module's
+// meanwhile): one copy, shared by the calls while it stays the same.
+std::shared_ptr<const ChatConf> current_conf(const dr::Socket& s) {
+  static std::shared_ptr<const ChatConf> last;  // the worker's one loop: no lock
   const auto* c = static_cast<const ChatConf*>(g_worker->conf(*g_self, s.nsp()));
-  return c ? *c : ChatConf();
+  static const ChatConf defaults;
+  const ChatConf& now = c ? *c : defaults;
+  if (!last || !same_conf(*last, now)) last = std::make_shared<const ChatConf>(now);
+  return last;
 }
 
 // What a handler keeps while it waits for Redis.
@@ -140,7 +154,13 @@ struct Call {
   std::shared_ptr<void> hold;   // the socket's next events wait for this one
   std::string conversation;
   std::string user;
-  ChatConf conf;                // a copy: a reload may replace the module's conf meanwhile
+  std::shared_ptr<const ChatConf> conf;  // as it was: a reload may replace the module's meanwhile
+  // chat:message: the message as clients see it, and its binary values.
+  Json message;
+  std::vector<std::string> bin;
+  // when_member's continuation.
+  void (*next)(dr::Socket&, const std::shared_ptr<Call>&) = nullptr;
+  const char* unavailable = nullptr;
 
   // The socket, if it is still connected.
   std::shared_ptr<dr::Socket> live() const {
@@ -157,7 +177,7 @@ CallPtr start(dr::Socket& s, const dr::Event& ev) {
   return std::make_shared<Call>(Call{s.weak(), s.id(), s.nsp(),
                                      dr::Event{ev.name, dr::Payload(dr::json_share(ev.args.args.get()), ev.args.attachments), ev.ack_id},
                                      s.delay_next_events(), dr::app::id_field(ev, "conversationId"),
-                                     dr::app::user_id(s), current_conf(s)});
+                                     dr::app::user_id(s), current_conf(s), Json(), {}});
 }
 
 std::string room_of(const std::string& conversation) { return "conversation:" + conversation; }
@@ -186,25 +206,37 @@ json_t* jstr(const std::string& s) { return json_stringn(s.data(), s.size()); }
 // otherwise answers FORBIDDEN (or SOCKET_ERROR when Redis cannot tell).
 void when_member(dr::Socket& s, CallPtr c, void (*next)(dr::Socket&, const CallPtr&),
                  const char* unavailable = "Redis unavailable: cannot check access") {
-  dr::app::check_access(s, c->conf.access_claim, c->conf.members_key, c->conversation,
-                        [c, next, unavailable](dr::Socket& s, Access a) {
-                          if (a == Access::Allowed) return next(s, c);
-                          if (a == Access::Unavailable) return dr::app::internal_error(s, c->ev, unavailable);
-                          dr::app::forbidden(s, c->ev, "not a member of conversation " + c->conversation);
-                        });
+  c->next = next;
+  c->unavailable = unavailable;
+  const ChatConf& conf = *c->conf;
+  dr::app::check_access(s, conf.access_claim, conf.members_key, c->conversation, [c](dr::Socket& s, Access a) {
+    if (a == Access::Allowed) return c->next(s, c);
+    if (a == Access::Unavailable) return dr::app::internal_error(s, c->ev, c->unavailable);
+    dr::app::forbidden(s, c->ev, "not a member of conversation " + c->conversation);
+  });
 }
 
-void broadcast(const Call& c, const char* event, const json_t* data, const std::vector<std::string>& bin,
-               bool to_others = false, bool is_volatile = false) {
+// To the conversation's room.
+dr::BroadcastOptions room_options(const Call& c, bool to_others = false, bool is_volatile = false) {
   dr::BroadcastOptions opts;
   opts.nsp = c.nsp;
   opts.rooms = {room_of(c.conversation)};
   if (to_others) opts.except = {c.socket_id};  // every socket is in the room of its id
   opts.is_volatile = is_volatile;
+  return opts;
+}
+
+void broadcast(const dr::BroadcastOptions& opts, const char* event, const json_t* data,
+               const std::vector<std::string>& bin) {
   // Shared, not copied: the server encodes it and keeps nothing it changes.
   dr::Payload p = dr::Payload::of(dr::json_share(const_cast<json_t*>(data)));
   p.attachments = bin;
   if (g_worker) g_worker->broadcast(opts, event, std::move(p));
+}
+
+void broadcast(const Call& c, const char* event, const json_t* data, const std::vector<std::string>& bin,
+               bool to_others = false, bool is_volatile = false) {
+  broadcast(room_options(c, to_others, is_volatile), event, data, bin);
 }
 
 Json id_object(const char* name, const std::string& id) {
@@ -316,8 +348,9 @@ void unreplicated(const Call& c, const std::string& key, const redis::Replicatio
 
 // To the whole room as both chat:message and message:new.
 void deliver(const Call& c, const json_t* m, const std::vector<std::string>& bin) {
-  broadcast(c, "chat:message", m, bin);
-  broadcast(c, "message:new", m, bin);
+  const dr::BroadcastOptions opts = room_options(c);
+  broadcast(opts, "chat:message", m, bin);
+  broadcast(opts, "message:new", m, bin);
 }
 
 // Stored first (the ack means it is), then to the whole room as both
@@ -332,49 +365,61 @@ void on_message(dr::Socket& s, dr::Event& ev) {
       [](dr::Socket&, const CallPtr& c) {
         const json_t* in = c->in();
         const json_t* content = json_object_get(in, "content");
-        const char* type = dr::json_str(in, "type");
+        const json_t* type = json_object_get(in, "type");  // a string when given (the schema)
         const json_t* metadata = json_object_get(in, "metadata");
         const char* given = dr::json_str(in, idem::kField);
         std::string key = given ? given : "";
-        Json empty(json_object());
-        if (!json_is_object(metadata)) metadata = empty.get();
+        // No metadata, or {}: nothing to write out or copy.
+        const bool no_metadata = !json_is_object(metadata) || json_object_size(metadata) == 0;
         std::string created = dr::app::iso_now();
+        std::string_view text(json_string_value(content), json_string_length(content));
+        std::string_view type_text = json_is_string(type) ? json_string_value(type) : "text";
+        std::string metadata_text =
+            no_metadata ? "{}" : dr::json_text(dr::app::to_stored(metadata, c->ev.args.attachments).get());
+        // The stream entry's fields, as views (copied into the command or the record).
+        const std::string_view fields[] = {"conversationId", c->conversation, "senderId", c->user, "content", text,
+                                           "type", type_text, "metadata", metadata_text, "createdAt", created,
+                                           idem::kField, key};
+        const size_t field_count = key.empty() ? std::size(fields) - 2 : std::size(fields);
 
-        std::string text(json_string_value(content), json_string_length(content));
-        std::vector<std::string> fields{
-            "conversationId", c->conversation, "senderId", c->user, "content", text, "type", type ? type : "text",
-            "metadata", dr::json_text(dr::app::to_stored(metadata, c->ev.args.attachments).get()), "createdAt", created};
-        if (!key.empty()) fields.insert(fields.end(), {idem::kField, key});
-
-        // The message as clients see it, but for its id.
-        std::vector<std::string> bin;
-        auto m = std::shared_ptr<json_t>(json_object(), json_decref);
-        json_object_set_new(m.get(), "id", json_null());
-        json_object_set_new(m.get(), "conversationId", jstr(c->conversation));
-        json_object_set_new(m.get(), "senderId", jstr(c->user));
-        json_object_set(m.get(), "content", const_cast<json_t*>(content));
-        json_object_set_new(m.get(), "type", json_string(type ? type : "text"));
-        json_object_set_new(m.get(), "metadata", dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
-        json_object_set_new(m.get(), "createdAt", jstr(created));
-        if (!key.empty()) json_object_set_new(m.get(), idem::kField, jstr(key));
+        // The message as clients see it, but for its id. What the client sent
+        // is shared where it is the same value (the event is never changed).
+        // Kept by the call: its callbacks capture nothing else.
+        c->message = Json(json_object());
+        json_t* m = c->message.get();
+        std::vector<std::string>& bin = c->bin;
+        const json_t* conversation = json_object_get(in, "conversationId");
+        json_object_set_new(m, "id", json_null());
+        if (json_is_string(conversation)) json_object_set(m, "conversationId", const_cast<json_t*>(conversation));
+        else json_object_set_new(m, "conversationId", jstr(c->conversation));
+        json_object_set_new(m, "senderId", jstr(c->user));
+        json_object_set(m, "content", const_cast<json_t*>(content));
+        if (json_is_string(type)) json_object_set(m, "type", const_cast<json_t*>(type));
+        else json_object_set_new(m, "type", json_string("text"));
+        json_object_set_new(m, "metadata",
+                            no_metadata ? json_object()
+                                        : dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
+        json_object_set_new(m, "createdAt", jstr(created));
+        if (!key.empty()) json_object_set_new(m, idem::kField, jstr(key));
 
         if (key.empty()) {
-          std::vector<std::string> argv{"XADD", stream_key(c->conversation), "MAXLEN", "~",
-                                        std::to_string(c->conf.stream_maxlen), "*"};
-          argv.insert(argv.end(), fields.begin(), fields.end());
-          redis::command(std::move(argv), [c, m, bin = std::move(bin)](redis::Reply r) {
+          const std::string stream = stream_key(c->conversation);
+          const std::string maxlen = std::to_string(c->conf->stream_maxlen);
+          std::string_view argv[6 + std::size(fields)] = {"XADD", stream, "MAXLEN", "~", maxlen, "*"};
+          std::copy(fields, fields + field_count, argv + 6);
+          redis::command(std::span<const std::string_view>(argv, 6 + field_count), [c](redis::Reply r) {
             if (r.type != redis::Reply::Type::String) {
               if (r.unanswered) return unknown(*c, {});
               if (auto s = c->live()) dr::app::internal_error(*s, c->ev, failure(r, "the message was not stored"));
               return;
             }
             if (g_worker) g_worker->metric_add(kMessagesMetric, "");
-            json_object_set_new(m.get(), "id", jstr(r.str));
-            redis::replicated([c, m, bin](redis::Replication rep) {
+            json_object_set_new(c->message.get(), "id", jstr(r.str));
+            redis::replicated([c](redis::Replication rep) {
               // Stored: the room gets it even if the sender has gone meanwhile.
-              deliver(*c, m.get(), bin);
+              deliver(*c, c->message.get(), c->bin);
               if (!rep.confirmed) return unreplicated(*c, {}, rep);
-              if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
+              if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin);
             });
           });
           return;
@@ -384,10 +429,10 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         a.record = idem::record_key("chat", c->conversation, c->user, key);
         a.stream = stream_key(c->conversation);
         a.edits = edits_key(c->conversation);
-        a.maxlen = c->conf.stream_maxlen;
-        a.ttl_ms = c->conf.idempotency_ttl;
-        a.fields = std::move(fields);
-        idem::append(std::move(a), [c, m, key, bin = std::move(bin)](idem::Result r) mutable {
+        a.maxlen = c->conf->stream_maxlen;
+        a.ttl_ms = c->conf->idempotency_ttl;
+        a.fields.assign(fields, fields + field_count);
+        idem::append(std::move(a), [c, key](idem::Result r) {
           switch (r.outcome) {
             case idem::Outcome::Unknown:
               return unknown(*c, key);
@@ -400,24 +445,23 @@ void on_message(dr::Socket& s, dr::Event& ev) {
               return;
             case idem::Outcome::Stored:
               if (g_worker) g_worker->metric_add(kMessagesMetric, "");
-              json_object_set_new(m.get(), "id", jstr(r.id));
+              json_object_set_new(c->message.get(), "id", jstr(r.id));
               break;
             case idem::Outcome::Found:
               if (r.fields) {
-                bin.clear();
-                Json stored = message_of(r.id, r.fields.get(), c->conversation,
-                                         r.edit.empty() ? nullptr : r.edit.c_str(), bin);
-                m.reset(stored.release(), json_decref);
+                c->bin.clear();
+                c->message = message_of(r.id, r.fields.get(), c->conversation,
+                                        r.edit.empty() ? nullptr : r.edit.c_str(), c->bin);
               } else {  // trimmed from the stream since: as sent, timed by its id
-                json_object_set_new(m.get(), "id", jstr(r.id));
+                json_object_set_new(c->message.get(), "id", jstr(r.id));
                 int64_t ms = dr::app::stream_id_ms(r.id);
-                if (ms >= 0) json_object_set_new(m.get(), "createdAt", jstr(dr::app::iso_time(ms)));
+                if (ms >= 0) json_object_set_new(c->message.get(), "createdAt", jstr(dr::app::iso_time(ms)));
               }
               break;
           }
-          if (r.deliver) deliver(*c, m.get(), bin);
+          if (r.deliver) deliver(*c, c->message.get(), c->bin);
           if (!r.replication.confirmed) return unreplicated(*c, key, r.replication);
-          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, m.get(), bin);
+          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin);
         });
       },
       "Redis unavailable: cannot check access, the message was not stored");
@@ -502,9 +546,9 @@ void on_history(dr::Socket& s, dr::Event& ev) {
 
   when_member(s, start(s, ev), [](dr::Socket& s, const CallPtr& c) {
     const json_t* limit = json_object_get(c->in(), "limit");
-    uint64_t count = c->conf.history_limit;
+    uint64_t count = c->conf->history_limit;
     if (json_is_number(limit))
-      count = json_number_value(limit) >= double(c->conf.history_max) ? c->conf.history_max
+      count = json_number_value(limit) >= double(c->conf->history_max) ? c->conf->history_max
                                                                        : uint64_t(json_number_value(limit));
     // `before` is exclusive: read up to the id just below it (works on any
     // Redis 5+, unlike the "(" prefix of 6.2).
@@ -608,8 +652,8 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.on(kNsp, "message:edit", on_edit);
   // A recovered session rejoins a conversation's room only if still a member.
   w.on_room_check(kNsp, [](dr::Socket& s, const std::string& room, dr::RoomVerdict done) {
-    ChatConf conf = current_conf(s);
-    dr::app::check_room(s, room, room_of(""), conf.access_claim, conf.members_key, std::move(done));
+    std::shared_ptr<const ChatConf> conf = current_conf(s);
+    dr::app::check_room(s, room, room_of(""), conf->access_claim, conf->members_key, std::move(done));
   });
   return true;
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 namespace dr::app {
@@ -71,8 +72,20 @@ bool claim_grants(const Socket& s, std::string_view claim, const std::string& id
     const std::vector<std::string>* ids = kept->ids(claim);
     return ids && std::find(ids->begin(), ids->end(), id) != ids->end();
   }
-  // Claims another hook set as text.
-  const std::string* text = s.get("claim:" + std::string(claim));
+  // Claims another hook set as text, under "claim:<name>" (named on the stack: most names are short).
+  constexpr std::string_view kPrefix = "claim:";
+  char name[64];
+  std::string long_name;
+  std::string_view data_key;
+  if (kPrefix.size() + claim.size() <= sizeof name) {
+    std::memcpy(name, kPrefix.data(), kPrefix.size());
+    std::memcpy(name + kPrefix.size(), claim.data(), claim.size());
+    data_key = std::string_view(name, kPrefix.size() + claim.size());
+  } else {
+    long_name = std::string(kPrefix) + std::string(claim);
+    data_key = long_name;
+  }
+  const std::string* text = s.get(data_key);
   if (!text) return false;
   Json list = json_parse(*text);
   size_t i;
@@ -101,12 +114,13 @@ void access(Socket& s, std::string_view claim, std::string_view key_pattern, con
     done(s, Access::Denied);
     return;
   }
-  redis::command({"SISMEMBER", redis::key(expand(key_pattern, id)), user},
-                 [weak = s.weak(), connecting, done = std::move(done)](redis::Reply r) {
-                   auto sock = weak.lock();
-                   if (!sock || (!connecting && !sock->connected())) return;
-                   done(*sock, r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied);
-                 });
+  const std::string key = redis::key(expand(key_pattern, id));
+  const std::string_view argv[] = {"SISMEMBER", key, user};
+  redis::command(argv, [weak = s.weak(), connecting, done = std::move(done)](redis::Reply r) {
+    auto sock = weak.lock();
+    if (!sock || (!connecting && !sock->connected())) return;
+    done(*sock, r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied);
+  });
 }
 
 }  // namespace

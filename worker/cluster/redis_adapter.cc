@@ -320,17 +320,9 @@ void RedisAdapter::broadcast(const sio::EncodedBroadcast& b) {
 void RedisAdapter::send_recorded(Recorded r, bool again) {
   std::string minid = std::to_string(std::max<int64_t>(0, now_ms() - int64_t(window())));
   uint64_t seq = ++recorded_seq_;
-  const Recorded& e = unanswered_.emplace_back(seq, std::move(r)).second;
-  // Answers (or their absence, when the connection is lost) come in order.
-  auto answered = [this, seq](redisReply* reply) {
-    while (!unanswered_.empty() && unanswered_.front().first < seq) unanswered_.pop_front();
-    if (unanswered_.empty() || unanswered_.front().first != seq) return;
-    if (!reply) {
-      unconfirmed_.push_back(std::move(unanswered_.front().second));
-      want_service();
-    }
-    unanswered_.pop_front();
-  };
+  Recorded& e = unanswered_.emplace_back(seq, std::move(r)).second;
+  // Captures that fit in std::function's own room: no allocation per broadcast.
+  auto answered = [this, seq](redisReply* reply) { recorded_answered(seq, reply); };
   bool sent;
   if (sharded_ && !again) {
     // A cluster: the stream and the channel are on different slots. Recorded
@@ -339,13 +331,12 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
     if (sent) publish(e.channel, e.msg);
   } else if (!again) {
     // Recorded and published atomically: the stream's order is the order
-    // subscribers see, which recovery and catch-up rely on.
+    // subscribers see, which recovery and catch-up rely on. Timed as a PUBLISH.
+    e.published_at = uv_hrtime();
     sent = link_.command({"EVALSHA", lua::sha(lua::kRecordScript), "1", e.nsp->stream, minid, e.offset, e.stored, e.channel, e.msg},
-                         [timer = timed_publish(), answered](redisReply* reply) {
-                           timer(reply);
-                           answered(reply);
-                         });
+                         answered);
   } else {
+    e.published_at = 0;  // a second try is not a publish to time
     std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
     if (sharded_)
       sent = link_.command(
@@ -360,6 +351,22 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
           answered);
   }
   if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link
+}
+
+// Answers (or their absence, when the connection is lost) come in order.
+void RedisAdapter::recorded_answered(uint64_t seq, redisReply* reply) {
+  while (!unanswered_.empty() && unanswered_.front().first < seq) unanswered_.pop_front();
+  if (unanswered_.empty() || unanswered_.front().first != seq) return;
+  Recorded& e = unanswered_.front().second;
+  if (reply && e.published_at) {  // as timed_publish() times a PUBLISH
+    metrics::add(m_publish_us_sum_, int64_t((uv_hrtime() - e.published_at) / 1000));
+    metrics::add(m_publish_count_);
+  }
+  if (!reply) {
+    unconfirmed_.push_back(std::move(unanswered_.front().second));
+    want_service();
+  }
+  unanswered_.pop_front();
 }
 
 // What Redis had not answered when the commands connection was lost: it may

@@ -175,8 +175,10 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
     const Nsp* nsp;  // its stream; nsps_ is not changed after start()
     std::string channel, offset, stored, msg;
     int64_t at = 0;
+    uint64_t published_at = 0;  // uv_hrtime() when sent with its PUBLISH (0: not timed)
   };
   void send_recorded(Recorded r, bool again);
+  void recorded_answered(uint64_t seq, redisReply* reply);
   void republish();
   RedisLink::Reply timed_publish();
   bool publish(const std::string& channel, std::string_view body);
@@ -259,7 +261,35 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::vector<Nsp> nsps_;
   std::string request_prefix_, response_prefix_, bcast_prefix_;
   std::unordered_map<std::string, std::unique_ptr<Pending>> pending_;
-  std::deque<std::pair<uint64_t, Recorded>> unanswered_;  // in send order, as Redis answers
+  // The recorded broadcasts Redis has not answered, in send order (as it
+  // answers): a vector used as a queue, so that its room is kept (a deque
+  // allocates and frees a block every few broadcasts).
+  struct Unanswered {
+    std::vector<std::pair<uint64_t, Recorded>> items;
+    size_t head = 0;
+    bool empty() const { return head == items.size(); }
+    std::pair<uint64_t, Recorded>& front() { return items[head]; }
+    std::pair<uint64_t, Recorded>& emplace_back(uint64_t seq, Recorded r) {
+      if (head >= 64 && head * 2 >= items.size()) {  // always some in flight: the answered ones go
+        items.erase(items.begin(), items.begin() + ptrdiff_t(head));
+        head = 0;
+      }
+      return items.emplace_back(seq, std::move(r));
+    }
+    void pop_front() {
+      items[head].second = Recorded();
+      if (++head == items.size()) reset();
+    }
+    void pop_back() {
+      items.pop_back();
+      if (head == items.size()) reset();
+    }
+    void reset() {
+      items.clear();
+      head = 0;
+    }
+  };
+  Unanswered unanswered_;
   std::deque<Recorded> unconfirmed_;         // the connection was lost before their answer
   uint64_t recorded_seq_ = 0;
   CallbackTimer heartbeat_timer_;

@@ -79,6 +79,8 @@ RedisLink::Reply adapt(redis::Callback cb) {
 
 }  // namespace
 
+redis::Reply module_reply(const redisReply* r) { return convert(r); }
+
 void install_redis_api(Timers& timers, RedisLink* link, std::string app_prefix) {
   g_api.link = link;
   g_api.timers = &timers;
@@ -112,10 +114,24 @@ long long Reply::as_int(long long fallback) const {
 bool configured() { return cluster::g_api.link != nullptr; }
 bool ready() { return cluster::g_api.link && cluster::g_api.link->ready(); }
 
-void command(std::vector<std::string> argv, Callback cb) {
+void command(std::span<const std::string_view> argv, Callback cb) {
   auto* link = cluster::g_api.link;
-  std::vector<std::string_view> args(argv.begin(), argv.end());
-  if (!link || !link->command(args, cluster::adapt(cb))) cluster::unavailable(std::move(cb));
+  if (!link || !link->module_command(argv, cb)) cluster::unavailable(std::move(cb));
+}
+
+void command(std::vector<std::string> argv, Callback cb) {
+  constexpr size_t kOnStack = 32;  // most commands: no vector of views
+  std::string_view small[kOnStack];
+  std::vector<std::string_view> large;
+  std::span<const std::string_view> views;
+  if (argv.size() <= kOnStack) {
+    for (size_t i = 0; i < argv.size(); i++) small[i] = argv[i];
+    views = std::span<const std::string_view>(small, argv.size());
+  } else {
+    large.assign(argv.begin(), argv.end());
+    views = large;
+  }
+  command(views, std::move(cb));
 }
 
 bool cluster() { return cluster::g_api.link && cluster::g_api.link->cluster(); }
@@ -206,6 +222,13 @@ void replicated(std::function<void(Replication)> cb) {
   if (cluster::g_api.timers) cluster::g_api.timers->post([cb = std::move(cb)] { cb(Replication{}); });
 }
 
-std::string key(std::string_view suffix) { return cluster::g_api.prefix + std::string(suffix); }
+std::string key(std::string_view suffix) {
+  const std::string& prefix = cluster::g_api.prefix;
+  std::string k;
+  k.reserve(prefix.size() + suffix.size());  // one allocation at most
+  k += prefix;
+  k += suffix;
+  return k;
+}
 
 }  // namespace dr::redis

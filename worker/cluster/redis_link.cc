@@ -7,9 +7,13 @@
 #include <cstring>
 #include <utility>
 
+#include <unistd.h>
+
 #include "cluster/lua_scripts.h"
+#include "cluster/redis_api.h"
 #include "cluster/redis_cluster.h"
 #include "cluster/redis_sentinel.h"
+#include "cluster/reply_pool.h"
 #include "depth-realtime/module.h"
 
 namespace dr::cluster {
@@ -77,6 +81,34 @@ bool uv_events_attach(redisAsyncContext* ac, uv_loop_t* loop) {
   ac->ev.cleanup = uv_events_cleanup;
   ac->ev.data = e.release();  // freed by uv_events_cleanup's close callback
   return true;
+}
+
+// Writes what is queued on a connected `ac`. After a whole write hiredis
+// frees its output buffer and starts an empty one, which the next commands
+// grow again (an allocation or more per loop turn); written here, the buffer
+// is emptied in place and keeps its room. A short write, EAGAIN or an error
+// is left to hiredis, as is a buffer grown large.
+void write_now(redisAsyncContext* ac) {
+  constexpr size_t kKeptOutput = 64 << 10;
+  redisContext* c = &ac->c;
+  const size_t len = sdslen(c->obuf);
+  if (len > 0 && sdsalloc(c->obuf) <= kKeptOutput) {
+    const ssize_t n = ::write(c->fd, c->obuf, len);
+    if (n == ssize_t(len)) {
+      sdssetlen(c->obuf, 0);  // sdsclear (sds.h declares it without C linkage)
+      c->obuf[0] = '\0';
+      // As hiredis after a whole write: no more writable events, replies read.
+      if (ac->ev.delWrite) ac->ev.delWrite(ac->ev.data);
+      if (ac->ev.addRead) ac->ev.addRead(ac->ev.data);
+      return;
+    }
+    if (n > 0) {  // the rest to the front, for hiredis
+      std::memmove(c->obuf, c->obuf + n, len - size_t(n));
+      sdssetlen(c->obuf, len - size_t(n));
+      c->obuf[len - size_t(n)] = '\0';
+    }
+  }
+  redisAsyncHandleWrite(ac);
 }
 
 void append_resp_header(std::string& f, char kind, size_t n) {
@@ -198,6 +230,7 @@ void RedisLink::connect(Conn& c) {
     lost(c, why.c_str());
     return;
   }
+  ac->c.reader->fn = pooled_replies();  // nothing parsed yet: the table may change
   ac->data = &c;
   redisAsyncSetConnectCallback(ac, on_connect);
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -365,6 +398,12 @@ void RedisLink::on_reply(redisAsyncContext*, void* reply, void* privdata) {
     } catch (const std::exception& e) {
       logf(LogLevel::Error, "redis: reply handler: %s", e.what());
     }
+  } else if (cb->module_fn) {
+    try {
+      cb->module_fn(module_reply(r));
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "redis callback: %s", e.what());
+    }
   }
   self->recycle(std::move(cb));
 }
@@ -381,6 +420,7 @@ void RedisLink::recycle(std::unique_ptr<Callback> cb) {
   constexpr size_t kKeptScriptArgs = 4096;
   if (spare_callbacks_.size() >= kSpareCallbacks) return;
   cb->fn = nullptr;
+  cb->module_fn = nullptr;
   cb->script = {};
   if (cb->script_args.capacity() > kKeptScriptArgs) std::string().swap(cb->script_args);
   else cb->script_args.clear();
@@ -472,7 +512,7 @@ void RedisLink::on_sub_reply(redisAsyncContext*, void* reply, void* privdata) {
 
 // The command in RESP, as hiredis would format it, into formatted_ (no
 // allocation once it has grown); hiredis copies it into its output buffer.
-bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted) {
+bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted, redis::Callback* module_fn) {
   if (!c.ac) return false;
   size_t bytes = 16;
   std::string& f = formatted_;
@@ -495,7 +535,11 @@ bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted) {
   cb->gen = c.gen;
   cb->fn = std::move(reply);
   cb->counted = counted;
-  if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) return false;
+  if (redisAsyncFormattedCommand(c.ac.get(), on_reply, cb.get(), f.data(), f.size()) != REDIS_OK) {
+    recycle(std::move(cb));
+    return false;
+  }
+  if (module_fn) cb->module_fn = std::move(*module_fn);  // sent: no reply comes before the loop runs again
   cb.release();  // on_reply owns it now
   if (f.capacity() > (64u << 10)) std::string().swap(f);  // a large value: not kept
   if (counted) {
@@ -512,6 +556,31 @@ bool RedisLink::command(Argv argv, Reply reply) {
   for (auto a : argv) bytes += a.size() + 16;
   if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
       !raw_command(cmd_, argv, std::move(reply), true)) {
+    dropped_++;
+    return false;
+  }
+  return true;
+}
+
+bool RedisLink::module_command(Argv argv, redis::Callback& cb) {
+  if (cluster_) {
+    // The shards take a link callback: the module's is wrapped (and kept by the caller until sent).
+    redis::Callback copy = cb;
+    Reply wrapped;
+    if (copy)
+      wrapped = [copy = std::move(copy)](redisReply* r) {
+        try {
+          copy(module_reply(r));
+        } catch (const std::exception& e) {
+          logf(LogLevel::Error, "redis callback: %s", e.what());
+        }
+      };
+    return cluster_->command(std::vector<std::string_view>(argv.begin(), argv.end()), std::move(wrapped));
+  }
+  size_t bytes = 16;
+  for (auto a : argv) bytes += a.size() + 16;
+  if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
+      !raw_command(cmd_, argv, Reply(), true, &cb)) {
     dropped_++;
     return false;
   }
@@ -649,7 +718,7 @@ void RedisLink::flush() {
   if (cluster_) return cluster_->flush();
   for (Conn* c : {&cmd_, &sub_}) {
     redisAsyncContext* ac = c->ac.get();
-    if (c->state == State::Up && ac && sdslen(ac->c.obuf) > 0) redisAsyncHandleWrite(ac);
+    if (c->state == State::Up && ac && sdslen(ac->c.obuf) > 0) write_now(ac);
   }
 }
 

@@ -23,6 +23,7 @@
 #include "core/config.h"
 #include "core/timers.h"
 #include "core/uv_util.h"
+#include "depth-realtime/redis.h"
 
 namespace dr::cluster {
 
@@ -99,6 +100,10 @@ class RedisLink {
   bool command(std::initializer_list<std::string_view> argv, Reply reply = {}) {
     return command(Argv(argv.begin(), argv.size()), std::move(reply));
   }
+  // A module's command (redis.h): `cb` gets the reply converted to
+  // redis::Reply. Moved from only when sent (true), so a refused command
+  // still has it to answer "unavailable".
+  bool module_command(Argv argv, redis::Callback& cb);
   // Several commands, all sent or none (a MULTI ... EXEC must not be cut);
   // `reply` gets the last one's reply.
   bool commands(std::span<const Argv> cmds, Reply reply = {});
@@ -152,6 +157,7 @@ class RedisLink {
     Conn* conn = nullptr;
     uint64_t gen = 0;
     Reply fn;
+    redis::Callback module_fn;  // instead of fn: a module's (module_command)
     bool counted = false;  // has an entry in sent_
     // An EVALSHA: its script, the RESP of its arguments after the SHA and
     // their count, to send it again as EVAL on NOSCRIPT (empty once resent).
@@ -175,7 +181,7 @@ class RedisLink {
   void send_subscription(const char* verb, const std::vector<std::string>& channels);
   void send_shard_subscription(const char* verb, const std::vector<std::string>& channels);
   void subscriber_event(bool subscribed);
-  bool raw_command(Conn& c, Argv argv, Reply reply, bool counted);
+  bool raw_command(Conn& c, Argv argv, Reply reply, bool counted, redis::Callback* module_fn = nullptr);
   bool raw_command(Conn& c, std::initializer_list<std::string_view> argv, Reply reply, bool counted) {
     return raw_command(c, Argv(argv.begin(), argv.size()), std::move(reply), counted);
   }
