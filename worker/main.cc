@@ -8,7 +8,6 @@
 #include <string>
 
 #include "core/config.h"
-#include "core/json_blocks.h"
 #include "core/log.h"
 #include "os/master.h"
 
@@ -27,7 +26,6 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dr::json_blocks::install();  // before anything is parsed
   dr::MasterOptions opts;
   opts.conf_path = DR_CONF_PATH;
   opts.load.module_dir = DR_MODULE_DIR;
