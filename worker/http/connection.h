@@ -70,7 +70,7 @@ struct Limits {
   std::string text_errors_path = "/socket.io/";
 };
 
-class Connection {
+class Connection final : private ws::Reader::Sink {
   friend class ConnectionFuzzPeer;
  public:
   Connection(ConnectionOwner& owner, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp);
@@ -155,33 +155,36 @@ class Connection {
   std::unique_ptr<uv_tcp_t> tcp_;
   std::string address_;
 
-  // HTTP state; dropped after a WebSocket upgrade.
+  // HTTP state; dropped after a WebSocket upgrade (the reader replaces it).
   struct HttpState {
     llhttp_t parser;
     Request req;
     std::string field;
-    bool field_done = true;
+    std::string in;        // bytes read but not yet given to llhttp
+    std::string consumed;  // bytes of the current request llhttp has seen
     size_t header_bytes = 0;
+    int handoff_slot = -1;  // the request belongs to another worker
+    int error_status = 0;   // answer for a request the callbacks refused
+    bool field_done = true;
   };
   std::unique_ptr<HttpState> http_;
-  std::string in_;          // bytes read but not yet given to llhttp
-  std::string consumed_;    // bytes of the current request llhttp has seen
-  size_t parsed_bytes_ = 0;
-  int handoff_slot_ = -1;   // the request belongs to another worker
-  int error_status_ = 0;    // answer for a request the callbacks refused
   bool in_request_ = false; // a complete request awaits its answer
   bool paused_ = false;
+  bool deflate_ = false;
+
+  // ws::Reader::Sink
+  void on_ws_message(bool binary, bool compressed, std::string_view data) override;
+  void ws_send(std::string_view bytes) override { send(bytes); }
+  void on_ws_close(uint16_t) override { close_after_flush(); }
 
   std::unique_ptr<ws::Reader> ws_;
   std::unique_ptr<tls::Session> tls_;
   void tls_encrypt_output();
-  bool deflate_ = false;
 
   bool reserve_output(size_t n);  // false: the connection is past its bound
   void release_output();
 
   std::string out_;         // queued, not yet handed to libuv; no capacity when empty
-  std::string held_plain_;  // TLS: written before the handshake finished
   size_t out_bytes_ = 0;    // queued and being written
   bool writing_ = false;
   bool close_after_flush_ = false;
