@@ -68,7 +68,7 @@ Session::Session(Server& server, std::string_view sid, Transport t, std::shared_
   // The heartbeat the open packet announced holds for the session's life,
   // whatever a reload changes: the client timed its expectations on it.
   ping_interval_ = server_.conf_->ping_interval;
-  const std::string* b64 = handshake_->query_param("b64");
+  auto b64 = handshake_->query_param("b64");
   b64_ = b64 && (*b64 == "1" || *b64 == "true");
   ping_timeout_ = server_.conf_->ping_timeout;
   int64_t now = server_.timers_.now();
@@ -474,11 +474,12 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
 void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
   auto hs = std::make_shared<Handshake>();
   hs->address = c.address();
-  hs->url = req.url;
+  hs->set_url(req.url);
   // The WebSocket handshake's own headers mean nothing once it is done.
-  for (auto& h : req.headers)
-    if (h.first.rfind("sec-websocket-", 0) != 0) hs->headers.push_back(h);
-  hs->query = req.query;
+  for (auto& [name, value] : req.headers)
+    if (name.rfind("sec-websocket-", 0) != 0) hs->add_header(name, value);
+  for (auto& [name, value] : req.query) hs->add_query(name, value);
+  hs->shrink();  // kept for the session's life: no slack
   hs->issued_ms = now_ms();
   hs->secure = c.is_tls();
   std::string sid = new_sid();
