@@ -143,11 +143,13 @@ const std::string* Request::query_param(std::string_view name) const {
 Connection::Connection(ConnectionOwner& owner, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
     : owner_(owner),
       limits_(limits),
-      tcp_(std::move(tcp)),
-      timeout_(owner.timers(), [](void* c) { static_cast<Connection*>(c)->on_timeout(); }, this) {
+      tcp_(std::move(tcp)) {
   tcp_->data = this;
   metrics::add(metrics::core().http_connections, 1);
 }
+
+Connection::HttpState::HttpState(Connection& c)
+    : timeout(c.owner_.timers(), [](void* conn) { static_cast<Connection*>(conn)->on_timeout(); }, &c) {}
 
 Connection::~Connection() { metrics::add(metrics::core().http_connections, -1); }
 
@@ -161,10 +163,10 @@ void Connection::start(std::string_view initial) {
     address_ = ip;
   }
   uv_tcp_nodelay(tcp_.get(), 1);
-  http_ = std::make_unique<HttpState>();
+  http_ = std::make_unique<HttpState>(*this);
   llhttp_init(&http_->parser, HTTP_REQUEST, settings());
   http_->parser.data = this;
-  timeout_.arm_in(int64_t(limits_.header_timeout));
+  http_->timeout.arm_in(int64_t(limits_.header_timeout));
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(tcp_.get()),
       [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(g_read_buf, sizeof g_read_buf); }, on_read);
@@ -261,7 +263,7 @@ void Connection::parse() {
 
 void Connection::handle_message_complete() {
   in_request_ = true;
-  timeout_.cancel();
+  http_->timeout.cancel();
   Request& r = http_->req;
   r.method = llhttp_method_name(llhttp_method_t(http_->parser.method));
   r.keep_alive = llhttp_should_keep_alive(&http_->parser);
@@ -280,7 +282,7 @@ void Connection::finish_request() {
     close_after_flush();
     return;
   }
-  timeout_.arm_in(int64_t(limits_.keepalive_timeout));
+  http_->timeout.arm_in(int64_t(limits_.keepalive_timeout));
   if (!http_->in.empty()) parse();
 }
 
@@ -316,7 +318,7 @@ void Connection::fail(int status, std::string_view message) {
 
 void Connection::drain(int64_t grace_ms) {
   draining_ = true;
-  if (!in_request_ && !ws_ && !owner) timeout_.arm_in(grace_ms);
+  if (http_ && !in_request_ && !ws_ && !owner) http_->timeout.arm_in(grace_ms);
 }
 
 void Connection::respond(int status, std::string_view content_type, std::string_view body,
@@ -346,7 +348,7 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
   out.append("\r\n");
   send(std::move(out));
   in_request_ = false;
-  timeout_.cancel();
+  cancel_timeout();
   ws::Reader::Sink& sink = *this;
   ws_ = std::make_unique<ws::Reader>(limits_.max_ws_message, deflate, sink);
 }
@@ -511,7 +513,7 @@ void Connection::close_websocket() {
 void Connection::close() {
   if (closed_) return;
   closed_ = true;
-  timeout_.cancel();
+  cancel_timeout();
   owner_.on_closed(*this);
   if (!tcp_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
@@ -530,7 +532,7 @@ void Connection::close() {
 
 std::unique_ptr<uv_tcp_t> Connection::release_tcp() {
   closed_ = true;
-  timeout_.cancel();
+  cancel_timeout();
   owner_.on_closed(*this);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   tcp_->data = nullptr;
@@ -543,7 +545,7 @@ void Connection::on_timeout() { close(); }
 
 int Connection::cb_message_begin(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  c->timeout_.arm_in(int64_t(c->limits_.header_timeout));
+  c->http_->timeout.arm_in(int64_t(c->limits_.header_timeout));
   return 0;
 }
 
@@ -606,7 +608,7 @@ int Connection::cb_header_value(llhttp_t* p, const char* at, size_t len) {
 
 int Connection::cb_headers_complete(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  c->timeout_.arm_in(int64_t(c->limits_.body_timeout));
+  c->http_->timeout.arm_in(int64_t(c->limits_.body_timeout));
   if (p->content_length > c->limits_.max_body && p->content_length != ULLONG_MAX) {
     c->http_->error_status = 413;
     return HPE_USER;

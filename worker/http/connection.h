@@ -157,6 +157,7 @@ class Connection final : private ws::Reader::Sink {
 
   // HTTP state; dropped after a WebSocket upgrade (the reader replaces it).
   struct HttpState {
+    explicit HttpState(Connection& c);
     llhttp_t parser;
     Request req;
     std::string field;
@@ -166,6 +167,7 @@ class Connection final : private ws::Reader::Sink {
     int handoff_slot = -1;  // the request belongs to another worker
     int error_status = 0;   // answer for a request the callbacks refused
     bool field_done = true;
+    Timer timeout;  // the header, body, keep-alive or drain deadline, when one runs
   };
   std::unique_ptr<HttpState> http_;
   bool in_request_ = false; // a complete request awaits its answer
@@ -191,7 +193,9 @@ class Connection final : private ws::Reader::Sink {
   bool overflowed_ = false;  // past max_output: closed at the next flush, not inside the send
   bool draining_ = false;
   bool closed_ = false;
-  Timer timeout_;  // the header, body, keep-alive or drain deadline, when one runs
+  void cancel_timeout() {
+    if (http_) http_->timeout.cancel();
+  }
 };
 
 const char* status_text(int status);
