@@ -251,7 +251,7 @@ TEST(SessionTimers, UnansweredPingClosesAtIntervalPlusTimeoutToTheMillisecond) {
   conf.connect_timeout = 100000;
   eio::Server server(conf, 0, 1, c.timers, nullptr);
   std::vector<std::string> closes;
-  eio::Session s(server, "sid", eio::Transport::Polling, std::make_shared<Handshake>());
+  eio::Session s(server, "sid", eio::Transport::Polling, Handshake());
   s.handler = std::make_unique<Recorder>(&closes);
   EXPECT_EQ(c.timers.next_deadline(), 1300);  // the first ping
   c.advance_to(1299);
@@ -274,9 +274,9 @@ TEST(SessionTimers, ConnectTimeoutUnlessCancelled) {
   conf.connect_timeout = 1000;
   eio::Server server(conf, 0, 1, c.timers, nullptr);
   std::vector<std::string> closes;
-  eio::Session late(server, "late", eio::Transport::Polling, std::make_shared<Handshake>());
+  eio::Session late(server, "late", eio::Transport::Polling, Handshake());
   late.handler = std::make_unique<Recorder>(&closes);
-  eio::Session joined(server, "joined", eio::Transport::Polling, std::make_shared<Handshake>());
+  eio::Session joined(server, "joined", eio::Transport::Polling, Handshake());
   joined.handler = std::make_unique<Recorder>(&closes);
   joined.cancel_connect_timeout();  // a namespace joined
   c.advance_to(1999);

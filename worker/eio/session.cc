@@ -57,7 +57,7 @@ const std::vector<std::pair<std::string, std::string>> kNoStore = {{"Cache-Contr
 
 // ----------------------------------------------------------------- session
 
-Session::Session(Server& server, std::string_view sid, Transport t, std::shared_ptr<const Handshake> hs)
+Session::Session(Server& server, std::string_view sid, Transport t, Handshake hs)
     : server_(server),
       handshake_(std::move(hs)),
       timer_(server.timers_, [](void* s) { static_cast<Session*>(s)->on_timer(); }, this),
@@ -68,7 +68,7 @@ Session::Session(Server& server, std::string_view sid, Transport t, std::shared_
   // The heartbeat the open packet announced holds for the session's life,
   // whatever a reload changes: the client timed its expectations on it.
   ping_interval_ = server_.conf_->ping_interval;
-  auto b64 = handshake_->query_param("b64");
+  auto b64 = handshake_.query_param("b64");
   b64_ = b64 && (*b64 == "1" || *b64 == "true");
   ping_timeout_ = server_.conf_->ping_timeout;
   int64_t now = server_.timers_.now();
@@ -114,7 +114,7 @@ bool Session::send(const OutRef& p, bool is_volatile) {
   if (poll_->queued_bytes > server_.conf_->max_output_buffer) {
     // A poller that never fetches cannot make the worker hold unbounded memory.
     logf(LogLevel::Info, "client %s: %zu bytes queued for long-polling, closing the session",
-         handshake_->address.c_str(), poll_->queued_bytes);
+         handshake_.address.c_str(), poll_->queued_bytes);
     metrics::add(metrics::core().slow_closed_polling);
     post_abort();
     return false;
@@ -472,16 +472,16 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
 }
 
 void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
-  auto hs = std::make_shared<Handshake>();
-  hs->address = c.address();
-  hs->set_url(req.url);
+  Handshake hs;
+  hs.address = c.address();
+  hs.set_url(req.url);
   // The WebSocket handshake's own headers mean nothing once it is done.
   for (auto& [name, value] : req.headers)
-    if (name.rfind("sec-websocket-", 0) != 0) hs->add_header(name, value);
-  for (auto& [name, value] : req.query) hs->add_query(name, value);
-  hs->shrink();  // kept for the session's life: no slack
-  hs->issued_ms = now_ms();
-  hs->secure = c.is_tls();
+    if (name.rfind("sec-websocket-", 0) != 0) hs.add_header(name, value);
+  for (auto& [name, value] : req.query) hs.add_query(name, value);
+  hs.shrink();  // kept for the session's life: no slack
+  hs.issued_ms = now_ms();
+  hs.secure = c.is_tls();
   std::string sid = new_sid();
   auto session = std::make_unique<Session>(*this, sid, t, std::move(hs));
   Session& s = *session;

@@ -52,12 +52,13 @@ class Server;
 
 class Session {
  public:
-  Session(Server& server, std::string_view sid, Transport t, std::shared_ptr<const Handshake> hs);
+  Session(Server& server, std::string_view sid, Transport t, Handshake hs);
   ~Session();
 
   std::string_view sid() const { return {sid_, sid_len_}; }
   Transport transport() const { return transport_; }
-  const std::shared_ptr<const Handshake>& handshake() const { return handshake_; }
+  // The session's own, for its life (sockets read it through the session).
+  const Handshake* handshake() const { return &handshake_; }
 
   // Queues a packet; a volatile one is dropped unless it can leave now.
   // Returns false when dropped.
@@ -110,7 +111,7 @@ class Session {
   void clear_queue();
 
   Server& server_;
-  std::shared_ptr<const Handshake> handshake_;
+  Handshake handshake_;
   http::Connection* ws_ = nullptr;  // the WebSocket, once on it
   std::unique_ptr<Polling> poll_;
   uint64_t ping_interval_ = 0;
