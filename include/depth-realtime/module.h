@@ -512,6 +512,13 @@ class DR_API Worker {
   virtual int64_t now_ms() const = 0;
   // A timeout that runs `fn`; not armed until arm_in().
   virtual std::unique_ptr<Timeout> timeout(std::function<void()> fn) = 0;
+  // The same for a caller that keeps its state itself: `fn(arg)` when due.
+  // One allocation and no std::function, where a lambda capturing more than
+  // two pointers costs a second allocation (one per timer: per connection,
+  // for a module that times each one).
+  virtual std::unique_ptr<Timeout> timeout_fn(void (*fn)(void* arg), void* arg) {
+    return timeout([fn, arg] { fn(arg); });
+  }
   // Runs `fn` from the loop once the current event is handled (a callback
   // that must not run inside the call that asked for it).
   virtual void post(std::function<void()> fn) = 0;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/module_timeout.h"
 #include "eio/session.h"
 
 namespace dr {
@@ -206,6 +207,55 @@ TEST(CallbackTimer, DestroyedBeforeItsDeadlineNeverRuns) {
   c.advance_to(2000);
   EXPECT_EQ(runs, 0);
   EXPECT_EQ(c.timers.size(), 0u);
+}
+
+// Worker::timeout_fn's timeout: a function and its argument.
+struct FnCounter {
+  int runs = 0;
+  bool fail = false;
+  std::unique_ptr<Timeout> timeout;
+  static void fire(void* p) {
+    auto* self = static_cast<FnCounter*>(p);
+    self->runs++;
+    if (self->fail) throw std::runtime_error("module bug");
+    if (self->runs == 3) self->timeout.reset();  // may go from inside its own callback
+  }
+};
+
+TEST(ModuleFnTimeout, RunsItsFunctionOncePerArmAndMayBeDestroyedThere) {
+  Clocked c;
+  FnCounter f;
+  f.timeout = std::make_unique<ModuleFnTimeout>(c.timers, FnCounter::fire, &f);
+  EXPECT_FALSE(f.timeout->armed());
+  f.timeout->arm_in(50);
+  c.advance_to(1049);
+  EXPECT_EQ(f.runs, 0);
+  c.advance_to(1050);
+  EXPECT_EQ(f.runs, 1);
+  EXPECT_FALSE(f.timeout->armed());
+  f.timeout->arm_in(10);
+  f.timeout->cancel();
+  c.advance_to(2000);
+  EXPECT_EQ(f.runs, 1);
+  f.timeout->arm_in(10);
+  c.advance_to(2010);
+  f.timeout->arm_in(10);
+  c.advance_to(2020);
+  EXPECT_EQ(f.runs, 3);
+  EXPECT_EQ(f.timeout, nullptr);
+  EXPECT_EQ(c.timers.size(), 0u);
+}
+
+TEST(ModuleFnTimeout, AnExceptionStaysInsideAndTheTimeoutLives) {
+  Clocked c;
+  FnCounter f;
+  f.fail = true;
+  f.timeout = std::make_unique<ModuleFnTimeout>(c.timers, FnCounter::fire, &f);
+  f.timeout->arm_in(10);
+  c.advance_to(1010);
+  f.timeout->arm_in(10);
+  c.advance_to(1020);
+  EXPECT_EQ(f.runs, 2);
 }
 
 TEST(Timers, PostedCallsRunAfterTheCallerInPostOrder) {

@@ -60,6 +60,9 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
   std::unique_ptr<Timeout> timeout(std::function<void()> fn) override {
     return std::make_unique<ModuleTimeout>(timers_, std::move(fn));
   }
+  std::unique_ptr<Timeout> timeout_fn(void (*fn)(void*), void* arg) override {
+    return std::make_unique<ModuleFnTimeout>(timers_, fn, arg);
+  }
   void post(std::function<void()> fn) override { timers_.post(std::move(fn)); }
   const ModuleConf* conf(const Module& m, std::string_view nsp) const override { return cfg_->module_conf(m, nsp); }
   std::vector<std::string> namespaces() const override {
