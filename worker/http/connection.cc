@@ -350,7 +350,7 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
   in_request_ = false;
   cancel_timeout();
   ws::Reader::Sink& sink = *this;
-  ws_ = std::make_unique<ws::Reader>(limits_.max_ws_message, deflate, sink);
+  ws_.emplace(limits_.max_ws_message, deflate, sink);
 }
 
 void Connection::on_ws_message(bool binary, bool compressed, std::string_view data) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -88,7 +89,7 @@ class Connection final : private ws::Reader::Sink {
   // `deflate`: permessage-deflate was negotiated (the caller adds the header).
   void accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers,
                         bool deflate = false);
-  bool is_websocket() const { return ws_ != nullptr; }
+  bool is_websocket() const { return ws_.has_value(); }
   bool deflate() const { return deflate_; }
   bool request_pending() const { return in_request_; }
 
@@ -179,7 +180,7 @@ class Connection final : private ws::Reader::Sink {
   void ws_send(std::string_view bytes) override { send(bytes); }
   void on_ws_close(uint16_t) override { close_after_flush(); }
 
-  std::unique_ptr<ws::Reader> ws_;
+  std::optional<ws::Reader> ws_;  // inline: no allocation of its own per WebSocket
   std::unique_ptr<tls::Session> tls_;
   void tls_encrypt_output();
 
