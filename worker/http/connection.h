@@ -131,6 +131,7 @@ class Connection final : private ws::Reader::Sink {
   const uint64_t serial = next_serial_++;  // unique in this process
   static inline uint64_t next_serial_ = 1;
   bool dirty = false;
+  uint32_t owner_index = 0;  // where the worker keeps it (ConnectionOwner's)
 
  private:
   static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
