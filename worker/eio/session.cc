@@ -400,9 +400,9 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
     return handshake(c, req, t);
   }
 
-  auto it = sessions_.find(*sid);
-  if (it == sessions_.end() || (it->second->closed_ && it->second->queue_empty())) return error(c, req, 1);
-  Session& s = *it->second;
+  Session* found = sessions_.find(*sid);
+  if (!found || (found->closed_ && found->queue_empty())) return error(c, req, 1);
+  Session& s = *found;
 
   if (req.upgrade) {
     if (!valid_websocket_request(req)) return error(c, req, 3);
@@ -485,7 +485,7 @@ void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
   std::string sid = new_sid();
   auto session = std::make_unique<Session>(*this, sid, t, std::move(hs));
   Session& s = *session;
-  sessions_.emplace(s.sid(), std::move(session));
+  sessions_.insert(std::move(session));
   s.handler = factory_(s);
   std::string open = open_packet(t, sid);
   if (t == Transport::Polling) {
@@ -586,13 +586,53 @@ void Server::on_connection_closed(http::Connection& c) {
 }
 
 void Server::remove(Session& s) {
-  auto it = sessions_.find(s.sid());
-  if (it == sessions_.end() || it->second.get() != &s) return;
+  std::unique_ptr<Session> gone = sessions_.take(s);
+  if (!gone) return;
   if (s.held_get()) s.held_get()->owner = nullptr;
   if (s.probe()) s.probe()->owner = nullptr;
   if (s.ws_) s.ws_->owner = nullptr;
-  graveyard_.push_back(std::move(it->second));
-  sessions_.erase(it);
+  graveyard_.push_back(std::move(gone));
+}
+
+// ------------------------------------------------------------ session table
+
+Session* SessionTable::find(std::string_view sid) const {
+  if (buckets_.empty()) return nullptr;
+  const auto& head = buckets_[std::hash<std::string_view>{}(sid) & (buckets_.size() - 1)];
+  for (Session* s = head.get(); s; s = s->next_in_bucket_.get())
+    if (s->sid() == sid) return s;
+  return nullptr;
+}
+
+void SessionTable::insert(std::unique_ptr<Session> s) {
+  if (size_ + 1 > buckets_.size()) {  // at most one session per bucket on average
+    std::vector<std::unique_ptr<Session>> old(std::max<size_t>(16, buckets_.size() * 2));
+    old.swap(buckets_);
+    for (auto& head : old)
+      while (head) {
+        std::unique_ptr<Session> moved = std::move(head);
+        head = std::move(moved->next_in_bucket_);
+        auto& to = bucket(moved->sid());
+        moved->next_in_bucket_ = std::move(to);
+        to = std::move(moved);
+      }
+  }
+  auto& head = bucket(s->sid());
+  s->next_in_bucket_ = std::move(head);
+  head = std::move(s);
+  size_++;
+}
+
+std::unique_ptr<Session> SessionTable::take(const Session& s) {
+  if (buckets_.empty()) return nullptr;
+  for (std::unique_ptr<Session>* link = &bucket(s.sid()); *link; link = &(*link)->next_in_bucket_) {
+    if (link->get() != &s) continue;
+    std::unique_ptr<Session> taken = std::move(*link);
+    *link = std::move(taken->next_in_bucket_);
+    size_--;
+    return taken;
+  }
+  return nullptr;
 }
 
 // The earliest deadline the session's state makes live.
@@ -665,8 +705,9 @@ void Server::flush() {
 // requests, which a stopping server may not get through to it for long.
 size_t Server::close_polling(std::string_view reason) {
   std::vector<Session*> polling;
-  for (auto& [sid, s] : sessions_)
-    if (!s->closed_ && s->transport_ == Transport::Polling) polling.push_back(s.get());
+  sessions_.for_each([&polling](Session& s) {
+    if (!s.closed_ && s.transport_ == Transport::Polling) polling.push_back(&s);
+  });
   for (Session* s : polling) s->close(reason);
   return polling.size();
 }
@@ -674,18 +715,18 @@ size_t Server::close_polling(std::string_view reason) {
 size_t Server::close_some(std::string_view reason, size_t n) {
   std::vector<Session*> some;
   size_t open = 0;
-  for (auto& [sid, s] : sessions_) {
-    if (s->closed_) continue;
+  sessions_.for_each([&](Session& s) {
+    if (s.closed_) return;
     open++;
-    if (some.size() < n) some.push_back(s.get());
-  }
+    if (some.size() < n) some.push_back(&s);
+  });
   for (Session* s : some) s->close(reason);
   return open - some.size();
 }
 
 void Server::close_all(std::string_view reason) {
   std::vector<Session*> all;
-  for (auto& [sid, s] : sessions_) all.push_back(s.get());
+  sessions_.for_each([&all](Session& s) { all.push_back(&s); });
   for (Session* s : all) s->close(reason);
 }
 

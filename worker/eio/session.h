@@ -49,6 +49,7 @@ class SessionHandler {
 };
 
 class Server;
+class SessionTable;
 
 class Session {
  public:
@@ -78,6 +79,7 @@ class Session {
 
  private:
   friend class Server;
+  friend class SessionTable;
   void on_packet(const Packet& p);
   void on_message(bool binary, std::string_view data);
   void answer_get();  // completes the held GET with everything queued
@@ -129,6 +131,30 @@ class Session {
   bool b64_ = false;           // binary as "b<base64>" text, asked for with b64=1
   bool close_queued_ = false;
   bool closed_ = false;
+  std::unique_ptr<Session> next_in_bucket_;  // SessionTable's chain
+};
+
+// Sessions by sid: a hash table whose chains run through the sessions
+// themselves (each owns the next of its bucket), so a session costs its
+// table 8 B and a bucket slot, where a node map took a 40 B node and a bucket.
+class SessionTable {
+ public:
+  Session* find(std::string_view sid) const;
+  void insert(std::unique_ptr<Session> s);
+  std::unique_ptr<Session> take(const Session& s);  // null if it is not in the table
+  size_t size() const { return size_; }
+  template <class F>
+  void for_each(F&& f) const {  // f(Session&); f must not insert or take
+    for (auto& head : buckets_)
+      for (Session* s = head.get(); s; s = s->next_in_bucket_.get()) f(*s);
+  }
+
+ private:
+  std::unique_ptr<Session>& bucket(std::string_view sid) {
+    return buckets_[std::hash<std::string_view>{}(sid) & (buckets_.size() - 1)];
+  }
+  std::vector<std::unique_ptr<Session>> buckets_;  // a power of two of them, or none
+  size_t size_ = 0;
 };
 
 class Server {
@@ -176,7 +202,7 @@ class Server {
   int workers_;
   Timers& timers_;
   HandlerFactory factory_;
-  std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;  // keys view the sids
+  SessionTable sessions_;
   std::vector<Session*> poll_flush_;
   std::vector<Session*> aborts_;  // posted by send(): ending a session inside a send could end
                                   // sockets a caller is walking
