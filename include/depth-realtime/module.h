@@ -36,7 +36,7 @@ namespace dr {
 // DR_MODULE_SIGNATURE with its own, item by item, and names the first that
 // differs. Items are "NAME=value", separated by spaces (nginx stamps its
 // NGX_MODULE_SIGNATURE the same way).
-#define DR_MODULE_ABI 8
+#define DR_MODULE_ABI 9
 inline constexpr uint32_t kModuleAbi = DR_MODULE_ABI;
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -210,16 +210,37 @@ bool set_str_list(ModuleConf* c, const std::vector<std::string>& a, std::string&
 
 // ------------------------------------------------------------- handshake
 
+// The Engine.IO handshake request, kept as one text (an idle connection holds
+// it for its life) and parsed when asked.
 struct DR_API Handshake {
+  using Pairs = std::vector<std::pair<std::string_view, std::string_view>>;
+
   std::string address;  // peer IP
-  std::string url;      // request URL of the Engine.IO handshake
-  std::vector<std::pair<std::string, std::string>> headers;  // names lower-case
-  std::vector<std::pair<std::string, std::string>> query;
   bool secure = false;
   int64_t issued_ms = 0;  // ms since the epoch
 
-  const std::string* header(std::string_view name) const;  // name lower-case
-  const std::string* query_param(std::string_view name) const;
+  std::string_view url() const;  // request URL of the Engine.IO handshake
+  // The first header of that name (names are lower-case), or the first query
+  // parameter (decoded).
+  std::optional<std::string_view> header(std::string_view name) const;
+  std::optional<std::string_view> query_param(std::string_view name) const;
+  // Every header / query parameter, in the request's order (repeats too).
+  Pairs headers() const;
+  Pairs query() const;
+
+  // Building one (the engine, tests).
+  void set_url(std::string_view url);
+  void add_header(std::string_view name, std::string_view value);  // name lower-case
+  void add_query(std::string_view name, std::string_view value);
+  void shrink() { text_.shrink_to_fit(); }
+
+ private:
+  // Entries one after the other: a kind byte ('u', 'h', 'q'), then the name
+  // and the value, each after its length (LEB128).
+  void add(char kind, std::string_view name, std::string_view value);
+  std::optional<std::string_view> find(char kind, std::string_view name) const;
+  Pairs all(char kind) const;
+  std::string text_;
 };
 
 // ------------------------------------------------------ dates, handshakes
@@ -491,6 +512,13 @@ class DR_API Worker {
   virtual int64_t now_ms() const = 0;
   // A timeout that runs `fn`; not armed until arm_in().
   virtual std::unique_ptr<Timeout> timeout(std::function<void()> fn) = 0;
+  // The same for a caller that keeps its state itself: `fn(arg)` when due.
+  // One allocation and no std::function, where a lambda capturing more than
+  // two pointers costs a second allocation (one per timer: per connection,
+  // for a module that times each one).
+  virtual std::unique_ptr<Timeout> timeout_fn(void (*fn)(void* arg), void* arg) {
+    return timeout([fn, arg] { fn(arg); });
+  }
   // Runs `fn` from the loop once the current event is handled (a callback
   // that must not run inside the call that asked for it).
   virtual void post(std::function<void()> fn) = 0;

@@ -63,7 +63,7 @@ std::string client_address(const dr::Handshake& hs, const std::vector<Cidr>& tru
                        [&](const Cidr& c) { return c.contains(a); });
   };
   Addr client = peer;
-  const std::string* xff = hs.header("x-forwarded-for");
+  auto xff = hs.header("x-forwarded-for");
   if (xff && trusted(peer)) {
     std::string_view list(*xff);
     while (!list.empty()) {

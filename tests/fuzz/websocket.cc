@@ -27,16 +27,16 @@ namespace {
 
 WsLog run(std::string_view stream, uint64_t max_message, bool deflate, const std::vector<size_t>& chunks) {
   WsLog log;
-  dr::ws::Reader reader(max_message, deflate,
-                        dr::ws::Reader::Callbacks{
-                            [&](bool binary, bool compressed, std::string_view data) {
-                              FUZZ_CHECK(data.size() <= max_message, "a message over the limit was delivered");
-                              FUZZ_CHECK(deflate || !compressed, "a compressed message without deflate");
-                              log.message(binary, compressed, data);
-                            },
-                            [&](std::string_view bytes) { log.sent.append(bytes); },
-                            [&](uint16_t code) { log.close(code); },
-                        });
+  dr::ws::FunctionSink sink{
+      [&](bool binary, bool compressed, std::string_view data) {
+        FUZZ_CHECK(data.size() <= max_message, "a message over the limit was delivered");
+        FUZZ_CHECK(deflate || !compressed, "a compressed message without deflate");
+        log.message(binary, compressed, data);
+      },
+      [&](std::string_view bytes) { log.sent.append(bytes); },
+      [&](uint16_t code) { log.close(code); },
+  };
+  dr::ws::Reader reader(max_message, deflate, sink);
   size_t pos = 0, turn = 0;
   while (pos < stream.size()) {
     size_t n = chunks.empty() ? stream.size() : std::min(chunks[turn++ % chunks.size()], stream.size() - pos);

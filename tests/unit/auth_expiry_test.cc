@@ -43,6 +43,9 @@ class TestWorker final : public Worker {
   std::unique_ptr<Timeout> timeout(std::function<void()> fn) override {
     return std::make_unique<ModuleTimeout>(timers, std::move(fn));  // as the worker gives it
   }
+  std::unique_ptr<Timeout> timeout_fn(void (*fn)(void*), void* arg) override {
+    return std::make_unique<ModuleFnTimeout>(timers, fn, arg);
+  }
   void post(std::function<void()> fn) override { timers.post(std::move(fn)); }
   const ModuleConf* conf(const Module&, std::string_view) const override { return nullptr; }
   std::vector<std::string> namespaces() const override { return {"/", "/chat"}; }

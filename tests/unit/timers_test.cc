@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/module_timeout.h"
 #include "eio/session.h"
 
 namespace dr {
@@ -208,6 +209,55 @@ TEST(CallbackTimer, DestroyedBeforeItsDeadlineNeverRuns) {
   EXPECT_EQ(c.timers.size(), 0u);
 }
 
+// Worker::timeout_fn's timeout: a function and its argument.
+struct FnCounter {
+  int runs = 0;
+  bool fail = false;
+  std::unique_ptr<Timeout> timeout;
+  static void fire(void* p) {
+    auto* self = static_cast<FnCounter*>(p);
+    self->runs++;
+    if (self->fail) throw std::runtime_error("module bug");
+    if (self->runs == 3) self->timeout.reset();  // may go from inside its own callback
+  }
+};
+
+TEST(ModuleFnTimeout, RunsItsFunctionOncePerArmAndMayBeDestroyedThere) {
+  Clocked c;
+  FnCounter f;
+  f.timeout = std::make_unique<ModuleFnTimeout>(c.timers, FnCounter::fire, &f);
+  EXPECT_FALSE(f.timeout->armed());
+  f.timeout->arm_in(50);
+  c.advance_to(1049);
+  EXPECT_EQ(f.runs, 0);
+  c.advance_to(1050);
+  EXPECT_EQ(f.runs, 1);
+  EXPECT_FALSE(f.timeout->armed());
+  f.timeout->arm_in(10);
+  f.timeout->cancel();
+  c.advance_to(2000);
+  EXPECT_EQ(f.runs, 1);
+  f.timeout->arm_in(10);
+  c.advance_to(2010);
+  f.timeout->arm_in(10);
+  c.advance_to(2020);
+  EXPECT_EQ(f.runs, 3);
+  EXPECT_EQ(f.timeout, nullptr);
+  EXPECT_EQ(c.timers.size(), 0u);
+}
+
+TEST(ModuleFnTimeout, AnExceptionStaysInsideAndTheTimeoutLives) {
+  Clocked c;
+  FnCounter f;
+  f.fail = true;
+  f.timeout = std::make_unique<ModuleFnTimeout>(c.timers, FnCounter::fire, &f);
+  f.timeout->arm_in(10);
+  c.advance_to(1010);
+  f.timeout->arm_in(10);
+  c.advance_to(1020);
+  EXPECT_EQ(f.runs, 2);
+}
+
 TEST(Timers, PostedCallsRunAfterTheCallerInPostOrder) {
   Clocked c;
   std::vector<int> order;
@@ -251,7 +301,7 @@ TEST(SessionTimers, UnansweredPingClosesAtIntervalPlusTimeoutToTheMillisecond) {
   conf.connect_timeout = 100000;
   eio::Server server(conf, 0, 1, c.timers, nullptr);
   std::vector<std::string> closes;
-  eio::Session s(server, "sid", eio::Transport::Polling, std::make_shared<Handshake>());
+  eio::Session s(server, "sid", eio::Transport::Polling, Handshake());
   s.handler = std::make_unique<Recorder>(&closes);
   EXPECT_EQ(c.timers.next_deadline(), 1300);  // the first ping
   c.advance_to(1299);
@@ -274,9 +324,9 @@ TEST(SessionTimers, ConnectTimeoutUnlessCancelled) {
   conf.connect_timeout = 1000;
   eio::Server server(conf, 0, 1, c.timers, nullptr);
   std::vector<std::string> closes;
-  eio::Session late(server, "late", eio::Transport::Polling, std::make_shared<Handshake>());
+  eio::Session late(server, "late", eio::Transport::Polling, Handshake());
   late.handler = std::make_unique<Recorder>(&closes);
-  eio::Session joined(server, "joined", eio::Transport::Polling, std::make_shared<Handshake>());
+  eio::Session joined(server, "joined", eio::Transport::Polling, Handshake());
   joined.handler = std::make_unique<Recorder>(&closes);
   joined.cancel_connect_timeout();  // a namespace joined
   c.advance_to(1999);

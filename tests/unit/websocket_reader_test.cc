@@ -50,15 +50,15 @@ std::ostream& operator<<(std::ostream& os, const Outcome& o) {
 
 Outcome read_in_chunks(const std::string& stream, const std::vector<size_t>& cuts) {
   Outcome run;
-  Reader r(1000000, false,
-           Reader::Callbacks{
-               [&](bool binary, bool, std::string_view data) {
-                 run.events.push_back(binary ? "B:" + std::to_string(data.size())
-                                             : "T:" + std::to_string(data.size()) + ":" + std::string(data.substr(0, 16)));
-               },
-               [&](std::string_view bytes) { run.sent.append(bytes); },
-               [&](uint16_t code) { run.events.push_back("C:" + std::to_string(code)); },
-           });
+  FunctionSink sink{
+      [&](bool binary, bool, std::string_view data) {
+        run.events.push_back(binary ? "B:" + std::to_string(data.size())
+                                    : "T:" + std::to_string(data.size()) + ":" + std::string(data.substr(0, 16)));
+      },
+      [&](std::string_view bytes) { run.sent.append(bytes); },
+      [&](uint16_t code) { run.events.push_back("C:" + std::to_string(code)); },
+  };
+  Reader r(1000000, false, sink);
   size_t pos = 0;
   for (size_t cut : cuts) {
     if (cut <= pos || cut > stream.size()) continue;
@@ -181,14 +181,16 @@ TEST(WebSocketReader, AMessageReadInsideAnotherReadersCallbackIsReadWhole) {
   // (a pipelined upgrade after a long-polling answer) while the first
   // message is still being looked at.
   std::vector<std::string> got;
-  Reader inner(1000, false, Reader::Callbacks{[&](bool, bool, std::string_view d) { got.emplace_back(d); },
-                                              [](std::string_view) {}, [](uint16_t) {}});
-  Reader outer(1000, false, Reader::Callbacks{[&](bool, bool, std::string_view d) {
-                                                std::string before(d);
-                                                inner.feed(client_frame(1, "inner message"));
-                                                got.push_back(before == d ? std::string(d) : "clobbered");
-                                              },
-                                              [](std::string_view) {}, [](uint16_t) {}});
+  FunctionSink inner_sink{[&](bool, bool, std::string_view d) { got.emplace_back(d); }, [](std::string_view) {},
+                          [](uint16_t) {}};
+  Reader inner(1000, false, inner_sink);
+  FunctionSink outer_sink{[&](bool, bool, std::string_view d) {
+                            std::string before(d);
+                            inner.feed(client_frame(1, "inner message"));
+                            got.push_back(before == d ? std::string(d) : "clobbered");
+                          },
+                          [](std::string_view) {}, [](uint16_t) {}};
+  Reader outer(1000, false, outer_sink);
   EXPECT_TRUE(outer.feed(client_frame(1, "outer message")));
   EXPECT_EQ(got, (std::vector<std::string>{"inner message", "outer message"}));
 }

@@ -97,25 +97,88 @@ std::string js_date(int64_t ms) {
 }
 
 Json handshake_json(const Handshake& h) {
-  auto pairs = [](const std::vector<std::pair<std::string, std::string>>& list) {
+  auto pairs = [](const Handshake::Pairs& list) {
     Json o(json_object());
-    for (auto& [k, v] : list) json_object_set_new(o.get(), k.c_str(), json_stringn(v.data(), v.size()));
+    for (auto& [k, v] : list) json_object_set_new(o.get(), std::string(k).c_str(), json_stringn(v.data(), v.size()));
     return o.release();
   };
+  std::string_view url = h.url();
   Json hs(json_object());
-  json_object_set_new(hs.get(), "headers", pairs(h.headers));
+  json_object_set_new(hs.get(), "headers", pairs(h.headers()));
   json_object_set_new(hs.get(), "time", json_string(js_date(h.issued_ms).c_str()));
   json_object_set_new(hs.get(), "address", json_stringn(h.address.data(), h.address.size()));
-  json_object_set_new(hs.get(), "xdomain", json_boolean(h.header("origin") != nullptr));
+  json_object_set_new(hs.get(), "xdomain", json_boolean(h.header("origin").has_value()));
   json_object_set_new(hs.get(), "secure", json_boolean(h.secure));
   json_object_set_new(hs.get(), "issued", json_integer(json_int_t(h.issued_ms)));
-  json_object_set_new(hs.get(), "url", json_stringn(h.url.data(), h.url.size()));
-  json_object_set_new(hs.get(), "query", pairs(h.query));
+  json_object_set_new(hs.get(), "url", json_stringn(url.data(), url.size()));
+  json_object_set_new(hs.get(), "query", pairs(h.query()));
   return hs;
 }
 
-const std::string* Handshake::header(std::string_view name) const { return find(headers, name); }
-const std::string* Handshake::query_param(std::string_view name) const { return find(query, name); }
+namespace {
+
+void put_length(std::string& out, size_t n) {
+  do {
+    uint8_t b = n & 0x7f;
+    n >>= 7;
+    out.push_back(char(n ? b | 0x80 : b));
+  } while (n);
+}
+
+// The string at `at` (after its length); `at` moves past it.
+std::string_view take(std::string_view text, size_t& at) {
+  size_t n = 0;
+  for (int shift = 0; at < text.size(); shift += 7) {
+    uint8_t b = uint8_t(text[at++]);
+    n |= size_t(b & 0x7f) << shift;
+    if (!(b & 0x80)) break;
+  }
+  std::string_view s = text.substr(at, n);
+  at += s.size();
+  return s;
+}
+
+}  // namespace
+
+void Handshake::add(char kind, std::string_view name, std::string_view value) {
+  text_.push_back(kind);
+  put_length(text_, name.size());
+  text_.append(name);
+  put_length(text_, value.size());
+  text_.append(value);
+}
+
+void Handshake::set_url(std::string_view url) { add('u', {}, url); }
+void Handshake::add_header(std::string_view name, std::string_view value) { add('h', name, value); }
+void Handshake::add_query(std::string_view name, std::string_view value) { add('q', name, value); }
+
+std::optional<std::string_view> Handshake::find(char kind, std::string_view name) const {
+  size_t at = 0;
+  while (at < text_.size()) {
+    char k = text_[at++];
+    std::string_view n = take(text_, at), v = take(text_, at);
+    if (k == kind && n == name) return v;
+  }
+  return std::nullopt;
+}
+
+Handshake::Pairs Handshake::all(char kind) const {
+  Pairs out;
+  size_t at = 0;
+  while (at < text_.size()) {
+    char k = text_[at++];
+    std::string_view n = take(text_, at), v = take(text_, at);
+    if (k == kind) out.emplace_back(n, v);
+  }
+  return out;
+}
+
+std::string_view Handshake::url() const { return find('u', {}).value_or(std::string_view()); }
+std::optional<std::string_view> Handshake::header(std::string_view name) const { return find('h', name); }
+std::optional<std::string_view> Handshake::query_param(std::string_view name) const { return find('q', name); }
+Handshake::Pairs Handshake::headers() const { return all('h'); }
+Handshake::Pairs Handshake::query() const { return all('q'); }
+
 const std::string* HttpRequest::header(std::string_view name) const { return find(headers, name); }
 const std::string* HttpRequest::query_param(std::string_view name) const { return find(query, name); }
 

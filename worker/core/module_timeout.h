@@ -20,4 +20,19 @@ class ModuleTimeout final : public Timeout {
   CallbackTimer timer_;
 };
 
+// Worker::timeout_fn's: the module's function and argument, no std::function.
+class ModuleFnTimeout final : public Timeout {
+ public:
+  ModuleFnTimeout(Timers& timers, void (*fn)(void*), void* arg) : fn_(fn), arg_(arg), timer_(timers, fire, this) {}
+  void arm_in(uint64_t ms) override { timer_.arm_in(int64_t(ms)); }
+  void cancel() override { timer_.cancel(); }
+  bool armed() const override { return timer_.armed(); }
+
+ private:
+  static void fire(void* self);  // the call guarded: a module's exception stays here
+  void (*fn_)(void*);
+  void* arg_;
+  Timer timer_;
+};
+
 }  // namespace dr

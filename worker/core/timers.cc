@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "core/log.h"
+#include "core/module_timeout.h"
 
 namespace dr {
 
@@ -28,6 +29,14 @@ void CallbackTimer::fire(void* p) {
   if (gone) return;
   self->gone_ = nullptr;
   self->fn_ = std::move(fn);
+}
+
+void ModuleFnTimeout::fire(void* p) {
+  auto* self = static_cast<ModuleFnTimeout*>(p);
+  void (*fn)(void*) = self->fn_;
+  void* arg = self->arg_;
+  // `self` may be gone once fn runs (a module destroys its timeout there).
+  run_guarded([fn, arg] { fn(arg); }, "timer callback");
 }
 
 void Timers::OneShot::fire(void* p) {

@@ -57,16 +57,18 @@ const std::vector<std::pair<std::string, std::string>> kNoStore = {{"Cache-Contr
 
 // ----------------------------------------------------------------- session
 
-Session::Session(Server& server, std::string sid, Transport t, std::shared_ptr<const Handshake> hs)
+Session::Session(Server& server, std::string_view sid, Transport t, Handshake hs)
     : server_(server),
-      sid_(std::move(sid)),
-      transport_(t),
       handshake_(std::move(hs)),
-      timer_(server.timers_, [](void* s) { static_cast<Session*>(s)->on_timer(); }, this) {
+      timer_(server.timers_, [](void* s) { static_cast<Session*>(s)->on_timer(); }, this),
+      transport_(t) {
+  sid_len_ = uint8_t(std::min(sid.size(), kMaxSid));
+  memcpy(sid_, sid.data(), sid_len_);
+  if (t == Transport::Polling) poll_ = std::make_unique<Polling>();
   // The heartbeat the open packet announced holds for the session's life,
   // whatever a reload changes: the client timed its expectations on it.
   ping_interval_ = server_.conf_->ping_interval;
-  const std::string* b64 = handshake_->query_param("b64");
+  auto b64 = handshake_.query_param("b64");
   b64_ = b64 && (*b64 == "1" || *b64 == "true");
   ping_timeout_ = server_.conf_->ping_timeout;
   int64_t now = server_.timers_.now();
@@ -104,49 +106,57 @@ bool Session::send(const OutRef& p, bool is_volatile) {
       p->write_frame(*ws_);
     return true;
   }
-  if (is_volatile && !held_get_) return false;
-  queue_.push_back(p);
-  queued_bytes_ += p->data.size() + 1;
-  if (queued_bytes_ > server_.conf_->max_output_buffer) {
+  // A WebSocket session not (or no longer) on its connection: nowhere to go.
+  if (!poll_) return false;
+  if (is_volatile && !poll_->held_get) return false;
+  poll_->queue.push_back(p);
+  poll_->queued_bytes += p->data.size() + 1;
+  if (poll_->queued_bytes > server_.conf_->max_output_buffer) {
     // A poller that never fetches cannot make the worker hold unbounded memory.
     logf(LogLevel::Info, "client %s: %zu bytes queued for long-polling, closing the session",
-         handshake_->address.c_str(), queued_bytes_);
+         handshake_.address.c_str(), poll_->queued_bytes);
     metrics::add(metrics::core().slow_closed_polling);
     post_abort();
     return false;
   }
-  if (held_get_ && !poll_pending_) {
+  if (poll_->held_get && !poll_pending_) {
     poll_pending_ = true;
     server_.poll_flush_.push_back(this);
   }
   return true;
 }
 
+void Session::clear_queue() {
+  if (!poll_) return;
+  poll_->queue.clear();
+  poll_->queued_bytes = 0;
+}
+
 void Session::answer_get() {
   poll_pending_ = false;
-  if (!held_get_ || queue_.empty()) return;
+  if (!poll_ || !poll_->held_get || poll_->queue.empty()) return;
+  Polling& pl = *poll_;
   std::string body;
   size_t total = 0;
-  for (auto& p : queue_) total += p->data.size() + 1;
+  for (auto& p : pl.queue) total += p->data.size() + 1;
   body.reserve(total + total / 3);
-  for (size_t i = 0; i < queue_.size(); i++) {
+  for (size_t i = 0; i < pl.queue.size(); i++) {
     if (i) body.push_back(kRecordSeparator);
-    queue_[i]->polling_record(body);
+    pl.queue[i]->polling_record(body);
   }
-  queue_.clear();
-  queued_bytes_ = 0;
-  http::Connection* c = held_get_;
-  held_get_ = nullptr;
+  clear_queue();
+  http::Connection* c = pl.held_get;
+  pl.held_get = nullptr;
   c->owner = nullptr;
-  auto headers = get_headers_;
+  auto headers = pl.get_headers;
   headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
-  if (!get_encoding_.empty() && body.size() >= server_.conf_->compression_threshold) {
-    bool gzip = get_encoding_ == "gzip";
+  if (!pl.get_encoding.empty() && body.size() >= server_.conf_->compression_threshold) {
+    bool gzip = pl.get_encoding == "gzip";
     std::string z = compress::deflate(body, int(server_.conf_->compression_level),
                                       gzip ? compress::Format::Gzip : compress::Format::Zlib);
     if (!z.empty()) {
       body = std::move(z);
-      headers.emplace_back("Content-Encoding", get_encoding_);
+      headers.emplace_back("Content-Encoding", pl.get_encoding);
     }
   }
   c->respond(200, "text/plain; charset=UTF-8", body, headers);
@@ -170,10 +180,10 @@ void Session::close(std::string_view reason) {
   // Reasons are the server's own few strings, so the label set stays small.
   metrics::add(metrics::get("depth_realtime_engine_sessions_closed_total", metrics::label("reason", reason)));
   if (handler) handler->on_close(reason);  // may still queue DISCONNECT packets
-  if (probe_) {
-    probe_->owner = nullptr;
-    probe_->close_websocket();
-    probe_ = nullptr;
+  if (http::Connection* probe = this->probe()) {
+    poll_->probe = nullptr;
+    probe->owner = nullptr;
+    probe->close_websocket();
   }
   if (transport_ == Transport::WebSocket) {
     // As Node: no Engine.IO close packet, the WebSocket closes (after what is queued).
@@ -188,17 +198,19 @@ void Session::close(std::string_view reason) {
   // Polling: what is queued leaves first and the close packet follows in the
   // next GET, as Node does; the client handles Socket.IO packets a tick late,
   // so a close in the same response would overtake them.
-  if (queue_.empty() && !close_queued_) queue_close();
-  close_deadline_ = server_.timers_.now() + 10000;  // how long the client may take to fetch it
+  if (poll_->queue.empty() && !close_queued_) queue_close();
+  poll_->close_deadline = server_.timers_.now() + 10000;  // how long the client may take to fetch it
   schedule();
-  if (held_get_) answer_get();
+  if (poll_->held_get) answer_get();
   finish_if_closed();
 }
 
 void Session::post_abort() {
   if (closed_ || overflowed_) return;
-  std::vector<OutRef>().swap(queue_);
-  queued_bytes_ = 0;
+  if (poll_) {
+    std::vector<OutRef>().swap(poll_->queue);
+    poll_->queued_bytes = 0;
+  }
   overflowed_ = true;
   server_.aborts_.push_back(this);
 }
@@ -209,47 +221,45 @@ void Session::abort(std::string_view reason) {
   timer_.cancel();
   metrics::add(metrics::get("depth_realtime_engine_sessions_closed_total", metrics::label("reason", reason)));
   if (handler) handler->on_close(reason);
-  queue_.clear();
-  queued_bytes_ = 0;
-  if (probe_) {
-    probe_->owner = nullptr;
-    probe_->close_websocket();
-    probe_ = nullptr;
+  clear_queue();
+  if (http::Connection* probe = this->probe()) {
+    poll_->probe = nullptr;
+    probe->owner = nullptr;
+    probe->close_websocket();
   }
   if (ws_) {
     ws_->owner = nullptr;
     ws_->close_websocket();
     ws_ = nullptr;
   }
-  if (held_get_) {  // told the session is over
-    http::Connection* c = held_get_;
-    held_get_ = nullptr;
+  if (http::Connection* c = held_get()) {  // told the session is over
+    poll_->held_get = nullptr;
     c->owner = nullptr;
     std::string body;
     make_text(PacketType::Close, "")->polling_record(body);
-    c->respond(200, "text/plain; charset=UTF-8", body, get_headers_);
+    c->respond(200, "text/plain; charset=UTF-8", body, poll_->get_headers);
   }
   server_.remove(*this);
 }
 
 void Session::queue_close() {
-  queue_.push_back(make_text(PacketType::Close, ""));
+  if (poll_) poll_->queue.push_back(make_text(PacketType::Close, ""));
   close_queued_ = true;
 }
 
 void Session::finish_if_closed() {
-  if (closed_ && close_queued_ && queue_.empty()) server_.remove(*this);
+  if (closed_ && close_queued_ && queue_empty()) server_.remove(*this);
 }
 
 void Session::detach(http::Connection& c) {
-  if (&c == probe_) {
-    probe_ = nullptr;
-    probed_ = false;
-    upgrade_deadline_ = 0;
+  if (&c == probe()) {
+    poll_->probe = nullptr;
+    poll_->probed = false;
+    poll_->upgrade_deadline = 0;
     schedule();
   }
-  if (&c == held_get_) {
-    held_get_ = nullptr;
+  if (&c == held_get()) {
+    poll_->held_get = nullptr;
     if (!closed_) close("transport close");  // poll connection closed prematurely
     else server_.remove(*this);
   }
@@ -275,9 +285,8 @@ void Session::on_packet(const Packet& p) {
     case PacketType::Close:
       // The client is gone: nothing more to deliver, a held GET gets a noop.
       close_queued_ = true;
-      queue_.clear();
-      queued_bytes_ = 0;
-      if (held_get_) queue_.push_back(make_text(PacketType::Noop, ""));
+      clear_queue();
+      if (held_get()) poll_->queue.push_back(make_text(PacketType::Noop, ""));
       close("transport close");
       return;
     default:
@@ -391,47 +400,50 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
     return handshake(c, req, t);
   }
 
-  auto it = sessions_.find(*sid);
-  if (it == sessions_.end() || (it->second->closed_ && it->second->queue_.empty())) return error(c, req, 1);
-  Session& s = *it->second;
+  Session* found = sessions_.find(*sid);
+  if (!found || (found->closed_ && found->queue_empty())) return error(c, req, 1);
+  Session& s = *found;
 
   if (req.upgrade) {
     if (!valid_websocket_request(req)) return error(c, req, 3);
     // polling -> WebSocket. One that cannot be (already upgraded or
     // upgrading, closed, not a WebSocket) is completed and closed at once, as
     // Engine.IO does: an answer, never a hang-up, and the session untouched.
-    if (t != Transport::WebSocket || s.transport_ != Transport::Polling || s.probe_ || s.closed_) {
+    if (t != Transport::WebSocket || s.transport_ != Transport::Polling || s.probe() || s.closed_) {
       accept_websocket(c, req);
       c.close_websocket();
       return;
     }
     accept_websocket(c, req);
     c.owner = &s;
-    s.probe_ = &c;
-    s.upgrade_deadline_ = timers_.now() + int64_t(conf_->upgrade_timeout);
+    s.poll_->probe = &c;
+    s.poll_->upgrade_deadline = timers_.now() + int64_t(conf_->upgrade_timeout);
     s.schedule();
     return;
   }
   if (t != s.transport_) return error(c, req, 3);
 
   if (req.method == "GET") {
-    if (s.held_get_) {
+    // (A plain GET naming a WebSocket session is held as before, unanswered.)
+    if (!s.poll_) s.poll_ = std::make_unique<Session::Polling>();
+    Session::Polling& pl = *s.poll_;
+    if (pl.held_get) {
       // Overlapping GETs: refuse this one and end the session.
       c.respond(400, "", "", cors);
       s.close("transport error");
       return;
     }
-    s.held_get_ = &c;
+    pl.held_get = &c;
     s.schedule();  // an upgrade in progress keeps it answered with noops
-    s.get_headers_ = cors;
-    s.get_encoding_.clear();
+    pl.get_headers = cors;
+    pl.get_encoding.clear();
     if (conf_->http_compression)
       if (const std::string* ae = req.header("accept-encoding")) {
-        if (ae->find("gzip") != std::string::npos) s.get_encoding_ = "gzip";
-        else if (ae->find("deflate") != std::string::npos) s.get_encoding_ = "deflate";
+        if (ae->find("gzip") != std::string::npos) pl.get_encoding = "gzip";
+        else if (ae->find("deflate") != std::string::npos) pl.get_encoding = "deflate";
       }
     c.owner = &s;
-    if (!s.queue_.empty()) {
+    if (!pl.queue.empty()) {
       s.answer_get();
       s.finish_if_closed();
     }
@@ -460,19 +472,20 @@ void Server::handle_request(http::Connection& c, http::Request& req) {
 }
 
 void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
-  auto hs = std::make_shared<Handshake>();
-  hs->address = c.address();
-  hs->url = req.url;
+  Handshake hs;
+  hs.address = c.address();
+  hs.set_url(req.url);
   // The WebSocket handshake's own headers mean nothing once it is done.
-  for (auto& h : req.headers)
-    if (h.first.rfind("sec-websocket-", 0) != 0) hs->headers.push_back(h);
-  hs->query = req.query;
-  hs->issued_ms = now_ms();
-  hs->secure = c.is_tls();
+  for (auto& [name, value] : req.headers)
+    if (name.rfind("sec-websocket-", 0) != 0) hs.add_header(name, value);
+  for (auto& [name, value] : req.query) hs.add_query(name, value);
+  hs.shrink();  // kept for the session's life: no slack
+  hs.issued_ms = now_ms();
+  hs.secure = c.is_tls();
   std::string sid = new_sid();
   auto session = std::make_unique<Session>(*this, sid, t, std::move(hs));
   Session& s = *session;
-  sessions_.emplace(s.sid(), std::move(session));
+  sessions_.insert(std::move(session));
   s.handler = factory_(s);
   std::string open = open_packet(t, sid);
   if (t == Transport::Polling) {
@@ -514,7 +527,8 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
   if (!s || s->closed_) return;
   // A message on the session's WebSocket (the hot path) goes up as the view
   // it came in: binary as it is, text after its type digit.
-  if (&c != s->probe_ && (binary || (!data.empty() && data[0] == '4'))) {
+  http::Connection* probe = s->probe();
+  if (&c != probe && (binary || (!data.empty() && data[0] == '4'))) {
     s->on_message(binary, binary ? data : data.substr(1));
     return;
   }
@@ -524,38 +538,39 @@ void Server::on_ws_message(http::Connection& c, bool binary, std::string_view da
     p.binary = true;
     p.data.assign(data);
   } else if (!decode_text(data, p)) {
-    if (&c == s->probe_) c.close_websocket();
+    if (&c == probe) c.close_websocket();
     else s->close("parse error");
     return;
   }
-  if (&c == s->probe_) {
+  if (&c == probe) {
+    Session::Polling& pl = *s->poll_;
     // The upgrade: "2probe" -> "3probe", then "5" switches.
-    if (p.type == PacketType::Ping && p.data == "probe" && !s->probed_) {
-      s->probed_ = true;
+    if (p.type == PacketType::Ping && p.data == "probe" && !pl.probed) {
+      pl.probed = true;
       c.send_frame(ws::Opcode::Text, "3probe");
       s->send(make_text(PacketType::Noop, ""));  // ends the client's current poll
-      s->next_noop_ = timers_.now() + 100;
+      pl.next_noop = timers_.now() + 100;
       s->schedule();
-    } else if (p.type == PacketType::Upgrade && s->probed_) {
-      s->probe_ = nullptr;
+    } else if (p.type == PacketType::Upgrade && pl.probed) {
+      pl.probe = nullptr;
       s->ws_ = &c;
       metrics::add(s->gauge(), -1);
       s->transport_ = Transport::WebSocket;
       metrics::add(s->gauge(), 1);
-      s->upgrade_deadline_ = 0;
-      if (s->held_get_) {  // a GET still held gets a noop so the client lets it go
+      pl.upgrade_deadline = 0;
+      if (pl.held_get) {  // a GET still held gets a noop so the client lets it go
         std::vector<OutRef> rest;
-        rest.swap(s->queue_);
-        s->queue_.push_back(make_text(PacketType::Noop, ""));
+        rest.swap(pl.queue);
+        pl.queue.push_back(make_text(PacketType::Noop, ""));
         s->answer_get();
-        s->queue_ = std::move(rest);
+        pl.queue = std::move(rest);
       }
-      for (auto& q : s->queue_) q->write_frame(c);
-      s->queue_.clear();
-      s->queued_bytes_ = 0;
+      for (auto& q : pl.queue) q->write_frame(c);
+      // On WebSocket now: nothing of long-polling is left to keep.
+      s->poll_.reset();
       if (s->handler) s->handler->on_upgrade();
     } else {
-      s->probe_ = nullptr;
+      pl.probe = nullptr;
       c.owner = nullptr;
       c.close_websocket();
     }
@@ -571,13 +586,53 @@ void Server::on_connection_closed(http::Connection& c) {
 }
 
 void Server::remove(Session& s) {
-  auto it = sessions_.find(s.sid_);
-  if (it == sessions_.end() || it->second.get() != &s) return;
-  if (s.held_get_) s.held_get_->owner = nullptr;
-  if (s.probe_) s.probe_->owner = nullptr;
+  std::unique_ptr<Session> gone = sessions_.take(s);
+  if (!gone) return;
+  if (s.held_get()) s.held_get()->owner = nullptr;
+  if (s.probe()) s.probe()->owner = nullptr;
   if (s.ws_) s.ws_->owner = nullptr;
-  graveyard_.push_back(std::move(it->second));
-  sessions_.erase(it);
+  graveyard_.push_back(std::move(gone));
+}
+
+// ------------------------------------------------------------ session table
+
+Session* SessionTable::find(std::string_view sid) const {
+  if (buckets_.empty()) return nullptr;
+  const auto& head = buckets_[std::hash<std::string_view>{}(sid) & (buckets_.size() - 1)];
+  for (Session* s = head.get(); s; s = s->next_in_bucket_.get())
+    if (s->sid() == sid) return s;
+  return nullptr;
+}
+
+void SessionTable::insert(std::unique_ptr<Session> s) {
+  if (size_ + 1 > buckets_.size()) {  // at most one session per bucket on average
+    std::vector<std::unique_ptr<Session>> old(std::max<size_t>(16, buckets_.size() * 2));
+    old.swap(buckets_);
+    for (auto& head : old)
+      while (head) {
+        std::unique_ptr<Session> moved = std::move(head);
+        head = std::move(moved->next_in_bucket_);
+        auto& to = bucket(moved->sid());
+        moved->next_in_bucket_ = std::move(to);
+        to = std::move(moved);
+      }
+  }
+  auto& head = bucket(s->sid());
+  s->next_in_bucket_ = std::move(head);
+  head = std::move(s);
+  size_++;
+}
+
+std::unique_ptr<Session> SessionTable::take(const Session& s) {
+  if (buckets_.empty()) return nullptr;
+  for (std::unique_ptr<Session>* link = &bucket(s.sid()); *link; link = &(*link)->next_in_bucket_) {
+    if (link->get() != &s) continue;
+    std::unique_ptr<Session> taken = std::move(*link);
+    *link = std::move(taken->next_in_bucket_);
+    size_--;
+    return taken;
+  }
+  return nullptr;
 }
 
 // The earliest deadline the session's state makes live.
@@ -587,12 +642,12 @@ void Session::schedule() {
     if (d && (!next || d < next)) next = d;
   };
   if (closed_) {
-    take(close_deadline_);
+    if (poll_) take(poll_->close_deadline);
   } else {
     take(pong_deadline_ ? pong_deadline_ : next_ping_);
     take(connect_deadline_);
-    if (probe_) take(upgrade_deadline_);
-    if (probe_ && probed_ && held_get_) take(next_noop_);
+    if (probe()) take(poll_->upgrade_deadline);
+    if (probe() && poll_->probed && poll_->held_get) take(poll_->next_noop);
   }
   if (!next) timer_.cancel();
   else if (!timer_.armed() || timer_.deadline() != next) timer_.arm_at(next);
@@ -603,7 +658,7 @@ void Session::schedule() {
 void Session::on_timer() {
   int64_t now = server_.timers_.now();
   if (closed_) {
-    if (close_deadline_ && now >= close_deadline_) server_.remove(*this);
+    if (poll_ && poll_->close_deadline && now >= poll_->close_deadline) server_.remove(*this);
     return;
   }
   if (pong_deadline_ && now >= pong_deadline_) {
@@ -618,16 +673,16 @@ void Session::on_timer() {
     send(make_text(PacketType::Ping, ""));
     pong_deadline_ = now + int64_t(ping_timeout_);
   }
-  if (probe_ && upgrade_deadline_ && now >= upgrade_deadline_) {
-    http::Connection* probe = probe_;
-    probe_ = nullptr;
-    probed_ = false;
-    upgrade_deadline_ = 0;
+  if (probe() && poll_->upgrade_deadline && now >= poll_->upgrade_deadline) {
+    http::Connection* probe = poll_->probe;
+    poll_->probe = nullptr;
+    poll_->probed = false;
+    poll_->upgrade_deadline = 0;
     probe->owner = nullptr;
     probe->close();
-  } else if (probe_ && probed_ && held_get_ && now >= next_noop_) {
+  } else if (probe() && poll_->probed && poll_->held_get && now >= poll_->next_noop) {
     send(make_text(PacketType::Noop, ""));
-    next_noop_ = now + 100;
+    poll_->next_noop = now + 100;
   }
   if (!closed_) schedule();
 }
@@ -650,8 +705,9 @@ void Server::flush() {
 // requests, which a stopping server may not get through to it for long.
 size_t Server::close_polling(std::string_view reason) {
   std::vector<Session*> polling;
-  for (auto& [sid, s] : sessions_)
-    if (!s->closed_ && s->transport_ == Transport::Polling) polling.push_back(s.get());
+  sessions_.for_each([&polling](Session& s) {
+    if (!s.closed_ && s.transport_ == Transport::Polling) polling.push_back(&s);
+  });
   for (Session* s : polling) s->close(reason);
   return polling.size();
 }
@@ -659,18 +715,18 @@ size_t Server::close_polling(std::string_view reason) {
 size_t Server::close_some(std::string_view reason, size_t n) {
   std::vector<Session*> some;
   size_t open = 0;
-  for (auto& [sid, s] : sessions_) {
-    if (s->closed_) continue;
+  sessions_.for_each([&](Session& s) {
+    if (s.closed_) return;
     open++;
-    if (some.size() < n) some.push_back(s.get());
-  }
+    if (some.size() < n) some.push_back(&s);
+  });
   for (Session* s : some) s->close(reason);
   return open - some.size();
 }
 
 void Server::close_all(std::string_view reason) {
   std::vector<Session*> all;
-  for (auto& [sid, s] : sessions_) all.push_back(s.get());
+  sessions_.for_each([&all](Session& s) { all.push_back(&s); });
   for (Session* s : all) s->close(reason);
 }
 

@@ -35,7 +35,7 @@ using OutRef = std::shared_ptr<const OutPacket>;
 OutRef make_text(PacketType type, std::string_view data);
 OutRef make_binary(std::string bytes);
 
-enum class Transport { Polling, WebSocket };
+enum class Transport : uint8_t { Polling, WebSocket };
 
 class Session;
 
@@ -49,15 +49,17 @@ class SessionHandler {
 };
 
 class Server;
+class SessionTable;
 
 class Session {
  public:
-  Session(Server& server, std::string sid, Transport t, std::shared_ptr<const Handshake> hs);
+  Session(Server& server, std::string_view sid, Transport t, Handshake hs);
   ~Session();
 
-  const std::string& sid() const { return sid_; }
+  std::string_view sid() const { return {sid_, sid_len_}; }
   Transport transport() const { return transport_; }
-  const std::shared_ptr<const Handshake>& handshake() const { return handshake_; }
+  // The session's own, for its life (sockets read it through the session).
+  const Handshake* handshake() const { return &handshake_; }
 
   // Queues a packet; a volatile one is dropped unless it can leave now.
   // Returns false when dropped.
@@ -77,6 +79,7 @@ class Session {
 
  private:
   friend class Server;
+  friend class SessionTable;
   void on_packet(const Packet& p);
   void on_message(bool binary, std::string_view data);
   void answer_get();  // completes the held GET with everything queued
@@ -90,32 +93,68 @@ class Session {
   void on_timer();
   metrics::Entry* gauge() const;  // sessions of this transport
 
+  // What only a long-polling session needs: made with it, freed once it has
+  // moved to WebSocket (a session opened on WebSocket never has one).
+  struct Polling {
+    http::Connection* held_get = nullptr;  // a long-polling GET waiting for data
+    http::Connection* probe = nullptr;     // a WebSocket being upgraded to
+    std::vector<OutRef> queue;             // waits for a GET
+    size_t queued_bytes = 0;               // of queue, bounded by max_output_buffer
+    std::vector<std::pair<std::string, std::string>> get_headers;  // CORS of the held GET
+    std::string get_encoding;              // "gzip"/"deflate" when the held GET accepts it
+    int64_t upgrade_deadline = 0;
+    int64_t next_noop = 0;
+    int64_t close_deadline = 0;  // closed, waiting for a GET to deliver the rest
+    bool probed = false;
+  };
+  http::Connection* held_get() const { return poll_ ? poll_->held_get : nullptr; }
+  http::Connection* probe() const { return poll_ ? poll_->probe : nullptr; }
+  bool queue_empty() const { return !poll_ || poll_->queue.empty(); }
+  void clear_queue();
+
   Server& server_;
-  std::string sid_;
-  Transport transport_;
-  std::shared_ptr<const Handshake> handshake_;
-  http::Connection* ws_ = nullptr;        // the WebSocket, once on it
-  http::Connection* held_get_ = nullptr;  // a long-polling GET waiting for data
-  http::Connection* probe_ = nullptr;     // a WebSocket being upgraded to
-  bool probed_ = false;
-  std::vector<OutRef> queue_;             // polling: waits for a GET
-  size_t queued_bytes_ = 0;               // of queue_, bounded by max_output_buffer
-  bool overflowed_ = false;               // past the bound: aborted at the next flush
-  std::vector<std::pair<std::string, std::string>> get_headers_;  // CORS of the held GET
-  std::string get_encoding_;              // "gzip"/"deflate" when the held GET accepts it
-  bool poll_pending_ = false;             // queued on the server's flush list
-  bool b64_ = false;  // binary as "b<base64>" text, asked for with b64=1
+  Handshake handshake_;
+  http::Connection* ws_ = nullptr;  // the WebSocket, once on it
+  std::unique_ptr<Polling> poll_;
   uint64_t ping_interval_ = 0;
   uint64_t ping_timeout_ = 0;
   int64_t next_ping_ = 0;
   int64_t pong_deadline_ = 0;
   int64_t connect_deadline_ = 0;
-  int64_t upgrade_deadline_ = 0;
-  int64_t next_noop_ = 0;
-  int64_t close_deadline_ = 0;  // closed, waiting for a GET to deliver the rest
   Timer timer_;
+  static constexpr size_t kMaxSid = 20;  // what make_sid makes
+  char sid_[kMaxSid];
+  uint8_t sid_len_ = 0;
+  Transport transport_;
+  bool overflowed_ = false;    // past the bound: aborted at the next flush
+  bool poll_pending_ = false;  // queued on the server's flush list
+  bool b64_ = false;           // binary as "b<base64>" text, asked for with b64=1
   bool close_queued_ = false;
   bool closed_ = false;
+  std::unique_ptr<Session> next_in_bucket_;  // SessionTable's chain
+};
+
+// Sessions by sid: a hash table whose chains run through the sessions
+// themselves (each owns the next of its bucket), so a session costs its
+// table 8 B and a bucket slot, where a node map took a 40 B node and a bucket.
+class SessionTable {
+ public:
+  Session* find(std::string_view sid) const;
+  void insert(std::unique_ptr<Session> s);
+  std::unique_ptr<Session> take(const Session& s);  // null if it is not in the table
+  size_t size() const { return size_; }
+  template <class F>
+  void for_each(F&& f) const {  // f(Session&); f must not insert or take
+    for (auto& head : buckets_)
+      for (Session* s = head.get(); s; s = s->next_in_bucket_.get()) f(*s);
+  }
+
+ private:
+  std::unique_ptr<Session>& bucket(std::string_view sid) {
+    return buckets_[std::hash<std::string_view>{}(sid) & (buckets_.size() - 1)];
+  }
+  std::vector<std::unique_ptr<Session>> buckets_;  // a power of two of them, or none
+  size_t size_ = 0;
 };
 
 class Server {
@@ -163,7 +202,7 @@ class Server {
   int workers_;
   Timers& timers_;
   HandlerFactory factory_;
-  std::unordered_map<std::string_view, std::unique_ptr<Session>> sessions_;  // keys view the sids
+  SessionTable sessions_;
   std::vector<Session*> poll_flush_;
   std::vector<Session*> aborts_;  // posted by send(): ending a session inside a send could end
                                   // sockets a caller is walking

@@ -143,11 +143,13 @@ const std::string* Request::query_param(std::string_view name) const {
 Connection::Connection(ConnectionOwner& owner, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
     : owner_(owner),
       limits_(limits),
-      tcp_(std::move(tcp)),
-      timeout_(owner.timers(), [](void* c) { static_cast<Connection*>(c)->on_timeout(); }, this) {
+      tcp_(std::move(tcp)) {
   tcp_->data = this;
   metrics::add(metrics::core().http_connections, 1);
 }
+
+Connection::HttpState::HttpState(Connection& c)
+    : timeout(c.owner_.timers(), [](void* conn) { static_cast<Connection*>(conn)->on_timeout(); }, &c) {}
 
 Connection::~Connection() { metrics::add(metrics::core().http_connections, -1); }
 
@@ -161,10 +163,10 @@ void Connection::start(std::string_view initial) {
     address_ = ip;
   }
   uv_tcp_nodelay(tcp_.get(), 1);
-  http_ = std::make_unique<HttpState>();
+  http_ = std::make_unique<HttpState>(*this);
   llhttp_init(&http_->parser, HTTP_REQUEST, settings());
   http_->parser.data = this;
-  timeout_.arm_in(int64_t(limits_.header_timeout));
+  http_->timeout.arm_in(int64_t(limits_.header_timeout));
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(tcp_.get()),
       [](uv_handle_t*, size_t, uv_buf_t* buf) { *buf = uv_buf_init(g_read_buf, sizeof g_read_buf); }, on_read);
@@ -198,10 +200,11 @@ void Connection::on_data(std::string_view data) {
     if (!close_after_flush_ && !overflowed_) ws_->feed(data);  // on failure the reader's on_close has closed us
     return;
   }
-  in_.append(data);
+  if (!http_) return;
+  http_->in.append(data);
   if (in_request_) {
     // Pipelined bytes wait for the answer; a client may not pile up more.
-    if (in_.size() > limits_.max_header + limits_.max_body) close();
+    if (http_->in.size() > limits_.max_header + limits_.max_body) close();
     return;
   }
   parse();
@@ -210,15 +213,15 @@ void Connection::on_data(std::string_view data) {
 void Connection::parse() {
   if (paused_) return;  // already inside parse(): the loop below picks it up
   paused_ = true;
-  while (!closed_ && http_ && !in_request_ && !in_.empty()) {
+  while (!closed_ && http_ && !in_request_ && !http_->in.empty()) {
     llhttp_t* p = &http_->parser;
-    llhttp_errno_t err = llhttp_execute(p, in_.data(), in_.size());
+    std::string& in = http_->in;
+    llhttp_errno_t err = llhttp_execute(p, in.data(), in.size());
     if (err == HPE_OK) {
       // Everything so far is parsed; keep it (a hand-off needs the raw request).
       // llhttp remembers its position, so give it only new bytes next time.
-      parsed_bytes_ += in_.size();
-      consumed_.append(in_);
-      in_.clear();
+      http_->consumed.append(in);
+      in.clear();
       break;
     }
     if (err == HPE_PAUSED_UPGRADE) {
@@ -228,30 +231,31 @@ void Connection::parse() {
       break;
     }
     if (err == HPE_PAUSED) {
-      size_t used = size_t(llhttp_get_error_pos(p) - in_.data());
-      in_.erase(0, used);
-      consumed_.clear();
-      parsed_bytes_ = 0;
+      size_t used = size_t(llhttp_get_error_pos(p) - in.data());
+      in.erase(0, used);
+      http_->consumed.clear();
       llhttp_resume(p);
       handle_message_complete();
       if (ws_) {
-        http_.reset();  // the handshake request is done with: free it
-        std::string rest = std::move(in_);
-        in_.clear();
+        // The handshake request is done with: free it, and what came after
+        // it is the reader's.
+        std::string rest = std::move(http_->in);
+        http_.reset();
         if (!rest.empty()) ws_->feed(rest);
         break;
       }
       continue;
     }
-    if (handoff_slot_ >= 0) {
-      std::string raw = std::move(consumed_);
-      raw.append(in_);
-      in_.clear();
+    if (http_->handoff_slot >= 0) {
+      std::string raw = std::move(http_->consumed);
+      raw.append(in);
+      in.clear();
       paused_ = false;
-      owner_.hand_off(*this, handoff_slot_, std::move(raw));
+      owner_.hand_off(*this, http_->handoff_slot, std::move(raw));
       return;
     }
-    fail(error_status_ ? error_status_ : 400, llhttp_get_error_reason(p) ? llhttp_get_error_reason(p) : "Bad Request");
+    int status = http_->error_status ? http_->error_status : 400;
+    fail(status, llhttp_get_error_reason(p) ? llhttp_get_error_reason(p) : "Bad Request");
     break;
   }
   paused_ = false;
@@ -259,7 +263,7 @@ void Connection::parse() {
 
 void Connection::handle_message_complete() {
   in_request_ = true;
-  timeout_.cancel();
+  http_->timeout.cancel();
   Request& r = http_->req;
   r.method = llhttp_method_name(llhttp_method_t(http_->parser.method));
   r.keep_alive = llhttp_should_keep_alive(&http_->parser);
@@ -278,8 +282,8 @@ void Connection::finish_request() {
     close_after_flush();
     return;
   }
-  timeout_.arm_in(int64_t(limits_.keepalive_timeout));
-  if (!in_.empty()) parse();
+  http_->timeout.arm_in(int64_t(limits_.keepalive_timeout));
+  if (!http_->in.empty()) parse();
 }
 
 void Connection::fail(int status, std::string_view message) {
@@ -287,13 +291,14 @@ void Connection::fail(int status, std::string_view message) {
   std::string body = std::string(message);
   const char* type = "text/plain";
   // Called by parse() on llhttp's error: this request's bytes up to it are
-  // consumed_ and the start of in_.
+  // http_->consumed and the start of http_->in.
   std::string raw;
   if (http_) {
+    const std::string& in = http_->in;
     const char* at = llhttp_get_error_pos(&http_->parser);
-    size_t used = at && at >= in_.data() && at <= in_.data() + in_.size() ? size_t(at - in_.data()) : in_.size();
-    raw = consumed_;
-    raw.append(in_, 0, used);
+    size_t used = at && at >= in.data() && at <= in.data() + in.size() ? size_t(at - in.data()) : in.size();
+    raw = http_->consumed;
+    raw.append(in, 0, used);
   }
   std::string_view url = url_so_far(raw);
   if (!url.empty() && url.rfind(limits_.text_errors_path, 0) != 0) {
@@ -313,7 +318,7 @@ void Connection::fail(int status, std::string_view message) {
 
 void Connection::drain(int64_t grace_ms) {
   draining_ = true;
-  if (!in_request_ && !ws_ && !owner) timeout_.arm_in(grace_ms);
+  if (http_ && !in_request_ && !ws_ && !owner) http_->timeout.arm_in(grace_ms);
 }
 
 void Connection::respond(int status, std::string_view content_type, std::string_view body,
@@ -343,28 +348,25 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
   out.append("\r\n");
   send(std::move(out));
   in_request_ = false;
-  timeout_.cancel();
-  ws_ = std::make_unique<ws::Reader>(
-      limits_.max_ws_message, deflate,
-      ws::Reader::Callbacks{
-          [this](bool binary, bool compressed, std::string_view data) {
-            // Once the connection is closing, what came in the same read is not read.
-            if (closed_ || close_after_flush_ || overflowed_) return;
-            if (!compressed) {
-              owner_.on_ws_message(*this, binary, data);
-              return;
-            }
-            std::string plain;
-            if (!compress::inflate_message(data, limits_.max_ws_message, plain)) {
-              send(ws::close_frame(1009));
-              close_after_flush();
-              return;
-            }
-            owner_.on_ws_message(*this, binary, plain);
-          },
-          [this](std::string_view bytes) { send(bytes); },
-          [this](uint16_t) { close_after_flush(); },
-      });
+  cancel_timeout();
+  ws::Reader::Sink& sink = *this;
+  ws_.emplace(limits_.max_ws_message, deflate, sink);
+}
+
+void Connection::on_ws_message(bool binary, bool compressed, std::string_view data) {
+  // Once the connection is closing, what came in the same read is not read.
+  if (closed_ || close_after_flush_ || overflowed_) return;
+  if (!compressed) {
+    owner_.on_ws_message(*this, binary, data);
+    return;
+  }
+  std::string plain;
+  if (!compress::inflate_message(data, limits_.max_ws_message, plain)) {
+    send(ws::close_frame(1009));
+    close_after_flush();
+    return;
+  }
+  owner_.on_ws_message(*this, binary, plain);
 }
 
 // Counts `n` more bytes against the bound; past it, the connection is closed
@@ -415,16 +417,17 @@ void Connection::use_tls(const std::shared_ptr<SSL_CTX>& ctx) { tls_ = std::make
 // TLS: the queued plaintext becomes one ciphertext buffer (per connection:
 // encryption cannot be shared between recipients).
 void Connection::tls_encrypt_output() {
-  if (!held_plain_.empty()) {  // plaintext held back during the handshake goes first
-    held_plain_.append(out_);
-    out_.swap(held_plain_);
-    std::string().swap(held_plain_);
+  std::string& held = tls_->held_plain;
+  if (!held.empty()) {  // plaintext held back during the handshake goes first
+    held.append(out_);
+    out_.swap(held);
+    std::string().swap(held);
   }
-  if (!out_.empty() && !tls_->send(out_)) out_.swap(held_plain_);  // handshake not finished: keep it
+  if (!out_.empty() && !tls_->send(out_)) out_.swap(held);  // handshake not finished: keep it
   out_.clear();
   tls_->take_output(out_);
   if (out_.empty()) release_output();
-  out_bytes_ = out_.size() + held_plain_.size();
+  out_bytes_ = out_.size() + held.size();
 }
 
 void Connection::flush() {
@@ -510,7 +513,7 @@ void Connection::close_websocket() {
 void Connection::close() {
   if (closed_) return;
   closed_ = true;
-  timeout_.cancel();
+  cancel_timeout();
   owner_.on_closed(*this);
   if (!tcp_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
@@ -520,7 +523,7 @@ void Connection::close() {
     uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), &buf, 1);
   }
   release_output();
-  std::string().swap(held_plain_);
+  if (tls_) std::string().swap(tls_->held_plain);
   uv_close(reinterpret_cast<uv_handle_t*>(tcp_.get()), [](uv_handle_t* h) {
     auto* c = static_cast<Connection*>(h->data);
     c->owner_.destroy(*c);
@@ -529,7 +532,7 @@ void Connection::close() {
 
 std::unique_ptr<uv_tcp_t> Connection::release_tcp() {
   closed_ = true;
-  timeout_.cancel();
+  cancel_timeout();
   owner_.on_closed(*this);
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   tcp_->data = nullptr;
@@ -542,7 +545,7 @@ void Connection::on_timeout() { close(); }
 
 int Connection::cb_message_begin(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  c->timeout_.arm_in(int64_t(c->limits_.header_timeout));
+  c->http_->timeout.arm_in(int64_t(c->limits_.header_timeout));
   return 0;
 }
 
@@ -550,7 +553,7 @@ int Connection::cb_url(llhttp_t* p, const char* at, size_t len) {
   auto* c = static_cast<Connection*>(p->data);
   c->http_->header_bytes += len;
   if (c->http_->header_bytes > c->limits_.max_header) {
-    c->error_status_ = 414;
+    c->http_->error_status = 414;
     return HPE_USER;
   }
   c->http_->req.url.append(at, len);
@@ -565,7 +568,7 @@ int Connection::cb_url_complete(llhttp_t* p) {
   int slot = c->listener == Listener::Main && !c->tls_ && c->may_hand_off ? c->owner_.owner_slot(c->http_->req.url)
                                                                           : -1;
   if (slot >= 0) {
-    c->handoff_slot_ = slot;
+    c->http_->handoff_slot = slot;
     return HPE_USER;
   }
   return 0;
@@ -576,7 +579,7 @@ int Connection::cb_header_field(llhttp_t* p, const char* at, size_t len) {
   auto& h = *c->http_;
   h.header_bytes += len;
   if (h.header_bytes > c->limits_.max_header || h.req.headers.size() > 100) {
-    c->error_status_ = 431;
+    h.error_status = 431;
     return HPE_USER;
   }
   if (h.field_done) {
@@ -592,7 +595,7 @@ int Connection::cb_header_value(llhttp_t* p, const char* at, size_t len) {
   auto& h = *c->http_;
   h.header_bytes += len;
   if (h.header_bytes > c->limits_.max_header) {
-    c->error_status_ = 431;
+    h.error_status = 431;
     return HPE_USER;
   }
   if (!h.field_done) {
@@ -605,9 +608,9 @@ int Connection::cb_header_value(llhttp_t* p, const char* at, size_t len) {
 
 int Connection::cb_headers_complete(llhttp_t* p) {
   auto* c = static_cast<Connection*>(p->data);
-  c->timeout_.arm_in(int64_t(c->limits_.body_timeout));
+  c->http_->timeout.arm_in(int64_t(c->limits_.body_timeout));
   if (p->content_length > c->limits_.max_body && p->content_length != ULLONG_MAX) {
-    c->error_status_ = 413;
+    c->http_->error_status = 413;
     return HPE_USER;
   }
   return 0;
@@ -617,7 +620,7 @@ int Connection::cb_body(llhttp_t* p, const char* at, size_t len) {
   auto* c = static_cast<Connection*>(p->data);
   auto& body = c->http_->req.body;
   if (body.size() + len > c->limits_.max_body) {
-    c->error_status_ = 413;
+    c->http_->error_status = 413;
     return HPE_USER;
   }
   body.append(at, len);

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,7 +71,7 @@ struct Limits {
   std::string text_errors_path = "/socket.io/";
 };
 
-class Connection {
+class Connection final : private ws::Reader::Sink {
   friend class ConnectionFuzzPeer;
  public:
   Connection(ConnectionOwner& owner, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp);
@@ -88,7 +89,7 @@ class Connection {
   // `deflate`: permessage-deflate was negotiated (the caller adds the header).
   void accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers,
                         bool deflate = false);
-  bool is_websocket() const { return ws_ != nullptr; }
+  bool is_websocket() const { return ws_.has_value(); }
   bool deflate() const { return deflate_; }
   bool request_pending() const { return in_request_; }
 
@@ -130,6 +131,7 @@ class Connection {
   const uint64_t serial = next_serial_++;  // unique in this process
   static inline uint64_t next_serial_ = 1;
   bool dirty = false;
+  uint32_t owner_index = 0;  // where the worker keeps it (ConnectionOwner's)
 
  private:
   static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
@@ -155,40 +157,47 @@ class Connection {
   std::unique_ptr<uv_tcp_t> tcp_;
   std::string address_;
 
-  // HTTP state; dropped after a WebSocket upgrade.
+  // HTTP state; dropped after a WebSocket upgrade (the reader replaces it).
   struct HttpState {
+    explicit HttpState(Connection& c);
     llhttp_t parser;
     Request req;
     std::string field;
-    bool field_done = true;
+    std::string in;        // bytes read but not yet given to llhttp
+    std::string consumed;  // bytes of the current request llhttp has seen
     size_t header_bytes = 0;
+    int handoff_slot = -1;  // the request belongs to another worker
+    int error_status = 0;   // answer for a request the callbacks refused
+    bool field_done = true;
+    Timer timeout;  // the header, body, keep-alive or drain deadline, when one runs
   };
   std::unique_ptr<HttpState> http_;
-  std::string in_;          // bytes read but not yet given to llhttp
-  std::string consumed_;    // bytes of the current request llhttp has seen
-  size_t parsed_bytes_ = 0;
-  int handoff_slot_ = -1;   // the request belongs to another worker
-  int error_status_ = 0;    // answer for a request the callbacks refused
   bool in_request_ = false; // a complete request awaits its answer
   bool paused_ = false;
+  bool deflate_ = false;
 
-  std::unique_ptr<ws::Reader> ws_;
+  // ws::Reader::Sink
+  void on_ws_message(bool binary, bool compressed, std::string_view data) override;
+  void ws_send(std::string_view bytes) override { send(bytes); }
+  void on_ws_close(uint16_t) override { close_after_flush(); }
+
+  std::optional<ws::Reader> ws_;  // inline: no allocation of its own per WebSocket
   std::unique_ptr<tls::Session> tls_;
   void tls_encrypt_output();
-  bool deflate_ = false;
 
   bool reserve_output(size_t n);  // false: the connection is past its bound
   void release_output();
 
   std::string out_;         // queued, not yet handed to libuv; no capacity when empty
-  std::string held_plain_;  // TLS: written before the handshake finished
   size_t out_bytes_ = 0;    // queued and being written
   bool writing_ = false;
   bool close_after_flush_ = false;
   bool overflowed_ = false;  // past max_output: closed at the next flush, not inside the send
   bool draining_ = false;
   bool closed_ = false;
-  Timer timeout_;  // the header, body, keep-alive or drain deadline, when one runs
+  void cancel_timeout() {
+    if (http_) http_->timeout.cancel();
+  }
 };
 
 const char* status_text(int status);

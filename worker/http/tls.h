@@ -28,6 +28,8 @@ class Session {
   bool take_output(std::string& cipher);
   void shutdown();
 
+  std::string held_plain;  // written before the handshake finished
+
  private:
   Context ctx_;  // the context must outlive the session, even across a reload
   SSL* ssl_ = nullptr;

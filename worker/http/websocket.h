@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -30,16 +31,20 @@ std::string accept_key(std::string_view client_key);
 
 class Reader {
  public:
-  struct Callbacks {
-    // `compressed`: RSV1 was set (permessage-deflate); the caller inflates.
-    std::function<void(bool binary, bool compressed, std::string_view data)> on_message;
-    std::function<void(std::string_view bytes)> send;  // control frames wslay answers with
+  // Where a reader's findings go: the connection itself (one pointer per
+  // reader, no callbacks of its own to hold).
+  class Sink {
+   public:
+    virtual ~Sink() = default;
+    // `compressed`: RSV1 was set (permessage-deflate); the sink inflates.
+    virtual void on_ws_message(bool binary, bool compressed, std::string_view data) = 0;
+    virtual void ws_send(std::string_view bytes) = 0;  // control frames the reader answers with
     // Peer closed, or protocol error / too big; the close frame (the answer,
-    // or the error's) has gone to `send` already.
-    std::function<void(uint16_t code)> on_close;
+    // or the error's) has gone to ws_send already.
+    virtual void on_ws_close(uint16_t code) = 0;
   };
 
-  Reader(uint64_t max_message, bool allow_compressed, Callbacks cb);
+  Reader(uint64_t max_message, bool allow_compressed, Sink& sink);
   ~Reader();
 
   // Feeds bytes from the socket. Returns false once the connection must close
@@ -63,10 +68,11 @@ class Reader {
   bool fail(std::string_view close_payload, uint16_t reported);
   void end_message();
 
+  Sink& sink_;
   uint64_t max_message_;
-  Callbacks cb_;
-  std::string in_;   // the start of a frame TCP has not delivered whole yet
-  std::string msg_;  // a message in several frames (or chunks) so far
+  // Only while they hold bytes (an idle connection keeps neither):
+  std::unique_ptr<std::string> in_;   // the start of a frame TCP has not delivered whole yet
+  std::unique_ptr<std::string> msg_;  // a message in several frames (or chunks) so far
   uint64_t msg_len_ = 0;
   uint32_t utf8_ = 0;       // the text message's UTF-8 check, between bytes
   uint8_t msg_opcode_ = 0;  // the message in progress: text, binary, or 0
@@ -74,6 +80,18 @@ class Reader {
   bool allow_compressed_;
   bool closed_ = false;
   bool stopped_ = false;  // by the connection: nothing more goes out either
+};
+
+// A sink of three functions, for tests and tools that read a stream by hand.
+struct FunctionSink final : Reader::Sink {
+  std::function<void(bool binary, bool compressed, std::string_view data)> message;
+  std::function<void(std::string_view bytes)> send;
+  std::function<void(uint16_t code)> close;
+  FunctionSink(decltype(message) m, decltype(send) s, decltype(close) c)
+      : message(std::move(m)), send(std::move(s)), close(std::move(c)) {}
+  void on_ws_message(bool binary, bool compressed, std::string_view data) override { message(binary, compressed, data); }
+  void ws_send(std::string_view bytes) override { send(bytes); }
+  void on_ws_close(uint16_t code) override { close(code); }
 };
 
 }  // namespace dr::ws

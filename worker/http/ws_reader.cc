@@ -142,8 +142,8 @@ std::string code_bytes(uint16_t code) { return {char(code >> 8), char(code & 0xf
 
 }  // namespace
 
-Reader::Reader(uint64_t max_message, bool allow_compressed, Callbacks cb)
-    : max_message_(max_message), cb_(std::move(cb)), allow_compressed_(allow_compressed) {}
+Reader::Reader(uint64_t max_message, bool allow_compressed, Sink& sink)
+    : sink_(sink), max_message_(max_message), allow_compressed_(allow_compressed) {}
 
 Reader::~Reader() = default;
 
@@ -151,9 +151,9 @@ bool Reader::feed(std::string_view bytes) {
   if (closed_) return false;
   // Usually whole frames: read them where they are, keep only a cut-off tail.
   std::string_view data = bytes;
-  if (!in_.empty()) {
-    in_.append(bytes);
-    data = in_;
+  if (in_) {
+    in_->append(bytes);
+    data = *in_;
   }
   const auto* p = reinterpret_cast<const uint8_t*>(data.data());
   size_t pos = 0;
@@ -196,16 +196,16 @@ bool Reader::feed(std::string_view bytes) {
   }
   if (fatal) {
     closed_ = true;
-    cb_.send(close_frame(fatal));
-    cb_.on_close(fatal);
+    sink_.ws_send(close_frame(fatal));
+    sink_.on_ws_close(fatal);
     return false;
   }
   if (pos == data.size()) {
-    std::string().swap(in_);  // idle connections keep no read buffer
-  } else if (in_.empty()) {
-    in_.assign(data.substr(pos));
+    in_.reset();  // idle connections keep no read buffer
+  } else if (!in_) {
+    in_ = std::make_unique<std::string>(data.substr(pos));
   } else {
-    in_.erase(0, pos);
+    in_->erase(0, pos);
   }
   return true;
 }
@@ -244,7 +244,10 @@ bool Reader::read_frame(std::string_view frame) {
           whole_message = io.fin && io.payload_length == chunk.size();
         }
         msg_len_ += io.payload_length;
-        if (!whole_message) msg_.reserve(size_t(msg_len_));
+        if (!whole_message) {
+          if (!msg_) msg_ = std::make_unique<std::string>();
+          msg_->reserve(size_t(msg_len_));
+        }
       } else if (io.payload_length > max_message_) {
         return fail(code_bytes(kTooBig), kProtocolError);
       }
@@ -258,18 +261,18 @@ bool Reader::read_frame(std::string_view frame) {
     // Text is checked as it comes, unless compressed (checked inflated, above).
     if (msg_opcode_ == WSLAY_TEXT_FRAME && !msg_compressed_ && !utf8_check(utf8_, chunk))
       return fail(code_bytes(kInvalidPayload), kProtocolError);
-    if (!whole_message) msg_.append(chunk);
+    if (!whole_message) msg_->append(chunk);
     if (got < io.payload_length) continue;
     if (!io.fin) return true;
     if (msg_opcode_ == WSLAY_TEXT_FRAME && utf8_ != 0) return fail(code_bytes(kInvalidPayload), kProtocolError);
     bool binary = msg_opcode_ == WSLAY_BINARY_FRAME, compressed = msg_compressed_;
     if (whole_message) {
       end_message();
-      cb_.on_message(binary, compressed, chunk);  // a view of the unmasked bytes
+      sink_.on_ws_message(binary, compressed, chunk);  // a view of the unmasked bytes
     } else {
-      std::string data = std::move(msg_);
+      std::unique_ptr<std::string> data = std::move(msg_);
       end_message();
-      cb_.on_message(binary, compressed, data);
+      sink_.on_ws_message(binary, compressed, *data);
     }
     return !closed_;
   }
@@ -277,7 +280,7 @@ bool Reader::read_frame(std::string_view frame) {
 
 bool Reader::control_frame(uint8_t opcode, std::string_view payload) {
   if (opcode == WSLAY_PING) {
-    cb_.send(frame(Opcode::Pong, payload));
+    sink_.ws_send(frame(Opcode::Pong, payload));
     return true;
   }
   if (opcode != WSLAY_CONNECTION_CLOSE) return true;  // a pong
@@ -290,17 +293,17 @@ bool Reader::control_frame(uint8_t opcode, std::string_view payload) {
     if (!valid_close_code(code)) return fail(code_bytes(kProtocolError), kProtocolError);
   }
   closed_ = true;
-  cb_.on_close(code ? code : 1005);
+  sink_.on_ws_close(code ? code : 1005);
   // Answered with its own code and reason (nothing for no code); the
   // connection's stop() in on_close does not hold back this answer.
-  cb_.send(frame(Opcode::Close, code ? payload : std::string_view()));
+  sink_.ws_send(frame(Opcode::Close, code ? payload : std::string_view()));
   return false;
 }
 
 bool Reader::fail(std::string_view close_payload, uint16_t reported) {
   closed_ = true;
-  cb_.send(frame(Opcode::Close, close_payload));
-  cb_.on_close(reported);
+  sink_.ws_send(frame(Opcode::Close, close_payload));
+  sink_.on_ws_close(reported);
   return false;
 }
 
@@ -309,7 +312,7 @@ void Reader::end_message() {
   msg_compressed_ = false;
   msg_len_ = 0;
   utf8_ = 0;
-  std::string().swap(msg_);
+  msg_.reset();
 }
 
 }  // namespace dr::ws

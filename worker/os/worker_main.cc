@@ -60,6 +60,9 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
   std::unique_ptr<Timeout> timeout(std::function<void()> fn) override {
     return std::make_unique<ModuleTimeout>(timers_, std::move(fn));
   }
+  std::unique_ptr<Timeout> timeout_fn(void (*fn)(void*), void* arg) override {
+    return std::make_unique<ModuleFnTimeout>(timers_, fn, arg);
+  }
   void post(std::function<void()> fn) override { timers_.post(std::move(fn)); }
   const ModuleConf* conf(const Module& m, std::string_view nsp) const override { return cfg_->module_conf(m, nsp); }
   std::vector<std::string> namespaces() const override {
@@ -139,10 +142,18 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
   }
   Timers& timers() override { return timers_; }
   void destroy(http::Connection& c) override {
-    auto it = conns_.find(&c);
-    if (it == conns_.end()) return;
-    dead_.push_back(std::move(it->second));
-    conns_.erase(it);
+    size_t i = c.owner_index;
+    if (i >= conns_.size() || conns_[i].get() != &c) return;
+    dead_.push_back(std::move(conns_[i]));
+    if (i + 1 < conns_.size()) {  // the last one takes its place
+      conns_[i] = std::move(conns_.back());
+      conns_[i]->owner_index = uint32_t(i);
+    }
+    conns_.pop_back();
+  }
+  // The connection at `index`, if it is still the one with `serial`.
+  http::Connection* live_connection(size_t index, uint64_t serial) {
+    return index < conns_.size() && conns_[index]->serial == serial ? conns_[index].get() : nullptr;
   }
 
  private:
@@ -175,7 +186,7 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
   eio::Server eio_;
   sio::Server sio_;
   Channel channel_;
-  std::unordered_map<http::Connection*, std::unique_ptr<http::Connection>> conns_;
+  std::vector<std::unique_ptr<http::Connection>> conns_;  // each knows its index
   std::vector<http::Connection*> dirty_;
   std::vector<std::unique_ptr<http::Connection>> dead_;
   std::vector<Route> routes_;
@@ -257,7 +268,8 @@ void WorkerRuntime::accept(std::unique_ptr<uv_tcp_t> tcp, std::string_view body)
     c->use_tls(tls_ctx_);
   }
   http::Connection* raw = c.get();
-  conns_.emplace(raw, std::move(c));
+  raw->owner_index = uint32_t(conns_.size());
+  conns_.push_back(std::move(c));
   raw->start(body.substr(4));
   if (stopping_) raw->drain(1000);
 }
@@ -327,12 +339,12 @@ void WorkerRuntime::on_request(http::Connection& c, http::Request& req) {
     hr.body = std::move(req.body);
     hr.address = c.address();
     // The answer may come later; the connection may be gone by then (and its
-    // address reused: the serial tells).
-    http::Connection* conn = &c;
+    // place taken by another: the serial tells).
+    size_t index = c.owner_index;
     uint64_t serial = c.serial;
-    HttpRespond respond = [this, conn, serial](HttpResponse res) {
-      auto it = conns_.find(conn);
-      if (it == conns_.end() || conn->serial != serial || conn->closed()) return;
+    HttpRespond respond = [this, index, serial](HttpResponse res) {
+      http::Connection* conn = live_connection(index, serial);
+      if (!conn || conn->closed()) return;
       conn->respond(res.status, res.content_type, res.body, res.headers);
     };
     try {
@@ -384,8 +396,7 @@ void WorkerRuntime::stop_gracefully() {
   drain_step_ms_ = int64_t(spread / steps);
   drain_per_step_ = std::max<size_t>(1, (sessions + steps - 1) / steps);
   drain_step();
-  for (auto& [raw, c] : conns_)
-    c->drain(1000);
+  for (auto& c : conns_) c->drain(1000);
 }
 
 void WorkerRuntime::drain_step() {
