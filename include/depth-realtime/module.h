@@ -36,7 +36,7 @@ namespace dr {
 // DR_MODULE_SIGNATURE with its own, item by item, and names the first that
 // differs. Items are "NAME=value", separated by spaces (nginx stamps its
 // NGX_MODULE_SIGNATURE the same way).
-#define DR_MODULE_ABI 9
+#define DR_MODULE_ABI 10
 inline constexpr uint32_t kModuleAbi = DR_MODULE_ABI;
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -102,6 +102,13 @@ DR_API void logf(LogLevel level, const char* fmt, ...) __attribute__((format(pri
 struct DR_API Payload {
   Json args;                             // a JSON array, never null
   std::vector<std::string> attachments;  // binary values, in placeholder order
+  // The JSON text of `args` when the sender has it already (exactly what
+  // encoding them gives; they are then not changed): a broadcast and an ack
+  // build their packets around it instead of encoding the args again, so a
+  // message sent under several names, or broadcast and acked, is encoded
+  // once. Shared, not copied. Where it cannot serve (msgpack, batching) the
+  // args are encoded as without it. copy() leaves it out.
+  std::shared_ptr<const std::string> text;
 
   Payload() : args(json_array()) {}
   explicit Payload(Json array, std::vector<std::string> bin = {})

@@ -544,6 +544,60 @@ std::vector<Packet> decode_polling(std::string_view body) {
   return packets;
 }
 
+// An event's header built around its args' text is encode()'s, byte for
+// byte: every name, namespace, offset, binary count and args tried.
+TEST(SioEncode, EventAroundArgsTextIsTheSameBytes) {
+  const std::vector<std::string> names = {"chat:message", "message:new", "a\"b\\c", "caf\u00e9", "tab\there", ""};
+  const std::vector<std::string> args = {
+      "[]", "[1]", "[{\"id\":\"1-0\",\"content\":\"h\\u00e9llo \\\"x\\\"\",\"n\":1.5,\"m\":{}}]",
+      "[\"s\",null,true,[1,2]]", "[{\"_placeholder\":true,\"num\":0}]"};
+  for (const std::string& nsp : {"/"s, "/chat"s})
+    for (const std::string& name : names)
+      for (const std::string& a : args)
+        for (const char* offset : {(const char*)nullptr, "1700000000000-0"})
+          for (size_t bin : {0, 2}) {
+            Packet p;
+            p.type = PacketType::Event;
+            p.nsp = nsp;
+            p.attachments.assign(bin, "xy");
+            Json arr = parse(a);
+            Json name_json(json_stringn(name.data(), name.size()));
+            ASSERT_TRUE(name_json);
+            json_array_insert(arr.get(), 0, name_json.get());
+            json_t* off = nullptr;
+            if (offset) {
+              off = json_string(offset);
+              json_array_append_new(arr.get(), off);
+            }
+            p.data = std::move(arr);
+            // The text as a module writes it: json_text of the args array.
+            const std::string text = json_text(parse(a).get());
+            EXPECT_EQ(encode_event(p, name_json.get(), text, off, "4"), encode(p, "4")) << name << " " << a;
+            EXPECT_EQ(encode_event(p, name_json.get(), text, off), encode(p)) << name << " " << a;
+          }
+}
+
+TEST(SioEncode, EventAroundTextThatIsNoArrayIsEncoded) {
+  Packet p;
+  p.data = parse(R"(["e",{"a":1}])");
+  json_t* name = json_array_get(p.data.get(), 0);
+  EXPECT_EQ(encode_event(p, name, "", nullptr), "2[\"e\",{\"a\":1}]");
+  EXPECT_EQ(encode_event(p, name, "{\"a\":1}", nullptr), "2[\"e\",{\"a\":1}]");
+}
+
+// An ack with its data's text: the same bytes as encoding the data.
+TEST(SioEncode, AckWithDataTextIsTheSameBytes) {
+  for (size_t bin : {0, 1}) {
+    Packet p;
+    p.type = PacketType::Ack;
+    p.nsp = "/chat";
+    p.id = 42;
+    p.attachments.assign(bin, "b");
+    p.data = parse(R"([{"data":{"id":"1-0","metadata":{"f":{"_placeholder":true,"num":0}}}}])");
+    EXPECT_EQ(encode_with_data(p, json_text(p.data.get()), "4"), encode(p, "4"));
+  }
+}
+
 TEST(SioOverEio, CapturedSixPacketPayload) {
   const auto packets = decode_polling(
       "40{\"sid\":\"K5w0g9XNE6dCaLcBAAAC\"}\x1e"

@@ -225,7 +225,7 @@ void SocketImpl::ack(uint64_t ack_id, Payload reply) {
   p.id = ack_id;
   p.data = std::move(reply.args);
   p.attachments = std::move(reply.attachments);
-  client_->send(p);
+  client_->send(p, false, reply.text ? std::string_view(*reply.text) : std::string_view());
 }
 
 void SocketImpl::join(std::string_view room) {
@@ -756,7 +756,20 @@ std::shared_ptr<SocketImpl> Client::socket_for(std::string_view nsp) const {
   return nullptr;
 }
 
-void Client::send(const Packet& p, bool is_volatile) {
+void Client::send(const Packet& p, bool is_volatile, std::string_view data_text) {
+  if (!data_text.empty() && !msgpack_) {  // the data's text is known: not encoded again
+    auto m = std::make_shared<eio::OutPacket>();
+    m->data = encode_with_data(p, data_text, kMessageType);
+    if (p.attachments.empty()) {
+      if (session_.send(std::move(m), is_volatile)) metrics::add(metrics::core().messages_sent);
+      return;
+    }
+    std::vector<eio::OutRef> packets;
+    packets.reserve(1 + p.attachments.size());
+    packets.push_back(std::move(m));
+    for (auto& a : p.attachments) packets.push_back(eio::make_binary(a));
+    return send_encoded(packets, is_volatile);
+  }
   if (!p.attachments.empty() && !msgpack_) return send_encoded(server_.wire(p), is_volatile);
   // One message (most packets): no list of them to allocate.
   if (session_.send(server_.message(p), is_volatile)) metrics::add(metrics::core().messages_sent);
@@ -961,9 +974,16 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
   p.attachments = std::move(args.attachments);
   // Connection state recovery: recordable events carry their offset last.
   if (!opts.is_volatile && !opts.local) b.offset = adapter_->next_offset();
-  if (!b.offset.empty()) json_array_append_new(p.data.get(), json_stringn(b.offset.data(), b.offset.size()));
+  json_t* offset = nullptr;
+  if (!b.offset.empty()) {
+    offset = json_stringn(b.offset.data(), b.offset.size());
+    json_array_append_new(p.data.get(), offset);
+  }
   b.opts = opts;
-  b.header = encode(p);
+  // The args' text, when the sender has it, is not encoded again: the same
+  // header as encode(p) gives, built around it (a text header is what the
+  // JSON parser sends, what the adapter relays and recovery records).
+  b.header = args.text ? encode_event(p, json_array_get(p.data.get(), 0), *args.text, offset) : encode(p);
   b.attachments = std::move(p.attachments);
   b.data = std::move(p.data);
   metrics::add(metrics::core().broadcasts);

@@ -333,7 +333,9 @@ class Client final : public eio::SessionHandler {
   void on_close(std::string_view reason) override;
   void on_upgrade() override;
 
-  void send(const Packet& p, bool is_volatile = false);
+  // `data_text`: the JSON text of p.data when the caller has it (the JSON
+  // parser then sends it instead of encoding p.data; msgpack ignores it).
+  void send(const Packet& p, bool is_volatile = false, std::string_view data_text = {});
   void send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile);
   eio::Session& session() { return session_; }
   const std::string& id() const { return id_; }  // what Socket::client_id() shows

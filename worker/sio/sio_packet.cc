@@ -167,7 +167,10 @@ bool is_reserved_event(std::string_view name) {
          name == "disconnecting" || name == "newListener" || name == "removeListener";
 }
 
-void encode_to(const Packet& p, std::string& out) {
+namespace {
+
+// Everything before the data: type, attachment count, namespace, ack id.
+void encode_head_to(const Packet& p, std::string& out) {
   // Binary-ness follows the attachments, so callers can't produce a 5/6
   // with a zero count (which our decoder, per the spec, rejects).
   const bool can_carry = p.type == PacketType::Event || p.type == PacketType::Ack ||
@@ -189,17 +192,76 @@ void encode_to(const Packet& p, std::string& out) {
     out.push_back(',');
   }
   if (p.id) append_number(*p.id, out);
-  // JS writes data unless it is null/undefined.
-  if (p.data && !json_is_null(p.data.get())) {
-    const size_t before = out.size();
-    // Streams straight into `out` (json_dumps would malloc a copy).
-    if (json_dump_callback(p.data.get(), append_json_chunk, &out,
-                           JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) != 0) {
-      // Only on invalid UTF-8 in a string built without checks: drop the
-      // partial text rather than send broken JSON.
-      out.resize(before);
-    }
+}
+
+// False (and nothing left of it in `out`) when `v` cannot be written: only
+// on invalid UTF-8 in a string built without checks.
+bool append_json(const json_t* v, std::string& out) {
+  const size_t before = out.size();
+  // Streams straight into `out` (json_dumps would malloc a copy).
+  if (json_dump_callback(v, append_json_chunk, &out, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) == 0)
+    return true;
+  out.resize(before);
+  return false;
+}
+
+// A JSON string value as append_json writes it, without a dump (each of
+// which sets up jansson's loop check): plain printable ASCII needs only " and
+// \\ escaped; anything else is left to jansson.
+bool append_json_string(const json_t* v, std::string& out) {
+  const std::string_view s(json_string_value(v), json_string_length(v));
+  for (unsigned char c : s)
+    if (c < 0x20 || c >= 0x80) return append_json(v, out);
+  out.push_back('"');
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
   }
+  out.push_back('"');
+  return true;
+}
+
+}  // namespace
+
+void encode_to(const Packet& p, std::string& out) {
+  encode_head_to(p, out);
+  // JS writes data unless it is null/undefined; data that cannot be written
+  // is dropped rather than sent as broken JSON.
+  if (p.data && !json_is_null(p.data.get())) append_json(p.data.get(), out);
+}
+
+std::string encode_with_data(const Packet& p, std::string_view data_text, std::string_view prefix) {
+  std::string out;
+  out.reserve(prefix.size() + 24 + p.nsp.size() + data_text.size());  // type, count, ack id: fewer than 24
+  out.append(prefix);
+  encode_head_to(p, out);
+  out.append(data_text);
+  return out;
+}
+
+std::string encode_event(const Packet& p, const json_t* name, std::string_view args_text, const json_t* offset,
+                         std::string_view prefix) {
+  if (args_text.size() < 2 || args_text.front() != '[' || args_text.back() != ']') return encode(p, prefix);
+  const std::string_view args = args_text.substr(1, args_text.size() - 2);  // the elements, without [ ]
+  std::string out;
+  // The name and offset are short: a little room for them and their quotes.
+  out.reserve(prefix.size() + 24 + p.nsp.size() + args.size() + 2 * json_string_length(name) +
+              (offset ? json_string_length(offset) : 0) + 16);
+  out.append(prefix);
+  encode_head_to(p, out);
+  out.push_back('[');
+  // What the whole array would give when a part cannot be written: no data.
+  if (!(json_is_string(name) ? append_json_string(name, out) : append_json(name, out))) return encode(p, prefix);
+  if (!args.empty()) {
+    out.push_back(',');
+    out.append(args);
+  }
+  if (offset) {
+    out.push_back(',');
+    if (!append_json_string(offset, out)) return encode(p, prefix);
+  }
+  out.push_back(']');
+  return out;
 }
 
 std::string encode(const Packet& p, std::string_view prefix) {

@@ -45,6 +45,16 @@ bool payload_valid(PacketType type, const json_t* data);
 std::string encode(const Packet& p, std::string_view prefix = {});
 // Same, appending to `out` (avoids a copy on hot paths).
 void encode_to(const Packet& p, std::string& out);
+// The header of `p` with `data_text` as its data (p.data is not read): for a
+// reply whose JSON text the sender already has. The text must be what
+// encoding the data gives.
+std::string encode_with_data(const Packet& p, std::string_view data_text, std::string_view prefix = {});
+// The header of the event `p` whose data is [name, ...args] (and `offset`
+// last when not null), written around `args_text`, the args array's JSON
+// text, instead of encoding them again: an event sent under several names
+// encodes its args once. Text that is not an array: encode(p, prefix).
+std::string encode_event(const Packet& p, const json_t* name, std::string_view args_text, const json_t* offset,
+                         std::string_view prefix = {});
 
 // Stateful decoder for one client: a text message may be a whole packet or the
 // header of a binary packet that waits for its attachments.
