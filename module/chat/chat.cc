@@ -227,10 +227,11 @@ dr::BroadcastOptions room_options(const Call& c, bool to_others = false, bool is
 }
 
 void broadcast(const dr::BroadcastOptions& opts, const char* event, const json_t* data,
-               const std::vector<std::string>& bin) {
+               const std::vector<std::string>& bin, std::shared_ptr<const std::string> text = nullptr) {
   // Shared, not copied: the server encodes it and keeps nothing it changes.
   dr::Payload p = dr::Payload::of(dr::json_share(const_cast<json_t*>(data)));
   p.attachments = bin;
+  p.text = std::move(text);
   if (g_worker) g_worker->broadcast(opts, event, std::move(p));
 }
 
@@ -346,11 +347,13 @@ void unreplicated(const Call& c, const std::string& key, const redis::Replicatio
                            key);
 }
 
-// To the whole room as both chat:message and message:new.
-void deliver(const Call& c, const json_t* m, const std::vector<std::string>& bin) {
+// To the whole room as both chat:message and message:new. `text`: [m] as
+// JSON (args_text), encoded once for both names and the ack.
+void deliver(const Call& c, const json_t* m, const std::vector<std::string>& bin,
+             const std::shared_ptr<const std::string>& text) {
   const dr::BroadcastOptions opts = room_options(c);
-  broadcast(opts, "chat:message", m, bin);
-  broadcast(opts, "message:new", m, bin);
+  broadcast(opts, "chat:message", m, bin, text);
+  broadcast(opts, "message:new", m, bin, text);
 }
 
 // Stored first (the ack means it is), then to the whole room as both
@@ -417,9 +420,10 @@ void on_message(dr::Socket& s, dr::Event& ev) {
             json_object_set_new(c->message.get(), "id", jstr(r.str));
             redis::replicated([c](redis::Replication rep) {
               // Stored: the room gets it even if the sender has gone meanwhile.
-              deliver(*c, c->message.get(), c->bin);
+              const auto text = dr::app::args_text(c->message.get());
+              deliver(*c, c->message.get(), c->bin, text);
               if (!rep.confirmed) return unreplicated(*c, {}, rep);
-              if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin);
+              if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin, text);
             });
           });
           return;
@@ -459,9 +463,10 @@ void on_message(dr::Socket& s, dr::Event& ev) {
               }
               break;
           }
-          if (r.deliver) deliver(*c, c->message.get(), c->bin);
+          const auto text = dr::app::args_text(c->message.get());
+          if (r.deliver) deliver(*c, c->message.get(), c->bin, text);
           if (!r.replication.confirmed) return unreplicated(*c, key, r.replication);
-          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin);
+          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin, text);
         });
       },
       "Redis unavailable: cannot check access, the message was not stored");

@@ -221,6 +221,44 @@ void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::s
   s.ack(*ev.ack_id, std::move(p));
 }
 
+std::shared_ptr<const std::string> args_text(const json_t* data) {
+  // Streamed into a buffer that keeps its capacity, then copied once at its size.
+  constexpr size_t kKeptCapacity = 64 * 1024;
+  thread_local std::string scratch;
+  auto append = [](const char* chunk, size_t size, void* out) {
+    static_cast<std::string*>(out)->append(chunk, size);
+    return 0;
+  };
+  scratch.assign("[");
+  std::shared_ptr<const std::string> out;
+  // The flags of json_text() and of the Socket.IO encoder: the same bytes.
+  if (json_dump_callback(data, append, &scratch, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) == 0) {
+    scratch.push_back(']');
+    out = std::make_shared<const std::string>(scratch);
+  }
+  if (scratch.capacity() > kKeptCapacity) std::string().swap(scratch);
+  return out;
+}
+
+void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin,
+              const std::shared_ptr<const std::string>& data_args) {
+  if (!ev.ack_id) return;
+  Json wrap(json_object());
+  json_object_set(wrap.get(), "data", const_cast<json_t*>(data));  // shared: msgpack and batching encode it
+  Payload p = Payload::of(std::move(wrap));
+  p.attachments = std::move(bin);
+  if (data_args && data_args->size() >= 2) {
+    // What encoding [{"data":X}] gives: compact JSON, members in order.
+    const std::string_view x = std::string_view(*data_args).substr(1, data_args->size() - 2);
+    constexpr std::string_view open = "[{\"data\":", close = "}]";
+    std::string text;
+    text.reserve(open.size() + x.size() + close.size());
+    text.append(open).append(x).append(close);
+    p.text = std::make_shared<const std::string>(std::move(text));
+  }
+  s.ack(*ev.ack_id, std::move(p));
+}
+
 Json string_array(const std::vector<std::string>& items) {
   Json a(json_array());
   for (const std::string& s : items) json_array_append_new(a.get(), json_stringn(s.data(), s.size()));

@@ -120,6 +120,14 @@ Json json_field(const json_t* fields, const char* field, Json fallback);
 // {data: X} to the client's ack (if it asked for one), `bin` being the binary
 // values X's placeholders refer to.
 void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin = {});
+// [X] as JSON text, encoded once to be shared: a broadcast's Payload::text,
+// and ack_with's below. Null when X cannot be written (invalid UTF-8 in a
+// string built without checks): then each is encoded as without it.
+std::shared_ptr<const std::string> args_text(const json_t* data);
+// ack_with, built around `data_args` = args_text(data) (may be null) rather
+// than encoding X again.
+void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin,
+              const std::shared_ptr<const std::string>& data_args);
 
 // A JSON array of strings.
 Json string_array(const std::vector<std::string>& items);
