@@ -552,10 +552,16 @@ bool RedisLink::raw_command(Conn& c, Argv argv, Reply reply, bool counted, redis
 
 bool RedisLink::command(Argv argv, Reply reply) {
   if (cluster_) return cluster_->command(std::vector<std::string_view>(argv.begin(), argv.end()), std::move(reply));
+  return send_counted(argv, std::move(reply), nullptr);
+}
+
+// On the command connection, within redis_max_pending: otherwise dropped
+// (and counted).
+bool RedisLink::send_counted(Argv argv, Reply reply, redis::Callback* module_fn) {
   size_t bytes = 16;
   for (auto a : argv) bytes += a.size() + 16;
   if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
-      !raw_command(cmd_, argv, std::move(reply), true)) {
+      !raw_command(cmd_, argv, std::move(reply), true, module_fn)) {
     dropped_++;
     return false;
   }
@@ -577,14 +583,7 @@ bool RedisLink::module_command(Argv argv, redis::Callback& cb) {
       };
     return cluster_->command(std::vector<std::string_view>(argv.begin(), argv.end()), std::move(wrapped));
   }
-  size_t bytes = 16;
-  for (auto a : argv) bytes += a.size() + 16;
-  if (cmd_.state != State::Up || pending_bytes_ + bytes > conf_.max_pending ||
-      !raw_command(cmd_, argv, Reply(), true, &cb)) {
-    dropped_++;
-    return false;
-  }
-  return true;
+  return send_counted(argv, Reply(), &cb);
 }
 
 bool RedisLink::commands(const std::vector<std::vector<std::string_view>>& cmds, Reply reply) {

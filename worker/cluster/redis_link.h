@@ -181,6 +181,7 @@ class RedisLink {
   void send_subscription(const char* verb, const std::vector<std::string>& channels);
   void send_shard_subscription(const char* verb, const std::vector<std::string>& channels);
   void subscriber_event(bool subscribed);
+  bool send_counted(Argv argv, Reply reply, redis::Callback* module_fn);
   bool raw_command(Conn& c, Argv argv, Reply reply, bool counted, redis::Callback* module_fn = nullptr);
   bool raw_command(Conn& c, std::initializer_list<std::string_view> argv, Reply reply, bool counted) {
     return raw_command(c, Argv(argv.begin(), argv.size()), std::move(reply), counted);
