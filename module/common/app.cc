@@ -222,22 +222,10 @@ void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::s
 }
 
 std::shared_ptr<const std::string> args_text(const json_t* data) {
-  // Streamed into a buffer that keeps its capacity, then copied once at its size.
-  constexpr size_t kKeptCapacity = 64 * 1024;
-  thread_local std::string scratch;
-  auto append = [](const char* chunk, size_t size, void* out) {
-    static_cast<std::string*>(out)->append(chunk, size);
-    return 0;
-  };
-  scratch.assign("[");
-  std::shared_ptr<const std::string> out;
-  // The flags of json_text() and of the Socket.IO encoder: the same bytes.
-  if (json_dump_callback(data, append, &scratch, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) == 0) {
-    scratch.push_back(']');
-    out = std::make_shared<const std::string>(scratch);
-  }
-  if (scratch.capacity() > kKeptCapacity) std::string().swap(scratch);
-  return out;
+  // json_text's flags are the Socket.IO encoder's: the same bytes.
+  std::string text = json_text(data, "[", "]");
+  if (text.empty()) return nullptr;
+  return std::make_shared<const std::string>(std::move(text));
 }
 
 void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin,
