@@ -53,16 +53,12 @@ class Reader {
   // The connection is closing: nothing more is read, not even the rest of
   // the bytes being fed, and nothing more sent (unless the reader closed
   // first: the answer to a client's close still goes).
-  void stop() {
-    if (!closed_) stopped_ = true;
-    closed_ = true;
-  }
+  void stop() { closed_ = true; }
 
  private:
   // One whole frame (header included): its message or control frame is
   // handled. False once the reader is closed.
   bool read_frame(std::string_view frame);
-  bool message_frame(std::string_view payload, bool whole_message, bool fin);
   bool control_frame(uint8_t opcode, std::string_view payload);
   // A protocol error: `close_payload` goes out as the close frame's body.
   bool fail(std::string_view close_payload, uint16_t reported);
@@ -79,7 +75,6 @@ class Reader {
   bool msg_compressed_ = false;
   bool allow_compressed_;
   bool closed_ = false;
-  bool stopped_ = false;  // by the connection: nothing more goes out either
 };
 
 // A sink of three functions, for tests and tools that read a stream by hand.
