@@ -4,6 +4,12 @@
 // so that a restarted Redis or a promoted replica (script caches are not
 // replicated) answers the first EVALSHA; a NOSCRIPT then only follows a
 // SCRIPT FLUSH.
+//
+// The writes whose order matters (a recorded broadcast, its republishing, a
+// session's record) go as EVAL, their body every time: after a SCRIPT FLUSH
+// an EVALSHA sent again as EVAL would run after the commands pipelined behind
+// it, and a later broadcast would reach the stream and its subscribers first.
+// These scripts are short; Redis finds the compiled one by the body's SHA1.
 #pragma once
 
 #include <span>

@@ -333,21 +333,21 @@ void RedisAdapter::send_recorded(Recorded r, bool again) {
     // Recorded and published atomically: the stream's order is the order
     // subscribers see, which recovery and catch-up rely on. Timed as a PUBLISH.
     e.published_at = uv_hrtime();
-    sent = link_.command({"EVALSHA", lua::sha(lua::kRecordScript), "1", e.nsp->stream, minid, e.offset, e.stored, e.channel, e.msg},
+    sent = link_.command({"EVAL", lua::kRecordScript, "1", e.nsp->stream, minid, e.offset, e.stored, e.channel, e.msg},
                          answered);
   } else {
     e.published_at = 0;  // a second try is not a publish to time
     std::string start = std::to_string(std::max<int64_t>(0, offset_ms(e.offset) - CatchUp::kClockMarginMs));
     if (sharded_)
       sent = link_.command(
-          {"EVALSHA", lua::sha(lua::kRepublishScript), "1", e.nsp->stream, e.nsp->stream, "", e.offset, e.stored, e.msg, minid, start},
+          {"EVAL", lua::kRepublishScript, "1", e.nsp->stream, e.nsp->stream, "", e.offset, e.stored, e.msg, minid, start},
           [this, answered, channel = e.channel, msg = e.msg](redisReply* reply) {
             if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) publish(channel, msg);
             answered(reply);
           });
     else
       sent = link_.command(
-          {"EVALSHA", lua::sha(lua::kRepublishScript), "1", e.nsp->stream, e.nsp->stream, e.channel, e.offset, e.stored, e.msg, minid, start},
+          {"EVAL", lua::kRepublishScript, "1", e.nsp->stream, e.nsp->stream, e.channel, e.offset, e.stored, e.msg, minid, start},
           answered);
   }
   if (!sent) unanswered_.pop_back();  // dropped (and counted) by the link

@@ -129,7 +129,7 @@ void RedisAdapter::store_session(const std::string& nsp, const std::string& pid,
                                  const std::string& record, uint64_t ttl, RedisLink::Reply reply) {
   metrics::add(m_session_writes_);
   std::string key = session_key(nsp, pid);
-  link_.command({"EVALSHA", lua::sha(lua::kStoreSessionScript), "1", key, key, std::to_string(gen), record, std::to_string(ttl)},
+  link_.command({"EVAL", lua::kStoreSessionScript, "1", key, key, std::to_string(gen), record, std::to_string(ttl)},
                 std::move(reply));
 }
 
