@@ -36,7 +36,7 @@ namespace dr {
 // DR_MODULE_SIGNATURE with its own, item by item, and names the first that
 // differs. Items are "NAME=value", separated by spaces (nginx stamps its
 // NGX_MODULE_SIGNATURE the same way).
-#define DR_MODULE_ABI 10
+#define DR_MODULE_ABI 11
 inline constexpr uint32_t kModuleAbi = DR_MODULE_ABI;
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -416,8 +416,9 @@ enum class ConnectPhase {
 // drop the event (the middleware has told the client why, if it should know).
 using EventMiddleware = std::function<bool(Socket& socket, Event& event)>;
 enum class EventPhase {
-  Limit,  // first, on every event, valid or not (rate limits)
-  Check,  // then validation and the like
+  Limit,     // first, on every event, valid or not (rate limits)
+  Identity,  // then whose it is (auth_jwt: a token past exp, auth:refresh)
+  Check,     // then validation and the like
 };
 using EventHandler = std::function<void(Socket& socket, Event& event)>;
 using ConnectionHandler = std::function<void(Socket& socket)>;

@@ -462,9 +462,11 @@ void refresh(dr::Worker& w, const dr::Module& self, dr::Socket& s, const dr::Eve
   });
 }
 
-// First on every event: nothing reaches a handler after exp, whether or not
-// the timer has run yet; auth:refresh is answered here, before the namespaces'
-// event tables (which do not list it).
+// After the rate limits (an auth:refresh counts as any event: each costs a
+// token check and perhaps a user lookup), before validation and handlers:
+// nothing reaches a handler after exp, whether or not the timer has run yet;
+// auth:refresh is answered here, before the namespaces' event tables (which
+// do not list it).
 bool on_event(dr::Worker& w, const dr::Module& self, dr::Socket& s, dr::Event& ev) {
   if (!g_expiry || !s.get("userId")) return true;
   if (g_expiry->expired(s)) {
@@ -528,7 +530,7 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
       if (g_expiry) g_expiry->disconnected(s);
     });
     w.use_event("", [&w, &self](dr::Socket& s, dr::Event& ev) { return on_event(w, self, s, ev); },
-                dr::EventPhase::Limit);
+                dr::EventPhase::Identity);
   }
   return true;
 }

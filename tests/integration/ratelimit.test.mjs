@@ -170,6 +170,16 @@ describe('events, one worker (limit 5 per 2 s; /chat 2 per 4 s)', () => {
     assertLimited(await ack(s, 'probe:join', {}), { windowMs: 2000 });
   });
 
+  test('auth:refresh counts as any event (each costs a token check): a flood of them is limited too', async (t, ctx) => {
+    const s = await ctx.connect(srv, '/', { userId: 'u-refresh' });
+    for (let i = 0; i < 5; i++) {
+      const r = await ack(s, 'auth:refresh', { token: token('u-refresh') });
+      assert.ok(r.data && 'expiresAt' in r.data, `refresh ${i + 1} accepted: ${JSON.stringify(r)}`);
+    }
+    assertLimited(await ack(s, 'auth:refresh', { token: token('u-refresh') }), { windowMs: 2000 });
+    assertLimited(await whoami(s), { windowMs: 2000 });
+  });
+
   test('one budget per user over all their sockets; other users are not affected', async (t, ctx) => {
     const a = await ctx.connect(srv, '/', { userId: 'u-two' });
     const b = await ctx.connect(srv, '/', { userId: 'u-two' });

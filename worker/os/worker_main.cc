@@ -82,8 +82,11 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
   }
   void use_event(std::string_view nsp, EventMiddleware mw, EventPhase phase) override {
     for (auto* ns : select(nsp)) {
-      if (phase == EventPhase::Limit) ns->middleware.insert(ns->middleware.begin() + ns->limit_middleware++, mw);
-      else ns->middleware.push_back(mw);
+      auto& phases = event_phases_[ns];
+      auto at = std::upper_bound(phases.begin(), phases.end(), phase) - phases.begin();
+      phases.insert(phases.begin() + at, phase);
+      ns->middleware.insert(ns->middleware.begin() + at, mw);
+      if (phase == EventPhase::Limit) ns->limit_middleware++;
     }
   }
   void on_connection(std::string_view nsp, ConnectionHandler h) override {
@@ -191,6 +194,7 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
   std::vector<std::unique_ptr<http::Connection>> dead_;
   std::vector<Route> routes_;
   std::unordered_map<sio::Namespace*, std::vector<ConnectPhase>> connect_phases_;  // of each connect_hooks entry
+  std::unordered_map<sio::Namespace*, std::vector<EventPhase>> event_phases_;      // of each middleware entry
   UvHandle<uv_prepare_t> prepare_;
   std::vector<std::unique_ptr<uv_signal_t>> signals_;
   cluster::RedisAdapter* redis_ = nullptr;       // owned by sio_, when Redis is configured
