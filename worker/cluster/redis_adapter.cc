@@ -64,7 +64,8 @@ RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf:
         if (link_.ready()) heartbeat(false);  // else resync() beats when the link is back
       }),
       service_timer_(server.timers(), [this] { service(); }),
-      refresh_timer_(server.timers(), [this] { refresh_sessions(); }) {
+      refresh_timer_(server.timers(), [this] { refresh_sessions(); }),
+      wait_timer_(server.timers(), [this] { serve_waiting(); }) {
   link_.on_subscriber([this](bool subscribed) { on_subscriber(subscribed); });
   request_prefix_ = conf_.key_prefix + "-request#";
   response_prefix_ = conf_.key_prefix + "-response#";
@@ -155,6 +156,7 @@ void RedisAdapter::on_state(bool up) {
   logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), link_.where().c_str());
   resync();
   resync_sessions();
+  if (!waiting_for_link_.empty()) wait_timer_.arm_in(0);  // from the loop, not inside the link's state change
   for (auto& n : nsps_) catch_up(n);  // subscribed before the commands connection was back
   want_service();
 }

@@ -217,6 +217,22 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void store_session(const std::string& nsp, const std::string& pid, uint64_t gen, const std::string& record,
                      uint64_t ttl, RedisLink::Reply reply = {});
   uint64_t refresh_interval() const;
+  // Session lookups and claims that came while the link was not ready (a
+  // worker just started, Redis reconnecting): they wait for it, bounded in
+  // count and in time, then go to Redis or answer "not found" (the CONNECT
+  // starts fresh, as it would have at once). `go(true)`: the link is ready,
+  // send it; `go(false)`: give up.
+  struct WaitingForLink {
+    int64_t deadline;  // on the timers' clock
+    std::function<void(bool ready)> go;
+  };
+  static constexpr size_t kMaxWaitingForLink = 4096;
+  static constexpr int64_t kMaxLinkWaitMs = 2000;
+  bool wait_for_link(std::function<void(bool ready)> go);
+  void serve_waiting();  // on wait_timer_
+  bool send_find(const std::string& nsp, const std::string& pid, FoundSession cb);
+  bool send_claim(const std::string& nsp, const std::string& pid, const std::string& sid, const std::string& offset,
+                  ClaimedSession cb);
 
   // Catch-ups and republishing retry every kServiceMs while one is under way;
   // an idle adapter has only its heartbeat armed.
@@ -295,6 +311,8 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   CallbackTimer heartbeat_timer_;
   CallbackTimer service_timer_;
   CallbackTimer refresh_timer_;  // the earliest of refreshes_
+  std::deque<WaitingForLink> waiting_for_link_;  // in deadline order
+  CallbackTimer wait_timer_;  // the first deadline of waiting_for_link_, or at once when the link is ready
   bool synced_ = false;  // membership written since the link came up
   int64_t offset_ms_ = 0;
   uint64_t offset_seq_ = 0;

@@ -178,7 +178,18 @@ std::optional<sio::StoredSession> parse_session(std::string_view text, const std
 }  // namespace
 
 bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, FoundSession cb) {
-  if (!recovers() || !link_.ready() || !find(nsp)) return false;
+  if (!recovers() || !find(nsp)) return false;
+  if (link_.ready()) return send_find(nsp, pid, std::move(cb));
+  // Not linked yet (a worker that just started, Redis reconnecting): a client
+  // resuming now waits a little for it rather than losing its session.
+  auto shared = std::make_shared<FoundSession>(std::move(cb));
+  return wait_for_link([this, nsp, pid, shared](bool ready) {
+    if (!ready || !send_find(nsp, pid, [shared](std::optional<sio::StoredSession> s) { (*shared)(std::move(s)); }))
+      (*shared)(std::nullopt);
+  });
+}
+
+bool RedisAdapter::send_find(const std::string& nsp, const std::string& pid, FoundSession cb) {
   return link_.command({"GET", session_key(nsp, pid)}, [this, nsp, cb = std::move(cb)](redisReply* r) {
     if (!r || r->type != REDIS_REPLY_STRING) return cb(std::nullopt);
     auto session = parse_session(std::string_view(r->str, r->len), nsp);
@@ -192,8 +203,21 @@ bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, 
 
 bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid, const std::string& sid,
                                  const std::string& offset, ClaimedSession cb) {
+  if (!recovers() || !find(nsp)) return false;
+  if (link_.ready()) return send_claim(nsp, pid, sid, offset, std::move(cb));
+  // Lost since the lookup: as there, a while for it to come back. Unclaimed,
+  // the session stays in Redis, but the fresh connection has a new pid.
+  auto shared = std::make_shared<ClaimedSession>(std::move(cb));
+  return wait_for_link([this, nsp, pid, sid, offset, shared](bool ready) {
+    auto relay = [shared](std::optional<std::vector<sio::EncodedBroadcast>> missed) { (*shared)(std::move(missed)); };
+    if (!ready || !send_claim(nsp, pid, sid, offset, relay)) (*shared)(std::nullopt);
+  });
+}
+
+bool RedisAdapter::send_claim(const std::string& nsp, const std::string& pid, const std::string& sid,
+                              const std::string& offset, ClaimedSession cb) {
   Nsp* n = find(nsp);
-  if (!recovers() || !link_.ready() || !n) return false;
+  if (!n) return false;
   int64_t ms = parse_base64_number(std::string_view(offset).substr(0, offset.find('.')));
   std::string start = ms > kOffsetClockMarginMs ? std::to_string(ms - kOffsetClockMarginMs) : "-";
   // The missed packets are bounded in bytes too (they are the namespace's,
@@ -224,6 +248,41 @@ bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid,
                          cb(std::move(missed));
                          claiming_ = nullptr;
                        });
+}
+
+// A lookup or claim waits for the link this long at most: a reachable Redis
+// links a starting worker within milliseconds, and the link's first retries
+// (200, 400, 800 ms) fall inside it; longer would hold every resuming
+// client's CONNECT through a real outage, which ends in a fresh one anyway.
+bool RedisAdapter::wait_for_link(std::function<void(bool ready)> go) {
+  if (waiting_for_link_.size() >= kMaxWaitingForLink) return false;  // the caller starts fresh at once
+  int64_t wait = std::min<int64_t>(kMaxLinkWaitMs, int64_t(conf_.connect_timeout));
+  waiting_for_link_.push_back({server_.timers().now() + wait, std::move(go)});
+  if (!wait_timer_.armed()) wait_timer_.arm_at(waiting_for_link_.front().deadline);
+  return true;
+}
+
+// The link is ready: every waiting request goes to Redis. Else those past
+// their deadline answer "not found". A callback may connect or close a
+// socket, and ask again: the list is taken first.
+void RedisAdapter::serve_waiting() {
+  if (link_.ready()) {
+    std::deque<WaitingForLink> all;
+    all.swap(waiting_for_link_);
+    for (auto& w : all) w.go(true);
+  } else {
+    int64_t now = server_.timers().now();
+    std::vector<std::function<void(bool)>> expired;
+    while (!waiting_for_link_.empty() && waiting_for_link_.front().deadline <= now) {
+      expired.push_back(std::move(waiting_for_link_.front().go));
+      waiting_for_link_.pop_front();
+    }
+    if (!expired.empty())
+      logf(LogLevel::Info, "cluster: node %s gave up waiting for redis on %zu session lookup(s); fresh connections",
+           uid_.c_str(), expired.size());
+    for (auto& go : expired) go(false);
+  }
+  if (!waiting_for_link_.empty() && !wait_timer_.armed()) wait_timer_.arm_at(waiting_for_link_.front().deadline);
 }
 
 }  // namespace dr::cluster
