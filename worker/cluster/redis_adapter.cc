@@ -488,18 +488,17 @@ void RedisAdapter::connected(sio::SocketImpl& s) {
   if (!n) return;
   if (sharded_) link_.subscribe(room_channel(*n, s.id()));
   if (!recovers() || s.pid().empty()) return;
-  std::string id = session_id(s.nsp(), s.id());
-  Tracked& t = tracked_[id];
-  t.gen = claiming_ && *claiming_ == id ? claimed_gen_ : 0;
-  dirty_sessions_.insert(std::move(id));
+  Tracked& t = tracked_[&s];
+  t = {};
+  if (claiming_ && *claiming_->nsp == s.nsp() && *claiming_->sid == s.id()) t.gen = claiming_->gen;
+  mark_dirty(&s, t);
 }
 
 void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   if (Nsp* n = find(s.nsp()); n && sharded_) link_.unsubscribe(room_channel(*n, s.id()));
-  std::string id = session_id(s.nsp(), s.id());
-  dirty_sessions_.erase(id);
+  // Its entries in dirty_sessions_ and refreshes_ stay, to be skipped.
   Tracked t;
-  if (auto it = tracked_.find(id); it != tracked_.end()) {
+  if (auto it = tracked_.find(&s); it != tracked_.end()) {
     t = it->second;
     tracked_.erase(it);
   }

@@ -42,6 +42,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -204,11 +205,15 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   // connects, joins or leaves, refreshed every refresh_interval(). `gen`
   // orders the writers of one pid: a recovery takes the stored gen + 1, so a
   // node still holding the socket's stale connection cannot overwrite it.
+  // Kept by socket, from connected() to disconnected() (as the namespace
+  // keeps its sockets): a socket in dirty_sessions_ or refreshes_ is only
+  // looked up in tracked_, never dereferenced unless it is still there.
   struct Tracked {
     uint64_t gen = 0;
     int64_t refresh_at = 0;  // the refresh its last write queued
+    bool dirty = false;      // listed in dirty_sessions_
   };
-  static std::string session_id(std::string_view nsp, std::string_view sid);
+  void mark_dirty(sio::SocketImpl* s, Tracked& t);
   void session_changed(sio::SocketImpl& s);
   void write_sessions();
   void refresh_sessions();  // on refresh_timer_, for the refreshes due
@@ -326,11 +331,17 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   metrics::Entry* m_caught_up_ = nullptr;
   metrics::Entry* m_recovered_ = nullptr;
   metrics::Entry* m_not_recovered_ = nullptr;
-  std::unordered_map<std::string, Tracked> tracked_;        // session_id() -> state
-  std::set<std::string> dirty_sessions_;                     // session_id()s to write this turn
-  std::deque<std::pair<int64_t, std::string>> refreshes_;    // (due, session_id()), in write order
-  const std::string* claiming_ = nullptr;                    // session_id() of the recovery connecting now
-  uint64_t claimed_gen_ = 0;
+  std::unordered_map<sio::SocketImpl*, Tracked> tracked_;         // connected sockets with a pid
+  std::vector<sio::SocketImpl*> dirty_sessions_;                   // to write this turn (tracked_ says if still)
+  std::deque<std::pair<int64_t, sio::SocketImpl*>> refreshes_;     // (due, socket), in write order
+  // The recovery connecting now (inside claim_session's callback): its
+  // socket takes the generation after the stored one.
+  struct Claiming {
+    const std::string* nsp;
+    const std::string* sid;
+    uint64_t gen;
+  };
+  std::optional<Claiming> claiming_;
   metrics::Entry* m_session_writes_ = nullptr;
   std::string room_scratch_;  // on_broadcast's room name, kept to stay allocated
 };

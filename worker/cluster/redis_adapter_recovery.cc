@@ -52,53 +52,54 @@ void RedisAdapter::recovery_done(bool recovered) { metrics::add(recovered ? m_re
 // past it: a client of a worker killed at any moment has at least the window.
 uint64_t RedisAdapter::refresh_interval() const { return std::max<uint64_t>(window() / 2, 1000); }
 
-std::string RedisAdapter::session_id(std::string_view nsp, std::string_view sid) {
-  std::string id(nsp);
-  id += '\n';
-  id += sid;
-  return id;
+void RedisAdapter::mark_dirty(sio::SocketImpl* s, Tracked& t) {
+  if (t.dirty) return;
+  t.dirty = true;
+  dirty_sessions_.push_back(s);
 }
 
 void RedisAdapter::session_changed(sio::SocketImpl& s) {
   if (!s.connected()) return;  // connecting: connected() writes it; disconnecting: disconnected()
-  std::string id = session_id(s.nsp(), s.id());
-  if (tracked_.count(id)) dirty_sessions_.insert(std::move(id));
+  if (auto it = tracked_.find(&s); it != tracked_.end()) mark_dirty(&s, it->second);
 }
 
 // The sessions that changed this loop turn: one write each, however many
-// rooms they joined or left.
+// rooms they joined or left. A socket listed that has gone since is no
+// longer in tracked_ (or is another one, made at its address: listed too).
 void RedisAdapter::write_sessions() {
   if (dirty_sessions_.empty()) return;
-  std::set<std::string> todo;
+  std::vector<sio::SocketImpl*> todo;
   todo.swap(dirty_sessions_);
-  for (auto& id : todo) {
-    auto it = tracked_.find(id);
-    if (it == tracked_.end()) continue;
-    size_t cut = id.find('\n');
-    Nsp* n = find(std::string_view(id).substr(0, cut));
-    sio::SocketImpl* s = n ? n->ns->socket(std::string_view(id).substr(cut + 1)) : nullptr;
-    if (s && s->connected()) write_session(*s, it->second, false);
+  for (sio::SocketImpl* s : todo) {
+    auto it = tracked_.find(s);
+    if (it == tracked_.end() || !it->second.dirty) continue;
+    it->second.dirty = false;
+    if (s->connected()) write_session(*s, it->second, false);
+  }
+  if (dirty_sessions_.empty()) {  // nothing listed meanwhile: the buffer keeps its room for the next turn
+    todo.clear();
+    dirty_sessions_.swap(todo);
   }
 }
 
 // Refreshes, spread as the writes were: each session refresh_interval() after
-// its last write. Entries superseded by a later write are skipped.
+// its last write. Entries superseded by a later write, or of a socket gone,
+// are skipped.
 void RedisAdapter::refresh_sessions() {
   int64_t now = now_ms();
   while (!refreshes_.empty() && refreshes_.front().first <= now) {
-    std::string id = std::move(refreshes_.front().second);
-    int64_t due = refreshes_.front().first;
+    auto [due, s] = refreshes_.front();
     refreshes_.pop_front();
-    auto it = tracked_.find(id);
+    auto it = tracked_.find(s);
     if (it == tracked_.end() || it->second.refresh_at != due) continue;
-    dirty_sessions_.insert(std::move(id));
+    mark_dirty(s, it->second);
   }
   if (!refreshes_.empty()) refresh_timer_.arm_in(std::max<int64_t>(0, refreshes_.front().first - now));
 }
 
 // The link is back (Redis may have restarted empty): every session again.
 void RedisAdapter::resync_sessions() {
-  for (auto& [id, t] : tracked_) dirty_sessions_.insert(id);
+  for (auto& [s, t] : tracked_) mark_dirty(s, t);
 }
 
 void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
@@ -121,7 +122,7 @@ void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
   }
   store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
   t.refresh_at = now + int64_t(refresh_interval());
-  refreshes_.emplace_back(t.refresh_at, session_id(s.nsp(), s.id()));
+  refreshes_.emplace_back(t.refresh_at, &s);
   if (!refresh_timer_.armed()) refresh_timer_.arm_in(int64_t(refresh_interval()));
 }
 
@@ -134,12 +135,14 @@ void RedisAdapter::store_session(const std::string& nsp, const std::string& pid,
 }
 
 void RedisAdapter::save_sessions(std::function<void()> done) {
+  for (sio::SocketImpl* s : dirty_sessions_)
+    if (auto it = tracked_.find(s); it != tracked_.end()) it->second.dirty = false;
   dirty_sessions_.clear();
   if (!recovers() || !link_.commands_up()) return done();
   size_t saved = 0;
   for (auto& n : nsps_) {
     for (auto* s : n.ns->select({}, {})) {
-      auto it = tracked_.find(session_id(n.name, s->id()));
+      auto it = tracked_.find(s);
       if (it == tracked_.end() || s->pid().empty()) continue;
       write_session(*s, it->second, true);
       saved++;
@@ -242,11 +245,9 @@ bool RedisAdapter::send_claim(const std::string& nsp, const std::string& pid, co
                          }
                          // The socket connects inside cb: connected() takes the next generation.
                          Json j = json_parse(text);
-                         std::string id = session_id(nsp, sid);
-                         claiming_ = &id;
-                         claimed_gen_ = uint64_t(json_integer_value(json_object_get(j.get(), "gen"))) + 1;
+                         claiming_ = Claiming{&nsp, &sid, uint64_t(json_integer_value(json_object_get(j.get(), "gen"))) + 1};
                          cb(std::move(missed));
-                         claiming_ = nullptr;
+                         claiming_.reset();
                        });
 }
 
