@@ -507,10 +507,7 @@ void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   // Closed on purpose (by the client, a kick): nothing to resume. What is left
   // is a stub of the same generation, so that a node still holding a stale
   // connection of this session cannot bring the session back either.
-  Json stub(json_object());
-  json_object_set_new(stub.get(), "gen", json_integer(json_int_t(t.gen)));
-  json_object_set_new(stub.get(), "closed", json_true());
-  store_session(s.nsp(), s.pid(), t.gen, json_text(stub.get()), window());
+  store_session(s.nsp(), s.pid(), t.gen, closed_session_record(t.gen), window());
 }
 
 }  // namespace dr::cluster

@@ -44,6 +44,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -56,6 +57,18 @@
 #include "sio/server.h"
 
 namespace dr::cluster {
+
+// A session's record as it is stored in Redis (and read back by a recovery):
+// {"nsp","sid","pid","gen","rooms","data","connectKeys"[,"disconnectedAt"]},
+// written straight into its text, byte for byte as jansson's compact dump of
+// that object was: what jansson would refuse (a string that is not UTF-8, a
+// key cut at a NUL) is left out or cut as it did.
+std::string session_record(std::string_view nsp, std::string_view sid, std::string_view pid, uint64_t gen,
+                           std::span<const std::string> rooms,
+                           std::span<const std::pair<std::string, std::string>> data,
+                           std::span<const std::string> connect_keys, std::optional<int64_t> disconnected_at);
+// What a session closed on purpose leaves: {"gen":N,"closed":true}.
+std::string closed_session_record(uint64_t gen);
 
 class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public ClusterBackend {
  public:

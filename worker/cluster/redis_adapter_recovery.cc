@@ -4,6 +4,7 @@
 // expires, parked at a disconnect) so that its client may resume on any node;
 // a recovery claims the session with the packets it missed in one script.
 #include <algorithm>
+#include <charconv>
 
 #include "cluster/adapter_wire.h"
 #include "cluster/lua_scripts.h"
@@ -21,7 +22,157 @@ constexpr int64_t kOffsetClockMarginMs = 10000;      // node clocks vs Redis' st
 constexpr size_t kMaxMissedPackets = 10000;          // more: a fresh connection instead
 constexpr uint64_t kMissedBytesPerOutputBuffer = 4;  // and more than 4 × max_output_buffer of them
 
+// As jansson checks a string: UTF-8 without overlong forms, surrogates or
+// code points past U+10FFFF (NUL is fine).
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return false;
+    if (s.size() - i < len) return false;
+    for (size_t k = 1; k < len; k++) {
+      auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;
+    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+// `s` as a JSON string, escaped as jansson escapes it (no \/, no \u for
+// anything above U+001F); false, with nothing appended, unless it is UTF-8.
+bool append_json_string(std::string& out, std::string_view s) {
+  if (!valid_utf8(s)) return false;
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out += '"';
+  size_t plain = 0;  // the start of the run not yet appended
+  for (size_t i = 0; i < s.size(); i++) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s, plain, i - plain);
+    plain = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+  }
+  out.append(s, plain);
+  out += '"';
+  return true;
+}
+
+// A C string's view: what json_string(x.c_str()) and a jansson key see.
+std::string_view c_string(std::string_view s) { return s.substr(0, s.find('\0')); }
+
+void append_integer(std::string& out, int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+// "key":"value" (after a comma unless first), left out as jansson leaves out
+// a value it refuses.
+void append_string_member(std::string& out, bool& first, std::string_view key, std::string_view value) {
+  size_t at = out.size();
+  if (!first) out += ',';
+  out += '"';
+  out += key;
+  out += "\":";
+  if (!append_json_string(out, value)) return out.resize(at);
+  first = false;
+}
+
+void append_string_array(std::string& out, std::span<const std::string> items) {
+  out += '[';
+  bool first = true;
+  for (auto& item : items) {
+    size_t at = out.size();
+    if (!first) out += ',';
+    if (!append_json_string(out, item)) {
+      out.resize(at);
+      continue;
+    }
+    first = false;
+  }
+  out += ']';
+}
+
 }  // namespace
+
+std::string session_record(std::string_view nsp, std::string_view sid, std::string_view pid, uint64_t gen,
+                           std::span<const std::string> rooms,
+                           std::span<const std::pair<std::string, std::string>> data,
+                           std::span<const std::string> connect_keys, std::optional<int64_t> disconnected_at) {
+  size_t size = 96 + nsp.size() + sid.size() + pid.size();
+  for (auto& r : rooms) size += r.size() + 3;
+  for (auto& [k, v] : data) size += k.size() + v.size() + 6;
+  for (auto& k : connect_keys) size += k.size() + 3;
+  std::string out;
+  out.reserve(size);
+  out += '{';
+  bool first = true;
+  append_string_member(out, first, "nsp", c_string(nsp));
+  append_string_member(out, first, "sid", c_string(sid));
+  append_string_member(out, first, "pid", c_string(pid));
+  out += first ? "\"gen\":" : ",\"gen\":";
+  append_integer(out, int64_t(gen));
+  out += ",\"rooms\":";
+  append_string_array(out, rooms);
+  // An object's keys as jansson kept them: cut at a NUL, UTF-8 only, and a
+  // key set again keeps its place with the last value.
+  out += ",\"data\":{";
+  bool first_key = true;
+  for (size_t i = 0; i < data.size(); i++) {
+    std::string_view key = c_string(data[i].first);
+    if (!valid_utf8(key) || !valid_utf8(data[i].second)) continue;
+    bool seen = false;
+    for (size_t j = 0; j < i && !seen; j++) seen = c_string(data[j].first) == key && valid_utf8(data[j].second);
+    if (seen) continue;  // written at its first place
+    const std::string* value = &data[i].second;
+    for (size_t j = i + 1; j < data.size(); j++)
+      if (c_string(data[j].first) == key && valid_utf8(data[j].second)) value = &data[j].second;
+    if (!first_key) out += ',';
+    first_key = false;
+    append_json_string(out, key);
+    out += ':';
+    append_json_string(out, *value);
+  }
+  out += "},\"connectKeys\":";
+  append_string_array(out, connect_keys);
+  if (disconnected_at) {
+    out += ",\"disconnectedAt\":";
+    append_integer(out, *disconnected_at);
+  }
+  out += '}';
+  return out;
+}
+
+std::string closed_session_record(uint64_t gen) {
+  std::string out = "{\"gen\":";
+  append_integer(out, int64_t(gen));
+  out += ",\"closed\":true}";
+  return out;
+}
 
 uint64_t RedisAdapter::window() const { return server_.config().core.recovery_window; }
 
@@ -104,23 +255,14 @@ void RedisAdapter::resync_sessions() {
 
 void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
   if (!link_.commands_up()) return;  // all written again when the link is back
-  Json session(json_object());
-  json_object_set_new(session.get(), "nsp", json_string(s.nsp().c_str()));
-  json_object_set_new(session.get(), "sid", json_string(s.id().c_str()));
-  json_object_set_new(session.get(), "pid", json_string(s.pid().c_str()));
-  json_object_set_new(session.get(), "gen", json_integer(json_int_t(t.gen)));
-  json_object_set_new(session.get(), "rooms", json_strings(s.rooms()).release());
-  Json data(json_object());
-  for (auto& [k, v] : s.data()) json_object_set_new(data.get(), k.c_str(), json_stringn(v.data(), v.size()));
-  json_object_set_new(session.get(), "data", data.release());
-  json_object_set_new(session.get(), "connectKeys", json_strings(s.connect_keys()).release());
   int64_t now = now_ms();
+  std::string record = session_record(s.nsp(), s.id(), s.pid(), t.gen, s.rooms(), s.data(), s.connect_keys(),
+                                      parked ? std::optional<int64_t>(now) : std::nullopt);
   if (parked) {
-    json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now)));
-    store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window());
+    store_session(s.nsp(), s.pid(), t.gen, record, window());
     return;
   }
-  store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
+  store_session(s.nsp(), s.pid(), t.gen, record, window() + refresh_interval());
   t.refresh_at = now + int64_t(refresh_interval());
   refreshes_.emplace_back(t.refresh_at, &s);
   if (!refresh_timer_.armed()) refresh_timer_.arm_in(int64_t(refresh_interval()));
