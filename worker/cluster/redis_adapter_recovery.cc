@@ -123,7 +123,7 @@ std::string session_record(std::string_view nsp, std::string_view sid, std::stri
                            std::span<const std::string> rooms,
                            std::span<const std::pair<std::string, std::string>> data,
                            std::span<const std::string> connect_keys, std::optional<int64_t> disconnected_at) {
-  size_t size = 96 + nsp.size() + sid.size() + pid.size();
+  size_t size = 128 + nsp.size() + sid.size() + pid.size();  // the keys and numbers: one allocation
   for (auto& r : rooms) size += r.size() + 3;
   for (auto& [k, v] : data) size += k.size() + v.size() + 6;
   for (auto& k : connect_keys) size += k.size() + 3;
