@@ -64,7 +64,8 @@ RedisAdapter::RedisAdapter(uv_loop_t* loop, sio::Server& server, const CoreConf:
         if (link_.ready()) heartbeat(false);  // else resync() beats when the link is back
       }),
       service_timer_(server.timers(), [this] { service(); }),
-      refresh_timer_(server.timers(), [this] { refresh_sessions(); }) {
+      refresh_timer_(server.timers(), [this] { refresh_sessions(); }),
+      wait_timer_(server.timers(), [this] { serve_waiting(); }) {
   link_.on_subscriber([this](bool subscribed) { on_subscriber(subscribed); });
   request_prefix_ = conf_.key_prefix + "-request#";
   response_prefix_ = conf_.key_prefix + "-response#";
@@ -155,6 +156,7 @@ void RedisAdapter::on_state(bool up) {
   logf(LogLevel::Notice, "cluster: node %s joined the cluster through redis %s", uid_.c_str(), link_.where().c_str());
   resync();
   resync_sessions();
+  if (!waiting_for_link_.empty()) wait_timer_.arm_in(0);  // from the loop, not inside the link's state change
   for (auto& n : nsps_) catch_up(n);  // subscribed before the commands connection was back
   want_service();
 }
@@ -486,18 +488,17 @@ void RedisAdapter::connected(sio::SocketImpl& s) {
   if (!n) return;
   if (sharded_) link_.subscribe(room_channel(*n, s.id()));
   if (!recovers() || s.pid().empty()) return;
-  std::string id = session_id(s.nsp(), s.id());
-  Tracked& t = tracked_[id];
-  t.gen = claiming_ && *claiming_ == id ? claimed_gen_ : 0;
-  dirty_sessions_.insert(std::move(id));
+  Tracked& t = tracked_[&s];
+  t = {};
+  if (claiming_ && *claiming_->nsp == s.nsp() && *claiming_->sid == s.id()) t.gen = claiming_->gen;
+  mark_dirty(&s, t);
 }
 
 void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   if (Nsp* n = find(s.nsp()); n && sharded_) link_.unsubscribe(room_channel(*n, s.id()));
-  std::string id = session_id(s.nsp(), s.id());
-  dirty_sessions_.erase(id);
+  // Its entries in dirty_sessions_ and refreshes_ stay, to be skipped.
   Tracked t;
-  if (auto it = tracked_.find(id); it != tracked_.end()) {
+  if (auto it = tracked_.find(&s); it != tracked_.end()) {
     t = it->second;
     tracked_.erase(it);
   }
@@ -506,10 +507,7 @@ void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   // Closed on purpose (by the client, a kick): nothing to resume. What is left
   // is a stub of the same generation, so that a node still holding a stale
   // connection of this session cannot bring the session back either.
-  Json stub(json_object());
-  json_object_set_new(stub.get(), "gen", json_integer(json_int_t(t.gen)));
-  json_object_set_new(stub.get(), "closed", json_true());
-  store_session(s.nsp(), s.pid(), t.gen, json_text(stub.get()), window());
+  store_session(s.nsp(), s.pid(), t.gen, closed_session_record(t.gen), window());
 }
 
 }  // namespace dr::cluster

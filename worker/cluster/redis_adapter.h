@@ -42,7 +42,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -55,6 +57,18 @@
 #include "sio/server.h"
 
 namespace dr::cluster {
+
+// A session's record as it is stored in Redis (and read back by a recovery):
+// {"nsp","sid","pid","gen","rooms","data","connectKeys"[,"disconnectedAt"]},
+// written straight into its text, byte for byte as jansson's compact dump of
+// that object was: what jansson would refuse (a string that is not UTF-8, a
+// key cut at a NUL) is left out or cut as it did.
+std::string session_record(std::string_view nsp, std::string_view sid, std::string_view pid, uint64_t gen,
+                           std::span<const std::string> rooms,
+                           std::span<const std::pair<std::string, std::string>> data,
+                           std::span<const std::string> connect_keys, std::optional<int64_t> disconnected_at);
+// What a session closed on purpose leaves: {"gen":N,"closed":true}.
+std::string closed_session_record(uint64_t gen);
 
 class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public ClusterBackend {
  public:
@@ -204,11 +218,15 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   // connects, joins or leaves, refreshed every refresh_interval(). `gen`
   // orders the writers of one pid: a recovery takes the stored gen + 1, so a
   // node still holding the socket's stale connection cannot overwrite it.
+  // Kept by socket, from connected() to disconnected() (as the namespace
+  // keeps its sockets): a socket in dirty_sessions_ or refreshes_ is only
+  // looked up in tracked_, never dereferenced unless it is still there.
   struct Tracked {
     uint64_t gen = 0;
     int64_t refresh_at = 0;  // the refresh its last write queued
+    bool dirty = false;      // listed in dirty_sessions_
   };
-  static std::string session_id(std::string_view nsp, std::string_view sid);
+  void mark_dirty(sio::SocketImpl* s, Tracked& t);
   void session_changed(sio::SocketImpl& s);
   void write_sessions();
   void refresh_sessions();  // on refresh_timer_, for the refreshes due
@@ -217,6 +235,22 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void store_session(const std::string& nsp, const std::string& pid, uint64_t gen, const std::string& record,
                      uint64_t ttl, RedisLink::Reply reply = {});
   uint64_t refresh_interval() const;
+  // Session lookups and claims that came while the link was not ready (a
+  // worker just started, Redis reconnecting): they wait for it, bounded in
+  // count and in time, then go to Redis or answer "not found" (the CONNECT
+  // starts fresh, as it would have at once). `go(true)`: the link is ready,
+  // send it; `go(false)`: give up.
+  struct WaitingForLink {
+    int64_t deadline;  // on the timers' clock
+    std::function<void(bool ready)> go;
+  };
+  static constexpr size_t kMaxWaitingForLink = 4096;
+  static constexpr int64_t kMaxLinkWaitMs = 2000;
+  bool wait_for_link(std::function<void(bool ready)> go);
+  void serve_waiting();  // on wait_timer_
+  bool send_find(const std::string& nsp, const std::string& pid, FoundSession cb);
+  bool send_claim(const std::string& nsp, const std::string& pid, const std::string& sid, const std::string& offset,
+                  ClaimedSession cb);
 
   // Catch-ups and republishing retry every kServiceMs while one is under way;
   // an idle adapter has only its heartbeat armed.
@@ -295,6 +329,8 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   CallbackTimer heartbeat_timer_;
   CallbackTimer service_timer_;
   CallbackTimer refresh_timer_;  // the earliest of refreshes_
+  std::deque<WaitingForLink> waiting_for_link_;  // in deadline order
+  CallbackTimer wait_timer_;  // the first deadline of waiting_for_link_, or at once when the link is ready
   bool synced_ = false;  // membership written since the link came up
   int64_t offset_ms_ = 0;
   uint64_t offset_seq_ = 0;
@@ -308,11 +344,17 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   metrics::Entry* m_caught_up_ = nullptr;
   metrics::Entry* m_recovered_ = nullptr;
   metrics::Entry* m_not_recovered_ = nullptr;
-  std::unordered_map<std::string, Tracked> tracked_;        // session_id() -> state
-  std::set<std::string> dirty_sessions_;                     // session_id()s to write this turn
-  std::deque<std::pair<int64_t, std::string>> refreshes_;    // (due, session_id()), in write order
-  const std::string* claiming_ = nullptr;                    // session_id() of the recovery connecting now
-  uint64_t claimed_gen_ = 0;
+  std::unordered_map<sio::SocketImpl*, Tracked> tracked_;         // connected sockets with a pid
+  std::vector<sio::SocketImpl*> dirty_sessions_;                   // to write this turn (tracked_ says if still)
+  std::deque<std::pair<int64_t, sio::SocketImpl*>> refreshes_;     // (due, socket), in write order
+  // The recovery connecting now (inside claim_session's callback): its
+  // socket takes the generation after the stored one.
+  struct Claiming {
+    const std::string* nsp;
+    const std::string* sid;
+    uint64_t gen;
+  };
+  std::optional<Claiming> claiming_;
   metrics::Entry* m_session_writes_ = nullptr;
   std::string room_scratch_;  // on_broadcast's room name, kept to stay allocated
 };

@@ -4,6 +4,7 @@
 // expires, parked at a disconnect) so that its client may resume on any node;
 // a recovery claims the session with the packets it missed in one script.
 #include <algorithm>
+#include <charconv>
 
 #include "cluster/adapter_wire.h"
 #include "cluster/lua_scripts.h"
@@ -21,7 +22,157 @@ constexpr int64_t kOffsetClockMarginMs = 10000;      // node clocks vs Redis' st
 constexpr size_t kMaxMissedPackets = 10000;          // more: a fresh connection instead
 constexpr uint64_t kMissedBytesPerOutputBuffer = 4;  // and more than 4 × max_output_buffer of them
 
+// As jansson checks a string: UTF-8 without overlong forms, surrogates or
+// code points past U+10FFFF (NUL is fine).
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return false;
+    if (s.size() - i < len) return false;
+    for (size_t k = 1; k < len; k++) {
+      auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;
+    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+// `s` as a JSON string, escaped as jansson escapes it (no \/, no \u for
+// anything above U+001F); false, with nothing appended, unless it is UTF-8.
+bool append_json_string(std::string& out, std::string_view s) {
+  if (!valid_utf8(s)) return false;
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out += '"';
+  size_t plain = 0;  // the start of the run not yet appended
+  for (size_t i = 0; i < s.size(); i++) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s, plain, i - plain);
+    plain = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+  }
+  out.append(s, plain);
+  out += '"';
+  return true;
+}
+
+// A C string's view: what json_string(x.c_str()) and a jansson key see.
+std::string_view c_string(std::string_view s) { return s.substr(0, s.find('\0')); }
+
+void append_integer(std::string& out, int64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+// "key":"value" (after a comma unless first), left out as jansson leaves out
+// a value it refuses.
+void append_string_member(std::string& out, bool& first, std::string_view key, std::string_view value) {
+  size_t at = out.size();
+  if (!first) out += ',';
+  out += '"';
+  out += key;
+  out += "\":";
+  if (!append_json_string(out, value)) return out.resize(at);
+  first = false;
+}
+
+void append_string_array(std::string& out, std::span<const std::string> items) {
+  out += '[';
+  bool first = true;
+  for (auto& item : items) {
+    size_t at = out.size();
+    if (!first) out += ',';
+    if (!append_json_string(out, item)) {
+      out.resize(at);
+      continue;
+    }
+    first = false;
+  }
+  out += ']';
+}
+
 }  // namespace
+
+std::string session_record(std::string_view nsp, std::string_view sid, std::string_view pid, uint64_t gen,
+                           std::span<const std::string> rooms,
+                           std::span<const std::pair<std::string, std::string>> data,
+                           std::span<const std::string> connect_keys, std::optional<int64_t> disconnected_at) {
+  size_t size = 128 + nsp.size() + sid.size() + pid.size();  // the keys and numbers: one allocation
+  for (auto& r : rooms) size += r.size() + 3;
+  for (auto& [k, v] : data) size += k.size() + v.size() + 6;
+  for (auto& k : connect_keys) size += k.size() + 3;
+  std::string out;
+  out.reserve(size);
+  out += '{';
+  bool first = true;
+  append_string_member(out, first, "nsp", c_string(nsp));
+  append_string_member(out, first, "sid", c_string(sid));
+  append_string_member(out, first, "pid", c_string(pid));
+  out += first ? "\"gen\":" : ",\"gen\":";
+  append_integer(out, int64_t(gen));
+  out += ",\"rooms\":";
+  append_string_array(out, rooms);
+  // An object's keys as jansson kept them: cut at a NUL, UTF-8 only, and a
+  // key set again keeps its place with the last value.
+  out += ",\"data\":{";
+  bool first_key = true;
+  for (size_t i = 0; i < data.size(); i++) {
+    std::string_view key = c_string(data[i].first);
+    if (!valid_utf8(key) || !valid_utf8(data[i].second)) continue;
+    bool seen = false;
+    for (size_t j = 0; j < i && !seen; j++) seen = c_string(data[j].first) == key && valid_utf8(data[j].second);
+    if (seen) continue;  // written at its first place
+    const std::string* value = &data[i].second;
+    for (size_t j = i + 1; j < data.size(); j++)
+      if (c_string(data[j].first) == key && valid_utf8(data[j].second)) value = &data[j].second;
+    if (!first_key) out += ',';
+    first_key = false;
+    append_json_string(out, key);
+    out += ':';
+    append_json_string(out, *value);
+  }
+  out += "},\"connectKeys\":";
+  append_string_array(out, connect_keys);
+  if (disconnected_at) {
+    out += ",\"disconnectedAt\":";
+    append_integer(out, *disconnected_at);
+  }
+  out += '}';
+  return out;
+}
+
+std::string closed_session_record(uint64_t gen) {
+  std::string out = "{\"gen\":";
+  append_integer(out, int64_t(gen));
+  out += ",\"closed\":true}";
+  return out;
+}
 
 uint64_t RedisAdapter::window() const { return server_.config().core.recovery_window; }
 
@@ -52,76 +203,68 @@ void RedisAdapter::recovery_done(bool recovered) { metrics::add(recovered ? m_re
 // past it: a client of a worker killed at any moment has at least the window.
 uint64_t RedisAdapter::refresh_interval() const { return std::max<uint64_t>(window() / 2, 1000); }
 
-std::string RedisAdapter::session_id(std::string_view nsp, std::string_view sid) {
-  std::string id(nsp);
-  id += '\n';
-  id += sid;
-  return id;
+void RedisAdapter::mark_dirty(sio::SocketImpl* s, Tracked& t) {
+  if (t.dirty) return;
+  t.dirty = true;
+  dirty_sessions_.push_back(s);
 }
 
 void RedisAdapter::session_changed(sio::SocketImpl& s) {
   if (!s.connected()) return;  // connecting: connected() writes it; disconnecting: disconnected()
-  std::string id = session_id(s.nsp(), s.id());
-  if (tracked_.count(id)) dirty_sessions_.insert(std::move(id));
+  if (auto it = tracked_.find(&s); it != tracked_.end()) mark_dirty(&s, it->second);
 }
 
 // The sessions that changed this loop turn: one write each, however many
-// rooms they joined or left.
+// rooms they joined or left. A socket listed that has gone since is no
+// longer in tracked_ (or is another one, made at its address: listed too).
 void RedisAdapter::write_sessions() {
   if (dirty_sessions_.empty()) return;
-  std::set<std::string> todo;
+  std::vector<sio::SocketImpl*> todo;
   todo.swap(dirty_sessions_);
-  for (auto& id : todo) {
-    auto it = tracked_.find(id);
-    if (it == tracked_.end()) continue;
-    size_t cut = id.find('\n');
-    Nsp* n = find(std::string_view(id).substr(0, cut));
-    sio::SocketImpl* s = n ? n->ns->socket(std::string_view(id).substr(cut + 1)) : nullptr;
-    if (s && s->connected()) write_session(*s, it->second, false);
+  for (sio::SocketImpl* s : todo) {
+    auto it = tracked_.find(s);
+    if (it == tracked_.end() || !it->second.dirty) continue;
+    it->second.dirty = false;
+    if (s->connected()) write_session(*s, it->second, false);
+  }
+  if (dirty_sessions_.empty()) {  // nothing listed meanwhile: the buffer keeps its room for the next turn
+    todo.clear();
+    dirty_sessions_.swap(todo);
   }
 }
 
 // Refreshes, spread as the writes were: each session refresh_interval() after
-// its last write. Entries superseded by a later write are skipped.
+// its last write. Entries superseded by a later write, or of a socket gone,
+// are skipped.
 void RedisAdapter::refresh_sessions() {
   int64_t now = now_ms();
   while (!refreshes_.empty() && refreshes_.front().first <= now) {
-    std::string id = std::move(refreshes_.front().second);
-    int64_t due = refreshes_.front().first;
+    auto [due, s] = refreshes_.front();
     refreshes_.pop_front();
-    auto it = tracked_.find(id);
+    auto it = tracked_.find(s);
     if (it == tracked_.end() || it->second.refresh_at != due) continue;
-    dirty_sessions_.insert(std::move(id));
+    mark_dirty(s, it->second);
   }
   if (!refreshes_.empty()) refresh_timer_.arm_in(std::max<int64_t>(0, refreshes_.front().first - now));
 }
 
 // The link is back (Redis may have restarted empty): every session again.
 void RedisAdapter::resync_sessions() {
-  for (auto& [id, t] : tracked_) dirty_sessions_.insert(id);
+  for (auto& [s, t] : tracked_) mark_dirty(s, t);
 }
 
 void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
   if (!link_.commands_up()) return;  // all written again when the link is back
-  Json session(json_object());
-  json_object_set_new(session.get(), "nsp", json_string(s.nsp().c_str()));
-  json_object_set_new(session.get(), "sid", json_string(s.id().c_str()));
-  json_object_set_new(session.get(), "pid", json_string(s.pid().c_str()));
-  json_object_set_new(session.get(), "gen", json_integer(json_int_t(t.gen)));
-  json_object_set_new(session.get(), "rooms", json_strings(s.rooms()).release());
-  Json data(json_object());
-  for (auto& [k, v] : s.data()) json_object_set_new(data.get(), k.c_str(), json_stringn(v.data(), v.size()));
-  json_object_set_new(session.get(), "data", data.release());
-  json_object_set_new(session.get(), "connectKeys", json_strings(s.connect_keys()).release());
   int64_t now = now_ms();
+  std::string record = session_record(s.nsp(), s.id(), s.pid(), t.gen, s.rooms(), s.data(), s.connect_keys(),
+                                      parked ? std::optional<int64_t>(now) : std::nullopt);
   if (parked) {
-    json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now)));
-    store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window());
+    store_session(s.nsp(), s.pid(), t.gen, record, window());
     return;
   }
-  store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
+  store_session(s.nsp(), s.pid(), t.gen, record, window() + refresh_interval());
   t.refresh_at = now + int64_t(refresh_interval());
-  refreshes_.emplace_back(t.refresh_at, session_id(s.nsp(), s.id()));
+  refreshes_.emplace_back(t.refresh_at, &s);
   if (!refresh_timer_.armed()) refresh_timer_.arm_in(int64_t(refresh_interval()));
 }
 
@@ -134,12 +277,14 @@ void RedisAdapter::store_session(const std::string& nsp, const std::string& pid,
 }
 
 void RedisAdapter::save_sessions(std::function<void()> done) {
+  for (sio::SocketImpl* s : dirty_sessions_)
+    if (auto it = tracked_.find(s); it != tracked_.end()) it->second.dirty = false;
   dirty_sessions_.clear();
   if (!recovers() || !link_.commands_up()) return done();
   size_t saved = 0;
   for (auto& n : nsps_) {
     for (auto* s : n.ns->select({}, {})) {
-      auto it = tracked_.find(session_id(n.name, s->id()));
+      auto it = tracked_.find(s);
       if (it == tracked_.end() || s->pid().empty()) continue;
       write_session(*s, it->second, true);
       saved++;
@@ -178,7 +323,18 @@ std::optional<sio::StoredSession> parse_session(std::string_view text, const std
 }  // namespace
 
 bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, FoundSession cb) {
-  if (!recovers() || !link_.ready() || !find(nsp)) return false;
+  if (!recovers() || !find(nsp)) return false;
+  if (link_.ready()) return send_find(nsp, pid, std::move(cb));
+  // Not linked yet (a worker that just started, Redis reconnecting): a client
+  // resuming now waits a little for it rather than losing its session.
+  auto shared = std::make_shared<FoundSession>(std::move(cb));
+  return wait_for_link([this, nsp, pid, shared](bool ready) {
+    if (!ready || !send_find(nsp, pid, [shared](std::optional<sio::StoredSession> s) { (*shared)(std::move(s)); }))
+      (*shared)(std::nullopt);
+  });
+}
+
+bool RedisAdapter::send_find(const std::string& nsp, const std::string& pid, FoundSession cb) {
   return link_.command({"GET", session_key(nsp, pid)}, [this, nsp, cb = std::move(cb)](redisReply* r) {
     if (!r || r->type != REDIS_REPLY_STRING) return cb(std::nullopt);
     auto session = parse_session(std::string_view(r->str, r->len), nsp);
@@ -192,8 +348,21 @@ bool RedisAdapter::find_session(const std::string& nsp, const std::string& pid, 
 
 bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid, const std::string& sid,
                                  const std::string& offset, ClaimedSession cb) {
+  if (!recovers() || !find(nsp)) return false;
+  if (link_.ready()) return send_claim(nsp, pid, sid, offset, std::move(cb));
+  // Lost since the lookup: as there, a while for it to come back. Unclaimed,
+  // the session stays in Redis, but the fresh connection has a new pid.
+  auto shared = std::make_shared<ClaimedSession>(std::move(cb));
+  return wait_for_link([this, nsp, pid, sid, offset, shared](bool ready) {
+    auto relay = [shared](std::optional<std::vector<sio::EncodedBroadcast>> missed) { (*shared)(std::move(missed)); };
+    if (!ready || !send_claim(nsp, pid, sid, offset, relay)) (*shared)(std::nullopt);
+  });
+}
+
+bool RedisAdapter::send_claim(const std::string& nsp, const std::string& pid, const std::string& sid,
+                              const std::string& offset, ClaimedSession cb) {
   Nsp* n = find(nsp);
-  if (!recovers() || !link_.ready() || !n) return false;
+  if (!n) return false;
   int64_t ms = parse_base64_number(std::string_view(offset).substr(0, offset.find('.')));
   std::string start = ms > kOffsetClockMarginMs ? std::to_string(ms - kOffsetClockMarginMs) : "-";
   // The missed packets are bounded in bytes too (they are the namespace's,
@@ -218,12 +387,45 @@ bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid,
                          }
                          // The socket connects inside cb: connected() takes the next generation.
                          Json j = json_parse(text);
-                         std::string id = session_id(nsp, sid);
-                         claiming_ = &id;
-                         claimed_gen_ = uint64_t(json_integer_value(json_object_get(j.get(), "gen"))) + 1;
+                         claiming_ = Claiming{&nsp, &sid, uint64_t(json_integer_value(json_object_get(j.get(), "gen"))) + 1};
                          cb(std::move(missed));
-                         claiming_ = nullptr;
+                         claiming_.reset();
                        });
+}
+
+// A lookup or claim waits for the link this long at most: a reachable Redis
+// links a starting worker within milliseconds, and the link's first retries
+// (200, 400, 800 ms) fall inside it; longer would hold every resuming
+// client's CONNECT through a real outage, which ends in a fresh one anyway.
+bool RedisAdapter::wait_for_link(std::function<void(bool ready)> go) {
+  if (waiting_for_link_.size() >= kMaxWaitingForLink) return false;  // the caller starts fresh at once
+  int64_t wait = std::min<int64_t>(kMaxLinkWaitMs, int64_t(conf_.connect_timeout));
+  waiting_for_link_.push_back({server_.timers().now() + wait, std::move(go)});
+  if (!wait_timer_.armed()) wait_timer_.arm_at(waiting_for_link_.front().deadline);
+  return true;
+}
+
+// The link is ready: every waiting request goes to Redis. Else those past
+// their deadline answer "not found". A callback may connect or close a
+// socket, and ask again: the list is taken first.
+void RedisAdapter::serve_waiting() {
+  if (link_.ready()) {
+    std::deque<WaitingForLink> all;
+    all.swap(waiting_for_link_);
+    for (auto& w : all) w.go(true);
+  } else {
+    int64_t now = server_.timers().now();
+    std::vector<std::function<void(bool)>> expired;
+    while (!waiting_for_link_.empty() && waiting_for_link_.front().deadline <= now) {
+      expired.push_back(std::move(waiting_for_link_.front().go));
+      waiting_for_link_.pop_front();
+    }
+    if (!expired.empty())
+      logf(LogLevel::Info, "cluster: node %s gave up waiting for redis on %zu session lookup(s); fresh connections",
+           uid_.c_str(), expired.size());
+    for (auto& go : expired) go(false);
+  }
+  if (!waiting_for_link_.empty() && !wait_timer_.armed()) wait_timer_.arm_at(waiting_for_link_.front().deadline);
 }
 
 }  // namespace dr::cluster
