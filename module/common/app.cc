@@ -101,6 +101,23 @@ bool claim_grants(const Socket& s, std::string_view claim, const std::string& id
 
 namespace {
 
+// redis::key(expand(pattern, id)), the expanded pattern on the stack when it
+// fits (every key of ours): one string made per check, not two.
+std::string expanded_key(std::string_view pattern, std::string_view id) {
+  const std::string value = redis::tag(id);
+  char buf[256];
+  size_t n = 0;
+  for (size_t at = 0; at < pattern.size();) {
+    const bool is_id = pattern.compare(at, 4, "{id}") == 0;
+    const std::string_view piece = is_id ? std::string_view(value) : pattern.substr(at, 1);
+    if (n + piece.size() > sizeof buf) return redis::key(expand(pattern, id));
+    memcpy(buf + n, piece.data(), piece.size());
+    n += piece.size();
+    at += is_id ? 4 : 1;
+  }
+  return redis::key(std::string_view(buf, n));
+}
+
 // `connecting`: the socket is not connected yet (a room guard), so only its
 // going away stops the answer.
 void access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id, bool connecting,
@@ -114,7 +131,7 @@ void access(Socket& s, std::string_view claim, std::string_view key_pattern, con
     done(s, Access::Denied);
     return;
   }
-  const std::string key = redis::key(expand(key_pattern, id));
+  const std::string key = expanded_key(key_pattern, id);
   const std::string_view argv[] = {"SISMEMBER", key, user};
   redis::command(argv, [weak = s.weak(), connecting, done = std::move(done)](redis::Reply r) {
     auto sock = weak.lock();
