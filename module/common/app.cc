@@ -122,25 +122,32 @@ std::string expanded_key(std::string_view pattern, std::string_view id) {
 // going away stops the answer.
 void access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id, bool connecting,
             std::function<void(Socket& s, Access a)> done) {
-  const std::string& user = user_id(s);
-  if (is_admin(s) || claim_grants(s, claim, id)) {
-    done(s, Access::Allowed);
+  std::string key;
+  if (std::optional<Access> a = access_by_token(s, claim, key_pattern, id, key)) {
+    done(s, *a);
     return;
   }
-  if (user.empty()) {
-    done(s, Access::Denied);
-    return;
-  }
-  const std::string key = expanded_key(key_pattern, id);
-  const std::string_view argv[] = {"SISMEMBER", key, user};
+  const std::string_view argv[] = {"SISMEMBER", key, user_id(s)};
   redis::command(argv, [weak = s.weak(), connecting, done = std::move(done)](redis::Reply r) {
     auto sock = weak.lock();
     if (!sock || (!connecting && !sock->connected())) return;
-    done(*sock, r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied);
+    done(*sock, access_of(r));
   });
 }
 
 }  // namespace
+
+std::optional<Access> access_by_token(const Socket& s, std::string_view claim, std::string_view key_pattern,
+                                      const std::string& id, std::string& key) {
+  if (is_admin(s) || claim_grants(s, claim, id)) return Access::Allowed;
+  if (user_id(s).empty()) return Access::Denied;
+  key = expanded_key(key_pattern, id);
+  return std::nullopt;
+}
+
+Access access_of(const redis::Reply& r) {
+  return r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied;
+}
 
 void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
                   std::function<void(Socket& s, Access a)> done) {
