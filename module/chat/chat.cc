@@ -202,17 +202,33 @@ std::string failure(const redis::Reply& r, const char* consequence, const char* 
 
 json_t* jstr(const std::string& s) { return json_stringn(s.data(), s.size()); }
 
+// The metadata of a message sent without any: one empty object for all of
+// them (a message is only encoded, never changed once built).
+json_t* empty_metadata() {
+  static const Json empty(json_object());
+  return empty.get();
+}
+
 // Continues with `next` once the user may act in the call's conversation;
 // otherwise answers FORBIDDEN (or SOCKET_ERROR when Redis cannot tell).
 void when_member(dr::Socket& s, CallPtr c, void (*next)(dr::Socket&, const CallPtr&),
                  const char* unavailable = "Redis unavailable: cannot check access") {
   c->next = next;
   c->unavailable = unavailable;
-  const ChatConf& conf = *c->conf;
-  dr::app::check_access(s, conf.access_claim, conf.members_key, c->conversation, [c](dr::Socket& s, Access a) {
+  auto answer = [](dr::Socket& s, const CallPtr& c, Access a) {
     if (a == Access::Allowed) return c->next(s, c);
     if (a == Access::Unavailable) return dr::app::internal_error(s, c->ev, c->unavailable);
     dr::app::forbidden(s, c->ev, "not a member of conversation " + c->conversation);
+  };
+  // dr::app::check_access, its Redis part here: the reply's callback holds
+  // the call itself, not a function holding it.
+  const ChatConf& conf = *c->conf;
+  std::string key;
+  if (auto a = dr::app::access_by_token(s, conf.access_claim, conf.members_key, c->conversation, key))
+    return answer(s, c, *a);
+  const std::string_view argv[] = {"SISMEMBER", key, c->user};
+  redis::command(argv, [c, answer](redis::Reply r) {
+    if (auto s = c->live()) answer(*s, c, dr::app::access_of(r));
   });
 }
 
@@ -399,9 +415,8 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         json_object_set(m, "content", const_cast<json_t*>(content));
         if (json_is_string(type)) json_object_set(m, "type", const_cast<json_t*>(type));
         else json_object_set_new(m, "type", json_string("text"));
-        json_object_set_new(m, "metadata",
-                            no_metadata ? json_object()
-                                        : dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
+        if (no_metadata) json_object_set(m, "metadata", empty_metadata());
+        else json_object_set_new(m, "metadata", dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
         json_object_set_new(m, "createdAt", jstr(created));
         if (!key.empty()) json_object_set_new(m, idem::kField, jstr(key));
 
