@@ -195,6 +195,18 @@ int64_t now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+IsoTime iso_time_of(int64_t ms) {
+  IsoTime out{};
+  int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);  // floor: before 1970 too, as iso_time
+  time_t t = time_t(secs);
+  struct tm tm {};
+  gmtime_r(&t, &tm);
+  int n = snprintf(out.text, sizeof out.text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, int(ms - secs * 1000));
+  out.size = n < 0 ? 0 : std::min(size_t(n), sizeof out.text - 1);
+  return out;
+}
+
 int64_t stream_id_ms(std::string_view id) {
   size_t dash = id.find('-');
   if (dash == 0 || dash == std::string_view::npos || dash > 19) return -1;

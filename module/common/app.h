@@ -109,6 +109,13 @@ int64_t now_ms();
 // ISO 8601 UTC with milliseconds: 2024-05-01T12:31:30.123Z (the API's).
 using dr::iso_time;
 inline std::string iso_now() { return iso_time(now_ms()); }
+// The same text in a buffer of the caller's (for a value copied at once).
+struct IsoTime {
+  char text[32];
+  size_t size;
+  std::string_view view() const { return {text, size}; }
+};
+IsoTime iso_time_of(int64_t ms);
 // The ms part of a stream id ("1714567890123-0"), or -1.
 int64_t stream_id_ms(std::string_view id);
 // A well-formed stream id: <ms>-<seq>.
