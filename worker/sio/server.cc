@@ -182,7 +182,7 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   EncodedBroadcast b;
   b.opts.nsp = ns_.name();
   b.opts.rooms = {id_};
-  b.header = encode(p);
+  b.header = BroadcastHeader::of_message(encode(p, kMessageType));
   b.attachments = std::move(p.attachments);
   b.offset = std::move(offset);
   client_->send_encoded(server().wire(b.header, b.attachments), false);
@@ -983,7 +983,9 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
   // The args' text, when the sender has it, is not encoded again: the same
   // header as encode(p) gives, built around it (a text header is what the
   // JSON parser sends, what the adapter relays and recovery records).
-  b.header = args.text ? encode_event(p, json_array_get(p.data.get(), 0), *args.text, offset) : encode(p);
+  b.header = BroadcastHeader::of_message(
+      args.text ? encode_event(p, json_array_get(p.data.get(), 0), *args.text, offset, kMessageType)
+                : encode(p, kMessageType));
   b.attachments = std::move(p.attachments);
   b.data = std::move(p.data);
   metrics::add(metrics::core().broadcasts);
@@ -994,10 +996,9 @@ void Server::deliver(const EncodedBroadcast& b) {
   Namespace* ns = find(b.opts.nsp);
   if (!ns) return;
   // Encoded once for every recipient. Most broadcasts are one text message:
-  // no list of messages to make for it.
-  if (cfg_->core.parser == CoreConf::Parser::Json && b.attachments.empty()) {
-    const eio::OutRef message = eio::make_text(eio::PacketType::Message, b.header);
-    ns->deliver(b, {&message, 1});
+  // the header's own, no list of messages to make for it.
+  if (cfg_->core.parser == CoreConf::Parser::Json && b.attachments.empty() && b.header.message()) {
+    ns->deliver(b, {&b.header.message(), 1});
     return;
   }
   ns->deliver(b, wire(b));
