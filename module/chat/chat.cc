@@ -202,17 +202,38 @@ std::string failure(const redis::Reply& r, const char* consequence, const char* 
 
 json_t* jstr(const std::string& s) { return json_stringn(s.data(), s.size()); }
 
+// The metadata of a message sent without any: one empty object for all of
+// them (a message is only encoded, never changed once built).
+json_t* empty_metadata() {
+  static const Json empty(json_object());
+  return empty.get();
+}
+// The type of a message sent without one, shared likewise.
+json_t* default_type() {
+  static const Json text(json_string("text"));
+  return text.get();
+}
+
 // Continues with `next` once the user may act in the call's conversation;
 // otherwise answers FORBIDDEN (or SOCKET_ERROR when Redis cannot tell).
 void when_member(dr::Socket& s, CallPtr c, void (*next)(dr::Socket&, const CallPtr&),
                  const char* unavailable = "Redis unavailable: cannot check access") {
   c->next = next;
   c->unavailable = unavailable;
-  const ChatConf& conf = *c->conf;
-  dr::app::check_access(s, conf.access_claim, conf.members_key, c->conversation, [c](dr::Socket& s, Access a) {
+  auto answer = [](dr::Socket& s, const CallPtr& c, Access a) {
     if (a == Access::Allowed) return c->next(s, c);
     if (a == Access::Unavailable) return dr::app::internal_error(s, c->ev, c->unavailable);
     dr::app::forbidden(s, c->ev, "not a member of conversation " + c->conversation);
+  };
+  // dr::app::check_access, its Redis part here: the reply's callback holds
+  // the call itself, not a function holding it.
+  const ChatConf& conf = *c->conf;
+  std::string key;
+  if (auto a = dr::app::access_by_token(s, conf.access_claim, conf.members_key, c->conversation, key))
+    return answer(s, c, *a);
+  const std::string_view argv[] = {"SISMEMBER", key, c->user};
+  redis::command(argv, [c, answer](redis::Reply r) {
+    if (auto s = c->live()) answer(*s, c, dr::app::access_of(r));
   });
 }
 
@@ -374,7 +395,8 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         std::string key = given ? given : "";
         // No metadata, or {}: nothing to write out or copy.
         const bool no_metadata = !json_is_object(metadata) || json_object_size(metadata) == 0;
-        std::string created = dr::app::iso_now();
+        const dr::app::IsoTime created_at = dr::app::iso_time_of(dr::app::now_ms());
+        const std::string_view created = created_at.view();
         std::string_view text(json_string_value(content), json_string_length(content));
         std::string_view type_text = json_is_string(type) ? json_string_value(type) : "text";
         std::string metadata_text =
@@ -398,11 +420,10 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         json_object_set_new(m, "senderId", jstr(c->user));
         json_object_set(m, "content", const_cast<json_t*>(content));
         if (json_is_string(type)) json_object_set(m, "type", const_cast<json_t*>(type));
-        else json_object_set_new(m, "type", json_string("text"));
-        json_object_set_new(m, "metadata",
-                            no_metadata ? json_object()
-                                        : dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
-        json_object_set_new(m, "createdAt", jstr(created));
+        else json_object_set(m, "type", default_type());
+        if (no_metadata) json_object_set(m, "metadata", empty_metadata());
+        else json_object_set_new(m, "metadata", dr::copy_with_binary(metadata, c->ev.args.attachments, bin).release());
+        json_object_set_new(m, "createdAt", json_stringn(created.data(), created.size()));
         if (!key.empty()) json_object_set_new(m, idem::kField, jstr(key));
 
         if (key.empty()) {

@@ -101,29 +101,53 @@ bool claim_grants(const Socket& s, std::string_view claim, const std::string& id
 
 namespace {
 
+// redis::key(expand(pattern, id)), the expanded pattern on the stack when it
+// fits (every key of ours): one string made per check, not two.
+std::string expanded_key(std::string_view pattern, std::string_view id) {
+  const std::string value = redis::tag(id);
+  char buf[256];
+  size_t n = 0;
+  for (size_t at = 0; at < pattern.size();) {
+    const bool is_id = pattern.compare(at, 4, "{id}") == 0;
+    const std::string_view piece = is_id ? std::string_view(value) : pattern.substr(at, 1);
+    if (n + piece.size() > sizeof buf) return redis::key(expand(pattern, id));
+    memcpy(buf + n, piece.data(), piece.size());
+    n += piece.size();
+    at += is_id ? 4 : 1;
+  }
+  return redis::key(std::string_view(buf, n));
+}
+
 // `connecting`: the socket is not connected yet (a room guard), so only its
 // going away stops the answer.
 void access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id, bool connecting,
             std::function<void(Socket& s, Access a)> done) {
-  const std::string& user = user_id(s);
-  if (is_admin(s) || claim_grants(s, claim, id)) {
-    done(s, Access::Allowed);
+  std::string key;
+  if (std::optional<Access> a = access_by_token(s, claim, key_pattern, id, key)) {
+    done(s, *a);
     return;
   }
-  if (user.empty()) {
-    done(s, Access::Denied);
-    return;
-  }
-  const std::string key = redis::key(expand(key_pattern, id));
-  const std::string_view argv[] = {"SISMEMBER", key, user};
+  const std::string_view argv[] = {"SISMEMBER", key, user_id(s)};
   redis::command(argv, [weak = s.weak(), connecting, done = std::move(done)](redis::Reply r) {
     auto sock = weak.lock();
     if (!sock || (!connecting && !sock->connected())) return;
-    done(*sock, r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied);
+    done(*sock, access_of(r));
   });
 }
 
 }  // namespace
+
+std::optional<Access> access_by_token(const Socket& s, std::string_view claim, std::string_view key_pattern,
+                                      const std::string& id, std::string& key) {
+  if (is_admin(s) || claim_grants(s, claim, id)) return Access::Allowed;
+  if (user_id(s).empty()) return Access::Denied;
+  key = expanded_key(key_pattern, id);
+  return std::nullopt;
+}
+
+Access access_of(const redis::Reply& r) {
+  return r.error() ? Access::Unavailable : r.as_int() == 1 ? Access::Allowed : Access::Denied;
+}
 
 void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
                   std::function<void(Socket& s, Access a)> done) {
@@ -169,6 +193,18 @@ void refuse(Socket& s, const Event& ev, Access a, std::string_view what) {
 int64_t now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+IsoTime iso_time_of(int64_t ms) {
+  IsoTime out{};
+  int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);  // floor: before 1970 too, as iso_time
+  time_t t = time_t(secs);
+  struct tm tm {};
+  gmtime_r(&t, &tm);
+  int n = snprintf(out.text, sizeof out.text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, int(ms - secs * 1000));
+  out.size = n < 0 ? 0 : std::min(size_t(n), sizeof out.text - 1);
+  return out;
 }
 
 int64_t stream_id_ms(std::string_view id) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +42,13 @@ enum class Access { Allowed, Denied, Unavailable };
 // `done` is not called if the socket went away meanwhile.
 void check_access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id,
                   std::function<void(Socket& s, Access a)> done);
+
+// check_access in two parts, for a caller that keeps its own state while
+// Redis answers: what the token decides (nullopt: Redis must tell, by
+// SISMEMBER `key` user_id(s)), and what that SISMEMBER's reply means.
+std::optional<Access> access_by_token(const Socket& s, std::string_view claim, std::string_view key_pattern,
+                                      const std::string& id, std::string& key);
+Access access_of(const redis::Reply& r);
 
 // The room guard (Worker::on_room_check) of the rooms named <prefix><id>: the
 // same check as joining one (check_access), for a socket that is not
@@ -101,6 +109,13 @@ int64_t now_ms();
 // ISO 8601 UTC with milliseconds: 2024-05-01T12:31:30.123Z (the API's).
 using dr::iso_time;
 inline std::string iso_now() { return iso_time(now_ms()); }
+// The same text in a buffer of the caller's (for a value copied at once).
+struct IsoTime {
+  char text[32];
+  size_t size;
+  std::string_view view() const { return {text, size}; }
+};
+IsoTime iso_time_of(int64_t ms);
 // The ms part of a stream id ("1714567890123-0"), or -1.
 int64_t stream_id_ms(std::string_view id);
 // A well-formed stream id: <ms>-<seq>.

@@ -23,7 +23,7 @@ sio::EncodedBroadcast bc(const std::string& name) {
 
 struct Fixture {
   std::vector<std::string> got;
-  CatchUp c{[this](const sio::EncodedBroadcast& b) { got.push_back(b.header); },
+  CatchUp c{[this](const sio::EncodedBroadcast& b) { got.emplace_back(b.header); },
             [](std::string_view o) { return o.find(".other") != std::string_view::npos; }};
   CatchUp::Entry entry(const std::string& offset, const std::string& name) { return {offset, bc(name).serialize()}; }
 };

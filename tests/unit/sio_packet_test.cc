@@ -598,6 +598,64 @@ TEST(SioEncode, AckWithDataTextIsTheSameBytes) {
   }
 }
 
+// json_append writes most values itself: byte for byte what jansson's dump
+// (with the encoder's flags) gives, for every kind of value.
+std::string jansson_text(const json_t* v) {
+  char* text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+  std::string out = text ? text : "<refused>";
+  free(text);
+  return out;
+}
+
+TEST(SioEncode, JsonAppendIsJanssonsText) {
+  const char* texts[] = {
+      "null", "true", "false", "0", "-1", "9223372036854775807", "-9223372036854775808", "1.5", "1e300", "-0.0",
+      "0.1", "\"\"", "\"plain ascii\"", "\"quote \\\" and backslash \\\\ \\/ slash\"", "\"tab\\t nl\\n cr\\r\"",
+      "\"ctl \\u0001 \\u001f del \\u007f\"", "\"caf\\u00e9 \\ud83d\\ude00 \\u2028\"", "\"nul \\u0000 inside\"", "[]",
+      "{}", "[[],{},[[]]]", "{\"a\":1,\"b\":[true,null,\"x\"],\"c\":{\"d\":{}}}", "{\"z\":1,\"a\":2,\"m\":3}",
+      "{\"k\\u00e9y\":1,\"plain\":2}", "{\"ctl\\nkey\":\"v\"}", "[1,2.25,-3,\"4\",[5]]",
+      "{\"content\":\"hello\",\"metadata\":{},\"createdAt\":\"2024-05-01T12:31:30.123Z\",\"n\":12345678901}",
+  };
+  for (const char* text : texts) {
+    Json v = parse(text);
+    std::string out = "<";
+    ASSERT_TRUE(json_append(v.get(), out)) << text;
+    EXPECT_EQ(out, "<" + jansson_text(v.get())) << text;
+    EXPECT_EQ(json_text(v.get(), "[", "]"), "[" + jansson_text(v.get()) + "]") << text;
+  }
+  // Deeper than the fast writer goes: jansson writes it, the same bytes.
+  Json deep = parse(std::string(100, '[') + "1" + std::string(100, ']'));
+  std::string out;
+  ASSERT_TRUE(json_append(deep.get(), out));
+  EXPECT_EQ(out, jansson_text(deep.get()));
+}
+
+TEST(SioEncode, JsonAppendRefusesWhatJanssonRefuses) {
+  // Invalid UTF-8 (a string built without checks), a NaN, a loop: nothing written.
+  Json bad(json_array());
+  json_array_append_new(bad.get(), json_string("ok"));
+  json_array_append_new(bad.get(), json_stringn_nocheck("\xff\xfe", 2));
+  std::string out = "kept";
+  EXPECT_FALSE(json_append(bad.get(), out));
+  EXPECT_EQ(out, "kept");
+  EXPECT_EQ(json_text(bad.get(), "[", "]"), "");
+  // A key that is not plain ASCII is jansson's to write, as it would.
+  Json odd_key(json_object());
+  json_object_setn_new_nocheck(odd_key.get(), "\xc3", 1, json_true());
+  std::string odd;
+  EXPECT_EQ(json_append(odd_key.get(), odd), jansson_text(odd_key.get()) != "<refused>");
+  if (!odd.empty()) {
+    EXPECT_EQ(odd, jansson_text(odd_key.get()));
+  }
+  Json loop(json_array());
+  json_t* inner = json_array();
+  json_array_append_new(loop.get(), inner);
+  json_array_append(inner, loop.get());  // a cycle: jansson's loop check refuses it
+  EXPECT_FALSE(json_append(loop.get(), out));
+  EXPECT_EQ(out, "kept");
+  json_array_clear(inner);  // breaks the cycle so that both are freed
+}
+
 TEST(SioOverEio, CapturedSixPacketPayload) {
   const auto packets = decode_polling(
       "40{\"sid\":\"K5w0g9XNE6dCaLcBAAAC\"}\x1e"

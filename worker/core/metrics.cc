@@ -27,8 +27,15 @@ std::map<std::string, Decl, std::less<>>& decls() {
   static std::map<std::string, Decl, std::less<>> d;
   return d;
 }
-std::unordered_map<std::string, Entry*>& cache() {
-  static std::unordered_map<std::string, Entry*> c;
+// Found by a view of the key: a lookup (every metrics::add of a module's
+// series by name) allocates nothing.
+struct KeyHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view key) const noexcept { return std::hash<std::string_view>{}(key); }
+};
+using Cache = std::unordered_map<std::string, Entry*, KeyHash, std::equal_to<>>;
+Cache& cache() {
+  static Cache c;
   return c;
 }
 
@@ -66,10 +73,11 @@ bool attach() {
 
 Entry* get(std::string_view metric, std::string_view label) {
   if (!g_table || metric.size() >= sizeof(Entry::metric) || label.size() >= sizeof(Entry::label)) return nullptr;
-  std::string key;
-  key.reserve(metric.size() + label.size() + 1);
-  key.append(metric).push_back('\0');
-  key.append(label);
+  char key_bytes[sizeof(Entry::metric) + sizeof(Entry::label) + 1];  // both fit (checked above)
+  metric.copy(key_bytes, metric.size());  // copy(), not memcpy: an empty view may have no data
+  key_bytes[metric.size()] = '\0';
+  label.copy(key_bytes + metric.size() + 1, label.size());
+  const std::string_view key(key_bytes, metric.size() + 1 + label.size());
   if (auto it = cache().find(key); it != cache().end()) return it->second;
   int32_t owner = owner_for(metric);
   // Open addressing; a free slot is claimed with a compare-and-swap, so two
@@ -88,14 +96,14 @@ Entry* get(std::string_view metric, std::string_view label) {
         label.copy(e.label, label.size());
         e.label[label.size()] = 0;
         e.state.store(2, std::memory_order_release);
-        cache().emplace(std::move(key), &e);
+        cache().emplace(std::string(key), &e);
         return &e;
       }
       st = e.state.load(std::memory_order_acquire);
     }
     while (st == 1) st = e.state.load(std::memory_order_acquire);  // another process is writing the name
     if (st == 2 && same(e, metric, label, owner)) {
-      cache().emplace(std::move(key), &e);
+      cache().emplace(std::string(key), &e);
       return &e;
     }
   }

@@ -191,6 +191,7 @@ class WorkerRuntime final : public Worker, public http::ConnectionOwner {
   Channel channel_;
   std::vector<std::unique_ptr<http::Connection>> conns_;  // each knows its index
   std::vector<http::Connection*> dirty_;
+  std::vector<http::Connection*> flushing_;  // before_poll's: the dirty_ of the turn being flushed
   std::vector<std::unique_ptr<http::Connection>> dead_;
   std::vector<Route> routes_;
   std::unordered_map<sio::Namespace*, std::vector<ConnectPhase>> connect_phases_;  // of each connect_hooks entry
@@ -376,10 +377,12 @@ void WorkerRuntime::before_poll() {
     if (redis_) redis_->flush();  // Redis first: a join's SUBSCRIBE leaves before its ack
     eio_.flush();
     event_log::flush();  // an event is logged before its answer leaves
-    std::vector<http::Connection*> todo;
-    todo.swap(dirty_);
-    for (auto* c : todo)
+    // Two lists that keep their capacity: marking a connection dirty does
+    // not allocate once they have grown to the turn's usual count.
+    flushing_.swap(dirty_);
+    for (auto* c : flushing_)
       if (!c->closed()) c->flush();
+    flushing_.clear();
     if (dirty_.empty() && !eio_.flush_pending()) break;
   }
   dead_.clear();

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "eio/session.h"
+
 namespace dr::sio {
 namespace {
 
@@ -38,6 +40,16 @@ struct Reader {
     in.remove_prefix(n);
     return s;
   }
+  std::string_view view() {
+    uint32_t n = u32();
+    if (!ok || in.size() < n) {
+      ok = false;
+      return {};
+    }
+    std::string_view s = in.substr(0, n);
+    in.remove_prefix(n);
+    return s;
+  }
   std::vector<std::string> list() {
     uint32_t n = u32();
     std::vector<std::string> l;
@@ -47,6 +59,23 @@ struct Reader {
 };
 
 }  // namespace
+
+BroadcastHeader& BroadcastHeader::operator=(std::string_view header) {
+  message_ = eio::make_text(eio::PacketType::Message, header);
+  return *this;
+}
+
+BroadcastHeader BroadcastHeader::of_message(std::string message) {
+  BroadcastHeader h;
+  auto m = std::make_shared<eio::OutPacket>();
+  m->data = std::move(message);
+  h.message_ = std::move(m);
+  return h;
+}
+
+std::string_view BroadcastHeader::view() const {
+  return message_ && !message_->data.empty() ? std::string_view(message_->data).substr(1) : std::string_view();
+}
 
 std::string EncodedBroadcast::serialize() const {
   std::string out;
@@ -70,7 +99,7 @@ bool EncodedBroadcast::parse(std::string_view bytes) {
   opts.rooms = r.list();
   opts.except = r.list();
   opts.is_volatile = r.u32() & 1u;
-  header = r.str();
+  header = r.view();
   attachments = r.list();
   batch_item = r.str();
   return r.ok && r.in.empty();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,13 +13,38 @@
 
 #include "depth-realtime/module.h"
 
+namespace dr::eio {
+struct OutPacket;
+}
+
 namespace dr::sio {
+
+// A broadcast's Socket.IO header, held as the Engine.IO text message its
+// local recipients get ("4" before it): delivery hands them this very
+// message, not a copy of it made for the delivery. Read as the header text.
+class BroadcastHeader {
+ public:
+  BroadcastHeader() = default;
+  BroadcastHeader& operator=(std::string_view header);  // copied, after the message type
+  // `message` is the Engine.IO message: "4" followed by the header.
+  static BroadcastHeader of_message(std::string message);
+
+  std::string_view view() const;
+  operator std::string_view() const { return view(); }
+  size_t size() const { return view().size(); }
+  bool empty() const { return view().empty(); }
+  // The text message (null until a header is set).
+  const std::shared_ptr<const eio::OutPacket>& message() const { return message_; }
+
+ private:
+  std::shared_ptr<const eio::OutPacket> message_;
+};
 
 // A broadcast as it travels: the options and the packet encoded once
 // (Socket.IO text header + binary attachments).
 struct EncodedBroadcast {
   BroadcastOptions opts;
-  std::string header;
+  BroadcastHeader header;
   std::vector<std::string> attachments;
   // {"event":...,"data":...} when the event is batchable (server batching),
   // for the recipients that asked for batches.

@@ -182,7 +182,7 @@ void SocketImpl::emit(std::string_view event, Payload args, bool is_volatile) {
   EncodedBroadcast b;
   b.opts.nsp = ns_.name();
   b.opts.rooms = {id_};
-  b.header = encode(p);
+  b.header = BroadcastHeader::of_message(encode(p, kMessageType));
   b.attachments = std::move(p.attachments);
   b.offset = std::move(offset);
   client_->send_encoded(server().wire(b.header, b.attachments), false);
@@ -685,7 +685,7 @@ std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
   return out;
 }
 
-void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets) {
+void Namespace::deliver(const EncodedBroadcast& b, std::span<const eio::OutRef> packets) {
   // The recipients, for the sent handlers once the walk is over (only when there are some).
   std::vector<std::weak_ptr<SocketImpl>> sent;
   const bool report = !sent_handlers.empty();
@@ -775,7 +775,7 @@ void Client::send(const Packet& p, bool is_volatile, std::string_view data_text)
   if (session_.send(server_.message(p), is_volatile)) metrics::add(metrics::core().messages_sent);
 }
 
-void Client::send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile) {
+void Client::send_encoded(std::span<const eio::OutRef> packets, bool is_volatile) {
   for (size_t i = 0; i < packets.size(); i++) {
     // A volatile packet goes whole or not at all.
     if (!session_.send(packets[i], is_volatile && i == 0) && i == 0) return;
@@ -983,7 +983,9 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
   // The args' text, when the sender has it, is not encoded again: the same
   // header as encode(p) gives, built around it (a text header is what the
   // JSON parser sends, what the adapter relays and recovery records).
-  b.header = args.text ? encode_event(p, json_array_get(p.data.get(), 0), *args.text, offset) : encode(p);
+  b.header = BroadcastHeader::of_message(
+      args.text ? encode_event(p, json_array_get(p.data.get(), 0), *args.text, offset, kMessageType)
+                : encode(p, kMessageType));
   b.attachments = std::move(p.attachments);
   b.data = std::move(p.data);
   metrics::add(metrics::core().broadcasts);
@@ -993,7 +995,13 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
 void Server::deliver(const EncodedBroadcast& b) {
   Namespace* ns = find(b.opts.nsp);
   if (!ns) return;
-  ns->deliver(b, wire(b));  // encoded once for every recipient
+  // Encoded once for every recipient. Most broadcasts are one text message:
+  // the header's own, no list of messages to make for it.
+  if (cfg_->core.parser == CoreConf::Parser::Json && b.attachments.empty() && b.header.message()) {
+    ns->deliver(b, {&b.header.message(), 1});
+    return;
+  }
+  ns->deliver(b, wire(b));
 }
 
 std::vector<eio::OutRef> Server::wire(const EncodedBroadcast& b) const {

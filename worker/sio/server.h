@@ -6,6 +6,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -263,7 +264,7 @@ class Namespace {
                    const std::vector<std::string>& attachments);
 
   // Sends the encoded packet to every local member the options select.
-  void deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef>& packets);
+  void deliver(const EncodedBroadcast& b, std::span<const eio::OutRef> packets);
   size_t socket_count() const { return sockets_.size(); }
   // Metrics: this namespace's series, and one per event name that has a
   // handler (client-chosen names must not grow the label set).
@@ -336,7 +337,7 @@ class Client final : public eio::SessionHandler {
   // `data_text`: the JSON text of p.data when the caller has it (the JSON
   // parser then sends it instead of encoding p.data; msgpack ignores it).
   void send(const Packet& p, bool is_volatile = false, std::string_view data_text = {});
-  void send_encoded(const std::vector<eio::OutRef>& packets, bool is_volatile);
+  void send_encoded(std::span<const eio::OutRef> packets, bool is_volatile);
   eio::Session& session() { return session_; }
   const std::string& id() const { return id_; }  // what Socket::client_id() shows
   void remove(const std::string& nsp);

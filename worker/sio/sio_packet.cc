@@ -79,11 +79,6 @@ void append_number(uint64_t v, std::string& out) {
   out.append(buf, r.ptr);
 }
 
-int append_json_chunk(const char* buffer, size_t size, void* data) {
-  static_cast<std::string*>(data)->append(buffer, size);
-  return 0;
-}
-
 }  // namespace
 
 // The checks socket.io-parser's isPayloadValid() makes, except that types
@@ -196,30 +191,7 @@ void encode_head_to(const Packet& p, std::string& out) {
 
 // False (and nothing left of it in `out`) when `v` cannot be written: only
 // on invalid UTF-8 in a string built without checks.
-bool append_json(const json_t* v, std::string& out) {
-  const size_t before = out.size();
-  // Streams straight into `out` (json_dumps would malloc a copy).
-  if (json_dump_callback(v, append_json_chunk, &out, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17)) == 0)
-    return true;
-  out.resize(before);
-  return false;
-}
-
-// A JSON string value as append_json writes it, without a dump (each of
-// which sets up jansson's loop check): plain printable ASCII needs only " and
-// \\ escaped; anything else is left to jansson.
-bool append_json_string(const json_t* v, std::string& out) {
-  const std::string_view s(json_string_value(v), json_string_length(v));
-  for (unsigned char c : s)
-    if (c < 0x20 || c >= 0x80) return append_json(v, out);
-  out.push_back('"');
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('"');
-  return true;
-}
+bool append_json(const json_t* v, std::string& out) { return json_append(v, out); }
 
 }  // namespace
 
@@ -251,14 +223,14 @@ std::string encode_event(const Packet& p, const json_t* name, std::string_view a
   encode_head_to(p, out);
   out.push_back('[');
   // What the whole array would give when a part cannot be written: no data.
-  if (!(json_is_string(name) ? append_json_string(name, out) : append_json(name, out))) return encode(p, prefix);
+  if (!append_json(name, out)) return encode(p, prefix);
   if (!args.empty()) {
     out.push_back(',');
     out.append(args);
   }
   if (offset) {
     out.push_back(',');
-    if (!append_json_string(offset, out)) return encode(p, prefix);
+    if (!append_json(offset, out)) return encode(p, prefix);
   }
   out.push_back(']');
   return out;
