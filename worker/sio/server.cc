@@ -49,6 +49,15 @@ namespace {
 // A client's pid and offset are ours (20 characters, a few dozen): longer ones name no session.
 constexpr size_t kMaxRecoveryIdLength = 128;
 
+// A recorded broadcast's offset: the last argument of its encoded event
+// (`...,"<offset>"]`; offsets need no escapes). Empty when it ends otherwise.
+std::string_view trailing_offset(std::string_view header) {
+  if (header.size() < 4 || !header.ends_with("\"]")) return {};
+  size_t open = header.rfind('"', header.size() - 3);
+  if (open == std::string_view::npos || open == 0 || header[open - 1] != ',') return {};
+  return header.substr(open + 1, header.size() - 2 - (open + 1));
+}
+
 // [event, ...args] as one JSON array: the args' own, when nothing else holds
 // it (`args` is then left without one), else a new one.
 Json event_array(Json name, Payload& args) {
@@ -696,6 +705,7 @@ void Namespace::deliver(const EncodedBroadcast& b, std::span<const eio::OutRef> 
   };
   auto send = [&](SocketImpl* s) {
     if (!s->client_ || excluded(s)) return;
+    if (s->resumed_ && s->sent_at_resume(b.header)) return;
     if (s->wants_batches_ && !b.batch_item.empty()) s->queue_batch_item(b.batch_item);
     else s->client_->send_encoded(packets, b.opts.is_volatile);
     if (report) sent.push_back(s->weak_from_this());
@@ -1160,15 +1170,35 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
       if (r == id_ || in_room(r)) return true;
     return false;
   };
+  std::unique_ptr<Rare::Resumed> resumed;
   for (auto& b : missed) {
     if (!b.opts.rooms.empty() && !in_any(b.opts.rooms)) continue;
     if (in_any(b.opts.except)) continue;
     client_->send_encoded(server().wire(b.header, b.attachments), false);
+    if (std::string_view offset = trailing_offset(b.header); !offset.empty()) {
+      if (!resumed) resumed = std::make_unique<Rare::Resumed>();
+      resumed->offsets.emplace(offset);
+    }
+  }
+  if (resumed) {
+    resumed->until = now_ms() + kResumedMs;
+    rare().resumed = std::move(resumed);
+    resumed_ = true;
   }
   server().adapter().recovery_done(true);
   logf(LogLevel::Debug, "recovery: socket %s on %s resumed, %zu of %zu rooms kept", id_.c_str(), ns_.name().c_str(),
        kept.size(), rec->session.rooms.size());
   connect_now();
+}
+
+bool SocketImpl::sent_at_resume(std::string_view header) {
+  if (now_ms() > rare_->resumed->until) {
+    rare_->resumed.reset();
+    resumed_ = false;
+    return false;
+  }
+  std::string_view offset = trailing_offset(header);
+  return !offset.empty() && rare_->resumed->offsets.count(std::string(offset)) != 0;
 }
 
 // A fresh connection after all: new id, new pid, none of the session.

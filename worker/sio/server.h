@@ -142,6 +142,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   bool gone_ : 1 = false;           // disconnected, or refused
   bool wants_batches_ : 1 = false;  // auth.batch was true
   bool pumping_ : 1 = false;
+  bool resumed_ : 1 = false;        // rare_->resumed is set
   std::vector<std::string> rooms_;
   // What set() keeps, shared by the client's sockets whose hooks set the same
   // (a namespace socket of one token has the same userId and role as its
@@ -206,8 +207,20 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     std::unique_ptr<Batching> batching;
     std::unique_ptr<Inbox> inbox;
     std::unique_ptr<Recovery> recovery;
+    // After a recovery, the offsets of the missed packets it was sent: a copy
+    // still on its way (a sibling's broadcast relayed through the master, a
+    // Pub/Sub message read after the claim's reply) is not sent again. Kept
+    // for kResumedMs, then freed at the next delivery.
+    struct Resumed {
+      std::unordered_set<std::string> offsets;
+      int64_t until = 0;
+    };
+    std::unique_ptr<Resumed> resumed;
     std::string client_id;  // once detached
   };
+  static constexpr int64_t kResumedMs = 10000;
+  // A broadcast with this header was among the missed packets of its recovery.
+  bool sent_at_resume(std::string_view header);
   std::unique_ptr<Rare> rare_;
   Rare& rare();
   Acks* acks_if() const { return rare_ ? rare_->acks.get() : nullptr; }
