@@ -902,7 +902,7 @@ void Client::send_encoded(const std::vector<eio::OutRef>& packets, bool is_volat
 void Client::on_message(bool binary, std::string_view data) {
   Packet p;
   std::string err;
-  packet_bytes_ += data.size();
+  packet_bytes_ = uint32_t(std::min<uint64_t>(uint64_t(packet_bytes_) + data.size(), UINT32_MAX));  // far past any bound
   Decoder::Result r;
   if (msgpack_) {  // one binary message a packet
     if (!binary) err = "a text message under the msgpack parser";

@@ -419,8 +419,10 @@ class Client final : public eio::SessionHandler {
   eio::Session& session_;
   const std::string id_;  // the session id's first 12 characters, shared by its sockets
   const bool msgpack_;  // the server's parser when the client came (a reload changing it starts new workers)
-  Decoder decoder_;     // of the json parser
-  size_t packet_bytes_ = 0;  // of the packet being decoded (its attachments come as more messages)
+  // Of the packet being decoded (its attachments come as more messages); 32
+  // bits, beside msgpack_: Client stays within a 128-byte malloc chunk.
+  uint32_t packet_bytes_ = 0;
+  Decoder decoder_;  // of the json parser
   // One per namespace joined, in joining order (as Socket.IO's client keeps
   // them); a few at most, so a vector: no tree node per socket.
   std::vector<std::shared_ptr<SocketImpl>> sockets_;
