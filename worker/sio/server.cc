@@ -366,8 +366,8 @@ void SocketImpl::connect_now() {
   if (gone_ || !client_ || connected_) return;
   connected_ = true;
   ns_.check_not_walking();
-  if (auto [at, added] = ns_.sockets_.insert(this); !added) {  // an id taken (never, but the newest wins)
-    ns_.sockets_.erase(at);
+  if (!ns_.sockets_.insert(this)) {  // an id taken (never, but the newest wins)
+    ns_.sockets_.erase(ns_.sockets_.find(id_));
     ns_.sockets_.insert(this);
   }
   join(id_);  // every socket is in the room named after its id
@@ -496,8 +496,9 @@ struct Deferred {
 }  // namespace
 
 Socket::Resume SocketImpl::defer(Event& ev) {
-  const std::string* malformed = dispatching_ ? dispatching_->malformed : nullptr;
-  size_t next = dispatching_ ? dispatching_->index + 1 : 0;
+  const Dispatching* now = dispatching();
+  const std::string* malformed = now ? now->malformed : nullptr;
+  size_t next = now ? now->index + 1 : 0;
   auto d = std::make_shared<Deferred>(
       Deferred{weak_from_this(), std::move(ev), malformed ? *malformed : std::string(), next, delay_next_events()});
   return [d](bool go_on) {
@@ -506,6 +507,12 @@ Socket::Resume SocketImpl::defer(Event& ev) {
     auto s = d->socket.lock();
     if (go_on && s && !s->gone_) s->dispatch(d->ev, d->malformed, d->next);
   };
+}
+
+const SocketImpl::Dispatching* SocketImpl::dispatching() const {
+  for (const Dispatching* d = server().dispatching_; d; d = d->outer)
+    if (d->socket == this) return d;
+  return nullptr;
 }
 
 void SocketImpl::release_hold() {
@@ -526,12 +533,12 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
   try {
     for (size_t i = from; i < ns_.middleware.size(); i++) {
       if (i == ns_.limit_middleware && !malformed.empty()) break;
-      const Dispatching now{i, &malformed};
+      const Dispatching now{this, i, &malformed, server().dispatching_};
       struct Restore {  // a dispatch inside a middleware (a released hold) leaves it as it was, a throw too
         const Dispatching*& at;
         const Dispatching* was;
         ~Restore() { at = was; }
-      } restore{dispatching_, std::exchange(dispatching_, &now)};
+      } restore{server().dispatching_, std::exchange(server().dispatching_, &now)};
       if (!ns_.middleware[i](*this, ev) || gone_) return;
     }
     if (!malformed.empty()) {
@@ -591,7 +598,7 @@ void SocketImpl::on_disconnect(std::string_view reason) {
     for (Room* r : joined) ns_.index_remove(this, r);
     for (Room* r : joined) release_room(r);
     ns_.check_not_walking();
-    if (auto at = ns_.sockets_.find(std::string_view(id_)); at != ns_.sockets_.end() && *at == this) ns_.sockets_.erase(at);
+    ns_.sockets_.erase(this);
     server().sockets_connected--;
     metrics::add(ns_.connected, -1);
     if (ns_.observer) ns_.observer->disconnected(*this, reason);
@@ -621,8 +628,44 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
   return e;
 }
 
-size_t Namespace::ById::operator()(const SocketImpl* s) const noexcept { return (*this)(std::string_view(s->id_)); }
-std::string_view Namespace::SameId::id_of(const SocketImpl* s) { return s->id_; }
+SocketImpl* SocketTable::find(std::string_view id) const {
+  if (buckets_.empty()) return nullptr;
+  for (SocketImpl* s = buckets_[bucket_of(id)]; s; s = s->next_by_id_)
+    if (s->id() == id) return s;
+  return nullptr;
+}
+
+bool SocketTable::insert(SocketImpl* s) {
+  if (find(s->id())) return false;
+  if (size_ + 1 > buckets_.size()) {  // at most one socket a bucket on average
+    std::vector<SocketImpl*> old(std::max<size_t>(8, buckets_.size() * 2), nullptr);
+    old.swap(buckets_);
+    for (SocketImpl* head : old)
+      for (SocketImpl* at = head; at;) {
+        SocketImpl* next = at->next_by_id_;
+        SocketImpl*& bucket = buckets_[bucket_of(at->id())];
+        at->next_by_id_ = bucket;
+        bucket = at;
+        at = next;
+      }
+  }
+  SocketImpl*& bucket = buckets_[bucket_of(s->id())];
+  s->next_by_id_ = bucket;
+  bucket = s;
+  size_++;
+  return true;
+}
+
+void SocketTable::erase(SocketImpl* s) {
+  if (!s || buckets_.empty()) return;
+  for (SocketImpl** at = &buckets_[bucket_of(s->id())]; *at; at = &(*at)->next_by_id_) {
+    if (*at != s) continue;
+    *at = s->next_by_id_;
+    s->next_by_id_ = nullptr;
+    size_--;
+    return;
+  }
+}
 
 void Namespace::check_not_walking() const {
   assert(walking_ == 0 && "room membership changed while a delivery walks it");
@@ -767,7 +810,7 @@ void Namespace::index_remove(SocketImpl* s, Room* r) {
 
 bool Namespace::has_room(const std::string& room) const {
   if (Room* r = rooms_.find(room); r && !r->members.empty()) return true;
-  return sockets_.count(std::string_view(room)) > 0;
+  return sockets_.find(room) != nullptr;
 }
 
 // The modules' room handlers; what one throws stays here (we are in the
@@ -788,13 +831,13 @@ template <class F>
 void Namespace::for_members(const std::string& room, F&& f) const {
   Walk walk(*this);
   if (Room* r = rooms_.find(room)) r->members.for_each(f);
-  if (auto it = sockets_.find(std::string_view(room)); it != sockets_.end()) f(*it);  // its own room
+  if (SocketImpl* s = sockets_.find(room)) f(s);  // its own room
 }
 
 std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
   std::vector<SocketImpl*> out;
   if (room.empty()) {
-    for (SocketImpl* s : sockets_) out.push_back(s);
+    sockets_.for_each([&](SocketImpl* s) { out.push_back(s); });
   } else {
     for_members(std::string(room), [&](SocketImpl* s) { out.push_back(s); });
   }
@@ -819,7 +862,7 @@ void Namespace::deliver(const EncodedBroadcast& b, const std::vector<eio::OutRef
   {
     Walk walk(*this);
     if (b.opts.rooms.empty()) {
-      for (SocketImpl* s : sockets_) send(s);
+      sockets_.for_each(send);
     } else if (b.opts.rooms.size() == 1) {
       for_members(b.opts.rooms[0], send);
     } else {
@@ -1310,7 +1353,7 @@ std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms
     out.push_back(s);
   };
   if (rooms.empty()) {
-    for (SocketImpl* s : sockets_) take(s);
+    sockets_.for_each(take);
     return out;
   }
   std::unordered_set<SocketImpl*> seen;
@@ -1324,7 +1367,7 @@ std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms
 std::vector<std::string> Namespace::room_names() const {
   std::vector<std::string> out;
   out.reserve(sockets_.size());
-  for (SocketImpl* s : sockets_) out.emplace_back(s->id_);
+  sockets_.for_each([&](SocketImpl* s) { out.emplace_back(s->id_); });
   rooms_.for_each([&](const Room& r) {
     if (!r.members.empty()) out.emplace_back(r.name());
   });
@@ -1332,8 +1375,7 @@ std::vector<std::string> Namespace::room_names() const {
 }
 
 SocketImpl* Namespace::socket(std::string_view id) const {
-  auto it = sockets_.find(id);
-  return it == sockets_.end() ? nullptr : *it;
+  return sockets_.find(id);
 }
 
 size_t Server::deliver_with_ack(const EncodedBroadcast& b, uint64_t ack_id, int64_t deadline,

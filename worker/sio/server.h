@@ -182,6 +182,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   friend class Client;
   friend class Namespace;
   friend class Server;
+  friend class SocketTable;
   void run_connect_hooks(size_t index);
   void connect_now();  // every hook agreed
   // Connection state recovery after the hooks (see begin_recovery).
@@ -279,12 +280,16 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     size_t bytes = 0;  // on the wire
   };
   // The middleware running now and its event's INVALID_DATA details (for
-  // defer()); on dispatch()'s stack.
+  // defer()); on dispatch()'s stack, chained from the server's innermost
+  // (a dispatch may run inside another's middleware: a released hold).
   struct Dispatching {
+    const SocketImpl* socket;
     size_t index;
     const std::string* malformed;
+    const Dispatching* outer;
   };
-  const Dispatching* dispatching_ = nullptr;
+  const Dispatching* dispatching() const;  // this socket's innermost, or null
+  SocketImpl* next_by_id_ = nullptr;  // in its namespace's SocketTable bucket
   std::string pid_;  // recovery session id (with connection state recovery)
   struct Recovery {
     StoredSession session;
@@ -307,6 +312,27 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   Batching* batching_if() const { return rare_ ? rare_->batching.get() : nullptr; }
   Inbox* inbox_if() const { return rare_ ? rare_->inbox.get() : nullptr; }
   Recovery* recovery_if() const { return rare_ ? rare_->recovery.get() : nullptr; }
+};
+
+// A namespace's connected sockets by id: a chained hash table through the
+// sockets themselves (no node a socket: 8 bytes in it and a bucket slot).
+class SocketTable {
+ public:
+  SocketImpl* find(std::string_view id) const;
+  // False, and nothing changed, if a socket of that id is in already.
+  bool insert(SocketImpl* s);
+  void erase(SocketImpl* s);  // if it is in
+  size_t size() const { return size_; }
+  template <class F>
+  void for_each(F&& f) const {  // f(SocketImpl*); f must not insert or erase
+    for (SocketImpl* head : buckets_)
+      for (SocketImpl* s = head; s; s = s->next_by_id_) f(s);
+  }
+
+ private:
+  size_t bucket_of(std::string_view id) const { return std::hash<std::string_view>{}(id) & (buckets_.size() - 1); }
+  std::vector<SocketImpl*> buckets_;  // a power of two of them, or none
+  size_t size_ = 0;
 };
 
 class Namespace {
@@ -372,21 +398,7 @@ class Namespace {
 
   Server& server_;
   std::string name_;
-  // The connected sockets, found by id: a set of pointers hashed by the
-  // socket's own id (no key beside it, no cached hash: 16 bytes a node).
-  struct ById {
-    using is_transparent = void;
-    size_t operator()(std::string_view id) const noexcept { return std::hash<std::string_view>{}(id); }
-    size_t operator()(const SocketImpl* s) const noexcept;
-  };
-  struct SameId {
-    using is_transparent = void;
-    static std::string_view id_of(std::string_view id) { return id; }
-    static std::string_view id_of(const SocketImpl* s);
-    template <class A, class B>
-    bool operator()(const A& a, const B& b) const noexcept { return id_of(a) == id_of(b); }
-  };
-  std::unordered_set<SocketImpl*, ById, SameId> sockets_;
+  SocketTable sockets_;  // the connected ones
   RoomIndex rooms_;
   std::unordered_map<std::string, metrics::Entry*> event_counters_;  // names with handlers only
 };
@@ -485,6 +497,8 @@ class Server {
   void flush_batches();
   std::string batch_item(std::string_view event, const Payload& args) const;
   std::vector<std::pair<std::string, Json>> event_names_;  // bounded, found by a short scan
+  friend class SocketImpl;
+  const SocketImpl::Dispatching* dispatching_ = nullptr;  // the innermost dispatch (see SocketImpl::defer)
 };
 
 // Encodes a Socket.IO packet as Engine.IO message packets (header + attachments).
