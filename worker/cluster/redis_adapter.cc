@@ -509,7 +509,7 @@ void RedisAdapter::disconnected(sio::SocketImpl& s, std::string_view reason) {
   Json stub(json_object());
   json_object_set_new(stub.get(), "gen", json_integer(json_int_t(t.gen)));
   json_object_set_new(stub.get(), "closed", json_true());
-  store_session(s.nsp(), s.pid(), t.gen, json_text(stub.get()), window());
+  store_session(s.nsp(), std::string(s.pid()), t.gen, json_text(stub.get()), window());
 }
 
 }  // namespace dr::cluster

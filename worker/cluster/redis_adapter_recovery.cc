@@ -106,7 +106,7 @@ void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
   Json session(json_object());
   json_object_set_new(session.get(), "nsp", json_string(s.nsp().c_str()));
   json_object_set_new(session.get(), "sid", json_string(s.id().c_str()));
-  json_object_set_new(session.get(), "pid", json_string(s.pid().c_str()));
+  json_object_set_new(session.get(), "pid", json_stringn(s.pid().data(), s.pid().size()));
   json_object_set_new(session.get(), "gen", json_integer(json_int_t(t.gen)));
   json_object_set_new(session.get(), "rooms", json_strings(s.rooms()).release());
   Json data(json_object());
@@ -116,10 +116,10 @@ void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
   int64_t now = now_ms();
   if (parked) {
     json_object_set_new(session.get(), "disconnectedAt", json_integer(json_int_t(now)));
-    store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window());
+    store_session(s.nsp(), std::string(s.pid()), t.gen, json_text(session.get()), window());
     return;
   }
-  store_session(s.nsp(), s.pid(), t.gen, json_text(session.get()), window() + refresh_interval());
+  store_session(s.nsp(), std::string(s.pid()), t.gen, json_text(session.get()), window() + refresh_interval());
   t.refresh_at = now + int64_t(refresh_interval());
   refreshes_.emplace_back(t.refresh_at, session_id(s.nsp(), s.id()));
   if (!refresh_timer_.armed()) refresh_timer_.arm_in(int64_t(refresh_interval()));

@@ -386,8 +386,8 @@ void SocketImpl::connect_now() {
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
   p.data = object_with("sid", id_);
-  if (pid_.empty() && server().adapter().recovers()) pid_ = server().new_socket_id();
-  if (!pid_.empty()) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.data(), pid_.size()));
+  if (!pid_ && server().adapter().recovers()) pid_ = SharedText(server().new_socket_id());
+  if (pid_) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.view().data(), pid_.view().size()));
   client_->send(p);
   if (ns_.observer) ns_.observer->connected(*this);
   auto self = shared_from_this();
@@ -1297,7 +1297,7 @@ void SocketImpl::rooms_checked(std::vector<std::string> kept) {
 void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed) {
   if (gone_ || !client_ || connected_ || !recovery_if()) return;
   auto rec = std::move(rare_->recovery);
-  pid_ = rec->session.pid;
+  pid_ = rec->session.pid.empty() ? SharedText() : SharedText(rec->session.pid);
   for (auto& r : kept) join(r);  // not connected yet: only listed, indexed by connect_now
   // Data: what the hooks set now, then the rest of the session's, never what
   // its hooks set then (the claims of an older token).

@@ -160,7 +160,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // ---- for the cluster adapter (worker/cluster/)
   Namespace& ns() { return ns_; }
   const std::vector<std::pair<std::string, std::string>>& data() const override;
-  const std::string& pid() const { return pid_; }  // connection state recovery session id
+  std::string_view pid() const { return pid_.view(); }  // connection state recovery session id
   // Starts the CONNECT: the modules' hooks, then the CONNECT reply.
   void start_connect() { run_connect_hooks(0); }
   // Connection state recovery, unlike Socket.IO's, runs the CONNECT hooks:
@@ -290,7 +290,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   };
   const Dispatching* dispatching() const;  // this socket's innermost, or null
   SocketImpl* next_by_id_ = nullptr;  // in its namespace's SocketTable bucket
-  std::string pid_;  // recovery session id (with connection state recovery)
+  SharedText pid_;  // recovery session id (with connection state recovery): one word without it
   struct Recovery {
     StoredSession session;
     std::string offset;
