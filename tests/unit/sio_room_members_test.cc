@@ -1,9 +1,11 @@
 // A room's local members (sio::RoomMembers): kept inline while there are one
 // or two, in a set past that, the same members whichever way they are kept;
-// and the refcounted text a socket keeps of its CONNECT's auth (SharedText).
+// a namespace's rooms by name (RoomIndex) and a socket's list of them
+// (RoomList); and the refcounted text a socket keeps of its CONNECT's auth (SharedText).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "sio/server.h"
@@ -55,6 +57,52 @@ TEST(RoomMembers, LeavingAFewKeepsTheOthers) {
   EXPECT_EQ(listed(m), std::vector<SocketImpl*>{f.at(1)});
   EXPECT_TRUE(m.insert(f.at(2)));
   EXPECT_EQ(m.size(), 2u);
+}
+
+TEST(RoomIndex, FindsEachRoomByNameUntilItsLastRefGoes) {
+  RoomIndex index;
+  std::vector<Room*> made;
+  for (int i = 0; i < 100; i++) made.push_back(index.acquire("user:u" + std::to_string(i)));
+  for (int i = 0; i < 100; i++) {
+    EXPECT_EQ(index.find("user:u" + std::to_string(i)), made[i]) << "past a rehash too";
+    EXPECT_EQ(made[i]->name(), "user:u" + std::to_string(i));
+  }
+  EXPECT_EQ(index.acquire("user:u7"), made[7]) << "one room a name";
+  index.release(made[7]);
+  EXPECT_EQ(index.find("user:u7"), made[7]) << "still listed once";
+  for (int i = 0; i < 100; i += 2) index.release(made[i]);
+  for (int i = 0; i < 100; i++) EXPECT_EQ(index.find("user:u" + std::to_string(i)) != nullptr, i % 2 == 1);
+  size_t walked = 0;
+  index.for_each([&](const Room&) { walked++; });
+  EXPECT_EQ(walked, 50u);
+  EXPECT_EQ(index.find(""), nullptr);
+  // The rest stay referenced: the index's end frees none of them (sockets would, see ~SocketImpl).
+  for (int i = 1; i < 100; i += 2) index.release(made[i]);
+}
+
+TEST(RoomList, KeepsJoiningOrderOneInlineOrMany) {
+  RoomIndex index;
+  Room* a = index.acquire("a");
+  Room* b = index.acquire("b");
+  Room* c = index.acquire("c");
+  RoomList list;
+  EXPECT_EQ(list.size(), 0u);
+  list.push_back(a);
+  EXPECT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0], a);
+  list.push_back(b);
+  list.push_back(c);
+  EXPECT_EQ(list.copy(), (std::vector<Room*>{a, b, c}));
+  list.erase_at(0);
+  EXPECT_EQ(list.copy(), (std::vector<Room*>{b, c}));
+  list.erase_at(1);
+  list.erase_at(0);
+  EXPECT_EQ(list.size(), 0u);
+  RoomList one;
+  one.push_back(c);
+  one.erase_at(0);
+  EXPECT_EQ(one.copy(), std::vector<Room*>{});
+  for (Room* r : {a, b, c}) index.release(r);
 }
 
 TEST(SharedText, CopiesShareOneTextThatOutlivesTheFirst) {

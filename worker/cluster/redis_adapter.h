@@ -166,8 +166,9 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   std::string stream_key(const std::string& nsp) const {
     return conf_.app_prefix + "recovery:" + (sharded_ ? "{" + nsp + "}" : nsp);
   }
-  std::string session_key(const std::string& nsp, const std::string& pid) const {
-    return conf_.app_prefix + (sharded_ ? "recovery:{" + nsp + "}:session:" : "recovery:session:") + pid;
+  std::string session_key(const std::string& nsp, std::string_view pid) const {
+    std::string key = conf_.app_prefix + (sharded_ ? "recovery:{" + nsp + "}:session:" : "recovery:session:");
+    return key.append(pid);
   }
   std::string new_id() const;
 
@@ -232,7 +233,7 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   void refresh_sessions();  // on refresh_timer_, for the refreshes due
   void resync_sessions();
   void write_session(sio::SocketImpl& s, Tracked& t, bool parked);
-  void store_session(const std::string& nsp, const std::string& pid, uint64_t gen, const std::string& record,
+  void store_session(const std::string& nsp, std::string_view pid, uint64_t gen, const std::string& record,
                      uint64_t ttl, RedisLink::Reply reply = {});
   uint64_t refresh_interval() const;
   // Session lookups and claims that came while the link was not ready (a

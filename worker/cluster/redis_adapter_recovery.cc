@@ -268,7 +268,7 @@ void RedisAdapter::write_session(sio::SocketImpl& s, Tracked& t, bool parked) {
   if (!refresh_timer_.armed()) refresh_timer_.arm_in(int64_t(refresh_interval()));
 }
 
-void RedisAdapter::store_session(const std::string& nsp, const std::string& pid, uint64_t gen,
+void RedisAdapter::store_session(const std::string& nsp, std::string_view pid, uint64_t gen,
                                  const std::string& record, uint64_t ttl, RedisLink::Reply reply) {
   metrics::add(m_session_writes_);
   std::string key = session_key(nsp, pid);

@@ -72,7 +72,7 @@ Session::Session(Server& server, std::string_view sid, Transport t, Handshake hs
   b64_ = b64 && (*b64 == "1" || *b64 == "true");
   ping_timeout_ = server_.conf_->ping_timeout;
   int64_t now = server_.timers_.now();
-  next_ping_ = now + int64_t(ping_interval_);
+  heartbeat_ = now + int64_t(ping_interval_);
   connect_deadline_ = now + int64_t(server_.conf_->connect_timeout);
   schedule();
   metrics::add(gauge(), 1);
@@ -273,8 +273,8 @@ void Session::on_packet(const Packet& p) {
   if (closed_) return;
   switch (p.type) {
     case PacketType::Pong:
-      pong_deadline_ = 0;
-      next_ping_ = server_.timers_.now() + int64_t(ping_interval_);
+      awaiting_pong_ = false;
+      heartbeat_ = server_.timers_.now() + int64_t(ping_interval_);
       schedule();
       return;
     case PacketType::Message:
@@ -644,7 +644,7 @@ void Session::schedule() {
   if (closed_) {
     if (poll_) take(poll_->close_deadline);
   } else {
-    take(pong_deadline_ ? pong_deadline_ : next_ping_);
+    take(heartbeat_);
     take(connect_deadline_);
     if (probe()) take(poll_->upgrade_deadline);
     if (probe() && poll_->probed && poll_->held_get) take(poll_->next_noop);
@@ -661,7 +661,7 @@ void Session::on_timer() {
     if (poll_ && poll_->close_deadline && now >= poll_->close_deadline) server_.remove(*this);
     return;
   }
-  if (pong_deadline_ && now >= pong_deadline_) {
+  if (awaiting_pong_ && now >= heartbeat_) {
     close("ping timeout");
     return;
   }
@@ -669,9 +669,10 @@ void Session::on_timer() {
     close("transport close");
     return;
   }
-  if (!pong_deadline_ && now >= next_ping_) {
+  if (!awaiting_pong_ && now >= heartbeat_) {
     send(make_text(PacketType::Ping, ""));
-    pong_deadline_ = now + int64_t(ping_timeout_);
+    awaiting_pong_ = true;
+    heartbeat_ = now + int64_t(ping_timeout_);
   }
   if (probe() && poll_->upgrade_deadline && now >= poll_->upgrade_deadline) {
     http::Connection* probe = poll_->probe;

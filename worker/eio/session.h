@@ -118,8 +118,8 @@ class Session {
   std::unique_ptr<Polling> poll_;
   uint64_t ping_interval_ = 0;
   uint64_t ping_timeout_ = 0;
-  int64_t next_ping_ = 0;
-  int64_t pong_deadline_ = 0;
+  // The next ping, or while a pong is awaited (awaiting_pong_) its deadline.
+  int64_t heartbeat_ = 0;
   int64_t connect_deadline_ = 0;
   Timer timer_;
   static constexpr size_t kMaxSid = 20;  // what make_sid makes
@@ -131,6 +131,7 @@ class Session {
   bool b64_ = false;           // binary as "b<base64>" text, asked for with b64=1
   bool close_queued_ = false;
   bool closed_ = false;
+  bool awaiting_pong_ = false;
   std::unique_ptr<Session> next_in_bucket_;  // SessionTable's chain
 };
 

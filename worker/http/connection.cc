@@ -143,7 +143,8 @@ const std::string* Request::query_param(std::string_view name) const {
 Connection::Connection(ConnectionOwner& owner, const Limits& limits, std::unique_ptr<uv_tcp_t> tcp)
     : owner_(owner),
       limits_(limits),
-      tcp_(std::move(tcp)) {
+      tcp_(std::move(tcp)),
+      ws_(limits.max_ws_message, false, *this) {
   tcp_->data = this;
   metrics::add(metrics::core().http_connections, 1);
 }
@@ -196,8 +197,8 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 
 void Connection::on_data(std::string_view data) {
   if (closed_) return;
-  if (ws_) {
-    if (!close_after_flush_ && !overflowed_) ws_->feed(data);  // on failure the reader's on_close has closed us
+  if (websocket_) {
+    if (!close_after_flush_ && !overflowed_) ws_.feed(data);  // on failure the reader's on_close has closed us
     return;
   }
   if (!http_) return;
@@ -236,12 +237,12 @@ void Connection::parse() {
       http_->consumed.clear();
       llhttp_resume(p);
       handle_message_complete();
-      if (ws_) {
+      if (websocket_) {
         // The handshake request is done with: free it, and what came after
         // it is the reader's.
         std::string rest = std::move(http_->in);
         http_.reset();
-        if (!rest.empty()) ws_->feed(rest);
+        if (!rest.empty()) ws_.feed(rest);
         break;
       }
       continue;
@@ -318,7 +319,7 @@ void Connection::fail(int status, std::string_view message) {
 
 void Connection::drain(int64_t grace_ms) {
   draining_ = true;
-  if (http_ && !in_request_ && !ws_ && !owner) http_->timeout.arm_in(grace_ms);
+  if (http_ && !in_request_ && !websocket_ && !owner) http_->timeout.arm_in(grace_ms);
 }
 
 void Connection::respond(int status, std::string_view content_type, std::string_view body,
@@ -349,8 +350,8 @@ void Connection::accept_websocket(const Request& req, const std::vector<std::pai
   send(std::move(out));
   in_request_ = false;
   cancel_timeout();
-  ws::Reader::Sink& sink = *this;
-  ws_.emplace(limits_.max_ws_message, deflate, sink);
+  ws_.configure(limits_.max_ws_message, deflate);  // what holds now (a reload may have changed the limit)
+  websocket_ = true;
 }
 
 void Connection::on_ws_message(bool binary, bool compressed, std::string_view data) {
@@ -386,7 +387,7 @@ bool Connection::reserve_output(size_t n) {
     release_output();
     out_bytes_ = 0;
     overflowed_ = true;
-    if (ws_) ws_->stop();
+    if (websocket_) ws_.stop();
     if (tcp_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
     if (!dirty) owner_.mark_dirty(*this);
     return false;
@@ -499,14 +500,14 @@ void Connection::write_done(int status) {
 void Connection::close_after_flush() {
   if (closed_) return;
   close_after_flush_ = true;
-  if (ws_) ws_->stop();
+  if (websocket_) ws_.stop();
   uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   if (!dirty) owner_.mark_dirty(*this);
 }
 
 void Connection::close_websocket() {
   if (closed_) return;
-  if (ws_) send(ws::frame(ws::Opcode::Close, ""));
+  if (websocket_) send(ws::frame(ws::Opcode::Close, ""));
   close_after_flush();
 }
 

@@ -89,7 +89,7 @@ class Connection final : private ws::Reader::Sink {
   // `deflate`: permessage-deflate was negotiated (the caller adds the header).
   void accept_websocket(const Request& req, const std::vector<std::pair<std::string, std::string>>& headers,
                         bool deflate = false);
-  bool is_websocket() const { return ws_.has_value(); }
+  bool is_websocket() const { return websocket_; }
   bool deflate() const { return deflate_; }
   bool request_pending() const { return in_request_; }
 
@@ -119,7 +119,7 @@ class Connection final : private ws::Reader::Sink {
 
   const std::string& address() const { return address_; }
   Listener listener = Listener::Main;  // which kind of listener accepted it
-  bool may_hand_off = true;            // false once the master found no owner
+  uint32_t owner_index = 0;  // where the worker keeps it (ConnectionOwner's)
   // The worker is stopping: answers say "Connection: close", and an idle
   // connection goes after a short grace (closing one at once races a request
   // the client may be sending on it).
@@ -130,8 +130,6 @@ class Connection final : private ws::Reader::Sink {
   void* owner = nullptr;  // the Engine.IO session using this connection, if any
   const uint64_t serial = next_serial_++;  // unique in this process
   static inline uint64_t next_serial_ = 1;
-  bool dirty = false;
-  uint32_t owner_index = 0;  // where the worker keeps it (ConnectionOwner's)
 
  private:
   static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
@@ -172,16 +170,14 @@ class Connection final : private ws::Reader::Sink {
     Timer timeout;  // the header, body, keep-alive or drain deadline, when one runs
   };
   std::unique_ptr<HttpState> http_;
-  bool in_request_ = false; // a complete request awaits its answer
-  bool paused_ = false;
-  bool deflate_ = false;
 
   // ws::Reader::Sink
   void on_ws_message(bool binary, bool compressed, std::string_view data) override;
   void ws_send(std::string_view bytes) override { send(bytes); }
   void on_ws_close(uint16_t) override { close_after_flush(); }
 
-  std::optional<ws::Reader> ws_;  // inline: no allocation of its own per WebSocket
+  // Inline, made with the connection (no optional's flag word): used once websocket_.
+  ws::Reader ws_;
   std::unique_ptr<tls::Session> tls_;
   void tls_encrypt_output();
 
@@ -190,11 +186,23 @@ class Connection final : private ws::Reader::Sink {
 
   std::string out_;         // queued, not yet handed to libuv; no capacity when empty
   size_t out_bytes_ = 0;    // queued and being written
-  bool writing_ = false;
-  bool close_after_flush_ = false;
-  bool overflowed_ = false;  // past max_output: closed at the next flush, not inside the send
-  bool draining_ = false;
-  bool closed_ = false;
+  // Bits, beside may_hand_off and dirty: one word for all the flags.
+  bool in_request_ : 1 = false;  // a complete request awaits its answer
+  bool paused_ : 1 = false;
+  bool deflate_ : 1 = false;
+  bool websocket_ : 1 = false;  // upgraded: ws_ reads
+  bool writing_ : 1 = false;
+  bool close_after_flush_ : 1 = false;
+  bool overflowed_ : 1 = false;  // past max_output: closed at the next flush, not inside the send
+  bool draining_ : 1 = false;
+  bool closed_ : 1 = false;
+
+ public:
+  // Here, beside the bits above: one word for every flag.
+  bool may_hand_off = true;  // false once the master found no owner
+  bool dirty = false;
+
+ private:
   void cancel_timeout() {
     if (http_) http_->timeout.cancel();
   }

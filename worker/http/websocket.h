@@ -54,6 +54,11 @@ class Reader {
   // the bytes being fed, and nothing more sent (unless the reader closed
   // first: the answer to a client's close still goes).
   void stop() { closed_ = true; }
+  // Limits set again before the first feed (a reader made before they were known).
+  void configure(uint64_t max_message, bool allow_compressed) {
+    max_message_ = max_message;
+    allow_compressed_ = allow_compressed;
+  }
 
  private:
   // One whole frame (header included): its message or control frame is

@@ -87,7 +87,20 @@ SocketImpl::SocketImpl(Namespace& ns, Client& client, std::string id, Json auth)
       id_(std::move(id)),
       auth_(std::move(auth)) {}
 
-SocketImpl::~SocketImpl() = default;
+SocketImpl::~SocketImpl() {
+  for (size_t i = 0; i < rooms_.size(); i++) release_room(rooms_[i]);
+}
+
+void SocketImpl::release_room(Room* r) {
+  if (!r->orphaned_) return ns_.rooms_.release(r);
+  if (--r->refs_ == 0) Room::destroy(r);  // the namespace went first (a worker's exit)
+}
+
+int SocketImpl::room_at(std::string_view room) const {
+  for (size_t i = 0; i < rooms_.size(); i++)
+    if (rooms_[i]->name() == room) return int(i);
+  return -1;
+}
 
 Server& SocketImpl::server() const { return ns_.server(); }
 
@@ -243,9 +256,9 @@ void SocketImpl::join(std::string_view room) {
     own_room_at_ = uint32_t(rooms_.size());  // not indexed either: the namespace's sockets_ answers for it
     return;
   }
-  rooms_.emplace_back(room);
-  // A copy: room handlers may join or leave further rooms, moving rooms_.
-  if (connected_) ns_.index_add(this, std::string(room));
+  Room* r = ns_.rooms_.acquire(room);  // its ref is rooms_'s
+  rooms_.push_back(r);
+  if (connected_) ns_.index_add(this, r);
 }
 
 void SocketImpl::leave(std::string_view room) {
@@ -253,17 +266,18 @@ void SocketImpl::leave(std::string_view room) {
     own_room_at_ = kNotJoined;
     return;
   }
-  auto it = std::find(rooms_.begin(), rooms_.end(), room);
-  if (it == rooms_.end()) return;
-  if (own_room_at_ != kNotJoined && uint32_t(it - rooms_.begin()) < own_room_at_) own_room_at_--;
-  std::string name = std::move(*it);
-  rooms_.erase(it);  // first: room handlers may join or leave further rooms
-  if (connected_) ns_.index_remove(this, name);
+  int at = room_at(room);
+  if (at < 0) return;
+  if (own_room_at_ != kNotJoined && uint32_t(at) < own_room_at_) own_room_at_--;
+  Room* r = rooms_[at];
+  rooms_.erase_at(at);  // first: room handlers may join or leave further rooms
+  if (connected_) ns_.index_remove(this, r);
+  release_room(r);
 }
 
 bool SocketImpl::in_room(std::string_view room) const {
   if (room == id_) return own_room_at_ != kNotJoined;
-  return std::find(rooms_.begin(), rooms_.end(), room) != rooms_.end();
+  return room_at(room) >= 0;
 }
 
 std::vector<std::string> SocketImpl::rooms() const {
@@ -271,7 +285,7 @@ std::vector<std::string> SocketImpl::rooms() const {
   out.reserve(rooms_.size() + 1);
   for (size_t i = 0; i <= rooms_.size(); i++) {
     if (i == own_room_at_) out.push_back(id_);
-    if (i < rooms_.size()) out.push_back(rooms_[i]);
+    if (i < rooms_.size()) out.emplace_back(rooms_[i]->name());
   }
   return out;
 }
@@ -361,12 +375,17 @@ void SocketImpl::connect_now() {
   if (gone_ || !client_ || connected_) return;
   connected_ = true;
   ns_.check_not_walking();
-  if (auto [at, added] = ns_.sockets_.insert(this); !added) {  // an id taken (never, but the newest wins)
-    ns_.sockets_.erase(at);
+  if (!ns_.sockets_.insert(this)) {  // an id taken (never, but the newest wins)
+    ns_.sockets_.erase(ns_.sockets_.find(id_));
     ns_.sockets_.insert(this);
   }
   join(id_);  // every socket is in the room named after its id
-  for (auto& r : std::vector<std::string>(rooms_)) ns_.index_add(this, r);  // handlers may change rooms_
+  // A copy, each room held: handlers may join or leave rooms meanwhile.
+  std::vector<Room*> joined = rooms_.copy();
+  for (Room* r : joined) RoomIndex::ref(r);
+  for (Room* r : joined)
+    if (connected_ && room_at(r->name()) >= 0) ns_.index_add(this, r);
+  for (Room* r : joined) release_room(r);
   server().sockets_connected++;
   wants_batches_ = json_is_true(json_object_get(auth_.get(), "batch"));
   metrics::add(ns_.connections_total);
@@ -376,8 +395,8 @@ void SocketImpl::connect_now() {
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
   p.data = object_with("sid", id_);
-  if (pid_.empty() && server().adapter().recovers()) pid_ = server().new_socket_id();
-  if (!pid_.empty()) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.data(), pid_.size()));
+  if (!pid_ && server().adapter().recovers()) pid_ = SharedText(server().new_socket_id());
+  if (pid_) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.view().data(), pid_.view().size()));
   client_->send(p);
   if (ns_.observer) ns_.observer->connected(*this);
   auto self = shared_from_this();
@@ -486,8 +505,9 @@ struct Deferred {
 }  // namespace
 
 Socket::Resume SocketImpl::defer(Event& ev) {
-  const std::string* malformed = dispatching_ ? dispatching_->malformed : nullptr;
-  size_t next = dispatching_ ? dispatching_->index + 1 : 0;
+  const Dispatching* now = dispatching();
+  const std::string* malformed = now ? now->malformed : nullptr;
+  size_t next = now ? now->index + 1 : 0;
   auto d = std::make_shared<Deferred>(
       Deferred{weak_from_this(), std::move(ev), malformed ? *malformed : std::string(), next, delay_next_events()});
   return [d](bool go_on) {
@@ -496,6 +516,12 @@ Socket::Resume SocketImpl::defer(Event& ev) {
     auto s = d->socket.lock();
     if (go_on && s && !s->gone_) s->dispatch(d->ev, d->malformed, d->next);
   };
+}
+
+const SocketImpl::Dispatching* SocketImpl::dispatching() const {
+  for (const Dispatching* d = server().dispatching_; d; d = d->outer)
+    if (d->socket == this) return d;
+  return nullptr;
 }
 
 void SocketImpl::release_hold() {
@@ -516,12 +542,12 @@ void SocketImpl::dispatch(Event& ev, const std::string& malformed, size_t from) 
   try {
     for (size_t i = from; i < ns_.middleware.size(); i++) {
       if (i == ns_.limit_middleware && !malformed.empty()) break;
-      const Dispatching now{i, &malformed};
+      const Dispatching now{this, i, &malformed, server().dispatching_};
       struct Restore {  // a dispatch inside a middleware (a released hold) leaves it as it was, a throw too
         const Dispatching*& at;
         const Dispatching* was;
         ~Restore() { at = was; }
-      } restore{dispatching_, std::exchange(dispatching_, &now)};
+      } restore{server().dispatching_, std::exchange(server().dispatching_, &now)};
       if (!ns_.middleware[i](*this, ev) || gone_) return;
     }
     if (!malformed.empty()) {
@@ -576,9 +602,12 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
-    for (auto& r : std::vector<std::string>(rooms_)) ns_.index_remove(this, r);  // handlers may change rooms_
+    std::vector<Room*> joined = rooms_.copy();  // held, as in connect_now: handlers may change rooms_
+    for (Room* r : joined) RoomIndex::ref(r);
+    for (Room* r : joined) ns_.index_remove(this, r);
+    for (Room* r : joined) release_room(r);
     ns_.check_not_walking();
-    if (auto at = ns_.sockets_.find(std::string_view(id_)); at != ns_.sockets_.end() && *at == this) ns_.sockets_.erase(at);
+    ns_.sockets_.erase(this);
     server().sockets_connected--;
     metrics::add(ns_.connected, -1);
     if (ns_.observer) ns_.observer->disconnected(*this, reason);
@@ -608,8 +637,44 @@ metrics::Entry* Namespace::event_counter(const std::string& name) {
   return e;
 }
 
-size_t Namespace::ById::operator()(const SocketImpl* s) const noexcept { return (*this)(std::string_view(s->id_)); }
-std::string_view Namespace::SameId::id_of(const SocketImpl* s) { return s->id_; }
+SocketImpl* SocketTable::find(std::string_view id) const {
+  if (buckets_.empty()) return nullptr;
+  for (SocketImpl* s = buckets_[bucket_of(id)]; s; s = s->next_by_id_)
+    if (s->id() == id) return s;
+  return nullptr;
+}
+
+bool SocketTable::insert(SocketImpl* s) {
+  if (find(s->id())) return false;
+  if (size_ + 1 > buckets_.size()) {  // at most one socket a bucket on average
+    std::vector<SocketImpl*> old(std::max<size_t>(8, buckets_.size() * 2), nullptr);
+    old.swap(buckets_);
+    for (SocketImpl* head : old)
+      for (SocketImpl* at = head; at;) {
+        SocketImpl* next = at->next_by_id_;
+        SocketImpl*& bucket = buckets_[bucket_of(at->id())];
+        at->next_by_id_ = bucket;
+        bucket = at;
+        at = next;
+      }
+  }
+  SocketImpl*& bucket = buckets_[bucket_of(s->id())];
+  s->next_by_id_ = bucket;
+  bucket = s;
+  size_++;
+  return true;
+}
+
+void SocketTable::erase(SocketImpl* s) {
+  if (!s || buckets_.empty()) return;
+  for (SocketImpl** at = &buckets_[bucket_of(s->id())]; *at; at = &(*at)->next_by_id_) {
+    if (*at != s) continue;
+    *at = s->next_by_id_;
+    s->next_by_id_ = nullptr;
+    size_--;
+    return;
+  }
+}
 
 void Namespace::check_not_walking() const {
   assert(walking_ == 0 && "room membership changed while a delivery walks it");
@@ -617,49 +682,144 @@ void Namespace::check_not_walking() const {
 
 bool RoomMembers::insert(SocketImpl* s) {
   if (many_) return many_->insert(s).second;
-  for (uint32_t i = 0; i < few_count_; i++)
-    if (few_[i] == s) return false;
-  if (few_count_ < kFew) {
-    few_[few_count_++] = s;
+  for (SocketImpl*& slot : few_) {
+    if (slot == s) return false;
+    if (slot) continue;
+    slot = s;
     return true;
   }
-  many_ = std::make_unique<std::unordered_set<SocketImpl*>>(few_, few_ + few_count_);
-  few_count_ = 0;
+  many_ = std::make_unique<std::unordered_set<SocketImpl*>>(std::begin(few_), std::end(few_));
+  std::fill(std::begin(few_), std::end(few_), nullptr);
   return many_->insert(s).second;
 }
 
 bool RoomMembers::erase(SocketImpl* s) {
   if (many_) return many_->erase(s) > 0;
-  for (uint32_t i = 0; i < few_count_; i++) {
-    if (few_[i] != s) continue;
-    few_[i] = few_[--few_count_];
+  if (few_[1] == s) {
+    few_[1] = nullptr;
     return true;
   }
-  return false;
+  if (few_[0] != s) return false;
+  few_[0] = std::exchange(few_[1], nullptr);  // the inline ones stay first
+  return true;
 }
 
-void Namespace::index_add(SocketImpl* s, const std::string& room) {
-  if (room == s->id_) return;
-  check_not_walking();
-  auto& members = rooms_[room];
-  bool added = members.insert(s);
-  if (added && members.size() == 1) metrics::add(room_count, 1);
-  if (added && observer) observer->joined(*s, room, members.size() == 1);
-  if (added) room_changed(*s, room, true);
+Room* Room::make(std::string_view name) {
+  void* at = ::operator new(sizeof(Room) + name.size());
+  Room* r = ::new (at) Room(name.size());
+  if (!name.empty()) std::memcpy(static_cast<char*>(at) + sizeof(Room), name.data(), name.size());
+  return r;
 }
 
-void Namespace::index_remove(SocketImpl* s, const std::string& room) {
-  check_not_walking();
-  auto it = rooms_.find(room);
-  if (it == rooms_.end()) return;
-  bool removed = it->second.erase(s);
-  bool last = it->second.empty();
-  if (last) {
-    rooms_.erase(it);
-    metrics::add(room_count, -1);
+void Room::destroy(Room* r) {
+  r->~Room();
+  ::operator delete(r);
+}
+
+RoomIndex::~RoomIndex() {
+  for (Room* head : buckets_)
+    for (Room* r = head; r;) {
+      Room* next = std::exchange(r->next_, nullptr);
+      if (r->refs_ == 0) Room::destroy(r);
+      else r->orphaned_ = 1;
+      r = next;
+    }
+}
+
+Room* RoomIndex::find(std::string_view name) const {
+  if (buckets_.empty()) return nullptr;
+  for (Room* r = buckets_[bucket_of(name)]; r; r = r->next_)
+    if (r->name() == name) return r;
+  return nullptr;
+}
+
+Room* RoomIndex::acquire(std::string_view name) {
+  Room* r = find(name);
+  if (!r) {
+    if (size_ + 1 > buckets_.size()) {  // at most one room a bucket on average
+      std::vector<Room*> old(std::max<size_t>(8, buckets_.size() * 2), nullptr);
+      old.swap(buckets_);
+      for (Room* head : old)
+        for (Room* at = head; at;) {
+          Room* next = at->next_;
+          Room*& bucket = buckets_[bucket_of(at->name())];
+          at->next_ = bucket;
+          bucket = at;
+          at = next;
+        }
+    }
+    r = Room::make(name);
+    Room*& bucket = buckets_[bucket_of(name)];
+    r->next_ = bucket;
+    bucket = r;
+    size_++;
   }
-  if (removed && observer) observer->left(*s, room, last);
-  if (removed) room_changed(*s, room, false);
+  r->refs_++;
+  return r;
+}
+
+void RoomIndex::release(Room* r) {
+  if (--r->refs_ > 0) return;
+  for (Room** at = &buckets_[bucket_of(r->name())]; *at; at = &(*at)->next_) {
+    if (*at != r) continue;
+    *at = r->next_;
+    break;
+  }
+  size_--;
+  Room::destroy(r);
+}
+
+void RoomList::push_back(Room* r) {
+  if (auto* v = many()) {
+    v->push_back(r);
+  } else if (!bits_) {
+    bits_ = reinterpret_cast<uintptr_t>(r);
+  } else {
+    auto v2 = std::make_unique<std::vector<Room*>>(std::initializer_list<Room*>{one(), r});
+    bits_ = reinterpret_cast<uintptr_t>(v2.release()) | kMany;  // owned from here: see ~RoomList
+  }
+}
+
+void RoomList::erase_at(size_t i) {
+  if (auto* v = many()) v->erase(v->begin() + ptrdiff_t(i));
+  else bits_ = 0;
+}
+
+std::vector<Room*> RoomList::copy() const {
+  if (auto* v = many()) return *v;
+  if (bits_) return {one()};
+  return {};
+}
+
+void Namespace::index_add(SocketImpl* s, Room* r) {
+  check_not_walking();
+  RoomIndex::ref(r);  // held: a handler may make s leave it
+  if (r->members.insert(s)) {
+    bool first = r->members.size() == 1;
+    if (first) metrics::add(room_count, 1);
+    const std::string room(r->name());
+    if (observer) observer->joined(*s, room, first);
+    room_changed(*s, room, true);
+  }
+  s->release_room(r);
+}
+
+void Namespace::index_remove(SocketImpl* s, Room* r) {
+  check_not_walking();
+  RoomIndex::ref(r);
+  if (r->members.erase(s)) {
+    bool last = r->members.empty();
+    if (last) metrics::add(room_count, -1);
+    const std::string room(r->name());
+    if (observer) observer->left(*s, room, last);
+    room_changed(*s, room, false);
+  }
+  s->release_room(r);
+}
+
+bool Namespace::has_room(const std::string& room) const {
+  if (Room* r = rooms_.find(room); r && !r->members.empty()) return true;
+  return sockets_.find(room) != nullptr;
 }
 
 // The modules' room handlers; what one throws stays here (we are in the
@@ -679,15 +839,14 @@ void Namespace::room_changed(SocketImpl& s, const std::string& room, bool joined
 template <class F>
 void Namespace::for_members(const std::string& room, F&& f) const {
   Walk walk(*this);
-  if (auto it = rooms_.find(room); it != rooms_.end())
-    it->second.for_each(f);
-  if (auto it = sockets_.find(std::string_view(room)); it != sockets_.end()) f(*it);  // its own room
+  if (Room* r = rooms_.find(room)) r->members.for_each(f);
+  if (SocketImpl* s = sockets_.find(room)) f(s);  // its own room
 }
 
 std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
   std::vector<SocketImpl*> out;
   if (room.empty()) {
-    for (SocketImpl* s : sockets_) out.push_back(s);
+    sockets_.for_each([&](SocketImpl* s) { out.push_back(s); });
   } else {
     for_members(std::string(room), [&](SocketImpl* s) { out.push_back(s); });
   }
@@ -713,7 +872,7 @@ void Namespace::deliver(const EncodedBroadcast& b, std::span<const eio::OutRef> 
   {
     Walk walk(*this);
     if (b.opts.rooms.empty()) {
-      for (SocketImpl* s : sockets_) send(s);
+      sockets_.for_each(send);
     } else if (b.opts.rooms.size() == 1) {
       for_members(b.opts.rooms[0], send);
     } else {
@@ -796,7 +955,7 @@ void Client::send_encoded(std::span<const eio::OutRef> packets, bool is_volatile
 void Client::on_message(bool binary, std::string_view data) {
   Packet p;
   std::string err;
-  packet_bytes_ += data.size();
+  packet_bytes_ = uint32_t(std::min<uint64_t>(uint64_t(packet_bytes_) + data.size(), UINT32_MAX));  // far past any bound
   Decoder::Result r;
   if (msgpack_) {  // one binary message a packet
     if (!binary) err = "a text message under the msgpack parser";
@@ -1156,7 +1315,7 @@ void SocketImpl::rooms_checked(std::vector<std::string> kept) {
 void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed) {
   if (gone_ || !client_ || connected_ || !recovery_if()) return;
   auto rec = std::move(rare_->recovery);
-  pid_ = rec->session.pid;
+  pid_ = rec->session.pid.empty() ? SharedText() : SharedText(rec->session.pid);
   for (auto& r : kept) join(r);  // not connected yet: only listed, indexed by connect_now
   // Data: what the hooks set now, then the rest of the session's, never what
   // its hooks set then (the claims of an older token).
@@ -1232,7 +1391,7 @@ std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms
     out.push_back(s);
   };
   if (rooms.empty()) {
-    for (SocketImpl* s : sockets_) take(s);
+    sockets_.for_each(take);
     return out;
   }
   std::unordered_set<SocketImpl*> seen;
@@ -1245,15 +1404,16 @@ std::vector<SocketImpl*> Namespace::select(const std::vector<std::string>& rooms
 
 std::vector<std::string> Namespace::room_names() const {
   std::vector<std::string> out;
-  out.reserve(rooms_.size() + sockets_.size());
-  for (SocketImpl* s : sockets_) out.emplace_back(s->id_);
-  for (auto& [room, members] : rooms_) out.push_back(room);
+  out.reserve(sockets_.size());
+  sockets_.for_each([&](SocketImpl* s) { out.emplace_back(s->id_); });
+  rooms_.for_each([&](const Room& r) {
+    if (!r.members.empty()) out.emplace_back(r.name());
+  });
   return out;
 }
 
 SocketImpl* Namespace::socket(std::string_view id) const {
-  auto it = sockets_.find(id);
-  return it == sockets_.end() ? nullptr : *it;
+  return sockets_.find(id);
 }
 
 size_t Server::deliver_with_ack(const EncodedBroadcast& b, uint64_t ack_id, int64_t deadline,

@@ -37,6 +37,98 @@ class RoomObserver {
   virtual void disconnected(SocketImpl& s, std::string_view reason) = 0;
 };
 
+// The local members of a named room. Most rooms have one or two (a user's
+// own room, "user:<id>"): they are kept inline, without a hash set and its
+// bucket array; a room that grows past them gets a set. The inline ones are
+// the non-null entries of few_, first: no count beside them.
+class RoomMembers {
+ public:
+  bool insert(SocketImpl* s);  // false: a member already
+  bool erase(SocketImpl* s);   // false: not a member
+  bool empty() const { return size() == 0; }
+  size_t size() const { return many_ ? many_->size() : size_t(few_[0] != nullptr) + size_t(few_[1] != nullptr); }
+  template <class F>
+  void for_each(F&& f) const {
+    if (many_) {
+      for (SocketImpl* s : *many_) f(s);
+    } else {
+      for (SocketImpl* s : few_)
+        if (s) f(s);
+    }
+  }
+
+ private:
+  static constexpr uint32_t kFew = 2;
+  SocketImpl* few_[kFew] = {};
+  std::unique_ptr<std::unordered_set<SocketImpl*>> many_;
+};
+
+// A named room (not a socket's own) that local sockets joined, connected or
+// not yet: one allocation with its name after it. It lives while a socket
+// lists it (refs), its connected ones being its members.
+class Room {
+ public:
+  std::string_view name() const { return {reinterpret_cast<const char*>(this + 1), name_size_}; }
+  RoomMembers members;
+
+ private:
+  friend class RoomIndex;
+  friend class SocketImpl;
+  explicit Room(size_t name_size) : name_size_(uint32_t(name_size)) {}
+  ~Room() = default;
+  static Room* make(std::string_view name);
+  static void destroy(Room* r);
+  Room* next_ = nullptr;   // in its bucket
+  uint32_t refs_ = 0;      // sockets listing it, and operations in progress on it
+  uint32_t name_size_ : 31;
+  uint32_t orphaned_ : 1 = 0;  // its namespace is gone: the last ref frees it, no index to leave
+};
+
+// A namespace's rooms by name: a chained hash table through the rooms
+// themselves (no node, no key beside them: a one-member room is one allocation).
+class RoomIndex {
+ public:
+  RoomIndex() = default;
+  RoomIndex(const RoomIndex&) = delete;
+  RoomIndex& operator=(const RoomIndex&) = delete;
+  ~RoomIndex();  // rooms still listed by sockets are orphaned, freed by their last ref
+  Room* find(std::string_view name) const;
+  Room* acquire(std::string_view name);  // found or made, with one ref more
+  static void ref(Room* r) { r->refs_++; }
+  void release(Room* r);  // one ref less: the last unlinks and frees it
+  template <class F>
+  void for_each(F&& f) const {
+    for (Room* head : buckets_)
+      for (Room* r = head; r; r = r->next_) f(*r);
+  }
+
+ private:
+  size_t bucket_of(std::string_view name) const { return std::hash<std::string_view>{}(name) & (buckets_.size() - 1); }
+  std::vector<Room*> buckets_;  // a power of two of them
+  size_t size_ = 0;
+};
+
+// A socket's rooms in joining order, in one word: empty, one room, or
+// (tagged) a vector of them.
+class RoomList {
+ public:
+  RoomList() = default;
+  RoomList(const RoomList&) = delete;
+  RoomList& operator=(const RoomList&) = delete;
+  ~RoomList() { delete many(); }
+  size_t size() const { return many() ? many()->size() : bits_ ? 1 : 0; }
+  Room* operator[](size_t i) const { return many() ? (*many())[i] : one(); }
+  void push_back(Room* r);
+  void erase_at(size_t i);
+  std::vector<Room*> copy() const;  // to walk while handlers may change the list
+
+ private:
+  static constexpr uintptr_t kMany = 1;
+  std::vector<Room*>* many() const { return bits_ & kMany ? reinterpret_cast<std::vector<Room*>*>(bits_ & ~kMany) : nullptr; }
+  Room* one() const { return reinterpret_cast<Room*>(bits_); }
+  uintptr_t bits_ = 0;
+};
+
 class SocketImpl final : public Socket, public std::enable_shared_from_this<SocketImpl> {
  public:
   SocketImpl(Namespace& ns, Client& client, std::string id, Json auth);
@@ -69,7 +161,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   // ---- for the cluster adapter (worker/cluster/)
   Namespace& ns() { return ns_; }
   const std::vector<std::pair<std::string, std::string>>& data() const override;
-  const std::string& pid() const { return pid_; }  // connection state recovery session id
+  std::string_view pid() const { return pid_.view(); }  // connection state recovery session id
   // Starts the CONNECT: the modules' hooks, then the CONNECT reply.
   void start_connect() { run_connect_hooks(0); }
   // Connection state recovery, unlike Socket.IO's, runs the CONNECT hooks:
@@ -91,6 +183,7 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   friend class Client;
   friend class Namespace;
   friend class Server;
+  friend class SocketTable;
   void run_connect_hooks(size_t index);
   void connect_now();  // every hook agreed
   // Connection state recovery after the hooks (see begin_recovery).
@@ -143,7 +236,9 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   bool wants_batches_ : 1 = false;  // auth.batch was true
   bool pumping_ : 1 = false;
   bool resumed_ : 1 = false;        // rare_->resumed is set
-  std::vector<std::string> rooms_;
+  RoomList rooms_;
+  int room_at(std::string_view room) const;  // in rooms_, or -1
+  void release_room(Room* r);  // a ref of rooms_'s or of a walk over them
   // What set() keeps, shared by the client's sockets whose hooks set the same
   // (a namespace socket of one token has the same userId and role as its
   // siblings): copied on a write while shared.
@@ -187,13 +282,17 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
     size_t bytes = 0;  // on the wire
   };
   // The middleware running now and its event's INVALID_DATA details (for
-  // defer()); on dispatch()'s stack.
+  // defer()); on dispatch()'s stack, chained from the server's innermost
+  // (a dispatch may run inside another's middleware: a released hold).
   struct Dispatching {
+    const SocketImpl* socket;
     size_t index;
     const std::string* malformed;
+    const Dispatching* outer;
   };
-  const Dispatching* dispatching_ = nullptr;
-  std::string pid_;  // recovery session id (with connection state recovery)
+  const Dispatching* dispatching() const;  // this socket's innermost, or null
+  SocketImpl* next_by_id_ = nullptr;  // in its namespace's SocketTable bucket
+  SharedText pid_;  // recovery session id (with connection state recovery): one word without it
   struct Recovery {
     StoredSession session;
     std::string offset;
@@ -229,29 +328,25 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   Recovery* recovery_if() const { return rare_ ? rare_->recovery.get() : nullptr; }
 };
 
-// The local members of a named room. Most rooms have one or two (a user's
-// own room, "user:<id>"): they are kept inline, without a hash set and its
-// bucket array; a room that grows past them gets a set.
-class RoomMembers {
+// A namespace's connected sockets by id: a chained hash table through the
+// sockets themselves (no node a socket: 8 bytes in it and a bucket slot).
+class SocketTable {
  public:
-  bool insert(SocketImpl* s);  // false: a member already
-  bool erase(SocketImpl* s);   // false: not a member
-  bool empty() const { return size() == 0; }
-  size_t size() const { return many_ ? many_->size() : few_count_; }
+  SocketImpl* find(std::string_view id) const;
+  // False, and nothing changed, if a socket of that id is in already.
+  bool insert(SocketImpl* s);
+  void erase(SocketImpl* s);  // if it is in
+  size_t size() const { return size_; }
   template <class F>
-  void for_each(F&& f) const {
-    if (many_) {
-      for (SocketImpl* s : *many_) f(s);
-    } else {
-      for (uint32_t i = 0; i < few_count_; i++) f(few_[i]);
-    }
+  void for_each(F&& f) const {  // f(SocketImpl*); f must not insert or erase
+    for (SocketImpl* head : buckets_)
+      for (SocketImpl* s = head; s; s = s->next_by_id_) f(s);
   }
 
  private:
-  static constexpr uint32_t kFew = 2;
-  uint32_t few_count_ = 0;
-  SocketImpl* few_[kFew] = {};
-  std::unique_ptr<std::unordered_set<SocketImpl*>> many_;
+  size_t bucket_of(std::string_view id) const { return std::hash<std::string_view>{}(id) & (buckets_.size() - 1); }
+  std::vector<SocketImpl*> buckets_;  // a power of two of them, or none
+  size_t size_ = 0;
 };
 
 class Namespace {
@@ -293,15 +388,15 @@ class Namespace {
   std::vector<SocketImpl*> select(const std::vector<std::string>& rooms, const std::vector<std::string>& except) const;
   // Names of the rooms with local members, sockets' own rooms included.
   std::vector<std::string> room_names() const;
-  bool has_room(const std::string& room) const { return rooms_.count(room) || sockets_.count(std::string_view(room)); }
+  bool has_room(const std::string& room) const;
   SocketImpl* socket(std::string_view id) const;
 
  private:
   friend class SocketImpl;
   // The room named after a socket's own id is not indexed: sockets_ answers
   // for it (one hash node less per socket).
-  void index_add(SocketImpl* s, const std::string& room);
-  void index_remove(SocketImpl* s, const std::string& room);
+  void index_add(SocketImpl* s, Room* room);
+  void index_remove(SocketImpl* s, Room* room);
   void room_changed(SocketImpl& s, const std::string& room, bool joined);
   template <class F>
   void for_members(const std::string& room, F&& f) const;
@@ -317,22 +412,8 @@ class Namespace {
 
   Server& server_;
   std::string name_;
-  // The connected sockets, found by id: a set of pointers hashed by the
-  // socket's own id (no key beside it, no cached hash: 16 bytes a node).
-  struct ById {
-    using is_transparent = void;
-    size_t operator()(std::string_view id) const noexcept { return std::hash<std::string_view>{}(id); }
-    size_t operator()(const SocketImpl* s) const noexcept;
-  };
-  struct SameId {
-    using is_transparent = void;
-    static std::string_view id_of(std::string_view id) { return id; }
-    static std::string_view id_of(const SocketImpl* s);
-    template <class A, class B>
-    bool operator()(const A& a, const B& b) const noexcept { return id_of(a) == id_of(b); }
-  };
-  std::unordered_set<SocketImpl*, ById, SameId> sockets_;
-  std::unordered_map<std::string, RoomMembers> rooms_;
+  SocketTable sockets_;  // the connected ones
+  RoomIndex rooms_;
   std::unordered_map<std::string, metrics::Entry*> event_counters_;  // names with handlers only
 };
 
@@ -364,8 +445,10 @@ class Client final : public eio::SessionHandler {
   eio::Session& session_;
   const std::string id_;  // the session id's first 12 characters, shared by its sockets
   const bool msgpack_;  // the server's parser when the client came (a reload changing it starts new workers)
-  Decoder decoder_;     // of the json parser
-  size_t packet_bytes_ = 0;  // of the packet being decoded (its attachments come as more messages)
+  // Of the packet being decoded (its attachments come as more messages); 32
+  // bits, beside msgpack_: Client stays within a 128-byte malloc chunk.
+  uint32_t packet_bytes_ = 0;
+  Decoder decoder_;  // of the json parser
   // One per namespace joined, in joining order (as Socket.IO's client keeps
   // them); a few at most, so a vector: no tree node per socket.
   std::vector<std::shared_ptr<SocketImpl>> sockets_;
@@ -428,6 +511,8 @@ class Server {
   void flush_batches();
   std::string batch_item(std::string_view event, const Payload& args) const;
   std::vector<std::pair<std::string, Json>> event_names_;  // bounded, found by a short scan
+  friend class SocketImpl;
+  const SocketImpl::Dispatching* dispatching_ = nullptr;  // the innermost dispatch (see SocketImpl::defer)
 };
 
 // Encodes a Socket.IO packet as Engine.IO message packets (header + attachments).
