@@ -599,6 +599,10 @@ void SocketImpl::on_disconnect(std::string_view reason) {
   auto self = shared_from_this();
   gone_ = true;
   if (rare_) rare_->inbox.reset();
+  if (recovery_if()) {  // its claim may be in flight: nothing more kept for it
+    rare_->recovery.reset();
+    ns_.end_claim(this);
+  }
   bool was_connected = connected_;
   connected_ = false;
   if (was_connected) {
@@ -854,6 +858,7 @@ std::vector<SocketImpl*> Namespace::members(std::string_view room) const {
 }
 
 void Namespace::deliver(const EncodedBroadcast& b, std::span<const eio::OutRef> packets) {
+  if (!claiming_.empty()) keep_for_claims(b);
   // The recipients, for the sent handlers once the walk is over (only when there are some).
   std::vector<std::weak_ptr<SocketImpl>> sent;
   const bool report = !sent_handlers.empty();
@@ -884,6 +889,23 @@ void Namespace::deliver(const EncodedBroadcast& b, std::span<const eio::OutRef> 
     }
   }
   if (!sent.empty()) report_sent(sent, b.data ? b.data.get() : nullptr, b.header, b.attachments);
+}
+
+// A recorded broadcast, for the sockets whose session claim is in flight:
+// they decide, once they know their rooms and missed packets, whether it is
+// theirs and not sent already (SocketImpl::finish_recovery).
+void Namespace::keep_for_claims(const EncodedBroadcast& b) {
+  if (trailing_offset(b.header).empty()) return;  // not recorded: never a missed packet either
+  end_claim(nullptr);  // the sockets gone meanwhile
+  for (auto& weak : claiming_)
+    if (auto s = weak.lock(); s && s->recovery_if()) s->keep_for_claim(b);
+}
+
+void Namespace::end_claim(const SocketImpl* s) {
+  std::erase_if(claiming_, [s](const std::weak_ptr<SocketImpl>& w) {
+    auto held = w.lock();
+    return !held || held.get() == s || !held->recovery_if();
+  });
 }
 
 void Namespace::report_sent(const std::vector<std::weak_ptr<SocketImpl>>& to, const json_t* data,
@@ -1242,7 +1264,10 @@ void Server::expire_acks() {
 void SocketImpl::begin_recovery(StoredSession session, std::string offset) {
   if (gone_ || !client_ || connected_) return;
   id_ = session.sid;  // the hooks see the id the socket will keep (rate limits key on it)
-  rare().recovery = std::make_unique<Recovery>(Recovery{std::move(session), std::move(offset)});
+  auto rec = std::make_unique<Recovery>();
+  rec->session = std::move(session);
+  rec->offset = std::move(offset);
+  rare().recovery = std::move(rec);
   run_connect_hooks(0);
 }
 
@@ -1301,6 +1326,7 @@ void SocketImpl::confirm_recovery() {
 void SocketImpl::rooms_checked(std::vector<std::string> kept) {
   if (gone_ || !client_ || connected_ || !recovery_if()) return;
   const Recovery& rec = *rare_->recovery;
+  ns_.claiming_.push_back(weak_from_this());
   bool asked = server().adapter().claim_session(
       ns_.name(), rec.session.pid, rec.session.sid, rec.offset,
       [weak = weak_from_this(), kept = std::move(kept)](std::optional<std::vector<EncodedBroadcast>> missed) {
@@ -1312,9 +1338,25 @@ void SocketImpl::rooms_checked(std::vector<std::string> kept) {
   if (!asked) abandon_recovery("the session store is unavailable");
 }
 
+void SocketImpl::keep_for_claim(const EncodedBroadcast& b) {
+  Recovery& rec = *rare_->recovery;
+  if (rec.held_overflow) return;
+  size_t bytes = b.header.size();
+  for (auto& a : b.attachments) bytes += a.size();
+  if (rec.held_bytes + bytes > server().config().core.max_output_buffer) {
+    rec.held_overflow = true;
+    std::vector<Recovery::Held>().swap(rec.held);
+    return;
+  }
+  rec.held_bytes += bytes;
+  rec.held.push_back({b.header, b.attachments, b.opts.rooms, b.opts.except});
+}
+
 void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std::vector<EncodedBroadcast>& missed) {
   if (gone_ || !client_ || connected_ || !recovery_if()) return;
+  if (rare_->recovery->held_overflow) return abandon_recovery("too many broadcasts while its session was claimed");
   auto rec = std::move(rare_->recovery);
+  ns_.end_claim(this);
   pid_ = rec->session.pid.empty() ? SharedText() : SharedText(rec->session.pid);
   for (auto& r : kept) join(r);  // not connected yet: only listed, indexed by connect_now
   // Data: what the hooks set now, then the rest of the session's, never what
@@ -1338,6 +1380,14 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
       if (!resumed) resumed = std::make_unique<Rare::Resumed>();
       resumed->offsets.emplace(offset);
     }
+  }
+  // Then what was delivered here while the claim was in flight and is not
+  // among them: recorded after the claim ran, in the order it came.
+  for (auto& h : rec->held) {
+    if (!h.rooms.empty() && !in_any(h.rooms)) continue;
+    if (in_any(h.except)) continue;
+    if (resumed && resumed->offsets.count(std::string(trailing_offset(h.header)))) continue;
+    client_->send_encoded(server().wire(h.header, h.attachments), false);
   }
   if (resumed) {
     resumed->until = now_ms() + kResumedMs;
@@ -1366,6 +1416,7 @@ void SocketImpl::abandon_recovery(const char* why) {
   logf(LogLevel::Info, "recovery: a CONNECT to %s from %s starts fresh: %s", ns_.name().c_str(),
        client_->session().handshake()->address.c_str(), why);
   if (rare_) rare_->recovery.reset();
+  ns_.end_claim(this);
   id_ = server().new_socket_id();
   server().adapter().recovery_done(false);
   connect_now();

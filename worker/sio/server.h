@@ -296,7 +296,20 @@ class SocketImpl final : public Socket, public std::enable_shared_from_this<Sock
   struct Recovery {
     StoredSession session;
     std::string offset;
+    // Recorded broadcasts delivered on this worker while the claim is in
+    // flight: one recorded after the claim ran is not among the missed
+    // packets, and the socket is in no room yet. Bounded like its output.
+    struct Held {
+      BroadcastHeader header;
+      std::vector<std::string> attachments;
+      std::vector<std::string> rooms;
+      std::vector<std::string> except;
+    };
+    std::vector<Held> held;
+    size_t held_bytes = 0;
+    bool held_overflow = false;
   };
+  void keep_for_claim(const EncodedBroadcast& b);
   // What few sockets use, behind one pointer made on first use: acks the
   // server waits for, batching, events waiting behind a hold (only while they
   // wait: a deque allocates when made), a session a CONNECT may resume (only
@@ -409,6 +422,10 @@ class Namespace {
   };
   void check_not_walking() const;
   mutable int walking_ = 0;
+  // Sockets whose recovery claim is in flight (see SocketImpl::Recovery::held).
+  void keep_for_claims(const EncodedBroadcast& b);
+  void end_claim(const SocketImpl* s);
+  std::vector<std::weak_ptr<SocketImpl>> claiming_;
 
   Server& server_;
   std::string name_;
