@@ -10,7 +10,7 @@ import { after, before, describe } from 'node:test';
 import {
   test, Scope, startServer, ack, rnd, startRedis, redisLines, waitFor, once, io, token, sleep, withTimeout, Inbox,
   waitSubscribed,
-  switchableProxy,
+  switchableProxy, request,
 } from './lib/harness.mjs';
 
 let redis;
@@ -166,6 +166,70 @@ describe('connection state recovery across processes', () => {
     } finally {
       p.close();
     }
+  });
+
+  test('resumed on B while A still holds its stale connection: the membership B wrote outlives A letting it go', async () => {
+    const p = await switchableProxy(A);
+    try {
+      const room = `csr-stale-${rnd()}`;
+      const s = client(p, 'csr-stale');
+      await once(s, 'connect');
+      const id = s.id;
+      await ack(s, 'probe:join', { room });
+      const pid = s._pid;
+      await waitFor(async () => {
+        const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
+        return text && JSON.parse(text).rooms?.includes(room);
+      }, { what: 'the session with its room' });
+      const onA = async () => {
+        const m = /^websocket_namespace_sockets\{namespace="\/"\} (\d+)/m.exec((await request(A, { path: '/metrics' })).text);
+        return Number(m?.[1] ?? 0);
+      };
+      const heldByA = await onA();
+      p.target = B;
+      p.strand();  // the client sees its connection drop; A does not
+      await once(s, 'connect', 5000);
+      assert.equal(s.recovered, true);
+      assert.equal(s.id, id);
+      const members = async () => (await ack(s, 'probe:presence', { room })).data.members.map((m) => m.socketId);
+      await waitFor(async () => (await members()).includes(id), { what: 'B wrote its membership' });
+      p.dropStranded();  // A notices now
+      await waitFor(async () => (await onA()) === heldByA - 1, { what: 'A let its stale socket go' });
+      assert.deepEqual(await members(), [id], 'still a member, written by B');
+      const talker = await scope.connect(B, '/', { userId: 'talker' });
+      const inbox = new Inbox(s, ['live']);
+      await ack(talker, 'probe:emit', { rooms: [room], event: 'live', args: ['after'] });
+      await inbox.wait('live');
+    } finally {
+      p.close();
+    }
+  });
+
+  test('resumed on B, then its old node dies: purging the dead node leaves the membership B wrote', { timeout: 30000 }, async (t, ctx) => {
+    const C = await ctx.startServer({ workers: 1, extraServer: redisLines(redis, { extra: ['recovery_window 3s;'] }) });
+    const p = await switchableProxy(C);
+    ctx.defer(() => p.close());
+    const room = `csr-dead-${rnd()}`;
+    const s = client(p, 'csr-dead');
+    await once(s, 'connect');
+    const id = s.id;
+    await ack(s, 'probe:join', { room });
+    const pid = s._pid;
+    await waitFor(async () => {
+      const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
+      return text && JSON.parse(text).rooms?.includes(room);
+    }, { what: 'the session with its room' });
+    const nodes = Number(await redis.cli('ZCARD', 'depth:nodes'));
+    p.target = B;
+    p.strand();  // C never sees it go: its index still names the socket
+    await once(s, 'connect', 5000);
+    assert.equal(s.recovered, true);
+    const members = async () => (await ack(s, 'probe:presence', { room })).data.members.map((m) => m.socketId);
+    await waitFor(async () => (await members()).includes(id), { what: 'B wrote its membership' });
+    for (const pid of [C.pid, ...C.workerPids()]) process.kill(pid, 'SIGKILL');
+    await waitFor(async () => Number(await redis.cli('ZCARD', 'depth:nodes')) === nodes - 1,
+      { ms: 15000, every: 100, what: 'the dead node purged' });
+    assert.deepEqual(await members(), [id], 'still a member, written by B');
   });
 
   test('after the window the session is gone: a fresh connection', async () => {

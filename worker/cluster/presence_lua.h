@@ -17,9 +17,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function purge(node)
   local idx = prefix .. 'node:' .. node
+  local mine = node .. '\t'
   for _, m in ipairs(redis.call('SMEMBERS', idx)) do
     local cut = string.find(m, '\n', 1, true)
-    if cut then redis.call('HDEL', string.sub(m, cut + 1), string.sub(m, 1, cut - 1)) end
+    if cut then
+      local key, sid = string.sub(m, cut + 1), string.sub(m, 1, cut - 1)
+      local v = redis.call('HGET', key, sid)
+      -- not an entry another node wrote since (the socket resumed there)
+      if v and string.sub(v, 1, #mine) == mine then redis.call('HDEL', key, sid) end
+    end
   end
   redis.call('DEL', idx)
 end
@@ -33,6 +39,16 @@ for _, n in ipairs(dead) do
   end
 end
 return {added, #dead}
+)";
+
+// A socket of this node left a room: its entry goes, unless another node
+// wrote it since (the socket resumed there while this node held its stale
+// connection). KEYS[1]: the room's presence hash, KEYS[2]: this node's index.
+// ARGV: socket id, this node's uid.
+inline constexpr char kPresenceLeaveScript[] = R"(
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. '\t' then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('SREM', KEYS[2], ARGV[1] .. '\n' .. KEYS[1])
 )";
 
 }  // namespace dr::cluster::lua

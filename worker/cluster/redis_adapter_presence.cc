@@ -78,8 +78,9 @@ void RedisAdapter::presence_add(sio::SocketImpl& s, const std::string& room) {
 void RedisAdapter::presence_remove(sio::SocketImpl& s, const std::string& room) {
   if (!link_.ready()) return;
   std::string key = presence_key(s.nsp(), room);
-  link_.command({"HDEL", key, s.id()});
-  link_.command({"SREM", node_key(uid_), s.id() + "\n" + key});
+  // EVAL, not EVALSHA: a NOSCRIPT answer sent again would run after a
+  // rejoin's HSET pipelined behind it.
+  link_.command({"EVAL", lua::kPresenceLeaveScript, "2", key, node_key(uid_), s.id(), uid_});
 }
 
 void RedisAdapter::room_members(const std::string& nsp, const std::string& room, PresenceCallback cb) {

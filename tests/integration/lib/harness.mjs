@@ -666,23 +666,39 @@ export function rawTcp(srv, bytes, { ms = 3000, endAfterWrite = false } = {}) {
 }
 
 // A TCP proxy to `target` (a server), which the test may switch to another;
-// drop() cuts every connection through it, as a network would.
+// drop() cuts every connection through it, as a network would. strand()
+// cuts only the clients' side: the server keeps a silent connection it has
+// not noticed is dead (a half-open one) until dropStranded().
 export function switchableProxy(target) {
-  const conns = new Set();
+  const pairs = new Set();
+  const stranded = new Set();
   const p = {
     target,
     port: 0,
     server: net.createServer((client) => {
       const up = net.connect(p.target.port, '127.0.0.1');
-      conns.add(client);
-      conns.add(up);
+      const pair = { client, up };
+      pairs.add(pair);
       client.pipe(up);
       up.pipe(client);
-      const close = () => { client.destroy(); up.destroy(); conns.delete(client); conns.delete(up); };
-      for (const s of [client, up]) { s.on('error', close); s.on('close', close); }
+      pair.close = () => { client.destroy(); up.destroy(); pairs.delete(pair); };
+      for (const s of [client, up]) { s.on('error', () => pair.close()); s.on('close', () => pair.close()); }
     }),
-    drop() { for (const c of conns) c.destroy(); conns.clear(); },
-    close() { p.drop(); p.server.close(); },
+    drop() { for (const pair of [...pairs]) pair.close(); },
+    strand() {
+      for (const pair of [...pairs]) {
+        pairs.delete(pair);
+        pair.close = () => {};
+        pair.client.unpipe(pair.up);
+        pair.up.unpipe(pair.client);
+        pair.up.removeAllListeners('data');
+        pair.up.resume();  // what the server still sends goes nowhere
+        pair.client.destroy();
+        stranded.add(pair.up);
+      }
+    },
+    dropStranded() { for (const up of stranded) up.destroy(); stranded.clear(); },
+    close() { p.drop(); p.dropStranded(); p.server.close(); },
   };
   return new Promise((resolve) => p.server.listen(0, '127.0.0.1', () => { p.port = p.server.address().port; resolve(p); }));
 }
