@@ -1,14 +1,18 @@
 // `listen localhost:PORT` (what `make run` uses) on a machine without IPv6:
 // it serves on 127.0.0.1 and says that [::1] is missing; only when neither
-// loopback can be bound does it refuse to start. The daemon runs in a network
+// loopback can be bound does it refuse to start. `listen [::]:PORT` (the
+// shipped conf) on a kernel with no IPv6 at all serves on 0.0.0.0. The daemon runs in a network
 // namespace of its own (unshare --net) whose loopback lacks ::1 (and, for the
 // second case, 127.0.0.1 too). Needs root, unshare, nsenter, ip and curl;
 // skipped where they are missing.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { after } from 'node:test';
+import fs from 'node:fs';
+import path from 'node:path';
 import {
-  test, freePort, tmpDir, writeConf, defaultServerBlock, waitFor, withTimeout, BINARY, MODULES_DIR,
+  test, freePort, tmpDir, writeConf, defaultServerBlock, waitFor, withTimeout, BINARY, MODULES_DIR, BUILD_DIR,
+  startServer, request,
 } from './lib/harness.mjs';
 
 const have = (cmd, ...args) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
@@ -64,4 +68,25 @@ test('listen localhost:PORT with neither loopback address: a clear error, exit 1
   const { code } = await withTimeout(d.exited, 10000, 'the daemon to give up');
   assert.equal(code, 1, d.stderr());
   assert.match(d.stderr(), new RegExp(`cannot listen on localhost:${d.port}: neither 127\\.0\\.0\\.1 nor \\[::1\\] can be bound`));
+});
+
+// A kernel booted with ipv6.disable=1 has no AF_INET6 sockets at all (a
+// sysctl that disables IPv6 still lets [::] be bound): the daemon runs with
+// tests/support/no_ipv6.c preloaded, which refuses them as that kernel does.
+const NO_IPV6_LIB = path.join(BUILD_DIR, 'tests', 'libdr_no_ipv6.so');
+
+test('listen [::]:PORT on a kernel without IPv6: serves on 0.0.0.0, says so', {
+  skip: fs.existsSync(NO_IPV6_LIB) ? false : `no ${NO_IPV6_LIB}`, timeout: 30000,
+}, async () => {
+  const port = await freePort();
+  const block = defaultServerBlock({ port }).replace(`listen 127.0.0.1:${port};`, `listen [::]:${port};`);
+  const asan = [process.env.ASAN_OPTIONS, 'verify_asan_link_order=0'].filter(Boolean).join(':');
+  const srv = await startServer({ port, workers: 1, serverBlock: block, env: { LD_PRELOAD: NO_IPV6_LIB, ASAN_OPTIONS: asan } });
+  try {
+    assert.match(srv.logText(), new RegExp(`\\[warn\\].* cannot listen on \\[::\\]:${port}: address family not supported[^\\n]*; listening on 0\\.0\\.0\\.0:${port} instead`));
+    const r = await request(srv, { path: '/healthz' });
+    assert.equal(r.text, '{"status":"ok"}');
+  } finally {
+    await srv.stop();
+  }
 });

@@ -194,11 +194,20 @@ bool Master::bind_one(const ListenAddress& a, Listener kind, std::vector<std::un
   tags_.push_back(std::make_unique<ListenerTag>(
       ListenerTag{this, kind, a.ssl, (kind == Listener::Metrics ? "metrics " : "main ") + a.text()}));
   h->data = tags_.back().get();
-  struct sockaddr_storage ss;
-  int rc = a.host.find(':') != std::string::npos
-               ? uv_ip6_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in6*>(&ss))
-               : uv_ip4_addr(a.host.c_str(), a.port, reinterpret_cast<sockaddr_in*>(&ss));
-  if (rc == 0) rc = uv_tcp_bind(h.get(), reinterpret_cast<sockaddr*>(&ss), 0);
+  auto bind_to = [&](const std::string& host) {
+    struct sockaddr_storage ss;
+    int rc = host.find(':') != std::string::npos
+                 ? uv_ip6_addr(host.c_str(), a.port, reinterpret_cast<sockaddr_in6*>(&ss))
+                 : uv_ip4_addr(host.c_str(), a.port, reinterpret_cast<sockaddr_in*>(&ss));
+    return rc == 0 ? uv_tcp_bind(h.get(), reinterpret_cast<sockaddr*>(&ss), 0) : rc;
+  };
+  int rc = bind_to(a.host);
+  if (rc == UV_EAFNOSUPPORT && a.host == "::") {
+    // A kernel without IPv6 (ipv6.disable=1): all its addresses are IPv4 ones.
+    logf(LogLevel::Warn, "cannot listen on %s: %s; listening on 0.0.0.0:%d instead", a.text().c_str(),
+         uv_strerror(rc), a.port);
+    rc = bind_to("0.0.0.0");
+  }
   if (rc == 0)
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(h.get()), 4096, [](uv_stream_t* s, int status) {
       if (status == 0) static_cast<ListenerTag*>(s->data)->master->on_accept(reinterpret_cast<uv_tcp_t*>(s));
