@@ -9,8 +9,9 @@ import { after, before, describe } from 'node:test';
 import {
   test, startServer, writeConf, tmpDir, freePort, token, connected, ack, ackAll, once, waitFor, withTimeout,
   sleep, workerOf, isAlive, pollingHandshake, pollPost, pollGet, rawPollingSession, request, eioUrl, rnd, io,
-  ALLOWED_ORIGINS, SECRET, RS,
+  ALLOWED_ORIGINS, SECRET, RS, BINARY, MODULES_DIR,
 } from './lib/harness.mjs';
+import { spawnSync } from 'node:child_process';
 
 // ----------------------------------------------------------------- helpers
 
@@ -357,6 +358,19 @@ describe('500 clients on 2 workers', () => {
 });
 
 // ------------------------------------------------------------ refused reloads
+
+test('a pid file that cannot be written: exit 1 with the reason, every handle closed', { timeout: 30000 }, async () => {
+  const dir = tmpDir();
+  const port = await freePort();
+  const conf = writeConf(dir, { port, workers: 1 });
+  const text = fs.readFileSync(conf, 'utf8').replace(/^pid .*;$/m, `pid ${path.join(dir, 'no-such-dir', 'dr.pid')};`);
+  fs.writeFileSync(conf, text);
+  const r = spawnSync(BINARY, ['-c', conf, '-M', MODULES_DIR], { encoding: 'utf8', timeout: 20000 });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /cannot write pid file ".*no-such-dir\/dr\.pid": No such file or directory/);
+  // Under ASan, a loop left open with its listener in it is a leak report.
+  assert.doesNotMatch(r.stderr, /Sanitizer|master started/, 'no leak report, no worker started');
+});
 
 test('an invalid configuration is refused with FILE:LINE; the running one keeps serving', { timeout: 30000 }, async (t, ctx) => {
   const dir = tmpDir();

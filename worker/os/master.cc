@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #ifdef DR_HAVE_SYSTEMD
@@ -130,6 +131,7 @@ class Master {
   void reap();
   void respawn_dead();  // a worker in each slot left without one
   void close_timers();
+  int finish(int code);
   void reload();
   void signal_workers(int sig, bool retiring_only = false);
   void maybe_exit();
@@ -669,16 +671,12 @@ int Master::run() {
     zones::abort();
     logf(LogLevel::Crit, "%s", err.c_str());
   }
-  if (!zoned || !bind_listeners(*cfg_, listeners_)) {
-    // Let the closes of what was bound (and failed) finish: nothing left behind.
-    close_listeners();
-    close_timers();
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    uv_loop_close(&loop_);
-    return 1;
-  }
+  if (!zoned || !bind_listeners(*cfg_, listeners_)) return finish(1);
 
-  if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
+  if (pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    logf(LogLevel::Crit, "pipe2() failed: %s", strerror(errno));
+    return finish(1);
+  }
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
@@ -699,7 +697,7 @@ int Master::run() {
     FILE* f = fopen(cfg_->core.pid_file.c_str(), "w");
     if (!f) {
       logf(LogLevel::Crit, "cannot write pid file \"%s\": %s", cfg_->core.pid_file.c_str(), strerror(errno));
-      return 1;
+      return finish(1);
     }
     fprintf(f, "%d\n", int(getpid()));
     fclose(f);
@@ -707,23 +705,32 @@ int Master::run() {
 
   logf(LogLevel::Notice, "depth-realtime %s master started, %d workers", DR_VERSION, cfg_->core.workers());
   for (int i = 0; i < cfg_->core.workers(); i++)
-    if (!spawn(i)) return 1;
+    if (!spawn(i)) {
+      if (!cfg_->core.pid_file.empty()) unlink(cfg_->core.pid_file.c_str());
+      signal_workers(SIGKILL);  // those spawned already: a master that failed to start leaves none behind
+      return finish(1);
+    }
   start_heartbeat();
   notify("READY=1\nSTATUS=serving");
   uv_run(&loop_, UV_RUN_DEFAULT);
 
   if (!cfg_->core.pid_file.empty()) unlink(cfg_->core.pid_file.c_str());
   logf(LogLevel::Notice, "master exiting");
-  // Close every handle and let libuv finish, so the loop is released cleanly.
+  return finish(exit_code_);
+}
+
+// Every handle closed and libuv let finish, so the loop is released cleanly,
+// on the way out of a run and of a start that failed half-way alike.
+int Master::finish(int code) {
   close_listeners();
   close_timers();
-  close_handle(std::move(signal_poll_));
+  if (signal_poll_) close_handle(std::move(signal_poll_));
   procs_.clear();  // their channels close
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
-  close(g_signal_pipe[0]);
-  close(g_signal_pipe[1]);
-  return exit_code_;
+  for (int& fd : g_signal_pipe)
+    if (fd >= 0) close(std::exchange(fd, -1));
+  return code;
 }
 
 }  // namespace
