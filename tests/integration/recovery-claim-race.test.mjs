@@ -21,16 +21,19 @@ let scope;
 
 // A TCP proxy to Redis. Once armed with a marker, the connection that sends
 // an EVALSHA naming it (the claim: the session key holds the pid) gets no
-// more replies until release(); everything else passes.
+// more replies until release(), or, with `cut`, is cut before the claim
+// reaches Redis; everything else passes.
 function claimHoldingProxy() {
   const conns = new Set();
   let marker = null;
+  let cut = false;
   let onHeld = () => {};
   const releases = [];
   const p = {
     port: 0,
-    arm(m) {
+    arm(m, opts = {}) {
       marker = m;
+      cut = !!opts.cut;
       return new Promise((resolve) => { onHeld = resolve; });
     },
     release() {
@@ -45,10 +48,22 @@ function claimHoldingProxy() {
       let seen = '';  // the last bytes sent, for a marker split across chunks
       let held = null;  // replies kept back, once held
       client.on('data', (chunk) => {
-        up.write(chunk);
-        if (!marker || held) return;
+        if (!marker || held) {
+          up.write(chunk);
+          return;
+        }
         seen = (seen + chunk.toString('latin1')).slice(-8192);
-        if (seen.includes('EVALSHA') && seen.includes(marker)) {
+        // EVALSHA <sha> 1 <key naming the pid>: the claim, not another command near it
+        const claim = new RegExp(`EVALSHA\r\n\\$40\r\n[0-9a-f]{40}\r\n\\$1\r\n1\r\n\\$\\d+\r\n[^\r]*${marker}`).test(seen);
+        if (claim && cut) {
+          marker = null;
+          client.destroy();
+          up.destroy();
+          onHeld();
+          return;
+        }
+        up.write(chunk);
+        if (claim) {
           held = [];
           releases.push(() => {
             for (const c of held) client.write(c);
@@ -129,5 +144,39 @@ describe('recovery while broadcasts flow', () => {
     await inbox.wait('news', (a) => a[0] === 'after');
     assert.deepEqual(inbox.of('news').map((a) => a[0]), ['missed', 'during the claim', 'after'],
       'each once, in order, none of another room');
+  });
+
+  test('the link to Redis lost just before the claim ran: the claim goes again once the link is back', { timeout: 60000 }, async (t, ctx) => {
+    const p = await switchableProxy(A);
+    ctx.defer(() => p.close());
+    const room = `cut-${rnd()}`;
+    const s = io(`http://127.0.0.1:${p.port}/`, {
+      transports: ['websocket'], forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200, timeout: 10000,
+      auth: { token: token('cut') },
+    });
+    scope.track(s);
+    await once(s, 'connect');
+    const id = s.id;
+    await ack(s, 'probe:join', { room });
+    const pid = s._pid;
+    await waitFor(async () => {
+      const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
+      return text && JSON.parse(text).rooms?.includes(room);
+    }, { what: 'the session with its room' });
+    const talker = await scope.connect(B, '/', { userId: 'talker' });
+    await waitSubscribed(redis, room, 2);
+    const inbox = new Inbox(s, ['news']);
+    const cut = claims.arm(pid, { cut: true });
+    const gone = once(s, 'disconnect');
+    p.drop();
+    await gone;
+    await ack(talker, 'probe:emit', { rooms: [room], event: 'news', args: ['missed'] });
+    const back = once(s, 'connect', 10000);
+    await cut;
+    await back;
+    assert.equal(s.recovered, true, 'recovered');
+    assert.equal(s.id, id, 'its id kept');
+    await inbox.wait('news', (a) => a[0] === 'missed');
+    assert.deepEqual(inbox.of('news').map((a) => a[0]), ['missed']);
   });
 });

@@ -250,8 +250,11 @@ class RedisAdapter final : public sio::Adapter, public sio::RoomObserver, public
   bool wait_for_link(std::function<void(bool ready)> go);
   void serve_waiting();  // on wait_timer_
   bool send_find(const std::string& nsp, const std::string& pid, FoundSession cb);
+  // `again`: this is the retry of a claim whose link went before its answer.
+  bool claim(const std::string& nsp, const std::string& pid, const std::string& sid, const std::string& offset,
+             ClaimedSession cb, bool again);
   bool send_claim(const std::string& nsp, const std::string& pid, const std::string& sid, const std::string& offset,
-                  ClaimedSession cb);
+                  ClaimedSession cb, bool again);
 
   // Catch-ups and republishing retry every kServiceMs while one is under way;
   // an idle adapter has only its heartbeat armed.

@@ -348,19 +348,24 @@ bool RedisAdapter::send_find(const std::string& nsp, const std::string& pid, Fou
 
 bool RedisAdapter::claim_session(const std::string& nsp, const std::string& pid, const std::string& sid,
                                  const std::string& offset, ClaimedSession cb) {
+  return claim(nsp, pid, sid, offset, std::move(cb), false);
+}
+
+bool RedisAdapter::claim(const std::string& nsp, const std::string& pid, const std::string& sid,
+                         const std::string& offset, ClaimedSession cb, bool again) {
   if (!recovers() || !find(nsp)) return false;
-  if (link_.ready()) return send_claim(nsp, pid, sid, offset, std::move(cb));
+  if (link_.ready()) return send_claim(nsp, pid, sid, offset, std::move(cb), again);
   // Lost since the lookup: as there, a while for it to come back. Unclaimed,
   // the session stays in Redis, but the fresh connection has a new pid.
   auto shared = std::make_shared<ClaimedSession>(std::move(cb));
-  return wait_for_link([this, nsp, pid, sid, offset, shared](bool ready) {
+  return wait_for_link([this, nsp, pid, sid, offset, shared, again](bool ready) {
     auto relay = [shared](std::optional<std::vector<sio::EncodedBroadcast>> missed) { (*shared)(std::move(missed)); };
-    if (!ready || !send_claim(nsp, pid, sid, offset, relay)) (*shared)(std::nullopt);
+    if (!ready || !send_claim(nsp, pid, sid, offset, relay, again)) (*shared)(std::nullopt);
   });
 }
 
 bool RedisAdapter::send_claim(const std::string& nsp, const std::string& pid, const std::string& sid,
-                              const std::string& offset, ClaimedSession cb) {
+                              const std::string& offset, ClaimedSession cb, bool again) {
   Nsp* n = find(nsp);
   if (!n) return false;
   int64_t ms = parse_base64_number(std::string_view(offset).substr(0, offset.find('.')));
@@ -371,7 +376,19 @@ bool RedisAdapter::send_claim(const std::string& nsp, const std::string& pid, co
   std::string key = session_key(nsp, pid);  // with a cluster, on the stream's slot
   return link_.command({"EVALSHA", lua::sha(lua::kRecoverScript), "1", key, key, n->stream, start, offset,
                         std::to_string(kMaxMissedPackets), std::to_string(max_bytes)},
-                       [this, nsp, sid, cb = std::move(cb)](redisReply* r) {
+                       [this, nsp, pid, sid, offset, again, cb = std::move(cb)](redisReply* r) mutable {
+                         // No answer (the link went, or it timed out): the script may not
+                         // have run. Once more; if it had, the session is gone and the
+                         // retry says so.
+                         // Posted: the link tells its callbacks before it is marked down.
+                         if (!r && !again) {
+                           auto shared = std::make_shared<ClaimedSession>(std::move(cb));
+                           server_.timers().post([this, nsp, pid, sid, offset, shared] {
+                             auto relay = [shared](auto missed) { (*shared)(std::move(missed)); };
+                             if (!claim(nsp, pid, sid, offset, relay, true)) (*shared)(std::nullopt);
+                           });
+                           return;
+                         }
                          if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
                              r->element[0]->type != REDIS_REPLY_STRING)
                            return cb(std::nullopt);
