@@ -206,7 +206,12 @@ describe('connection state recovery across processes', () => {
   });
 
   test('resumed on B, then its old node dies: purging the dead node leaves the membership B wrote', { timeout: 30000 }, async (t, ctx) => {
+    const nodes = async () => (await redis.cli('ZRANGE', 'depth:nodes', '0', '-1')).split('\n').filter(Boolean);
+    const before = await nodes();
     const C = await ctx.startServer({ workers: 1, extraServer: redisLines(redis, { extra: ['recovery_window 3s;'] }) });
+    let uidOfC;
+    await waitFor(async () => { uidOfC = (await nodes()).find((n) => !before.includes(n)); return uidOfC; },
+      { what: 'C in the cluster' });
     const p = await switchableProxy(C);
     ctx.defer(() => p.close());
     const room = `csr-dead-${rnd()}`;
@@ -219,7 +224,6 @@ describe('connection state recovery across processes', () => {
       const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
       return text && JSON.parse(text).rooms?.includes(room);
     }, { what: 'the session with its room' });
-    const nodes = Number(await redis.cli('ZCARD', 'depth:nodes'));
     p.target = B;
     p.strand();  // C never sees it go: its index still names the socket
     await once(s, 'connect', 5000);
@@ -227,8 +231,7 @@ describe('connection state recovery across processes', () => {
     const members = async () => (await ack(s, 'probe:presence', { room })).data.members.map((m) => m.socketId);
     await waitFor(async () => (await members()).includes(id), { what: 'B wrote its membership' });
     for (const pid of [C.pid, ...C.workerPids()]) process.kill(pid, 'SIGKILL');
-    await waitFor(async () => Number(await redis.cli('ZCARD', 'depth:nodes')) === nodes - 1,
-      { ms: 15000, every: 100, what: 'the dead node purged' });
+    await waitFor(async () => !(await nodes()).includes(uidOfC), { ms: 15000, every: 100, what: 'the dead node purged' });
     assert.deepEqual(await members(), [id], 'still a member, written by B');
   });
 
