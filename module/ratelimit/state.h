@@ -71,12 +71,15 @@ struct Session {
   size_t sockets = 0;  // its namespace sockets, connected or connecting
 };
 
+// A namespace socket, by its address (`socket` tells a live one from a dead
+// one's leftover at a reused address). Kept small: one per connected socket.
 struct Tracked {
   const void* session;
   std::weak_ptr<dr::Socket> socket;
-  bool connected = false;
   int64_t since = 0;
-  std::string budget;  // of its events, once connected ("" with ratelimit off)
+  // Its budget, once connected: the key in State::present, which lives while
+  // a tracked socket counts in it (null with ratelimit off).
+  const std::string* budget = nullptr;
 };
 
 struct State {
@@ -89,8 +92,8 @@ struct State {
   std::unordered_map<std::string, std::deque<int64_t>> refusals;  // socket -> times of its refused events
   IpCounts ips;
   std::unordered_map<const void*, Session> sessions;  // by the session's handshake
-  std::unordered_map<std::string, Tracked> tracked;   // socket -> its session
-  std::unordered_set<std::string> unconnected;         // tracked sockets whose CONNECT is not through yet
+  std::unordered_map<const dr::Socket*, Tracked> tracked;  // socket -> its session
+  std::unordered_set<const dr::Socket*> unconnected;        // tracked sockets whose CONNECT is not through yet
   bool redis_warned = false;
 };
 
@@ -121,7 +124,7 @@ void ensure_timer(State& st);
 void on_timer(State& st);
 
 // connections.cc: connections per IP.
-void release_socket(State& st, const std::string& key);
+void release_socket(State& st, const dr::Socket* key);
 void on_connect(State& st, dr::Socket& s, const dr::ConnectNext& next);
 void on_connection(State& st, dr::Socket& s);
 
