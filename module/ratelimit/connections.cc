@@ -42,20 +42,21 @@ bool track_socket(State& st, dr::Socket& s, bool connected, uint64_t max) {
     it = st.sessions.emplace(session, Session{std::move(ip), 0}).first;
   }
   it->second.sockets++;
-  st.tracked[&s] = Tracked{session, s.weak(), wall_ms(), nullptr};
+  st.tracked[&s] = Tracked{session, nullptr};
   if (!connected) {
-    st.unconnected.insert(&s);
+    st.unconnected[&s] = Unconnected{s.weak(), wall_ms()};
     ensure_timer(st);
   }
   return true;
 }
 
-// Is `s` tracked? An entry left at its address by a socket gone without a
-// disconnect (its CONNECT refused by a later hook, not yet swept) is released.
+// Is `s` tracked? A connected socket's entry goes with its disconnect; one
+// left at its address by an unconnected socket gone without (its CONNECT
+// refused by a later hook, not yet swept) is released.
 bool tracked(State& st, dr::Socket& s) {
-  auto it = st.tracked.find(&s);
-  if (it == st.tracked.end()) return false;
-  if (it->second.socket.lock().get() == &s) return true;
+  if (!st.tracked.count(&s)) return false;
+  auto u = st.unconnected.find(&s);
+  if (u == st.unconnected.end() || u->second.socket.lock().get() == &s) return true;
   release_socket(st, &s);
   return false;
 }

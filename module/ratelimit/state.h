@@ -10,7 +10,6 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "conf.h"
@@ -71,15 +70,20 @@ struct Session {
   size_t sockets = 0;  // its namespace sockets, connected or connecting
 };
 
-// A namespace socket, by its address (`socket` tells a live one from a dead
-// one's leftover at a reused address). Kept small: one per connected socket.
+// A namespace socket, by its address. Kept small: one per connected socket.
 struct Tracked {
   const void* session;
-  std::weak_ptr<dr::Socket> socket;
-  int64_t since = 0;
   // Its budget, once connected: the key in State::present, which lives while
   // a tracked socket counts in it (null with ratelimit off).
   const std::string* budget = nullptr;
+};
+
+// A tracked socket whose CONNECT is not through yet: a later hook may refuse
+// it, and then no disconnect comes. `socket` tells it from a dead one's
+// leftover at a reused address.
+struct Unconnected {
+  std::weak_ptr<dr::Socket> socket;
+  int64_t since = 0;
 };
 
 struct State {
@@ -93,7 +97,7 @@ struct State {
   IpCounts ips;
   std::unordered_map<const void*, Session> sessions;  // by the session's handshake
   std::unordered_map<const dr::Socket*, Tracked> tracked;  // socket -> its session
-  std::unordered_set<const dr::Socket*> unconnected;        // tracked sockets whose CONNECT is not through yet
+  std::unordered_map<const dr::Socket*, Unconnected> unconnected;
   bool redis_warned = false;
 };
 

@@ -136,10 +136,8 @@ void tick(State& st) {
   const int64_t interval = int64_t(server ? server->sync_interval_ms : 100);
   // CONNECTs that a later hook refused (or whose client left) never connect.
   std::vector<const dr::Socket*> gone;
-  for (const dr::Socket* key : st.unconnected) {
-    auto t = st.tracked.find(key);
-    if (t == st.tracked.end() || t->second.socket.expired() || now - t->second.since > kPendingConnectMs)
-      gone.push_back(key);
+  for (const auto& [key, u] : st.unconnected) {
+    if (!st.tracked.count(key) || u.socket.expired() || now - u.since > kPendingConnectMs) gone.push_back(key);
   }
   for (const dr::Socket* key : gone) {
     release_socket(st, key);
