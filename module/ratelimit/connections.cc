@@ -12,7 +12,7 @@ void release_socket(State& st, const dr::Socket* key) {
   if (it == st.tracked.end()) return;
   auto s = st.sessions.find(it->second.session);
   if (s != st.sessions.end() && --s->second.sockets == 0) {
-    st.ips.release(s->second.ip);
+    if (s->second.ip) st.ips.release(*s->second.ip);
     st.sessions.erase(s);
   }
   const std::string* counted = it->second.budget;
@@ -38,8 +38,9 @@ bool track_socket(State& st, dr::Socket& s, bool connected, uint64_t max) {
   if (it == st.sessions.end()) {
     const RateConf* server = conf_of(st);
     std::string ip = client_ip(s, server ? *server : RateConf());
-    if (!st.ips.acquire(ip, max)) return false;
-    it = st.sessions.emplace(session, Session{std::move(ip), 0}).first;
+    const std::string* counted;
+    if (!st.ips.acquire(ip, max, counted)) return false;
+    it = st.sessions.emplace(session, Session{counted, 0}).first;
   }
   it->second.sockets++;
   st.tracked[&s] = Tracked{session, nullptr};

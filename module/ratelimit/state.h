@@ -66,8 +66,8 @@ struct UserState {
 
 // A client connection (Engine.IO session) that counts for its IP.
 struct Session {
-  std::string ip;
-  size_t sockets = 0;  // its namespace sockets, connected or connecting
+  const std::string* ip;  // as IpCounts keeps it while counted; null: not counted
+  size_t sockets = 0;     // its namespace sockets, connected or connecting
 };
 
 // A namespace socket, by its address. Kept small: one per connected socket.
