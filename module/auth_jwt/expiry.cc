@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
+#include <string_view>
 #include <utility>
 
 namespace dr::auth_jwt {
@@ -28,18 +30,85 @@ Expiry::Expiry(Worker& w, SettingsFn settings) : w_(w), settings_(std::move(sett
   timer_ = w_.timeout([this] { fire_due(); });
 }
 
-std::string Expiry::key_of(Socket& s) {
-  const std::string* user = s.get("userId");
-  return s.client_id() + '\n' + (user ? *user : std::string());
+namespace {
+
+const std::string* user_of(Socket& s) { return s.get("userId"); }
+
+bool same_user(Socket& a, Socket& b) {
+  const std::string* x = user_of(a);
+  const std::string* y = user_of(b);
+  return (x ? std::string_view(*x) : std::string_view()) == (y ? std::string_view(*y) : std::string_view());
+}
+
+enum class Match { Yes, No, Dead };
+
+// Is this the lifetime of `s`: `s` is in it, or its first live socket has the
+// client and the user of `s` (all of its sockets do)? Dead: none is alive.
+Match match(const std::vector<std::weak_ptr<Socket>>& sockets, Socket& s) {
+  const std::weak_ptr<Socket> self = s.weak();
+  for (const auto& w : sockets) {
+    if (!w.owner_before(self) && !self.owner_before(w)) return Match::Yes;
+    if (auto p = w.lock()) return p->client_id() == s.client_id() && same_user(*p, s) ? Match::Yes : Match::No;
+  }
+  return Match::Dead;
+}
+
+}  // namespace
+
+uint32_t Expiry::key_of(Socket& s) {
+  const std::string* user = user_of(s);
+  size_t h = std::hash<std::string_view>()(s.client_id());
+  h ^= std::hash<std::string_view>()(user ? std::string_view(*user) : std::string_view()) + 0x9e3779b97f4a7c15ULL +
+       (h << 6) + (h >> 2);
+  return static_cast<uint32_t>(h ^ (uint64_t(h) >> 32));
+}
+
+// The lifetime of `s`'s user on `s`'s connection. Others under the same key
+// are another user's or connection's; one whose sockets all went without a
+// disconnect is dropped on the way.
+Expiry::Entries::iterator Expiry::find(Socket& s) {
+  auto [it, end] = entries_.equal_range(key_of(s));
+  while (it != end) {
+    switch (match(it->second.sockets, s)) {
+      case Match::Yes:
+        return it;
+      case Match::No:
+        ++it;
+        break;
+      case Match::Dead:
+        erase(it++);
+        break;
+    }
+  }
+  return entries_.end();
+}
+
+Expiry::Entries::iterator Expiry::find(Entry& e) {
+  auto [it, end] = entries_.equal_range(e.key);
+  for (; it != end; ++it)
+    if (&it->second == &e) return it;
+  return entries_.end();
+}
+
+Expiry::Entry& Expiry::find_or_add(Socket& s, bool& fresh) {
+  auto it = find(s);
+  fresh = it == entries_.end();
+  if (fresh) {
+    uint32_t key = key_of(s);
+    it = entries_.emplace(key, Entry{});
+    it->second.key = key;
+    it->second.sockets.push_back(s.weak());
+  }
+  return it->second;
 }
 
 // The one conversion from the wall clock (exp) to the facility's clock.
 Expiry::Life Expiry::life_of(std::optional<double> exp) const {
   Life life;
-  life.exp = exp;
   if (!exp) return life;
+  life.exp_ms = epoch_ms(*exp);
   Settings st = settings_();
-  int64_t left = epoch_ms(*exp) - wall_ms();  // may be negative: then due at once
+  int64_t left = life.exp_ms - wall_ms();  // may be negative: then due at once
   int64_t now = w_.now_ms();
   life.warn_at = now + left - static_cast<int64_t>(st.refresh_before_ms);
   life.deadline = now + left + static_cast<int64_t>(st.leeway_ms);
@@ -59,17 +128,15 @@ void Expiry::connected(Socket& s) {
   pending_.erase(it);
   if (p.socket.lock().get() != &s) return;  // a stale entry for a reused address
 
-  auto [at, fresh] = entries_.try_emplace(key_of(s));
-  Entry& e = at->second;
-  e.key = &at->first;
-  e.sockets.push_back(s.weak());
+  bool fresh;
+  Entry& e = find_or_add(s, fresh);
+  if (!fresh) e.sockets.push_back(s.weak());
   // Another namespace of the same user with a token of its own: the later
   // lifetime holds for all (the client holds a valid token until then).
-  bool later = p.life.exp && e.life.exp && p.life.deadline > e.life.deadline;
-  if (fresh || !p.life.exp || later) {
+  bool later = p.life.has_exp() && e.life.has_exp() && p.life.deadline > e.life.deadline;
+  if (fresh || !p.life.has_exp() || later) {
     e.life = p.life;
-    e.warned = false;
-  } else if (e.warned) {
+  } else if (e.warned()) {
     warn(s, e.life);  // the others were told already
   }
   arm(e);
@@ -77,37 +144,36 @@ void Expiry::connected(Socket& s) {
 
 void Expiry::disconnected(Socket& s) {
   pending_.erase(&s);
-  auto it = entries_.find(key_of(s));
+  auto it = find(s);
   if (it == entries_.end()) return;
   auto& list = it->second.sockets;
-  std::erase_if(list, [&s](const std::weak_ptr<Socket>& w) {
-    auto p = w.lock();
-    return !p || p.get() == &s;
+  const std::weak_ptr<Socket> self = s.weak();
+  std::erase_if(list, [&self](const std::weak_ptr<Socket>& w) {
+    return w.expired() || (!w.owner_before(self) && !self.owner_before(w));
   });
   if (list.empty()) erase(it);
 }
 
-void Expiry::erase(std::unordered_map<std::string, Entry>::iterator it) {
+void Expiry::erase(Entries::iterator it) {
   due_remove(it->second);
   entries_.erase(it);
   due_rearm();
 }
 
-bool Expiry::expired(Socket& s) const {
+bool Expiry::expired(Socket& s) {
   if (entries_.empty()) return false;
-  auto it = entries_.find(key_of(s));
-  return it != entries_.end() && it->second.life.exp && w_.now_ms() >= it->second.life.deadline;
+  auto it = find(s);
+  return it != entries_.end() && it->second.life.has_exp() && w_.now_ms() >= it->second.life.deadline;
 }
 
-void Expiry::expire(Socket& s) { expire_key(key_of(s)); }
+void Expiry::expire(Socket& s) {
+  if (auto it = find(s); it != entries_.end()) expire_entry(it);
+}
 
 std::optional<int64_t> Expiry::refreshed(Socket& s, std::optional<double> exp) {
-  auto [at, fresh] = entries_.try_emplace(key_of(s));
-  Entry& e = at->second;
-  e.key = &at->first;
-  if (fresh) e.sockets.push_back(s.weak());
+  bool fresh;
+  Entry& e = find_or_add(s, fresh);
   e.life = life_of(exp);
-  e.warned = false;
   arm(e);
   if (!exp) return std::nullopt;
   return epoch_ms(*exp);
@@ -115,7 +181,7 @@ std::optional<int64_t> Expiry::refreshed(Socket& s, std::optional<double> exp) {
 
 // An entry waits for the warning, then for the deadline; none without exp.
 void Expiry::arm(Entry& e) {
-  if (!e.life.exp) {
+  if (!e.life.has_exp()) {
     due_remove(e);
   } else {
     if (e.due_at == kNotDue) {
@@ -140,10 +206,13 @@ void Expiry::fire_due() {
 }
 
 void Expiry::fire(Entry& e) {
-  if (!e.life.exp) return;
-  if (w_.now_ms() >= e.life.deadline) return expire_key(*e.key);
-  if (!e.warned) {
-    e.warned = true;
+  if (!e.life.has_exp()) return;
+  if (w_.now_ms() >= e.life.deadline) {
+    if (auto it = find(e); it != entries_.end()) expire_entry(it);
+    return;
+  }
+  if (!e.warned()) {
+    e.life.warn_at = kWarned;
     // A copy: an emit never closes synchronously, but the list is ours to keep intact.
     std::vector<std::weak_ptr<Socket>> list = e.sockets;
     for (auto& weak : list)
@@ -203,13 +272,11 @@ void Expiry::due_rearm() {
 
 void Expiry::warn(Socket& s, const Life& life) {
   Json body(json_object());
-  json_object_set_new(body.get(), "expiresAt", json_integer(json_int_t(epoch_ms(*life.exp))));
+  json_object_set_new(body.get(), "expiresAt", json_integer(json_int_t(life.exp_ms)));
   s.emit("auth:expiring", Payload::of(std::move(body)));
 }
 
-void Expiry::expire_key(const std::string& key) {
-  auto it = entries_.find(key);
-  if (it == entries_.end()) return;
+void Expiry::expire_entry(Entries::iterator it) {
   // Out of the table first: each disconnect below comes back through disconnected().
   std::vector<std::weak_ptr<Socket>> list = std::move(it->second.sockets);
   erase(it);

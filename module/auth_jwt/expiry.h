@@ -37,7 +37,7 @@ class Expiry {
   void connected(Socket& s);
   void disconnected(Socket& s);
   // Is the lifetime of `s` over (by the clock, whether or not its timer ran)?
-  bool expired(Socket& s) const;
+  bool expired(Socket& s);
   // Ends the lifetime of `s` now: TOKEN_EXPIRED and a disconnect to each of its sockets.
   void expire(Socket& s);
   // A verified refresh token with expiry `exp` replaces the lifetime of every
@@ -46,36 +46,46 @@ class Expiry {
   std::optional<int64_t> refreshed(Socket& s, std::optional<double> exp);
 
  private:
-  // A lifetime: exp as the wall clock names it, and the two deadlines on the
-  // facility's monotonic clock, converted once.
+  static constexpr int64_t kNoExp = INT64_MIN;
+  static constexpr int64_t kWarned = INT64_MAX;
+  // A lifetime: exp as the wall clock names it (ms since the epoch), and the
+  // two deadlines on the facility's monotonic clock, converted once.
   struct Life {
-    std::optional<double> exp;
-    int64_t warn_at = 0;
+    int64_t exp_ms = kNoExp;
+    int64_t warn_at = 0;  // kWarned once the warning went out
     int64_t deadline = 0;
+    bool has_exp() const { return exp_ms != kNoExp; }
   };
-  // One per lifetime, found by key, and placed in due_ while it has an exp.
+  // One per lifetime (an idle connection holds one: kept small), placed in
+  // due_ while it has an exp.
   struct Entry {
     std::vector<std::weak_ptr<Socket>> sockets;
     Life life;
-    bool warned = false;
-    uint32_t due_at = kNotDue;         // its place in due_
-    const std::string* key = nullptr;  // its key in entries_
+    uint32_t key = 0;             // its key in entries_
+    uint32_t due_at = kNotDue;    // its place in due_
+    bool warned() const { return life.warn_at == kWarned; }
     // The warning's time, or the deadline once warned.
-    int64_t due() const { return warned ? life.deadline : std::min(life.warn_at, life.deadline); }
+    int64_t due() const { return std::min(life.warn_at, life.deadline); }
   };
   static constexpr uint32_t kNotDue = UINT32_MAX;
   struct Pending {
     std::weak_ptr<Socket> socket;
     Life life;
   };
+  // By a hash of the client id and the user id: no string per lifetime. A
+  // hash names no lifetime by itself; find() checks the entry's sockets.
+  using Entries = std::unordered_multimap<uint32_t, Entry>;
 
-  static std::string key_of(Socket& s);
+  static uint32_t key_of(Socket& s);
+  Entries::iterator find(Socket& s);
+  Entries::iterator find(Entry& e);
+  Entry& find_or_add(Socket& s, bool& fresh);
   Life life_of(std::optional<double> exp) const;
   void arm(Entry& e);
   void fire(Entry& e);
   void fire_due();
-  void expire_key(const std::string& key);
-  void erase(std::unordered_map<std::string, Entry>::iterator it);
+  void expire_entry(Entries::iterator it);
+  void erase(Entries::iterator it);
   static void warn(Socket& s, const Life& life);
 
   // due_: the entries with an exp, a min-heap on Entry::due (each knows its
@@ -89,7 +99,7 @@ class Expiry {
 
   Worker& w_;
   SettingsFn settings_;
-  std::unordered_map<std::string, Entry> entries_;      // client id + '\n' + user id
+  Entries entries_;
   std::unordered_map<const Socket*, Pending> pending_;  // admitted, not yet connected
   std::vector<Entry*> due_;
   std::unique_ptr<Timeout> timer_;  // for due_'s first

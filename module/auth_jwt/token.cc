@@ -217,13 +217,15 @@ class PassedTokens {
  public:
   const Verdict* find(std::string_view token, const TokenRules& rules) const {
     const auto& e = slots_[slot(token)];
-    return e && e->token == token && e->rules == rules ? &e->verdict : nullptr;
+    return e && e->token == token && *e->rules == rules ? &e->verdict : nullptr;
   }
   void keep(std::string_view token, const TokenRules& rules, const Verdict& v) {
     auto& e = slots_[slot(token)];
     if (!e) e = std::make_unique<Entry>();
     e->token.assign(token);
-    e->rules = rules;
+    // One copy of the rules for the entries kept under them, not one each.
+    if (!last_rules_ || *last_rules_ != rules) last_rules_ = std::make_shared<const TokenRules>(rules);
+    e->rules = last_rules_;
     e->verdict = v;
   }
 
@@ -231,9 +233,10 @@ class PassedTokens {
   static constexpr size_t kSlots = 256;
   struct Entry {
     std::string token;
-    TokenRules rules;
+    std::shared_ptr<const TokenRules> rules;
     Verdict verdict;
   };
+  std::shared_ptr<const TokenRules> last_rules_;
   static size_t slot(std::string_view token) { return std::hash<std::string_view>()(token) % kSlots; }
   std::array<std::unique_ptr<Entry>, kSlots> slots_;
 };

@@ -7,21 +7,22 @@ namespace ratelimit {
 
 // ------------------------------------------------------------ connections
 
-void release_socket(State& st, const std::string& key) {
+void release_socket(State& st, const dr::Socket* key) {
   auto it = st.tracked.find(key);
   if (it == st.tracked.end()) return;
   auto s = st.sessions.find(it->second.session);
   if (s != st.sessions.end() && --s->second.sockets == 0) {
-    st.ips.release(s->second.ip);
+    if (s->second.ip) st.ips.release(*s->second.ip);
     st.sessions.erase(s);
   }
-  // The user's last socket here: the rest of the share goes back at once.
-  const std::string budget = it->second.budget;
+  const std::string* counted = it->second.budget;
   st.unconnected.erase(key);
   st.tracked.erase(it);
-  if (budget.empty()) return;
-  auto p = st.present.find(budget);
+  if (!counted) return;
+  auto p = st.present.find(*counted);
   if (p == st.present.end() || --p->second > 0) return;
+  // The user's last socket here: the rest of the share goes back at once.
+  const std::string budget = p->first;  // a copy: the key goes with the entry
   st.present.erase(p);
   auto u = st.users.find(budget);
   if (u != st.users.end() && (u->second.share > 0 || !u->second.unsent.empty()))
@@ -37,22 +38,34 @@ bool track_socket(State& st, dr::Socket& s, bool connected, uint64_t max) {
   if (it == st.sessions.end()) {
     const RateConf* server = conf_of(st);
     std::string ip = client_ip(s, server ? *server : RateConf());
-    if (!st.ips.acquire(ip, max)) return false;
-    it = st.sessions.emplace(session, Session{std::move(ip), 0}).first;
+    const std::string* counted;
+    if (!st.ips.acquire(ip, max, counted)) return false;
+    it = st.sessions.emplace(session, Session{counted, 0}).first;
   }
   it->second.sockets++;
-  st.tracked[socket_key(s)] = Tracked{session, s.weak(), connected, wall_ms(), {}};
+  st.tracked[&s] = Tracked{session, nullptr};
   if (!connected) {
-    st.unconnected.insert(socket_key(s));
+    st.unconnected[&s] = Unconnected{s.weak(), wall_ms()};
     ensure_timer(st);
   }
   return true;
 }
 
+// Is `s` tracked? A connected socket's entry goes with its disconnect; one
+// left at its address by an unconnected socket gone without (its CONNECT
+// refused by a later hook, not yet swept) is released.
+bool tracked(State& st, dr::Socket& s) {
+  if (!st.tracked.count(&s)) return false;
+  auto u = st.unconnected.find(&s);
+  if (u == st.unconnected.end() || u->second.socket.lock().get() == &s) return true;
+  release_socket(st, &s);
+  return false;
+}
+
 }  // namespace
 
 void on_connect(State& st, dr::Socket& s, const dr::ConnectNext& next) {
-  if (st.tracked.count(socket_key(s))) return next(std::nullopt);
+  if (tracked(st, s)) return next(std::nullopt);
   const RateConf* server = conf_of(st);
   uint64_t max = server ? server->connections_per_ip : 0;
   if (track_socket(st, s, false, max)) return next(std::nullopt);
@@ -65,18 +78,15 @@ void on_connect(State& st, dr::Socket& s, const dr::ConnectNext& next) {
 }
 
 void on_connection(State& st, dr::Socket& s) {
-  auto it = st.tracked.find(socket_key(s));
-  if (it == st.tracked.end()) {
-    track_socket(st, s, true, 0);  // a socket the hook did not see (it ran under another id): it counts, unrefused
-    it = st.tracked.find(socket_key(s));
-  }
-  it->second.connected = true;
-  st.unconnected.erase(it->first);
+  if (!tracked(st, s)) track_socket(st, s, true, 0);  // a socket the hook did not see: it counts, unrefused
+  auto it = st.tracked.find(&s);
+  st.unconnected.erase(&s);
   // Counted per budget, so that the last socket to leave gives the share back.
   const RateConf* conf = conf_of(st, s.nsp());
-  if (conf && conf->enabled && it->second.budget.empty()) {
-    it->second.budget = budget_of(st, *conf, s);
-    st.present[it->second.budget]++;
+  if (conf && conf->enabled && !it->second.budget) {
+    auto p = st.present.try_emplace(budget_of(st, *conf, s), 0).first;
+    p->second++;
+    it->second.budget = &p->first;
   }
 }
 

@@ -31,7 +31,8 @@ bool attach_ip_table(std::span<std::byte> zone) {
   return true;
 }
 
-bool IpCounts::acquire(const std::string& ip, uint64_t max) {
+bool IpCounts::acquire(const std::string& ip, uint64_t max, const std::string*& counted) {
+  counted = nullptr;
   IpEntry* e = own(ip);
   if (!e) return true;  // the table is full: not limited rather than refused
   e->count.fetch_add(1);
@@ -39,6 +40,7 @@ bool IpCounts::acquire(const std::string& ip, uint64_t max) {
     release(ip);
     return false;
   }
+  counted = &mine_.find(ip)->first;
   return true;
 }
 

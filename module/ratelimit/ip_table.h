@@ -36,7 +36,9 @@ class IpCounts {
   // One more connection from `ip` unless the node then holds more than `max`
   // (0: no maximum). Counting first and checking after means two workers
   // admitting at once cannot both slip past the limit.
-  bool acquire(const std::string& ip, uint64_t max);
+  // `counted`: the IP as this process keeps it until its last release (null
+  // when the table is full: then it is not counted).
+  bool acquire(const std::string& ip, uint64_t max, const std::string*& counted);
   void release(const std::string& ip);
   // Connections from `ip` over the live processes of the node.
   int64_t total(const std::string& ip) const;

@@ -90,8 +90,8 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
   w.use_connect("", [&st](dr::Socket& s, dr::ConnectNext next) { on_connect(st, s, next); }, dr::ConnectPhase::Limit);
   w.on_connection("", [&st](dr::Socket& s) { on_connection(st, s); });
   w.on_disconnect("", [&st](dr::Socket& s, std::string_view) {
-    release_socket(st, socket_key(s));
-    st.refusals.erase(socket_key(s));
+    release_socket(st, &s);
+    if (!st.refusals.empty()) st.refusals.erase(socket_key(s));
   });
 
   st.timer = w.timeout([&st] { on_timer(st); });

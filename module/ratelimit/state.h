@@ -10,7 +10,6 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "conf.h"
@@ -67,16 +66,24 @@ struct UserState {
 
 // A client connection (Engine.IO session) that counts for its IP.
 struct Session {
-  std::string ip;
-  size_t sockets = 0;  // its namespace sockets, connected or connecting
+  const std::string* ip;  // as IpCounts keeps it while counted; null: not counted
+  size_t sockets = 0;     // its namespace sockets, connected or connecting
 };
 
+// A namespace socket, by its address. Kept small: one per connected socket.
 struct Tracked {
   const void* session;
+  // Its budget, once connected: the key in State::present, which lives while
+  // a tracked socket counts in it (null with ratelimit off).
+  const std::string* budget = nullptr;
+};
+
+// A tracked socket whose CONNECT is not through yet: a later hook may refuse
+// it, and then no disconnect comes. `socket` tells it from a dead one's
+// leftover at a reused address.
+struct Unconnected {
   std::weak_ptr<dr::Socket> socket;
-  bool connected = false;
   int64_t since = 0;
-  std::string budget;  // of its events, once connected ("" with ratelimit off)
 };
 
 struct State {
@@ -89,8 +96,8 @@ struct State {
   std::unordered_map<std::string, std::deque<int64_t>> refusals;  // socket -> times of its refused events
   IpCounts ips;
   std::unordered_map<const void*, Session> sessions;  // by the session's handshake
-  std::unordered_map<std::string, Tracked> tracked;   // socket -> its session
-  std::unordered_set<std::string> unconnected;         // tracked sockets whose CONNECT is not through yet
+  std::unordered_map<const dr::Socket*, Tracked> tracked;  // socket -> its session
+  std::unordered_map<const dr::Socket*, Unconnected> unconnected;
   bool redis_warned = false;
 };
 
@@ -121,7 +128,7 @@ void ensure_timer(State& st);
 void on_timer(State& st);
 
 // connections.cc: connections per IP.
-void release_socket(State& st, const std::string& key);
+void release_socket(State& st, const dr::Socket* key);
 void on_connect(State& st, dr::Socket& s, const dr::ConnectNext& next);
 void on_connection(State& st, dr::Socket& s);
 

@@ -135,13 +135,11 @@ void tick(State& st) {
   const RateConf* server = conf_of(st);
   const int64_t interval = int64_t(server ? server->sync_interval_ms : 100);
   // CONNECTs that a later hook refused (or whose client left) never connect.
-  std::vector<std::string> gone;
-  for (const std::string& key : st.unconnected) {
-    auto t = st.tracked.find(key);
-    if (t == st.tracked.end() || t->second.socket.expired() || now - t->second.since > kPendingConnectMs)
-      gone.push_back(key);
+  std::vector<const dr::Socket*> gone;
+  for (const auto& [key, u] : st.unconnected) {
+    if (!st.tracked.count(key) || u.socket.expired() || now - u.since > kPendingConnectMs) gone.push_back(key);
   }
-  for (const std::string& key : gone) {
+  for (const dr::Socket* key : gone) {
     release_socket(st, key);
     st.unconnected.erase(key);
   }

@@ -230,5 +230,18 @@ TEST_F(AuthExpiry, ADisconnectedSocketLeavesNothingArmed) {
   EXPECT_TRUE(s->sent.empty());
 }
 
+// The core tells of every disconnect; should a socket go without, its
+// lifetime holds no later socket of the same user and connection.
+TEST_F(AuthExpiry, ASocketGoneWithoutADisconnectLendsItsLifetimeToNoOne) {
+  auto gone = connect("g", "/", "c1", "alice", exp_in(30'000));
+  gone.reset();
+  auto s = connect("s", "/chat", "c1", "alice", exp_in(3'000));
+  w.advance(4'000);
+  EXPECT_TRUE(s->disconnected);
+  EXPECT_EQ(w.expired_count, 1);
+  w.advance(30'000);
+  EXPECT_EQ(w.timers.size(), 0u) << "nothing left armed";
+}
+
 }  // namespace
 }  // namespace dr
