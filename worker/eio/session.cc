@@ -1,6 +1,5 @@
 #include "eio/session.h"
 
-#include <openssl/rand.h>
 
 #include <algorithm>
 #include <strings.h>
@@ -8,6 +7,7 @@
 #include <cstring>
 
 #include "core/metrics.h"
+#include "core/random_bytes.h"
 #include "core/uv_util.h"
 #include "http/compress.h"
 #include "depth-realtime/json.h"
@@ -331,7 +331,7 @@ int Server::owner_slot(std::string_view url) const {
 
 std::string Server::new_sid() {
   uint8_t random[10];
-  RAND_bytes(random, sizeof random);
+  random_bytes(random, sizeof random);
   return make_sid(slot_, random, counter_++);
 }
 

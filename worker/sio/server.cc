@@ -3,7 +3,6 @@
 // server_batch.cc (events coalesced per socket for clients with auth.batch).
 #include "sio/server.h"
 
-#include <openssl/rand.h>
 
 #include <algorithm>
 #include <cassert>
@@ -12,6 +11,7 @@
 
 #include "core/event_log.h"
 #include "core/metrics.h"
+#include "core/random_bytes.h"
 #include "core/uv_util.h"
 #include "depth-realtime/validate.h"
 #include "sio/msgpack_packet.h"
@@ -1127,7 +1127,7 @@ Json Server::event_name(std::string_view name) {
 std::string Server::new_socket_id() {
   static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   uint8_t b[20];
-  RAND_bytes(b, sizeof b);
+  random_bytes(b, sizeof b);
   std::string id(20, 'A');
   for (int i = 0; i < 20; i++) id[i] = alphabet[b[i] & 63];
   return id;
