@@ -106,6 +106,22 @@ std::string_view url_so_far(std::string_view raw) {
   return raw.substr(0, raw.find_first_of(" \r\n"));
 }
 
+// Dotted quad. uv_ip4_name goes through snprintf, which is most of what
+// formatting a peer's address costs on every connect.
+std::string ipv4_text(in_addr a) {
+  const auto* b = reinterpret_cast<const uint8_t*>(&a.s_addr);  // network order
+  char out[16];
+  size_t n = 0;
+  for (int i = 0; i < 4; i++) {
+    if (i) out[n++] = '.';
+    unsigned v = b[i];
+    if (v >= 100) out[n++] = char('0' + v / 100);
+    if (v >= 10) out[n++] = char('0' + v / 10 % 10);
+    out[n++] = char('0' + v % 10);
+  }
+  return std::string(out, n);
+}
+
 }  // namespace
 
 const char* status_text(int status) {
@@ -158,10 +174,13 @@ void Connection::start(std::string_view initial) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   if (uv_tcp_getpeername(tcp_.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-    char ip[64] = "";
-    if (ss.ss_family == AF_INET6) uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
-    else uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
-    address_ = ip;
+    if (ss.ss_family == AF_INET6) {
+      char ip[64] = "";
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
+      address_ = ip;
+    } else if (ss.ss_family == AF_INET) {
+      address_ = ipv4_text(reinterpret_cast<sockaddr_in*>(&ss)->sin_addr);
+    }
   }
   uv_tcp_nodelay(tcp_.get(), 1);
   http_ = std::make_unique<HttpState>(*this);
