@@ -336,11 +336,14 @@ std::string Server::new_sid() {
 }
 
 std::string Server::open_packet(Transport t, const std::string& sid) const {
-  std::string s = "{\"sid\":\"" + sid + "\",\"upgrades\":[";
-  if (t == Transport::Polling && conf_->allow_websocket) s += "\"websocket\"";
-  s += "],\"pingInterval\":" + std::to_string(conf_->ping_interval) +
-       ",\"pingTimeout\":" + std::to_string(conf_->ping_timeout) +
-       ",\"maxPayload\":" + std::to_string(conf_->max_payload) + "}";
+  // Appended into one buffer: the handshake answer is built once per connection.
+  std::string s;
+  s.reserve(128 + sid.size());
+  s.append("0{\"sid\":\"").append(sid).append("\",\"upgrades\":[");
+  if (t == Transport::Polling && conf_->allow_websocket) s.append("\"websocket\"");
+  s.append("],\"pingInterval\":").append(std::to_string(conf_->ping_interval));
+  s.append(",\"pingTimeout\":").append(std::to_string(conf_->ping_timeout));
+  s.append(",\"maxPayload\":").append(std::to_string(conf_->max_payload)).append("}");
   return s;
 }
 
@@ -491,12 +494,12 @@ void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
   if (t == Transport::Polling) {
     auto headers = cors_headers(req);
     headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
-    c.respond(200, "text/plain; charset=UTF-8", "0" + open, headers);
+    c.respond(200, "text/plain; charset=UTF-8", open, headers);
   } else {
     accept_websocket(c, req);
     c.owner = &s;
     s.ws_ = &c;
-    c.send_frame(ws::Opcode::Text, "0" + open);
+    c.send_frame(ws::Opcode::Text, open);
   }
 }
 

@@ -606,7 +606,10 @@ int Connection::cb_header_field(llhttp_t* p, const char* at, size_t len) {
     h.field.clear();
     h.field_done = false;
   }
-  for (size_t i = 0; i < len; i++) h.field.push_back(char(tolower(static_cast<unsigned char>(at[i]))));
+  size_t from = h.field.size();
+  h.field.append(at, len);
+  for (size_t i = from; i < h.field.size(); i++)  // ASCII only, as tolower() in the C locale
+    if (h.field[i] >= 'A' && h.field[i] <= 'Z') h.field[i] = char(h.field[i] - 'A' + 'a');
   return 0;
 }
 
@@ -619,6 +622,7 @@ int Connection::cb_header_value(llhttp_t* p, const char* at, size_t len) {
     return HPE_USER;
   }
   if (!h.field_done) {
+    if (h.req.headers.empty()) h.req.headers.reserve(16);  // a browser sends a dozen: no regrowth
     h.req.headers.emplace_back(h.field, std::string());
     h.field_done = true;
   }
