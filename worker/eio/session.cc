@@ -1,6 +1,5 @@
 #include "eio/session.h"
 
-
 #include <algorithm>
 #include <strings.h>
 
