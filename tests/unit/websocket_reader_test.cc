@@ -202,5 +202,37 @@ TEST(WebSocketReader, CloseIsAnsweredWithItsCodeAndReason) {
   EXPECT_FALSE(o.alive);
 }
 
+// UTF-8 is checked eight ASCII bytes at a time between characters: a
+// multi-byte character or a bad byte at every offset from a word boundary,
+// and a character cut between two fragments, read as byte by byte would.
+TEST(WebSocketReader, TextIsValidUtf8AtEveryOffset) {
+  const std::vector<std::pair<std::string, bool>> pieces = {
+      {"\xc3\xa9", true},          // é
+      {"\xe2\x82\xac", true},      // €
+      {"\xf0\x9f\x98\x80", true},  // an emoji
+      {"\xff", false},              // never in UTF-8
+      {"\xc0\xaf", false},          // overlong
+      {"\xed\xa0\x80", false},      // a surrogate
+      {"\xe2\x82", false},          // cut short, then ASCII
+      {"\xe2" "aaaaaaaa" "\x82\xac", false},  // a word of ASCII inside a character
+  };
+  for (auto& [piece, valid] : pieces) {
+    for (size_t before = 0; before < 20; before++) {
+      std::string text = std::string(before, 'a') + piece + std::string(17, 'b');
+      Outcome o = read_whole(client_frame(1, text));
+      EXPECT_EQ(o.alive, valid) << "piece of " << piece.size() << " bytes after " << before;
+      if (!valid) {
+        EXPECT_EQ(o.sent, std::string("\x88\x02\x03\xef", 4));  // 1007
+      }
+    }
+  }
+  // "€" cut after its first byte, between two fragments of one message.
+  std::string split = client_frame(1, std::string(9, 'a') + "\xe2", false) +
+                      client_frame(0, "\x82\xac" + std::string(9, 'b'), true);
+  Outcome o = read_whole(split);
+  EXPECT_TRUE(o.alive);
+  EXPECT_EQ(o.events, (std::vector<std::string>{"T:21:aaaaaaaaa\xe2\x82\xac" + std::string(4, 'b')}));
+}
+
 }  // namespace
 }  // namespace dr::ws

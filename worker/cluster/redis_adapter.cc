@@ -5,8 +5,6 @@
 // wire bytes in pubsub_codec.cc.
 #include "cluster/redis_adapter.h"
 
-#include <openssl/rand.h>
-
 #include <algorithm>
 
 #include "cluster/lua_scripts.h"
@@ -14,6 +12,7 @@
 #include "cluster/pubsub_codec.h"
 #include "cluster/recovery_lua.h"
 #include "cluster/redis_api.h"
+#include "core/random_bytes.h"
 #include "core/uv_util.h"
 
 namespace dr::cluster {
@@ -82,7 +81,7 @@ RedisAdapter::~RedisAdapter() {
 
 std::string RedisAdapter::new_id() const {
   uint8_t b[6];
-  RAND_bytes(b, sizeof b);
+  random_bytes(b, sizeof b);
   std::string id(6, 'A');
   for (int i = 0; i < 6; i++) id[i] = kBase64Digits[b[i] & 63];
   return id;

@@ -1,13 +1,12 @@
 #include "eio/session.h"
 
-#include <openssl/rand.h>
-
 #include <algorithm>
 #include <strings.h>
 
 #include <cstring>
 
 #include "core/metrics.h"
+#include "core/random_bytes.h"
 #include "core/uv_util.h"
 #include "http/compress.h"
 #include "depth-realtime/json.h"
@@ -331,16 +330,19 @@ int Server::owner_slot(std::string_view url) const {
 
 std::string Server::new_sid() {
   uint8_t random[10];
-  RAND_bytes(random, sizeof random);
+  random_bytes(random, sizeof random);
   return make_sid(slot_, random, counter_++);
 }
 
 std::string Server::open_packet(Transport t, const std::string& sid) const {
-  std::string s = "{\"sid\":\"" + sid + "\",\"upgrades\":[";
-  if (t == Transport::Polling && conf_->allow_websocket) s += "\"websocket\"";
-  s += "],\"pingInterval\":" + std::to_string(conf_->ping_interval) +
-       ",\"pingTimeout\":" + std::to_string(conf_->ping_timeout) +
-       ",\"maxPayload\":" + std::to_string(conf_->max_payload) + "}";
+  // Appended into one buffer: the handshake answer is built once per connection.
+  std::string s;
+  s.reserve(128 + sid.size());
+  s.append("0{\"sid\":\"").append(sid).append("\",\"upgrades\":[");
+  if (t == Transport::Polling && conf_->allow_websocket) s.append("\"websocket\"");
+  s.append("],\"pingInterval\":").append(std::to_string(conf_->ping_interval));
+  s.append(",\"pingTimeout\":").append(std::to_string(conf_->ping_timeout));
+  s.append(",\"maxPayload\":").append(std::to_string(conf_->max_payload)).append("}");
   return s;
 }
 
@@ -491,12 +493,12 @@ void Server::handshake(http::Connection& c, http::Request& req, Transport t) {
   if (t == Transport::Polling) {
     auto headers = cors_headers(req);
     headers.insert(headers.end(), kNoStore.begin(), kNoStore.end());
-    c.respond(200, "text/plain; charset=UTF-8", "0" + open, headers);
+    c.respond(200, "text/plain; charset=UTF-8", open, headers);
   } else {
     accept_websocket(c, req);
     c.owner = &s;
     s.ws_ = &c;
-    c.send_frame(ws::Opcode::Text, "0" + open);
+    c.send_frame(ws::Opcode::Text, open);
   }
 }
 

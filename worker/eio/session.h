@@ -196,7 +196,7 @@ class Server {
   void error(http::Connection& c, const http::Request& req, int code);
   void remove(Session& s);
   std::string new_sid();
-  std::string open_packet(Transport t, const std::string& sid) const;
+  std::string open_packet(Transport t, const std::string& sid) const;  // "0{...}", the type included
 
   const CoreConf* conf_;
   int slot_;

@@ -106,6 +106,22 @@ std::string_view url_so_far(std::string_view raw) {
   return raw.substr(0, raw.find_first_of(" \r\n"));
 }
 
+// Dotted quad. uv_ip4_name goes through snprintf, which is most of what
+// formatting a peer's address costs on every connect.
+std::string ipv4_text(in_addr a) {
+  const auto* b = reinterpret_cast<const uint8_t*>(&a.s_addr);  // network order
+  char out[16];
+  size_t n = 0;
+  for (int i = 0; i < 4; i++) {
+    if (i) out[n++] = '.';
+    unsigned v = b[i];
+    if (v >= 100) out[n++] = char('0' + v / 100);
+    if (v >= 10) out[n++] = char('0' + v / 10 % 10);
+    out[n++] = char('0' + v % 10);
+  }
+  return std::string(out, n);
+}
+
 }  // namespace
 
 const char* status_text(int status) {
@@ -158,10 +174,13 @@ void Connection::start(std::string_view initial) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   if (uv_tcp_getpeername(tcp_.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-    char ip[64] = "";
-    if (ss.ss_family == AF_INET6) uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
-    else uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
-    address_ = ip;
+    if (ss.ss_family == AF_INET6) {
+      char ip[64] = "";
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
+      address_ = ip;
+    } else if (ss.ss_family == AF_INET) {
+      address_ = ipv4_text(reinterpret_cast<sockaddr_in*>(&ss)->sin_addr);
+    }
   }
   uv_tcp_nodelay(tcp_.get(), 1);
   http_ = std::make_unique<HttpState>(*this);
@@ -587,7 +606,10 @@ int Connection::cb_header_field(llhttp_t* p, const char* at, size_t len) {
     h.field.clear();
     h.field_done = false;
   }
-  for (size_t i = 0; i < len; i++) h.field.push_back(char(tolower(static_cast<unsigned char>(at[i]))));
+  size_t from = h.field.size();
+  h.field.append(at, len);
+  for (size_t i = from; i < h.field.size(); i++)  // ASCII only, as tolower() in the C locale
+    if (h.field[i] >= 'A' && h.field[i] <= 'Z') h.field[i] = char(h.field[i] - 'A' + 'a');
   return 0;
 }
 
@@ -600,6 +622,7 @@ int Connection::cb_header_value(llhttp_t* p, const char* at, size_t len) {
     return HPE_USER;
   }
   if (!h.field_done) {
+    if (h.req.headers.empty()) h.req.headers.reserve(16);  // a browser sends a dozen: no regrowth
     h.req.headers.emplace_back(h.field, std::string());
     h.field_done = true;
   }

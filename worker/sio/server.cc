@@ -3,7 +3,6 @@
 // server_batch.cc (events coalesced per socket for clients with auth.batch).
 #include "sio/server.h"
 
-#include <openssl/rand.h>
 
 #include <algorithm>
 #include <cassert>
@@ -12,6 +11,7 @@
 
 #include "core/event_log.h"
 #include "core/metrics.h"
+#include "core/random_bytes.h"
 #include "core/uv_util.h"
 #include "depth-realtime/validate.h"
 #include "sio/msgpack_packet.h"
@@ -394,10 +394,23 @@ void SocketImpl::connect_now() {
   Packet p;
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
-  p.data = object_with("sid", id_);
   if (!pid_ && server().adapter().recovers()) pid_ = SharedText(server().new_socket_id());
-  if (pid_) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.view().data(), pid_.view().size()));
-  client_->send(p);
+  // {"sid":..,"pid":..} as text, as jansson would write it: ids are plain
+  // ASCII, and an object built only to be encoded costs more than the rest.
+  std::string text;
+  if (!client_->msgpack_) {
+    text.reserve(48);
+    text.append("{\"sid\":");
+    bool plain = json_detail::append_plain_string(id_, text);
+    if (pid_) plain = plain && json_detail::append_plain_string(pid_.view(), text.append(",\"pid\":"));
+    text.push_back('}');
+    if (!plain) text.clear();
+  }
+  if (text.empty()) {
+    p.data = object_with("sid", id_);
+    if (pid_) json_object_set_new(p.data.get(), "pid", json_stringn(pid_.view().data(), pid_.view().size()));
+  }
+  client_->send(p, false, text);
   if (ns_.observer) ns_.observer->connected(*this);
   auto self = shared_from_this();
   try {
@@ -410,7 +423,7 @@ void SocketImpl::connect_now() {
   }
   if (connected_) share_data();
   if (connected_ && client_ && auth_) {  // connected: its auth as text from now on
-    auth_text_ = client_->auth_text(auth_.get());
+    if (!auth_text_) auth_text_ = client_->auth_text(auth_.get());  // (set already when it came as another's text)
     auth_.reset();
   }
 }
@@ -974,6 +987,27 @@ void Client::send_encoded(std::span<const eio::OutRef> packets, bool is_volatile
   metrics::add(metrics::core().messages_sent);
 }
 
+namespace {
+
+// The JSON text of the CONNECT being handled, as the client sent it (set by
+// Client::on_message around handle(), taken by handle()): a client sends the
+// same auth with every namespace, and the text matching the auth text of one
+// of its sockets shares that text without writing the auth out again.
+std::string_view g_connect_json;
+
+// "0[/nsp,]{...}": the object's text, or nothing (an ack id, no data).
+std::string_view connect_json(std::string_view packet, std::string_view nsp) {
+  size_t at = 1;
+  if (packet.size() > 1 && packet[1] == '/') {
+    if (packet.substr(1, nsp.size()) != nsp || packet.size() <= 1 + nsp.size() || packet[1 + nsp.size()] != ',')
+      return {};
+    at = nsp.size() + 2;
+  }
+  return at < packet.size() && packet[at] == '{' ? packet.substr(at) : std::string_view();
+}
+
+}  // namespace
+
 void Client::on_message(bool binary, std::string_view data) {
   Packet p;
   std::string err;
@@ -993,7 +1027,9 @@ void Client::on_message(bool binary, std::string_view data) {
     session_.close("parse error");
     return;
   }
+  if (p.type == PacketType::Connect && !binary && !msgpack_) g_connect_json = connect_json(data, p.nsp);
   handle(p, wire_bytes);
+  g_connect_json = {};
 }
 
 void Client::handle(Packet& p, size_t wire_bytes) {
@@ -1014,6 +1050,9 @@ void Client::handle(Packet& p, size_t wire_bytes) {
     }
     Json auth = p.data ? std::move(p.data) : Json(json_object());
     s = std::make_shared<SocketImpl>(*ns, *this, server_.new_socket_id(), std::move(auth));
+    if (std::string_view text = std::exchange(g_connect_json, {}); !text.empty())
+      for (auto& other : sockets_)
+        if (other->auth_text_ && other->auth_text_.view() == text) s->auth_text_ = other->auth_text_;
     sockets_.push_back(s);
     // Connection state recovery: a CONNECT with pid and offset may resume a
     // session, once its hooks pass (see SocketImpl::begin_recovery).
@@ -1149,7 +1188,7 @@ Json Server::event_name(std::string_view name) {
 std::string Server::new_socket_id() {
   static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   uint8_t b[20];
-  RAND_bytes(b, sizeof b);
+  random_bytes(b, sizeof b);
   std::string id(20, 'A');
   for (int i = 0; i < 20; i++) id[i] = alphabet[b[i] & 63];
   return id;
