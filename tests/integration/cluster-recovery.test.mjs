@@ -10,7 +10,7 @@ import { after, before, describe } from 'node:test';
 import {
   test, Scope, startServer, ack, rnd, startRedis, redisLines, waitFor, once, io, token, sleep, withTimeout, Inbox,
   waitSubscribed,
-  switchableProxy, request,
+  switchableProxy, request, joinStored,
 } from './lib/harness.mjs';
 
 let redis;
@@ -174,13 +174,7 @@ describe('connection state recovery across processes', () => {
       const room = `csr-stale-${rnd()}`;
       const s = client(p, 'csr-stale');
       await once(s, 'connect');
-      const id = s.id;
-      await ack(s, 'probe:join', { room });
-      const pid = s._pid;
-      await waitFor(async () => {
-        const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
-        return text && JSON.parse(text).rooms?.includes(room);
-      }, { what: 'the session with its room' });
+      const { id } = await joinStored(redis, s, room);
       const onA = async () => {
         const m = /^websocket_namespace_sockets\{namespace="\/"\} (\d+)/m.exec((await request(A, { path: '/metrics' })).text);
         return Number(m?.[1] ?? 0);
@@ -217,13 +211,7 @@ describe('connection state recovery across processes', () => {
     const room = `csr-dead-${rnd()}`;
     const s = client(p, 'csr-dead');
     await once(s, 'connect');
-    const id = s.id;
-    await ack(s, 'probe:join', { room });
-    const pid = s._pid;
-    await waitFor(async () => {
-      const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
-      return text && JSON.parse(text).rooms?.includes(room);
-    }, { what: 'the session with its room' });
+    const { id } = await joinStored(redis, s, room);
     p.target = B;
     p.strand();  // C never sees it go: its index still names the socket
     await once(s, 'connect', 5000);

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe } from 'node:test';
 import {
-  test, Scope, startServer, ack, rnd, startRedis, redisLines, waitFor, once, io, token, Inbox, waitSubscribed,
-  switchableProxy,
+  test, Scope, startServer, ack, rnd, startRedis, redisLines, once, io, token, Inbox, waitSubscribed,
+  switchableProxy, joinStored,
 } from './lib/harness.mjs';
 
 let redis;
@@ -100,24 +100,24 @@ after(async () => {
   await redis?.stop();
 });
 
+// The official client through `p`, connected, reconnecting quickly.
+async function resumingClient(p, userId) {
+  const s = io(`http://127.0.0.1:${p.port}/`, {
+    transports: ['websocket'], forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200, timeout: 10000,
+    auth: { token: token(userId) },
+  });
+  scope.track(s);
+  await once(s, 'connect');
+  return s;
+}
+
 describe('recovery while broadcasts flow', () => {
   test('a broadcast recorded after the claim ran, delivered before its reply, reaches the resumed socket', { timeout: 60000 }, async (t, ctx) => {
     const p = await switchableProxy(A);
     ctx.defer(() => p.close());
     const room = `race-${rnd()}`;
-    const s = io(`http://127.0.0.1:${p.port}/`, {
-      transports: ['websocket'], forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200, timeout: 10000,
-      auth: { token: token('racer') },
-    });
-    scope.track(s);
-    await once(s, 'connect');
-    const id = s.id;
-    await ack(s, 'probe:join', { room });
-    const pid = s._pid;
-    await waitFor(async () => {
-      const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
-      return text && JSON.parse(text).rooms?.includes(room);
-    }, { what: 'the session with its room' });
+    const s = await resumingClient(p, 'racer');
+    const { id, pid } = await joinStored(redis, s, room);
     const watcher = await scope.connect(A, '/', { userId: 'watcher' });  // on A, in the room: shows A delivered it
     await ack(watcher, 'probe:join', { room });
     const talker = await scope.connect(B, '/', { userId: 'talker' });
@@ -150,19 +150,8 @@ describe('recovery while broadcasts flow', () => {
     const p = await switchableProxy(A);
     ctx.defer(() => p.close());
     const room = `cut-${rnd()}`;
-    const s = io(`http://127.0.0.1:${p.port}/`, {
-      transports: ['websocket'], forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200, timeout: 10000,
-      auth: { token: token('cut') },
-    });
-    scope.track(s);
-    await once(s, 'connect');
-    const id = s.id;
-    await ack(s, 'probe:join', { room });
-    const pid = s._pid;
-    await waitFor(async () => {
-      const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
-      return text && JSON.parse(text).rooms?.includes(room);
-    }, { what: 'the session with its room' });
+    const s = await resumingClient(p, 'cut');
+    const { id, pid } = await joinStored(redis, s, room);
     const talker = await scope.connect(B, '/', { userId: 'talker' });
     await waitSubscribed(redis, room, 2);
     const inbox = new Inbox(s, ['news']);

@@ -894,6 +894,19 @@ export function redisLines(redis, { nodeTtl = '3s', extra = [] } = {}) {
   return [`redis 127.0.0.1:${redis.port};`, `redis_node_ttl ${nodeTtl};`, ...extra].join('\n');
 }
 
+// `s` (connected, with connection state recovery) joins `room` through the
+// probe module; resolves once Redis holds its session with that room, so a
+// cut from now on leaves a session to resume. Returns {id, pid}.
+export async function joinStored(redis, s, room) {
+  await ack(s, 'probe:join', { room });
+  const pid = s._pid;
+  await waitFor(async () => {
+    const text = (await redis.cli('GET', `depth:recovery:session:${pid}`)).trim();
+    return text && JSON.parse(text).rooms?.includes(room);
+  }, { what: `the session of ${s.id} with ${room}` });
+  return { id: s.id, pid };
+}
+
 // Waits until at least `n` nodes listen on the namespace of `room`: a node
 // takes every room's broadcasts through one pattern per namespace,
 // PSUBSCRIBEd before its request channel on the same connection, so a node
