@@ -1195,7 +1195,24 @@ std::string Server::new_socket_id() {
 }
 
 void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) {
-  EncodedBroadcast b;
+  // One broadcast kept for the next, so that copying the options in does not
+  // allocate (see assign_options); one made inside another's delivery gets
+  // its own.
+  thread_local EncodedBroadcast kept;
+  thread_local bool kept_in_use = false;
+  EncodedBroadcast fresh;
+  const bool reuse = !kept_in_use;
+  EncodedBroadcast& b = reuse ? kept : fresh;
+  struct Release {
+    EncodedBroadcast& b;
+    bool reuse;
+    ~Release() {
+      if (!reuse) return;
+      b.release();
+      kept_in_use = false;
+    }
+  } release{b, reuse};
+  kept_in_use = true;
   if (args.attachments.empty()) b.batch_item = batch_item(event, args);
   Packet p;
   p.type = PacketType::Event;
@@ -1209,7 +1226,7 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
     offset = json_stringn(b.offset.data(), b.offset.size());
     json_array_append_new(p.data.get(), offset);
   }
-  b.opts = opts;
+  b.assign_options(opts);
   // The args' text, when the sender has it, is not encoded again: the same
   // header as encode(p) gives, built around it (a text header is what the
   // JSON parser sends, what the adapter relays and recovery records).
