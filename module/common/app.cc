@@ -290,6 +290,11 @@ MessageTexts message_texts(const json_t* data, bool with_ack) {
 void ack_with_text(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin,
                    std::shared_ptr<const std::string> ack_text) {
   if (!ev.ack_id) return;
+  if (ack_text) {  // the text alone: the server reads it back only where it needs the tree (Socket::ack)
+    Payload p{Json(), std::move(bin)};
+    p.text = std::move(ack_text);
+    return s.ack(*ev.ack_id, std::move(p));
+  }
   Json wrap(json_object());
   json_object_set(wrap.get(), "data", const_cast<json_t*>(data));  // shared: msgpack and batching encode it
   Payload p = Payload::of(std::move(wrap));

@@ -232,6 +232,12 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
 
 void SocketImpl::ack(uint64_t ack_id, Payload reply) {
   if (gone_ || !client_) return;
+  // A reply given as text only (module.h): its args read back where they are needed.
+  if (!reply.args && (!reply.text || reply.text->empty() || batching_if() ||
+                      server().config().core.parser == CoreConf::Parser::Msgpack)) {
+    reply.args = reply.text ? json_parse(*reply.text) : Json();
+    if (!json_is_array(reply.args.get())) reply.args = Json(json_array());
+  }
   if (Batching* batching = batching_if()) {
     if (auto it = batching->items.find(ack_id); it != batching->items.end()) {
       auto [batch, index] = it->second;
