@@ -36,7 +36,7 @@ namespace dr {
 // DR_MODULE_SIGNATURE with its own, item by item, and names the first that
 // differs. Items are "NAME=value", separated by spaces (nginx stamps its
 // NGX_MODULE_SIGNATURE the same way).
-#define DR_MODULE_ABI 11
+#define DR_MODULE_ABI 12
 inline constexpr uint32_t kModuleAbi = DR_MODULE_ABI;
 #define DR_STR1(x) #x
 #define DR_STR2(x) DR_STR1(x)
@@ -312,7 +312,10 @@ class DR_API Socket {
   virtual void emit(std::string_view event, Payload args, bool is_volatile = false) = 0;
   virtual void emit_with_ack(std::string_view event, Payload args, uint64_t timeout_ms,
                              AckCallback cb) = 0;
-  // Answers the client's ack request `ack_id` (at most once per id).
+  // Answers the client's ack request `ack_id` (at most once per id). With
+  // `reply.text` set, `reply.args` may be null: the server reads the args
+  // from the text only where it needs them (msgpack, an answer within a
+  // batch), so an ack whose text is known costs no JSON tree.
   virtual void ack(uint64_t ack_id, Payload reply) = 0;
 
   virtual void join(std::string_view room) = 0;

@@ -148,7 +148,7 @@ std::shared_ptr<const ChatConf> current_conf(const dr::Socket& s) {
 // What a handler keeps while it waits for Redis.
 struct Call {
   std::weak_ptr<dr::Socket> socket;
-  std::string socket_id;        // excluded from "to the others" broadcasts
+  std::string socket_id;        // excluded from "to the others" broadcasts (only their calls keep it)
   std::string nsp;
   dr::Event ev;                 // name, ack id and arguments
   std::shared_ptr<void> hold;   // the socket's next events wait for this one
@@ -171,10 +171,12 @@ struct Call {
 };
 using CallPtr = std::shared_ptr<Call>;
 
-CallPtr start(dr::Socket& s, const dr::Event& ev) {
+// `to_others`: the call broadcasts to the room but the socket (so it keeps
+// the socket's id, which may be gone by then).
+CallPtr start(dr::Socket& s, const dr::Event& ev, bool to_others = false) {
   // The event's arguments shared, not copied: nothing changes them (they are
   // read, and what is sent is built anew).
-  return std::make_shared<Call>(Call{s.weak(), s.id(), s.nsp(),
+  return std::make_shared<Call>(Call{s.weak(), to_others ? s.id() : std::string(), s.nsp(),
                                      dr::Event{ev.name, dr::Payload(dr::json_share(ev.args.args.get()), ev.args.attachments), ev.ack_id},
                                      s.delay_next_events(), dr::app::id_field(ev, "conversationId"),
                                      dr::app::user_id(s), current_conf(s), Json(), {}});
@@ -202,6 +204,21 @@ std::string failure(const redis::Reply& r, const char* consequence, const char* 
 
 json_t* jstr(const std::string& s) { return json_stringn(s.data(), s.size()); }
 
+// The sender's user id as a JSON string, kept on the socket: each of its
+// messages carries the same one (made again only if the id changed).
+struct SenderId {
+  Json value;
+};
+dr::SocketSlot<SenderId> g_sender_slot;
+
+json_t* sender_id(dr::Socket& s, const std::string& user) {
+  if (!g_sender_slot) return jstr(user);
+  SenderId& kept = s.context(g_sender_slot);
+  const json_t* v = kept.value.get();
+  if (!v || std::string_view(json_string_value(v), json_string_length(v)) != user) kept.value = Json(jstr(user));
+  return json_incref(kept.value.get());
+}
+
 // The metadata of a message sent without any: one empty object for all of
 // them (a message is only encoded, never changed once built).
 json_t* empty_metadata() {
@@ -228,7 +245,7 @@ void when_member(dr::Socket& s, CallPtr c, void (*next)(dr::Socket&, const CallP
   // dr::app::check_access, its Redis part here: the reply's callback holds
   // the call itself, not a function holding it.
   const ChatConf& conf = *c->conf;
-  std::string key;
+  thread_local std::string key;  // only read by the command below: its capacity is kept
   if (auto a = dr::app::access_by_token(s, conf.access_claim, conf.members_key, c->conversation, key))
     return answer(s, c, *a);
   const std::string_view argv[] = {"SISMEMBER", key, c->user};
@@ -242,7 +259,7 @@ dr::BroadcastOptions room_options(const Call& c, bool to_others = false, bool is
   dr::BroadcastOptions opts;
   opts.nsp = c.nsp;
   opts.rooms = {room_of(c.conversation)};
-  if (to_others) opts.except = {c.socket_id};  // every socket is in the room of its id
+  if (to_others) opts.except = {c.socket_id};  // every socket is in the room of its id (see start)
   opts.is_volatile = is_volatile;
   return opts;
 }
@@ -369,10 +386,24 @@ void unreplicated(const Call& c, const std::string& key, const redis::Replicatio
 }
 
 // To the whole room as both chat:message and message:new. `text`: [m] as
-// JSON (args_text), encoded once for both names and the ack.
+// JSON (message_texts), encoded once for both names and the ack.
 void deliver(const Call& c, const json_t* m, const std::vector<std::string>& bin,
              const std::shared_ptr<const std::string>& text) {
-  const dr::BroadcastOptions opts = room_options(c);
+  // Options kept for the next message (their list of rooms keeps its
+  // capacity); a delivery inside another one's gets its own.
+  static dr::BroadcastOptions kept;
+  static bool kept_in_use = false;
+  dr::BroadcastOptions fresh;
+  dr::BroadcastOptions& opts = kept_in_use ? fresh : kept;
+  struct Release {
+    bool& in_use;
+    bool was;
+    ~Release() { in_use = was; }
+  } release{kept_in_use, kept_in_use};
+  kept_in_use = true;
+  opts.nsp = c.nsp;
+  opts.rooms.resize(1);
+  opts.rooms[0] = room_of(c.conversation);
   broadcast(opts, "chat:message", m, bin, text);
   broadcast(opts, "message:new", m, bin, text);
 }
@@ -386,7 +417,7 @@ void on_message(dr::Socket& s, dr::Event& ev) {
   if (given && !idem::valid_key(given)) return dr::app::invalid(s, ev, idem::kInvalidDetails);
   when_member(
       s, start(s, ev),
-      [](dr::Socket&, const CallPtr& c) {
+      [](dr::Socket& s, const CallPtr& c) {
         const json_t* in = c->in();
         const json_t* content = json_object_get(in, "content");
         const json_t* type = json_object_get(in, "type");  // a string when given (the schema)
@@ -417,7 +448,7 @@ void on_message(dr::Socket& s, dr::Event& ev) {
         json_object_set_new(m, "id", json_null());
         if (json_is_string(conversation)) json_object_set(m, "conversationId", const_cast<json_t*>(conversation));
         else json_object_set_new(m, "conversationId", jstr(c->conversation));
-        json_object_set_new(m, "senderId", jstr(c->user));
+        json_object_set_new(m, "senderId", sender_id(s, c->user));
         json_object_set(m, "content", const_cast<json_t*>(content));
         if (json_is_string(type)) json_object_set(m, "type", const_cast<json_t*>(type));
         else json_object_set(m, "type", default_type());
@@ -441,10 +472,10 @@ void on_message(dr::Socket& s, dr::Event& ev) {
             json_object_set_new(c->message.get(), "id", jstr(r.str));
             redis::replicated([c](redis::Replication rep) {
               // Stored: the room gets it even if the sender has gone meanwhile.
-              const auto text = dr::app::args_text(c->message.get());
-              deliver(*c, c->message.get(), c->bin, text);
+              const auto texts = dr::app::message_texts(c->message.get(), c->ev.ack_id.has_value());
+              deliver(*c, c->message.get(), c->bin, texts.args);
               if (!rep.confirmed) return unreplicated(*c, {}, rep);
-              if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin, text);
+              if (auto s = c->live()) dr::app::ack_with_text(*s, c->ev, c->message.get(), c->bin, texts.ack);
             });
           });
           return;
@@ -484,17 +515,17 @@ void on_message(dr::Socket& s, dr::Event& ev) {
               }
               break;
           }
-          const auto text = dr::app::args_text(c->message.get());
-          if (r.deliver) deliver(*c, c->message.get(), c->bin, text);
+          const auto texts = dr::app::message_texts(c->message.get(), c->ev.ack_id.has_value());
+          if (r.deliver) deliver(*c, c->message.get(), c->bin, texts.args);
           if (!r.replication.confirmed) return unreplicated(*c, key, r.replication);
-          if (auto s = c->live()) dr::app::ack_with(*s, c->ev, c->message.get(), c->bin, text);
+          if (auto s = c->live()) dr::app::ack_with_text(*s, c->ev, c->message.get(), c->bin, texts.ack);
         });
       },
       "Redis unavailable: cannot check access, the message was not stored");
 }
 
 void on_typing(dr::Socket& s, dr::Event& ev) {
-  when_member(s, start(s, ev), [](dr::Socket& s, const CallPtr& c) {
+  when_member(s, start(s, ev, true), [](dr::Socket& s, const CallPtr& c) {
     Json data(json_object());
     json_object_set_new(data.get(), "userId", jstr(c->user));
     json_object_set_new(data.get(), "conversationId", jstr(c->conversation));
@@ -505,7 +536,7 @@ void on_typing(dr::Socket& s, dr::Event& ev) {
 }
 
 void on_read(dr::Socket& s, dr::Event& ev) {
-  when_member(s, start(s, ev), [](dr::Socket&, const CallPtr& c) {
+  when_member(s, start(s, ev, true), [](dr::Socket&, const CallPtr& c) {
     std::string message = dr::app::id_field(c->ev, "messageId");
     redis::command({"HSET", read_key(c->conversation), c->user, message}, [c, message](redis::Reply r) {
       if (r.error()) {
@@ -665,6 +696,7 @@ bool init_worker(dr::Worker& w, const dr::Module& self) {
     dr::logf(dr::LogLevel::Warn, "chat: no redis configured: messages cannot be stored, %s answers SOCKET_ERROR",
              kNsp);
 
+  g_sender_slot = dr::socket_slot<SenderId>("chat.sender_id");
   w.metric_declare(kMessagesMetric, dr::MetricType::Counter, "Chat messages stored and broadcast");
   w.use_event(kNsp, dr::schema::middleware(kEvents));
   w.on(kNsp, "chat:join", on_join);

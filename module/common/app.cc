@@ -101,28 +101,26 @@ bool claim_grants(const Socket& s, std::string_view claim, const std::string& id
 
 namespace {
 
-// redis::key(expand(pattern, id)), the expanded pattern on the stack when it
-// fits (every key of ours): one string made per check, not two.
-std::string expanded_key(std::string_view pattern, std::string_view id) {
+// redis::key(expand(pattern, id)) written into `out`, whose capacity a
+// caller may keep between checks (one string made per check otherwise).
+void expanded_key(std::string& out, std::string_view pattern, std::string_view id) {
   const std::string value = redis::tag(id);
-  char buf[256];
-  size_t n = 0;
+  out.assign(redis::key({}));  // the app prefix
   for (size_t at = 0; at < pattern.size();) {
-    const bool is_id = pattern.compare(at, 4, "{id}") == 0;
-    const std::string_view piece = is_id ? std::string_view(value) : pattern.substr(at, 1);
-    if (n + piece.size() > sizeof buf) return redis::key(expand(pattern, id));
-    memcpy(buf + n, piece.data(), piece.size());
-    n += piece.size();
-    at += is_id ? 4 : 1;
+    if (pattern.compare(at, 4, "{id}") == 0) {
+      out += value;
+      at += 4;
+    } else {
+      out += pattern[at++];
+    }
   }
-  return redis::key(std::string_view(buf, n));
 }
 
 // `connecting`: the socket is not connected yet (a room guard), so only its
 // going away stops the answer.
 void access(Socket& s, std::string_view claim, std::string_view key_pattern, const std::string& id, bool connecting,
             std::function<void(Socket& s, Access a)> done) {
-  std::string key;
+  thread_local std::string key;  // only read by the command below: its capacity is kept
   if (std::optional<Access> a = access_by_token(s, claim, key_pattern, id, key)) {
     done(s, *a);
     return;
@@ -141,7 +139,7 @@ std::optional<Access> access_by_token(const Socket& s, std::string_view claim, s
                                       const std::string& id, std::string& key) {
   if (is_admin(s) || claim_grants(s, claim, id)) return Access::Allowed;
   if (user_id(s).empty()) return Access::Denied;
-  key = expanded_key(key_pattern, id);
+  expanded_key(key, key_pattern, id);
   return std::nullopt;
 }
 
@@ -262,6 +260,47 @@ std::shared_ptr<const std::string> args_text(const json_t* data) {
   std::string text = json_text(data, "[", "]");
   if (text.empty()) return nullptr;
   return std::make_shared<const std::string>(std::move(text));
+}
+
+namespace {
+struct TextsHeld {
+  std::string args, ack;
+};
+}  // namespace
+
+MessageTexts message_texts(const json_t* data, bool with_ack) {
+  // json_text's flags are the Socket.IO encoder's: the same bytes.
+  std::string text = json_text(data, "[", "]");
+  if (text.empty()) return {};
+  auto held = std::make_shared<TextsHeld>();
+  held->args = std::move(text);
+  MessageTexts out;
+  out.args = std::shared_ptr<const std::string>(held, &held->args);
+  if (with_ack) {
+    // What encoding [{"data":X}] gives: compact JSON, members in order.
+    const std::string_view x = std::string_view(held->args).substr(1, held->args.size() - 2);
+    constexpr std::string_view open = "[{\"data\":", close = "}]";
+    held->ack.reserve(open.size() + x.size() + close.size());
+    held->ack.append(open).append(x).append(close);
+    out.ack = std::shared_ptr<const std::string>(held, &held->ack);
+  }
+  return out;
+}
+
+void ack_with_text(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin,
+                   std::shared_ptr<const std::string> ack_text) {
+  if (!ev.ack_id) return;
+  if (ack_text) {  // the text alone: the server reads it back only where it needs the tree (Socket::ack)
+    Payload p{Json(), std::move(bin)};
+    p.text = std::move(ack_text);
+    return s.ack(*ev.ack_id, std::move(p));
+  }
+  Json wrap(json_object());
+  json_object_set(wrap.get(), "data", const_cast<json_t*>(data));  // shared: msgpack and batching encode it
+  Payload p = Payload::of(std::move(wrap));
+  p.attachments = std::move(bin);
+  p.text = std::move(ack_text);
+  s.ack(*ev.ack_id, std::move(p));
 }
 
 void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin,

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -143,6 +144,17 @@ std::shared_ptr<const std::string> args_text(const json_t* data);
 // than encoding X again.
 void ack_with(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin,
               const std::shared_ptr<const std::string>& data_args);
+
+// [X] (MessageTexts::args, as args_text gives it) and, `with_ack`, the text
+// ack_with sends for it, [{"data":X}] (`ack`), made together: one shared
+// allocation holds both. Null texts when X cannot be written (see args_text).
+struct MessageTexts {
+  std::shared_ptr<const std::string> args, ack;
+};
+MessageTexts message_texts(const json_t* data, bool with_ack);
+// ack_with, its text being `ack_text` = message_texts(data, true).ack (may be null).
+void ack_with_text(Socket& s, const Event& ev, const json_t* data, std::vector<std::string> bin,
+                   std::shared_ptr<const std::string> ack_text);
 
 // A JSON array of strings.
 Json string_array(const std::vector<std::string>& items);

@@ -19,8 +19,27 @@ struct Api {
   Timers* timers = nullptr;  // replies are posted, never given inside the call
   std::string prefix = "depth:";
   std::unique_ptr<ReplicaWait> wait;  // redis_wait_replicas (null: off)
+  // Without redis_wait_replicas, redis::replicated's callbacks, answered
+  // together by one timer of their own: posting each (a function wrapping
+  // the module's, in the posted list) made two allocations a write.
+  std::vector<std::function<void(redis::Replication)>> confirmed, running;
+  std::unique_ptr<CallbackTimer> confirm_timer;
 };
 Api g_api;
+
+void run_confirmed() {
+  std::swap(g_api.confirmed, g_api.running);  // callbacks may ask again: for the next turn
+  for (auto& cb : g_api.running) {
+    try {
+      cb(redis::Replication{});
+    } catch (const std::exception& e) {
+      logf(LogLevel::Error, "redis replicated callback: %s", e.what());
+    } catch (...) {
+      logf(LogLevel::Error, "redis replicated callback: unknown exception");
+    }
+  }
+  g_api.running.clear();  // the capacity stays
+}
 
 // A null `r`: no reply. `sent` says whether the command had left (then
 // the connection went before its answer) or was refused.
@@ -85,10 +104,17 @@ void install_redis_api(Timers& timers, RedisLink* link, std::string app_prefix) 
   g_api.link = link;
   g_api.timers = &timers;
   g_api.prefix = std::move(app_prefix);
+  // With a link only: its owner uninstalls it before the timers go.
+  if (link) g_api.confirm_timer = std::make_unique<CallbackTimer>(timers, run_confirmed);
 }
 
 void uninstall_redis_api() {
   g_api.wait.reset();
+  g_api.confirm_timer.reset();
+  // Callbacks not run yet still run, later, as posted ones.
+  for (auto& cb : g_api.confirmed)
+    if (g_api.timers) g_api.timers->post([cb = std::move(cb)] { cb(redis::Replication{}); });
+  g_api.confirmed.clear();
   g_api.link = nullptr;
   g_api.timers = nullptr;
 }
@@ -219,7 +245,11 @@ std::string Replication::details() const {
 void replicated(std::function<void(Replication)> cb) {
   if (!cb) return;
   if (cluster::g_api.wait) return cluster::g_api.wait->wait(std::move(cb));
-  if (cluster::g_api.timers) cluster::g_api.timers->post([cb = std::move(cb)] { cb(Replication{}); });
+  auto& api = cluster::g_api;
+  if (!api.timers) return;
+  if (!api.confirm_timer) return api.timers->post([cb = std::move(cb)] { cb(Replication{}); });
+  api.confirmed.push_back(std::move(cb));
+  if (!api.confirm_timer->armed()) api.confirm_timer->arm_at(api.timers->now());
 }
 
 std::string key(std::string_view suffix) {

@@ -105,6 +105,24 @@ bool EncodedBroadcast::parse(std::string_view bytes) {
   return r.ok && r.in.empty();
 }
 
+void EncodedBroadcast::assign_options(const BroadcastOptions& from) {
+  static_assert(sizeof(BroadcastOptions) == sizeof(std::string) + 2 * sizeof(std::vector<std::string>) + 8,
+                "a new field of BroadcastOptions: copy it here too");
+  opts.nsp = from.nsp;
+  opts.rooms.assign(from.rooms.begin(), from.rooms.end());
+  opts.except.assign(from.except.begin(), from.except.end());
+  opts.is_volatile = from.is_volatile;
+  opts.local = from.local;
+}
+
+void EncodedBroadcast::release() {
+  header = BroadcastHeader();
+  attachments.clear();
+  batch_item.clear();
+  offset.clear();
+  data = Json();
+}
+
 void LocalAdapter::broadcast(const EncodedBroadcast& b) {
   // The sibling workers first (the pipe write leaves now): their share of the
   // fan-out runs while this worker writes its own.

@@ -56,6 +56,13 @@ struct EncodedBroadcast {
 
   std::string serialize() const;
   bool parse(std::string_view bytes);
+
+  // For a broadcast kept to be used again (Server::broadcast): `opts`
+  // copied in over the last ones, the strings and vectors keeping their
+  // capacity (a copy of the options allocated the rooms' list every time);
+  // release() then lets go of what the last one held but the options.
+  void assign_options(const BroadcastOptions& from);
+  void release();
 };
 
 // A disconnected socket's session, waiting for its client (connection state

@@ -232,6 +232,12 @@ void SocketImpl::emit_with_ack(std::string_view event, Payload args, uint64_t ti
 
 void SocketImpl::ack(uint64_t ack_id, Payload reply) {
   if (gone_ || !client_) return;
+  // A reply given as text only (module.h): its args read back where they are needed.
+  if (!reply.args && (!reply.text || reply.text->empty() || batching_if() ||
+                      server().config().core.parser == CoreConf::Parser::Msgpack)) {
+    reply.args = reply.text ? json_parse(*reply.text) : Json();
+    if (!json_is_array(reply.args.get())) reply.args = Json(json_array());
+  }
   if (Batching* batching = batching_if()) {
     if (auto it = batching->items.find(ack_id); it != batching->items.end()) {
       auto [batch, index] = it->second;
@@ -1195,7 +1201,24 @@ std::string Server::new_socket_id() {
 }
 
 void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Payload args) {
-  EncodedBroadcast b;
+  // One broadcast kept for the next, so that copying the options in does not
+  // allocate (see assign_options); one made inside another's delivery gets
+  // its own.
+  thread_local EncodedBroadcast kept;
+  thread_local bool kept_in_use = false;
+  EncodedBroadcast fresh;
+  const bool reuse = !kept_in_use;
+  EncodedBroadcast& b = reuse ? kept : fresh;
+  struct Release {
+    EncodedBroadcast& b;
+    bool reuse;
+    ~Release() {
+      if (!reuse) return;
+      b.release();
+      kept_in_use = false;
+    }
+  } release{b, reuse};
+  kept_in_use = true;
   if (args.attachments.empty()) b.batch_item = batch_item(event, args);
   Packet p;
   p.type = PacketType::Event;
@@ -1209,7 +1232,7 @@ void Server::broadcast(const BroadcastOptions& opts, std::string_view event, Pay
     offset = json_stringn(b.offset.data(), b.offset.size());
     json_array_append_new(p.data.get(), offset);
   }
-  b.opts = opts;
+  b.assign_options(opts);
   // The args' text, when the sender has it, is not encoded again: the same
   // header as encode(p) gives, built around it (a text header is what the
   // JSON parser sends, what the adapter relays and recovery records).
