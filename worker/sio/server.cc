@@ -661,24 +661,39 @@ SocketImpl* SocketTable::find(std::string_view id) const {
   return nullptr;
 }
 
-bool SocketTable::insert(SocketImpl* s) {
-  if (find(s->id())) return false;
-  if (size_ + 1 > buckets_.size()) {  // at most one socket a bucket on average
-    std::vector<SocketImpl*> old(std::max<size_t>(8, buckets_.size() * 2), nullptr);
-    old.swap(buckets_);
-    for (SocketImpl* head : old)
-      for (SocketImpl* at = head; at;) {
-        SocketImpl* next = at->next_by_id_;
-        SocketImpl*& bucket = buckets_[bucket_of(at->id())];
-        at->next_by_id_ = bucket;
-        bucket = at;
+namespace {
+
+// Links `node` into a chained hash table threaded through its nodes' `Next`
+// pointers, first doubling the buckets (a power of two, 8 at least) when it
+// would hold more than one node a bucket on average. `bucket_of(node)` is
+// the node's bucket among `buckets` as they are when it is called.
+template <auto Next, class Node, class BucketOf>
+void chain_link(std::vector<Node*>& buckets, size_t& size, Node* node, BucketOf bucket_of) {
+  auto push = [&](Node* n) {
+    Node*& first = buckets[bucket_of(n)];
+    n->*Next = first;
+    first = n;
+  };
+  if (size + 1 > buckets.size()) {
+    std::vector<Node*> old(std::max<size_t>(8, buckets.size() * 2), nullptr);
+    old.swap(buckets);
+    for (Node* head : old)
+      for (Node* at = head; at;) {
+        Node* next = at->*Next;
+        push(at);
         at = next;
       }
   }
-  SocketImpl*& bucket = buckets_[bucket_of(s->id())];
-  s->next_by_id_ = bucket;
-  bucket = s;
-  size_++;
+  push(node);
+  size++;
+}
+
+}  // namespace
+
+bool SocketTable::insert(SocketImpl* s) {
+  if (find(s->id())) return false;
+  chain_link<&SocketImpl::next_by_id_>(buckets_, size_, s,
+                                       [this](const SocketImpl* at) { return bucket_of(at->id()); });
   return true;
 }
 
@@ -753,23 +768,8 @@ Room* RoomIndex::find(std::string_view name) const {
 Room* RoomIndex::acquire(std::string_view name) {
   Room* r = find(name);
   if (!r) {
-    if (size_ + 1 > buckets_.size()) {  // at most one room a bucket on average
-      std::vector<Room*> old(std::max<size_t>(8, buckets_.size() * 2), nullptr);
-      old.swap(buckets_);
-      for (Room* head : old)
-        for (Room* at = head; at;) {
-          Room* next = at->next_;
-          Room*& bucket = buckets_[bucket_of(at->name())];
-          at->next_ = bucket;
-          bucket = at;
-          at = next;
-        }
-    }
     r = Room::make(name);
-    Room*& bucket = buckets_[bucket_of(name)];
-    r->next_ = bucket;
-    bucket = r;
-    size_++;
+    chain_link<&Room::next_>(buckets_, size_, r, [this](const Room* at) { return bucket_of(at->name()); });
   }
   r->refs_++;
   return r;
