@@ -639,7 +639,7 @@ TEST(SioEncode, JsonAppendRefusesWhatJanssonRefuses) {
   EXPECT_FALSE(json_append(bad.get(), out));
   EXPECT_EQ(out, "kept");
   EXPECT_EQ(json_text(bad.get(), "[", "]"), "");
-  // A key that is not plain ASCII is jansson's to write, as it would.
+  // A key that is not UTF-8 is jansson's to write, as it would.
   Json odd_key(json_object());
   json_object_setn_new_nocheck(odd_key.get(), "\xc3", 1, json_true());
   std::string odd;

@@ -395,16 +395,16 @@ void SocketImpl::connect_now() {
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
   if (!pid_ && server().adapter().recovers()) pid_ = SharedText(server().new_socket_id());
-  // {"sid":..,"pid":..} as text, as jansson would write it: ids are plain
-  // ASCII, and an object built only to be encoded costs more than the rest.
+  // {"sid":..,"pid":..} as text, the bytes jansson would write: an object
+  // built only to be encoded costs more than the rest.
   std::string text;
   if (!client_->msgpack_) {
     text.reserve(48);
     text.append("{\"sid\":");
-    bool plain = json_detail::append_plain_string(id_, text);
-    if (pid_) plain = plain && json_detail::append_plain_string(pid_.view(), text.append(",\"pid\":"));
+    bool written = json_append_string(id_, text);
+    if (pid_) written = written && json_append_string(pid_.view(), text.append(",\"pid\":"));
     text.push_back('}');
-    if (!plain) text.clear();
+    if (!written) text.clear();  // not UTF-8: left to jansson, which leaves it out
   }
   if (text.empty()) {
     p.data = object_with("sid", id_);
