@@ -49,15 +49,6 @@ namespace {
 // A client's pid and offset are ours (20 characters, a few dozen): longer ones name no session.
 constexpr size_t kMaxRecoveryIdLength = 128;
 
-// A recorded broadcast's offset: the last argument of its encoded event
-// (`...,"<offset>"]`; offsets need no escapes). Empty when it ends otherwise.
-std::string_view trailing_offset(std::string_view header) {
-  if (header.size() < 4 || !header.ends_with("\"]")) return {};
-  size_t open = header.rfind('"', header.size() - 3);
-  if (open == std::string_view::npos || open == 0 || header[open - 1] != ',') return {};
-  return header.substr(open + 1, header.size() - 2 - (open + 1));
-}
-
 // [event, ...args] as one JSON array: the args' own, when nothing else holds
 // it (`args` is then left without one), else a new one.
 Json event_array(Json name, Payload& args) {
