@@ -1420,7 +1420,7 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
     client_->send_encoded(server().wire(h.header, h.attachments), false);
   }
   if (resumed) {
-    resumed->until = now_ms() + kResumedMs;
+    resumed->until = server().timers().now() + kResumedMs;
     rare().resumed = std::move(resumed);
     resumed_ = true;
   }
@@ -1431,7 +1431,7 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
 }
 
 bool SocketImpl::sent_at_resume(std::string_view header) {
-  if (now_ms() > rare_->resumed->until) {
+  if (server().timers().now() > rare_->resumed->until) {
     rare_->resumed.reset();
     resumed_ = false;
     return false;
