@@ -4,6 +4,7 @@
 #include <jansson.h>
 
 #include <charconv>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -21,6 +22,67 @@ using Json = std::unique_ptr<json_t, JsonDeleter>;
 // Takes a new reference to a borrowed value.
 inline Json json_share(json_t* j) { return Json(json_incref(j)); }
 
+// As jansson checks a string: UTF-8 without overlong forms, surrogates or
+// code points past U+10FFFF (NUL is fine).
+inline bool json_utf8_valid(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+    else return false;
+    if (s.size() - i < len) return false;
+    for (size_t k = 1; k < len; k++) {
+      auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;
+    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+// Appends `s` as a JSON string, the bytes jansson's dump writes for it with
+// the Socket.IO encoder's flags: " \\ and controls escaped (\u00XX in
+// capitals where there is no short form), nothing else (no \/, UTF-8 as it
+// is). False, with nothing appended, unless jansson takes it as UTF-8.
+inline bool json_append_string(std::string_view s, std::string& out) {
+  if (!json_utf8_valid(s)) return false;
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  out += '"';
+  size_t plain = 0;  // the start of the run not yet appended
+  for (size_t i = 0; i < s.size(); i++) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s, plain, i - plain);
+    plain = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+  }
+  out.append(s, plain);
+  out += '"';
+  return true;
+}
+
 namespace json_detail {
 
 inline int append_chunk(const char* chunk, size_t size, void* out) {
@@ -37,25 +99,12 @@ inline bool dump_into(const json_t* v, std::string& out) {
   return false;
 }
 
-// Printable ASCII needs only " and \\ escaped; false for anything else.
-inline bool append_plain_string(std::string_view s, std::string& out) {
-  for (unsigned char c : s)
-    if (c < 0x20 || c >= 0x80) return false;
-  out.push_back('"');
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('"');
-  return true;
-}
-
 // The bytes jansson writes for `v`, without its dump: each dump sets up a
 // hash table for its loop check (allocations for every value written).
-// Objects, arrays, integers and plain strings are written here; other
-// strings and reals one by one by jansson. False: not written here (a key
-// that is not plain ASCII, nesting deeper than kMaxDepth, a value jansson
-// refuses): the caller dumps the whole value instead.
+// Objects, arrays, integers and strings are written here; reals one by one
+// by jansson. False: not written here (a string or key that is not UTF-8,
+// nesting deeper than kMaxDepth, a value jansson refuses): the caller dumps
+// the whole value instead.
 inline bool append_fast(const json_t* v, std::string& out, int depth) {
   constexpr int kMaxDepth = 32;
   if (!v) return false;
@@ -79,8 +128,7 @@ inline bool append_fast(const json_t* v, std::string& out, int depth) {
     case JSON_REAL:
       return dump_into(v, out);
     case JSON_STRING:
-      return append_plain_string(std::string_view(json_string_value(v), json_string_length(v)), out) ||
-             dump_into(v, out);
+      return json_append_string(std::string_view(json_string_value(v), json_string_length(v)), out);
     case JSON_ARRAY: {
       if (depth >= kMaxDepth) return false;
       out.push_back('[');
@@ -100,7 +148,7 @@ inline bool append_fast(const json_t* v, std::string& out, int depth) {
       for (void* it = json_object_iter(o); it; it = json_object_iter_next(o, it)) {
         if (!first) out.push_back(',');
         first = false;
-        if (!append_plain_string(std::string_view(json_object_iter_key(it), json_object_iter_key_len(it)), out))
+        if (!json_append_string(std::string_view(json_object_iter_key(it), json_object_iter_key_len(it)), out))
           return false;
         out.push_back(':');
         if (!append_fast(json_object_iter_value(it), out, depth + 1)) return false;

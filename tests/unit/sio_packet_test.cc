@@ -639,7 +639,7 @@ TEST(SioEncode, JsonAppendRefusesWhatJanssonRefuses) {
   EXPECT_FALSE(json_append(bad.get(), out));
   EXPECT_EQ(out, "kept");
   EXPECT_EQ(json_text(bad.get(), "[", "]"), "");
-  // A key that is not plain ASCII is jansson's to write, as it would.
+  // A key that is not UTF-8 is jansson's to write, as it would.
   Json odd_key(json_object());
   json_object_setn_new_nocheck(odd_key.get(), "\xc3", 1, json_true());
   std::string odd;
@@ -654,6 +654,27 @@ TEST(SioEncode, JsonAppendRefusesWhatJanssonRefuses) {
   EXPECT_FALSE(json_append(loop.get(), out));
   EXPECT_EQ(out, "kept");
   json_array_clear(inner);  // breaks the cycle so that both are freed
+}
+
+// A recorded broadcast's offset, read back from its header (a recovered
+// socket is not sent again what its recovery sent).
+TEST(TrailingOffset, TheLastStringArgumentOfAnEvent) {
+  EXPECT_EQ(trailing_offset(R"(2["chat","hi","1764780000123-ab-0"])"), "1764780000123-ab-0");
+  EXPECT_EQ(trailing_offset(R"(2/chat,["m",{"a":1},"o"])"), "o");
+  EXPECT_EQ(trailing_offset(R"(2["m",""])"), "");
+  EXPECT_EQ(trailing_offset(R"(2["m",1,"2"])"), "2");
+}
+
+TEST(TrailingOffset, NoneWhenTheEventEndsOtherwise) {
+  EXPECT_EQ(trailing_offset(""), "");
+  EXPECT_EQ(trailing_offset(R"("]")"), "");
+  EXPECT_EQ(trailing_offset(R"(2["m"])"), "") << "the name alone is no offset";
+  EXPECT_EQ(trailing_offset(R"(2["m",1])"), "");
+  EXPECT_EQ(trailing_offset(R"(2["m",{"k":"v"}])"), "");
+  EXPECT_EQ(trailing_offset(R"(2["m",["x","y"]])"), "");
+  EXPECT_EQ(trailing_offset(R"(2["m","o"] )"), "");
+  EXPECT_EQ(trailing_offset(R"(2["m" "o"])"), "") << "no comma before it";
+  EXPECT_EQ(trailing_offset(R"(2["m","a\"b"])"), "") << "offsets need no escapes: one with them is none";
 }
 
 TEST(SioOverEio, CapturedSixPacketPayload) {

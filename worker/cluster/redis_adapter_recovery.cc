@@ -12,6 +12,7 @@
 #include "cluster/recovery_lua.h"
 #include "cluster/redis_adapter.h"
 #include "core/uv_util.h"
+#include "depth-realtime/json.h"
 
 namespace dr::cluster {
 namespace {
@@ -21,65 +22,6 @@ using namespace wire;
 constexpr int64_t kOffsetClockMarginMs = 10000;      // node clocks vs Redis' stream ids
 constexpr size_t kMaxMissedPackets = 10000;          // more: a fresh connection instead
 constexpr uint64_t kMissedBytesPerOutputBuffer = 4;  // and more than 4 × max_output_buffer of them
-
-// As jansson checks a string: UTF-8 without overlong forms, surrogates or
-// code points past U+10FFFF (NUL is fine).
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
-    else return false;
-    if (s.size() - i < len) return false;
-    for (size_t k = 1; k < len; k++) {
-      auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;
-    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
-    i += len;
-  }
-  return true;
-}
-
-// `s` as a JSON string, escaped as jansson escapes it (no \/, no \u for
-// anything above U+001F); false, with nothing appended, unless it is UTF-8.
-bool append_json_string(std::string& out, std::string_view s) {
-  if (!valid_utf8(s)) return false;
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  out += '"';
-  size_t plain = 0;  // the start of the run not yet appended
-  for (size_t i = 0; i < s.size(); i++) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s, plain, i - plain);
-    plain = i + 1;
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 15];
-    }
-  }
-  out.append(s, plain);
-  out += '"';
-  return true;
-}
 
 // A C string's view: what json_string(x.c_str()) and a jansson key see.
 std::string_view c_string(std::string_view s) { return s.substr(0, s.find('\0')); }
@@ -98,7 +40,7 @@ void append_string_member(std::string& out, bool& first, std::string_view key, s
   out += '"';
   out += key;
   out += "\":";
-  if (!append_json_string(out, value)) return out.resize(at);
+  if (!json_append_string(value, out)) return out.resize(at);
   first = false;
 }
 
@@ -108,7 +50,7 @@ void append_string_array(std::string& out, std::span<const std::string> items) {
   for (auto& item : items) {
     size_t at = out.size();
     if (!first) out += ',';
-    if (!append_json_string(out, item)) {
+    if (!json_append_string(item, out)) {
       out.resize(at);
       continue;
     }
@@ -144,18 +86,18 @@ std::string session_record(std::string_view nsp, std::string_view sid, std::stri
   bool first_key = true;
   for (size_t i = 0; i < data.size(); i++) {
     std::string_view key = c_string(data[i].first);
-    if (!valid_utf8(key) || !valid_utf8(data[i].second)) continue;
+    if (!json_utf8_valid(key) || !json_utf8_valid(data[i].second)) continue;
     bool seen = false;
-    for (size_t j = 0; j < i && !seen; j++) seen = c_string(data[j].first) == key && valid_utf8(data[j].second);
+    for (size_t j = 0; j < i && !seen; j++) seen = c_string(data[j].first) == key && json_utf8_valid(data[j].second);
     if (seen) continue;  // written at its first place
     const std::string* value = &data[i].second;
     for (size_t j = i + 1; j < data.size(); j++)
-      if (c_string(data[j].first) == key && valid_utf8(data[j].second)) value = &data[j].second;
+      if (c_string(data[j].first) == key && json_utf8_valid(data[j].second)) value = &data[j].second;
     if (!first_key) out += ',';
     first_key = false;
-    append_json_string(out, key);
+    json_append_string(key, out);
     out += ':';
-    append_json_string(out, *value);
+    json_append_string(*value, out);
   }
   out += "},\"connectKeys\":";
   append_string_array(out, connect_keys);

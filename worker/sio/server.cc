@@ -49,15 +49,6 @@ namespace {
 // A client's pid and offset are ours (20 characters, a few dozen): longer ones name no session.
 constexpr size_t kMaxRecoveryIdLength = 128;
 
-// A recorded broadcast's offset: the last argument of its encoded event
-// (`...,"<offset>"]`; offsets need no escapes). Empty when it ends otherwise.
-std::string_view trailing_offset(std::string_view header) {
-  if (header.size() < 4 || !header.ends_with("\"]")) return {};
-  size_t open = header.rfind('"', header.size() - 3);
-  if (open == std::string_view::npos || open == 0 || header[open - 1] != ',') return {};
-  return header.substr(open + 1, header.size() - 2 - (open + 1));
-}
-
 // [event, ...args] as one JSON array: the args' own, when nothing else holds
 // it (`args` is then left without one), else a new one.
 Json event_array(Json name, Payload& args) {
@@ -401,16 +392,16 @@ void SocketImpl::connect_now() {
   p.type = PacketType::Connect;
   p.nsp = ns_.name();
   if (!pid_ && server().adapter().recovers()) pid_ = SharedText(server().new_socket_id());
-  // {"sid":..,"pid":..} as text, as jansson would write it: ids are plain
-  // ASCII, and an object built only to be encoded costs more than the rest.
+  // {"sid":..,"pid":..} as text, the bytes jansson would write: an object
+  // built only to be encoded costs more than the rest.
   std::string text;
   if (!client_->msgpack_) {
     text.reserve(48);
     text.append("{\"sid\":");
-    bool plain = json_detail::append_plain_string(id_, text);
-    if (pid_) plain = plain && json_detail::append_plain_string(pid_.view(), text.append(",\"pid\":"));
+    bool written = json_append_string(id_, text);
+    if (pid_) written = written && json_append_string(pid_.view(), text.append(",\"pid\":"));
     text.push_back('}');
-    if (!plain) text.clear();
+    if (!written) text.clear();  // not UTF-8: left to jansson, which leaves it out
   }
   if (text.empty()) {
     p.data = object_with("sid", id_);
@@ -667,24 +658,39 @@ SocketImpl* SocketTable::find(std::string_view id) const {
   return nullptr;
 }
 
-bool SocketTable::insert(SocketImpl* s) {
-  if (find(s->id())) return false;
-  if (size_ + 1 > buckets_.size()) {  // at most one socket a bucket on average
-    std::vector<SocketImpl*> old(std::max<size_t>(8, buckets_.size() * 2), nullptr);
-    old.swap(buckets_);
-    for (SocketImpl* head : old)
-      for (SocketImpl* at = head; at;) {
-        SocketImpl* next = at->next_by_id_;
-        SocketImpl*& bucket = buckets_[bucket_of(at->id())];
-        at->next_by_id_ = bucket;
-        bucket = at;
+namespace {
+
+// Links `node` into a chained hash table threaded through its nodes' `Next`
+// pointers, first doubling the buckets (a power of two, 8 at least) when it
+// would hold more than one node a bucket on average. `bucket_of(node)` is
+// the node's bucket among `buckets` as they are when it is called.
+template <auto Next, class Node, class BucketOf>
+void chain_link(std::vector<Node*>& buckets, size_t& size, Node* node, BucketOf bucket_of) {
+  auto push = [&](Node* n) {
+    Node*& first = buckets[bucket_of(n)];
+    n->*Next = first;
+    first = n;
+  };
+  if (size + 1 > buckets.size()) {
+    std::vector<Node*> old(std::max<size_t>(8, buckets.size() * 2), nullptr);
+    old.swap(buckets);
+    for (Node* head : old)
+      for (Node* at = head; at;) {
+        Node* next = at->*Next;
+        push(at);
         at = next;
       }
   }
-  SocketImpl*& bucket = buckets_[bucket_of(s->id())];
-  s->next_by_id_ = bucket;
-  bucket = s;
-  size_++;
+  push(node);
+  size++;
+}
+
+}  // namespace
+
+bool SocketTable::insert(SocketImpl* s) {
+  if (find(s->id())) return false;
+  chain_link<&SocketImpl::next_by_id_>(buckets_, size_, s,
+                                       [this](const SocketImpl* at) { return bucket_of(at->id()); });
   return true;
 }
 
@@ -759,23 +765,8 @@ Room* RoomIndex::find(std::string_view name) const {
 Room* RoomIndex::acquire(std::string_view name) {
   Room* r = find(name);
   if (!r) {
-    if (size_ + 1 > buckets_.size()) {  // at most one room a bucket on average
-      std::vector<Room*> old(std::max<size_t>(8, buckets_.size() * 2), nullptr);
-      old.swap(buckets_);
-      for (Room* head : old)
-        for (Room* at = head; at;) {
-          Room* next = at->next_;
-          Room*& bucket = buckets_[bucket_of(at->name())];
-          at->next_ = bucket;
-          bucket = at;
-          at = next;
-        }
-    }
     r = Room::make(name);
-    Room*& bucket = buckets_[bucket_of(name)];
-    r->next_ = bucket;
-    bucket = r;
-    size_++;
+    chain_link<&Room::next_>(buckets_, size_, r, [this](const Room* at) { return bucket_of(at->name()); });
   }
   r->refs_++;
   return r;
@@ -1452,7 +1443,7 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
     client_->send_encoded(server().wire(h.header, h.attachments), false);
   }
   if (resumed) {
-    resumed->until = now_ms() + kResumedMs;
+    resumed->until = server().timers().now() + kResumedMs;
     rare().resumed = std::move(resumed);
     resumed_ = true;
   }
@@ -1463,7 +1454,7 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
 }
 
 bool SocketImpl::sent_at_resume(std::string_view header) {
-  if (now_ms() > rare_->resumed->until) {
+  if (server().timers().now() > rare_->resumed->until) {
     rare_->resumed.reset();
     resumed_ = false;
     return false;

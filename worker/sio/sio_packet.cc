@@ -379,6 +379,13 @@ Decoder::Result Decoder::add_binary(std::string_view bytes, Packet& out, std::st
   return Result::Packet;
 }
 
+std::string_view trailing_offset(std::string_view header) {
+  if (header.size() < 4 || !header.ends_with("\"]")) return {};
+  size_t open = header.rfind('"', header.size() - 3);
+  if (open == std::string_view::npos || open == 0 || header[open - 1] != ',') return {};
+  return header.substr(open + 1, header.size() - 2 - (open + 1));
+}
+
 bool decode_encoded(std::string_view header, const std::vector<std::string>& attachments, Packet& out) {
   Decoder d(attachments.size(), false);
   std::string err;

@@ -81,6 +81,11 @@ class Decoder {
   std::unique_ptr<Packet> pending_;  // a binary packet awaiting attachments (made only then)
 };
 
+// A recorded broadcast's offset: the last argument of its encoded event
+// header (`...,"<offset>"]`; offsets need no escapes). Empty when it ends
+// otherwise.
+std::string_view trailing_offset(std::string_view header);
+
 // A header and attachments this server encoded (encode()), back to a Packet,
 // without the checks made on client input. False when it does not parse.
 bool decode_encoded(std::string_view header, const std::vector<std::string>& attachments, Packet& out);
