@@ -1435,11 +1435,13 @@ void SocketImpl::finish_recovery(const std::vector<std::string>& kept, const std
     }
   }
   // Then what was delivered here while the claim was in flight and is not
-  // among them: recorded after the claim ran, in the order it came.
+  // among them: recorded after the claim ran, in the order it came. Each
+  // once, and a late copy of it is dropped too, as one of a missed packet.
   for (auto& h : rec->held) {
     if (!h.rooms.empty() && !in_any(h.rooms)) continue;
     if (in_any(h.except)) continue;
-    if (resumed && resumed->offsets.count(std::string(trailing_offset(h.header)))) continue;
+    if (!resumed) resumed = std::make_unique<Rare::Resumed>();
+    if (!resumed->offsets.emplace(trailing_offset(h.header)).second) continue;
     client_->send_encoded(server().wire(h.header, h.attachments), false);
   }
   if (resumed) {
