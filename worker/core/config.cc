@@ -527,7 +527,7 @@ const Directive core_directives[] = {
     {"worker_shutdown_spread", M, 1, 1, set_msec<&CoreConf::worker_shutdown_spread>, "5s", true,
      "a stopping worker closes its sessions gradually over this time, so clients do not reconnect all at once"},
     {"listen", S, 1, 2, set_listen, "0.0.0.0:3000", false,
-     "[ADDRESS:]PORT [ssl] to accept clients on ([::] is both families, localhost both loopbacks); repeatable"},
+     "[ADDRESS:]PORT [ssl] to accept clients on ([::] is both families, or 0.0.0.0 with a warning on a kernel without IPv6; localhost both loopbacks); repeatable"},
     {"metrics_listen", S, 1, 2, set_metrics_listen, "(on listen)", false,
      "[ADDRESS:]PORT [ssl] of the metrics listener (/metrics, /healthz, /readyz); repeatable; off: on the main listener"},
     {"ssl_certificate", S, 1, 1, set_str<&CoreConf::ssl_certificate>, "(none)", true,
