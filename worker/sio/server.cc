@@ -986,12 +986,9 @@ void Client::send_encoded(std::span<const eio::OutRef> packets, bool is_volatile
 
 namespace {
 
-// The JSON text of the CONNECT being handled, as the client sent it (set by
-// Client::on_message around handle(), taken by handle()): a client sends the
-// same auth with every namespace, and the text matching the auth text of one
-// of its sockets shares that text without writing the auth out again.
-std::string_view g_connect_json;
-
+// The JSON text of a CONNECT as the client sent it: a client sends the same
+// auth with every namespace, and the text matching the auth text of one of
+// its sockets shares that text without writing the auth out again.
 // "0[/nsp,]{...}": the object's text, or nothing (an ack id, no data).
 std::string_view connect_json(std::string_view packet, std::string_view nsp) {
   size_t at = 1;
@@ -1024,12 +1021,11 @@ void Client::on_message(bool binary, std::string_view data) {
     session_.close("parse error");
     return;
   }
-  if (p.type == PacketType::Connect && !binary && !msgpack_) g_connect_json = connect_json(data, p.nsp);
-  handle(p, wire_bytes);
-  g_connect_json = {};
+  bool text_connect = p.type == PacketType::Connect && !binary && !msgpack_;
+  handle(p, wire_bytes, text_connect ? connect_json(data, p.nsp) : std::string_view());
 }
 
-void Client::handle(Packet& p, size_t wire_bytes) {
+void Client::handle(Packet& p, size_t wire_bytes, std::string_view connect_text) {
   auto s = socket_for(p.nsp);
   if (p.type == PacketType::Connect) {
     if (s) {
@@ -1047,9 +1043,9 @@ void Client::handle(Packet& p, size_t wire_bytes) {
     }
     Json auth = p.data ? std::move(p.data) : Json(json_object());
     s = std::make_shared<SocketImpl>(*ns, *this, server_.new_socket_id(), std::move(auth));
-    if (std::string_view text = std::exchange(g_connect_json, {}); !text.empty())
+    if (!connect_text.empty())
       for (auto& other : sockets_)
-        if (other->auth_text_ && other->auth_text_.view() == text) s->auth_text_ = other->auth_text_;
+        if (other->auth_text_ && other->auth_text_.view() == connect_text) s->auth_text_ = other->auth_text_;
     sockets_.push_back(s);
     // Connection state recovery: a CONNECT with pid and offset may resume a
     // session, once its hooks pass (see SocketImpl::begin_recovery).

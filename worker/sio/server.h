@@ -457,7 +457,8 @@ class Client final : public eio::SessionHandler {
   SharedText auth_text(const json_t* auth);
 
  private:
-  void handle(Packet& p, size_t wire_bytes);
+  // `connect_text`: a CONNECT's JSON as the client sent it (a text packet), or empty.
+  void handle(Packet& p, size_t wire_bytes, std::string_view connect_text);
   Server& server_;
   eio::Session& session_;
   const std::string id_;  // the session id's first 12 characters, shared by its sockets
